@@ -1,0 +1,204 @@
+//! The HTTP side of a gemba node: the JSON API under `/api/v1`, Prometheus
+//! exposition at `/metrics`, `/healthz`, and the console at `/`.
+//!
+//! Read endpoints are open (on loopback by default); any request that would
+//! change state must carry the configured bearer token, so a node listening
+//! beyond loopback cannot be steered by whoever reaches its port.
+
+mod console;
+mod svg;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use gemba_mesh::MeshNode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+pub use console::render_page;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+/// What the handlers share.
+pub struct ApiState {
+    pub mesh: Arc<MeshNode>,
+    pub registry: Registry,
+    pub token: Option<String>,
+    responses: Family<CodeLabel, Counter>,
+}
+
+impl ApiState {
+    /// Builds the state; registers the HTTP metrics into `registry`.
+    pub fn new(mesh: Arc<MeshNode>, mut registry: Registry, token: Option<String>) -> Arc<Self> {
+        let responses = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "gemba_http_responses",
+            "HTTP responses by status code (rejected paths and methods included)",
+            responses.clone(),
+        );
+        Arc::new(ApiState {
+            mesh,
+            registry,
+            token,
+            responses,
+        })
+    }
+}
+
+type Shared = Arc<ApiState>;
+
+/// The router with every route of a node.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(console_page))
+        .route("/console/panel", get(console_panel))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/graph", get(graph))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/links", get(links))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Counts every response and enforces the token on methods that change
+/// state.
+async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = if changes_state && !authorized(&state, &req) {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint changes state and needs `Authorization: Bearer <token>`",
+        )
+    } else {
+        next.run(req).await
+    };
+    state
+        .responses
+        .get_or_create(&CodeLabel {
+            code: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+fn authorized(state: &ApiState, req: &Request) -> bool {
+    let Some(expected) = &state.token else {
+        // No token configured: only possible on loopback (config refuses
+        // otherwise), where the machine's users are trusted.
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found(req: Request) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn healthz(State(s): State<Shared>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "node": s.mesh.id() }))
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn graph(State(s): State<Shared>) -> Json<serde_json::Value> {
+    let g = s.mesh.graph().await;
+    Json(json!({
+        "served_by": s.mesh.id(),
+        "nodes": g.nodes,
+        "edges": g.edges,
+    }))
+}
+
+async fn nodes(State(s): State<Shared>) -> Json<serde_json::Value> {
+    let g = s.mesh.graph().await;
+    Json(json!({ "nodes": g.nodes }))
+}
+
+async fn links(State(s): State<Shared>) -> Json<serde_json::Value> {
+    let links: Vec<serde_json::Value> = s
+        .mesh
+        .local_links()
+        .into_iter()
+        .map(|(target, summary)| {
+            let mut v = serde_json::to_value(summary).unwrap_or_default();
+            v["source"] = json!(s.mesh.id());
+            v["target"] = json!(target);
+            v
+        })
+        .collect();
+    Json(json!({ "observer": s.mesh.id(), "links": links }))
+}
+
+async fn console_page(State(s): State<Shared>) -> Html<String> {
+    let g = s.mesh.graph().await;
+    Html(console::render_page(
+        s.mesh.id(),
+        &s.mesh.settings().site,
+        &g,
+    ))
+}
+
+async fn console_panel(State(s): State<Shared>) -> Html<String> {
+    let g = s.mesh.graph().await;
+    Html(console::render_panel(s.mesh.id(), &g))
+}

@@ -1,0 +1,680 @@
+//! The configuration model: what a `gemba.toml` may say, the defaults for
+//! what it leaves out, and the validation that turns it into a [`Config`].
+//!
+//! Layering follows the order operators expect: file, then environment and
+//! command line ([`Overrides`], filled by the binary through clap), then one
+//! validation pass that reports *every* invalid setting at once, each with
+//! the file and key it came from.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration::HumanDuration;
+use crate::ids::{NodeId, SiteName};
+
+/// Defaults, in one place so that the example config and the validation
+/// agree by construction.
+pub mod defaults {
+    pub const HTTP_LISTEN: &str = "127.0.0.1:8777";
+    pub const MESH_LISTEN: &str = "127.0.0.1:7946";
+    pub const DATA_DIR: &str = "./gemba-data";
+    pub const SITE: &str = "default";
+    pub const CLUSTER: &str = "gemba";
+    pub const PROBE_INTERVAL: &str = "1s";
+    pub const PROBES_PER_INTERVAL: u32 = 3;
+    pub const PROBE_TIMEOUT: &str = "500ms";
+    pub const TCP_PROBE_INTERVAL: &str = "5s";
+    pub const TCP_TIMEOUT: &str = "1s";
+    pub const GOSSIP_INTERVAL: &str = "200ms";
+    pub const WINDOW: &str = "30s";
+    pub const DOWN_AFTER_LOST: u32 = 4;
+    pub const UP_AFTER_REPLIES: u32 = 2;
+    pub const DEGRADED_LOSS_PERCENT: f64 = 5.0;
+    pub const DEGRADED_RTT_P99: &str = "100ms";
+    pub const ISOLATED_PERCENT: f64 = 50.0;
+    pub const PACKET_MAX_AGE: &str = "30s";
+    pub const TOPOLOGY: &str = "full";
+    pub const REPRESENTATIVES: u32 = 3;
+}
+
+/// A config file as written. Every field is optional; absent means default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub node: Option<NodeSection>,
+    pub mesh: Option<MeshSection>,
+    pub http: Option<HttpSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: Option<String>,
+    pub site: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    pub cluster: Option<String>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub grid_key_file: Option<PathBuf>,
+    pub probe_interval: Option<String>,
+    pub probes_per_interval: Option<u32>,
+    pub probe_timeout: Option<String>,
+    pub tcp_probe_interval: Option<String>,
+    pub tcp_timeout: Option<String>,
+    pub gossip_interval: Option<String>,
+    pub window: Option<String>,
+    pub down_after_lost: Option<u32>,
+    pub up_after_replies: Option<u32>,
+    pub degraded_loss_percent: Option<f64>,
+    pub degraded_rtt_p99: Option<String>,
+    pub isolated_percent: Option<f64>,
+    pub packet_max_age: Option<String>,
+    pub topology: Option<String>,
+    pub representatives: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// Settings given on the command line or in the environment; they win over
+/// the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub node_id: Option<String>,
+    pub site: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub mesh_listen: Option<String>,
+    pub mesh_advertise: Option<String>,
+    pub seeds: Vec<String>,
+    pub grid_key_file: Option<PathBuf>,
+    pub http_listen: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// The token itself, from `GEMBA_API_TOKEN`.
+    pub token: Option<String>,
+}
+
+/// Which peers a node probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Every node probes every other node.
+    Full,
+    /// Full mesh inside a site; between sites only `representatives` nodes
+    /// of each site probe the representatives of the others.
+    Sites { representatives: u32 },
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub mesh: MeshConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub site: SiteName,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    pub cluster: String,
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub grid_key_file: Option<PathBuf>,
+    pub probe_interval: Duration,
+    pub probes_per_interval: u32,
+    pub probe_timeout: Duration,
+    pub tcp_probe_interval: Duration,
+    pub tcp_timeout: Duration,
+    pub gossip_interval: Duration,
+    pub window: Duration,
+    pub down_after_lost: u32,
+    pub up_after_replies: u32,
+    pub degraded_loss: f64,
+    pub degraded_rtt_p99: Duration,
+    pub isolated_fraction: f64,
+    pub packet_max_age: Duration,
+    pub topology: Topology,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Bearer token required by endpoints that change state.
+    pub token: Option<String>,
+}
+
+/// One invalid setting: where it is and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{}", render_invalid(origin, errors))]
+    Invalid {
+        origin: String,
+        errors: Vec<Invalid>,
+    },
+}
+
+fn render_invalid(origin: &str, errors: &[Invalid]) -> String {
+    let mut out = format!("{} invalid setting(s) in {origin}:", errors.len());
+    for e in errors {
+        out.push_str(&format!("\n  {origin}: {}: {}", e.key, e.reason));
+    }
+    out
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+impl ConfigFile {
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: describe_toml_error(&e, text),
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+}
+
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim_end().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+struct Checker {
+    errors: Vec<Invalid>,
+}
+
+impl Checker {
+    fn fail(&mut self, key: &str, reason: impl Into<String>) {
+        self.errors.push(Invalid {
+            key: key.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+        min: Duration,
+    ) -> Duration {
+        let text = value.unwrap_or(default);
+        match text.parse::<HumanDuration>() {
+            Ok(d) if d.0 < min => {
+                self.fail(
+                    key,
+                    format!("{text} is too short; the minimum is {}", HumanDuration(min)),
+                );
+                d.0
+            }
+            Ok(d) => d.0,
+            Err(e) => {
+                self.fail(key, e);
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Some(a);
+        }
+        match text.to_socket_addrs() {
+            Ok(mut it) => match it.next() {
+                Some(a) => Some(a),
+                None => {
+                    self.fail(key, format!("{text:?} resolves to no address"));
+                    None
+                }
+            },
+            Err(e) => {
+                self.fail(key, format!("{text:?} is not a host:port address ({e})"));
+                None
+            }
+        }
+    }
+
+    fn count(
+        &mut self,
+        key: &str,
+        value: Option<u32>,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> u32 {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            self.fail(
+                key,
+                format!("{v} is out of range {}..={}", range.start(), range.end()),
+            );
+        }
+        v
+    }
+
+    fn percent(&mut self, key: &str, value: Option<f64>, default: f64) -> f64 {
+        let v = value.unwrap_or(default);
+        if !(0.0..=100.0).contains(&v) || v.is_nan() {
+            self.fail(key, format!("{v} is not a percentage between 0 and 100"));
+        }
+        v / 100.0
+    }
+
+    fn readable_file(&mut self, key: &str, path: &Path) {
+        if let Err(e) = std::fs::metadata(path) {
+            self.fail(key, format!("cannot read {}: {e}", path.display()));
+        }
+    }
+}
+
+/// The host name of this machine, used as the default node id.
+pub fn default_node_id() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "node-1".to_string()
+    } else {
+        cleaned
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), applies `overrides`, and validates.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(p) => ConfigFile::read(p)?,
+            None => ConfigFile::default(),
+        };
+        let origin = match path {
+            Some(p) => p.display().to_string(),
+            None => "built-in defaults".to_string(),
+        };
+        Config::from_file(file, overrides, &origin)
+    }
+
+    /// Validates a parsed file with overrides; `origin` names the file in
+    /// error messages.
+    pub fn from_file(file: ConfigFile, o: &Overrides, origin: &str) -> Result<Config, ConfigError> {
+        let mut c = Checker { errors: Vec::new() };
+        let node = file.node.unwrap_or_default();
+        let mesh = file.mesh.unwrap_or_default();
+        let http = file.http.unwrap_or_default();
+
+        let id_text = o
+            .node_id
+            .clone()
+            .or(node.id)
+            .unwrap_or_else(default_node_id);
+        let id = NodeId::new(&id_text).unwrap_or_else(|e| {
+            c.fail("node.id", e);
+            NodeId::new("invalid").expect("literal id is valid")
+        });
+        let site_text = o
+            .site
+            .clone()
+            .or(node.site)
+            .unwrap_or_else(|| defaults::SITE.into());
+        let site = SiteName::new(&site_text).unwrap_or_else(|e| {
+            c.fail("node.site", e);
+            SiteName::new("invalid").expect("literal site is valid")
+        });
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or(node.data_dir)
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+
+        let cluster = mesh.cluster.unwrap_or_else(|| defaults::CLUSTER.into());
+        if cluster.is_empty() || cluster.len() > 64 {
+            c.fail("mesh.cluster", "must be 1 to 64 characters");
+        }
+        let listen_text = o
+            .mesh_listen
+            .clone()
+            .or(mesh.listen)
+            .unwrap_or_else(|| defaults::MESH_LISTEN.into());
+        let listen = c.socket_addr("mesh.listen", &listen_text);
+        let advertise = match o.mesh_advertise.clone().or(mesh.advertise) {
+            Some(text) => c.socket_addr("mesh.advertise", &text),
+            None => match listen {
+                Some(l) if l.ip().is_unspecified() => {
+                    c.fail("mesh.advertise", format!("required when mesh.listen is {l}: peers need an address to reach this node"));
+                    None
+                }
+                other => other,
+            },
+        };
+        let mut seeds = mesh.seeds.unwrap_or_default();
+        seeds.extend(o.seeds.iter().cloned());
+        for (i, s) in seeds.iter().enumerate() {
+            if !s.contains(':') {
+                c.fail(
+                    &format!("mesh.seeds[{i}]"),
+                    format!("{s:?} is not a host:port address"),
+                );
+            }
+        }
+        let grid_key_file = o.grid_key_file.clone().or(mesh.grid_key_file);
+        if let Some(p) = &grid_key_file {
+            c.readable_file("mesh.grid_key_file", p);
+        }
+        let ms = Duration::from_millis;
+        let probe_interval = c.duration(
+            "mesh.probe_interval",
+            mesh.probe_interval.as_deref(),
+            defaults::PROBE_INTERVAL,
+            ms(100),
+        );
+        let probes_per_interval = c.count(
+            "mesh.probes_per_interval",
+            mesh.probes_per_interval,
+            defaults::PROBES_PER_INTERVAL,
+            1..=20,
+        );
+        let probe_timeout = c.duration(
+            "mesh.probe_timeout",
+            mesh.probe_timeout.as_deref(),
+            defaults::PROBE_TIMEOUT,
+            ms(10),
+        );
+        let tcp_probe_interval = c.duration(
+            "mesh.tcp_probe_interval",
+            mesh.tcp_probe_interval.as_deref(),
+            defaults::TCP_PROBE_INTERVAL,
+            ms(500),
+        );
+        let tcp_timeout = c.duration(
+            "mesh.tcp_timeout",
+            mesh.tcp_timeout.as_deref(),
+            defaults::TCP_TIMEOUT,
+            ms(10),
+        );
+        let gossip_interval = c.duration(
+            "mesh.gossip_interval",
+            mesh.gossip_interval.as_deref(),
+            defaults::GOSSIP_INTERVAL,
+            ms(20),
+        );
+        let window = c.duration(
+            "mesh.window",
+            mesh.window.as_deref(),
+            defaults::WINDOW,
+            ms(1000),
+        );
+        let down_after_lost = c.count(
+            "mesh.down_after_lost",
+            mesh.down_after_lost,
+            defaults::DOWN_AFTER_LOST,
+            1..=1000,
+        );
+        let up_after_replies = c.count(
+            "mesh.up_after_replies",
+            mesh.up_after_replies,
+            defaults::UP_AFTER_REPLIES,
+            1..=1000,
+        );
+        let degraded_loss = c.percent(
+            "mesh.degraded_loss_percent",
+            mesh.degraded_loss_percent,
+            defaults::DEGRADED_LOSS_PERCENT,
+        );
+        let degraded_rtt_p99 = c.duration(
+            "mesh.degraded_rtt_p99",
+            mesh.degraded_rtt_p99.as_deref(),
+            defaults::DEGRADED_RTT_P99,
+            ms(1),
+        );
+        let isolated_fraction = c.percent(
+            "mesh.isolated_percent",
+            mesh.isolated_percent,
+            defaults::ISOLATED_PERCENT,
+        );
+        let packet_max_age = c.duration(
+            "mesh.packet_max_age",
+            mesh.packet_max_age.as_deref(),
+            defaults::PACKET_MAX_AGE,
+            ms(1000),
+        );
+        if probe_timeout >= probe_interval && !probe_interval.is_zero() {
+            c.fail(
+                "mesh.probe_timeout",
+                format!(
+                    "{} must be shorter than mesh.probe_interval ({})",
+                    HumanDuration(probe_timeout),
+                    HumanDuration(probe_interval)
+                ),
+            );
+        }
+        if window < probe_interval * 2 {
+            c.fail("mesh.window", "must cover at least two probe intervals");
+        }
+        let representatives = c.count(
+            "mesh.representatives",
+            mesh.representatives,
+            defaults::REPRESENTATIVES,
+            1..=64,
+        );
+        let topology = match mesh.topology.as_deref().unwrap_or(defaults::TOPOLOGY) {
+            "full" => Topology::Full,
+            "sites" => Topology::Sites { representatives },
+            other => {
+                c.fail(
+                    "mesh.topology",
+                    format!("unknown topology {other:?}; use \"full\" or \"sites\""),
+                );
+                Topology::Full
+            }
+        };
+
+        let http_text = o
+            .http_listen
+            .clone()
+            .or(http.listen)
+            .unwrap_or_else(|| defaults::HTTP_LISTEN.into());
+        let http_listen = c.socket_addr("http.listen", &http_text);
+        let token_file = o.token_file.clone().or(http.token_file);
+        let mut token = o.token.clone().filter(|t| !t.is_empty());
+        if token.is_none() {
+            if let Some(p) = &token_file {
+                match std::fs::read_to_string(p) {
+                    Ok(t) if t.trim().len() >= 16 => token = Some(t.trim().to_string()),
+                    Ok(_) => c.fail(
+                        "http.token_file",
+                        format!("{}: the token must be at least 16 characters", p.display()),
+                    ),
+                    Err(e) => c.fail(
+                        "http.token_file",
+                        format!("cannot read {}: {e}", p.display()),
+                    ),
+                }
+            }
+        }
+        if let Some(addr) = http_listen {
+            if !addr.ip().is_loopback() && token.is_none() {
+                c.fail("http.listen", format!(
+                    "{addr} is reachable beyond loopback; set http.token_file (or GEMBA_API_TOKEN) so that endpoints that change state require a token"
+                ));
+            }
+        }
+
+        if !c.errors.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                errors: c.errors,
+            });
+        }
+        Ok(Config {
+            node: NodeConfig { id, site, data_dir },
+            mesh: MeshConfig {
+                cluster,
+                listen: listen.expect("checked"),
+                advertise: advertise.expect("checked"),
+                seeds,
+                grid_key_file,
+                probe_interval,
+                probes_per_interval,
+                probe_timeout,
+                tcp_probe_interval,
+                tcp_timeout,
+                gossip_interval,
+                window,
+                down_after_lost,
+                up_after_replies,
+                degraded_loss,
+                degraded_rtt_p99,
+                isolated_fraction,
+                packet_max_age,
+                topology,
+            },
+            http: HttpConfig {
+                listen: http_listen.expect("checked"),
+                token,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let file = ConfigFile::parse(Path::new("gemba.toml"), text)?;
+        Config::from_file(file, &Overrides::default(), "gemba.toml")
+    }
+
+    #[test]
+    fn empty_file_gives_loopback_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8777");
+        assert_eq!(c.mesh.probe_interval, Duration::from_secs(1));
+        assert_eq!(c.mesh.topology, Topology::Full);
+        assert!(c.http.token.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = load("[mesh]\nprobe_intervall = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gemba.toml: line 2"), "{err}");
+        assert!(err.contains("probe_intervall"), "{err}");
+    }
+
+    #[test]
+    fn every_invalid_setting_is_listed_at_once() {
+        let err = load(
+            "[node]\nid = \"a b\"\n[mesh]\nprobe_interval = \"1 fortnight\"\nprobes_per_interval = 0\ntopology = \"ring\"\n[http]\nlisten = \"0.0.0.0:8777\"\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { errors, .. } = &err else {
+            panic!("{err}")
+        };
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "node.id",
+                "mesh.probe_interval",
+                "mesh.probes_per_interval",
+                "mesh.topology",
+                "http.listen"
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("gemba.toml: http.listen: 0.0.0.0:8777 is reachable beyond loopback"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let file = ConfigFile::parse(Path::new("x"), "[node]\nid = \"from-file\"\n").unwrap();
+        let o = Overrides {
+            node_id: Some("from-cli".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::from_file(file, &o, "x").unwrap().node.id.as_str(),
+            "from-cli"
+        );
+    }
+
+    #[test]
+    fn public_http_with_token_is_accepted() {
+        let file =
+            ConfigFile::parse(Path::new("x"), "[http]\nlisten = \"0.0.0.0:8777\"\n").unwrap();
+        let o = Overrides {
+            token: Some("0123456789abcdef".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_file(file, &o, "x").is_ok());
+    }
+
+    #[test]
+    fn sites_topology_takes_representatives() {
+        let c = load("[mesh]\ntopology = \"sites\"\nrepresentatives = 2\n").unwrap();
+        assert_eq!(c.mesh.topology, Topology::Sites { representatives: 2 });
+    }
+}

@@ -1,0 +1,14 @@
+//! Shared vocabulary of gemba: node identities, durations written the way
+//! operators write them, and the configuration model with its validation.
+//!
+//! Everything here is plain data; no I/O beyond reading a config file, so
+//! every stage crate can depend on it without pulling a runtime.
+
+pub mod config;
+pub mod duration;
+pub mod example;
+pub mod ids;
+
+pub use config::{Config, ConfigError, ConfigFile, Invalid, Overrides, Topology};
+pub use duration::HumanDuration;
+pub use ids::{NodeId, SiteName};

@@ -1,0 +1,335 @@
+//! A node's one mesh socket: signs what it sends, verifies what it
+//! receives, answers probe requests at once and hands gossip to chitchat.
+//!
+//! A single receive task owns the socket's read side and demultiplexes, so
+//! a slow gossip round never delays a probe reply (which would show up as
+//! RTT), and nothing a peer sends can block or crash the node: every
+//! datagram is either used or dropped and counted.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chitchat::transport::{Socket, Transport};
+use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::metrics::{kind_label, DirectionLabel, MeshMetrics};
+use crate::net::Datagrams;
+use crate::wire::{
+    self, DropReason, GridKey, Kind, ReplayGuard, MAX_DATAGRAM, MAX_FRAGMENT_PAYLOAD, MAX_MESSAGE,
+};
+
+/// A probe reply as the receive task saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeReply {
+    pub from: SocketAddr,
+    pub probe_id: u64,
+    pub received_at: Instant,
+}
+
+/// Probe payloads are exactly the 8-byte probe id.
+const PROBE_PAYLOAD: usize = 8;
+const MAX_PARTIAL_MESSAGES: usize = 32;
+const PARTIAL_MESSAGE_TTL: Duration = Duration::from_secs(5);
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_session() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS; mixing in time and pid makes two
+    // processes started in the same instant differ as well.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(unix_ms());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// The sending half, shared by chitchat's socket and the prober.
+pub struct Endpoint {
+    socket: Arc<dyn Datagrams>,
+    key: GridKey,
+    session: u64,
+    counter: AtomicU64,
+    metrics: Arc<MeshMetrics>,
+}
+
+impl Endpoint {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr()
+    }
+
+    async fn send(&self, kind: Kind, to: SocketAddr, payload: &[u8]) {
+        let chunks: Vec<&[u8]> = if payload.is_empty() {
+            vec![payload]
+        } else {
+            payload.chunks(MAX_FRAGMENT_PAYLOAD).collect()
+        };
+        let count = chunks.len() as u8;
+        let first = self
+            .counter
+            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        let now = unix_ms();
+        let mut buf = Vec::with_capacity(payload.len().min(MAX_FRAGMENT_PAYLOAD) + 64);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            wire::seal(
+                &self.key,
+                kind,
+                self.session,
+                first + i as u64,
+                now,
+                (i as u8, count),
+                chunk,
+                &mut buf,
+            );
+            match self.socket.send_to(&buf, to).await {
+                Ok(()) => {
+                    self.metrics
+                        .packets_sent
+                        .get_or_create(&kind_label(kind))
+                        .inc();
+                    if kind == Kind::Gossip {
+                        self.metrics
+                            .gossip_bytes
+                            .get_or_create(&DirectionLabel { direction: "sent" })
+                            .inc_by(buf.len() as u64);
+                    }
+                }
+                // A peer that is gone or unroutable is the prober's news,
+                // not an error of this node.
+                Err(e) => tracing::trace!(%to, error = %e, "send failed"),
+            }
+        }
+    }
+
+    pub async fn send_probe(&self, to: SocketAddr, probe_id: u64) {
+        self.send(Kind::ProbeRequest, to, &probe_id.to_be_bytes())
+            .await
+    }
+}
+
+struct Partial {
+    parts: Vec<Option<Vec<u8>>>,
+    received: usize,
+    started: Instant,
+}
+
+/// Reassembles fragmented gossip messages; bounded in count and age.
+#[derive(Default)]
+struct Reassembly {
+    partial: HashMap<(SocketAddr, u64, u64), Partial>,
+}
+
+impl Reassembly {
+    fn add(&mut self, from: SocketAddr, p: &wire::Packet<'_>, now: Instant) -> Option<Vec<u8>> {
+        if p.frag_count == 1 {
+            return Some(p.payload.to_vec());
+        }
+        if p.frag_count as usize * MAX_FRAGMENT_PAYLOAD > MAX_MESSAGE {
+            return None;
+        }
+        self.partial
+            .retain(|_, v| now.duration_since(v.started) < PARTIAL_MESSAGE_TTL);
+        let id = (from, p.session, p.counter - p.frag_index as u64);
+        if !self.partial.contains_key(&id) && self.partial.len() >= MAX_PARTIAL_MESSAGES {
+            let oldest = self
+                .partial
+                .iter()
+                .min_by_key(|(_, v)| v.started)
+                .map(|(k, _)| *k)?;
+            self.partial.remove(&oldest);
+        }
+        let entry = self.partial.entry(id).or_insert_with(|| Partial {
+            parts: vec![None; p.frag_count as usize],
+            received: 0,
+            started: now,
+        });
+        if entry.parts.len() != p.frag_count as usize {
+            return None;
+        }
+        let slot = &mut entry.parts[p.frag_index as usize];
+        if slot.is_none() {
+            *slot = Some(p.payload.to_vec());
+            entry.received += 1;
+        }
+        if entry.received < entry.parts.len() {
+            return None;
+        }
+        let done = self.partial.remove(&id)?;
+        Some(done.parts.into_iter().flatten().flatten().collect())
+    }
+}
+
+/// Opens the mesh socket: returns the endpoint (for sending), chitchat's
+/// transport, and the stream of probe replies for the prober.
+pub fn open(
+    socket: Arc<dyn Datagrams>,
+    key: GridKey,
+    packet_max_age: Duration,
+    metrics: Arc<MeshMetrics>,
+) -> (
+    Arc<Endpoint>,
+    GossipTransport,
+    mpsc::Receiver<ProbeReply>,
+    tokio::task::JoinHandle<()>,
+) {
+    let endpoint = Arc::new(Endpoint {
+        socket,
+        key,
+        session: random_session(),
+        counter: AtomicU64::new(1),
+        metrics,
+    });
+    let (gossip_tx, gossip_rx) = mpsc::channel(1024);
+    let (reply_tx, reply_rx) = mpsc::channel(8192);
+    let receiver = Receiver {
+        endpoint: endpoint.clone(),
+        guard: ReplayGuard::new(packet_max_age.as_millis() as u64, 8192),
+        reassembly: Reassembly::default(),
+        gossip_tx,
+        reply_tx,
+    };
+    let receive_task = tokio::spawn(receiver.run());
+    let transport = GossipTransport {
+        socket: Mutex::new(Some(GossipSocket {
+            endpoint: endpoint.clone(),
+            rx: gossip_rx,
+            buf: Vec::new(),
+        })),
+    };
+    (endpoint, transport, reply_rx, receive_task)
+}
+
+struct Receiver {
+    endpoint: Arc<Endpoint>,
+    guard: ReplayGuard,
+    reassembly: Reassembly,
+    gossip_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
+    reply_tx: mpsc::Sender<ProbeReply>,
+}
+
+impl Receiver {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            let (len, from) = match self.endpoint.socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    // ICMP errors surface here on some systems; they are
+                    // about one peer, never about this socket.
+                    tracing::trace!(error = %e, "mesh recv error");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+            };
+            if self.gossip_tx.is_closed() {
+                return;
+            }
+            if let Err(reason) = self.handle(&buf[..len], from).await {
+                tracing::debug!(%from, reason = reason.as_str(), "dropped datagram");
+                self.endpoint.metrics.drop_packet(reason);
+            }
+        }
+    }
+
+    async fn handle(&mut self, datagram: &[u8], from: SocketAddr) -> Result<(), DropReason> {
+        let received_at = Instant::now();
+        let packet = wire::open(&self.endpoint.key, datagram)?;
+        self.guard.check(from, &packet, unix_ms())?;
+        let m = &self.endpoint.metrics;
+        m.packets_received
+            .get_or_create(&kind_label(packet.kind))
+            .inc();
+        match packet.kind {
+            Kind::ProbeRequest => {
+                if packet.payload.len() != PROBE_PAYLOAD {
+                    return Err(DropReason::Undecodable);
+                }
+                let payload = packet.payload.to_vec();
+                self.endpoint.send(Kind::ProbeReply, from, &payload).await;
+            }
+            Kind::ProbeReply => {
+                let id: [u8; PROBE_PAYLOAD] = packet
+                    .payload
+                    .try_into()
+                    .map_err(|_| DropReason::Undecodable)?;
+                let reply = ProbeReply {
+                    from,
+                    probe_id: u64::from_be_bytes(id),
+                    received_at,
+                };
+                self.reply_tx
+                    .try_send(reply)
+                    .map_err(|_| DropReason::Overloaded)?;
+            }
+            Kind::Gossip => {
+                m.gossip_bytes
+                    .get_or_create(&DirectionLabel {
+                        direction: "received",
+                    })
+                    .inc_by(datagram.len() as u64);
+                let Some(message) = self.reassembly.add(from, &packet, received_at) else {
+                    return Ok(());
+                };
+                let mut slice = &message[..];
+                let msg = ChitchatMessage::deserialize(&mut slice)
+                    .map_err(|_| DropReason::Undecodable)?;
+                self.gossip_tx
+                    .try_send((from, msg))
+                    .map_err(|_| DropReason::Overloaded)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// chitchat's view of the mesh socket.
+pub struct GossipTransport {
+    socket: Mutex<Option<GossipSocket>>,
+}
+
+#[async_trait]
+impl Transport for GossipTransport {
+    async fn open(&self, _listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let socket = self
+            .socket
+            .lock()
+            .map_err(|_| anyhow::anyhow!("gossip transport lock poisoned"))?
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the mesh socket is already open"))?;
+        Ok(Box::new(socket))
+    }
+}
+
+struct GossipSocket {
+    endpoint: Arc<Endpoint>,
+    rx: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
+    buf: Vec<u8>,
+}
+
+#[async_trait]
+impl Socket for GossipSocket {
+    async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        self.buf.clear();
+        msg.serialize(&mut self.buf);
+        self.endpoint.send(Kind::Gossip, to, &self.buf).await;
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        self.rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("mesh receive task stopped"))
+    }
+}

@@ -1,0 +1,380 @@
+//! The grid graph every node serves, computed from gossip alone.
+//!
+//! Given the same membership and gossip state, every node computes the same
+//! graph: edges as their observers published them (stale when the observer
+//! is no longer live, unknown when expected but not yet reported), and node
+//! verdicts by quorum: a node is `down` when most of its trusted observers
+//! cannot reach it; an observer that cannot reach most of its peers is
+//! `isolated` and does not count as a witness.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use gemba_core::Topology;
+use serde::{Deserialize, Serialize};
+
+use crate::link::{loss_bucket_value, rtt_bucket_ms, EdgeValue, LinkState, TcpPath};
+use crate::topology::{self, Placed};
+
+/// One node as gossip describes it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: String,
+    pub site: String,
+    pub addr: SocketAddr,
+    pub http: Option<String>,
+    pub live: bool,
+    pub generation: u64,
+    /// Outgoing links by target id.
+    pub edges: BTreeMap<String, EdgeValue>,
+}
+
+impl Placed for Member {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn site(&self) -> &str {
+        &self.site
+    }
+    fn live(&self) -> bool {
+        self.live
+    }
+}
+
+/// The verdict on a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Up,
+    /// Some observers cannot reach it, but not a quorum.
+    Degraded,
+    /// A quorum of trusted observers cannot reach it.
+    Down,
+    /// It cannot reach most of its peers; its observations are not trusted.
+    Isolated,
+    Unknown,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Degraded => "degraded",
+            NodeState::Down => "down",
+            NodeState::Isolated => "isolated",
+            NodeState::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GraphNode {
+    pub id: String,
+    pub site: String,
+    pub state: NodeState,
+    pub addr: String,
+    pub http: Option<String>,
+    /// Whether gossip from this node is current (failure detector).
+    pub live: bool,
+    /// Trusted observers that probe this node, and how many see it down.
+    pub observers: usize,
+    pub down_votes: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GraphEdge {
+    pub source: String,
+    pub target: String,
+    pub state: LinkState,
+    pub rtt_p50_ms: Option<f64>,
+    pub rtt_p99_ms: Option<f64>,
+    pub loss: Option<f64>,
+    pub tcp: TcpPath,
+    /// Unix seconds since the observer has seen this state.
+    pub since: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Graph {
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+}
+
+impl Graph {
+    /// Links that are down or degraded, worst first, then oldest first.
+    pub fn broken_links(&self) -> Vec<&GraphEdge> {
+        let mut v: Vec<&GraphEdge> = self
+            .edges
+            .iter()
+            .filter(|e| matches!(e.state, LinkState::Down | LinkState::Degraded))
+            .collect();
+        v.sort_by(|a, b| {
+            (a.state != LinkState::Down, a.since, &a.source, &a.target).cmp(&(
+                b.state != LinkState::Down,
+                b.since,
+                &b.source,
+                &b.target,
+            ))
+        });
+        v
+    }
+
+    pub fn node(&self, id: &str) -> Option<&GraphNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    pub fn edge(&self, source: &str, target: &str) -> Option<&GraphEdge> {
+        self.edges
+            .iter()
+            .find(|e| e.source == source && e.target == target)
+    }
+}
+
+/// Builds the graph. `members` must hold one entry per node id (the
+/// newest generation).
+pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> Graph {
+    let mut members: Vec<&Member> = members.iter().collect();
+    members.sort_by(|a, b| (&a.site, &a.id).cmp(&(&b.site, &b.id)));
+    let owned: Vec<Member> = members.iter().map(|m| (*m).clone()).collect();
+
+    let mut edges = Vec::new();
+    for m in &owned {
+        let expected = topology::targets(&m.id, &owned, topology);
+        for t in expected {
+            let target = &owned[t];
+            let edge = match m.edges.get(&target.id) {
+                Some(v) => {
+                    let state = if m.live { v.state } else { LinkState::Stale };
+                    GraphEdge {
+                        source: m.id.clone(),
+                        target: target.id.clone(),
+                        state,
+                        rtt_p50_ms: rtt_bucket_ms(v.p50),
+                        rtt_p99_ms: rtt_bucket_ms(v.p99),
+                        loss: (v.state != LinkState::Unknown).then(|| loss_bucket_value(v.loss)),
+                        tcp: v.tcp,
+                        since: Some(v.since),
+                    }
+                }
+                None => GraphEdge {
+                    source: m.id.clone(),
+                    target: target.id.clone(),
+                    state: if m.live {
+                        LinkState::Unknown
+                    } else {
+                        LinkState::Stale
+                    },
+                    rtt_p50_ms: None,
+                    rtt_p99_ms: None,
+                    loss: None,
+                    tcp: TcpPath::Unknown,
+                    since: None,
+                },
+            };
+            edges.push(edge);
+        }
+    }
+
+    // Isolation: a live observer that has measured at least two peers and
+    // sees more than `isolated_fraction` of them down.
+    let mut measured: HashMap<&str, (usize, usize)> = HashMap::new();
+    for e in &edges {
+        if matches!(
+            e.state,
+            LinkState::Up | LinkState::Degraded | LinkState::Down
+        ) {
+            let c = measured.entry(e.source.as_str()).or_default();
+            c.0 += 1;
+            if e.state == LinkState::Down {
+                c.1 += 1;
+            }
+        }
+    }
+    let isolated = |id: &str| {
+        measured
+            .get(id)
+            .is_some_and(|(n, down)| *n >= 2 && (*down as f64) > isolated_fraction * *n as f64)
+    };
+    let live: HashMap<&str, bool> = owned.iter().map(|m| (m.id.as_str(), m.live)).collect();
+
+    let mut votes: HashMap<&str, (usize, usize, usize)> = HashMap::new(); // observers, down, troubled
+    for e in &edges {
+        let trusted = live.get(e.source.as_str()).copied().unwrap_or(false) && !isolated(&e.source);
+        if !trusted
+            || !matches!(
+                e.state,
+                LinkState::Up | LinkState::Degraded | LinkState::Down
+            )
+        {
+            continue;
+        }
+        let v = votes.entry(e.target.as_str()).or_default();
+        v.0 += 1;
+        if e.state == LinkState::Down {
+            v.1 += 1;
+        }
+        if e.state != LinkState::Up {
+            v.2 += 1;
+        }
+    }
+
+    let nodes = owned
+        .iter()
+        .map(|m| {
+            let (observers, down_votes, troubled) =
+                votes.get(m.id.as_str()).copied().unwrap_or_default();
+            let state = if observers == 0 {
+                // Nobody trusted measures it: gossip liveness is all we have.
+                if isolated(&m.id) {
+                    NodeState::Isolated
+                } else if m.live {
+                    if edges.iter().any(|e| e.target == m.id) {
+                        NodeState::Unknown
+                    } else {
+                        NodeState::Up
+                    }
+                } else {
+                    NodeState::Down
+                }
+            } else if down_votes * 2 > observers {
+                NodeState::Down
+            } else if isolated(&m.id) {
+                NodeState::Isolated
+            } else if troubled > 0 {
+                NodeState::Degraded
+            } else {
+                NodeState::Up
+            };
+            GraphNode {
+                id: m.id.clone(),
+                site: m.site.clone(),
+                state,
+                addr: m.addr.to_string(),
+                http: m.http.clone(),
+                live: m.live,
+                observers,
+                down_votes,
+            }
+        })
+        .collect();
+    Graph { nodes, edges }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, site: &str, live: bool, edges: &[(&str, LinkState)]) -> Member {
+        Member {
+            id: id.into(),
+            site: site.into(),
+            addr: "127.0.0.1:7946".parse().unwrap(),
+            http: None,
+            live,
+            generation: 1,
+            edges: edges
+                .iter()
+                .map(|(t, s)| {
+                    (
+                        t.to_string(),
+                        EdgeValue {
+                            state: *s,
+                            p50: 3,
+                            p99: 4,
+                            loss: 0,
+                            tcp: TcpPath::Connects,
+                            since: 10,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    use LinkState::{Down as D, Up as U};
+
+    fn five(e_down_for: &[&str]) -> Vec<Member> {
+        let ids = ["a", "b", "c", "d", "e"];
+        ids.iter()
+            .map(|me| {
+                let edges: Vec<(&str, LinkState)> = ids
+                    .iter()
+                    .filter(|t| *t != me)
+                    .map(|t| {
+                        (
+                            *t,
+                            if *t == "e" && e_down_for.contains(me) {
+                                D
+                            } else {
+                                U
+                            },
+                        )
+                    })
+                    .collect();
+                member(me, "s1", true, &edges)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn node_is_down_only_with_a_quorum_of_observers() {
+        let g = build(&five(&["a", "b"]), Topology::Full, 0.5);
+        assert_eq!(g.node("e").unwrap().state, NodeState::Degraded);
+        let g = build(&five(&["a", "b", "c"]), Topology::Full, 0.5);
+        let e = g.node("e").unwrap();
+        assert_eq!(
+            (e.state, e.observers, e.down_votes),
+            (NodeState::Down, 4, 3)
+        );
+        assert_eq!(g.node("a").unwrap().state, NodeState::Up);
+    }
+
+    #[test]
+    fn observer_that_loses_most_peers_is_isolated_and_not_a_witness() {
+        let mut m = five(&[]);
+        // a cannot reach anyone; everyone else still reaches a.
+        m[0] = member("a", "s1", true, &[("b", D), ("c", D), ("d", D), ("e", D)]);
+        let g = build(&m, Topology::Full, 0.5);
+        assert_eq!(g.node("a").unwrap().state, NodeState::Isolated);
+        for id in ["b", "c", "d", "e"] {
+            let n = g.node(id).unwrap();
+            assert_eq!(
+                n.state,
+                NodeState::Up,
+                "{id} must not be blamed by an isolated observer"
+            );
+            assert_eq!(n.observers, 3);
+        }
+    }
+
+    #[test]
+    fn edges_of_a_dead_observer_are_stale_and_missing_ones_unknown() {
+        let mut m = five(&[]);
+        m[4].live = false;
+        m[0].edges.remove("b");
+        let g = build(&m, Topology::Full, 0.5);
+        assert_eq!(g.edge("e", "a").unwrap().state, LinkState::Stale);
+        assert_eq!(g.edge("a", "b").unwrap().state, LinkState::Unknown);
+        assert_eq!(g.edges.len(), 20);
+    }
+
+    #[test]
+    fn broken_links_lists_down_before_degraded() {
+        let mut m = five(&["c"]);
+        m[0].edges.get_mut("b").unwrap().state = LinkState::Degraded;
+        let g = build(&m, Topology::Full, 0.5);
+        let broken: Vec<(&str, &str)> = g
+            .broken_links()
+            .iter()
+            .map(|e| (e.source.as_str(), e.target.as_str()))
+            .collect();
+        assert_eq!(broken, [("c", "e"), ("a", "b")]);
+    }
+
+    #[test]
+    fn single_live_node_without_observers_is_up() {
+        let g = build(&[member("solo", "s", true, &[])], Topology::Full, 0.5);
+        assert_eq!(g.node("solo").unwrap().state, NodeState::Up);
+        assert!(g.edges.is_empty());
+    }
+}

@@ -1,0 +1,93 @@
+//! The grid key: the shared secret that signs every mesh packet.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::wire::GridKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read grid key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("grid key {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("cannot create grid key {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn parse(path: &Path, bytes: Vec<u8>) -> Result<GridKey, KeyError> {
+    // A key file written by hand usually ends with a newline; it is not
+    // part of the key.
+    let trimmed = match std::str::from_utf8(&bytes) {
+        Ok(text) => text.trim().as_bytes().to_vec(),
+        Err(_) => bytes,
+    };
+    GridKey::new(trimmed).map_err(|reason| KeyError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Reads the key at `path`.
+pub fn read(path: &Path) -> Result<GridKey, KeyError> {
+    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, bytes)
+}
+
+/// Reads `<data_dir>/grid.key`, creating it with 32 random bytes (hex) on
+/// first start. Returns the key and whether it was created.
+pub fn read_or_create(data_dir: &Path) -> Result<(GridKey, PathBuf, bool), KeyError> {
+    let path = data_dir.join("grid.key");
+    if path.exists() {
+        return read(&path).map(|k| (k, path, false));
+    }
+    let create = |source| KeyError::Create {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(create)?;
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(create)?;
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&path).map_err(create)?;
+    writeln!(f, "{hex}").map_err(create)?;
+    let key = GridKey::new(hex.into_bytes()).expect("64 hex characters are a valid key");
+    Ok((key, path, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_key_is_reused_and_short_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("gemba-key-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (_, path, created) = read_or_create(&dir).unwrap();
+        assert!(created);
+        let (_, _, created_again) = read_or_create(&dir).unwrap();
+        assert!(!created_again);
+        std::fs::write(&path, "short\n").unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,26 @@
+//! The connectivity mesh: every node probes its peers, publishes what it
+//! measures through authenticated gossip, and computes the same graph of
+//! link health as every other node.
+//!
+//! Layers, bottom up: [`net`] (the network seam: real UDP, in-memory, fault
+//! injection), [`wire`] (signed datagrams, replay protection), [`endpoint`]
+//! (one socket demultiplexed into gossip and probes), [`link`] (per-link
+//! state machine), [`prober`], [`topology`], [`graph`], and [`node`], which
+//! wires them with chitchat.
+
+pub mod endpoint;
+pub mod graph;
+pub mod key;
+pub mod link;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod prober;
+pub mod topology;
+pub mod wire;
+
+pub use graph::{Graph, GraphEdge, GraphNode, NodeState};
+pub use link::{LinkState, LinkSummary};
+pub use net::{FaultNet, MemNet, Net, UdpNet};
+pub use node::{MeshError, MeshNode, MeshSettings};
+pub use wire::GridKey;

@@ -1,0 +1,160 @@
+//! Prometheus metrics of the mesh. Registered once per node into the
+//! registry the HTTP side exposes at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::wire::{DropReason, Kind};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkStateLabel {
+    pub target: String,
+    pub state: &'static str,
+}
+
+fn rtt_histogram() -> Histogram {
+    // 50 µs to ~1.6 s, doubling.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every counter and gauge the mesh maintains.
+pub struct MeshMetrics {
+    pub packets_sent: Family<KindLabel, Counter>,
+    pub packets_received: Family<KindLabel, Counter>,
+    pub gossip_bytes: Family<DirectionLabel, Counter>,
+    pub dropped: Family<ReasonLabel, Counter>,
+    pub probes_sent: Family<TargetLabel, Counter>,
+    pub probes_lost: Family<TargetLabel, Counter>,
+    pub probe_rtt: Family<TargetLabel, Histogram, fn() -> Histogram>,
+    pub link_loss: Family<TargetLabel, Gauge<f64, AtomicU64>>,
+    pub link_state: Family<LinkStateLabel, Gauge>,
+    pub tcp_connect_failures: Family<TargetLabel, Counter>,
+}
+
+pub fn kind_label(kind: Kind) -> KindLabel {
+    KindLabel {
+        kind: match kind {
+            Kind::Gossip => "gossip",
+            Kind::ProbeRequest => "probe_request",
+            Kind::ProbeReply => "probe_reply",
+        },
+    }
+}
+
+impl MeshMetrics {
+    pub fn new() -> Self {
+        MeshMetrics {
+            packets_sent: Family::default(),
+            packets_received: Family::default(),
+            gossip_bytes: Family::default(),
+            dropped: Family::default(),
+            probes_sent: Family::default(),
+            probes_lost: Family::default(),
+            probe_rtt: Family::new_with_constructor(rtt_histogram),
+            link_loss: Family::default(),
+            link_state: Family::default(),
+            tcp_connect_failures: Family::default(),
+        }
+    }
+
+    /// Registers clones of every metric (they share their values) under
+    /// `gemba_mesh_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("gemba_mesh");
+        r.register(
+            "packets_sent",
+            "Authenticated datagrams sent, by kind",
+            self.packets_sent.clone(),
+        );
+        r.register(
+            "packets_received",
+            "Datagrams accepted after verification, by kind",
+            self.packets_received.clone(),
+        );
+        r.register(
+            "gossip_bytes",
+            "Bytes of gossip datagrams, by direction",
+            self.gossip_bytes.clone(),
+        );
+        r.register(
+            "dropped_packets",
+            "Datagrams dropped before use, by reason",
+            self.dropped.clone(),
+        );
+        r.register(
+            "probes_sent",
+            "UDP probes sent, by target node",
+            self.probes_sent.clone(),
+        );
+        r.register(
+            "probes_lost",
+            "UDP probes without a reply before the timeout, by target node",
+            self.probes_lost.clone(),
+        );
+        r.register(
+            "probe_rtt_seconds",
+            "Round-trip time of UDP probes, by target node",
+            self.probe_rtt.clone(),
+        );
+        r.register(
+            "link_loss_ratio",
+            "Probe loss over the window, by target node",
+            self.link_loss.clone(),
+        );
+        r.register(
+            "link_state",
+            "1 for the current state of the link to each target",
+            self.link_state.clone(),
+        );
+        r.register(
+            "tcp_connect_failures",
+            "Failed TCP connect probes, by target node",
+            self.tcp_connect_failures.clone(),
+        );
+        for reason in DropReason::ALL {
+            // Present from the start, so a scrape shows zero rather than nothing.
+            let _ = self.dropped.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+    }
+
+    pub fn drop_packet(&self, reason: DropReason) {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+}
+
+impl Default for MeshMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,331 @@
+//! A mesh node: one socket, chitchat gossip over it, the prober, and the
+//! loop that keeps targets in line with membership and publishes this
+//! node's links into its gossip state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use gemba_core::{Config, Topology};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::endpoint::{self, unix_ms};
+use crate::graph::{self, Graph, Member};
+use crate::link::{EdgeValue, LinkPolicy, LinkSummary};
+use crate::metrics::MeshMetrics;
+use crate::net::Net;
+use crate::prober::{link_summaries, ProbeTiming, Prober, SharedLinks, Target};
+use crate::topology;
+use crate::wire::GridKey;
+
+const KEY_SITE: &str = "site";
+const KEY_HTTP: &str = "http";
+const KEY_VERSION: &str = "version";
+const EDGE_PREFIX: &str = "e:";
+
+/// Everything a mesh node needs to start.
+#[derive(Clone, Debug)]
+pub struct MeshSettings {
+    pub id: String,
+    pub site: String,
+    pub cluster: String,
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    /// Where this node's HTTP API can be reached, published for consoles.
+    pub http: Option<String>,
+    pub timing: ProbeTiming,
+    pub policy: LinkPolicy,
+    pub gossip_interval: Duration,
+    pub topology: Topology,
+    pub isolated_fraction: f64,
+    pub packet_max_age: Duration,
+    pub key: GridKey,
+}
+
+impl MeshSettings {
+    pub fn from_config(c: &Config, key: GridKey, http: Option<String>) -> Self {
+        let m = &c.mesh;
+        MeshSettings {
+            id: c.node.id.to_string(),
+            site: c.node.site.to_string(),
+            cluster: m.cluster.clone(),
+            listen: m.listen,
+            advertise: m.advertise,
+            seeds: m.seeds.clone(),
+            http,
+            timing: ProbeTiming {
+                interval: m.probe_interval,
+                probes_per_interval: m.probes_per_interval,
+                timeout: m.probe_timeout,
+                tcp_interval: m.tcp_probe_interval,
+                tcp_timeout: m.tcp_timeout,
+            },
+            policy: LinkPolicy::from_config(m),
+            gossip_interval: m.gossip_interval,
+            topology: m.topology,
+            isolated_fraction: m.isolated_fraction,
+            packet_max_age: m.packet_max_age,
+            key,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot bind the mesh socket on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start gossip: {0:#}")]
+    Gossip(anyhow::Error),
+}
+
+/// A running mesh node. Dropping it without [`MeshNode::shutdown`] leaves
+/// its tasks running until the runtime stops.
+pub struct MeshNode {
+    settings: MeshSettings,
+    chitchat: ChitchatHandle,
+    links: SharedLinks,
+    metrics: Arc<MeshMetrics>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MeshNode {
+    /// Binds the mesh socket and TCP probe port, joins the grid through the
+    /// seeds and starts probing.
+    pub async fn start(
+        settings: MeshSettings,
+        net: Arc<dyn Net>,
+        registry: Option<&mut Registry>,
+    ) -> Result<MeshNode, MeshError> {
+        let metrics = Arc::new(MeshMetrics::new());
+        if let Some(r) = registry {
+            metrics.register(r);
+        }
+        let bind_err = |source| MeshError::Bind {
+            addr: settings.listen,
+            source,
+        };
+        let socket = net.bind(settings.listen).await.map_err(bind_err)?;
+        net.listen_tcp(socket.local_addr())
+            .await
+            .map_err(bind_err)?;
+        let (endpoint, transport, replies, receive_task) = endpoint::open(
+            socket,
+            settings.key.clone(),
+            settings.packet_max_age,
+            metrics.clone(),
+        );
+
+        let chitchat_id = ChitchatId::new(settings.id.clone(), unix_ms(), settings.advertise);
+        let config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: settings.cluster.clone(),
+            gossip_interval: settings.gossip_interval,
+            listen_addr: settings.listen,
+            seed_nodes: settings.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                initial_interval: settings.gossip_interval * 5,
+                max_interval: Duration::from_secs(10),
+                dead_node_grace_period: Duration::from_secs(3600),
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        };
+        let mut initial = vec![
+            (KEY_SITE.to_string(), settings.site.clone()),
+            (
+                KEY_VERSION.to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ];
+        if let Some(h) = &settings.http {
+            initial.push((KEY_HTTP.to_string(), h.clone()));
+        }
+        let chitchat = spawn_chitchat(config, initial, &transport)
+            .await
+            .map_err(MeshError::Gossip)?;
+
+        let links = SharedLinks::default();
+        let (targets_tx, targets_rx) = watch::channel(Vec::new());
+        let prober = Prober {
+            endpoint,
+            net,
+            timing: settings.timing.clone(),
+            policy: settings.policy.clone(),
+            targets: targets_rx,
+            replies,
+            links: links.clone(),
+            metrics: metrics.clone(),
+        };
+        let prober_task = tokio::spawn(prober.run());
+        let maintainer = Maintainer {
+            chitchat: chitchat.chitchat(),
+            settings: settings.clone(),
+            links: links.clone(),
+            targets: targets_tx,
+        };
+        let maintain_task = tokio::spawn(maintainer.run());
+        tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
+        Ok(MeshNode {
+            settings,
+            chitchat,
+            links,
+            metrics,
+            tasks: vec![receive_task, prober_task, maintain_task],
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.settings.id
+    }
+
+    pub fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &MeshMetrics {
+        &self.metrics
+    }
+
+    /// Members as gossip describes them, one per node id.
+    pub async fn members(&self) -> Vec<Member> {
+        let chitchat = self.chitchat.chitchat();
+        let guard = chitchat.lock().await;
+        members_of(&guard)
+    }
+
+    /// The grid graph as this node sees it.
+    pub async fn graph(&self) -> Graph {
+        let members = self.members().await;
+        graph::build(
+            &members,
+            self.settings.topology,
+            self.settings.isolated_fraction,
+        )
+    }
+
+    /// This node's outgoing links at full resolution.
+    pub fn local_links(&self) -> Vec<(String, LinkSummary)> {
+        link_summaries(&self.links, &self.settings.policy)
+    }
+
+    /// Stops gossip and probing and releases the socket.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.chitchat.shutdown().await;
+    }
+}
+
+fn members_of(chitchat: &chitchat::Chitchat) -> Vec<Member> {
+    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut newest: HashMap<&str, &ChitchatId> = HashMap::new();
+    for id in chitchat.node_states().keys() {
+        let e = newest.entry(&id.node_id).or_insert(id);
+        if id.generation_id > e.generation_id {
+            *e = id;
+        }
+    }
+    let mut out = Vec::with_capacity(newest.len());
+    for (_, cid) in newest {
+        let Some(state) = chitchat.node_state(cid) else {
+            continue;
+        };
+        let Some(site) = state.get(KEY_SITE) else {
+            continue;
+        };
+        let edges: BTreeMap<String, EdgeValue> = state
+            .key_values()
+            .filter_map(|(k, v)| {
+                let target = k.strip_prefix(EDGE_PREFIX)?;
+                Some((target.to_string(), v.parse().ok()?))
+            })
+            .collect();
+        out.push(Member {
+            id: cid.node_id.to_string(),
+            site: site.to_string(),
+            addr: cid.gossip_advertise_addr,
+            http: state.get(KEY_HTTP).map(str::to_string),
+            live: live.contains(cid),
+            generation: cid.generation_id,
+            edges,
+        });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// Keeps probe targets in line with membership and publishes links.
+struct Maintainer {
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    settings: MeshSettings,
+    links: SharedLinks,
+    targets: watch::Sender<Vec<Target>>,
+}
+
+impl Maintainer {
+    async fn run(self) {
+        let period = (self.settings.timing.interval
+            / self.settings.timing.probes_per_interval.max(1))
+        .min(self.settings.gossip_interval)
+        .max(Duration::from_millis(20));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let members = {
+                let guard = self.chitchat.lock().await;
+                members_of(&guard)
+            };
+            let wanted: Vec<Target> =
+                topology::targets(&self.settings.id, &members, self.settings.topology)
+                    .into_iter()
+                    .map(|i| Target {
+                        id: members[i].id.clone(),
+                        addr: members[i].addr,
+                    })
+                    .collect();
+            self.targets.send_if_modified(|current| {
+                if *current != wanted {
+                    *current = wanted;
+                    true
+                } else {
+                    false
+                }
+            });
+            let values: Vec<(String, EdgeValue)> = {
+                let now = Instant::now();
+                let mut table = self.links.lock().expect("link table lock");
+                table
+                    .trackers
+                    .iter_mut()
+                    .map(|(id, t)| (id.clone(), t.edge_value(now, &self.settings.policy)))
+                    .collect()
+            };
+            let mut guard = self.chitchat.lock().await;
+            let me = guard.self_node_state();
+            let stale: Vec<String> = me
+                .key_values()
+                .filter_map(|(k, _)| k.strip_prefix(EDGE_PREFIX).map(str::to_string))
+                .filter(|t| !values.iter().any(|(id, _)| id == t))
+                .collect();
+            for t in stale {
+                me.delete(&format!("{EDGE_PREFIX}{t}"));
+            }
+            for (target, value) in values {
+                me.set(format!("{EDGE_PREFIX}{target}"), value.to_string());
+            }
+        }
+    }
+}

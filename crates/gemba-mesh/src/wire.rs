@@ -1,0 +1,455 @@
+//! The authenticated datagram format every mesh packet uses, gossip and
+//! probes alike.
+//!
+//! ```text
+//! magic "gm" | version 1 | kind | session u64 | counter u64 | unix ms u64 | frag idx | frag count | payload | HMAC-SHA256
+//! ```
+//!
+//! The MAC covers everything before it and is keyed by the grid key, so a
+//! node without the key cannot inject state or poll targets. The timestamp
+//! bounds how long a captured packet stays usable, and the per-sender
+//! (session, counter) pair with a sliding window rejects replays inside that
+//! bound. Gossip messages larger than one datagram are split into fragments,
+//! each signed on its own, because a chitchat message can already fill a
+//! whole UDP datagram before gemba adds its header.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub const MAGIC: [u8; 2] = *b"gm";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 2 + 1 + 1 + 8 + 8 + 8 + 1 + 1;
+pub const MAC_LEN: usize = 32;
+/// Largest datagram gemba sends or accepts (the IPv4 UDP payload limit).
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Largest payload carried by one fragment.
+pub const MAX_FRAGMENT_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN - MAC_LEN;
+/// Largest reassembled gossip message (chitchat never exceeds one datagram,
+/// plus room for gemba's framing).
+pub const MAX_MESSAGE: usize = 2 * MAX_FRAGMENT_PAYLOAD;
+
+/// What a datagram carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Gossip = 1,
+    ProbeRequest = 2,
+    ProbeReply = 3,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Gossip),
+            2 => Some(Kind::ProbeRequest),
+            3 => Some(Kind::ProbeReply),
+            _ => None,
+        }
+    }
+}
+
+/// Why a received datagram was dropped; each is a label of the
+/// `gemba_mesh_dropped_packets_total` counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than a header and MAC.
+    Truncated,
+    /// Longer than any datagram gemba sends.
+    Oversized,
+    /// Not gemba's magic or version, or an unknown kind.
+    Malformed,
+    /// The MAC does not verify: wrong grid key or tampered content.
+    BadSignature,
+    /// Timestamp outside the accepted window.
+    Expired,
+    /// Already seen, or from an older session of the same sender.
+    Replayed,
+    /// Signed but the content does not decode.
+    Undecodable,
+    /// The receiving queue was full.
+    Overloaded,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Truncated,
+        DropReason::Oversized,
+        DropReason::Malformed,
+        DropReason::BadSignature,
+        DropReason::Expired,
+        DropReason::Replayed,
+        DropReason::Undecodable,
+        DropReason::Overloaded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::Oversized => "oversized",
+            DropReason::Malformed => "malformed",
+            DropReason::BadSignature => "bad_signature",
+            DropReason::Expired => "expired",
+            DropReason::Replayed => "replayed",
+            DropReason::Undecodable => "undecodable",
+            DropReason::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// The shared secret of a grid.
+#[derive(Clone)]
+pub struct GridKey(Vec<u8>);
+
+impl GridKey {
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(bytes: Vec<u8>) -> Result<GridKey, String> {
+        if bytes.len() < Self::MIN_LEN {
+            return Err(format!(
+                "grid key is {} bytes; it must be at least {}",
+                bytes.len(),
+                Self::MIN_LEN
+            ));
+        }
+        Ok(GridKey(bytes))
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length")
+    }
+}
+
+impl std::fmt::Debug for GridKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GridKey(..)")
+    }
+}
+
+/// A verified datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Packet<'a> {
+    pub kind: Kind,
+    pub session: u64,
+    pub counter: u64,
+    pub unix_ms: u64,
+    pub frag_index: u8,
+    pub frag_count: u8,
+    pub payload: &'a [u8],
+}
+
+/// Writes one signed datagram into `out` (cleared first).
+#[allow(clippy::too_many_arguments)]
+pub fn seal(
+    key: &GridKey,
+    kind: Kind,
+    session: u64,
+    counter: u64,
+    unix_ms: u64,
+    frag: (u8, u8),
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    debug_assert!(payload.len() <= MAX_FRAGMENT_PAYLOAD);
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(kind as u8);
+    out.extend_from_slice(&session.to_be_bytes());
+    out.extend_from_slice(&counter.to_be_bytes());
+    out.extend_from_slice(&unix_ms.to_be_bytes());
+    out.push(frag.0);
+    out.push(frag.1);
+    out.extend_from_slice(payload);
+    let mut mac = key.mac();
+    mac.update(out);
+    let tag = mac.finalize().into_bytes();
+    out.extend_from_slice(&tag);
+}
+
+/// Checks framing and signature; does not check time or replay.
+pub fn open<'a>(key: &GridKey, datagram: &'a [u8]) -> Result<Packet<'a>, DropReason> {
+    if datagram.len() > MAX_DATAGRAM {
+        return Err(DropReason::Oversized);
+    }
+    if datagram.len() < HEADER_LEN + MAC_LEN {
+        return Err(DropReason::Truncated);
+    }
+    if datagram[..2] != MAGIC || datagram[2] != VERSION {
+        return Err(DropReason::Malformed);
+    }
+    let kind = Kind::from_byte(datagram[3]).ok_or(DropReason::Malformed)?;
+    let (signed, tag) = datagram.split_at(datagram.len() - MAC_LEN);
+    let mut mac = key.mac();
+    mac.update(signed);
+    mac.verify_slice(tag)
+        .map_err(|_| DropReason::BadSignature)?;
+    let u64_at = |at: usize| u64::from_be_bytes(signed[at..at + 8].try_into().expect("8 bytes"));
+    let frag_index = signed[28];
+    let frag_count = signed[29];
+    if frag_count == 0 || frag_index >= frag_count {
+        return Err(DropReason::Malformed);
+    }
+    Ok(Packet {
+        kind,
+        session: u64_at(4),
+        counter: u64_at(12),
+        unix_ms: u64_at(20),
+        frag_index,
+        frag_count,
+        payload: &signed[HEADER_LEN..],
+    })
+}
+
+const WINDOW_BITS: u64 = 1024;
+
+/// Per-sender anti-replay state: the sender's current session and a sliding
+/// window of the counters seen in it.
+#[derive(Debug)]
+struct SenderWindow {
+    session: u64,
+    session_first_ms: u64,
+    highest: u64,
+    seen: [u64; (WINDOW_BITS / 64) as usize],
+    last_use: u64,
+}
+
+impl SenderWindow {
+    fn new(session: u64, counter: u64, unix_ms: u64, tick: u64) -> Self {
+        let mut w = SenderWindow {
+            session,
+            session_first_ms: unix_ms,
+            highest: counter,
+            seen: [0; (WINDOW_BITS / 64) as usize],
+            last_use: tick,
+        };
+        w.mark(counter);
+        w
+    }
+
+    fn bit(counter: u64) -> (usize, u64) {
+        let slot = counter % WINDOW_BITS;
+        ((slot / 64) as usize, 1u64 << (slot % 64))
+    }
+
+    fn mark(&mut self, counter: u64) {
+        let (i, b) = Self::bit(counter);
+        self.seen[i] |= b;
+    }
+
+    fn accept(&mut self, counter: u64) -> bool {
+        if counter > self.highest {
+            // Clear the slots the window slides over.
+            let advance = (counter - self.highest).min(WINDOW_BITS);
+            for c in (self.highest + 1)..=(self.highest + advance) {
+                let (i, b) = Self::bit(c);
+                self.seen[i] &= !b;
+            }
+            self.highest = counter;
+            self.mark(counter);
+            return true;
+        }
+        if self.highest - counter >= WINDOW_BITS {
+            return false;
+        }
+        let (i, b) = Self::bit(counter);
+        if self.seen[i] & b != 0 {
+            return false;
+        }
+        self.seen[i] |= b;
+        true
+    }
+}
+
+/// Rejects replayed and stale datagrams. Bounded: the least recently used
+/// sender is forgotten when `max_senders` is reached.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    max_age_ms: u64,
+    max_senders: usize,
+    senders: HashMap<SocketAddr, SenderWindow>,
+    tick: u64,
+}
+
+impl ReplayGuard {
+    pub fn new(max_age_ms: u64, max_senders: usize) -> Self {
+        ReplayGuard {
+            max_age_ms,
+            max_senders,
+            senders: HashMap::new(),
+            tick: 0,
+        }
+    }
+
+    /// Accepts a verified packet from `from` at local time `now_ms`, or says
+    /// why not.
+    pub fn check(
+        &mut self,
+        from: SocketAddr,
+        p: &Packet<'_>,
+        now_ms: u64,
+    ) -> Result<(), DropReason> {
+        if p.unix_ms.abs_diff(now_ms) > self.max_age_ms {
+            return Err(DropReason::Expired);
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        match self.senders.get_mut(&from) {
+            Some(w) if w.session == p.session => {
+                w.last_use = tick;
+                if w.accept(p.counter) {
+                    Ok(())
+                } else {
+                    Err(DropReason::Replayed)
+                }
+            }
+            Some(w) => {
+                // A new session from the same address is a restarted sender;
+                // a session that started before the current one is a replay.
+                if p.unix_ms < w.session_first_ms {
+                    return Err(DropReason::Replayed);
+                }
+                *w = SenderWindow::new(p.session, p.counter, p.unix_ms, tick);
+                Ok(())
+            }
+            None => {
+                if self.senders.len() >= self.max_senders {
+                    if let Some(oldest) = self
+                        .senders
+                        .iter()
+                        .min_by_key(|(_, w)| w.last_use)
+                        .map(|(a, _)| *a)
+                    {
+                        self.senders.remove(&oldest);
+                    }
+                }
+                self.senders.insert(
+                    from,
+                    SenderWindow::new(p.session, p.counter, p.unix_ms, tick),
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> GridKey {
+        GridKey::new(b"0123456789abcdef-test-key".to_vec()).unwrap()
+    }
+
+    fn packet(counter: u64, ms: u64, session: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        seal(
+            &key(),
+            Kind::ProbeRequest,
+            session,
+            counter,
+            ms,
+            (0, 1),
+            b"hello",
+            &mut out,
+        );
+        out
+    }
+
+    const FROM: &str = "127.0.0.1:9000";
+
+    #[test]
+    fn sealed_packet_opens_with_the_same_key_only() {
+        let d = packet(1, 1000, 7);
+        let p = open(&key(), &d).unwrap();
+        assert_eq!(p.payload, b"hello");
+        assert_eq!((p.session, p.counter, p.unix_ms), (7, 1, 1000));
+        let other = GridKey::new(b"another-key-of-16-bytes".to_vec()).unwrap();
+        assert_eq!(open(&other, &d), Err(DropReason::BadSignature));
+    }
+
+    #[test]
+    fn tampered_truncated_and_garbage_datagrams_are_rejected() {
+        let mut d = packet(1, 1000, 7);
+        let n = d.len();
+        d[HEADER_LEN] ^= 1;
+        assert_eq!(open(&key(), &d), Err(DropReason::BadSignature));
+        assert_eq!(open(&key(), &d[..10]), Err(DropReason::Truncated));
+        assert_eq!(open(&key(), &vec![0u8; n]), Err(DropReason::Malformed));
+        assert_eq!(
+            open(&key(), &vec![0u8; MAX_DATAGRAM + 1]),
+            Err(DropReason::Oversized)
+        );
+    }
+
+    #[test]
+    fn replayed_packet_is_rejected_but_reordered_ones_pass() {
+        let mut g = ReplayGuard::new(30_000, 16);
+        let from = FROM.parse().unwrap();
+        for c in [5, 3, 4, 9] {
+            let d = packet(c, 1000, 7);
+            assert_eq!(
+                g.check(from, &open(&key(), &d).unwrap(), 1000),
+                Ok(()),
+                "counter {c}"
+            );
+        }
+        let d = packet(4, 1000, 7);
+        assert_eq!(
+            g.check(from, &open(&key(), &d).unwrap(), 1000),
+            Err(DropReason::Replayed)
+        );
+        // Far behind the window.
+        let d = packet(9 + WINDOW_BITS + 5, 1000, 7);
+        g.check(from, &open(&key(), &d).unwrap(), 1000).unwrap();
+        let d = packet(6, 1000, 7);
+        assert_eq!(
+            g.check(from, &open(&key(), &d).unwrap(), 1000),
+            Err(DropReason::Replayed)
+        );
+    }
+
+    #[test]
+    fn old_and_future_packets_are_expired() {
+        let mut g = ReplayGuard::new(30_000, 16);
+        let from = FROM.parse().unwrap();
+        let d = packet(1, 1_000, 7);
+        assert_eq!(
+            g.check(from, &open(&key(), &d).unwrap(), 40_000),
+            Err(DropReason::Expired)
+        );
+        let d = packet(2, 100_000, 7);
+        assert_eq!(
+            g.check(from, &open(&key(), &d).unwrap(), 40_000),
+            Err(DropReason::Expired)
+        );
+    }
+
+    #[test]
+    fn restarted_sender_is_accepted_and_its_old_session_is_not() {
+        let mut g = ReplayGuard::new(30_000, 16);
+        let from = FROM.parse().unwrap();
+        let old = packet(100, 10_000, 1);
+        g.check(from, &open(&key(), &old).unwrap(), 10_000).unwrap();
+        let new = packet(1, 12_000, 2);
+        g.check(from, &open(&key(), &new).unwrap(), 12_000).unwrap();
+        assert_eq!(
+            g.check(from, &open(&key(), &old).unwrap(), 12_500),
+            Err(DropReason::Replayed)
+        );
+    }
+
+    #[test]
+    fn sender_table_is_bounded() {
+        let mut g = ReplayGuard::new(30_000, 4);
+        for port in 0..100u16 {
+            let from = SocketAddr::from(([127, 0, 0, 1], 10_000 + port));
+            g.check(from, &open(&key(), &packet(1, 1000, 1)).unwrap(), 1000)
+                .unwrap();
+        }
+        assert_eq!(g.senders.len(), 4);
+    }
+}

@@ -1,0 +1,147 @@
+//! The command line. Every flag can also come from the environment; both
+//! override the config file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use gemba_core::{Config, ConfigError, HumanDuration, Overrides};
+
+/// gemba: see the grid, converge, review, learn.
+#[derive(Debug, Parser)]
+#[command(name = "gemba", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (with no config: one node with every role on defaults).
+    Run(NodeArgs),
+    /// Start a demo grid on 127.0.0.x that breaks and heals links by itself.
+    Demo(DemoArgs),
+    /// Print a node's view of the grid: nodes and broken links.
+    Graph(GraphArgs),
+    /// Print an example config or validate one.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented example config with every default.
+    Example,
+    /// Validate a config (and its overrides) without running anything.
+    Check(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Config file (TOML).
+    #[arg(long, short, env = "GEMBA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Node id (default: from the config, else the host name).
+    #[arg(long, env = "GEMBA_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Site (location) of this node.
+    #[arg(long, env = "GEMBA_SITE")]
+    pub site: Option<String>,
+    /// Directory for the grid key and local state.
+    #[arg(long, env = "GEMBA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// UDP (gossip, probes) and TCP (connect probes) listen address.
+    #[arg(long, env = "GEMBA_LISTEN")]
+    pub listen: Option<String>,
+    /// Address peers use to reach this node.
+    #[arg(long, env = "GEMBA_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// A node to join through (repeatable, or comma-separated in GEMBA_SEEDS).
+    #[arg(long = "seed", env = "GEMBA_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// HTTP listen address for the API, console and metrics.
+    #[arg(long, env = "GEMBA_HTTP")]
+    pub http: Option<String>,
+    /// File holding the grid key.
+    #[arg(long, env = "GEMBA_GRID_KEY_FILE")]
+    pub grid_key_file: Option<PathBuf>,
+    /// File holding the API token for endpoints that change state.
+    #[arg(long, env = "GEMBA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let overrides = Overrides {
+            node_id: self.node_id.clone(),
+            site: self.site.clone(),
+            data_dir: self.data_dir.clone(),
+            mesh_listen: self.listen.clone(),
+            mesh_advertise: self.advertise.clone(),
+            seeds: self.seeds.clone(),
+            grid_key_file: self.grid_key_file.clone(),
+            http_listen: self.http.clone(),
+            token_file: self.token_file.clone(),
+            token: std::env::var("GEMBA_API_TOKEN").ok(),
+        };
+        Config::load(self.config.as_deref(), &overrides)
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    s.parse::<HumanDuration>().map(|d| d.0)
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=200))]
+    pub nodes: u16,
+    /// Number of sites the nodes are spread over.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub sites: u16,
+    /// First node's address; node i uses the i-th next address.
+    #[arg(long, default_value = "127.0.0.11")]
+    pub first_ip: std::net::Ipv4Addr,
+    /// HTTP port of every node's console.
+    #[arg(long, default_value_t = 8777)]
+    pub http_port: u16,
+    /// UDP/TCP mesh port of every node.
+    #[arg(long, default_value_t = 7946)]
+    pub mesh_port: u16,
+    /// Time before the first fault.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    pub fault_after: Duration,
+    /// How long a fault lasts before it is healed.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pub fault_for: Duration,
+    /// Quiet time between a heal and the next fault.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pub fault_gap: Duration,
+    /// Stop after this long (default: run until interrupted).
+    #[arg(long, value_parser = duration)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Base URL of any node, e.g. http://127.0.0.1:8777
+    #[arg(long, default_value = "http://127.0.0.1:8777")]
+    pub from: String,
+    /// Print the raw JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

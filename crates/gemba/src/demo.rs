@@ -1,0 +1,270 @@
+//! `gemba demo`: a grid of N nodes in S sites on 127.0.0.x, all in this
+//! process, each with its own mesh socket and console. After a while it
+//! black-holes one directed link (everything that node sends to the other
+//! is dropped, as a broken route would), reports when every node shows the
+//! link down, heals it, reports when every node shows it up again, and
+//! repeats with another link.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gemba_core::config::{Config, ConfigFile, Overrides};
+use gemba_mesh::{FaultNet, GridKey, LinkState, MeshNode, MeshSettings, UdpNet};
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use crate::cli::DemoArgs;
+
+const SITE_NAMES: [&str; 20] = [
+    "ams", "nyc", "sin", "fra", "sfo", "syd", "gru", "tyo", "lhr", "ord", "bom", "jnb", "yyz",
+    "mad", "waw", "icn", "dub", "mex", "hel", "scl",
+];
+
+struct DemoNode {
+    id: String,
+    mesh_addr: SocketAddr,
+    mesh: Arc<MeshNode>,
+}
+
+fn demo_key() -> GridKey {
+    // The demo lives in one process; a fresh random key per run keeps it
+    // from ever talking to a real grid.
+    let mut raw = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut raw);
+    }
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    GridKey::new(format!("demo-{hex}").into_bytes()).expect("long enough")
+}
+
+fn nth_ip(first: Ipv4Addr, i: u16) -> anyhow::Result<Ipv4Addr> {
+    let n = u32::from(first)
+        .checked_add(i as u32)
+        .context("address range overflow")?;
+    let ip = Ipv4Addr::from(n);
+    anyhow::ensure!(
+        ip.is_loopback(),
+        "demo addresses must stay on loopback (127.0.0.0/8), {ip} is not"
+    );
+    Ok(ip)
+}
+
+fn elapsed(start: Instant) -> String {
+    format!("[{:>6.1}s]", start.elapsed().as_secs_f64())
+}
+
+async fn all_agree(
+    nodes: &[DemoNode],
+    source: &str,
+    target: &str,
+    want: impl Fn(LinkState) -> bool,
+) -> bool {
+    for n in nodes {
+        let g = n.mesh.graph().await;
+        if !g.edge(source, target).is_some_and(|e| want(e.state)) {
+            return false;
+        }
+    }
+    true
+}
+
+async fn wait_until_all(
+    nodes: &[DemoNode],
+    source: &str,
+    target: &str,
+    limit: Duration,
+    want: impl Fn(LinkState) -> bool + Copy,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if all_agree(nodes, source, target, want).await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let net = FaultNet::new(UdpNet);
+    let key = demo_key();
+    let sites = args.sites.min(args.nodes);
+    let mut nodes = Vec::new();
+    let first_mesh = SocketAddr::new(IpAddr::V4(nth_ip(args.first_ip, 0)?), args.mesh_port);
+    println!(
+        "gemba demo: {} nodes in {} sites on {}..",
+        args.nodes, sites, args.first_ip
+    );
+    let mut consoles = Vec::new();
+    for i in 0..args.nodes {
+        let ip = IpAddr::V4(nth_ip(args.first_ip, i)?);
+        let site = SITE_NAMES[(i % sites) as usize];
+        let id = format!("{site}-{}", i / sites + 1);
+        let mesh_addr = SocketAddr::new(ip, args.mesh_port);
+        let http_addr = SocketAddr::new(ip, args.http_port);
+        let overrides = Overrides {
+            node_id: Some(id.clone()),
+            site: Some(site.to_string()),
+            mesh_listen: Some(mesh_addr.to_string()),
+            http_listen: Some(http_addr.to_string()),
+            seeds: if i == 0 {
+                vec![]
+            } else {
+                vec![first_mesh.to_string()]
+            },
+            ..Default::default()
+        };
+        let config = Config::from_file(ConfigFile::default(), &overrides, "demo settings")?;
+        let listener = tokio::net::TcpListener::bind(http_addr)
+            .await
+            .with_context(|| {
+                format!("cannot listen for HTTP on {http_addr} (is another demo running?)")
+            })?;
+        let mut registry = Registry::default();
+        let settings = MeshSettings::from_config(&config, key.clone(), Some(http_addr.to_string()));
+        let mesh = Arc::new(
+            MeshNode::start(settings, Arc::new(net.clone()), Some(&mut registry))
+                .await
+                .with_context(|| format!("cannot start demo node {id}"))?,
+        );
+        let api = gemba_api::ApiState::new(mesh.clone(), registry, None);
+        tokio::spawn(gemba_api::serve(listener, api, std::future::pending()));
+        consoles.push(format!(
+            "  {id:<8} site {site:<4} console http://{http_addr}/"
+        ));
+        nodes.push(DemoNode {
+            id,
+            mesh_addr,
+            mesh,
+        });
+    }
+    for c in &consoles {
+        println!("{c}");
+    }
+    println!(
+        "{} all nodes started; open any console above, they all draw the same graph",
+        elapsed(start)
+    );
+
+    let total = args.nodes as usize * (args.nodes as usize - 1);
+    let limit = Duration::from_secs(60);
+    let faults = {
+        let nodes = &nodes;
+        async move {
+            let mut round = 0usize;
+            match wait_for_full_mesh(nodes, total, limit).await {
+                Some(t) => println!(
+                    "{} every node sees all {total} links up ({:.1}s after start)",
+                    elapsed(start),
+                    t.as_secs_f64()
+                ),
+                None => println!(
+                    "{} not every link came up within {}s; faults start anyway",
+                    elapsed(start),
+                    limit.as_secs()
+                ),
+            }
+            tokio::time::sleep(args.fault_after).await;
+            loop {
+                // Walk through pairs from different sites first.
+                let n = nodes.len();
+                let a = round % n;
+                let b = (a + 1 + (round / n) % (n - 1)) % n;
+                let (src, dst) = (&nodes[a], &nodes[b]);
+                round += 1;
+                println!(
+                    "{} FAULT  black-holed {} -> {}: everything {} sends to {} is dropped",
+                    elapsed(start),
+                    src.id,
+                    dst.id,
+                    src.mesh_addr,
+                    dst.mesh_addr
+                );
+                net.set_black_hole(src.mesh_addr, dst.mesh_addr, true);
+                let fault_start = Instant::now();
+                match wait_until_all(nodes, &src.id, &dst.id, args.fault_for, |s| {
+                    s == LinkState::Down
+                })
+                .await
+                {
+                    Some(t) => println!(
+                        "{} seen  every node shows {} -> {} down after {:.1}s",
+                        elapsed(start),
+                        src.id,
+                        dst.id,
+                        t.as_secs_f64()
+                    ),
+                    None => println!(
+                        "{} not every node showed {} -> {} down within {:.0}s",
+                        elapsed(start),
+                        src.id,
+                        dst.id,
+                        args.fault_for.as_secs_f64()
+                    ),
+                }
+                tokio::time::sleep_until(fault_start + args.fault_for).await;
+                net.set_black_hole(src.mesh_addr, dst.mesh_addr, false);
+                println!("{} HEALED {} -> {}", elapsed(start), src.id, dst.id);
+                match wait_until_all(
+                    nodes,
+                    &src.id,
+                    &dst.id,
+                    args.fault_gap.max(Duration::from_secs(10)),
+                    |s| s == LinkState::Up,
+                )
+                .await
+                {
+                    Some(t) => println!(
+                        "{} seen  every node shows {} -> {} up after {:.1}s",
+                        elapsed(start),
+                        src.id,
+                        dst.id,
+                        t.as_secs_f64()
+                    ),
+                    None => println!(
+                        "{} not every node showed {} -> {} up again yet",
+                        elapsed(start),
+                        src.id,
+                        dst.id
+                    ),
+                }
+                tokio::time::sleep(args.fault_gap).await;
+            }
+        }
+    };
+    let stop = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => crate::node::shutdown_signal().await,
+        }
+    };
+    tokio::select! {
+        _ = faults => {}
+        _ = stop => {}
+    }
+    println!("{} demo stopped", elapsed(start));
+    Ok(())
+}
+
+async fn wait_for_full_mesh(nodes: &[DemoNode], total: usize, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let mut ok = true;
+        for n in nodes {
+            let g = n.mesh.graph().await;
+            if g.edges.len() != total || g.edges.iter().any(|e| e.state != LinkState::Up) {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
