@@ -209,13 +209,13 @@ impl LinkTracker {
                 self.consecutive_replies = 0;
             }
         }
+        if self.state == LinkState::Down && self.consecutive_replies >= policy.up_after_replies {
+            // Loss while the link was down is the down period itself; the
+            // recovered link starts a fresh window.
+            self.samples.retain(|s| s.rtt.is_some());
+        }
         let next = self.decide(policy);
         if next != self.state {
-            if self.state == LinkState::Down {
-                // Loss while the link was down is the down period itself;
-                // the recovered link starts a fresh window.
-                self.samples.retain(|s| s.rtt.is_some());
-            }
             self.state = next;
             self.since_unix = now_unix;
         }

@@ -107,6 +107,8 @@ struct MemState {
     tcp_listeners: HashSet<SocketAddr>,
     /// Directed pairs (from node address, to node address) that drop traffic.
     cut: HashSet<(SocketAddr, SocketAddr)>,
+    /// Addresses that swallow datagrams and never finish a TCP handshake.
+    silent: HashSet<SocketAddr>,
     latency: Duration,
 }
 
@@ -141,6 +143,17 @@ impl MemNet {
         }
     }
 
+    /// Makes `addr` a silent peer: what is sent to it vanishes and TCP
+    /// connects to it hang, like a host that is half-open or wedged.
+    pub fn set_silent(&self, addr: SocketAddr, silent: bool) {
+        let mut s = self.state.lock().expect("memnet lock");
+        if silent {
+            s.silent.insert(addr);
+        } else {
+            s.silent.remove(&addr);
+        }
+    }
+
     /// Removes a node from the network, as if its process died.
     pub fn unplug(&self, addr: SocketAddr) {
         let mut s = self.state.lock().expect("memnet lock");
@@ -160,7 +173,7 @@ impl Datagrams for MemSocket {
     async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<()> {
         let (target, latency) = {
             let s = self.net.state.lock().expect("memnet lock");
-            if s.cut.contains(&(self.local, to)) {
+            if s.cut.contains(&(self.local, to)) || s.silent.contains(&to) {
                 return Ok(());
             }
             (s.sockets.get(&to).cloned(), s.latency)
@@ -226,7 +239,9 @@ impl Net for MemNet {
         let (reachable, listening, latency) = {
             let s = self.state.lock().expect("memnet lock");
             (
-                !s.cut.contains(&(from, to)) && !s.cut.contains(&(to, from)),
+                !s.cut.contains(&(from, to))
+                    && !s.cut.contains(&(to, from))
+                    && !s.silent.contains(&to),
                 s.tcp_listeners.contains(&to),
                 s.latency,
             )

@@ -28,6 +28,23 @@ const KEY_HTTP: &str = "http";
 const KEY_VERSION: &str = "version";
 const EDGE_PREFIX: &str = "e:";
 
+/// A generation id for chitchat: the start time in ms, strictly increasing
+/// within the process so a node restarted in the same millisecond (tests,
+/// the demo) is still seen as new.
+fn next_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = unix_ms();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
 /// Everything a mesh node needs to start.
 #[derive(Clone, Debug)]
 pub struct MeshSettings {
@@ -124,7 +141,8 @@ impl MeshNode {
             metrics.clone(),
         );
 
-        let chitchat_id = ChitchatId::new(settings.id.clone(), unix_ms(), settings.advertise);
+        let chitchat_id =
+            ChitchatId::new(settings.id.clone(), next_generation(), settings.advertise);
         let config = ChitchatConfig {
             chitchat_id,
             cluster_id: settings.cluster.clone(),

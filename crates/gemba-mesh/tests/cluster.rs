@@ -1,0 +1,426 @@
+//! Multi-node behaviour in one process: real mesh nodes (chitchat, signed
+//! transport, prober) over the in-memory network, under paused tokio time,
+//! so partitions, kills and restarts are tested in milliseconds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gemba_core::config::{Config, ConfigFile, Overrides};
+use gemba_mesh::graph::Graph;
+use gemba_mesh::metrics::ReasonLabel;
+use gemba_mesh::{GridKey, LinkState, MemNet, MeshNode, MeshSettings, NodeState};
+use tokio::time::Instant;
+
+fn key() -> GridKey {
+    GridKey::new(b"cluster-test-grid-key-0123456789".to_vec()).unwrap()
+}
+
+fn addr(i: usize) -> SocketAddr {
+    format!("127.0.1.{}:7946", i + 1).parse().unwrap()
+}
+
+fn settings(i: usize, sites: usize, extra: &str) -> MeshSettings {
+    let text = format!("[mesh]\n{extra}\n");
+    let file = ConfigFile::parse(std::path::Path::new("test.toml"), &text).unwrap();
+    let o = Overrides {
+        node_id: Some(format!("n{i}")),
+        site: Some(format!("s{}", i % sites)),
+        mesh_listen: Some(addr(i).to_string()),
+        seeds: if i == 0 {
+            vec![]
+        } else {
+            vec![addr(0).to_string()]
+        },
+        ..Default::default()
+    };
+    let c = Config::from_file(file, &o, "test").unwrap();
+    MeshSettings::from_config(&c, key(), None)
+}
+
+struct Grid {
+    net: MemNet,
+    nodes: Vec<Option<MeshNode>>,
+    sites: usize,
+    extra: String,
+}
+
+impl Grid {
+    async fn start(n: usize, sites: usize, extra: &str) -> Grid {
+        let net = MemNet::with_latency(Duration::from_micros(200));
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let node = MeshNode::start(settings(i, sites, extra), Arc::new(net.clone()), None)
+                .await
+                .unwrap();
+            nodes.push(Some(node));
+        }
+        Grid {
+            net,
+            nodes,
+            sites,
+            extra: extra.to_string(),
+        }
+    }
+
+    async fn graphs(&self) -> Vec<Graph> {
+        let mut v = Vec::new();
+        for n in self.nodes.iter().flatten() {
+            v.push(n.graph().await);
+        }
+        v
+    }
+
+    /// Waits (in virtual time) until `ok` holds for every running node's
+    /// graph; returns how long it took.
+    async fn wait_all(&self, limit: Duration, ok: impl Fn(&Graph) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            let graphs = self.graphs().await;
+            if graphs.iter().all(&ok) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "condition not reached in {limit:?}; first graph: {:#?}",
+                graphs[0]
+                    .edges
+                    .iter()
+                    .filter(|e| e.state != LinkState::Up)
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn kill(&mut self, i: usize) {
+        let node = self.nodes[i].take().unwrap();
+        node.shutdown().await;
+        self.net.unplug(addr(i));
+    }
+
+    async fn restart(&mut self, i: usize) {
+        let node = MeshNode::start(
+            settings(i, self.sites, &self.extra),
+            Arc::new(self.net.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+        self.nodes[i] = Some(node);
+    }
+}
+
+fn all_up(n: usize) -> impl Fn(&Graph) -> bool {
+    move |g: &Graph| {
+        g.edges.len() == n * (n - 1) && g.edges.iter().all(|e| e.state == LinkState::Up)
+    }
+}
+
+fn edge_is<'a>(s: &'a str, t: &'a str, state: LinkState) -> impl Fn(&Graph) -> bool + 'a {
+    move |g: &Graph| g.edge(s, t).is_some_and(|e| e.state == state)
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_nodes_converge_to_one_graph_through_a_single_seed() {
+    let grid = Grid::start(5, 3, "").await;
+    let took = grid.wait_all(Duration::from_secs(10), all_up(5)).await;
+    assert!(
+        took <= Duration::from_secs(5),
+        "converged only after {took:?}"
+    );
+    let graphs = grid.graphs().await;
+    for g in &graphs[1..] {
+        assert_eq!(
+            g.nodes, graphs[0].nodes,
+            "every node must serve the same nodes"
+        );
+        assert_eq!(
+            g.edges, graphs[0].edges,
+            "every node must serve the same edges"
+        );
+    }
+    let sites: std::collections::BTreeSet<&str> =
+        graphs[0].nodes.iter().map(|n| n.site.as_str()).collect();
+    assert_eq!(sites.len(), 3);
+    assert!(graphs[0].nodes.iter().all(|n| n.state == NodeState::Up));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cut_link_turns_red_on_every_node_within_three_seconds_and_green_after_heal() {
+    let grid = Grid::start(5, 3, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(5)).await;
+    grid.net.set_link(addr(1), addr(2), false);
+    let took = grid
+        .wait_all(Duration::from_secs(10), |g| {
+            edge_is("n1", "n2", LinkState::Down)(g) && edge_is("n2", "n1", LinkState::Down)(g)
+        })
+        .await;
+    assert!(took <= Duration::from_secs(3), "red after {took:?}");
+    // One broken link is not a broken node: the other observers still reach both.
+    let g = grid.nodes[0].as_ref().unwrap().graph().await;
+    assert_eq!(g.node("n1").unwrap().state, NodeState::Degraded);
+    assert_eq!(g.broken_links().len(), 2);
+    grid.net.set_link(addr(1), addr(2), true);
+    let took = grid.wait_all(Duration::from_secs(10), all_up(5)).await;
+    assert!(took <= Duration::from_secs(3), "green after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_node_is_down_on_every_survivor_and_rejoins_after_restart() {
+    let mut grid = Grid::start(5, 3, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(5)).await;
+    grid.kill(3).await;
+    let took = grid
+        .wait_all(Duration::from_secs(10), |g| {
+            g.node("n3").is_some_and(|n| n.state == NodeState::Down)
+        })
+        .await;
+    assert!(took <= Duration::from_secs(3), "down after {took:?}");
+    // Survivors are not blamed.
+    let g = grid.nodes[0].as_ref().unwrap().graph().await;
+    for id in ["n0", "n1", "n2", "n4"] {
+        assert_eq!(g.node(id).unwrap().state, NodeState::Up, "{id}");
+    }
+    grid.restart(3).await;
+    let took = grid.wait_all(Duration::from_secs(20), all_up(5)).await;
+    assert!(took <= Duration::from_secs(10), "recovered after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn node_cut_off_from_everyone_is_down_and_isolated_nodes_do_not_blame_others() {
+    let grid = Grid::start(5, 3, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(5)).await;
+    for j in [0, 1, 2, 3] {
+        grid.net.set_link(addr(4), addr(j), false);
+    }
+    // The four others agree n4 is down; n4 (which hears nobody) is isolated
+    // in its own view and does not turn the others red.
+    let others = &grid.nodes[..4];
+    let start = Instant::now();
+    loop {
+        let mut ok = true;
+        for n in others.iter().flatten() {
+            ok &= n
+                .graph()
+                .await
+                .node("n4")
+                .is_some_and(|n| n.state == NodeState::Down);
+        }
+        if ok {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let own = grid.nodes[4].as_ref().unwrap().graph().await;
+    assert_eq!(
+        own.node("n4").unwrap().state,
+        NodeState::Isolated,
+        "{:?}",
+        own.node("n4")
+    );
+    for id in ["n0", "n1", "n2", "n3"] {
+        assert_ne!(
+            own.node(id).unwrap().state,
+            NodeState::Down,
+            "isolated n4 must not blame {id}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_peer_does_not_delay_probes_of_healthy_peers() {
+    let grid = Grid::start(4, 1, "window = \"5s\"").await;
+    grid.wait_all(Duration::from_secs(10), all_up(4)).await;
+    // n3 turns silent: it swallows every datagram and never completes a
+    // TCP handshake, like a wedged or half-open host.
+    grid.net.set_silent(addr(3), true);
+    let n0 = grid.nodes[0].as_ref().unwrap();
+    let lost = |t: &str| {
+        n0.metrics()
+            .probes_lost
+            .get_or_create(&gemba_mesh::metrics::TargetLabel { target: t.into() })
+            .get()
+    };
+    let lost_before = lost("n1") + lost("n2");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        lost("n1") + lost("n2"),
+        lost_before,
+        "healthy peers lost probes"
+    );
+    assert!(
+        lost("n3") >= 25,
+        "the silent peer's probes must expire: {}",
+        lost("n3")
+    );
+    let links = n0.local_links();
+    let to = |t: &str| links.iter().find(|(id, _)| id == t).unwrap().1.clone();
+    assert_eq!(to("n3").state, LinkState::Down);
+    for t in ["n1", "n2"] {
+        let l = to(t);
+        assert_eq!(l.state, LinkState::Up, "{t}");
+        assert_eq!(l.loss, 0.0, "{t}");
+        // 3 probes a second over the 5 s window, every one answered on time.
+        assert!(
+            l.samples >= 14,
+            "{t}: only {} replies in the window",
+            l.samples
+        );
+        // Two 200 µs hops, rounded up by tokio's 1 ms timer: never the
+        // silent peer's 500 ms probe timeout or 1 s connect timeout.
+        assert!(
+            l.rtt_p99_ms.unwrap() <= 2.5,
+            "{t}: p99 {:?} ms",
+            l.rtt_p99_ms
+        );
+        assert_eq!(l.tcp, gemba_mesh::link::TcpPath::Connects);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn forged_garbage_and_replayed_packets_are_dropped_counted_and_harmless() {
+    use gemba_mesh::net::Net;
+    use gemba_mesh::wire::{self, Kind};
+    let grid = Grid::start(3, 1, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(3)).await;
+    let attacker = grid
+        .net
+        .bind("127.0.9.9:7946".parse().unwrap())
+        .await
+        .unwrap();
+    let target = addr(0);
+    let now = gemba_mesh::endpoint::unix_ms();
+    let mut signed = Vec::new();
+    wire::seal(
+        &key(),
+        Kind::ProbeRequest,
+        42,
+        1,
+        now,
+        (0, 1),
+        &7u64.to_be_bytes(),
+        &mut signed,
+    );
+    let mut wrong_key = Vec::new();
+    let other = GridKey::new(b"some-other-grid-key-entirely".to_vec()).unwrap();
+    wire::seal(
+        &other,
+        Kind::Gossip,
+        43,
+        1,
+        now,
+        (0, 1),
+        b"join me",
+        &mut wrong_key,
+    );
+    let mut old = Vec::new();
+    wire::seal(
+        &key(),
+        Kind::ProbeRequest,
+        44,
+        1,
+        now - 120_000,
+        (0, 1),
+        &7u64.to_be_bytes(),
+        &mut old,
+    );
+    let mut bad_gossip = Vec::new();
+    wire::seal(
+        &key(),
+        Kind::Gossip,
+        45,
+        1,
+        now,
+        (0, 1),
+        b"\xff\xff not chitchat",
+        &mut bad_gossip,
+    );
+    let garbage: Vec<&[u8]> = vec![b"", b"hello", &[0u8; 100], &signed[..signed.len() - 3]];
+    for d in &garbage {
+        attacker.send_to(d, target).await.unwrap();
+    }
+    attacker.send_to(&vec![7u8; 70_000], target).await.unwrap();
+    attacker.send_to(&signed, target).await.unwrap();
+    attacker.send_to(&signed, target).await.unwrap(); // replay
+    attacker.send_to(&wrong_key, target).await.unwrap();
+    attacker.send_to(&old, target).await.unwrap();
+    attacker.send_to(&bad_gossip, target).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = grid.nodes[0].as_ref().unwrap().metrics();
+    let count = |reason: &'static str| m.dropped.get_or_create(&ReasonLabel { reason }).get();
+    assert_eq!(count("truncated"), 2, "empty and short datagrams");
+    assert_eq!(count("malformed"), 1, "zeroes");
+    assert_eq!(count("oversized"), 1);
+    assert_eq!(count("replayed"), 1);
+    assert_eq!(
+        count("bad_signature"),
+        2,
+        "the wrong key and the cut-off signature"
+    );
+    assert_eq!(count("expired"), 1);
+    assert_eq!(count("undecodable"), 1);
+    // The one valid probe was answered, and the grid is unaffected.
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(1), attacker.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, target);
+    assert_eq!(
+        wire::open(&key(), &buf[..n]).unwrap().kind,
+        Kind::ProbeReply
+    );
+    grid.wait_all(Duration::from_secs(5), all_up(3)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn node_with_the_wrong_grid_key_never_joins() {
+    let grid = Grid::start(3, 1, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(3)).await;
+    let mut s = settings(5, 1, "");
+    s.key = GridKey::new(b"an-intruder-with-a-guessed-key".to_vec()).unwrap();
+    let intruder = MeshNode::start(s, Arc::new(grid.net.clone()), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for g in grid.graphs().await {
+        assert_eq!(
+            g.nodes.len(),
+            3,
+            "the intruder must not appear in the graph"
+        );
+    }
+    let m = grid.nodes[0].as_ref().unwrap().metrics();
+    assert!(
+        m.dropped
+            .get_or_create(&ReasonLabel {
+                reason: "bad_signature"
+            })
+            .get()
+            > 0
+    );
+    assert_eq!(intruder.graph().await.nodes.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sites_topology_probes_inside_sites_and_between_representatives_only() {
+    // 3 sites x 4 nodes, one representative per site.
+    let grid = Grid::start(12, 3, "topology = \"sites\"\nrepresentatives = 1").await;
+    let expected = 3 * 4 * 3 + 3 * 2;
+    grid.wait_all(Duration::from_secs(15), |g| {
+        g.nodes.len() == 12
+            && g.edges.len() == expected
+            && g.edges.iter().all(|e| e.state == LinkState::Up)
+    })
+    .await;
+    let g = grid.nodes[5].as_ref().unwrap().graph().await;
+    let cross: Vec<_> = g
+        .edges
+        .iter()
+        .filter(|e| g.node(&e.source).unwrap().site != g.node(&e.target).unwrap().site)
+        .collect();
+    assert_eq!(cross.len(), 6);
+}
