@@ -1,0 +1,187 @@
+//! The binary's command line as a user meets it: config errors, the
+//! example config, refusing to listen publicly without a token, the HTTP
+//! API's answers to bad requests, and `gemba graph`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn gemba(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("GEMBA_API_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_config_names_file_key_and_reason_and_exits_64() {
+    let dir = TempDir::new("badconfig");
+    let path = dir.path().join("gemba.toml");
+    std::fs::write(
+        &path,
+        "[node]\nid = \"web 1\"\n[mesh]\nprobe_interval = \"fast\"\nseeds = [\"nohost\"]\n[http]\nlisten = \"0.0.0.0:8777\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = gemba(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    let file = path.display().to_string();
+    for needle in [
+        format!("{file}: node.id: node id \"web 1\" contains ' '"),
+        format!("{file}: mesh.probe_interval: invalid duration \"fast\""),
+        format!("{file}: mesh.seeds[0]: \"nohost\" is not a host:port address"),
+        format!("{file}: http.listen: 0.0.0.0:8777 is reachable beyond loopback"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+
+    std::fs::write(&path, "[mesh]\nprobe_interval = 5\n").unwrap();
+    let (code, _, err) = gemba(&["config", "check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains(&format!("{file}: line 2")) && err.contains("invalid type"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "[mesh]\ntopolgy = \"sites\"\n").unwrap();
+    let (code, _, err) = gemba(&["config", "check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(err.contains("unknown field `topolgy`"), "{err}");
+
+    let (code, _, err) = gemba(&["run", "--config", "/nonexistent/gemba.toml"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("cannot read config file /nonexistent/gemba.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn printed_example_config_is_valid_and_matches_the_committed_one() {
+    let (code, out, _) = gemba(&["config", "example"]);
+    assert_eq!(code, 0);
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../gemba.example.toml"
+    ))
+    .unwrap();
+    assert_eq!(out, committed);
+    let dir = TempDir::new("example");
+    let path = dir.path().join("gemba.toml");
+    std::fs::write(&path, out).unwrap();
+    let (code, out, err) = gemba(&[
+        "config",
+        "check",
+        "--config",
+        path.to_str().unwrap(),
+        "--node-id",
+        "x",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration is valid"));
+}
+
+#[test]
+fn http_api_rejects_bad_paths_and_methods_counts_them_and_keeps_serving() {
+    let dir = TempDir::new("http");
+    let key = write_key(dir.path());
+    let node = NodeProcess::start("h0", "lab", "127.0.4.1", None, &key, dir.path());
+    wait_all(&[&node], Duration::from_secs(15), |g| {
+        node_state(g, "h0") == Some("up")
+    })
+    .unwrap();
+
+    let (status, body) = get(&format!("{}/no/such/thing", node.http)).unwrap();
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("no such endpoint: GET /no/such/thing"),
+        "{body}"
+    );
+    let (status, _) = get(&format!("{}/api/v1/graph/%ff%00", node.http)).unwrap();
+    assert_eq!(status, 404);
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .delete(&format!("{}/api/v1/graph", node.http))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+
+    let (status, metrics) = get(&format!("{}/metrics", node.http)).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("gemba_http_responses_total{code=\"404\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gemba_http_responses_total{code=\"405\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gemba_mesh_dropped_packets_total{reason=\"bad_signature\"} 0"),
+        "{metrics}"
+    );
+
+    let (status, body) = get(&format!("{}/healthz", node.http)).unwrap();
+    assert_eq!((status, body.contains("\"ok\"")), (200, true));
+}
+
+#[test]
+fn graph_command_prints_nodes_and_broken_links() {
+    let dir = TempDir::new("graphcmd");
+    let key = write_key(dir.path());
+    let a = NodeProcess::start("g0", "east", "127.0.5.1", None, &key, dir.path());
+    let b = NodeProcess::start(
+        "g1",
+        "west",
+        "127.0.5.2",
+        Some("127.0.5.1:7946"),
+        &key,
+        dir.path(),
+    );
+    wait_all(&[&a, &b], Duration::from_secs(20), |g| edges_all_up(g, 2)).unwrap();
+    let (code, out, err) = gemba(&["graph", "--from", &a.http]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("grid as seen by g0: 2 nodes, 2 links"),
+        "{out}"
+    );
+    assert!(
+        out.contains("g1") && out.contains("west") && out.contains("no broken links"),
+        "{out}"
+    );
+    drop(b);
+    let (code, _, err) = gemba(&["graph", "--from", "http://127.0.5.9:1"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot fetch http://127.0.5.9:1/api/v1/graph"),
+        "{err}"
+    );
+}
+
+#[test]
+fn public_http_without_token_is_refused() {
+    let (code, _, err) = gemba(&[
+        "run",
+        "--http",
+        "0.0.0.0:18777",
+        "--listen",
+        "127.0.6.1:7946",
+    ]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("http.listen: 0.0.0.0:18777 is reachable beyond loopback"),
+        "{err}"
+    );
+}
