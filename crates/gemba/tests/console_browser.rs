@@ -1,0 +1,161 @@
+//! The console in a real browser: headless Chromium, driven through
+//! chromedriver, opens a running demo node's console, finds the five nodes
+//! in the graph and the matrix, and watches the broken-link list change as
+//! the demo black-holes a link and heals it. Screenshots are kept under
+//! `target/tmp/`.
+//!
+//! Skips with a message when chromium or chromedriver is not installed
+//! (`.ci/run` installs both).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("the demo did not print {needle:?} within {limit:?}"),
+        }
+    }
+}
+
+async fn count(c: &fantoccini::Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css)).await.map(|v| v.len()).unwrap_or(0)
+}
+
+async fn wait_count(c: &fantoccini::Client, css: &str, want: usize, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let n = count(c, css).await;
+        if n == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{css}: {n} elements, wanted {want} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn screenshot(c: &fantoccini::Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot kept at {}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        eprintln!("SKIPPED: browser test needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)");
+        return;
+    }
+    let profile = common::TempDir::new("chromium-profile");
+    let mut demo = Command::new(common::BIN)
+        .args([
+            "demo",
+            "--first-ip=127.0.7.11",
+            "--fault-after=4s",
+            "--fault-for=10s",
+            "--fault-gap=300s",
+            "--duration=90s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let _demo = Killed(demo);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("demo: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let _driver = Killed(
+        Command::new(CHROMEDRIVER)
+            .args(["--port=19515", "--allowed-ips=127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&rx, "every node sees all 20 links up", Duration::from_secs(30));
+
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-quic", "--window-size=1400,1000",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let start = Instant::now();
+    let client = loop {
+        match ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect("http://127.0.0.1:19515").await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(20), "cannot reach chromedriver: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    client.goto("http://127.0.7.11:8777/").await.unwrap();
+    assert_eq!(client.title().await.unwrap(), "gemba · ams-1");
+    assert_eq!(count(&client, "svg#grid-graph g.node").await, 5, "five nodes in the graph");
+    assert_eq!(count(&client, "svg#grid-graph g.site").await, 3, "three sites in the graph");
+    assert_eq!(count(&client, "svg#grid-graph line.edge-up").await, 20, "twenty green edges");
+    assert_eq!(count(&client, "table#matrix tbody tr").await, 5, "five rows in the matrix");
+    assert_eq!(count(&client, "table#matrix td.cell-up").await, 20);
+    assert_eq!(count(&client, "#no-broken").await, 1);
+    screenshot(&client, "console-healthy.png").await;
+
+    let fault = wait_for_line(&rx, "FAULT", Duration::from_secs(20));
+    assert!(fault.contains("ams-1 -> nyc-1"), "{fault}");
+    let broken = r#"tr.broken-link[data-source="ams-1"][data-target="nyc-1"]"#;
+    let took = wait_count(&client, broken, 1, Duration::from_secs(9)).await;
+    eprintln!("the console listed the broken link {took:?} after the fault");
+    // Losses first make it degraded; consecutive losses make it down.
+    let red = r#"line.edge-down[data-source="ams-1"][data-target="nyc-1"]"#;
+    let took = wait_count(&client, red, 1, Duration::from_secs(9)).await;
+    eprintln!("the graph drew it red {took:?} later");
+    let row = client.find(Locator::Css(broken)).await.unwrap().text().await.unwrap();
+    assert!(row.contains("down") && row.contains("ago"), "{row}");
+    screenshot(&client, "console-broken-link.png").await;
+
+    wait_for_line(&rx, "HEALED", Duration::from_secs(20));
+    wait_count(&client, "tr.broken-link", 0, Duration::from_secs(9)).await;
+    assert_eq!(count(&client, "#no-broken").await, 1);
+    screenshot(&client, "console-healed.png").await;
+    client.close().await.unwrap();
+}
