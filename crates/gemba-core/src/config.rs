@@ -347,7 +347,7 @@ impl Config {
         };
         let origin = match path {
             Some(p) => p.display().to_string(),
-            None => "built-in defaults".to_string(),
+            None => "command-line settings".to_string(),
         };
         Config::from_file(file, overrides, &origin)
     }

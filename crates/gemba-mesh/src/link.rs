@@ -245,7 +245,17 @@ impl LinkTracker {
             (policy.degraded_loss, policy.degraded_rtt_p99)
         };
         let lossy = self.samples.len() >= policy.min_samples_for_loss && self.loss() > loss_limit;
-        let slow = percentile(&self.rtts_sorted(), 0.99).is_some_and(|p99| p99 > rtt_limit);
+        // p99 over a short window is close to the maximum; one late packet
+        // must not make a link slow, so a few must be over the limit.
+        let rtts = self.rtts_sorted();
+        let over = rtts.iter().rev().take_while(|r| **r > rtt_limit).count();
+        let slow = percentile(&rtts, 0.99).is_some_and(|p99| p99 > rtt_limit)
+            && over
+                >= if was_degraded {
+                    1
+                } else {
+                    (rtts.len() / 50).max(2)
+                };
         if lossy || slow {
             LinkState::Degraded
         } else {
@@ -497,6 +507,22 @@ mod tests {
         now += Duration::from_secs(31);
         feed(&mut t, &mut now, &[Some(10); 5]);
         assert_eq!(t.state(), LinkState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_late_reply_does_not_make_a_link_slow() {
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0);
+        feed(&mut t, &mut now, &[Some(1); 20]);
+        feed(&mut t, &mut now, &[Some(450)]);
+        feed(&mut t, &mut now, &[Some(1); 20]);
+        assert_eq!(t.state(), LinkState::Up);
+        feed(&mut t, &mut now, &[Some(450)]);
+        assert_eq!(
+            t.state(),
+            LinkState::Degraded,
+            "two slow replies in 42 are a slow link"
+        );
     }
 
     #[tokio::test(start_paused = true)]

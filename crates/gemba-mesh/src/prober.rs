@@ -105,7 +105,11 @@ impl Prober {
                     }
                 }
                 Some(reply) = self.replies.recv() => {
-                    let matches = outstanding.get(&reply.probe_id).is_some_and(|o| o.addr == reply.from);
+                    // A reply after the timeout is a loss, even when it
+                    // arrives before the deadline branch has run.
+                    let matches = outstanding.get(&reply.probe_id).is_some_and(|o| {
+                        o.addr == reply.from && reply.received_at.saturating_duration_since(o.sent_at) <= self.timing.timeout
+                    });
                     if matches {
                         let o = outstanding.remove(&reply.probe_id).expect("checked");
                         let rtt = reply.received_at.saturating_duration_since(o.sent_at);

@@ -41,7 +41,10 @@ fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> 
 }
 
 async fn count(c: &fantoccini::Client, css: &str) -> usize {
-    c.find_all(Locator::Css(css)).await.map(|v| v.len()).unwrap_or(0)
+    c.find_all(Locator::Css(css))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
 }
 
 async fn wait_count(c: &fantoccini::Client, css: &str, want: usize, limit: Duration) -> Duration {
@@ -51,7 +54,10 @@ async fn wait_count(c: &fantoccini::Client, css: &str, want: usize, limit: Durat
         if n == want {
             return start.elapsed();
         }
-        assert!(start.elapsed() < limit, "{css}: {n} elements, wanted {want} within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "{css}: {n} elements, wanted {want} within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -103,7 +109,11 @@ async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
             .spawn()
             .unwrap(),
     );
-    wait_for_line(&rx, "every node sees all 20 links up", Duration::from_secs(30));
+    wait_for_line(
+        &rx,
+        "every node sees all 20 links up",
+        Duration::from_secs(30),
+    );
 
     let mut caps = serde_json::Map::new();
     caps.insert(
@@ -121,10 +131,17 @@ async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let start = Instant::now();
     let client = loop {
-        match ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect("http://127.0.0.1:19515").await {
+        match ClientBuilder::new(connector.clone())
+            .capabilities(caps.clone())
+            .connect("http://127.0.0.1:19515")
+            .await
+        {
             Ok(c) => break c,
             Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(20), "cannot reach chromedriver: {e}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "cannot reach chromedriver: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -132,10 +149,26 @@ async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
 
     client.goto("http://127.0.7.11:8777/").await.unwrap();
     assert_eq!(client.title().await.unwrap(), "gemba · ams-1");
-    assert_eq!(count(&client, "svg#grid-graph g.node").await, 5, "five nodes in the graph");
-    assert_eq!(count(&client, "svg#grid-graph g.site").await, 3, "three sites in the graph");
-    assert_eq!(count(&client, "svg#grid-graph line.edge-up").await, 20, "twenty green edges");
-    assert_eq!(count(&client, "table#matrix tbody tr").await, 5, "five rows in the matrix");
+    assert_eq!(
+        count(&client, "svg#grid-graph g.node").await,
+        5,
+        "five nodes in the graph"
+    );
+    assert_eq!(
+        count(&client, "svg#grid-graph g.site").await,
+        3,
+        "three sites in the graph"
+    );
+    assert_eq!(
+        count(&client, "svg#grid-graph line.edge-up").await,
+        20,
+        "twenty green edges"
+    );
+    assert_eq!(
+        count(&client, "table#matrix tbody tr").await,
+        5,
+        "five rows in the matrix"
+    );
     assert_eq!(count(&client, "table#matrix td.cell-up").await, 20);
     assert_eq!(count(&client, "#no-broken").await, 1);
     screenshot(&client, "console-healthy.png").await;
@@ -149,7 +182,13 @@ async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
     let red = r#"line.edge-down[data-source="ams-1"][data-target="nyc-1"]"#;
     let took = wait_count(&client, red, 1, Duration::from_secs(9)).await;
     eprintln!("the graph drew it red {took:?} later");
-    let row = client.find(Locator::Css(broken)).await.unwrap().text().await.unwrap();
+    let row = client
+        .find(Locator::Css(broken))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(row.contains("down") && row.contains("ago"), "{row}");
     screenshot(&client, "console-broken-link.png").await;
 
