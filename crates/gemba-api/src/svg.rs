@@ -40,7 +40,15 @@ pub fn node_colour(state: NodeState) -> &'static str {
     }
 }
 
-fn positions(g: &Graph) -> (BTreeMap<&str, (f64, f64)>, Vec<(&str, f64, f64, f64)>) {
+/// A site's label and the circle its nodes sit on.
+struct SiteCircle<'a> {
+    site: &'a str,
+    x: f64,
+    y: f64,
+    r: f64,
+}
+
+fn positions(g: &Graph) -> (BTreeMap<&str, (f64, f64)>, Vec<SiteCircle<'_>>) {
     let mut sites: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for n in &g.nodes {
         sites
@@ -61,7 +69,12 @@ fn positions(g: &Graph) -> (BTreeMap<&str, (f64, f64)>, Vec<(&str, f64, f64, f64
         } else {
             0.0
         };
-        circles.push((*site, sx, sy, small + 26.0));
+        circles.push(SiteCircle {
+            site,
+            x: sx,
+            y: sy,
+            r: small + 26.0,
+        });
         for (ni, id) in ids.iter().enumerate() {
             let b = TAU * ni as f64 / ids.len() as f64 - TAU / 4.0 + a;
             pos.insert(*id, (sx + small * b.cos(), sy + small * b.sin()));
@@ -79,7 +92,7 @@ pub fn render(g: &Graph) -> String {
         s,
         r##"<svg id="grid-graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="grid graph">"##
     );
-    for (site, x, y, r) in &circles {
+    for SiteCircle { site, x, y, r } in &circles {
         let _ = write!(
             s,
             r##"<g class="site"><circle cx="{x:.1}" cy="{y:.1}" r="{r:.1}" fill="#f3f5f7" stroke="#d0d5da"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" class="site-label">{}</text></g>"##,

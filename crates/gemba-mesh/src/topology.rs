@@ -18,10 +18,7 @@ pub trait Placed {
 
 /// Representatives of each site: the `k` live members with the lowest ids
 /// (topped up with non-live ones if a site has fewer than `k` live).
-pub fn representatives<'a, M: Placed>(
-    members: &'a [M],
-    k: usize,
-) -> BTreeMap<&'a str, Vec<&'a str>> {
+pub fn representatives<M: Placed>(members: &[M], k: usize) -> BTreeMap<&str, Vec<&str>> {
     let mut by_site: BTreeMap<&str, Vec<&M>> = BTreeMap::new();
     for m in members {
         by_site.entry(m.site()).or_default().push(m);

@@ -35,7 +35,7 @@ pub enum ConfigCommand {
     /// Print a commented example config with every default.
     Example,
     /// Validate a config (and its overrides) without running anything.
-    Check(NodeArgs),
+    Check(Box<NodeArgs>),
 }
 
 #[derive(Debug, Args)]
