@@ -1,1 +1,54 @@
-fn main() {}
+//! gemba's benchmarks. Each prints a table; the figures go into
+//! BENCHMARKS.md with the command that produced them.
+//!
+//! - `grid`: N real `gemba run` processes on 127.0.8.x (N = 5, 20, 50 by
+//!   default): time to a full green graph on every node, time until every
+//!   node shows a black-holed link down (nftables drop rule on loopback;
+//!   needs root), time until every survivor marks a SIGKILLed node down,
+//!   per-node RSS, CPU and gossip bytes per second in steady state.
+//! - `sim`: an in-process grid of 1,000 nodes with the sites topology over
+//!   the in-memory network, in virtual time: convergence and gossip state
+//!   per node.
+
+mod grid;
+mod sim;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match args.first().map(String::as_str) {
+        Some("grid") => {
+            let sizes: Vec<usize> = flag("--sizes")
+                .unwrap_or_else(|| "5,20,50".into())
+                .split(',')
+                .map(|s| s.trim().parse())
+                .collect::<Result<_, _>>()?;
+            let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
+            grid::run(&bin, &sizes)
+        }
+        Some("sim") => {
+            let nodes = flag("--nodes")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1000);
+            let sites = flag("--sites")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(20);
+            let reps = flag("--representatives")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(3);
+            sim::run(nodes, sites, reps)
+        }
+        _ => {
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]");
+            std::process::exit(2);
+        }
+    }
+}

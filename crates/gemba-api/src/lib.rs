@@ -69,6 +69,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/graph", get(graph))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/links", get(links))
+        .route("/api/v1/summary", get(summary))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -172,6 +173,42 @@ async fn graph(State(s): State<Shared>) -> Json<serde_json::Value> {
 async fn nodes(State(s): State<Shared>) -> Json<serde_json::Value> {
     let g = s.mesh.graph().await;
     Json(json!({ "nodes": g.nodes }))
+}
+
+/// Counts by state, the nodes that are not up and the broken links: what a
+/// script or a dashboard needs without the whole graph.
+async fn summary(State(s): State<Shared>) -> Json<serde_json::Value> {
+    let g = s.mesh.graph().await;
+    let mut node_states = serde_json::Map::new();
+    for n in &g.nodes {
+        let c = node_states.entry(n.state.as_str()).or_insert(json!(0));
+        *c = json!(c.as_u64().unwrap_or(0) + 1);
+    }
+    let mut edge_states = serde_json::Map::new();
+    for e in &g.edges {
+        let c = edge_states.entry(e.state.as_str()).or_insert(json!(0));
+        *c = json!(c.as_u64().unwrap_or(0) + 1);
+    }
+    let troubled: Vec<serde_json::Value> = g
+        .nodes
+        .iter()
+        .filter(|n| n.state != gemba_mesh::NodeState::Up)
+        .map(|n| json!({ "id": n.id, "state": n.state }))
+        .collect();
+    let broken: Vec<serde_json::Value> = g
+        .broken_links()
+        .into_iter()
+        .map(|e| json!({ "source": e.source, "target": e.target, "state": e.state, "since": e.since }))
+        .collect();
+    Json(json!({
+        "served_by": s.mesh.id(),
+        "nodes": g.nodes.len(),
+        "edges": g.edges.len(),
+        "node_states": node_states,
+        "edge_states": edge_states,
+        "nodes_not_up": troubled,
+        "broken_links": broken,
+    }))
 }
 
 async fn links(State(s): State<Shared>) -> Json<serde_json::Value> {

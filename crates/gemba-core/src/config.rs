@@ -25,13 +25,13 @@ pub mod defaults {
     pub const SITE: &str = "default";
     pub const CLUSTER: &str = "gemba";
     pub const PROBE_INTERVAL: &str = "1s";
-    pub const PROBES_PER_INTERVAL: u32 = 3;
+    pub const PROBES_PER_INTERVAL: u32 = 2;
     pub const PROBE_TIMEOUT: &str = "500ms";
     pub const TCP_PROBE_INTERVAL: &str = "5s";
     pub const TCP_TIMEOUT: &str = "1s";
-    pub const GOSSIP_INTERVAL: &str = "200ms";
+    pub const GOSSIP_INTERVAL: &str = "1s";
     pub const WINDOW: &str = "30s";
-    pub const DOWN_AFTER_LOST: u32 = 4;
+    pub const DOWN_AFTER_LOST: u32 = 3;
     pub const UP_AFTER_REPLIES: u32 = 2;
     pub const DEGRADED_LOSS_PERCENT: f64 = 5.0;
     pub const DEGRADED_RTT_P99: &str = "100ms";

@@ -181,7 +181,8 @@ impl LinkTracker {
         v
     }
 
-    fn loss(&self) -> f64 {
+    /// Share of probes lost in the window (as of the last record).
+    pub fn loss(&self) -> f64 {
         if self.samples.is_empty() {
             return 0.0;
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use gemba_core::{Config, Topology};
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -108,7 +108,8 @@ pub enum MeshError {
 /// its tasks running until the runtime stops.
 pub struct MeshNode {
     settings: MeshSettings,
-    chitchat: ChitchatHandle,
+    chitchat: Arc<ChitchatHandle>,
+    _edge_listener: chitchat::ListenerHandle,
     links: SharedLinks,
     metrics: Arc<MeshMetrics>,
     tasks: Vec<JoinHandle<()>>,
@@ -169,11 +170,38 @@ impl MeshNode {
         if let Some(h) = &settings.http {
             initial.push((KEY_HTTP.to_string(), h.clone()));
         }
-        let chitchat = spawn_chitchat(config, initial, &transport)
-            .await
-            .map_err(MeshError::Gossip)?;
+        let chitchat = Arc::new(
+            spawn_chitchat(config, initial, &transport)
+                .await
+                .map_err(MeshError::Gossip)?,
+        );
+
+        // Link changes are pushed at once (rumour spreading) rather than
+        // waiting for the next anti-entropy round: a node that learns a
+        // changed link state gossips with a few peers right away.
+        let (push_tx, push_rx) = mpsc::channel::<()>(1);
+        let seen_states: std::sync::Mutex<HashMap<(String, String), char>> = Default::default();
+        let remote_push = push_tx.clone();
+        let edge_listener =
+            chitchat
+                .chitchat()
+                .lock()
+                .await
+                .subscribe_event(EDGE_PREFIX, move |event| {
+                    let state = event.value.chars().next().unwrap_or('n');
+                    let key = (event.node.node_id.to_string(), event.key.to_string());
+                    let changed = seen_states
+                        .lock()
+                        .map(|mut seen| seen.insert(key, state) != Some(state))
+                        .unwrap_or(false);
+                    if changed {
+                        let _ = remote_push.try_send(());
+                    }
+                });
+        let pusher_task = tokio::spawn(push_changes(chitchat.clone(), push_rx));
 
         let links = SharedLinks::default();
+        let changes = Arc::new(Notify::new());
         let (targets_tx, targets_rx) = watch::channel(Vec::new());
         let prober = Prober {
             endpoint,
@@ -184,6 +212,7 @@ impl MeshNode {
             replies,
             links: links.clone(),
             metrics: metrics.clone(),
+            changes: changes.clone(),
         };
         let prober_task = tokio::spawn(prober.run());
         let maintainer = Maintainer {
@@ -191,15 +220,19 @@ impl MeshNode {
             settings: settings.clone(),
             links: links.clone(),
             targets: targets_tx,
+            changes,
+            push: push_tx,
+            published: HashMap::new(),
         };
         let maintain_task = tokio::spawn(maintainer.run());
         tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
         Ok(MeshNode {
             settings,
             chitchat,
+            _edge_listener: edge_listener,
             links,
             metrics,
-            tasks: vec![receive_task, prober_task, maintain_task],
+            tasks: vec![receive_task, prober_task, maintain_task, pusher_task],
         })
     }
 
@@ -219,7 +252,7 @@ impl MeshNode {
     pub async fn members(&self) -> Vec<Member> {
         let chitchat = self.chitchat.chitchat();
         let guard = chitchat.lock().await;
-        members_of(&guard)
+        members_of(&guard, true)
     }
 
     /// The grid graph as this node sees it.
@@ -232,6 +265,23 @@ impl MeshNode {
         )
     }
 
+    /// Bytes of gossip state this node holds (keys and values of every
+    /// node), the figure that must not grow with N² under the sites
+    /// topology.
+    pub async fn gossip_state_bytes(&self) -> usize {
+        let chitchat = self.chitchat.chitchat();
+        let guard = chitchat.lock().await;
+        guard
+            .node_states()
+            .values()
+            .map(|s| {
+                s.key_values()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// This node's outgoing links at full resolution.
     pub fn local_links(&self) -> Vec<(String, LinkSummary)> {
         link_summaries(&self.links, &self.settings.policy)
@@ -242,11 +292,15 @@ impl MeshNode {
         for t in &self.tasks {
             t.abort();
         }
-        let _ = self.chitchat.shutdown().await;
+        let _ = self.chitchat.initiate_shutdown();
+        // Let chitchat's task see the command and drop its socket.
+        tokio::task::yield_now().await;
     }
 }
 
-fn members_of(chitchat: &chitchat::Chitchat) -> Vec<Member> {
+/// Members from chitchat's state; `with_edges` also parses every published
+/// link (only the graph needs them).
+fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
     let mut newest: HashMap<&str, &ChitchatId> = HashMap::new();
     for id in chitchat.node_states().keys() {
@@ -263,13 +317,17 @@ fn members_of(chitchat: &chitchat::Chitchat) -> Vec<Member> {
         let Some(site) = state.get(KEY_SITE) else {
             continue;
         };
-        let edges: BTreeMap<String, EdgeValue> = state
-            .key_values()
-            .filter_map(|(k, v)| {
-                let target = k.strip_prefix(EDGE_PREFIX)?;
-                Some((target.to_string(), v.parse().ok()?))
-            })
-            .collect();
+        let edges: BTreeMap<String, EdgeValue> = if with_edges {
+            state
+                .key_values()
+                .filter_map(|(k, v)| {
+                    let target = k.strip_prefix(EDGE_PREFIX)?;
+                    Some((target.to_string(), v.parse().ok()?))
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         out.push(Member {
             id: cid.node_id.to_string(),
             site: site.to_string(),
@@ -290,21 +348,29 @@ struct Maintainer {
     settings: MeshSettings,
     links: SharedLinks,
     targets: watch::Sender<Vec<Target>>,
+    changes: Arc<Notify>,
+    push: mpsc::Sender<()>,
+    /// What this node last published, by target.
+    published: HashMap<String, EdgeValue>,
 }
 
 impl Maintainer {
-    async fn run(self) {
+    async fn run(mut self) {
+        // Membership and RTT figures are refreshed on this period; state
+        // changes are published as soon as the prober reports them.
         let period = (self.settings.timing.interval
             / self.settings.timing.probes_per_interval.max(1))
-        .min(self.settings.gossip_interval)
         .max(Duration::from_millis(20));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.changes.notified() => {}
+            }
             let members = {
                 let guard = self.chitchat.lock().await;
-                members_of(&guard)
+                members_of(&guard, false)
             };
             let wanted: Vec<Target> =
                 topology::targets(&self.settings.id, &members, self.settings.topology)
@@ -329,21 +395,73 @@ impl Maintainer {
                     .trackers
                     .iter_mut()
                     .map(|(id, t)| (id.clone(), t.edge_value(now, &self.settings.policy)))
+                    .filter(|(id, v)| self.published.get(id) != Some(v))
                     .collect()
             };
-            let mut guard = self.chitchat.lock().await;
-            let me = guard.self_node_state();
-            let stale: Vec<String> = me
-                .key_values()
-                .filter_map(|(k, _)| k.strip_prefix(EDGE_PREFIX).map(str::to_string))
-                .filter(|t| !values.iter().any(|(id, _)| id == t))
-                .collect();
-            for t in stale {
-                me.delete(&format!("{EDGE_PREFIX}{t}"));
+            let gone: Vec<String> = {
+                let table = self.links.lock().expect("link table lock");
+                self.published
+                    .keys()
+                    .filter(|t| !table.trackers.contains_key(*t))
+                    .cloned()
+                    .collect()
+            };
+            if values.is_empty() && gone.is_empty() {
+                continue;
             }
-            for (target, value) in values {
-                me.set(format!("{EDGE_PREFIX}{target}"), value.to_string());
+            let state_changed = values
+                .iter()
+                .any(|(id, v)| self.published.get(id).is_none_or(|p| p.state != v.state));
+            {
+                let mut guard = self.chitchat.lock().await;
+                let me = guard.self_node_state();
+                for t in &gone {
+                    me.delete(&format!("{EDGE_PREFIX}{t}"));
+                }
+                for (target, value) in &values {
+                    me.set(format!("{EDGE_PREFIX}{target}"), value.to_string());
+                }
             }
+            for t in gone {
+                self.published.remove(&t);
+            }
+            self.published.extend(values);
+            if state_changed {
+                let _ = self.push.try_send(());
+            }
+        }
+    }
+}
+
+/// Peers a push goes to.
+const PUSH_FANOUT: usize = 3;
+
+/// Gossips with a few random live peers whenever a link state changed here
+/// or was learned from a peer; bursts are coalesced.
+async fn push_changes(chitchat: Arc<ChitchatHandle>, mut pushes: mpsc::Receiver<()>) {
+    let mut rng = endpoint::unix_ms() ^ 0x9e37_79b9_7f4a_7c15;
+    while pushes.recv().await.is_some() {
+        // Let the changes of one event (one probe round) arrive together.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        while pushes.try_recv().is_ok() {}
+        let peers: Vec<SocketAddr> = {
+            let c = chitchat.chitchat();
+            let guard = c.lock().await;
+            let me = guard.self_chitchat_id().clone();
+            guard
+                .live_nodes()
+                .filter(|id| **id != me)
+                .map(|id| id.gossip_advertise_addr)
+                .collect()
+        };
+        let mut peers = peers;
+        for _ in 0..PUSH_FANOUT.min(peers.len()) {
+            // xorshift: cheap, and good enough to spread pushes.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let pick = peers.swap_remove((rng % peers.len() as u64) as usize);
+            let _ = chitchat.gossip(pick);
         }
     }
 }

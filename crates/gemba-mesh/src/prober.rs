@@ -12,7 +12,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use std::sync::atomic::AtomicU64;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::endpoint::{unix_ms, Endpoint, ProbeReply};
@@ -67,12 +71,38 @@ pub struct Prober {
     pub replies: mpsc::Receiver<ProbeReply>,
     pub links: SharedLinks,
     pub metrics: Arc<MeshMetrics>,
+    /// Woken whenever a link changes state, so it is published at once.
+    pub changes: Arc<Notify>,
+}
+
+/// A target's metric handles, looked up once rather than per probe.
+#[derive(Clone)]
+struct TargetMetrics {
+    sent: Counter,
+    lost: Counter,
+    rtt: Histogram,
+    loss: Gauge<f64, AtomicU64>,
+}
+
+impl TargetMetrics {
+    fn new(m: &MeshMetrics, target: &str) -> Self {
+        let label = TargetLabel {
+            target: target.to_string(),
+        };
+        TargetMetrics {
+            sent: m.probes_sent.get_or_create(&label).clone(),
+            lost: m.probes_lost.get_or_create(&label).clone(),
+            rtt: m.probe_rtt.get_or_create(&label).clone(),
+            loss: m.link_loss.get_or_create(&label).clone(),
+        }
+    }
 }
 
 struct Outstanding {
-    target: String,
+    target: Arc<str>,
     addr: SocketAddr,
     sent_at: Instant,
+    metrics: TargetMetrics,
 }
 
 impl Prober {
@@ -88,19 +118,19 @@ impl Prober {
         let mut deadlines: VecDeque<(Instant, u64)> = VecDeque::new();
         let mut next_id: u64 = 1;
         let mut targets: Vec<Target> = self.targets.borrow().clone();
-        self.sync_trackers(&targets);
+        let mut target_metrics = self.sync_trackers(&targets);
 
         loop {
             let next_deadline = deadlines.front().map(|(d, _)| *d);
             tokio::select! {
                 _ = probe_tick.tick() => {
                     let now = Instant::now();
-                    for t in &targets {
+                    for (t, (name, m)) in targets.iter().zip(&target_metrics) {
                         let id = next_id;
                         next_id += 1;
-                        outstanding.insert(id, Outstanding { target: t.id.clone(), addr: t.addr, sent_at: now });
+                        m.sent.inc();
+                        outstanding.insert(id, Outstanding { target: name.clone(), addr: t.addr, sent_at: now, metrics: m.clone() });
                         deadlines.push_back((now + self.timing.timeout, id));
-                        self.metrics.probes_sent.get_or_create(&TargetLabel { target: t.id.clone() }).inc();
                         self.endpoint.send_probe(t.addr, id).await;
                     }
                 }
@@ -113,8 +143,8 @@ impl Prober {
                     if matches {
                         let o = outstanding.remove(&reply.probe_id).expect("checked");
                         let rtt = reply.received_at.saturating_duration_since(o.sent_at);
-                        self.metrics.probe_rtt.get_or_create(&TargetLabel { target: o.target.clone() }).observe(rtt.as_secs_f64());
-                        self.record(&o.target, Some(rtt));
+                        o.metrics.rtt.observe(rtt.as_secs_f64());
+                        self.record(&o.target, &o.metrics, Some(rtt));
                     }
                 }
                 _ = sleep_until_opt(next_deadline) => {
@@ -125,8 +155,8 @@ impl Prober {
                         }
                         deadlines.pop_front();
                         if let Some(o) = outstanding.remove(&id) {
-                            self.metrics.probes_lost.get_or_create(&TargetLabel { target: o.target.clone() }).inc();
-                            self.record(&o.target, None);
+                            o.metrics.lost.inc();
+                            self.record(&o.target, &o.metrics, None);
                         }
                     }
                 }
@@ -163,15 +193,15 @@ impl Prober {
                         return; // the node is shutting down
                     }
                     targets = self.targets.borrow_and_update().clone();
-                    self.sync_trackers(&targets);
+                    target_metrics = self.sync_trackers(&targets);
                     let known: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
-                    outstanding.retain(|_, o| known.contains(o.target.as_str()));
+                    outstanding.retain(|_, o| known.contains(&*o.target));
                 }
             }
         }
     }
 
-    fn sync_trackers(&self, targets: &[Target]) {
+    fn sync_trackers(&self, targets: &[Target]) -> Vec<(Arc<str>, TargetMetrics)> {
         let mut table = self.links.lock().expect("link table lock");
         let wanted: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
         let gone: Vec<String> = table
@@ -199,9 +229,18 @@ impl Prober {
                 .entry(t.id.clone())
                 .or_insert_with(|| LinkTracker::new(now));
         }
+        targets
+            .iter()
+            .map(|t| {
+                (
+                    Arc::from(t.id.as_str()),
+                    TargetMetrics::new(&self.metrics, &t.id),
+                )
+            })
+            .collect()
     }
 
-    fn record(&self, target: &str, rtt: Option<Duration>) {
+    fn record(&self, target: &str, metrics: &TargetMetrics, rtt: Option<Duration>) {
         let mut table = self.links.lock().expect("link table lock");
         let Some(t) = table.trackers.get_mut(target) else {
             return;
@@ -209,14 +248,8 @@ impl Prober {
         let before = t.state();
         t.record(Instant::now(), unix_ms() / 1000, rtt, &self.policy);
         let after = t.state();
-        let loss = t.summary(Instant::now(), &self.policy).loss;
+        metrics.loss.set(t.loss());
         drop(table);
-        self.metrics
-            .link_loss
-            .get_or_create(&TargetLabel {
-                target: target.into(),
-            })
-            .set(loss);
         if before != after {
             tracing::info!(
                 target_node = target,
@@ -224,15 +257,16 @@ impl Prober {
                 to = after.as_str(),
                 "link state changed"
             );
-        }
-        for s in LinkState::ALL {
-            self.metrics
-                .link_state
-                .get_or_create(&LinkStateLabel {
-                    target: target.into(),
-                    state: s.as_str(),
-                })
-                .set((s == after) as i64);
+            for s in LinkState::ALL {
+                self.metrics
+                    .link_state
+                    .get_or_create(&LinkStateLabel {
+                        target: target.into(),
+                        state: s.as_str(),
+                    })
+                    .set((s == after) as i64);
+            }
+            self.changes.notify_one();
         }
     }
 }

@@ -100,9 +100,10 @@ impl DropReason {
     }
 }
 
-/// The shared secret of a grid.
+/// The shared secret of a grid. Keeps the HMAC state keyed once, so signing
+/// a datagram costs only the hash of its content.
 #[derive(Clone)]
-pub struct GridKey(Vec<u8>);
+pub struct GridKey(HmacSha256);
 
 impl GridKey {
     pub const MIN_LEN: usize = 16;
@@ -115,11 +116,13 @@ impl GridKey {
                 Self::MIN_LEN
             ));
         }
-        Ok(GridKey(bytes))
+        Ok(GridKey(
+            HmacSha256::new_from_slice(&bytes).expect("HMAC accepts keys of any length"),
+        ))
     }
 
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length")
+        self.0.clone()
     }
 }
 

@@ -252,7 +252,7 @@ async fn silent_peer_does_not_delay_probes_of_healthy_peers() {
         "healthy peers lost probes"
     );
     assert!(
-        lost("n3") >= 25,
+        lost("n3") >= 18,
         "the silent peer's probes must expire: {}",
         lost("n3")
     );
@@ -263,9 +263,9 @@ async fn silent_peer_does_not_delay_probes_of_healthy_peers() {
         let l = to(t);
         assert_eq!(l.state, LinkState::Up, "{t}");
         assert_eq!(l.loss, 0.0, "{t}");
-        // 3 probes a second over the 5 s window, every one answered on time.
+        // 2 probes a second over the 5 s window, every one answered on time.
         assert!(
-            l.samples >= 14,
+            l.samples >= 9,
             "{t}: only {} replies in the window",
             l.samples
         );

@@ -26,17 +26,22 @@ fn init_tracing(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
+    // A node is a few light I/O tasks: one thread avoids the cross-thread
+    // wake-ups that dominate its CPU time when a machine runs many nodes.
+    // The demo runs many nodes in one process and uses every core.
+    let runtime = |threads: bool| {
+        let mut b = if threads {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        b.enable_all().build().expect("tokio runtime")
     };
     let result = match cli.command {
         Command::Run(args) => {
             init_tracing("info");
             match args.load_config() {
-                Ok(config) => runtime().block_on(node::run(config, args.config.is_none())),
+                Ok(config) => runtime(false).block_on(node::run(config, args.config.is_none())),
                 Err(e) => {
                     eprintln!("gemba: {e}");
                     return ExitCode::from(EXIT_CONFIG);
@@ -45,7 +50,7 @@ fn main() -> ExitCode {
         }
         Command::Demo(args) => {
             init_tracing("warn");
-            runtime().block_on(demo::run(args))
+            runtime(true).block_on(demo::run(args))
         }
         Command::Graph(args) => graph_cmd::run(&args),
         Command::Config { command } => match command {

@@ -1,0 +1,262 @@
+//! The multi-process grid benchmark.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+const STEADY: Duration = Duration::from_secs(20);
+
+struct Proc {
+    id: String,
+    ip: String,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into()
+}
+
+fn fetch(agent: &ureq::Agent, url: &str) -> Option<String> {
+    agent.get(url).call().ok()?.body_mut().read_to_string().ok()
+}
+
+fn summary(agent: &ureq::Agent, p: &Proc) -> Option<Value> {
+    serde_json::from_str(&fetch(
+        agent,
+        &format!("http://{}:8777/api/v1/summary", p.ip),
+    )?)
+    .ok()
+}
+
+fn wait_all(
+    agent: &ureq::Agent,
+    procs: &[&Proc],
+    limit: Duration,
+    ok: impl Fn(&Value) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if procs
+            .iter()
+            .all(|p| summary(agent, p).is_some_and(|s| ok(&s)))
+        {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// utime + stime in seconds, and RSS in bytes, from /proc.
+fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, rss_kb * 1024))
+}
+
+fn gossip_sent(agent: &ureq::Agent, p: &Proc) -> Option<f64> {
+    let text = fetch(agent, &format!("http://{}:8777/metrics", p.ip))?;
+    text.lines()
+        .find(|l| l.starts_with("gemba_mesh_gossip_bytes_total{direction=\"sent\"}"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+fn nft(args: &str) -> bool {
+    Command::new("nft")
+        .args(args.split_whitespace())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn broken_link_is_down(s: &Value, src: &str, dst: &str) -> bool {
+    s["broken_links"].as_array().is_some_and(|v| {
+        v.iter()
+            .any(|e| e["source"] == src && e["target"] == dst && e["state"] == "down")
+    })
+}
+
+fn all_up(s: &Value, n: usize) -> bool {
+    let e = n * (n - 1);
+    s["nodes"] == n && s["edges"] == e && s["edge_states"]["up"] == e
+}
+
+struct Row {
+    n: usize,
+    converge: Option<Duration>,
+    blackhole: Option<Duration>,
+    blackhole_note: &'static str,
+    kill: Option<Duration>,
+    rss_mb: (f64, f64),
+    cpu_pct: (f64, f64),
+    gossip_bps: (f64, f64),
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.2}", d.as_secs_f64()))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
+    let dir = std::env::temp_dir().join(format!("gemba-bench-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let key: PathBuf = dir.join("grid.key");
+    std::fs::write(&key, "benchmark-grid-key-0123456789abcdef\n")?;
+    let agent = agent();
+    let start = Instant::now();
+    let mut procs = Vec::new();
+    for i in 0..n {
+        let ip = format!("127.0.8.{}", i + 1);
+        let id = format!("b{i:02}");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "run",
+            &format!("--node-id={id}"),
+            &format!("--site=site{}", i % 5),
+        ])
+        .arg(format!("--listen={ip}:7946"))
+        .arg(format!("--http={ip}:8777"))
+        .arg(format!("--grid-key-file={}", key.display()))
+        .arg(format!("--data-dir={}", dir.join(&id).display()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+        if i > 0 {
+            cmd.arg("--seed=127.0.8.1:7946");
+        }
+        let child = cmd.spawn().with_context(|| format!("cannot start {bin}"))?;
+        procs.push(Proc { id, ip, child });
+    }
+    let refs: Vec<&Proc> = procs.iter().collect();
+    let converge = wait_all(&agent, &refs, Duration::from_secs(120), |s| all_up(s, n))
+        .map(|_| start.elapsed());
+    if converge.is_none() {
+        bail!("N={n}: the grid did not converge within 120 s");
+    }
+
+    // Steady state: nobody polls the nodes during the window.
+    std::thread::sleep(Duration::from_secs(3));
+    let before: Vec<(f64, u64, f64)> = procs
+        .iter()
+        .map(|p| {
+            let (cpu, rss) = cpu_and_rss(p.child.id()).unwrap_or_default();
+            (cpu, rss, gossip_sent(&agent, p).unwrap_or(0.0))
+        })
+        .collect();
+    std::thread::sleep(STEADY);
+    let mut cpu = Vec::new();
+    let mut rss = Vec::new();
+    let mut gossip = Vec::new();
+    for (p, (c0, _, g0)) in procs.iter().zip(&before) {
+        let (c1, r1) = cpu_and_rss(p.child.id()).unwrap_or_default();
+        let g1 = gossip_sent(&agent, p).unwrap_or(0.0);
+        cpu.push((c1 - c0) / STEADY.as_secs_f64() * 100.0);
+        rss.push(r1 as f64 / 1_048_576.0);
+        gossip.push((g1 - g0) / STEADY.as_secs_f64());
+    }
+    let mean_max = |v: &[f64]| {
+        (
+            v.iter().sum::<f64>() / v.len() as f64,
+            v.iter().cloned().fold(0.0, f64::max),
+        )
+    };
+
+    // Black-hole b01 -> b02 at the kernel: drop what 127.0.8.2 sends to 127.0.8.3.
+    let (src, dst) = (&procs[1], &procs[2]);
+    let (blackhole, blackhole_note) = if nft("add table inet gemba_bench")
+        && nft("add chain inet gemba_bench out { type filter hook output priority 0 ; }")
+        && nft(&format!(
+            "add rule inet gemba_bench out ip saddr {} ip daddr {} drop",
+            src.ip, dst.ip
+        )) {
+        let t = wait_all(&agent, &refs, Duration::from_secs(30), |s| {
+            broken_link_is_down(s, &src.id, &dst.id)
+        });
+        nft("delete table inet gemba_bench");
+        wait_all(&agent, &refs, Duration::from_secs(60), |s| all_up(s, n));
+        (t, "")
+    } else {
+        nft("delete table inet gemba_bench");
+        (None, " (nft unavailable: needs root and nftables)")
+    };
+
+    // SIGKILL the last node.
+    let mut victim = procs.pop().expect("n >= 2");
+    let victim_id = victim.id.clone();
+    victim.child.kill()?;
+    let t0 = Instant::now();
+    let survivors: Vec<&Proc> = procs.iter().collect();
+    let kill = wait_all(&agent, &survivors, Duration::from_secs(30), |s| {
+        s["nodes_not_up"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|x| x["id"] == victim_id.as_str() && x["state"] == "down")
+        })
+    })
+    .map(|_| t0.elapsed());
+    drop(victim);
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Row {
+        n,
+        converge,
+        blackhole,
+        blackhole_note,
+        kill,
+        rss_mb: mean_max(&rss),
+        cpu_pct: mean_max(&cpu),
+        gossip_bps: mean_max(&gossip),
+    })
+}
+
+pub fn run(bin: &str, sizes: &[usize]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::path::Path::new(bin).exists(),
+        "{bin} not found: run `cargo build --release` first"
+    );
+    println!("gemba grid benchmark: nodes as processes on 127.0.8.x, probe interval 1 s, gossip interval 200 ms, steady window {}s", STEADY.as_secs());
+    println!("| N | start → all edges up on every node (s) | black-holed link → down on every node (s) | SIGKILL → down on every survivor (s) | RSS per node MB (mean / max) | CPU per node % of one core (mean / max) | gossip bytes sent per node per s (mean / max) |");
+    println!("|---|---|---|---|---|---|---|");
+    for &n in sizes {
+        let r = one(bin, n)?;
+        println!(
+            "| {} | {} | {}{} | {} | {:.1} / {:.1} | {:.2} / {:.2} | {:.0} / {:.0} |",
+            r.n,
+            secs(r.converge),
+            secs(r.blackhole),
+            r.blackhole_note,
+            secs(r.kill),
+            r.rss_mb.0,
+            r.rss_mb.1,
+            r.cpu_pct.0,
+            r.cpu_pct.1,
+            r.gossip_bps.0,
+            r.gossip_bps.1
+        );
+    }
+    Ok(())
+}
