@@ -41,23 +41,53 @@ fn summary(agent: &ureq::Agent, p: &Proc) -> Option<Value> {
     .ok()
 }
 
+/// Polls every node in its own thread until `ok` holds for it; returns
+/// the time by which the last node got there (each node's own first
+/// sighting, so the figure does not depend on how long a polling pass over
+/// all nodes takes).
 fn wait_all(
     agent: &ureq::Agent,
     procs: &[&Proc],
     limit: Duration,
-    ok: impl Fn(&Value) -> bool,
+    ok: impl Fn(&Value) -> bool + Sync,
 ) -> Option<Duration> {
+    wait_each(agent, procs, limit, ok).map(|(_, last)| last)
+}
+
+/// Like [`wait_all`], returning (first node, last node) times.
+fn wait_each(
+    _agent: &ureq::Agent,
+    procs: &[&Proc],
+    limit: Duration,
+    ok: impl Fn(&Value) -> bool + Sync,
+) -> Option<(Duration, Duration)> {
     let start = Instant::now();
-    while start.elapsed() < limit {
-        if procs
+    let ok = &ok;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = procs
             .iter()
-            .all(|p| summary(agent, p).is_some_and(|s| ok(&s)))
-        {
-            return Some(start.elapsed());
+            .map(|p| {
+                scope.spawn(move || {
+                    let agent = agent();
+                    while start.elapsed() < limit {
+                        if summary(&agent, p).is_some_and(|s| ok(&s)) {
+                            return Some(start.elapsed());
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    None
+                })
+            })
+            .collect();
+        let mut first = limit;
+        let mut last = Duration::ZERO;
+        for h in handles {
+            let t = h.join().ok()??;
+            first = first.min(t);
+            last = last.max(t);
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+        Some((first, last))
+    })
 }
 
 /// utime + stime in seconds, and RSS in bytes, from /proc.
@@ -106,10 +136,41 @@ fn all_up(s: &Value, n: usize) -> bool {
     s["nodes"] == n && s["edges"] == e && s["edge_states"]["up"] == e
 }
 
+/// Every edge measured and passing traffic: up or degraded, none down,
+/// unknown or stale.
+fn all_measured(s: &Value, n: usize) -> bool {
+    let e = n * (n - 1);
+    let up = s["edge_states"]["up"].as_u64().unwrap_or(0);
+    let degraded = s["edge_states"]["degraded"].as_u64().unwrap_or(0);
+    s["nodes"] == n && s["edges"] == e && (up + degraded) as usize == e
+}
+
+/// Median p50 and largest p99 RTT (ms) of one node's links.
+fn rtt_of(agent: &ureq::Agent, p: &Proc) -> (f64, f64) {
+    let Some(v) = fetch(agent, &format!("http://{}:8777/api/v1/links", p.ip))
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    else {
+        return (f64::NAN, f64::NAN);
+    };
+    let links = v["links"].as_array().cloned().unwrap_or_default();
+    let mut p50: Vec<f64> = links
+        .iter()
+        .filter_map(|l| l["rtt_p50_ms"].as_f64())
+        .collect();
+    p50.sort_by(f64::total_cmp);
+    let p99 = links
+        .iter()
+        .filter_map(|l| l["rtt_p99_ms"].as_f64())
+        .fold(0.0, f64::max);
+    (p50.get(p50.len() / 2).copied().unwrap_or(f64::NAN), p99)
+}
+
 struct Row {
     n: usize,
     converge: Option<Duration>,
-    blackhole: Option<Duration>,
+    all_up: Option<Duration>,
+    rtt: (f64, f64),
+    blackhole: Option<(Duration, Duration)>,
     blackhole_note: &'static str,
     kill: Option<Duration>,
     rss_mb: (f64, f64),
@@ -153,11 +214,15 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
         procs.push(Proc { id, ip, child });
     }
     let refs: Vec<&Proc> = procs.iter().collect();
-    let converge = wait_all(&agent, &refs, Duration::from_secs(120), |s| all_up(s, n))
-        .map(|_| start.elapsed());
+    let converge = wait_all(&agent, &refs, Duration::from_secs(120), |s| {
+        all_measured(s, n)
+    })
+    .map(|_| start.elapsed());
     if converge.is_none() {
         bail!("N={n}: the grid did not converge within 120 s");
     }
+    let all_up =
+        wait_all(&agent, &refs, Duration::from_secs(60), |s| all_up(s, n)).map(|_| start.elapsed());
 
     // Steady state: nobody polls the nodes during the window.
     std::thread::sleep(Duration::from_secs(3));
@@ -179,6 +244,7 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
         rss.push(r1 as f64 / 1_048_576.0);
         gossip.push((g1 - g0) / STEADY.as_secs_f64());
     }
+    let rtt = rtt_of(&agent, &procs[0]);
     let mean_max = |v: &[f64]| {
         (
             v.iter().sum::<f64>() / v.len() as f64,
@@ -194,11 +260,13 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
             "add rule inet gemba_bench out ip saddr {} ip daddr {} drop",
             src.ip, dst.ip
         )) {
-        let t = wait_all(&agent, &refs, Duration::from_secs(30), |s| {
+        let t = wait_each(&agent, &refs, Duration::from_secs(30), |s| {
             broken_link_is_down(s, &src.id, &dst.id)
         });
         nft("delete table inet gemba_bench");
-        wait_all(&agent, &refs, Duration::from_secs(60), |s| all_up(s, n));
+        wait_all(&agent, &refs, Duration::from_secs(60), |s| {
+            all_measured(s, n)
+        });
         (t, "")
     } else {
         nft("delete table inet gemba_bench");
@@ -224,6 +292,8 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
     Ok(Row {
         n,
         converge,
+        all_up,
+        rtt,
         blackhole,
         blackhole_note,
         kill,
@@ -238,16 +308,19 @@ pub fn run(bin: &str, sizes: &[usize]) -> anyhow::Result<()> {
         std::path::Path::new(bin).exists(),
         "{bin} not found: run `cargo build --release` first"
     );
-    println!("gemba grid benchmark: nodes as processes on 127.0.8.x, probe interval 1 s, gossip interval 200 ms, steady window {}s", STEADY.as_secs());
-    println!("| N | start → all edges up on every node (s) | black-holed link → down on every node (s) | SIGKILL → down on every survivor (s) | RSS per node MB (mean / max) | CPU per node % of one core (mean / max) | gossip bytes sent per node per s (mean / max) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("gemba grid benchmark: nodes as processes on 127.0.8.x, default config (probe interval 1 s, 2 probes per interval, gossip interval 1 s), steady window {}s; each node polled every 250 ms in its own thread", STEADY.as_secs());
+    println!("| N | start → every edge measured on every node (s) | start → every edge up on every node (s) | RTT of node 0's links, median p50 / max p99 (ms) | black-holed link → down on the first / on every node (s) | SIGKILL → down on every survivor (s) | RSS per node MB (mean / max) | CPU per node % of one core (mean / max) | gossip bytes sent per node per s (mean / max) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &n in sizes {
         let r = one(bin, n)?;
         println!(
-            "| {} | {} | {}{} | {} | {:.1} / {:.1} | {:.2} / {:.2} | {:.0} / {:.0} |",
+            "| {} | {} | {} | {:.2} / {:.1} | {}{} | {} | {:.1} / {:.1} | {:.2} / {:.2} | {:.0} / {:.0} |",
             r.n,
             secs(r.converge),
-            secs(r.blackhole),
+            r.all_up.map(|d| format!("{:.2}", d.as_secs_f64())).unwrap_or_else(|| "not within 60 s more".into()),
+            r.rtt.0,
+            r.rtt.1,
+            r.blackhole.map(|(a, b)| format!("{:.2} / {:.2}", a.as_secs_f64(), b.as_secs_f64())).unwrap_or_else(|| "-".into()),
             r.blackhole_note,
             secs(r.kill),
             r.rss_mb.0,

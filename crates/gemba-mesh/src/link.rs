@@ -328,7 +328,7 @@ fn rtt_bucket(ms: Option<f64>, previous: Option<u8>) -> u8 {
     let Some(ms) = ms else { return 0 };
     if let Some(p) = previous.filter(|p| *p > 0) {
         let (lo, hi) = bucket_bounds(p);
-        if ms >= lo / 1.25 && ms < hi * 1.25 {
+        if ms >= lo / 1.5 && ms < hi * 1.5 {
             return p;
         }
     }

@@ -109,11 +109,15 @@ pub enum MeshError {
 pub struct MeshNode {
     settings: MeshSettings,
     chitchat: Arc<ChitchatHandle>,
-    _edge_listener: chitchat::ListenerHandle,
+    _listeners: [chitchat::ListenerHandle; 2],
     links: SharedLinks,
     metrics: Arc<MeshMetrics>,
     tasks: Vec<JoinHandle<()>>,
+    graph_cache: tokio::sync::Mutex<Option<(Instant, Arc<Graph>)>>,
 }
+
+/// How old a served graph may be.
+pub const GRAPH_MAX_AGE: Duration = Duration::from_millis(100);
 
 impl MeshNode {
     /// Binds the mesh socket and TCP probe port, joins the grid through the
@@ -198,6 +202,16 @@ impl MeshNode {
                         let _ = remote_push.try_send(());
                     }
                 });
+        // A node joining is news of the same kind: its peers must start
+        // probing it, so its arrival is pushed too.
+        let join_push = push_tx.clone();
+        let join_listener = chitchat
+            .chitchat()
+            .lock()
+            .await
+            .subscribe_event(KEY_SITE, move |_| {
+                let _ = join_push.try_send(());
+            });
         let pusher_task = tokio::spawn(push_changes(chitchat.clone(), push_rx));
 
         let links = SharedLinks::default();
@@ -229,10 +243,11 @@ impl MeshNode {
         Ok(MeshNode {
             settings,
             chitchat,
-            _edge_listener: edge_listener,
+            _listeners: [edge_listener, join_listener],
             links,
             metrics,
             tasks: vec![receive_task, prober_task, maintain_task, pusher_task],
+            graph_cache: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -255,14 +270,23 @@ impl MeshNode {
         members_of(&guard, true)
     }
 
-    /// The grid graph as this node sees it.
-    pub async fn graph(&self) -> Graph {
+    /// The grid graph as this node sees it. Computed at most every
+    /// [`GRAPH_MAX_AGE`]: consoles and pollers share one computation.
+    pub async fn graph(&self) -> Arc<Graph> {
+        let mut cache = self.graph_cache.lock().await;
+        if let Some((at, g)) = cache.as_ref() {
+            if at.elapsed() < GRAPH_MAX_AGE {
+                return g.clone();
+            }
+        }
         let members = self.members().await;
-        graph::build(
+        let g = Arc::new(graph::build(
             &members,
             self.settings.topology,
             self.settings.isolated_fraction,
-        )
+        ));
+        *cache = Some((Instant::now(), g.clone()));
+        g
     }
 
     /// Bytes of gossip state this node holds (keys and values of every
@@ -350,8 +374,8 @@ struct Maintainer {
     targets: watch::Sender<Vec<Target>>,
     changes: Arc<Notify>,
     push: mpsc::Sender<()>,
-    /// What this node last published, by target.
-    published: HashMap<String, EdgeValue>,
+    /// What this node last published, by target, and when.
+    published: HashMap<String, (EdgeValue, Instant)>,
 }
 
 impl Maintainer {
@@ -388,14 +412,25 @@ impl Maintainer {
                     false
                 }
             });
+            let now = Instant::now();
             let values: Vec<(String, EdgeValue)> = {
-                let now = Instant::now();
                 let mut table = self.links.lock().expect("link table lock");
                 table
                     .trackers
                     .iter_mut()
                     .map(|(id, t)| (id.clone(), t.edge_value(now, &self.settings.policy)))
-                    .filter(|(id, v)| self.published.get(id) != Some(v))
+                    .filter(|(id, v)| match self.published.get(id) {
+                        None => true,
+                        // A new state (or TCP result) goes out at once; new
+                        // RTT or loss figures at most every FIGURES_REFRESH,
+                        // so a loaded network's jitter does not turn into
+                        // gossip load that adds more jitter.
+                        Some((p, at)) => {
+                            p.state != v.state
+                                || p.tcp != v.tcp
+                                || (p != v && now.duration_since(*at) >= FIGURES_REFRESH)
+                        }
+                    })
                     .collect()
             };
             let gone: Vec<String> = {
@@ -409,9 +444,11 @@ impl Maintainer {
             if values.is_empty() && gone.is_empty() {
                 continue;
             }
-            let state_changed = values
-                .iter()
-                .any(|(id, v)| self.published.get(id).is_none_or(|p| p.state != v.state));
+            let state_changed = values.iter().any(|(id, v)| {
+                self.published
+                    .get(id)
+                    .is_none_or(|(p, _)| p.state != v.state)
+            });
             {
                 let mut guard = self.chitchat.lock().await;
                 let me = guard.self_node_state();
@@ -425,13 +462,18 @@ impl Maintainer {
             for t in gone {
                 self.published.remove(&t);
             }
-            self.published.extend(values);
+            self.published
+                .extend(values.into_iter().map(|(id, v)| (id, (v, now))));
             if state_changed {
                 let _ = self.push.try_send(());
             }
         }
     }
 }
+
+/// How often changed RTT and loss figures of an unchanged link state are
+/// published.
+const FIGURES_REFRESH: Duration = Duration::from_secs(30);
 
 /// Peers a push goes to.
 const PUSH_FANOUT: usize = 3;

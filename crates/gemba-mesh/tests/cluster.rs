@@ -66,7 +66,7 @@ impl Grid {
     async fn graphs(&self) -> Vec<Graph> {
         let mut v = Vec::new();
         for n in self.nodes.iter().flatten() {
-            v.push(n.graph().await);
+            v.push((*n.graph().await).clone());
         }
         v
     }
