@@ -1,0 +1,173 @@
+//! The HTTP API and console of one node, in process (in-memory network,
+//! paused time): JSON shapes, the token rule, rejected requests and what
+//! the console page contains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use gemba_core::config::{Config, ConfigFile, Overrides};
+use gemba_mesh::{GridKey, MemNet, MeshNode, MeshSettings};
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use tower::ServiceExt;
+
+const TOKEN: &str = "api-test-token-0123456789";
+
+async fn node(net: &MemNet, i: u8, token: Option<&str>) -> axum::Router {
+    let o = Overrides {
+        node_id: Some(format!("api{i}")),
+        site: Some(if i % 2 == 0 {
+            "east".into()
+        } else {
+            "west".into()
+        }),
+        mesh_listen: Some(format!("127.0.3.{i}:7946")),
+        seeds: if i == 1 {
+            vec![]
+        } else {
+            vec!["127.0.3.1:7946".into()]
+        },
+        ..Default::default()
+    };
+    let c = Config::from_file(ConfigFile::default(), &o, "test").unwrap();
+    let key = GridKey::new(b"api-test-grid-key-0123456789".to_vec()).unwrap();
+    let mut registry = Registry::default();
+    let mesh = MeshNode::start(
+        MeshSettings::from_config(&c, key, None),
+        Arc::new(net.clone()),
+        Some(&mut registry),
+    )
+    .await
+    .unwrap();
+    gemba_api::router(gemba_api::ApiState::new(
+        Arc::new(mesh),
+        registry,
+        token.map(str::to_string),
+    ))
+}
+
+async fn call(
+    app: &axum::Router,
+    method: Method,
+    uri: &str,
+    auth: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = auth {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn graph_nodes_and_summary_describe_the_grid() {
+    let net = MemNet::with_latency(Duration::from_micros(100));
+    let a = node(&net, 1, None).await;
+    let _b = node(&net, 2, None).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, body) = call(&a, Method::GET, "/api/v1/graph", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let g: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(g["served_by"], "api1");
+    assert_eq!(g["nodes"].as_array().unwrap().len(), 2);
+    let edge = &g["edges"][0];
+    for field in [
+        "source",
+        "target",
+        "state",
+        "rtt_p50_ms",
+        "rtt_p99_ms",
+        "loss",
+        "tcp",
+        "since",
+    ] {
+        assert!(edge.get(field).is_some(), "edge lacks {field}: {edge}");
+    }
+    assert_eq!(edge["state"], "up");
+    let (_, body) = call(&a, Method::GET, "/api/v1/summary", None).await;
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["edge_states"]["up"], 2);
+    assert_eq!(s["broken_links"].as_array().unwrap().len(), 0);
+    let (_, body) = call(&a, Method::GET, "/api/v1/links", None).await;
+    let l: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(l["links"][0]["target"], "api2");
+    assert!(l["links"][0]["samples"].as_u64().unwrap() >= 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_change_state_need_the_token_and_bad_requests_are_counted() {
+    let net = MemNet::new();
+    let app = node(&net, 1, Some(TOKEN)).await;
+    let (status, body) = call(&app, Method::POST, "/api/v1/graph", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        "/api/v1/graph",
+        Some("wrong-token-wrong-token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // With the right token the request reaches routing, which has no such method.
+    let (status, _) = call(&app, Method::POST, "/api/v1/graph", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, body) = call(&app, Method::GET, "/api/v2/everything", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("no such endpoint: GET /api/v2/everything"));
+    // Reading needs no token.
+    let (status, _) = call(&app, Method::GET, "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, metrics) = call(&app, Method::GET, "/metrics", None).await;
+    assert!(
+        metrics.contains("gemba_http_responses_total{code=\"401\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gemba_http_responses_total{code=\"404\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gemba_mesh_dropped_packets_total{reason=\"replayed\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn console_draws_nodes_by_site_the_matrix_and_no_external_resources() {
+    let net = MemNet::with_latency(Duration::from_micros(100));
+    let a = node(&net, 1, None).await;
+    let _b = node(&net, 2, None).await;
+    let _c = node(&net, 3, None).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, page) = call(&a, Method::GET, "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        page.matches("<g class=\"node node-up\"").count(),
+        3,
+        "{page}"
+    );
+    assert_eq!(page.matches("<g class=\"site\"").count(), 2);
+    assert_eq!(page.matches("class=\"edge edge-up\"").count(), 6);
+    assert_eq!(page.matches("<td class=\"cell cell-up\"").count(), 6);
+    assert!(page.contains("id=\"no-broken\""));
+    // Everything is inline: no scripts, styles or fonts from elsewhere.
+    for external in ["src=\"http", "href=\"//", "<link ", "@import", "cdn"] {
+        assert!(
+            !page.contains(external),
+            "console loads something external: {external}"
+        );
+    }
+    let (status, panel) = call(&a, Method::GET, "/console/panel", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(panel.contains("id=\"grid-graph\"") && !panel.contains("<html"));
+}
