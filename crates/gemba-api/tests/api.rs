@@ -18,7 +18,7 @@ const TOKEN: &str = "api-test-token-0123456789";
 async fn node(net: &MemNet, i: u8, token: Option<&str>) -> axum::Router {
     let o = Overrides {
         node_id: Some(format!("api{i}")),
-        site: Some(if i % 2 == 0 {
+        site: Some(if i.is_multiple_of(2) {
             "east".into()
         } else {
             "west".into()
