@@ -317,12 +317,26 @@ impl MeshNode {
 
     /// Stops gossip and probing and releases the socket.
     pub async fn shutdown(self) {
-        for t in &self.tasks {
+        // The receive task goes last: chitchat reads a closed receive
+        // channel as a broken socket.
+        let mut others = self.tasks;
+        let receive = others.remove(0);
+        for t in &others {
             t.abort();
         }
-        let _ = self.chitchat.initiate_shutdown();
-        // Let chitchat's task see the command and drop its socket.
-        tokio::task::yield_now().await;
+        for t in others {
+            let _ = t.await;
+        }
+        match Arc::try_unwrap(self.chitchat) {
+            Ok(handle) => {
+                let _ = handle.shutdown().await;
+            }
+            Err(shared) => {
+                let _ = shared.initiate_shutdown();
+                tokio::task::yield_now().await;
+            }
+        }
+        receive.abort();
     }
 }
 
