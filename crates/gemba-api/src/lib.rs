@@ -11,7 +11,7 @@ mod svg;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -70,6 +70,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/links", get(links))
         .route("/api/v1/summary", get(summary))
+        .route("/api/v1/links/{target}", get(link_history))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -224,6 +225,34 @@ async fn links(State(s): State<Shared>) -> Json<serde_json::Value> {
         })
         .collect();
     Json(json!({ "observer": s.mesh.id(), "links": links }))
+}
+
+/// Every probe outcome of one outgoing link in the window, oldest first:
+/// the full-resolution history that never travels in gossip.
+async fn link_history(State(s): State<Shared>, Path(target): Path<String>) -> Response {
+    let Some(history) = s.mesh.link_history(&target) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("{} does not probe {target:?}", s.mesh.id()),
+        );
+    };
+    let probes: Vec<serde_json::Value> = history
+        .into_iter()
+        .map(|(age, rtt)| {
+            json!({
+                "age_ms": age.as_secs_f64() * 1000.0,
+                "rtt_ms": rtt.map(|r| r.as_secs_f64() * 1000.0),
+            })
+        })
+        .collect();
+    let summary = s
+        .mesh
+        .local_links()
+        .into_iter()
+        .find(|(t, _)| *t == target)
+        .map(|(_, sm)| sm);
+    Json(json!({ "source": s.mesh.id(), "target": target, "summary": summary, "probes": probes }))
+        .into_response()
 }
 
 async fn console_page(State(s): State<Shared>) -> Html<String> {

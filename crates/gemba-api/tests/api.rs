@@ -101,6 +101,22 @@ async fn graph_nodes_and_summary_describe_the_grid() {
     let l: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(l["links"][0]["target"], "api2");
     assert!(l["links"][0]["samples"].as_u64().unwrap() >= 8);
+    let (status, body) = call(&a, Method::GET, "/api/v1/links/api2", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let probes = h["probes"].as_array().unwrap();
+    assert_eq!(
+        probes.len() as u64,
+        l["links"][0]["samples"].as_u64().unwrap()
+    );
+    assert!(
+        probes.iter().all(|p| p["rtt_ms"].as_f64().is_some()),
+        "no probe was lost: {body}"
+    );
+    let (status, body) = call(&a, Method::GET, "/api/v1/links/nobody", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["error"], "api1 does not probe \"nobody\"");
 }
 
 #[tokio::test(start_paused = true)]

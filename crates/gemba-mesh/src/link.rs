@@ -264,6 +264,20 @@ impl LinkTracker {
         }
     }
 
+    /// The raw probe outcomes in the window, oldest first: how long ago
+    /// each was recorded and its RTT (`None`: lost).
+    pub fn history(
+        &mut self,
+        now: Instant,
+        policy: &LinkPolicy,
+    ) -> Vec<(Duration, Option<Duration>)> {
+        self.prune(now, policy.window);
+        self.samples
+            .iter()
+            .map(|s| (now.duration_since(s.at), s.rtt))
+            .collect()
+    }
+
     pub fn record_tcp(&mut self, result: Option<Duration>) {
         self.tcp = if result.is_some() {
             TcpPath::Connects
@@ -508,6 +522,19 @@ mod tests {
         now += Duration::from_secs(31);
         feed(&mut t, &mut now, &[Some(10); 5]);
         assert_eq!(t.state(), LinkState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn history_lists_the_window_oldest_first() {
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0);
+        feed(&mut t, &mut now, &[Some(3), None, Some(5)]);
+        let h = t.history(now, &policy());
+        let rtts: Vec<Option<u128>> = h.iter().map(|(_, r)| r.map(|d| d.as_millis())).collect();
+        assert_eq!(rtts, [Some(3), None, Some(5)]);
+        assert_eq!(h[0].0, Duration::from_millis(666));
+        now += Duration::from_secs(31);
+        assert!(t.history(now, &policy()).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -310,6 +310,14 @@ impl MeshNode {
             .sum()
     }
 
+    /// Every probe outcome in the window of this node's link to `target`,
+    /// or `None` if it does not probe `target`.
+    pub fn link_history(&self, target: &str) -> Option<Vec<(Duration, Option<Duration>)>> {
+        let mut table = self.links.lock().expect("link table lock");
+        let t = table.trackers.get_mut(target)?;
+        Some(t.history(Instant::now(), &self.settings.policy))
+    }
+
     /// This node's outgoing links at full resolution.
     pub fn local_links(&self) -> Vec<(String, LinkSummary)> {
         link_summaries(&self.links, &self.settings.policy)
