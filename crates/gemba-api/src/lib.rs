@@ -180,16 +180,8 @@ async fn nodes(State(s): State<Shared>) -> Json<serde_json::Value> {
 /// script or a dashboard needs without the whole graph.
 async fn summary(State(s): State<Shared>) -> Json<serde_json::Value> {
     let g = s.mesh.graph().await;
-    let mut node_states = serde_json::Map::new();
-    for n in &g.nodes {
-        let c = node_states.entry(n.state.as_str()).or_insert(json!(0));
-        *c = json!(c.as_u64().unwrap_or(0) + 1);
-    }
-    let mut edge_states = serde_json::Map::new();
-    for e in &g.edges {
-        let c = edge_states.entry(e.state.as_str()).or_insert(json!(0));
-        *c = json!(c.as_u64().unwrap_or(0) + 1);
-    }
+    let node_states = count_by(g.nodes.iter().map(|n| n.state.as_str()));
+    let edge_states = count_by(g.edges.iter().map(|e| e.state.as_str()));
     let troubled: Vec<serde_json::Value> = g
         .nodes
         .iter()
@@ -227,10 +219,18 @@ async fn links(State(s): State<Shared>) -> Json<serde_json::Value> {
     Json(json!({ "observer": s.mesh.id(), "links": links }))
 }
 
+fn count_by<'a>(keys: impl Iterator<Item = &'a str>) -> std::collections::BTreeMap<&'a str, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for k in keys {
+        *counts.entry(k).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// Every probe outcome of one outgoing link in the window, oldest first:
 /// the full-resolution history that never travels in gossip.
 async fn link_history(State(s): State<Shared>, Path(target): Path<String>) -> Response {
-    let Some(history) = s.mesh.link_history(&target) else {
+    let Some((summary, history)) = s.mesh.link_history(&target) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("{} does not probe {target:?}", s.mesh.id()),
@@ -245,12 +245,6 @@ async fn link_history(State(s): State<Shared>, Path(target): Path<String>) -> Re
             })
         })
         .collect();
-    let summary = s
-        .mesh
-        .local_links()
-        .into_iter()
-        .find(|(t, _)| *t == target)
-        .map(|(_, sm)| sm);
     Json(json!({ "source": s.mesh.id(), "target": target, "summary": summary, "probes": probes }))
         .into_response()
 }

@@ -69,15 +69,13 @@ impl Endpoint {
     }
 
     async fn send(&self, kind: Kind, to: SocketAddr, payload: &[u8]) {
-        let chunks: Vec<&[u8]> = if payload.is_empty() {
-            vec![payload]
-        } else {
-            payload.chunks(MAX_FRAGMENT_PAYLOAD).collect()
-        };
-        let count = chunks.len() as u8;
-        let first = self
-            .counter
-            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        // An empty payload still makes one datagram.
+        let count = payload.len().div_ceil(MAX_FRAGMENT_PAYLOAD).max(1);
+        let chunks = payload
+            .chunks(MAX_FRAGMENT_PAYLOAD)
+            .chain((count == 1 && payload.is_empty()).then_some(payload));
+        let first = self.counter.fetch_add(count as u64, Ordering::Relaxed);
+        let count = count as u8;
         let now = unix_ms();
         let mut buf = Vec::with_capacity(payload.len().min(MAX_FRAGMENT_PAYLOAD) + 64);
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -255,8 +253,9 @@ impl Receiver {
                 if packet.payload.len() != PROBE_PAYLOAD {
                     return Err(DropReason::Undecodable);
                 }
-                let payload = packet.payload.to_vec();
-                self.endpoint.send(Kind::ProbeReply, from, &payload).await;
+                self.endpoint
+                    .send(Kind::ProbeReply, from, packet.payload)
+                    .await;
             }
             Kind::ProbeReply => {
                 let id: [u8; PROBE_PAYLOAD] = packet

@@ -135,13 +135,12 @@ impl Graph {
 pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> Graph {
     let mut members: Vec<&Member> = members.iter().collect();
     members.sort_by(|a, b| (&a.site, &a.id).cmp(&(&b.site, &b.id)));
-    let owned: Vec<Member> = members.iter().map(|m| (*m).clone()).collect();
 
     let mut edges = Vec::new();
-    for m in &owned {
-        let expected = topology::targets(&m.id, &owned, topology);
+    for m in &members {
+        let expected = topology::targets(&m.id, &members, topology);
         for t in expected {
-            let target = &owned[t];
+            let target = members[t];
             let edge = match m.edges.get(&target.id) {
                 Some(v) => {
                     let state = if m.live { v.state } else { LinkState::Stale };
@@ -195,7 +194,7 @@ pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> 
             .get(id)
             .is_some_and(|(n, down)| *n >= 2 && (*down as f64) > isolated_fraction * *n as f64)
     };
-    let live: HashMap<&str, bool> = owned.iter().map(|m| (m.id.as_str(), m.live)).collect();
+    let live: HashMap<&str, bool> = members.iter().map(|m| (m.id.as_str(), m.live)).collect();
 
     let mut votes: HashMap<&str, (usize, usize, usize)> = HashMap::new(); // observers, down, troubled
     for e in &edges {
@@ -218,7 +217,7 @@ pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> 
         }
     }
 
-    let nodes = owned
+    let nodes = members
         .iter()
         .map(|m| {
             let (observers, down_votes, troubled) =

@@ -120,6 +120,10 @@ pub struct LinkSummary {
     pub since: u64,
 }
 
+/// One probe in a link's history: how long ago it was recorded and its RTT
+/// (`None`: lost).
+pub type ProbeOutcome = (Duration, Option<Duration>);
+
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     at: Instant,
@@ -136,7 +140,6 @@ pub struct LinkTracker {
     since_unix: u64,
     tcp: TcpPath,
     tcp_connect: Option<Duration>,
-    published: Option<EdgeValue>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
@@ -157,7 +160,6 @@ impl LinkTracker {
             since_unix: now_unix,
             tcp: TcpPath::Unknown,
             tcp_connect: None,
-            published: None,
         }
     }
 
@@ -303,23 +305,27 @@ impl LinkTracker {
         }
     }
 
-    /// The value to gossip now; keeps the previous bucket while the figure
-    /// stays near it, so jitter does not become gossip traffic.
-    pub fn edge_value(&mut self, now: Instant, policy: &LinkPolicy) -> EdgeValue {
+    /// The value to gossip now. `published` is what was last gossiped for
+    /// this link: its RTT buckets are kept while the figures stay near
+    /// them, so jitter does not become gossip traffic.
+    pub fn edge_value(
+        &mut self,
+        now: Instant,
+        policy: &LinkPolicy,
+        published: Option<&EdgeValue>,
+    ) -> EdgeValue {
         let s = self.summary(now, policy);
-        let prev = self.published;
+        let prev = published;
         let p50 = rtt_bucket(s.rtt_p50_ms, prev.map(|p| p.p50));
         let p99 = rtt_bucket(s.rtt_p99_ms, prev.map(|p| p.p99));
-        let value = EdgeValue {
+        EdgeValue {
             state: s.state,
             p50,
             p99,
             loss: loss_bucket(s.loss),
             tcp: s.tcp,
             since: s.since,
-        };
-        self.published = Some(value);
-        value
+        }
     }
 }
 
@@ -586,14 +592,14 @@ mod tests {
         let mut now = Instant::now();
         let mut t = LinkTracker::new(0);
         feed(&mut t, &mut now, &[Some(10); 5]);
-        let a = t.edge_value(now, &policy());
+        let a = t.edge_value(now, &policy(), None);
         now += Duration::from_secs(31);
         feed(&mut t, &mut now, &[Some(11); 5]);
-        let b = t.edge_value(now, &policy());
+        let b = t.edge_value(now, &policy(), Some(&a));
         assert_eq!(a, b);
         now += Duration::from_secs(31);
         feed(&mut t, &mut now, &[Some(40); 5]);
-        assert_ne!(t.edge_value(now, &policy()).p50, a.p50);
+        assert_ne!(t.edge_value(now, &policy(), Some(&b)).p50, a.p50);
     }
 
     #[test]

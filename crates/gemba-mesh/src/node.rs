@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::endpoint::{self, unix_ms};
 use crate::graph::{self, Graph, Member};
-use crate::link::{EdgeValue, LinkPolicy, LinkSummary};
+use crate::link::{EdgeValue, LinkPolicy, LinkSummary, ProbeOutcome};
 use crate::metrics::MeshMetrics;
 use crate::net::Net;
 use crate::prober::{link_summaries, ProbeTiming, Prober, SharedLinks, Target};
@@ -310,12 +310,16 @@ impl MeshNode {
             .sum()
     }
 
-    /// Every probe outcome in the window of this node's link to `target`,
-    /// or `None` if it does not probe `target`.
-    pub fn link_history(&self, target: &str) -> Option<Vec<(Duration, Option<Duration>)>> {
+    /// This node's link to `target`: its summary and every probe outcome
+    /// in the window, or `None` if it does not probe `target`.
+    pub fn link_history(&self, target: &str) -> Option<(LinkSummary, Vec<ProbeOutcome>)> {
         let mut table = self.links.lock().expect("link table lock");
         let t = table.trackers.get_mut(target)?;
-        Some(t.history(Instant::now(), &self.settings.policy))
+        let now = Instant::now();
+        Some((
+            t.summary(now, &self.settings.policy),
+            t.history(now, &self.settings.policy),
+        ))
     }
 
     /// This node's outgoing links at full resolution.
@@ -439,33 +443,37 @@ impl Maintainer {
                 }
             });
             let now = Instant::now();
-            let values: Vec<(String, EdgeValue)> = {
+            let (values, gone): (Vec<(String, EdgeValue)>, Vec<String>) = {
                 let mut table = self.links.lock().expect("link table lock");
-                table
+                let values = table
                     .trackers
                     .iter_mut()
-                    .map(|(id, t)| (id.clone(), t.edge_value(now, &self.settings.policy)))
-                    .filter(|(id, v)| match self.published.get(id) {
-                        None => true,
-                        // A new state (or TCP result) goes out at once; new
-                        // RTT or loss figures at most every FIGURES_REFRESH,
-                        // so a loaded network's jitter does not turn into
-                        // gossip load that adds more jitter.
-                        Some((p, at)) => {
-                            p.state != v.state
-                                || p.tcp != v.tcp
-                                || (p != v && now.duration_since(*at) >= FIGURES_REFRESH)
-                        }
+                    .filter_map(|(id, t)| {
+                        let last = self.published.get(id);
+                        let v = t.edge_value(now, &self.settings.policy, last.map(|(p, _)| p));
+                        let send = match last {
+                            None => true,
+                            // A new state (or TCP result) goes out at once;
+                            // new RTT or loss figures at most every
+                            // FIGURES_REFRESH, so a loaded network's jitter
+                            // does not turn into gossip load that adds more
+                            // jitter.
+                            Some((p, at)) => {
+                                p.state != v.state
+                                    || p.tcp != v.tcp
+                                    || (*p != v && now.duration_since(*at) >= FIGURES_REFRESH)
+                            }
+                        };
+                        send.then(|| (id.clone(), v))
                     })
-                    .collect()
-            };
-            let gone: Vec<String> = {
-                let table = self.links.lock().expect("link table lock");
-                self.published
+                    .collect();
+                let gone = self
+                    .published
                     .keys()
                     .filter(|t| !table.trackers.contains_key(*t))
                     .cloned()
-                    .collect()
+                    .collect();
+                (values, gone)
             };
             if values.is_empty() && gone.is_empty() {
                 continue;

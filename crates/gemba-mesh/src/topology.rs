@@ -16,6 +16,18 @@ pub trait Placed {
     fn live(&self) -> bool;
 }
 
+impl<T: Placed> Placed for &T {
+    fn id(&self) -> &str {
+        (**self).id()
+    }
+    fn site(&self) -> &str {
+        (**self).site()
+    }
+    fn live(&self) -> bool {
+        (**self).live()
+    }
+}
+
 /// Representatives of each site: the `k` live members with the lowest ids
 /// (topped up with non-live ones if a site has fewer than `k` live).
 pub fn representatives<M: Placed>(members: &[M], k: usize) -> BTreeMap<&str, Vec<&str>> {
