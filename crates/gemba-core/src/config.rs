@@ -48,6 +48,13 @@ pub struct ConfigFile {
     pub node: Option<NodeSection>,
     pub mesh: Option<MeshSection>,
     pub http: Option<HttpSection>,
+    pub escalator: Option<crate::policy::EscalatorSection>,
+    #[serde(default)]
+    pub check: Vec<crate::policy::CheckSection>,
+    #[serde(default)]
+    pub level: Vec<crate::policy::LevelSection>,
+    #[serde(default)]
+    pub notify: Vec<crate::policy::NotifySection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +63,10 @@ pub struct NodeSection {
     pub id: Option<String>,
     pub site: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Tiers (groups) this node belongs to.
+    pub tags: Option<Vec<String>>,
+    /// Whether this node runs the server role (store, escalator).
+    pub server: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +134,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub mesh: MeshConfig,
     pub http: HttpConfig,
+    pub policy: crate::policy::Policy,
 }
 
 #[derive(Clone, Debug)]
@@ -130,6 +142,8 @@ pub struct NodeConfig {
     pub id: NodeId,
     pub site: SiteName,
     pub data_dir: PathBuf,
+    pub tags: Vec<String>,
+    pub server: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -228,19 +242,19 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     }
 }
 
-struct Checker {
-    errors: Vec<Invalid>,
+pub(crate) struct Checker {
+    pub(crate) errors: Vec<Invalid>,
 }
 
 impl Checker {
-    fn fail(&mut self, key: &str, reason: impl Into<String>) {
+    pub(crate) fn fail(&mut self, key: &str, reason: impl Into<String>) {
         self.errors.push(Invalid {
             key: key.to_string(),
             reason: reason.into(),
         });
     }
 
-    fn duration(
+    pub(crate) fn duration(
         &mut self,
         key: &str,
         value: Option<&str>,
@@ -283,7 +297,7 @@ impl Checker {
         }
     }
 
-    fn count(
+    pub(crate) fn count(
         &mut self,
         key: &str,
         value: Option<u32>,
@@ -383,6 +397,23 @@ impl Config {
             .clone()
             .or(node.data_dir)
             .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+        let tags = node.tags.unwrap_or_default();
+        for (i, t) in tags.iter().enumerate() {
+            if SiteName::new(t).is_err() {
+                c.fail(
+                    &format!("node.tags[{i}]"),
+                    format!("{t:?} is not a valid tier name"),
+                );
+            }
+        }
+        let server = node.server.unwrap_or(true);
+        let policy = crate::policy::validate(
+            &mut c,
+            file.check,
+            file.level,
+            file.escalator.unwrap_or_default(),
+            file.notify,
+        );
 
         let cluster = mesh.cluster.unwrap_or_else(|| defaults::CLUSTER.into());
         if cluster.is_empty() || cluster.len() > 64 {
@@ -564,7 +595,13 @@ impl Config {
             });
         }
         Ok(Config {
-            node: NodeConfig { id, site, data_dir },
+            node: NodeConfig {
+                id,
+                site,
+                data_dir,
+                tags,
+                server,
+            },
             mesh: MeshConfig {
                 cluster,
                 listen: listen.expect("checked"),
@@ -590,6 +627,7 @@ impl Config {
                 listen: http_listen.expect("checked"),
                 token,
             },
+            policy,
         })
     }
 }

@@ -8,7 +8,12 @@ pub mod config;
 pub mod duration;
 pub mod example;
 pub mod ids;
+pub mod policy;
+pub mod scope;
+pub mod template;
 
 pub use config::{Config, ConfigError, ConfigFile, Invalid, Overrides, Topology};
 pub use duration::HumanDuration;
 pub use ids::{NodeId, SiteName};
+pub use policy::{CheckDef, CheckKind, LevelDef, Mode, Policy, ScopeRule};
+pub use scope::Scope;

@@ -1,0 +1,20 @@
+//! Checks: what gemba observes about the services it converges.
+//!
+//! Kinds (`tcp`, `http`, `command` for any Nagios plugin, `process`,
+//! `mesh-node`, `mesh-link`), the safe program runner they and escalation
+//! actions share, fall/rise and flap detection, and the runner that keeps
+//! a set of instances on their intervals.
+
+pub mod exec;
+pub mod kinds;
+pub mod nagios;
+pub mod process;
+pub mod result;
+pub mod runner;
+pub mod tracker;
+
+pub use kinds::{Instance, MeshView, Observation, Vars};
+pub use nagios::{Perf, Status};
+pub use result::CheckResult;
+pub use runner::{Clock, MeshSource, Report, Runner};
+pub use tracker::{CheckTracker, HardState};

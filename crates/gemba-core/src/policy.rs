@@ -1,0 +1,880 @@
+//! The convergence policy: checks (what the environment should look like),
+//! the escalation pattern (how to converge it, most fundamental level
+//! first), the escalator's safety settings and where notifications go.
+//!
+//! Like the rest of the config, every field of the file form is optional
+//! and validated in one pass, so `gemba config check` lists every mistake
+//! in a policy at once instead of the first one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Checker;
+use crate::template;
+
+pub mod defaults {
+    pub const CHECK_INTERVAL: &str = "10s";
+    pub const CHECK_TIMEOUT: &str = "5s";
+    pub const FALL: u32 = 1;
+    pub const RISE: u32 = 1;
+    pub const FLAP_LOW: f64 = 20.0;
+    pub const FLAP_HIGH: f64 = 30.0;
+    pub const LEVEL_TIMEOUT: &str = "5m";
+    pub const LEVEL_QUIESCE: &str = "30s";
+    pub const MODE: &str = "act";
+    pub const QUIET_PERIOD: &str = "30s";
+    pub const BUDGET: u32 = 2;
+    pub const BACKOFF: &str = "1m";
+    pub const CLIMB: bool = false;
+    pub const MAX_PER_SCOPE_PER_HOUR: u32 = 3;
+    pub const MAX_RUNNING: u32 = 2;
+    pub const LEASE_TTL: &str = "30s";
+    pub const STALE_AFTER_INTERVALS: u32 = 3;
+}
+
+/// `[[check]]` as written.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSection {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub scope: Option<String>,
+    pub tier: Option<String>,
+    pub min_passing: Option<u32>,
+    pub level: Option<u32>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub fall: Option<u32>,
+    pub rise: Option<u32>,
+    pub flap_low: Option<f64>,
+    pub flap_high: Option<f64>,
+    // tcp
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    // http
+    pub url: Option<String>,
+    pub expect_status: Option<u16>,
+    pub body_contains: Option<String>,
+    // command
+    pub command: Option<Vec<String>>,
+    // process
+    pub process: Option<String>,
+    pub pidfile: Option<String>,
+    pub max_rss_mb: Option<u64>,
+    pub max_fds: Option<u64>,
+    pub max_threads: Option<u64>,
+    // mesh-node / mesh-link
+    pub node: Option<String>,
+    pub source: Option<String>,
+    pub target: Option<String>,
+}
+
+/// `[[level]]` as written.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LevelSection {
+    pub level: Option<u32>,
+    pub name: Option<String>,
+    pub run: Option<Vec<String>>,
+    pub shell: Option<bool>,
+    pub timeout: Option<String>,
+    pub quiesce: Option<String>,
+    pub approve: Option<bool>,
+}
+
+/// `[escalator]` as written.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EscalatorSection {
+    pub mode: Option<String>,
+    pub quiet_period: Option<String>,
+    pub budget: Option<u32>,
+    pub backoff: Option<String>,
+    pub climb: Option<bool>,
+    pub max_per_scope_per_hour: Option<u32>,
+    pub max_running: Option<u32>,
+    pub lease_ttl: Option<String>,
+    pub stale_after_intervals: Option<u32>,
+}
+
+/// `[[notify]]` as written.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub run: Option<Vec<String>>,
+    pub smtp_server: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<Vec<String>>,
+}
+
+/// Where a check runs and what it speaks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "lowercase")]
+pub enum ScopeRule {
+    /// One instance, run by the server.
+    Global,
+    /// One verdict for a tier, run by the server. With `min_passing` the
+    /// check runs once per node of the tier and the tier passes when at
+    /// least that many nodes pass.
+    Tier {
+        tier: String,
+        min_passing: Option<u32>,
+    },
+    /// One instance per node (of `tier`, or of the grid), run by that
+    /// node's agent.
+    Node { tier: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum CheckKind {
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Http {
+        url: String,
+        expect_status: u16,
+        body_contains: Option<String>,
+    },
+    Command {
+        argv: Vec<String>,
+    },
+    Process {
+        name: Option<String>,
+        pidfile: Option<String>,
+        max_rss_mb: Option<u64>,
+        max_fds: Option<u64>,
+        max_threads: Option<u64>,
+    },
+    MeshNode {
+        node: String,
+    },
+    MeshLink {
+        source: String,
+        target: String,
+    },
+}
+
+impl CheckKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Http { .. } => "http",
+            CheckKind::Command { .. } => "command",
+            CheckKind::Process { .. } => "process",
+            CheckKind::MeshNode { .. } => "mesh-node",
+            CheckKind::MeshLink { .. } => "mesh-link",
+        }
+    }
+
+    /// Mesh checks read the gossip state and are evaluated by servers.
+    pub fn reads_mesh(&self) -> bool {
+        matches!(
+            self,
+            CheckKind::MeshNode { .. } | CheckKind::MeshLink { .. }
+        )
+    }
+}
+
+/// A validated check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckDef {
+    pub name: String,
+    pub kind: CheckKind,
+    pub scope: ScopeRule,
+    /// The escalation level this check requires when it fails; `None`:
+    /// observed and reported, never acted on.
+    pub level: Option<u32>,
+    #[serde(with = "millis")]
+    pub interval: Duration,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub flap_low: f64,
+    pub flap_high: f64,
+}
+
+/// A validated level of the escalation pattern.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LevelDef {
+    pub level: u32,
+    pub name: String,
+    pub run: Vec<String>,
+    /// Run `run` through `/bin/sh -c` (template values still go in the
+    /// environment, never into the shell text).
+    pub shell: bool,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    #[serde(with = "millis")]
+    pub quiesce: Duration,
+    pub approve: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Decide and run.
+    Act,
+    /// Decide and journal; run nothing.
+    Plan,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EscalatorConfig {
+    pub mode: Mode,
+    #[serde(with = "millis")]
+    pub quiet_period: Duration,
+    pub budget: u32,
+    #[serde(with = "millis")]
+    pub backoff: Duration,
+    pub climb: bool,
+    pub max_per_scope_per_hour: u32,
+    pub max_running: u32,
+    #[serde(with = "millis")]
+    pub lease_ttl: Duration,
+    pub stale_after_intervals: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NotifyDef {
+    /// POST JSON (with a Slack-compatible `text`).
+    Webhook { url: String },
+    /// Mail through an SMTP relay (no TLS, no auth: a local relay).
+    Smtp {
+        server: String,
+        from: String,
+        to: Vec<String>,
+    },
+    /// Run a command with the notice in its environment and on stdin.
+    Command { run: Vec<String> },
+}
+
+/// Checks, levels, escalator settings and notification targets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub checks: Vec<CheckDef>,
+    /// Sorted by level, most fundamental (1) first.
+    pub levels: Vec<LevelDef>,
+    pub escalator: EscalatorConfig,
+    pub notify: Vec<NotifyDef>,
+}
+
+impl Policy {
+    pub fn level(&self, n: u32) -> Option<&LevelDef> {
+        self.levels.iter().find(|l| l.level == n)
+    }
+
+    pub fn check(&self, name: &str) -> Option<&CheckDef> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    /// Levels from `from` (inclusive) to the last one, in order.
+    pub fn chain_from(&self, from: u32) -> Vec<u32> {
+        self.levels
+            .iter()
+            .filter(|l| l.level >= from)
+            .map(|l| l.level)
+            .collect()
+    }
+
+    /// The level one step more fundamental than `level`, if any.
+    pub fn more_fundamental(&self, level: u32) -> Option<u32> {
+        self.levels
+            .iter()
+            .rev()
+            .find(|l| l.level < level)
+            .map(|l| l.level)
+    }
+}
+
+/// Durations as milliseconds in JSON.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+const CHECK_VARS: &[&str] = &["node", "node_addr", "tier"];
+const LEVEL_VARS: &[&str] = &["node", "node_addr", "tier", "scope", "level"];
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub(crate) fn validate(
+    c: &mut Checker,
+    checks: Vec<CheckSection>,
+    levels: Vec<LevelSection>,
+    esc: EscalatorSection,
+    notify: Vec<NotifySection>,
+) -> Policy {
+    use defaults as d;
+    let ms = Duration::from_millis;
+
+    // Levels first: checks refer to them.
+    let mut level_defs: BTreeMap<u32, LevelDef> = BTreeMap::new();
+    let mut level_names = BTreeSet::new();
+    for (i, l) in levels.into_iter().enumerate() {
+        let key = |k: &str| format!("level[{i}].{k}");
+        let n = match l.level {
+            Some(0) | None => {
+                c.fail(
+                    &key("level"),
+                    "required: a number from 1 (most fundamental) up",
+                );
+                continue;
+            }
+            Some(n) => n,
+        };
+        let name = l.name.unwrap_or_else(|| format!("level-{n}"));
+        if !is_name(&name) {
+            c.fail(
+                &key("name"),
+                format!("{name:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+            );
+        }
+        if !level_names.insert(name.clone()) {
+            c.fail(&key("name"), format!("duplicate level name {name:?}"));
+        }
+        let run = l.run.unwrap_or_default();
+        if run.is_empty() || run[0].trim().is_empty() {
+            c.fail(&key("run"), format!("level {n} ({name}) has no action: give the command to run as a list, e.g. [\"/opt/ops/restart\", \"{{node}}\"]"));
+        }
+        for (j, arg) in run.iter().enumerate() {
+            if let Err(e) = template::check(arg, LEVEL_VARS) {
+                c.fail(&key(&format!("run[{j}]")), e);
+            }
+        }
+        let shell = l.shell.unwrap_or(false);
+        let timeout = c.duration(
+            &key("timeout"),
+            l.timeout.as_deref(),
+            d::LEVEL_TIMEOUT,
+            ms(10),
+        );
+        let quiesce = c.duration(
+            &key("quiesce"),
+            l.quiesce.as_deref(),
+            d::LEVEL_QUIESCE,
+            ms(0),
+        );
+        let def = LevelDef {
+            level: n,
+            name,
+            run,
+            shell,
+            timeout,
+            quiesce,
+            approve: l.approve.unwrap_or(false),
+        };
+        if level_defs.insert(n, def).is_some() {
+            c.fail(&key("level"), format!("duplicate level {n}: each level number appears once, which also rules out cycles in the order"));
+        }
+    }
+
+    let mut check_defs = Vec::new();
+    let mut check_names = BTreeSet::new();
+    for (i, s) in checks.into_iter().enumerate() {
+        let key = |k: &str| format!("check[{i}].{k}");
+        let name = match s.name.clone() {
+            Some(n) if is_name(&n) => n,
+            Some(n) => {
+                c.fail(
+                    &key("name"),
+                    format!("{n:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+                );
+                n
+            }
+            None => {
+                c.fail(&key("name"), "required");
+                format!("check-{i}")
+            }
+        };
+        if !check_names.insert(name.clone()) {
+            c.fail(&key("name"), format!("duplicate check name {name:?}"));
+        }
+        let scope = match s.scope.as_deref().unwrap_or("node") {
+            "global" => {
+                if s.tier.is_some() {
+                    c.fail(&key("tier"), "a global check has no tier");
+                }
+                ScopeRule::Global
+            }
+            "tier" => match &s.tier {
+                Some(t) if is_name(t) => ScopeRule::Tier {
+                    tier: t.clone(),
+                    min_passing: s.min_passing,
+                },
+                Some(t) => {
+                    c.fail(&key("tier"), format!("{t:?} is not a valid tier name"));
+                    ScopeRule::Global
+                }
+                None => {
+                    c.fail(&key("tier"), "required for scope = \"tier\"");
+                    ScopeRule::Global
+                }
+            },
+            "node" => {
+                if let Some(t) = &s.tier {
+                    if !is_name(t) {
+                        c.fail(&key("tier"), format!("{t:?} is not a valid tier name"));
+                    }
+                }
+                ScopeRule::Node {
+                    tier: s.tier.clone(),
+                }
+            }
+            other => {
+                c.fail(
+                    &key("scope"),
+                    format!("unknown scope {other:?}; use \"global\", \"tier\" or \"node\""),
+                );
+                ScopeRule::Global
+            }
+        };
+        if s.min_passing == Some(0) {
+            c.fail(&key("min_passing"), "must be at least 1");
+        }
+        if s.min_passing.is_some() && !matches!(scope, ScopeRule::Tier { .. }) {
+            c.fail(&key("min_passing"), "only tier checks count passing nodes");
+        }
+        // Which template variables this scope can fill.
+        let vars: &[&str] = match &scope {
+            ScopeRule::Global => &[],
+            ScopeRule::Tier {
+                min_passing: None, ..
+            } => &["tier"],
+            ScopeRule::Tier { .. } => CHECK_VARS,
+            ScopeRule::Node { tier: Some(_) } => CHECK_VARS,
+            ScopeRule::Node { tier: None } => &["node", "node_addr"],
+        };
+        let tmpl = |c: &mut Checker, k: &str, v: &str| {
+            if let Err(e) = template::check(v, vars) {
+                c.fail(
+                    &key(k),
+                    format!(
+                        "{e} (a {} check can use: {})",
+                        scope_word(&scope),
+                        if vars.is_empty() {
+                            "none".to_string()
+                        } else {
+                            vars.iter()
+                                .map(|v| format!("{{{v}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                );
+            }
+        };
+        let kind_name = s.kind.clone().unwrap_or_default();
+        let kind = match kind_name.as_str() {
+            "tcp" => {
+                let host = s.host.clone().unwrap_or_else(|| {
+                    if vars.contains(&"node_addr") {
+                        "{node_addr}".into()
+                    } else {
+                        String::new()
+                    }
+                });
+                tmpl(c, "host", &host);
+                if host.is_empty() {
+                    c.fail(&key("host"), "required for a tcp check outside node scope");
+                }
+                let port = s.port.unwrap_or_else(|| {
+                    c.fail(&key("port"), "required for a tcp check");
+                    0
+                });
+                Some(CheckKind::Tcp { host, port })
+            }
+            "http" => {
+                let url = s.url.clone().unwrap_or_default();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    c.fail(
+                        &key("url"),
+                        format!("{url:?} is not an http:// or https:// URL"),
+                    );
+                }
+                tmpl(c, "url", &url);
+                if let Some(b) = &s.body_contains {
+                    tmpl(c, "body_contains", b);
+                }
+                Some(CheckKind::Http {
+                    url,
+                    expect_status: s.expect_status.unwrap_or(200),
+                    body_contains: s.body_contains.clone(),
+                })
+            }
+            "command" => {
+                let argv = s.command.clone().unwrap_or_default();
+                if argv.is_empty() {
+                    c.fail(
+                        &key("command"),
+                        "required: the plugin and its arguments as a list",
+                    );
+                }
+                for (j, a) in argv.iter().enumerate() {
+                    tmpl(c, &format!("command[{j}]"), a);
+                }
+                Some(CheckKind::Command { argv })
+            }
+            "process" => {
+                if s.process.is_none() && s.pidfile.is_none() {
+                    c.fail(
+                        &key("process"),
+                        "a process check needs `process` (a name) or `pidfile`",
+                    );
+                }
+                if let Some(p) = &s.pidfile {
+                    tmpl(c, "pidfile", p);
+                }
+                Some(CheckKind::Process {
+                    name: s.process.clone(),
+                    pidfile: s.pidfile.clone(),
+                    max_rss_mb: s.max_rss_mb,
+                    max_fds: s.max_fds,
+                    max_threads: s.max_threads,
+                })
+            }
+            "mesh-node" => {
+                let node = s.node.clone().unwrap_or_else(|| {
+                    if vars.contains(&"node") {
+                        "{node}".into()
+                    } else {
+                        String::new()
+                    }
+                });
+                if node.is_empty() {
+                    c.fail(
+                        &key("node"),
+                        "required for a mesh-node check outside node scope",
+                    );
+                }
+                tmpl(c, "node", &node);
+                Some(CheckKind::MeshNode { node })
+            }
+            "mesh-link" => {
+                let source = s.source.clone().unwrap_or_default();
+                let target = s.target.clone().unwrap_or_default();
+                if source.is_empty() || target.is_empty() {
+                    c.fail(
+                        &key("source"),
+                        "a mesh-link check needs `source` and `target` node ids",
+                    );
+                }
+                tmpl(c, "source", &source);
+                tmpl(c, "target", &target);
+                Some(CheckKind::MeshLink { source, target })
+            }
+            "" => {
+                c.fail(
+                    &key("kind"),
+                    "required: tcp, http, command, process, mesh-node or mesh-link",
+                );
+                None
+            }
+            other => {
+                c.fail(&key("kind"), format!("unknown check kind {other:?}; use tcp, http, command, process, mesh-node or mesh-link"));
+                None
+            }
+        };
+        if let Some(level) = s.level {
+            if !level_defs.contains_key(&level) {
+                let known: Vec<String> = level_defs.keys().map(|l| l.to_string()).collect();
+                c.fail(
+                    &key("level"),
+                    format!(
+                        "unknown level {level}; defined levels: {}",
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+        let interval = c.duration(
+            &key("interval"),
+            s.interval.as_deref(),
+            d::CHECK_INTERVAL,
+            ms(100),
+        );
+        let timeout = c.duration(
+            &key("timeout"),
+            s.timeout.as_deref(),
+            d::CHECK_TIMEOUT,
+            ms(10),
+        );
+        let fall = c.count(&key("fall"), s.fall, d::FALL, 1..=100);
+        let rise = c.count(&key("rise"), s.rise, d::RISE, 1..=100);
+        let flap_low = s.flap_low.unwrap_or(d::FLAP_LOW);
+        let flap_high = s.flap_high.unwrap_or(d::FLAP_HIGH);
+        if !(0.0..=100.0).contains(&flap_low)
+            || !(0.0..=100.0).contains(&flap_high)
+            || flap_low >= flap_high
+        {
+            c.fail(
+                &key("flap_low"),
+                format!(
+                    "flap_low ({flap_low}) must be below flap_high ({flap_high}), both percentages"
+                ),
+            );
+        }
+        if let Some(kind) = kind {
+            check_defs.push(CheckDef {
+                name,
+                kind,
+                scope,
+                level: s.level,
+                interval,
+                timeout,
+                fall,
+                rise,
+                flap_low,
+                flap_high,
+            });
+        }
+    }
+
+    let mode = match esc.mode.as_deref().unwrap_or(d::MODE) {
+        "act" => Mode::Act,
+        "plan" => Mode::Plan,
+        other => {
+            c.fail(
+                "escalator.mode",
+                format!("unknown mode {other:?}; use \"act\" or \"plan\""),
+            );
+            Mode::Plan
+        }
+    };
+    let escalator = EscalatorConfig {
+        mode,
+        quiet_period: c.duration(
+            "escalator.quiet_period",
+            esc.quiet_period.as_deref(),
+            d::QUIET_PERIOD,
+            ms(0),
+        ),
+        budget: c.count("escalator.budget", esc.budget, d::BUDGET, 1..=20),
+        backoff: c.duration(
+            "escalator.backoff",
+            esc.backoff.as_deref(),
+            d::BACKOFF,
+            ms(0),
+        ),
+        climb: esc.climb.unwrap_or(d::CLIMB),
+        max_per_scope_per_hour: c.count(
+            "escalator.max_per_scope_per_hour",
+            esc.max_per_scope_per_hour,
+            d::MAX_PER_SCOPE_PER_HOUR,
+            1..=1000,
+        ),
+        max_running: c.count(
+            "escalator.max_running",
+            esc.max_running,
+            d::MAX_RUNNING,
+            1..=1000,
+        ),
+        lease_ttl: c.duration(
+            "escalator.lease_ttl",
+            esc.lease_ttl.as_deref(),
+            d::LEASE_TTL,
+            ms(1000),
+        ),
+        stale_after_intervals: c.count(
+            "escalator.stale_after_intervals",
+            esc.stale_after_intervals,
+            d::STALE_AFTER_INTERVALS,
+            1..=100,
+        ),
+    };
+
+    let mut notify_defs = Vec::new();
+    for (i, n) in notify.into_iter().enumerate() {
+        let key = |k: &str| format!("notify[{i}].{k}");
+        match n.kind.as_deref() {
+            Some("webhook") => match n.url {
+                Some(u) if u.starts_with("http://") => notify_defs.push(NotifyDef::Webhook { url: u }),
+                Some(u) => c.fail(&key("url"), format!("{u:?} is not an http:// URL (https webhooks need a TLS relay in this build)")),
+                None => c.fail(&key("url"), "required for a webhook"),
+            },
+            Some("smtp") => {
+                let server = n.smtp_server.unwrap_or_default();
+                if !server.contains(':') {
+                    c.fail(&key("smtp_server"), "required: host:port of an SMTP relay");
+                }
+                let from = n.from.unwrap_or_default();
+                if !from.contains('@') {
+                    c.fail(&key("from"), "required: a mail address");
+                }
+                let to = n.to.unwrap_or_default();
+                if to.is_empty() || to.iter().any(|t| !t.contains('@')) {
+                    c.fail(&key("to"), "required: a list of mail addresses");
+                }
+                notify_defs.push(NotifyDef::Smtp { server, from, to });
+            }
+            Some("command") => {
+                let run = n.run.unwrap_or_default();
+                if run.is_empty() {
+                    c.fail(&key("run"), "required: the command as a list");
+                }
+                notify_defs.push(NotifyDef::Command { run });
+            }
+            Some(other) => c.fail(&key("kind"), format!("unknown notification kind {other:?}; use webhook, smtp or command")),
+            None => c.fail(&key("kind"), "required: webhook, smtp or command"),
+        }
+    }
+
+    Policy {
+        checks: check_defs,
+        levels: level_defs.into_values().collect(),
+        escalator,
+        notify: notify_defs,
+    }
+}
+
+fn scope_word(s: &ScopeRule) -> &'static str {
+    match s {
+        ScopeRule::Global => "global",
+        ScopeRule::Tier { .. } => "tier",
+        ScopeRule::Node { .. } => "node",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError, ConfigFile, Overrides};
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let file = ConfigFile::parse(Path::new("p.toml"), text)?;
+        Config::from_file(file, &Overrides::default(), "p.toml")
+    }
+
+    #[test]
+    fn a_valid_pattern_is_ordered_most_fundamental_first() {
+        let c = load(
+            r#"
+[[level]]
+level = 6
+name = "redeploy"
+run = ["/opt/ops/redeploy", "{node}"]
+[[level]]
+level = 4
+name = "vm"
+run = ["/opt/ops/create-vm", "{node}"]
+timeout = "20m"
+quiesce = "2m"
+[[check]]
+name = "ping"
+kind = "mesh-node"
+level = 4
+[[check]]
+name = "web"
+kind = "tcp"
+tier = "app"
+port = 80
+level = 6
+fall = 2
+"#,
+        )
+        .unwrap();
+        let p = &c.policy;
+        assert_eq!(p.levels.iter().map(|l| l.level).collect::<Vec<_>>(), [4, 6]);
+        assert_eq!(p.chain_from(4), [4, 6]);
+        assert_eq!(p.chain_from(5), [6]);
+        assert_eq!(p.more_fundamental(6), Some(4));
+        assert_eq!(
+            p.checks[0].kind,
+            super::CheckKind::MeshNode {
+                node: "{node}".into()
+            }
+        );
+        assert_eq!(
+            p.checks[1].kind,
+            super::CheckKind::Tcp {
+                host: "{node_addr}".into(),
+                port: 80
+            }
+        );
+        assert_eq!(p.levels[0].timeout.as_secs(), 1200);
+    }
+
+    #[test]
+    fn every_policy_error_is_listed_with_its_key() {
+        let err = load(
+            r#"
+[[level]]
+level = 2
+name = "a"
+run = ["/bin/true", "{nod}"]
+[[level]]
+level = 2
+name = "b"
+run = []
+[[check]]
+name = "x"
+kind = "snmp"
+[[check]]
+name = "y"
+kind = "tcp"
+scope = "global"
+host = "{node}"
+port = 1
+level = 9
+[[check]]
+name = "y"
+kind = "command"
+command = ["/bin/true"]
+[escalator]
+mode = "yolo"
+"#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { errors, .. } = &err else {
+            panic!("{err}")
+        };
+        let text = err.to_string();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "level[0].run[1]",
+                "level[1].run",
+                "level[1].level",
+                "check[0].kind",
+                "check[1].host",
+                "check[1].level",
+                "check[2].name",
+                "escalator.mode"
+            ],
+            "{text}"
+        );
+        assert!(text.contains("bad template variable {nod}"), "{text}");
+        assert!(text.contains("has no action"), "{text}");
+        assert!(text.contains("duplicate level 2"), "{text}");
+        assert!(text.contains("unknown check kind \"snmp\""), "{text}");
+        assert!(
+            text.contains("unknown level 9; defined levels: 2"),
+            "{text}"
+        );
+    }
+}
