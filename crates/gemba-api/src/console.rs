@@ -10,7 +10,7 @@ use gemba_mesh::{Graph, LinkState};
 
 use crate::svg::{self, esc, link_colour};
 
-const STYLE: &str = r##"
+pub(crate) const STYLE: &str = r##"
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;background:#fff}
 header{display:flex;gap:1.5em;align-items:baseline;padding:.7em 1.2em;background:#1f2328;color:#fff}
 header h1{font-size:1.2em;margin:0}header span{opacity:.8}
@@ -23,6 +23,12 @@ table{border-collapse:collapse}#matrix td,#matrix th{border:1px solid #fff;paddi
 .state{font-weight:600}.state-down{color:#d62728}.state-degraded{color:#b87a00}
 .legend span{display:inline-block;margin-right:1em}.legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-1px;border-radius:2px}
 .muted{color:#57606a}
+header nav a{color:#fff;margin-right:1em}
+.page{padding:1em 1.2em}.page table td,.page table th{padding:3px 8px;border-bottom:1px solid #eaeef2;text-align:left;vertical-align:top}
+.st-OK,.st-passing,.ph-resolved{color:#1a7f37;font-weight:600}.st-WARNING,.ph-quiescing,.ph-verifying,.ph-backoff,.ph-awaiting-approval{color:#b87a00;font-weight:600}
+.st-CRITICAL,.st-failing,.ph-held{color:#d62728;font-weight:600}.st-UNKNOWN,.st-pending{color:#57606a;font-weight:600}.ph-running{color:#0969da;font-weight:600}
+pre{background:#f6f8fa;padding:.5em;max-height:16em;overflow:auto;white-space:pre-wrap;margin:.2em 0}
+.flap{background:#fff1d6;padding:0 .4em;border-radius:3px}
 "##;
 
 const SCRIPT: &str = r##"
@@ -39,14 +45,14 @@ const SCRIPT: &str = r##"
 })();
 "##;
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn ago(since: u64, now: u64) -> String {
+pub(crate) fn ago(since: u64, now: u64) -> String {
     let s = now.saturating_sub(since);
     match s {
         0..=119 => format!("{s}s ago"),
@@ -55,7 +61,7 @@ fn ago(since: u64, now: u64) -> String {
     }
 }
 
-fn utc_time(unix: u64) -> String {
+pub(crate) fn utc_time(unix: u64) -> String {
     let d = unix % 86_400;
     format!("{:02}:{:02}:{:02} UTC", d / 3600, d % 3600 / 60, d % 60)
 }
@@ -227,10 +233,13 @@ pub fn render_panel(served_by: &str, g: &Graph) -> String {
     s
 }
 
+/// Links between the console's pages.
+pub(crate) const NAV: &str = r#"<nav><a href="/">grid</a><a href="/checks">checks</a><a href="/escalations">escalations</a><a href="/plan">plan</a></nav>"#;
+
 /// The whole console page.
 pub fn render_page(node: &str, site: &str, g: &Graph) -> String {
     format!(
-        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>gemba · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node} · site {site}</span><span id="status" class="muted"></span></header><div id="panel">{panel}</div><script>{SCRIPT}</script></body></html>"##,
+        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>gemba · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node} · site {site}</span>{NAV}<span id="status" class="muted"></span></header><div id="panel">{panel}</div><script>{SCRIPT}</script></body></html>"##,
         node = esc(node),
         site = esc(site),
         panel = render_panel(node, g),

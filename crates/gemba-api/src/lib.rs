@@ -6,6 +6,7 @@
 //! beyond loopback cannot be steered by whoever reaches its port.
 
 mod console;
+mod converge;
 mod svg;
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use gemba_mesh::MeshNode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -36,12 +37,24 @@ pub struct ApiState {
     pub mesh: Arc<MeshNode>,
     pub registry: Registry,
     pub token: Option<String>,
+    /// Present on nodes with the server role.
+    pub escalator: Option<gemba_escalator::EscalatorHandle>,
     responses: Family<CodeLabel, Counter>,
 }
 
 impl ApiState {
     /// Builds the state; registers the HTTP metrics into `registry`.
-    pub fn new(mesh: Arc<MeshNode>, mut registry: Registry, token: Option<String>) -> Arc<Self> {
+    pub fn new(mesh: Arc<MeshNode>, registry: Registry, token: Option<String>) -> Arc<Self> {
+        Self::with_escalator(mesh, registry, token, None)
+    }
+
+    /// Builds the state of a server: with its escalator.
+    pub fn with_escalator(
+        mesh: Arc<MeshNode>,
+        mut registry: Registry,
+        token: Option<String>,
+        escalator: Option<gemba_escalator::EscalatorHandle>,
+    ) -> Arc<Self> {
         let responses = Family::<CodeLabel, Counter>::default();
         registry.register(
             "gemba_http_responses",
@@ -52,6 +65,7 @@ impl ApiState {
             mesh,
             registry,
             token,
+            escalator,
             responses,
         })
     }
@@ -71,6 +85,16 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/links", get(links))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/links/{target}", get(link_history))
+        .route("/api/v1/checks", get(converge::checks))
+        .route("/api/v1/plan", get(converge::plan))
+        .route("/api/v1/escalations", get(converge::escalations))
+        .route("/api/v1/escalations/{id}", get(converge::escalation))
+        .route("/api/v1/escalations/{id}/approve", post(converge::approve))
+        .route("/api/v1/scopes/{scope}/ack", post(converge::ack))
+        .route("/checks", get(converge::checks_page))
+        .route("/escalations", get(converge::escalations_page))
+        .route("/escalations/{id}", get(converge::escalation_page))
+        .route("/plan", get(converge::plan_page))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

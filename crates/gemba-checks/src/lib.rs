@@ -8,6 +8,7 @@
 pub mod exec;
 pub mod kinds;
 pub mod nagios;
+pub mod placement;
 pub mod process;
 pub mod result;
 pub mod runner;

@@ -97,6 +97,7 @@ pub struct EscalatorSection {
     pub max_running: Option<u32>,
     pub lease_ttl: Option<String>,
     pub stale_after_intervals: Option<u32>,
+    pub store: Option<std::path::PathBuf>,
 }
 
 /// `[[notify]]` as written.
@@ -239,6 +240,9 @@ pub struct EscalatorConfig {
     #[serde(with = "millis")]
     pub lease_ttl: Duration,
     pub stale_after_intervals: u32,
+    /// The SQLite store; servers that share it share leases and journal.
+    /// Default: `<data_dir>/gemba.db`.
+    pub store: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -362,6 +366,9 @@ pub(crate) fn validate(
             }
         }
         let shell = l.shell.unwrap_or(false);
+        if shell && run.iter().any(|a| template::check(a, &[]).is_err()) {
+            c.fail(&key("run"), "with shell = true, templates would become shell text: use $GEMBA_NODE, $GEMBA_TIER, $GEMBA_SCOPE and $GEMBA_LEVEL from the environment instead");
+        }
         let timeout = c.duration(
             &key("timeout"),
             l.timeout.as_deref(),

@@ -182,7 +182,7 @@ pub enum Effect {
         level: u32,
     },
     /// Persist the escalation's current record.
-    Save(u64),
+    Save(Box<Escalation>),
     Journal(Entry),
     Notify(Notice),
     /// The scope's lease can go.
@@ -436,6 +436,12 @@ impl Engine {
         }));
     }
 
+    fn save(&self, id: u64, fx: &mut Vec<Effect>) {
+        if let Some(e) = self.open.get(&id) {
+            fx.push(Effect::Save(Box::new(e.clone())));
+        }
+    }
+
     fn running_count(&self) -> usize {
         self.open.values().filter(|e| e.phase.active()).count()
     }
@@ -465,7 +471,7 @@ impl Engine {
                     esc.updated_ms = now;
                     let esc = esc.clone();
                     self.journal(&mut fx, Some(&esc), &scope, now, "folded", format!("{scope} is failing too; it folds into escalation {} of the broader scope {}", esc.id, esc.scope));
-                    fx.push(Effect::Save(cover));
+                    self.save(cover, &mut fx);
                 }
                 continue;
             }
@@ -614,7 +620,7 @@ impl Engine {
                 "superseded",
                 format!("superseded by escalation {id} of the broader scope {scope}"),
             );
-            fx.push(Effect::Save(n));
+            self.save(n, &mut fx);
             fx.push(Effect::Release(e.scope.clone()));
             self.open.remove(&n);
         }
@@ -667,7 +673,7 @@ impl Engine {
                 at_ms: now,
                 text,
             }));
-            fx.push(Effect::Save(id));
+            self.save(id, fx);
             return;
         }
         esc.phase = Phase::Running {
@@ -695,7 +701,7 @@ impl Engine {
                 esc.attempt, def.name
             ),
         );
-        fx.push(Effect::Save(id));
+        self.save(id, fx);
         fx.push(Effect::Run {
             id,
             attempt: esc.attempt,
@@ -728,7 +734,7 @@ impl Engine {
         }
         esc.updated_ms = now;
         if !matches!(esc.phase, Phase::Running { level: l, .. } if l == level) {
-            fx.push(Effect::Save(id));
+            self.save(id, &mut fx);
             return fx;
         }
         let name = self
@@ -760,7 +766,7 @@ impl Engine {
                         quiesce / 1000
                     ),
                 );
-                fx.push(Effect::Save(id));
+                self.save(id, &mut fx);
             }
             StepOutcome::Failed(why) | StepOutcome::Interrupted(why) => {
                 let text = format!("level {level} ({name}) failed: {why}");
@@ -802,7 +808,7 @@ impl Engine {
                 at_ms: now,
                 text,
             }));
-            fx.push(Effect::Save(id));
+            self.save(id, fx);
             return;
         }
         let backoff =
@@ -827,7 +833,7 @@ impl Engine {
             esc.start_level
         );
         self.journal(fx, Some(&esc), &esc.scope, now, "retry", text);
-        fx.push(Effect::Save(id));
+        self.save(id, fx);
     }
 
     fn advance(&mut self, id: u64, now: u64, fx: &mut Vec<Effect>) {
@@ -871,7 +877,7 @@ impl Engine {
                             esc.checks.join(", ")
                         ),
                     );
-                    fx.push(Effect::Save(id));
+                    self.save(id, fx);
                     self.advance(id, now, fx);
                 }
             }
@@ -909,7 +915,7 @@ impl Engine {
                         at_ms: now,
                         text,
                     }));
-                    fx.push(Effect::Save(id));
+                    self.save(id, fx);
                     fx.push(Effect::Release(esc.scope.clone()));
                     self.open.remove(&id);
                 } else if !still.is_empty() && !pending || now >= deadline_ms {
@@ -984,7 +990,7 @@ impl Engine {
             "acknowledged",
             format!("acknowledged by {who}; {scope} may escalate again"),
         );
-        fx.push(Effect::Save(id));
+        self.save(id, &mut fx);
         fx.push(Effect::Release(scope.clone()));
         self.open.remove(&id);
         Ok((id, fx))
@@ -1033,8 +1039,13 @@ impl Engine {
         }
         self.watches.remove(&esc.scope);
         self.open.insert(id, esc);
-        fx.push(Effect::Save(id));
+        self.save(id, &mut fx);
         fx
+    }
+
+    /// Stops managing escalation `id` (its lease went to another server).
+    pub fn relinquish(&mut self, id: u64) -> Option<Escalation> {
+        self.open.remove(&id)
     }
 
     /// Records that `scope` escalated at `at_ms` (history for rate limits).

@@ -1,9 +1,14 @@
 //! The escalator: converges the environment from what checks see.
 //!
-//! [`engine`] decides (pure, virtual-time testable); the service wires it
-//! to the store, runs the steps and sends notifications.
+//! [`engine`] decides (pure, virtual-time testable); [`service`] wires it
+//! to the store, runs the steps and sends [`notify`]cations;
+//! [`simulate`] replays recorded results through the same engine.
 
 pub mod engine;
+pub mod metrics;
+pub mod notify;
+pub mod service;
 pub mod simulate;
 
 pub use engine::{Effect, Engine, Escalation, Phase, Plan, StepOutcome};
+pub use service::{spawn, Directory, EscalationView, EscalatorHandle, NodeInfo, ServiceConfig};

@@ -25,6 +25,8 @@ pub struct Member {
     pub http: Option<String>,
     pub live: bool,
     pub generation: u64,
+    /// Tiers the node belongs to.
+    pub tags: Vec<String>,
     /// Outgoing links by target id.
     pub edges: BTreeMap<String, EdgeValue>,
 }
@@ -271,6 +273,7 @@ mod tests {
             http: None,
             live,
             generation: 1,
+            tags: vec![],
             edges: edges
                 .iter()
                 .map(|(t, s)| {

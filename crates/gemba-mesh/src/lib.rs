@@ -19,6 +19,7 @@ pub mod prober;
 pub mod topology;
 pub mod wire;
 
+pub use chitchat::ListenerHandle;
 pub use graph::{Graph, GraphEdge, GraphNode, NodeState};
 pub use link::{LinkState, LinkSummary};
 pub use net::{FaultNet, MemNet, Net, UdpNet};

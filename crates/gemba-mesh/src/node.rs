@@ -26,6 +26,7 @@ use crate::wire::GridKey;
 const KEY_SITE: &str = "site";
 const KEY_HTTP: &str = "http";
 const KEY_VERSION: &str = "version";
+const KEY_TAGS: &str = "tags";
 const EDGE_PREFIX: &str = "e:";
 
 /// A generation id for chitchat: the start time in ms, strictly increasing
@@ -63,6 +64,8 @@ pub struct MeshSettings {
     pub isolated_fraction: f64,
     pub packet_max_age: Duration,
     pub key: GridKey,
+    /// Tiers this node belongs to, published for servers.
+    pub tags: Vec<String>,
 }
 
 impl MeshSettings {
@@ -89,6 +92,7 @@ impl MeshSettings {
             isolated_fraction: m.isolated_fraction,
             packet_max_age: m.packet_max_age,
             key,
+            tags: c.node.tags.clone(),
         }
     }
 }
@@ -173,6 +177,9 @@ impl MeshNode {
         ];
         if let Some(h) = &settings.http {
             initial.push((KEY_HTTP.to_string(), h.clone()));
+        }
+        if !settings.tags.is_empty() {
+            initial.push((KEY_TAGS.to_string(), settings.tags.join(",")));
         }
         let chitchat = Arc::new(
             spawn_chitchat(config, initial, &transport)
@@ -322,6 +329,64 @@ impl MeshNode {
         ))
     }
 
+    /// Publishes `key = value` in this node's gossip state.
+    pub async fn set_local(&self, key: &str, value: &str) {
+        let chitchat = self.chitchat.chitchat();
+        let mut guard = chitchat.lock().await;
+        guard.self_node_state().set(key, value);
+    }
+
+    /// Removes `key` from this node's gossip state.
+    pub async fn delete_local(&self, key: &str) {
+        let chitchat = self.chitchat.chitchat();
+        let mut guard = chitchat.lock().await;
+        guard.self_node_state().delete(key);
+    }
+
+    /// Every value under `prefix` in every node's gossip state (newest
+    /// generation), as (node, key without prefix, value, node is live).
+    pub async fn values_with_prefix(&self, prefix: &str) -> Vec<(String, String, String, bool)> {
+        let chitchat = self.chitchat.chitchat();
+        let guard = chitchat.lock().await;
+        let live: HashSet<&ChitchatId> = guard.live_nodes().collect();
+        let mut newest: HashMap<&str, &ChitchatId> = HashMap::new();
+        for id in guard.node_states().keys() {
+            let e = newest.entry(&id.node_id).or_insert(id);
+            if id.generation_id > e.generation_id {
+                *e = id;
+            }
+        }
+        let mut out = Vec::new();
+        for cid in newest.into_values() {
+            let Some(state) = guard.node_state(cid) else {
+                continue;
+            };
+            for (k, v) in state.key_values() {
+                if let Some(rest) = k.strip_prefix(prefix) {
+                    out.push((
+                        cid.node_id.to_string(),
+                        rest.to_string(),
+                        v.to_string(),
+                        live.contains(cid),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Calls `f(node, key without prefix, value)` whenever a gossip value
+    /// under `prefix` changes on any other node. Keep the returned handle.
+    pub async fn subscribe(
+        &self,
+        prefix: &str,
+        f: impl Fn(&str, &str, &str) + Send + Sync + 'static,
+    ) -> chitchat::ListenerHandle {
+        let chitchat = self.chitchat.chitchat();
+        let guard = chitchat.lock().await;
+        guard.subscribe_event(prefix, move |e| f(&e.node.node_id, e.key, e.value))
+    }
+
     /// This node's outgoing links at full resolution.
     pub fn local_links(&self) -> Vec<(String, LinkSummary)> {
         link_summaries(&self.links, &self.settings.policy)
@@ -389,6 +454,15 @@ fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
             http: state.get(KEY_HTTP).map(str::to_string),
             live: live.contains(cid),
             generation: cid.generation_id,
+            tags: state
+                .get(KEY_TAGS)
+                .map(|t| {
+                    t.split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
             edges,
         });
     }

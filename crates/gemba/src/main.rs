@@ -2,6 +2,8 @@
 //! exit code (0 ok, 1 failure, 2 usage, 64 bad configuration).
 
 mod cli;
+mod converge;
+mod converge_cmd;
 mod demo;
 mod graph_cmd;
 mod node;
@@ -53,6 +55,21 @@ fn main() -> ExitCode {
             runtime(true).block_on(demo::run(args))
         }
         Command::Graph(args) => graph_cmd::run(&args),
+        Command::Check(args) => {
+            init_tracing("warn");
+            return converge_cmd::check(&args);
+        }
+        Command::Plan(args) => converge_cmd::plan(&args),
+        Command::Simulate(args) => match converge_cmd::simulate(&args) {
+            Err(e) if e.downcast_ref::<gemba_core::ConfigError>().is_some() => {
+                eprintln!("gemba: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            other => other,
+        },
+        Command::Escalations(args) => converge_cmd::escalations(&args),
+        Command::Approve(args) => converge_cmd::approve(&args),
+        Command::Ack(args) => converge_cmd::ack(&args),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());
@@ -61,8 +78,17 @@ fn main() -> ExitCode {
             ConfigCommand::Check(args) => match args.load_config() {
                 Ok(c) => {
                     println!(
-                        "configuration is valid: node {} in site {}, mesh on {}, http on {}",
-                        c.node.id, c.node.site, c.mesh.listen, c.http.listen
+                        "configuration is valid: node {} in site {}, mesh on {}, http on {}; {} check(s), {} level(s), escalator mode {}",
+                        c.node.id,
+                        c.node.site,
+                        c.mesh.listen,
+                        c.http.listen,
+                        c.policy.checks.len(),
+                        c.policy.levels.len(),
+                        match c.policy.escalator.mode {
+                            gemba_core::Mode::Act => "act",
+                            gemba_core::Mode::Plan => "plan",
+                        }
                     );
                     Ok(())
                 }

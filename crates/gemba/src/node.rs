@@ -49,7 +49,13 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let settings = MeshSettings::from_config(&config, grid_key, Some(http_addr.to_string()));
     let mesh = Arc::new(MeshNode::start(settings, Arc::new(UdpNet), Some(&mut registry)).await?);
-    let api = gemba_api::ApiState::new(mesh.clone(), registry, config.http.token.clone());
+    let convergence = crate::converge::start(&config, mesh.clone(), &mut registry).await?;
+    let api = gemba_api::ApiState::with_escalator(
+        mesh.clone(),
+        registry,
+        config.http.token.clone(),
+        convergence.escalator.clone(),
+    );
     println!(
         "gemba node {} (site {}) running: console http://{}/ · mesh {} udp+tcp",
         config.node.id, config.node.site, http_addr, config.mesh.listen
@@ -63,6 +69,7 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     // In-flight requests get a grace period; then the process ends anyway.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    convergence.stop();
     if let Ok(mesh) = Arc::try_unwrap(mesh) {
         mesh.shutdown().await;
     }

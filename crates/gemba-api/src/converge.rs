@@ -1,0 +1,345 @@
+//! Checks, the plan and escalations: JSON under `/api/v1` and console
+//! pages. Served by nodes with the server role; an agent answers 503 with
+//! a message saying so.
+
+use std::fmt::Write;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use gemba_escalator::{EscalatorHandle, Phase};
+use serde_json::json;
+
+use crate::console::{ago, now_unix, utc_time, NAV, STYLE};
+use crate::svg::esc;
+use crate::{error, Shared};
+
+fn server(s: &Shared) -> Result<&EscalatorHandle, Response> {
+    s.escalator.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node {} runs no server role (node.server = false): ask a server for checks and escalations", s.mesh.id()),
+        )
+    })
+}
+
+/// Who asked, for the journal: `X-Gemba-User`, else "api".
+fn who(req: &Request) -> String {
+    req.headers()
+        .get("x-gemba-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .unwrap_or("api")
+        .to_string()
+}
+
+pub async fn checks(State(s): State<Shared>) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let mut checks = h.checks().await;
+    checks.sort_by(|a, b| (b.state, &a.scope, &a.check).cmp(&(a.state, &b.scope, &b.check)));
+    Json(json!({ "served_by": s.mesh.id(), "checks": checks })).into_response()
+}
+
+pub async fn plan(State(s): State<Shared>) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match h.plan().await {
+        Some(p) => Json(json!({ "served_by": s.mesh.id(), "plan": p })).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the escalator is not running",
+        ),
+    }
+}
+
+pub async fn escalations(State(s): State<Shared>) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match h.escalations(100).await {
+        Ok(list) => Json(json!({ "served_by": s.mesh.id(), "escalations": list })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn parse_id(id: &str) -> Result<u64, Response> {
+    id.parse().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not an escalation id (a number)"),
+        )
+    })
+}
+
+pub async fn escalation(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let id = match parse_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match h.escalation(id).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no escalation {id}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+pub async fn approve(State(s): State<Shared>, Path(id): Path<String>, req: Request) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let id = match parse_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match h.approve(id, &who(&req)).await {
+        Ok(()) => Json(json!({ "approved": id })).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+pub async fn ack(State(s): State<Shared>, Path(scope): Path<String>, req: Request) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let scope = match scope.parse() {
+        Ok(sc) => sc,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match h.ack(scope, &who(&req)).await {
+        Ok(id) => Json(json!({ "acknowledged": id })).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+fn page(s: &Shared, title: &str, body: &str) -> Response {
+    let node = esc(s.mesh.id());
+    Html(format!(
+        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta http-equiv="refresh" content="5"><title>gemba · {title} · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node}</span>{NAV}</header><main class="page"><section><h2>{title}</h2>{body}</section></main></body></html>"##,
+        title = esc(title),
+    ))
+    .into_response()
+}
+
+fn when(ms: u64) -> String {
+    let now = now_unix();
+    format!("{} ({})", utc_time(ms / 1000), ago(ms / 1000, now))
+}
+
+pub async fn checks_page(State(s): State<Shared>) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let mut checks = h.checks().await;
+    checks.sort_by(|a, b| (b.state, &a.scope, &a.check).cmp(&(a.state, &b.scope, &b.check)));
+    let mut t = String::from(
+        r#"<table id="checks"><tr><th>check</th><th>scope</th><th>status</th><th>state</th><th>since</th><th>level</th><th>output</th><th>observer</th></tr>"#,
+    );
+    for c in &checks {
+        let flap = if c.flapping {
+            format!(
+                r#" <span class="flap">flapping {:.0} %</span>"#,
+                c.flap_percent
+            )
+        } else {
+            String::new()
+        };
+        let trust = if c.trusted {
+            ""
+        } else {
+            r#" <span class="flap">untrusted observer</span>"#
+        };
+        let _ = write!(
+            t,
+            r#"<tr class="check"><td>{}</td><td>{}</td><td class="st-{st}">{st}</td><td class="st-{hs}">{hs}{flap}{trust}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            esc(&c.check),
+            esc(&c.scope.to_string()),
+            when(c.since_ms),
+            c.level.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+            esc(&c.output),
+            esc(&c.observer),
+            st = c.status.as_str(),
+            hs = c.state.as_str(),
+        );
+    }
+    t.push_str("</table>");
+    if checks.is_empty() {
+        t = r#"<p id="no-checks" class="muted">no check results yet</p>"#.into();
+    }
+    page(&s, "checks", &t)
+}
+
+pub async fn escalations_page(State(s): State<Shared>) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let list = match h.escalations(100).await {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let mut t = String::from(
+        r#"<table id="escalations"><tr><th>id</th><th>scope</th><th>phase</th><th>attempt</th><th>levels</th><th>checks</th><th>opened</th></tr>"#,
+    );
+    for e in &list {
+        let _ = write!(
+            t,
+            r#"<tr class="escalation"><td><a href="/escalations/{id}">{id}</a></td><td>{}</td><td class="ph-{ph}">{ph}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            esc(&e.scope.to_string()),
+            e.attempt,
+            e.chain
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(" → "),
+            esc(&e.checks.join(", ")),
+            when(e.opened_ms),
+            id = e.id,
+            ph = e.phase.name(),
+        );
+    }
+    t.push_str("</table>");
+    if list.is_empty() {
+        t = r#"<p id="no-escalations" class="muted">no escalations yet</p>"#.into();
+    }
+    page(&s, "escalations", &t)
+}
+
+pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let id = match parse_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let v = match h.escalation(id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no escalation {id}")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let e = &v.escalation;
+    let mut b = format!(
+        r#"<p>scope <b>{}</b> · phase <b class="ph-{ph}">{ph}</b> · attempt {} · checks {}</p>"#,
+        esc(&e.scope.to_string()),
+        e.attempt,
+        esc(&e.checks.join(", ")),
+        ph = e.phase.name(),
+    );
+    if let Phase::AwaitingApproval { level } = e.phase {
+        let _ = write!(
+            b,
+            "<p>level {level} waits for approval: <code>gemba approve {id}</code></p>"
+        );
+    }
+    if let Phase::Held { .. } = e.phase {
+        let _ = write!(
+            b,
+            "<p>held until acknowledged: <code>gemba ack {}</code></p>",
+            esc(&e.scope.to_string())
+        );
+    }
+    b.push_str(
+        r#"<h2>timeline</h2><table id="timeline"><tr><th>time</th><th>what</th><th></th></tr>"#,
+    );
+    for j in &v.journal {
+        let _ = write!(
+            b,
+            r#"<tr class="entry"><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            when(j.at_ms),
+            esc(&j.kind),
+            esc(&j.text)
+        );
+    }
+    b.push_str(r#"</table><h2>steps</h2><table id="steps"><tr><th>attempt</th><th>level</th><th>started</th><th>outcome</th><th>output</th></tr>"#);
+    for st in &e.steps {
+        let outcome = match &st.outcome {
+            None => "running".to_string(),
+            Some(o) => serde_json::to_value(o)
+                .ok()
+                .map(|v| match (v.get("outcome"), v.get("reason")) {
+                    (Some(o), Some(r)) => {
+                        format!("{}: {}", o.as_str().unwrap_or(""), r.as_str().unwrap_or(""))
+                    }
+                    (Some(o), None) => o.as_str().unwrap_or("").to_string(),
+                    _ => String::new(),
+                })
+                .unwrap_or_default(),
+        };
+        let _ = write!(
+            b,
+            r#"<tr class="step"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>"#,
+            st.attempt,
+            st.level,
+            esc(&st.name),
+            when(st.started_ms),
+            esc(&outcome),
+            esc(&st.output),
+        );
+    }
+    b.push_str("</table>");
+    page(&s, &format!("escalation {id}"), &b)
+}
+
+pub async fn plan_page(State(s): State<Shared>) -> Response {
+    let h = match server(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let Some(p) = h.plan().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the escalator is not running",
+        );
+    };
+    let mut b = format!("<p>mode <b>{}</b></p>", esc(&p.mode));
+    if p.scopes.is_empty() {
+        b.push_str(
+            r#"<p id="no-plan" class="muted">nothing to do: no failing checks with a level</p>"#,
+        );
+    } else {
+        b.push_str(r#"<table id="plan"><tr><th>scope</th><th>would run</th><th>status</th><th>when</th><th>because</th></tr>"#);
+        for sp in &p.scopes {
+            let because: Vec<String> = sp
+                .checks
+                .iter()
+                .map(|c| match &c.ignored {
+                    None => format!("{} (level {})", c.id, c.level),
+                    Some(i) => format!(
+                        "{} (ignored: {})",
+                        c.id,
+                        serde_json::to_value(i)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    ),
+                })
+                .collect();
+            let _ = write!(
+                b,
+                r#"<tr class="scope-plan"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                esc(&sp.scope.to_string()),
+                esc(&sp.chain.join(" → ")),
+                esc(&sp.status),
+                sp.at_ms.map(when).unwrap_or_default(),
+                esc(&because.join(", ")),
+            );
+        }
+        b.push_str("</table>");
+    }
+    page(&s, "plan", &b)
+}

@@ -1,0 +1,139 @@
+//! Telling people: a webhook (JSON with a Slack-compatible `text`), mail
+//! through an SMTP relay, or a command with the notice on stdin and in its
+//! environment. Sending never blocks the escalator; a failure is logged
+//! and journaled by the caller, and never retried in a loop.
+
+use std::time::Duration;
+
+use gemba_checks::exec::{self, ExecSpec};
+use gemba_core::policy::NotifyDef;
+use serde_json::json;
+
+use crate::engine::{Notice, NoticeKind};
+
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn kind_word(k: &NoticeKind) -> &'static str {
+    match k {
+        NoticeKind::StepFailed => "step-failed",
+        NoticeKind::GaveUp => "gave-up",
+        NoticeKind::ApprovalNeeded => "approval-needed",
+        NoticeKind::Resolved => "resolved",
+        NoticeKind::Flapping => "flapping",
+    }
+}
+
+/// The one-line text every channel carries.
+pub fn headline(n: &Notice, node: &str) -> String {
+    let esc = n
+        .escalation
+        .map(|i| format!(" escalation {i}"))
+        .unwrap_or_default();
+    format!(
+        "[gemba {node}] {} {}{esc}: {}",
+        kind_word(&n.kind),
+        n.scope,
+        n.text
+    )
+}
+
+pub fn payload(n: &Notice, node: &str) -> serde_json::Value {
+    json!({
+        "text": headline(n, node),
+        "kind": kind_word(&n.kind),
+        "scope": n.scope.to_string(),
+        "escalation": n.escalation,
+        "at_ms": n.at_ms,
+        "message": n.text,
+        "server": node,
+    })
+}
+
+/// Sends `n` to `target`; returns a description of the failure, if any.
+pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), String> {
+    match target {
+        NotifyDef::Webhook { url } => {
+            let body = payload(n, node).to_string();
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(SEND_TIMEOUT))
+                    .build()
+                    .into();
+                agent
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .send(body.as_bytes())
+                    .map(|_| ())
+                    .map_err(|e| format!("webhook {url}: {e}"))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+        NotifyDef::Smtp { server, from, to } => {
+            let subject = headline(n, node);
+            let body = format!(
+                "{}\n\nscope: {}\nescalation: {}\n",
+                n.text,
+                n.scope,
+                n.escalation
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into())
+            );
+            let (server, from, to) = (server.clone(), from.clone(), to.clone());
+            tokio::task::spawn_blocking(move || smtp(&server, &from, &to, &subject, &body))
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        NotifyDef::Command { run } => {
+            let o = exec::run(&ExecSpec {
+                argv: run.clone(),
+                env: vec![
+                    ("GEMBA_NOTICE".into(), kind_word(&n.kind).into()),
+                    ("GEMBA_SCOPE".into(), n.scope.to_string()),
+                    (
+                        "GEMBA_ESCALATION_ID".into(),
+                        n.escalation.map(|i| i.to_string()).unwrap_or_default(),
+                    ),
+                    ("GEMBA_TEXT".into(), headline(n, node)),
+                ],
+                timeout: SEND_TIMEOUT,
+                stdin: Some(payload(n, node).to_string().into_bytes()),
+            })
+            .await;
+            if o.success() {
+                Ok(())
+            } else {
+                Err(format!("notify command {}: {}", run[0], o.describe_end()))
+            }
+        }
+    }
+}
+
+fn smtp(server: &str, from: &str, to: &[String], subject: &str, body: &str) -> Result<(), String> {
+    use lettre::message::Mailbox;
+    use lettre::{Message, SmtpTransport, Transport};
+    let parse = |a: &str| {
+        a.parse::<Mailbox>()
+            .map_err(|e| format!("bad mail address {a:?}: {e}"))
+    };
+    let mut msg = Message::builder().from(parse(from)?).subject(subject);
+    for t in to {
+        msg = msg.to(parse(t)?);
+    }
+    let msg = msg
+        .body(body.to_string())
+        .map_err(|e| format!("cannot build mail: {e}"))?;
+    let (host, port) = server
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("bad SMTP server {server:?}"))?;
+    let transport = SmtpTransport::builder_dangerous(host)
+        .port(port)
+        .timeout(Some(SEND_TIMEOUT))
+        .build();
+    transport
+        .send(&msg)
+        .map(|_| ())
+        .map_err(|e| format!("smtp {server}: {e}"))
+}

@@ -1,0 +1,581 @@
+//! The escalator as a running service: the engine fed with check results,
+//! its effects carried out against the store (journal, records, leases,
+//! step claims), steps run as processes, notifications sent.
+//!
+//! At most once: a server opens an escalation only while it holds the
+//! scope's lease, renews the lease while the escalation is open, and claims
+//! each step in the store before running it. A server that loses a lease
+//! stops managing that escalation; one whose lease expired is replaced by
+//! another server adopting the record, which never re-runs a step whose
+//! outcome it does not know.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gemba_checks::exec::{self, ExecSpec};
+use gemba_checks::{CheckResult, Clock};
+use gemba_core::{template, Policy, Scope};
+use gemba_store::{EscalationRow, JournalRow, Store};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::engine::{Effect, Engine, Escalation, Plan, StepOutcome};
+use crate::metrics::EscalatorMetrics;
+use crate::notify;
+
+/// What servers know of each node, for templates and step environments.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeInfo {
+    /// The node's address without port.
+    pub addr: String,
+    pub tiers: Vec<String>,
+}
+
+pub type Directory = BTreeMap<String, NodeInfo>;
+
+enum Command {
+    Plan(oneshot::Sender<Plan>),
+    Checks(oneshot::Sender<Vec<CheckResult>>),
+    Approve {
+        id: u64,
+        who: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Ack {
+        scope: Scope,
+        who: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// An escalation with its journal, as the API and console show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct EscalationView {
+    #[serde(flatten)]
+    pub escalation: Escalation,
+    pub phase_name: &'static str,
+    pub journal: Vec<JournalRow>,
+}
+
+/// How callers (API, CLI) talk to a running escalator.
+#[derive(Clone)]
+pub struct EscalatorHandle {
+    tx: mpsc::Sender<Command>,
+    pub store: Arc<dyn Store>,
+    pub policy: Arc<Policy>,
+}
+
+fn parse_row(r: &EscalationRow) -> Option<Escalation> {
+    serde_json::from_str(&r.body).ok()
+}
+
+impl EscalatorHandle {
+    pub async fn plan(&self) -> Option<Plan> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Plan(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn checks(&self) -> Vec<CheckResult> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Checks(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn approve(&self, id: u64, who: &str) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Approve {
+                id,
+                who: who.into(),
+                reply: tx,
+            })
+            .await
+            .map_err(|_| "the escalator is not running".to_string())?;
+        rx.await.map_err(|_| "the escalator stopped".to_string())?
+    }
+
+    pub async fn ack(&self, scope: Scope, who: &str) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ack {
+                scope,
+                who: who.into(),
+                reply: tx,
+            })
+            .await
+            .map_err(|_| "the escalator is not running".to_string())?;
+        rx.await.map_err(|_| "the escalator stopped".to_string())?
+    }
+
+    /// Open escalations and the newest `limit` closed ones, newest first.
+    pub async fn escalations(&self, limit: usize) -> Result<Vec<Escalation>, String> {
+        let rows = self
+            .store
+            .escalations(limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows.iter().filter_map(parse_row).collect())
+    }
+
+    pub async fn escalation(&self, id: u64) -> Result<Option<EscalationView>, String> {
+        let Some(row) = self.store.escalation(id).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let Some(esc) = parse_row(&row) else {
+            return Err(format!("escalation {id} has an unreadable record"));
+        };
+        let journal = self.store.journal(id).await.map_err(|e| e.to_string())?;
+        Ok(Some(EscalationView {
+            phase_name: esc.phase.name(),
+            escalation: esc,
+            journal,
+        }))
+    }
+}
+
+/// Everything the service needs.
+pub struct ServiceConfig {
+    pub policy: Arc<Policy>,
+    pub store: Arc<dyn Store>,
+    /// This server's name in leases and the journal.
+    pub holder: String,
+    pub directory: watch::Receiver<Directory>,
+    pub clock: Clock,
+    /// How often the engine's timers are checked.
+    pub tick: Duration,
+}
+
+/// Starts the escalator. Feed it results through the returned sender.
+pub fn spawn(
+    cfg: ServiceConfig,
+    registry: Option<&mut Registry>,
+) -> (EscalatorHandle, mpsc::Sender<CheckResult>, JoinHandle<()>) {
+    let (results_tx, results_rx) = mpsc::channel(4096);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let metrics = EscalatorMetrics::default();
+    if let Some(r) = registry {
+        metrics.register(r);
+    }
+    let handle = EscalatorHandle {
+        tx: cmd_tx,
+        store: cfg.store.clone(),
+        policy: cfg.policy.clone(),
+    };
+    let service = Service {
+        engine: Engine::new(cfg.policy.clone()),
+        policy: cfg.policy,
+        store: cfg.store,
+        holder: cfg.holder,
+        directory: cfg.directory,
+        clock: cfg.clock,
+        tick: cfg.tick,
+        metrics,
+        steps: JoinSet::new(),
+    };
+    let task = tokio::spawn(service.run(results_rx, cmd_rx));
+    (handle, results_tx, task)
+}
+
+type StepDone = (u64, u32, StepOutcome, String, Duration);
+
+struct Service {
+    engine: Engine,
+    policy: Arc<Policy>,
+    store: Arc<dyn Store>,
+    holder: String,
+    directory: watch::Receiver<Directory>,
+    clock: Clock,
+    tick: Duration,
+    metrics: EscalatorMetrics,
+    steps: JoinSet<StepDone>,
+}
+
+impl Service {
+    fn lease_ttl(&self) -> u64 {
+        self.policy.escalator.lease_ttl.as_millis() as u64
+    }
+
+    async fn run(
+        mut self,
+        mut results: mpsc::Receiver<CheckResult>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        self.recover().await;
+        let fx = self.engine.tick(self.clock.now_ms());
+        self.apply(fx).await;
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leases = tokio::time::interval(self.policy.escalator.lease_ttl / 3);
+        leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        leases.tick().await;
+        loop {
+            tokio::select! {
+                r = results.recv() => {
+                    let Some(r) = r else { break };
+                    let mut fx = self.observe(r);
+                    // Take what else has arrived, then decide once.
+                    for _ in 0..4096 {
+                        match results.try_recv() {
+                            Ok(r) => fx.extend(self.observe(r)),
+                            Err(_) => break,
+                        }
+                    }
+                    fx.extend(self.engine.tick(self.clock.now_ms()));
+                    self.apply(fx).await;
+                }
+                _ = tick.tick() => {
+                    let fx = self.engine.tick(self.clock.now_ms());
+                    self.apply(fx).await;
+                }
+                _ = leases.tick() => {
+                    self.renew_leases().await;
+                    self.adopt_orphans().await;
+                }
+                Some(done) = self.steps.join_next() => {
+                    if let Ok((id, level, outcome, output, took)) = done {
+                        self.metrics.step_duration(level, took);
+                        let fx = self.engine.step_done(id, level, outcome, output, self.clock.now_ms());
+                        self.apply(fx).await;
+                    }
+                }
+                c = commands.recv() => {
+                    let Some(c) = c else { break };
+                    self.command(c).await;
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, r: CheckResult) -> Vec<Effect> {
+        self.metrics.check(&r);
+        self.engine.observe(r)
+    }
+
+    async fn command(&mut self, c: Command) {
+        let now = self.clock.now_ms();
+        match c {
+            Command::Plan(reply) => {
+                let _ = reply.send(self.engine.plan(now));
+            }
+            Command::Checks(reply) => {
+                let _ = reply.send(self.engine.results().cloned().collect());
+            }
+            Command::Approve { id, who, reply } => {
+                let r = match self.engine.approve(id, &who, now) {
+                    Ok(fx) => {
+                        self.apply(fx).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(self.elsewhere(id, e.to_string()).await),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Ack { scope, who, reply } => {
+                let r = match self.engine.ack(&scope, &who, now) {
+                    Ok((id, fx)) => {
+                        self.apply(fx).await;
+                        Ok(id)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Explains an escalation this server does not manage.
+    async fn elsewhere(&self, id: u64, fallback: String) -> String {
+        let Ok(Some(row)) = self.store.escalation(id).await else {
+            return fallback;
+        };
+        if !row.open {
+            return format!("escalation {id} is {}", row.phase);
+        }
+        match self
+            .store
+            .lease_holder(&row.scope, self.clock.now_ms())
+            .await
+        {
+            Ok(Some(h)) if h != self.holder => {
+                format!("escalation {id} is handled by server {h}; ask it")
+            }
+            _ => fallback,
+        }
+    }
+
+    /// After a start: rate-limit history and the escalations this server
+    /// (or an expired holder) left open.
+    async fn recover(&mut self) {
+        let now = self.clock.now_ms();
+        let rows = match self.store.opened_since(now.saturating_sub(3_600_000)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot read escalations from the store: {e}");
+                return;
+            }
+        };
+        for row in rows {
+            let Some(esc) = parse_row(&row) else { continue };
+            if row.open {
+                self.try_adopt(esc).await;
+            } else {
+                self.engine
+                    .remember_opened(esc.scope.clone(), esc.opened_ms);
+            }
+        }
+    }
+
+    async fn try_adopt(&mut self, esc: Escalation) {
+        let now = self.clock.now_ms();
+        let scope = esc.scope.to_string();
+        match self
+            .store
+            .acquire_lease(&scope, &self.holder, now, self.lease_ttl())
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(escalation = esc.id, scope = %scope, "adopting escalation");
+                let fx = self.engine.adopt(esc, now);
+                self.apply(fx).await;
+            }
+            Ok(false) => self
+                .engine
+                .remember_opened(esc.scope.clone(), esc.opened_ms),
+            Err(e) => tracing::warn!("cannot take the lease on {scope}: {e}"),
+        }
+    }
+
+    async fn adopt_orphans(&mut self) {
+        let Ok(rows) = self.store.escalations(0).await else {
+            return;
+        };
+        for row in rows.into_iter().filter(|r| r.open) {
+            if self.engine.escalation(row.id).is_some() {
+                continue;
+            }
+            if let Some(esc) = parse_row(&row) {
+                let now = self.clock.now_ms();
+                if let Ok(None) = self.store.lease_holder(&row.scope, now).await {
+                    self.try_adopt(esc).await;
+                }
+            }
+        }
+    }
+
+    async fn renew_leases(&mut self) {
+        let now = self.clock.now_ms();
+        let mine: Vec<(u64, String)> = self
+            .engine
+            .open_escalations()
+            .map(|e| (e.id, e.scope.to_string()))
+            .collect();
+        for (id, scope) in mine {
+            match self
+                .store
+                .acquire_lease(&scope, &self.holder, now, self.lease_ttl())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(escalation = id, scope = %scope, "lost the lease to another server; it takes over");
+                    self.engine.relinquish(id);
+                }
+                Err(e) => tracing::warn!("cannot renew the lease on {scope}: {e}"),
+            }
+        }
+    }
+
+    async fn apply(&mut self, fx: Vec<Effect>) {
+        let mut queue: VecDeque<Effect> = fx.into();
+        while let Some(f) = queue.pop_front() {
+            let now = self.clock.now_ms();
+            match f {
+                Effect::Open {
+                    scope,
+                    level,
+                    checks,
+                } => {
+                    let key = scope.to_string();
+                    match self
+                        .store
+                        .acquire_lease(&key, &self.holder, now, self.lease_ttl())
+                        .await
+                    {
+                        Ok(true) => match self.store.next_escalation_id().await {
+                            Ok(id) => {
+                                queue.extend(self.engine.opened(id, scope, level, checks, now))
+                            }
+                            Err(e) => queue.extend(self.engine.deferred(
+                                scope,
+                                now + self.lease_ttl(),
+                                format!("store error: {e}"),
+                                now,
+                            )),
+                        },
+                        Ok(false) => {
+                            let holder = self
+                                .store
+                                .lease_holder(&key, now)
+                                .await
+                                .ok()
+                                .flatten()
+                                .unwrap_or_else(|| "another server".into());
+                            queue.extend(self.engine.deferred(
+                                scope,
+                                now + self.lease_ttl(),
+                                format!("server {holder} holds the lease on {key}"),
+                                now,
+                            ));
+                        }
+                        Err(e) => queue.extend(self.engine.deferred(
+                            scope,
+                            now + self.lease_ttl(),
+                            format!("store error: {e}"),
+                            now,
+                        )),
+                    }
+                }
+                Effect::Run { id, attempt, level } => {
+                    match self
+                        .store
+                        .claim_step(id, attempt, level, &self.holder, now)
+                        .await
+                    {
+                        Ok(true) => self.start_step(id, attempt, level),
+                        Ok(false) => queue.extend(self.engine.step_done(
+                            id,
+                            level,
+                            StepOutcome::NotRun("another server already ran this step".into()),
+                            String::new(),
+                            now,
+                        )),
+                        Err(e) => queue.extend(self.engine.step_done(
+                            id,
+                            level,
+                            StepOutcome::Failed(format!("cannot claim the step in the store: {e}")),
+                            String::new(),
+                            now,
+                        )),
+                    }
+                }
+                Effect::Save(esc) => {
+                    let row = EscalationRow {
+                        id: esc.id,
+                        scope: esc.scope.to_string(),
+                        phase: esc.phase.name().into(),
+                        open: !esc.phase.closed(),
+                        opened_ms: esc.opened_ms,
+                        updated_ms: esc.updated_ms,
+                        body: serde_json::to_string(&esc).expect("escalation serializes"),
+                    };
+                    if let Err(e) = self.store.save_escalation(row).await {
+                        tracing::error!(escalation = esc.id, "cannot save escalation: {e}");
+                    }
+                }
+                Effect::Journal(e) => {
+                    self.metrics.journal(&e.kind);
+                    let row = JournalRow {
+                        seq: 0,
+                        escalation: e.escalation,
+                        scope: e.scope.to_string(),
+                        at_ms: e.at_ms,
+                        kind: e.kind,
+                        text: e.text,
+                        server: self.holder.clone(),
+                    };
+                    if let Err(e) = self.store.append(row).await {
+                        tracing::error!("cannot write the journal: {e}");
+                    }
+                }
+                Effect::Notify(n) => {
+                    for target in self.policy.notify.clone() {
+                        let (n, node) = (n.clone(), self.holder.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = notify::send(&target, &n, &node).await {
+                                tracing::warn!("notification failed: {e}");
+                            }
+                        });
+                    }
+                }
+                Effect::Release(scope) => {
+                    if let Err(e) = self
+                        .store
+                        .release_lease(&scope.to_string(), &self.holder)
+                        .await
+                    {
+                        tracing::warn!("cannot release the lease on {scope}: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_step(&mut self, id: u64, attempt: u32, level: u32) {
+        let Some(esc) = self.engine.escalation(id) else {
+            return;
+        };
+        let Some(def) = self.policy.level(level).cloned() else {
+            return;
+        };
+        let dir = self.directory.borrow().clone();
+        let (node, tier) = match &esc.scope {
+            Scope::Node(n) => (
+                n.clone(),
+                dir.get(n).map(|i| i.tiers.join(",")).unwrap_or_default(),
+            ),
+            Scope::Tier(t) => (String::new(), t.clone()),
+            Scope::Global => (String::new(), String::new()),
+        };
+        let node_addr = dir.get(&node).map(|i| i.addr.clone()).unwrap_or_default();
+        let scope = esc.scope.to_string();
+        let level_s = level.to_string();
+        let vars = [
+            ("node", node.as_str()),
+            ("node_addr", node_addr.as_str()),
+            ("tier", tier.as_str()),
+            ("scope", scope.as_str()),
+            ("level", level_s.as_str()),
+        ];
+        let argv: Vec<String> = if def.shell {
+            vec!["/bin/sh".into(), "-c".into(), def.run.join(" ")]
+        } else {
+            def.run.iter().map(|a| template::render(a, &vars)).collect()
+        };
+        let checks: Vec<String> = esc.checks.clone();
+        let env = vec![
+            ("GEMBA_LEVEL".to_string(), level_s.clone()),
+            ("GEMBA_LEVEL_NAME".to_string(), def.name.clone()),
+            ("GEMBA_SCOPE_KIND".to_string(), esc.scope.kind().to_string()),
+            ("GEMBA_SCOPE".to_string(), scope.clone()),
+            ("GEMBA_NODE".to_string(), node.clone()),
+            ("GEMBA_NODE_ADDR".to_string(), node_addr.clone()),
+            ("GEMBA_TIER".to_string(), tier.clone()),
+            ("GEMBA_FAILING_CHECKS".to_string(), checks.join(",")),
+            ("GEMBA_ESCALATION_ID".to_string(), id.to_string()),
+            ("GEMBA_ATTEMPT".to_string(), attempt.to_string()),
+            ("GEMBA_SERVER".to_string(), self.holder.clone()),
+        ];
+        tracing::info!(escalation = id, level, argv = ?argv, "running step");
+        let spec = ExecSpec {
+            argv,
+            env,
+            timeout: def.timeout,
+            stdin: None,
+        };
+        self.steps.spawn(async move {
+            let o = exec::run(&spec).await;
+            let outcome = if o.success() {
+                StepOutcome::Succeeded
+            } else {
+                StepOutcome::Failed(o.describe_end())
+            };
+            (id, level, outcome, o.combined(), o.duration)
+        });
+    }
+}
