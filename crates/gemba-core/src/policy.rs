@@ -711,6 +711,7 @@ pub(crate) fn validate(
             d::STALE_AFTER_INTERVALS,
             1..=100,
         ),
+        store: esc.store,
     };
 
     let mut notify_defs = Vec::new();
