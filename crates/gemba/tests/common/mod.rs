@@ -73,6 +73,19 @@ impl NodeProcess {
         n
     }
 
+    /// Starts `gemba` with `args` as node `id` serving HTTP on `ip:8777`.
+    pub fn with_args(id: &str, ip: &str, args: Vec<String>) -> NodeProcess {
+        let mut n = NodeProcess {
+            id: id.to_string(),
+            ip: ip.to_string(),
+            http: format!("http://{ip}:8777"),
+            args,
+            child: None,
+        };
+        n.spawn();
+        n
+    }
+
     fn spawn(&mut self) {
         let child = Command::new(BIN)
             .args(&self.args)
