@@ -23,14 +23,17 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print a node's view of the grid: nodes and broken links.
     Graph(GraphArgs),
-    /// Run every check once from this machine and print a table; the exit
-    /// code is the worst status, as a Nagios plugin's (0 OK, 1 WARNING,
-    /// 2 CRITICAL, 3 UNKNOWN).
+    /// Run every check once from this machine and print a table.
+    ///
+    /// The exit code is the worst status, as a Nagios plugin's (0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN), so other monitoring can run it.
     Check(CheckArgs),
     /// What the escalator would run now, for which scope, and why.
     Plan(ServerArgs),
-    /// Replay recorded check results (JSON lines) against the policy and
-    /// print what the escalator would do, with times.
+    /// Replay recorded check results against the policy, print what would run.
+    ///
+    /// The history is JSON lines, one check result each, as `gemba check
+    /// --json` and `GET /api/v1/checks` write them.
     Simulate(SimulateArgs),
     /// List escalations, or show one with its timeline.
     Escalations(EscalationsArgs),

@@ -221,7 +221,10 @@ fn a_killed_service_is_restarted_by_the_escalation_and_journaled() {
         .unwrap();
     assert_ne!(old, new, "a new service process runs");
     assert!(all_passing(&base, 3));
-    let e = json(&format!("{base}/api/v1/escalations/1")).unwrap();
+    let list = escalations(&base);
+    assert_eq!(list.len(), 1, "one escalation: {list:#?}");
+    let id = list[0]["id"].as_u64().unwrap();
+    let e = json(&format!("{base}/api/v1/escalations/{id}")).expect("the escalation's record");
     // web-pid requires level 5, so the chain is 5 then 6.
     assert_eq!(e["chain"], serde_json::json!([5, 6]));
     let kinds: Vec<&str> = e["journal"]
@@ -255,7 +258,7 @@ fn a_killed_service_is_restarted_by_the_escalation_and_journaled() {
     assert_eq!(log.lines().count(), 2, "{log}");
 
     // The console shows it.
-    let (_, page) = get(&format!("{base}/escalations/1")).unwrap();
+    let (_, page) = get(&format!("{base}/escalations/{id}")).unwrap();
     assert!(
         page.contains("restarted pid") && page.contains("ph-resolved"),
         "{page}"
