@@ -41,6 +41,9 @@ pub enum Command {
     Approve(ApproveArgs),
     /// Acknowledge a scope the escalator gave up on, so it may escalate again.
     Ack(AckArgs),
+    /// The toy service of `gemba demo` (started and restarted by the demo's escalator).
+    #[command(hide = true)]
+    DemoService(DemoServiceArgs),
     /// Print an example config or validate one.
     Config {
         #[command(subcommand)]
@@ -151,6 +154,19 @@ pub struct GraphArgs {
     /// Print the raw JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoServiceArgs {
+    /// Address to answer HTTP on.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// File to write the service's pid to.
+    #[arg(long)]
+    pub pidfile: PathBuf,
+    /// Start in the background and return once it listens.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 #[derive(Debug, Args)]

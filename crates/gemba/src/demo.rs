@@ -4,6 +4,12 @@
 //! is dropped, as a broken route would), reports when every node shows the
 //! link down, heals it, reports when every node shows it up again, and
 //! repeats with another link.
+//!
+//! The demo also converges a service: node 2 runs a toy web service
+//! (`gemba demo-service`) watched by an `http` and a `process` check; the
+//! first node is the server, with an escalator whose restart level brings
+//! the service back. The demo kills the service now and then and prints
+//! the escalator's journal as it decides, restarts and verifies.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -26,6 +32,66 @@ struct DemoNode {
     id: String,
     mesh_addr: SocketAddr,
     mesh: Arc<MeshNode>,
+    _convergence: crate::converge::Convergence,
+}
+
+/// Port of the demo's toy web service.
+const SERVICE_PORT: u16 = 18080;
+
+/// The demo's checks and escalation pattern.
+fn demo_policy(exe: &str, dir: &std::path::Path) -> String {
+    let pidfile = dir.join("web.pid");
+    format!(
+        r#"
+[escalator]
+quiet_period = "3s"
+backoff = "5s"
+
+# 1 = most fundamental. The demo cannot create machines, so level 1 only says
+# what it would do; level 2 restarts the service for real.
+[[level]]
+level = 1
+name = "reprovision"
+run = ["/bin/echo", "would reprovision {{node}} here"]
+timeout = "10s"
+quiesce = "5s"
+
+[[level]]
+level = 2
+name = "restart"
+run = ["{exe}", "demo-service", "--detach", "--listen", "{{node_addr}}:{SERVICE_PORT}", "--pidfile", "{pid}"]
+timeout = "10s"
+quiesce = "2s"
+
+[[check]]
+name = "web-http"
+kind = "http"
+tier = "web"
+url = "http://{{node_addr}}:{SERVICE_PORT}/"
+body_contains = "ok"
+interval = "1s"
+fall = 2
+level = 2
+
+[[check]]
+name = "web-process"
+kind = "process"
+tier = "web"
+pidfile = "{pid}"
+interval = "1s"
+fall = 2
+level = 2
+
+[[check]]
+name = "web-reachable"
+kind = "mesh-node"
+tier = "web"
+interval = "1s"
+fall = 3
+level = 1
+"#,
+        pid = pidfile.display()
+    )
 }
 
 fn demo_key() -> GridKey {
@@ -100,6 +166,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.nodes, sites, args.first_ip
     );
     let mut consoles = Vec::new();
+    let work = std::env::temp_dir().join(format!("gemba-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let exe = std::env::current_exe().context("cannot find the gemba executable")?;
+    let policy = demo_policy(&exe.display().to_string(), &work);
+    let service_node = 1u16.min(args.nodes - 1);
+    let service_addr = SocketAddr::new(
+        IpAddr::V4(nth_ip(args.first_ip, service_node)?),
+        SERVICE_PORT,
+    );
+    let pidfile = work.join("web.pid");
+    let mut escalator = None;
     for i in 0..args.nodes {
         let ip = IpAddr::V4(nth_ip(args.first_ip, i)?);
         let site = SITE_NAMES[(i % sites) as usize];
@@ -118,7 +195,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             },
             ..Default::default()
         };
-        let config = Config::from_file(ConfigFile::default(), &overrides, "demo settings")?;
+        let node_text = format!(
+            "[node]\nserver = {}\ntags = [{}]\ndata_dir = \"{}\"\n{policy}",
+            i == 0,
+            if i == service_node { "\"web\"" } else { "" },
+            work.join(&id).display()
+        );
+        let file = ConfigFile::parse(std::path::Path::new("demo settings"), &node_text)?;
+        let config = Config::from_file(file, &overrides, "demo settings")?;
         let listener = tokio::net::TcpListener::bind(http_addr)
             .await
             .with_context(|| {
@@ -131,7 +215,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot start demo node {id}"))?,
         );
-        let api = gemba_api::ApiState::new(mesh.clone(), registry, None);
+        let convergence = crate::converge::start(&config, mesh.clone(), &mut registry).await?;
+        if convergence.escalator.is_some() {
+            escalator = convergence.escalator.clone();
+        }
+        let api = gemba_api::ApiState::with_escalator(
+            mesh.clone(),
+            registry,
+            None,
+            convergence.escalator.clone(),
+        );
         tokio::spawn(gemba_api::serve(listener, api, std::future::pending()));
         consoles.push(format!(
             "  {id:<8} site {site:<4} console http://{http_addr}/"
@@ -140,11 +233,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             id,
             mesh_addr,
             mesh,
+            _convergence: convergence,
         });
     }
     for c in &consoles {
         println!("{c}");
     }
+    let pid = crate::demo_service::start_detached(service_addr, &pidfile)?;
+    println!(
+        "  service  web on {} (pid {pid}), checked by web-http and web-process; escalations at http://{}/escalations",
+        nodes[service_node as usize].id,
+        SocketAddr::new(IpAddr::V4(args.first_ip), args.http_port)
+    );
     println!(
         "{} all nodes started; open any console above, they all draw the same graph",
         elapsed(start)
@@ -242,10 +342,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             None => crate::node::shutdown_signal().await,
         }
     };
+    let converge = service_kills(
+        escalator,
+        &pidfile,
+        &nodes[service_node as usize].id,
+        start,
+        args.fault_after,
+    );
     tokio::select! {
         _ = faults => {}
+        _ = converge => {}
         _ = stop => {}
     }
+    // Leave nothing running behind.
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
     println!("{} demo stopped", elapsed(start));
     Ok(())
 }
@@ -267,4 +385,55 @@ async fn wait_for_full_mesh(nodes: &[DemoNode], total: usize, limit: Duration) -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// Kills the toy service every now and then and prints the escalator's
+/// journal as it converges it back.
+async fn service_kills(
+    escalator: Option<gemba_escalator::EscalatorHandle>,
+    pidfile: &std::path::Path,
+    node: &str,
+    start: Instant,
+    first_after: Duration,
+) {
+    let Some(h) = escalator else {
+        return std::future::pending().await;
+    };
+    let mut last_seq = 0;
+    let mut next_kill = Instant::now() + first_after + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Ok(mut rows) = h.store.recent_journal(100).await {
+            rows.reverse();
+            let seen = last_seq;
+            for r in rows.into_iter().filter(|r| r.seq > seen) {
+                last_seq = r.seq;
+                let esc = r.escalation.map(|i| format!(" #{i}")).unwrap_or_default();
+                println!(
+                    "{} ESCALATOR {}{esc} {}: {}",
+                    elapsed(start),
+                    r.scope,
+                    r.kind,
+                    r.text
+                );
+            }
+        }
+        if Instant::now() >= next_kill {
+            next_kill = Instant::now() + Duration::from_secs(60);
+            let Ok(text) = std::fs::read_to_string(pidfile) else {
+                continue;
+            };
+            let Ok(pid) = text.trim().parse::<i32>() else {
+                continue;
+            };
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            println!(
+                "{} KILLED the web service on {node} (pid {pid}); the escalator should restart it",
+                elapsed(start)
+            );
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod converge;
 mod converge_cmd;
 mod demo;
+mod demo_service;
 mod graph_cmd;
 mod node;
 
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
             init_tracing("warn");
             return converge_cmd::check(&args);
         }
+        Command::DemoService(args) => demo_service::run(&args),
         Command::Plan(args) => converge_cmd::plan(&args),
         Command::Simulate(args) => match converge_cmd::simulate(&args) {
             Err(e) if e.downcast_ref::<gemba_core::ConfigError>().is_some() => {
