@@ -903,7 +903,7 @@ impl Engine {
                     esc.updated_ms = now;
                     let esc = esc.clone();
                     let text = format!(
-                        "resolved: {} passing again after attempt {}",
+                        "{} passing again after attempt {}",
                         checks.join(", "),
                         esc.attempt
                     );
