@@ -10,6 +10,7 @@
 //!   the in-memory network, in virtual time: convergence and gossip state
 //!   per node.
 
+mod escalator;
 mod grid;
 mod sim;
 
@@ -31,6 +32,21 @@ fn main() -> anyhow::Result<()> {
             let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
             grid::run(&bin, &sizes)
         }
+        Some("planner") => {
+            let nodes = flag("--nodes").map(|s| s.parse()).transpose()?.unwrap_or(1000);
+            let rounds = flag("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(2000);
+            escalator::planner(nodes, rounds)
+        }
+        Some("plugins") => {
+            let runs = flag("--runs").map(|s| s.parse()).transpose()?.unwrap_or(3000);
+            let conc = flag("--concurrency").map(|s| s.parse()).transpose()?.unwrap_or(32);
+            escalator::plugins(runs, conc)
+        }
+        Some("reaction") => {
+            let rounds = flag("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(5);
+            let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
+            escalator::reaction(&bin, rounds)
+        }
         Some("sim") => {
             let nodes = flag("--nodes")
                 .map(|s| s.parse())
@@ -47,7 +63,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps)
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)");
             std::process::exit(2);
         }
     }
