@@ -47,7 +47,11 @@ pub fn planner(nodes: usize, rounds: usize) -> anyhow::Result<()> {
         check: format!("c{check}"),
         scope: gemba_core::Scope::Node(format!("n{node:04}")),
         kind: "tcp".into(),
-        status: if state == HardState::Failing { Status::Critical } else { Status::Ok },
+        status: if state == HardState::Failing {
+            Status::Critical
+        } else {
+            Status::Ok
+        },
         state,
         since_ms: at,
         at_ms: at,
@@ -78,7 +82,11 @@ pub fn planner(nodes: usize, rounds: usize) -> anyhow::Result<()> {
     for i in 0..rounds {
         let now = base + 1000 + i as u64 * 10;
         let node = (i * 7919) % nodes;
-        let state = if i % 2 == 0 { HardState::Failing } else { HardState::Passing };
+        let state = if i % 2 == 0 {
+            HardState::Failing
+        } else {
+            HardState::Passing
+        };
         let t = Instant::now();
         let _ = engine.observe(result(node, i % 10, state, now));
         let _ = engine.tick(now);
@@ -88,7 +96,10 @@ pub fn planner(nodes: usize, rounds: usize) -> anyhow::Result<()> {
         plans.push(t.elapsed().as_secs_f64() * 1000.0);
         std::hint::black_box(plan);
     }
-    println!("planner: {} checks over {nodes} nodes, {rounds} changes", nodes * 10);
+    println!(
+        "planner: {} checks over {nodes} nodes, {rounds} changes",
+        nodes * 10
+    );
     println!("| ingest all results (ms) | change → decision p50 / p99 / max (ms) | change → full plan p50 / p99 / max (ms) |");
     println!("|---|---|---|");
     println!(
@@ -111,7 +122,9 @@ pub fn plugins(runs: usize, concurrency: usize) -> anyhow::Result<()> {
     if !Path::new(plugins).join("check_tcp").exists() {
         bail!("{plugins}/check_tcp is missing: apt-get install monitoring-plugins-basic");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
@@ -186,7 +199,13 @@ fn wait_listening(addr: &str, limit: Duration) -> bool {
 }
 
 fn last_stamp(p: &Path) -> Option<f64> {
-    std::fs::read_to_string(p).ok()?.lines().last()?.trim().parse().ok()
+    std::fs::read_to_string(p)
+        .ok()?
+        .lines()
+        .last()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The same service twice (one copy per supervisor), both SIGKILLed at the
@@ -196,8 +215,10 @@ pub fn reaction(gemba: &str, rounds: usize) -> anyhow::Result<()> {
     if !Path::new(monit).exists() {
         bail!("{monit} is missing: apt-get install monit");
     }
-    let gemba = std::fs::canonicalize(gemba).with_context(|| format!("cannot find {gemba}; build it with cargo build --release"))?;
-    let dir: PathBuf = std::env::temp_dir().join(format!("gemba-bench-reaction-{}", std::process::id()));
+    let gemba = std::fs::canonicalize(gemba)
+        .with_context(|| format!("cannot find {gemba}; build it with cargo build --release"))?;
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("gemba-bench-reaction-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let ip = "127.0.8.201";
@@ -289,10 +310,16 @@ level = 1
     let mut gemba_t = Vec::new();
     let mut monit_t = Vec::new();
     for round in 0..rounds {
-        let (Some(gp), Some(mp)) = (read_pid(&dir.join("gemba-svc.pid")), read_pid(&dir.join("monit-svc.pid"))) else {
+        let (Some(gp), Some(mp)) = (
+            read_pid(&dir.join("gemba-svc.pid")),
+            read_pid(&dir.join("monit-svc.pid")),
+        ) else {
             bail!("round {round}: a service pidfile is missing");
         };
-        let before = (last_stamp(&dir.join("gemba.log")), last_stamp(&dir.join("monit.log")));
+        let before = (
+            last_stamp(&dir.join("gemba.log")),
+            last_stamp(&dir.join("monit.log")),
+        );
         let killed = now_secs();
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe {
@@ -304,10 +331,14 @@ level = 1
         while start.elapsed() < Duration::from_secs(30) && (gt.is_none() || mt.is_none()) {
             std::thread::sleep(Duration::from_millis(50));
             if gt.is_none() {
-                gt = last_stamp(&dir.join("gemba.log")).filter(|t| Some(*t) != before.0).map(|t| t - killed);
+                gt = last_stamp(&dir.join("gemba.log"))
+                    .filter(|t| Some(*t) != before.0)
+                    .map(|t| t - killed);
             }
             if mt.is_none() {
-                mt = last_stamp(&dir.join("monit.log")).filter(|t| Some(*t) != before.1).map(|t| t - killed);
+                mt = last_stamp(&dir.join("monit.log"))
+                    .filter(|t| Some(*t) != before.1)
+                    .map(|t| t - killed);
             }
         }
         println!("round {round}: gemba {gt:?} s, monit {mt:?} s");
@@ -335,7 +366,13 @@ level = 1
         if v.is_empty() {
             return "no restart seen".to_string();
         }
-        format!("{:.2} / {:.2} / {:.2} ({} of {rounds})", percentile(v, 0.0), percentile(v, 0.5), percentile(v, 1.0), v.len())
+        format!(
+            "{:.2} / {:.2} / {:.2} ({} of {rounds})",
+            percentile(v, 0.0),
+            percentile(v, 0.5),
+            percentile(v, 1.0),
+            v.len()
+        )
     };
     println!("reaction: SIGKILL → restart command starts; gemba: interval 1 s, fall 2, quiet period 2 s; monit: cycle 1 s");
     println!("| supervisor | min / median / max (s) |");

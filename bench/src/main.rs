@@ -33,17 +33,32 @@ fn main() -> anyhow::Result<()> {
             grid::run(&bin, &sizes)
         }
         Some("planner") => {
-            let nodes = flag("--nodes").map(|s| s.parse()).transpose()?.unwrap_or(1000);
-            let rounds = flag("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(2000);
+            let nodes = flag("--nodes")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1000);
+            let rounds = flag("--rounds")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(2000);
             escalator::planner(nodes, rounds)
         }
         Some("plugins") => {
-            let runs = flag("--runs").map(|s| s.parse()).transpose()?.unwrap_or(3000);
-            let conc = flag("--concurrency").map(|s| s.parse()).transpose()?.unwrap_or(32);
+            let runs = flag("--runs")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(3000);
+            let conc = flag("--concurrency")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(32);
             escalator::plugins(runs, conc)
         }
         Some("reaction") => {
-            let rounds = flag("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(5);
+            let rounds = flag("--rounds")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(5);
             let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
             escalator::reaction(&bin, rounds)
         }

@@ -122,3 +122,40 @@ mod tests {
         assert_eq!(format!("{from_example:?}"), format!("{from_nothing:?}"));
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigFile, Overrides};
+
+    const README: &str = include_str!("../../../README.md");
+
+    /// Every ```toml block of the README is a valid config.
+    #[test]
+    fn readme_configs_are_valid() {
+        let mut blocks = 0;
+        for (i, part) in README.split("```toml\n").enumerate().skip(1) {
+            let text = part.split("```").next().unwrap();
+            let o = Overrides {
+                node_id: Some("n".into()),
+                grid_key_file: None,
+                token: Some("a-token-of-enough-length".into()),
+                ..Default::default()
+            };
+            let mut file = ConfigFile::parse(Path::new("README.md"), text)
+                .unwrap_or_else(|e| panic!("README toml block {i}: {e}"));
+            // Paths in examples point at a production machine.
+            if let Some(m) = file.mesh.as_mut() {
+                m.grid_key_file = None;
+            }
+            if let Some(h) = file.http.as_mut() {
+                h.token_file = None;
+            }
+            Config::from_file(file, &o, "README.md")
+                .unwrap_or_else(|e| panic!("README toml block {i}: {e}"));
+            blocks += 1;
+        }
+        assert!(blocks >= 2, "found {blocks} toml blocks");
+    }
+}

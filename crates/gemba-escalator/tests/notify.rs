@@ -1,0 +1,143 @@
+//! Notifications reach a webhook, an SMTP relay and a command, each run
+//! against a listener or file this test owns on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+
+use gemba_core::policy::NotifyDef;
+use gemba_escalator::engine::{Notice, NoticeKind};
+use gemba_escalator::notify;
+
+fn notice() -> Notice {
+    Notice {
+        kind: NoticeKind::GaveUp,
+        escalation: Some(7),
+        scope: "node:web-1".parse().unwrap(),
+        at_ms: 1_700_000_000_000,
+        text: "gave up after 2 attempt(s)".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_gets_json_with_a_slack_compatible_text() {
+    let l = TcpListener::bind("127.0.14.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        String::from_utf8(body).unwrap()
+    });
+    let target = NotifyDef::Webhook {
+        url: format!("http://{addr}/hook"),
+    };
+    notify::send(&target, &notice(), "srv-1").await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&server.join().unwrap()).unwrap();
+    assert_eq!(body["kind"], "gave-up");
+    assert_eq!(body["escalation"], 7);
+    assert_eq!(
+        body["text"],
+        "[gemba srv-1] gave-up node:web-1 escalation 7: gave up after 2 attempt(s)"
+    );
+}
+
+#[tokio::test]
+async fn mail_goes_through_an_smtp_relay() {
+    let l = TcpListener::bind("127.0.14.2:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    // A minimal relay: enough of RFC 5321 for one message.
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        c.write_all(b"220 relay.test ESMTP\r\n").unwrap();
+        let mut transcript = String::new();
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            transcript.push_str(&line);
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    c.write_all(b"250 queued\r\n").unwrap();
+                }
+                continue;
+            }
+            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+            let reply: &[u8] = match verb.as_str() {
+                "EHLO" | "HELO" => b"250 relay.test\r\n",
+                "MAIL" | "RCPT" => b"250 ok\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go on\r\n"
+                }
+                "QUIT" => {
+                    c.write_all(b"221 bye\r\n").unwrap();
+                    break;
+                }
+                _ => b"250 ok\r\n",
+            };
+            c.write_all(reply).unwrap();
+        }
+        transcript
+    });
+    let target = NotifyDef::Smtp {
+        server: addr.to_string(),
+        from: "gemba@example.test".into(),
+        to: vec!["ops@example.test".into()],
+    };
+    notify::send(&target, &notice(), "srv-1").await.unwrap();
+    let t = server.join().unwrap();
+    assert!(t.contains("RCPT TO:<ops@example.test>"), "{t}");
+    assert!(
+        t.contains("Subject: [gemba srv-1] gave-up node:web-1 escalation 7"),
+        "{t}"
+    );
+    assert!(t.contains("gave up after 2 attempt(s)"), "{t}");
+}
+
+#[tokio::test]
+async fn a_command_gets_the_notice_on_stdin_and_in_its_environment() {
+    let dir = std::env::temp_dir().join(format!("gemba-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("notice.txt");
+    let target = NotifyDef::Command {
+        run: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                "echo \"$GEMBA_NOTICE $GEMBA_SCOPE\" > {0}; cat >> {0}",
+                out.display()
+            ),
+        ],
+    };
+    notify::send(&target, &notice(), "srv-1").await.unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.starts_with("gave-up node:web-1\n"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(json["escalation"], 7);
+    let failing = NotifyDef::Command {
+        run: vec!["/bin/false".into()],
+    };
+    let e = notify::send(&failing, &notice(), "srv-1")
+        .await
+        .unwrap_err();
+    assert!(e.contains("/bin/false") && e.contains("exit 1"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
