@@ -15,9 +15,20 @@ use crate::console::{ago, now_unix, utc_time, NAV, STYLE};
 use crate::svg::esc;
 use crate::{error, Shared};
 
-fn server(s: &Shared) -> Result<&EscalatorHandle, Response> {
+/// An error answer: status and message, rendered as JSON.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn server(s: &Shared) -> Result<&EscalatorHandle, ApiError> {
     s.escalator.as_ref().ok_or_else(|| {
-        error(
+        ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("node {} runs no server role (node.server = false): ask a server for checks and escalations", s.mesh.id()),
         )
@@ -34,93 +45,74 @@ fn who(req: &Request) -> String {
         .to_string()
 }
 
-pub async fn checks(State(s): State<Shared>) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+pub async fn checks(State(s): State<Shared>) -> Answer {
+    let h = server(&s)?;
     let mut checks = h.checks().await;
     checks.sort_by(|a, b| (b.state, &a.scope, &a.check).cmp(&(a.state, &b.scope, &b.check)));
-    Json(json!({ "served_by": s.mesh.id(), "checks": checks })).into_response()
+    Ok(Json(json!({ "served_by": s.mesh.id(), "checks": checks })).into_response())
 }
 
-pub async fn plan(State(s): State<Shared>) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+pub async fn plan(State(s): State<Shared>) -> Answer {
+    let h = server(&s)?;
     match h.plan().await {
-        Some(p) => Json(json!({ "served_by": s.mesh.id(), "plan": p })).into_response(),
-        None => error(
+        Some(p) => Ok(Json(json!({ "served_by": s.mesh.id(), "plan": p })).into_response()),
+        None => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the escalator is not running",
-        ),
+            "the escalator is not running".into(),
+        )),
     }
 }
 
-pub async fn escalations(State(s): State<Shared>) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+pub async fn escalations(State(s): State<Shared>) -> Answer {
+    let h = server(&s)?;
     match h.escalations(100).await {
-        Ok(list) => Json(json!({ "served_by": s.mesh.id(), "escalations": list })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(list) => {
+            Ok(Json(json!({ "served_by": s.mesh.id(), "escalations": list })).into_response())
+        }
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
 
-fn parse_id(id: &str) -> Result<u64, Response> {
+fn parse_id(id: &str) -> Result<u64, ApiError> {
     id.parse().map_err(|_| {
-        error(
+        ApiError(
             StatusCode::BAD_REQUEST,
             format!("{id:?} is not an escalation id (a number)"),
         )
     })
 }
 
-pub async fn escalation(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+pub async fn escalation(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+    let h = server(&s)?;
+    let id = parse_id(&id)?;
     match h.escalation(id).await {
-        Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no escalation {id}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Some(v)) => Ok(Json(v).into_response()),
+        Ok(None) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no escalation {id}"),
+        )),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
 
-pub async fn approve(State(s): State<Shared>, Path(id): Path<String>, req: Request) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+pub async fn approve(State(s): State<Shared>, Path(id): Path<String>, req: Request) -> Answer {
+    let h = server(&s)?;
+    let id = parse_id(&id)?;
     match h.approve(id, &who(&req)).await {
-        Ok(()) => Json(json!({ "approved": id })).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, e),
+        Ok(()) => Ok(Json(json!({ "approved": id })).into_response()),
+        Err(e) => Err(ApiError(StatusCode::CONFLICT, e)),
     }
 }
 
-pub async fn ack(State(s): State<Shared>, Path(scope): Path<String>, req: Request) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+pub async fn ack(State(s): State<Shared>, Path(scope): Path<String>, req: Request) -> Answer {
+    let h = server(&s)?;
     let scope = match scope.parse() {
         Ok(sc) => sc,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Err(ApiError(StatusCode::BAD_REQUEST, e)),
     };
     match h.ack(scope, &who(&req)).await {
-        Ok(id) => Json(json!({ "acknowledged": id })).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, e),
+        Ok(id) => Ok(Json(json!({ "acknowledged": id })).into_response()),
+        Err(e) => Err(ApiError(StatusCode::CONFLICT, e)),
     }
 }
 
@@ -138,11 +130,8 @@ fn when(ms: u64) -> String {
     format!("{} ({})", utc_time(ms / 1000), ago(ms / 1000, now))
 }
 
-pub async fn checks_page(State(s): State<Shared>) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+pub async fn checks_page(State(s): State<Shared>) -> Answer {
+    let h = server(&s)?;
     let mut checks = h.checks().await;
     checks.sort_by(|a, b| (b.state, &a.scope, &a.check).cmp(&(a.state, &b.scope, &b.check)));
     let mut t = String::from(
@@ -179,17 +168,14 @@ pub async fn checks_page(State(s): State<Shared>) -> Response {
     if checks.is_empty() {
         t = r#"<p id="no-checks" class="muted">no check results yet</p>"#.into();
     }
-    page(&s, "checks", &t)
+    Ok(page(&s, "checks", &t))
 }
 
-pub async fn escalations_page(State(s): State<Shared>) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+pub async fn escalations_page(State(s): State<Shared>) -> Answer {
+    let h = server(&s)?;
     let list = match h.escalations(100).await {
         Ok(l) => l,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
     };
     let mut t = String::from(
         r#"<table id="escalations"><tr><th>id</th><th>scope</th><th>phase</th><th>attempt</th><th>levels</th><th>checks</th><th>opened</th></tr>"#,
@@ -215,22 +201,21 @@ pub async fn escalations_page(State(s): State<Shared>) -> Response {
     if list.is_empty() {
         t = r#"<p id="no-escalations" class="muted">no escalations yet</p>"#.into();
     }
-    page(&s, "escalations", &t)
+    Ok(page(&s, "escalations", &t))
 }
 
-pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+    let h = server(&s)?;
+    let id = parse_id(&id)?;
     let v = match h.escalation(id).await {
         Ok(Some(v)) => v,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no escalation {id}")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(None) => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no escalation {id}"),
+            ))
+        }
+        Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
     };
     let e = &v.escalation;
     let mut b = format!(
@@ -292,19 +277,16 @@ pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) ->
         );
     }
     b.push_str("</table>");
-    page(&s, &format!("escalation {id}"), &b)
+    Ok(page(&s, &format!("escalation {id}"), &b))
 }
 
-pub async fn plan_page(State(s): State<Shared>) -> Response {
-    let h = match server(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+pub async fn plan_page(State(s): State<Shared>) -> Answer {
+    let h = server(&s)?;
     let Some(p) = h.plan().await else {
-        return error(
+        return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the escalator is not running",
-        );
+            "the escalator is not running".into(),
+        ));
     };
     let mut b = format!("<p>mode <b>{}</b></p>", esc(&p.mode));
     if p.scopes.is_empty() {
@@ -341,5 +323,5 @@ pub async fn plan_page(State(s): State<Shared>) -> Response {
         }
         b.push_str("</table>");
     }
-    page(&s, "plan", &b)
+    Ok(page(&s, "plan", &b))
 }

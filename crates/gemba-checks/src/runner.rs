@@ -7,7 +7,7 @@
 //! keep their tasks and their history.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,10 +116,9 @@ impl Runner {
 fn first_offset(id: &str, interval: Duration) -> Duration {
     // Spread first runs over up to one second so a restart does not fork
     // every plugin in the same instant.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    id.hash(&mut h);
+    let h = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(id);
     let window = interval.min(Duration::from_secs(1)).as_millis().max(1) as u64;
-    Duration::from_millis(h.finish() % window)
+    Duration::from_millis(h % window)
 }
 
 async fn run_instance(

@@ -550,6 +550,22 @@ impl Engine {
                 checks,
             });
         }
+        let settled: Vec<Scope> = self
+            .watches
+            .keys()
+            .filter(|s| !live_watches.contains(*s) && self.counted(s, now).is_empty())
+            .cloned()
+            .collect();
+        for scope in settled {
+            self.journal(
+                &mut fx,
+                None,
+                &scope,
+                now,
+                "recovered",
+                "passing again within the quiet period; nothing runs".into(),
+            );
+        }
         self.watches.retain(|s, _| live_watches.contains(s));
 
         // Open escalations.

@@ -590,3 +590,48 @@ fn the_plan_says_what_would_run_and_why() {
     assert_eq!(s.status, "quiet period");
     assert_eq!(s.at_ms, Some(30 * S));
 }
+
+#[test]
+fn a_restart_during_quiescence_keeps_its_deadline() {
+    let p = policy("");
+    let mut sim = Simulator::new(p.clone(), 0);
+    feed(
+        &mut sim,
+        "smoke",
+        "node:web-15",
+        HardState::Failing,
+        0,
+        35 * S,
+    );
+    let esc = sim.engine.open_escalations().next().unwrap().clone();
+    assert_eq!(
+        esc.phase,
+        Phase::Quiescing {
+            level: 6,
+            until_ms: 60 * S
+        }
+    );
+    let mut after = Simulator::new(p.clone(), 40 * S);
+    let fx = after.engine.adopt(esc, 40 * S);
+    after.apply(fx);
+    after.run_until(59 * S, S);
+    let open = after.engine.open_escalations().next().unwrap();
+    assert!(
+        matches!(open.phase, Phase::Quiescing { .. }),
+        "still quiescing at 59 s"
+    );
+    after.run_until(60 * S, S);
+    assert!(matches!(
+        after.engine.open_escalations().next().unwrap().phase,
+        Phase::Verifying { .. }
+    ));
+    after.observe(result(
+        &p,
+        "smoke",
+        "node:web-15",
+        HardState::Passing,
+        62 * S,
+    ));
+    assert!(after.runs.is_empty(), "nothing re-ran");
+    assert!(after.events.iter().any(|e| e.kind == "resolved"));
+}

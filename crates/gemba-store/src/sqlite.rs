@@ -241,7 +241,7 @@ impl Store for SqliteStore {
             ))?;
             let rows = st.query_map([limit as i64], escalation_row)?;
             let mut v: Vec<EscalationRow> = rows.collect::<Result<_, _>>()?;
-            v.sort_by(|a, b| b.id.cmp(&a.id));
+            v.sort_by_key(|e| std::cmp::Reverse(e.id));
             Ok(v)
         })
         .await

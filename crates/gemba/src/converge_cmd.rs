@@ -331,8 +331,8 @@ pub fn escalations(args: &EscalationsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:>5}  {:<18} {:<18} {:>7}  {:<10} {}",
-        "ID", "SCOPE", "PHASE", "ATTEMPT", "OPENED", "CHECKS"
+        "{:>5}  {:<18} {:<18} {:>7}  {:<10} CHECKS",
+        "ID", "SCOPE", "PHASE", "ATTEMPT", "OPENED"
     );
     for e in list {
         println!(

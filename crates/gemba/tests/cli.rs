@@ -185,3 +185,105 @@ fn public_http_without_token_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn simulate_replays_a_recorded_history_against_the_policy() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "simulate",
+            "--config",
+            &format!("{fixtures}/policy.toml"),
+            "--history",
+            &format!("{fixtures}/history.jsonl"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // web-1 drops at +20 s: after the 30 s quiet period the whole chain
+    // from the VM level, each step after the previous one's quiescence.
+    assert!(
+        text.contains("+  50.0s  escalation #1 attempt 1 level 4 (vm)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ 170.0s  escalation #1 attempt 1 level 5 (converge)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ 230.0s  escalation #1 attempt 1 level 6 (redeploy)"),
+        "{text}"
+    );
+    assert!(text.contains("3 step(s) would run"), "{text}");
+    // web-2's one failed smoke test settles within the quiet period.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("node:web-2") && l.contains("recovered")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("#1") && l.contains("resolved")),
+        "{text}"
+    );
+}
+
+#[test]
+fn simulate_names_the_bad_line_of_a_history() {
+    let dir = TempDir::new("simulate-bad");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let good = std::fs::read_to_string(format!("{fixtures}/history.jsonl")).unwrap();
+    let mut lines: Vec<&str> = good.lines().take(4).collect();
+    lines.push("{\"check\": \"ping\"}");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "simulate",
+            "--config",
+            &format!("{fixtures}/policy.toml"),
+            "--history",
+            &bad.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.jsonl: line 5: not a check result"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_invalid_policy_is_refused_with_every_error_and_exit_64() {
+    let dir = TempDir::new("policy-bad");
+    let cfg = dir.path().join("gemba.toml");
+    std::fs::write(
+        &cfg,
+        "[[level]]\nlevel = 3\nname = \"restart\"\n[[check]]\nname = \"web\"\nkind = \"smtp\"\n[[check]]\nname = \"api\"\nkind = \"tcp\"\nport = 80\nlevel = 7\ncommand = []\n[[check]]\nname = \"x\"\nkind = \"command\"\ncommand = [\"/bin/check\", \"{host}\"]\n",
+    )
+    .unwrap();
+    for cmd in [vec!["config", "check"], vec!["run"], vec!["check"]] {
+        let out = std::process::Command::new(BIN)
+            .args(&cmd)
+            .args(["--config", &cfg.display().to_string(), "--node-id=n1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{cmd:?}: {err}");
+        for want in [
+            "level[0].run: level 3 (restart) has no action",
+            "check[0].kind: unknown check kind \"smtp\"",
+            "check[1].level: unknown level 7; defined levels: 3",
+            "check[2].command[1]: bad template variable {host}",
+        ] {
+            assert!(err.contains(want), "{cmd:?}: missing {want:?} in {err}");
+        }
+    }
+}
