@@ -35,6 +35,22 @@ fn server(s: &Shared) -> Result<&EscalatorHandle, ApiError> {
     })
 }
 
+/// On an agent, console pages explain where the server's pages are.
+fn agent_page(s: &Shared) -> Response {
+    {
+        let mut r = page(
+            s,
+            "no server role",
+            &format!(
+                r#"<p id="agent-only">Node {} is an agent: it runs its own checks and publishes their results in gossip, but it runs no escalator (<code>node.server = false</code>). Open the console of a server node for checks, escalations and the plan.</p>"#,
+                esc(s.mesh.id())
+            ),
+        );
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r
+    }
+}
+
 /// Who asked, for the journal: `X-Gemba-User`, else "api".
 fn who(req: &Request) -> String {
     req.headers()
@@ -131,7 +147,9 @@ fn when(ms: u64) -> String {
 }
 
 pub async fn checks_page(State(s): State<Shared>) -> Answer {
-    let h = server(&s)?;
+    let Some(h) = s.escalator.as_ref() else {
+        return Ok(agent_page(&s));
+    };
     let mut checks = h.checks().await;
     checks.sort_by(|a, b| (b.state, &a.scope, &a.check).cmp(&(a.state, &b.scope, &b.check)));
     let mut t = String::from(
@@ -172,7 +190,9 @@ pub async fn checks_page(State(s): State<Shared>) -> Answer {
 }
 
 pub async fn escalations_page(State(s): State<Shared>) -> Answer {
-    let h = server(&s)?;
+    let Some(h) = s.escalator.as_ref() else {
+        return Ok(agent_page(&s));
+    };
     let list = match h.escalations(100).await {
         Ok(l) => l,
         Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
@@ -205,7 +225,9 @@ pub async fn escalations_page(State(s): State<Shared>) -> Answer {
 }
 
 pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
-    let h = server(&s)?;
+    let Some(h) = s.escalator.as_ref() else {
+        return Ok(agent_page(&s));
+    };
     let id = parse_id(&id)?;
     let v = match h.escalation(id).await {
         Ok(Some(v)) => v,
@@ -281,7 +303,9 @@ pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) ->
 }
 
 pub async fn plan_page(State(s): State<Shared>) -> Answer {
-    let h = server(&s)?;
+    let Some(h) = s.escalator.as_ref() else {
+        return Ok(agent_page(&s));
+    };
     let Some(p) = h.plan().await else {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -237,4 +237,7 @@ async fn an_agent_without_the_server_role_says_so() {
     let (code, body) = call(&app, Method::GET, "/api/v1/plan", false).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("runs no server role"), "{body}");
+    let (code, page) = call(&app, Method::GET, "/escalations", false).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.contains(r#"id="agent-only""#), "{page}");
 }

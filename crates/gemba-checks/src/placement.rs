@@ -124,7 +124,14 @@ pub struct TierVerdicts {
 
 impl TierVerdicts {
     /// Takes a result; if it is a member result, returns the tier verdict.
-    pub fn fold(&mut self, policy: &Policy, r: &CheckResult) -> Option<CheckResult> {
+    /// `tier_size` is how many nodes the tier has now: the tier fails only
+    /// once too few nodes are left that could still pass.
+    pub fn fold(
+        &mut self,
+        policy: &Policy,
+        r: &CheckResult,
+        tier_size: usize,
+    ) -> Option<CheckResult> {
         let (check, node) = r.check.split_once(MEMBER_SEPARATOR)?;
         let Scope::Tier(tier) = &r.scope else {
             return None;
@@ -144,13 +151,14 @@ impl TierVerdicts {
             .values()
             .filter(|m| m.state == HardState::Passing)
             .count();
-        let decided = members
+        let failing = members
             .values()
-            .filter(|m| m.state != HardState::Pending)
+            .filter(|m| m.state == HardState::Failing)
             .count();
+        let size = tier_size.max(members.len());
         let state = if passing >= k as usize {
             HardState::Passing
-        } else if decided == members.len() || decided >= k as usize {
+        } else if size - failing < k as usize {
             HardState::Failing
         } else {
             HardState::Pending
@@ -159,7 +167,7 @@ impl TierVerdicts {
         if entry.0 != state {
             *entry = (state, r.at_ms);
         }
-        let failing: Vec<&str> = members
+        let not_passing: Vec<&str> = members
             .iter()
             .filter(|(_, m)| m.state != HardState::Passing)
             .map(|(n, _)| n.as_str())
@@ -179,12 +187,11 @@ impl TierVerdicts {
             interval_ms: r.interval_ms,
             duration_ms: r.duration_ms,
             output: format!(
-                "{passing} of {} nodes pass (at least {k} needed){}",
-                members.len(),
-                if failing.is_empty() {
+                "{passing} of {size} nodes pass (at least {k} needed){}",
+                if not_passing.is_empty() {
                     String::new()
                 } else {
-                    format!("; not passing: {}", failing.join(", "))
+                    format!("; not passing: {}", not_passing.join(", "))
                 }
             ),
             perf: vec![],
@@ -195,5 +202,164 @@ impl TierVerdicts {
             tiers: vec![],
             observer: r.observer.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use gemba_core::{Config, ConfigFile, Overrides};
+
+    use super::*;
+
+    fn policy() -> Policy {
+        let text = r#"
+[[level]]
+level = 3
+run = ["/bin/true"]
+[[check]]
+name = "smoke"
+kind = "http"
+scope = "tier"
+tier = "app"
+min_passing = 2
+url = "http://{node_addr}/smoke"
+level = 3
+[[check]]
+name = "disk"
+kind = "command"
+tier = "db"
+command = ["/usr/lib/nagios/plugins/check_disk", "-w", "10%"]
+[[check]]
+name = "ping"
+kind = "mesh-node"
+[[check]]
+name = "lb"
+kind = "tcp"
+scope = "global"
+host = "lb.internal"
+port = 443
+"#;
+        let o = Overrides {
+            node_id: Some("srv".into()),
+            ..Default::default()
+        };
+        Config::from_file(ConfigFile::parse(Path::new("t"), text).unwrap(), &o, "t")
+            .unwrap()
+            .policy
+    }
+
+    fn nodes() -> Vec<NodeEntry> {
+        ["a1", "a2", "a3"]
+            .iter()
+            .map(|n| NodeEntry {
+                id: n.to_string(),
+                addr: format!("10.0.0.{}", &n[1..]),
+                tiers: vec!["app".into()],
+            })
+            .chain([NodeEntry {
+                id: "d1".into(),
+                addr: "10.0.1.1".into(),
+                tiers: vec!["db".into()],
+            }])
+            .collect()
+    }
+
+    #[test]
+    fn agents_run_their_own_node_checks_and_servers_the_rest() {
+        let p = policy();
+        let n = nodes();
+        let db: Vec<String> = agent_instances(&p, &n[3]).iter().map(|i| i.id()).collect();
+        assert_eq!(db, ["disk@node:d1"]);
+        assert!(
+            agent_instances(&p, &n[0]).is_empty(),
+            "disk is for tier db only; ping is a server check"
+        );
+        let mut srv: Vec<String> = server_instances(&p, &n).iter().map(|i| i.id()).collect();
+        srv.sort();
+        assert_eq!(
+            srv,
+            [
+                "lb@global",
+                "ping@node:a1",
+                "ping@node:a2",
+                "ping@node:a3",
+                "ping@node:d1",
+                "smoke#a1@tier:app",
+                "smoke#a2@tier:app",
+                "smoke#a3@tier:app"
+            ]
+        );
+        let smoke = server_instances(&p, &n)
+            .into_iter()
+            .find(|i| i.def.name == "smoke#a2")
+            .unwrap();
+        assert_eq!(
+            smoke.kind,
+            gemba_core::CheckKind::Http {
+                url: "http://10.0.0.2/smoke".into(),
+                expect_status: 200,
+                body_contains: None
+            }
+        );
+        assert_eq!(
+            smoke.def.level, None,
+            "members are observed; the tier verdict acts"
+        );
+    }
+
+    #[test]
+    fn a_tier_passes_while_at_least_k_nodes_pass() {
+        let p = policy();
+        let member = |node: &str, state: HardState, at: u64| CheckResult {
+            check: format!("smoke#{node}"),
+            scope: Scope::Tier("app".into()),
+            kind: "http".into(),
+            status: if state == HardState::Failing {
+                Status::Critical
+            } else {
+                Status::Ok
+            },
+            state,
+            since_ms: at,
+            at_ms: at,
+            interval_ms: 10_000,
+            duration_ms: 1,
+            output: String::new(),
+            perf: vec![],
+            flapping: false,
+            flap_percent: 0.0,
+            trusted: true,
+            level: None,
+            tiers: vec![],
+            observer: "srv".into(),
+        };
+        let mut v = TierVerdicts::default();
+        let r = v.fold(&p, &member("a1", HardState::Passing, 1), 3).unwrap();
+        assert_eq!(r.state, HardState::Pending, "one of three reported");
+        let r = v.fold(&p, &member("a2", HardState::Passing, 2), 3).unwrap();
+        assert_eq!(
+            (r.check.as_str(), r.state, r.level),
+            ("smoke", HardState::Passing, Some(3))
+        );
+        let r = v.fold(&p, &member("a3", HardState::Failing, 3), 3).unwrap();
+        assert_eq!(r.state, HardState::Passing, "2 of 3 still pass");
+        assert_eq!(
+            r.output,
+            "2 of 3 nodes pass (at least 2 needed); not passing: a3"
+        );
+        let r = v.fold(&p, &member("a1", HardState::Failing, 4), 3).unwrap();
+        assert_eq!((r.state, r.since_ms), (HardState::Failing, 4));
+        assert!(v
+            .fold(
+                &p,
+                &CheckResult {
+                    check: "lb".into(),
+                    ..member("a1", HardState::Passing, 5)
+                },
+                3
+            )
+            .is_none());
     }
 }

@@ -123,10 +123,19 @@ pub async fn start_with(
         let (fold_tx, mut fold_rx) = mpsc::channel::<CheckResult>(4096);
         let fold_policy = policy.clone();
         let forward = results_tx.clone();
+        let fold_dir = dir_tx.subscribe();
         tasks.push(tokio::spawn(async move {
             let mut tiers = TierVerdicts::default();
             while let Some(r) = fold_rx.recv().await {
-                let verdict = tiers.fold(&fold_policy, &r);
+                let size = match &r.scope {
+                    gemba_core::Scope::Tier(t) => fold_dir
+                        .borrow()
+                        .values()
+                        .filter(|n| n.tiers.contains(t))
+                        .count(),
+                    _ => 0,
+                };
+                let verdict = tiers.fold(&fold_policy, &r, size);
                 if forward.send(r).await.is_err() {
                     break;
                 }
