@@ -62,10 +62,16 @@ impl Instance {
                 url,
                 expect_status,
                 body_contains,
+                tls_ca_file,
+                tls_warn_days,
+                tls_crit_days,
             } => CheckKind::Http {
                 url: r(url),
                 expect_status: *expect_status,
                 body_contains: body_contains.as_ref().map(r),
+                tls_ca_file: tls_ca_file.clone(),
+                tls_warn_days: *tls_warn_days,
+                tls_crit_days: *tls_crit_days,
             },
             CheckKind::Command { argv } => CheckKind::Command {
                 argv: argv.iter().map(r).collect(),
@@ -135,8 +141,20 @@ pub async fn run(instance: &Instance, mesh: Option<&MeshView>) -> Observation {
             url,
             expect_status,
             body_contains,
+            tls_ca_file,
+            tls_warn_days,
+            tls_crit_days,
         } => {
-            let (s, o, p) = http(url.clone(), *expect_status, body_contains.clone(), timeout).await;
+            let (s, o, p) = crate::http::probe(crate::http::HttpProbe {
+                url,
+                expect_status: *expect_status,
+                body_contains: body_contains.as_deref(),
+                ca_file: tls_ca_file.as_deref(),
+                warn_days: *tls_warn_days,
+                crit_days: *tls_crit_days,
+                timeout,
+            })
+            .await;
             (s, o, p, true)
         }
         CheckKind::Command { argv } => {
@@ -202,89 +220,6 @@ async fn tcp(host: &str, port: u16, timeout: Duration) -> Verdict {
             vec![],
         ),
     }
-}
-
-async fn http(
-    url: String,
-    expect: u16,
-    body_contains: Option<String>,
-    timeout: Duration,
-) -> Verdict {
-    if url.starts_with("https://") {
-        return (
-            Status::Unknown,
-            format!("HTTP UNKNOWN - {url}: https is not supported by this build; use a command check with check_http --ssl"),
-            vec![],
-        );
-    }
-    let task = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let resp = agent.get(&url).call();
-        let secs = started.elapsed().as_secs_f64();
-        let perf = |secs: f64| {
-            vec![Perf {
-                label: "time".into(),
-                value: secs,
-                uom: "s".into(),
-                warn: None,
-                crit: None,
-                min: Some(0.0),
-                max: None,
-            }]
-        };
-        match resp {
-            Err(e) => (
-                Status::Critical,
-                format!("HTTP CRITICAL - {url}: {e}"),
-                vec![],
-            ),
-            Ok(mut r) => {
-                let code = r.status().as_u16();
-                let body = r
-                    .body_mut()
-                    .with_config()
-                    .limit(1024 * 1024)
-                    .read_to_string()
-                    .unwrap_or_default();
-                if code != expect {
-                    return (
-                        Status::Critical,
-                        format!("HTTP CRITICAL - {url}: status {code}, expected {expect}"),
-                        perf(secs),
-                    );
-                }
-                if let Some(needle) = &body_contains {
-                    if !body.contains(needle.as_str()) {
-                        return (
-                            Status::Critical,
-                            format!("HTTP CRITICAL - {url}: status {code} but the body lacks {needle:?}"),
-                            perf(secs),
-                        );
-                    }
-                }
-                (
-                    Status::Ok,
-                    format!(
-                        "HTTP OK - {url}: status {code}, {} bytes in {secs:.3} s",
-                        body.len()
-                    ),
-                    perf(secs),
-                )
-            }
-        }
-    });
-    task.await.unwrap_or_else(|e| {
-        (
-            Status::Unknown,
-            format!("HTTP UNKNOWN - check failed: {e}"),
-            vec![],
-        )
-    })
 }
 
 async fn command(argv: &[String], timeout: Duration) -> Verdict {

@@ -6,6 +6,7 @@
 //! a set of instances on their intervals.
 
 pub mod exec;
+pub mod http;
 pub mod kinds;
 pub mod nagios;
 pub mod placement;

@@ -300,7 +300,10 @@ port = 443
             gemba_core::CheckKind::Http {
                 url: "http://10.0.0.2/smoke".into(),
                 expect_status: 200,
-                body_contains: None
+                body_contains: None,
+                tls_ca_file: None,
+                tls_warn_days: 14,
+                tls_crit_days: 3,
             }
         );
         assert_eq!(

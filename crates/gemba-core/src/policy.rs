@@ -21,6 +21,8 @@ pub mod defaults {
     pub const RISE: u32 = 1;
     pub const FLAP_LOW: f64 = 20.0;
     pub const FLAP_HIGH: f64 = 30.0;
+    pub const TLS_WARN_DAYS: u32 = 14;
+    pub const TLS_CRIT_DAYS: u32 = 3;
     pub const LEVEL_TIMEOUT: &str = "5m";
     pub const LEVEL_QUIESCE: &str = "30s";
     pub const MODE: &str = "act";
@@ -57,6 +59,9 @@ pub struct CheckSection {
     pub url: Option<String>,
     pub expect_status: Option<u16>,
     pub body_contains: Option<String>,
+    pub tls_ca_file: Option<String>,
+    pub tls_warn_days: Option<u32>,
+    pub tls_crit_days: Option<u32>,
     // command
     pub command: Option<Vec<String>>,
     // process
@@ -141,6 +146,11 @@ pub enum CheckKind {
         url: String,
         expect_status: u16,
         body_contains: Option<String>,
+        /// PEM bundle of extra CAs to trust (private CAs).
+        tls_ca_file: Option<String>,
+        /// Certificate days left under which the check warns / fails.
+        tls_warn_days: u32,
+        tls_crit_days: u32,
     },
     Command {
         argv: Vec<String>,
@@ -522,10 +532,26 @@ pub(crate) fn validate(
                 if let Some(b) = &s.body_contains {
                     tmpl(c, "body_contains", b);
                 }
+                let tls_warn_days = s.tls_warn_days.unwrap_or(d::TLS_WARN_DAYS);
+                let tls_crit_days = s.tls_crit_days.unwrap_or(d::TLS_CRIT_DAYS);
+                if tls_crit_days > tls_warn_days {
+                    c.fail(
+                        &key("tls_crit_days"),
+                        format!("{tls_crit_days} must not exceed tls_warn_days ({tls_warn_days})"),
+                    );
+                }
+                if let Some(ca) = &s.tls_ca_file {
+                    if let Err(e) = std::fs::metadata(ca) {
+                        c.fail(&key("tls_ca_file"), format!("cannot read {ca}: {e}"));
+                    }
+                }
                 Some(CheckKind::Http {
                     url,
                     expect_status: s.expect_status.unwrap_or(200),
                     body_contains: s.body_contains.clone(),
+                    tls_ca_file: s.tls_ca_file.clone(),
+                    tls_warn_days,
+                    tls_crit_days,
                 })
             }
             "command" => {
