@@ -167,6 +167,9 @@ pub struct DemoServiceArgs {
     /// Start in the background and return once it listens.
     #[arg(long)]
     pub detach: bool,
+    /// Exit when the process with this pid is gone (the demo that owns it).
+    #[arg(long)]
+    pub exit_with: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -59,7 +59,7 @@ quiesce = "5s"
 [[level]]
 level = 2
 name = "restart"
-run = ["{exe}", "demo-service", "--detach", "--listen", "{{node_addr}}:{SERVICE_PORT}", "--pidfile", "{pid}"]
+run = ["{exe}", "demo-service", "--detach", "--listen", "{{node_addr}}:{SERVICE_PORT}", "--pidfile", "{pid}", "--exit-with", "{owner}"]
 timeout = "10s"
 quiesce = "2s"
 
@@ -90,7 +90,8 @@ interval = "1s"
 fall = 3
 level = 1
 "#,
-        pid = pidfile.display()
+        pid = pidfile.display(),
+        owner = std::process::id(),
     )
 }
 
@@ -177,6 +178,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let pidfile = work.join("web.pid");
     let mut escalator = None;
+    // The service runs before its checks start, so the demo opens healthy.
+    let pid =
+        crate::demo_service::start_detached(service_addr, &pidfile, Some(std::process::id()))?;
     for i in 0..args.nodes {
         let ip = IpAddr::V4(nth_ip(args.first_ip, i)?);
         let site = SITE_NAMES[(i % sites) as usize];
@@ -239,7 +243,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for c in &consoles {
         println!("{c}");
     }
-    let pid = crate::demo_service::start_detached(service_addr, &pidfile)?;
     println!(
         "  service  web on {} (pid {pid}), checked by web-http and web-process; escalations at http://{}/escalations",
         nodes[service_node as usize].id,

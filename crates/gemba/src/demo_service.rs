@@ -13,8 +13,21 @@ use anyhow::{bail, Context};
 
 use crate::cli::DemoServiceArgs;
 
-fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+fn serve(listen: SocketAddr, pidfile: &Path, exit_with: Option<u32>) -> anyhow::Result<()> {
+    if let Some(owner) = exit_with {
+        // The demo may be killed without a chance to clean up; its service
+        // must not outlive it.
+        std::thread::spawn(move || loop {
+            if !alive(owner) {
+                std::process::exit(0);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        });
+    }
     let l = TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    // Written only once listening: the pidfile names a working service.
+    std::fs::write(pidfile, std::process::id().to_string())
+        .with_context(|| format!("cannot write {}", pidfile.display()))?;
     for conn in l.incoming() {
         let Ok(mut c) = conn else { continue };
         let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
@@ -25,18 +38,50 @@ fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the service in the background and returns its pid once it listens.
-pub fn start_detached(listen: SocketAddr, pidfile: &Path) -> anyhow::Result<u32> {
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| {
+            !st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Starts the service in the background and returns its pid once it
+/// listens. If the pidfile names a live service that answers, it is left
+/// alone: a restart of a running service is a no-op, as with most init
+/// scripts.
+pub fn start_detached(
+    listen: SocketAddr,
+    pidfile: &Path,
+    exit_with: Option<u32>,
+) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
+    let answers = || TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok();
+    if let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    {
+        if alive(pid) && answers() {
+            return Ok(pid);
+        }
+    }
     let exe = std::env::current_exe().context("cannot find the gemba executable")?;
-    let child = std::process::Command::new(exe)
-        .args([
-            "demo-service",
-            "--listen",
-            &listen.to_string(),
-            "--pidfile",
-            &pidfile.display().to_string(),
-        ])
+    let mut args = vec![
+        "demo-service".to_string(),
+        "--listen".into(),
+        listen.to_string(),
+        "--pidfile".into(),
+        pidfile.display().to_string(),
+    ];
+    if let Some(owner) = exit_with {
+        args.push(format!("--exit-with={owner}"));
+    }
+    let mut child = std::process::Command::new(exe)
+        .args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -44,23 +89,28 @@ pub fn start_detached(listen: SocketAddr, pidfile: &Path) -> anyhow::Result<u32>
         .spawn()
         .context("cannot start the demo service")?;
     let pid = child.id();
-    std::fs::write(pidfile, pid.to_string())
-        .with_context(|| format!("cannot write {}", pidfile.display()))?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
-        if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("the demo service exited at start ({status}); is {listen} taken by another process?");
+        }
+        let written = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if written == Some(pid) {
             return Ok(pid);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
     bail!("the demo service (pid {pid}) does not listen on {listen} after 3 s")
 }
 
 pub fn run(args: &DemoServiceArgs) -> anyhow::Result<()> {
     if args.detach {
-        let pid = start_detached(args.listen, &args.pidfile)?;
+        let pid = start_detached(args.listen, &args.pidfile, args.exit_with)?;
         println!("started the demo service, pid {pid}, on {}", args.listen);
         return Ok(());
     }
-    serve(args.listen)
+    serve(args.listen, &args.pidfile, args.exit_with)
 }

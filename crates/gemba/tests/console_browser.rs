@@ -196,5 +196,64 @@ async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
     wait_count(&client, "tr.broken-link", 0, Duration::from_secs(9)).await;
     assert_eq!(count(&client, "#no-broken").await, 1);
     screenshot(&client, "console-healed.png").await;
+
+    // The demo kills its web service; the escalator on ams-1 restarts it.
+    client
+        .goto("http://127.0.7.11:8777/escalations")
+        .await
+        .unwrap();
+    let took = wait_count(
+        &client,
+        "tr.escalation td.ph-resolved",
+        1,
+        Duration::from_secs(40),
+    )
+    .await;
+    eprintln!("the escalations page showed a resolved escalation after {took:?}");
+    client
+        .find(Locator::Css("tr.escalation a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_count(
+        &client,
+        "table#timeline tr.entry",
+        5,
+        Duration::from_secs(5),
+    )
+    .await;
+    let steps = client
+        .find(Locator::Css("table#steps"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(steps.contains("started the demo service"), "{steps}");
+    let timeline = client
+        .find(Locator::Css("table#timeline"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for kind in ["decision", "step-start", "step-end", "verify", "resolved"] {
+        assert!(timeline.contains(kind), "{kind} missing from {timeline}");
+    }
+    screenshot(&client, "console-escalation.png").await;
+    client.goto("http://127.0.7.11:8777/checks").await.unwrap();
+    assert_eq!(
+        count(&client, "table#checks tr.check").await,
+        3,
+        "web-http, web-process, web-reachable"
+    );
+    client.goto("http://127.0.7.12:8777/checks").await.unwrap();
+    assert_eq!(
+        count(&client, "#agent-only").await,
+        1,
+        "an agent's console says where the server is"
+    );
     client.close().await.unwrap();
 }
