@@ -179,6 +179,10 @@ pub struct CheckArgs {
     /// Print results as JSON lines (the format `gemba simulate` reads).
     #[arg(long)]
     pub json: bool,
+    /// A running node's URL: mesh checks are judged on the grid as it sees it
+    /// (without it they are UNKNOWN).
+    #[arg(long)]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Args)]

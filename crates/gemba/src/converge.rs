@@ -274,14 +274,16 @@ pub async fn start_with(
 }
 
 /// Runs every check of `policy` once from this machine, as `gemba check`
-/// does: this node's own checks and the server's, mesh checks excepted
-/// unless a graph is given.
-pub async fn run_once(policy: &Policy, me: &NodeEntry, mesh: Option<MeshView>) -> Vec<CheckResult> {
+/// does: this node's own checks and the server's for `nodes`; mesh checks
+/// are UNKNOWN unless a graph is given.
+pub async fn run_once(
+    policy: &Policy,
+    me: &NodeEntry,
+    nodes: &[NodeEntry],
+    mesh: Option<MeshView>,
+) -> Vec<CheckResult> {
     let mut instances = placement::agent_instances(policy, me);
-    instances.extend(placement::server_instances(
-        policy,
-        std::slice::from_ref(me),
-    ));
+    instances.extend(placement::server_instances(policy, nodes));
     let clock = Clock::new();
     let mut set = tokio::task::JoinSet::new();
     for (i, inst) in instances.into_iter().enumerate() {

@@ -65,11 +65,40 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         return ExitCode::from(3);
     }
     let me = crate::converge::entry_of(&config);
+    let mut nodes = vec![me.clone()];
+    let mut mesh = None;
+    if let Some(from) = &args.from {
+        match fetch_graph(from) {
+            Ok((served_by, graph)) => {
+                for n in &graph.nodes {
+                    if n.id != me.id {
+                        nodes.push(gemba_checks::placement::NodeEntry {
+                            id: n.id.clone(),
+                            addr: n
+                                .addr
+                                .rsplit_once(':')
+                                .map(|(h, _)| h.to_string())
+                                .unwrap_or_default(),
+                            tiers: vec![],
+                        });
+                    }
+                }
+                mesh = Some(gemba_checks::MeshView {
+                    graph: Arc::new(graph),
+                    self_id: served_by,
+                });
+            }
+            Err(e) => {
+                eprintln!("gemba: {e:#}");
+                return ExitCode::from(3);
+            }
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let results = runtime.block_on(crate::converge::run_once(&config.policy, &me, None));
+    let results = runtime.block_on(crate::converge::run_once(&config.policy, &me, &nodes, mesh));
     if args.json {
         for r in &results {
             println!("{}", serde_json::to_string(r).expect("result serializes"));
@@ -78,6 +107,17 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         print!("{}", render_checks(&results));
     }
     ExitCode::from(worst(&results).code() as u8)
+}
+
+fn fetch_graph(from: &str) -> anyhow::Result<(String, gemba_mesh::Graph)> {
+    let body = get(&format!("{}/api/v1/graph", from.trim_end_matches('/')))?;
+    let v: serde_json::Value = serde_json::from_str(&body).context("the graph is not JSON")?;
+    let served_by = v["served_by"].as_str().unwrap_or_default().to_string();
+    let graph = gemba_mesh::Graph {
+        nodes: serde_json::from_value(v["nodes"].clone()).context("unexpected graph nodes")?,
+        edges: serde_json::from_value(v["edges"].clone()).context("unexpected graph edges")?,
+    };
+    Ok((served_by, graph))
 }
 
 fn base(s: &ServerArgs) -> String {

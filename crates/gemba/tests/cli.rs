@@ -287,3 +287,65 @@ fn an_invalid_policy_is_refused_with_every_error_and_exit_64() {
         }
     }
 }
+
+#[test]
+fn check_judges_mesh_checks_on_a_running_nodes_graph_and_exits_like_a_plugin() {
+    let dir = TempDir::new("check-from");
+    let key = write_key(dir.path());
+    let a = NodeProcess::start("c0", "s", "127.0.15.1", None, &key, dir.path());
+    let b = NodeProcess::start(
+        "c1",
+        "s",
+        "127.0.15.2",
+        Some("127.0.15.1:7946"),
+        &key,
+        dir.path(),
+    );
+    wait_all(&[&a, &b], Duration::from_secs(20), |g| edges_all_up(g, 2)).unwrap();
+    let cfg = dir.path().join("checks.toml");
+    std::fs::write(
+        &cfg,
+        "[[check]]\nname = \"peer\"\nkind = \"mesh-node\"\nscope = \"global\"\nnode = \"c1\"\n[[check]]\nname = \"link\"\nkind = \"mesh-link\"\nscope = \"global\"\nsource = \"c0\"\ntarget = \"c1\"\n[[check]]\nname = \"nothing-listens\"\nkind = \"tcp\"\nscope = \"global\"\nhost = \"127.0.15.9\"\nport = 9\ntimeout = \"1s\"\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args([
+                "check",
+                "--config",
+                &cfg.display().to_string(),
+                "--node-id=c9",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = run(&["--from", &a.http]);
+    assert_eq!(code, Some(2), "the tcp check is CRITICAL: {text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("peer").contains(" OK ") && line("peer").contains("node c1 is up"),
+        "{text}"
+    );
+    assert!(
+        line("link").contains(" OK ") && line("link").contains("link c0 -> c1 is up"),
+        "{text}"
+    );
+    assert!(line("nothing-listens").contains("CRITICAL"), "{text}");
+    // Without a node to ask, mesh checks cannot be judged.
+    let (_, text) = run(&[]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("peer") && l.contains("UNKNOWN")),
+        "{text}"
+    );
+}
