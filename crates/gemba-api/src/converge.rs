@@ -89,6 +89,23 @@ pub async fn escalations(State(s): State<Shared>) -> Answer {
     }
 }
 
+#[derive(serde::Deserialize)]
+pub struct JournalQuery {
+    limit: Option<usize>,
+}
+
+pub async fn journal(
+    State(s): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<JournalQuery>,
+) -> Answer {
+    let h = server(&s)?;
+    let limit = q.limit.unwrap_or(100).min(1000);
+    match h.journal(limit).await {
+        Ok(rows) => Ok(Json(json!({ "served_by": s.mesh.id(), "journal": rows })).into_response()),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    }
+}
+
 fn parse_id(id: &str) -> Result<u64, ApiError> {
     id.parse().map_err(|_| {
         ApiError(
@@ -343,6 +360,24 @@ pub async fn plan_page(State(s): State<Shared>) -> Answer {
                 esc(&sp.status),
                 sp.at_ms.map(when).unwrap_or_default(),
                 esc(&because.join(", ")),
+            );
+        }
+        b.push_str("</table>");
+    }
+    if let Ok(rows) = h.journal(20).await {
+        b.push_str(r#"<h2>recent decisions</h2><table id="journal"><tr><th>time</th><th>scope</th><th>what</th><th></th></tr>"#);
+        for j in &rows {
+            let esc_link = j
+                .escalation
+                .map(|i| format!(r#" <a href="/escalations/{i}">#{i}</a>"#))
+                .unwrap_or_default();
+            let _ = write!(
+                b,
+                r#"<tr class="entry"><td>{}</td><td>{}{esc_link}</td><td>{}</td><td>{}</td></tr>"#,
+                when(j.at_ms),
+                esc(&j.scope),
+                esc(&j.kind),
+                esc(&j.text)
             );
         }
         b.push_str("</table>");

@@ -87,6 +87,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/links/{target}", get(link_history))
         .route("/api/v1/checks", get(converge::checks))
         .route("/api/v1/plan", get(converge::plan))
+        .route("/api/v1/journal", get(converge::journal))
         .route("/api/v1/escalations", get(converge::escalations))
         .route("/api/v1/escalations/{id}", get(converge::escalation))
         .route("/api/v1/escalations/{id}/approve", post(converge::approve))

@@ -195,6 +195,11 @@ async fn an_escalation_waits_for_approval_through_the_api() {
     assert!(page.contains("restarting web-1 at level 1"), "{page}");
     let (_, page) = call(&app, Method::GET, "/plan", false).await;
     assert!(page.contains("node:web-1"), "{page}");
+    assert!(page.contains(r#"<table id="journal">"#), "{page}");
+    let (_, journal) = call(&app, Method::GET, "/api/v1/journal?limit=2", false).await;
+    let v: serde_json::Value = serde_json::from_str(&journal).unwrap();
+    assert_eq!(v["journal"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["journal"][0]["server"], "srv");
     let (_, metrics) = call(&app, Method::GET, "/metrics", false).await;
     assert!(
         metrics.contains("gemba_escalations_started_total 1"),

@@ -123,6 +123,16 @@ impl EscalatorHandle {
         Ok(rows.iter().filter_map(parse_row).collect())
     }
 
+    /// The newest `limit` journal lines of every scope, newest first: the
+    /// decisions that opened no escalation too (quiet periods, plan mode,
+    /// rate limits, flapping, deferrals to another server).
+    pub async fn journal(&self, limit: usize) -> Result<Vec<JournalRow>, String> {
+        self.store
+            .recent_journal(limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn escalation(&self, id: u64) -> Result<Option<EscalationView>, String> {
         let Some(row) = self.store.escalation(id).await.map_err(|e| e.to_string())? else {
             return Ok(None);
