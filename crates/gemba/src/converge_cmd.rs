@@ -176,6 +176,17 @@ fn time(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", d / 3600, d % 3600 / 60, d % 60)
 }
 
+fn outcome_text(o: Option<&gemba_escalator::StepOutcome>) -> String {
+    use gemba_escalator::StepOutcome as O;
+    match o {
+        None => "running".into(),
+        Some(O::Succeeded) => "succeeded".into(),
+        Some(O::Failed(r)) => format!("failed: {r}"),
+        Some(O::Interrupted(r)) => format!("interrupted: {r}"),
+        Some(O::NotRun(r)) => format!("not run: {r}"),
+    }
+}
+
 pub fn render_plan(p: &Plan) -> String {
     let mut out = format!(
         "mode {}; {} scope(s) with failing checks\n",
@@ -345,12 +356,12 @@ pub fn escalations(args: &EscalationsArgs) -> anyhow::Result<()> {
         }
         for s in &esc.steps {
             println!(
-                "\n  step: attempt {} level {} ({}) started {} UTC: {:?}",
+                "\n  step: attempt {} level {} ({}) started {} UTC: {}",
                 s.attempt,
                 s.level,
                 s.name,
                 time(s.started_ms),
-                s.outcome
+                outcome_text(s.outcome.as_ref())
             );
             for line in s.output.lines().take(20) {
                 println!("    | {line}");
