@@ -49,6 +49,11 @@ enum Command {
         who: String,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// Stop deciding; let running steps finish within the grace period.
+    Drain {
+        grace: Duration,
+        done: oneshot::Sender<usize>,
+    },
 }
 
 /// An escalation with its journal, as the API and console show it.
@@ -111,6 +116,23 @@ impl EscalatorHandle {
             .await
             .map_err(|_| "the escalator is not running".to_string())?;
         rx.await.map_err(|_| "the escalator stopped".to_string())?
+    }
+
+    /// Stops the escalator: no new decisions; steps already running get
+    /// `grace` to finish and their outcomes are journaled. Returns how many
+    /// steps were still running when the grace period ended (they are
+    /// killed; the next start verifies instead of re-running them).
+    pub async fn drain(&self, grace: Duration) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Drain { grace, done: tx })
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// Open escalations and the newest `limit` closed ones, newest first.
@@ -187,6 +209,7 @@ pub fn spawn(
         tick: cfg.tick,
         metrics,
         steps: JoinSet::new(),
+        notices: JoinSet::new(),
     };
     let task = tokio::spawn(service.run(results_rx, cmd_rx));
     (handle, results_tx, task)
@@ -204,6 +227,8 @@ struct Service {
     tick: Duration,
     metrics: EscalatorMetrics,
     steps: JoinSet<StepDone>,
+    /// Notifications in flight; a failed one comes back to be journaled.
+    notices: JoinSet<Option<(Scope, Option<u64>, String)>>,
 }
 
 impl Service {
@@ -247,6 +272,20 @@ impl Service {
                     self.renew_leases().await;
                     self.adopt_orphans().await;
                 }
+                Some(Ok(Some((scope, escalation, why)))) = self.notices.join_next() => {
+                    let row = JournalRow {
+                        seq: 0,
+                        escalation,
+                        scope: scope.to_string(),
+                        at_ms: self.clock.now_ms(),
+                        kind: "notify-failed".into(),
+                        text: why,
+                        server: self.holder.clone(),
+                    };
+                    if let Err(e) = self.store.append(row).await {
+                        tracing::error!("cannot write the journal: {e}");
+                    }
+                }
                 Some(done) = self.steps.join_next() => {
                     if let Ok((id, level, outcome, output, took)) = done {
                         self.metrics.step_duration(level, took);
@@ -256,7 +295,9 @@ impl Service {
                 }
                 c = commands.recv() => {
                     let Some(c) = c else { break };
-                    self.command(c).await;
+                    if !self.command(c).await {
+                        break;
+                    }
                 }
             }
         }
@@ -267,9 +308,49 @@ impl Service {
         self.engine.observe(r)
     }
 
-    async fn command(&mut self, c: Command) {
+    /// Handles a command; returns false when the service must stop.
+    async fn command(&mut self, c: Command) -> bool {
         let now = self.clock.now_ms();
         match c {
+            Command::Drain { grace, done } => {
+                let deadline = tokio::time::Instant::now() + grace;
+                let mut left = self.steps.len();
+                while left > 0 {
+                    match tokio::time::timeout_at(deadline, self.steps.join_next()).await {
+                        Ok(Some(Ok((id, level, outcome, output, took)))) => {
+                            self.metrics.step_duration(level, took);
+                            let fx = self.engine.step_done(
+                                id,
+                                level,
+                                outcome,
+                                output,
+                                self.clock.now_ms(),
+                            );
+                            // Record what happened, start nothing new.
+                            let keep: Vec<Effect> = fx
+                                .into_iter()
+                                .filter(|f| !matches!(f, Effect::Run { .. } | Effect::Open { .. }))
+                                .collect();
+                            self.apply(keep).await;
+                            left = self.steps.len();
+                        }
+                        Ok(Some(Err(_))) => left = self.steps.len(),
+                        Ok(None) => left = 0,
+                        Err(_) => break,
+                    }
+                }
+                if left > 0 {
+                    tracing::warn!(steps = left, "grace period over; running steps are killed and will be verified, not re-run, at the next start");
+                }
+                self.steps.abort_all();
+                // Let notifications already under way finish briefly.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while self.notices.join_next().await.is_some() {}
+                })
+                .await;
+                let _ = done.send(left);
+                return false;
+            }
             Command::Plan(reply) => {
                 let _ = reply.send(self.engine.plan(now));
             }
@@ -297,6 +378,7 @@ impl Service {
                 let _ = reply.send(r);
             }
         }
+        true
     }
 
     /// Explains an escalation this server does not manage.
@@ -506,9 +588,13 @@ impl Service {
                 Effect::Notify(n) => {
                     for target in self.policy.notify.clone() {
                         let (n, node) = (n.clone(), self.holder.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = notify::send(&target, &n, &node).await {
-                                tracing::warn!("notification failed: {e}");
+                        self.notices.spawn(async move {
+                            match notify::send(&target, &n, &node).await {
+                                Ok(()) => None,
+                                Err(e) => {
+                                    tracing::warn!("notification failed: {e}");
+                                    Some((n.scope, n.escalation, e))
+                                }
                             }
                         });
                     }

@@ -40,8 +40,19 @@ pub struct Convergence {
     _listener: Option<gemba_mesh::ListenerHandle>,
 }
 
+/// How long running steps may take to finish when the node stops.
+pub const STEP_GRACE: Duration = Duration::from_secs(20);
+
 impl Convergence {
-    pub fn stop(self) {
+    /// Stops checks at once; lets running escalation steps finish within
+    /// [`STEP_GRACE`] so their outcomes are journaled.
+    pub async fn stop(self) {
+        if let Some(h) = &self.escalator {
+            let left = h.drain(STEP_GRACE).await;
+            if left > 0 {
+                tracing::warn!(steps = left, "stopped with escalation steps still running");
+            }
+        }
         for t in self.tasks {
             t.abort();
         }

@@ -69,7 +69,7 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     // In-flight requests get a grace period; then the process ends anyway.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    convergence.stop();
+    convergence.stop().await;
     if let Ok(mesh) = Arc::try_unwrap(mesh) {
         mesh.shutdown().await;
     }

@@ -1,0 +1,133 @@
+//! The running service on an in-memory store: a stopping server lets a
+//! running step finish and journals it; failed notifications are journaled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gemba_checks::{CheckResult, Clock, HardState, Status};
+use gemba_core::{Config, ConfigFile, Overrides};
+use gemba_escalator::{Directory, EscalatorHandle, ServiceConfig};
+use gemba_store::SqliteStore;
+use tokio::sync::{mpsc, watch};
+
+fn start(policy: &str) -> (EscalatorHandle, mpsc::Sender<CheckResult>) {
+    let o = Overrides {
+        node_id: Some("srv".into()),
+        ..Default::default()
+    };
+    let c = Config::from_file(
+        ConfigFile::parse(std::path::Path::new("t"), policy).unwrap(),
+        &o,
+        "t",
+    )
+    .unwrap();
+    let (dir_tx, dir_rx) = watch::channel(Directory::new());
+    std::mem::forget(dir_tx);
+    let (h, tx, _) = gemba_escalator::spawn(
+        ServiceConfig {
+            policy: Arc::new(c.policy),
+            store: Arc::new(SqliteStore::in_memory().unwrap()),
+            holder: "srv".into(),
+            directory: dir_rx,
+            clock: Clock::new(),
+            tick: Duration::from_millis(20),
+        },
+        None,
+    );
+    (h, tx)
+}
+
+fn failing() -> CheckResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    CheckResult {
+        check: "web".into(),
+        scope: "node:web-1".parse().unwrap(),
+        kind: "tcp".into(),
+        status: Status::Critical,
+        state: HardState::Failing,
+        since_ms: now,
+        at_ms: now,
+        interval_ms: 60_000,
+        duration_ms: 1,
+        output: "refused".into(),
+        perf: vec![],
+        flapping: false,
+        flap_percent: 0.0,
+        trusted: true,
+        level: Some(1),
+        tiers: vec![],
+        observer: "web-1".into(),
+    }
+}
+
+async fn until_phase(h: &EscalatorHandle, phase: &str) -> serde_json::Value {
+    for _ in 0..300 {
+        if let Ok(Some(v)) = h.escalation(1).await {
+            if v.phase_name == phase {
+                return serde_json::to_value(&v).unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("escalation 1 never reached {phase}");
+}
+
+const BASE: &str = "[escalator]\nquiet_period = \"0s\"\nbudget = 1\n[[check]]\nname = \"web\"\nkind = \"tcp\"\nport = 80\nlevel = 1\n";
+
+#[tokio::test]
+async fn a_stopping_server_lets_a_running_step_finish_and_journals_it() {
+    let (h, tx) = start(&format!("{BASE}[[level]]\nlevel = 1\nrun = [\"/bin/sh\", \"-c\", \"sleep 0.5; echo restarted\"]\nquiesce = \"1m\"\n"));
+    tx.send(failing()).await.unwrap();
+    until_phase(&h, "running").await;
+    assert_eq!(
+        h.drain(Duration::from_secs(5)).await,
+        0,
+        "the step finished within the grace period"
+    );
+    let v = h.escalation(1).await.unwrap().unwrap();
+    assert_eq!(v.phase_name, "quiescing");
+    assert_eq!(v.escalation.steps[0].output.trim(), "restarted");
+    assert!(v
+        .journal
+        .iter()
+        .any(|j| j.kind == "step-end" && j.text.contains("succeeded")));
+}
+
+#[tokio::test]
+async fn a_step_past_the_grace_period_is_left_for_verification() {
+    let (h, tx) = start(&format!(
+        "{BASE}[[level]]\nlevel = 1\nrun = [\"/bin/sleep\", \"30\"]\n"
+    ));
+    tx.send(failing()).await.unwrap();
+    until_phase(&h, "running").await;
+    assert_eq!(h.drain(Duration::from_millis(200)).await, 1);
+    // The record still says running: a new server adopts it and verifies.
+    assert_eq!(
+        h.escalation(1).await.unwrap().unwrap().phase_name,
+        "running"
+    );
+}
+
+#[tokio::test]
+async fn failed_notifications_are_journaled() {
+    let (h, tx) = start(&format!("{BASE}[[level]]\nlevel = 1\nrun = [\"/bin/false\"]\n[[notify]]\nkind = \"command\"\nrun = [\"/bin/false\"]\n"));
+    tx.send(failing()).await.unwrap();
+    until_phase(&h, "held").await;
+    for _ in 0..100 {
+        let j = h.journal(50).await.unwrap();
+        let failed: Vec<_> = j.iter().filter(|r| r.kind == "notify-failed").collect();
+        if failed.len() == 2 {
+            assert!(
+                failed[0].text.contains("/bin/false") && failed[0].text.contains("exit 1"),
+                "{:?}",
+                failed[0]
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the step-failed and gave-up notices' failures were not journaled");
+}
