@@ -21,7 +21,8 @@ fn plugins_present() -> bool {
     ok
 }
 
-/// A restart script: starts `python3 -m http.server` detached, writes its
+/// A restart script (run through /bin/sh: executing a file another test
+/// thread may still hold open for writing fails with ETXTBSY): starts `python3 -m http.server` detached, writes its
 /// pid, and appends one line per run to `actions.log`.
 fn write_service(dir: &Path, ip: &str, port: u16) -> std::path::PathBuf {
     let script = dir.join("restart.sh");
@@ -61,14 +62,14 @@ lease_ttl = "3s"
 [[level]]
 level = 5
 name = "prepare"
-run = ["{script}"]
+run = ["/bin/sh", "{script}"]
 timeout = "10s"
 quiesce = "0s"
 
 [[level]]
 level = 6
 name = "restart"
-run = ["{script}", "{{node}}"]
+run = ["/bin/sh", "{script}", "{{node}}"]
 timeout = "10s"
 quiesce = "1s"
 
@@ -168,7 +169,8 @@ fn a_killed_service_is_restarted_by_the_escalation_and_journaled() {
     let (ip, port) = ("127.0.12.1", 18_121);
     let script = write_service(dir.path(), ip, port);
     // First start, by hand.
-    assert!(std::process::Command::new(&script)
+    assert!(std::process::Command::new("/bin/sh")
+        .arg(&script)
         .env("GEMBA_LEVEL", "0")
         .status()
         .unwrap()
@@ -288,7 +290,8 @@ fn two_servers_on_one_store_run_each_step_exactly_once() {
     let key = write_key(dir.path());
     let (agent_ip, port) = ("127.0.13.1", 18_131);
     let script = write_service(dir.path(), agent_ip, port);
-    assert!(std::process::Command::new(&script)
+    assert!(std::process::Command::new("/bin/sh")
+        .arg(&script)
         .env("GEMBA_LEVEL", "0")
         .status()
         .unwrap()
