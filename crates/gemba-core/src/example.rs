@@ -5,6 +5,7 @@
 //! this output and checks that it loads to exactly the defaults.
 
 use crate::config::defaults as d;
+use crate::policy::defaults as p;
 
 /// Returns the example configuration as TOML text.
 pub fn example_toml() -> String {
@@ -19,6 +20,10 @@ pub fn example_toml() -> String {
 site = "{site}"
 # Where this node keeps its grid key and local state.
 data_dir = "{data_dir}"
+# Tiers (groups) this node belongs to; node checks with a `tier` run where it matches.
+tags = []
+# Whether this node runs the server role: the store, server checks, the escalator.
+server = true
 
 [mesh]
 # Nodes only talk to nodes of the same cluster name.
@@ -65,6 +70,49 @@ representatives = {representatives}
 listen = "{http_listen}"
 # File holding the bearer token for endpoints that change state (or set GEMBA_API_TOKEN).
 # token_file = "/etc/gemba/api.token"
+
+[escalator]
+# "act": run escalations. "plan": decide and journal, run nothing.
+mode = "{mode}"
+# After checks of a scope start failing, wait this long for the picture to settle.
+quiet_period = "{quiet}"
+# Attempts (chain + verification) before the scope is held for a human;
+# attempts are spaced by backoff, doubled each time.
+budget = {budget}
+backoff = "{backoff}"
+# true: each new attempt starts one level more fundamental.
+climb = {climb}
+# Rate limits: escalations opened per scope per hour, and running at once.
+max_per_scope_per_hour = {per_hour}
+max_running = {max_running}
+# Servers sharing a store hold a lease per scope this long (renewed while busy).
+lease_ttl = "{lease_ttl}"
+# Results older than this many check intervals never trigger anything.
+stale_after_intervals = {stale}
+# The store: SQLite, shared by servers that must not both act. Default: <data_dir>/gemba.db.
+# store = "/var/lib/gemba/gemba.db"
+
+# Escalation levels, 1 = most fundamental; failing checks run their level and
+# every level after it. Each level: run (a command, no shell), timeout
+# (default {level_timeout}), quiesce (default {level_quiesce}), approve (default false).
+# [[level]]
+# level = 6
+# name = "redeploy"
+# run = ["/opt/ops/redeploy", "{{node}}"]
+
+# Checks: kind tcp, http, command (a Nagios plugin), process, mesh-node or
+# mesh-link; scope node (default), tier or global; interval (default {interval}),
+# timeout ({timeout}), fall ({fall}), rise ({rise}), level (what to run when failing).
+# [[check]]
+# name = "web"
+# kind = "command"
+# command = ["/usr/lib/nagios/plugins/check_http", "-H", "{{node_addr}}"]
+# level = 6
+
+# Where notices go (step failed, gave up, approval needed, resolved, flapping).
+# [[notify]]
+# kind = "webhook"
+# url = "http://chat.internal/hooks/ops"
 "#,
         site = d::SITE,
         data_dir = d::DATA_DIR,
@@ -86,6 +134,21 @@ listen = "{http_listen}"
         topology = d::TOPOLOGY,
         representatives = d::REPRESENTATIVES,
         http_listen = d::HTTP_LISTEN,
+        mode = p::MODE,
+        quiet = p::QUIET_PERIOD,
+        budget = p::BUDGET,
+        backoff = p::BACKOFF,
+        climb = p::CLIMB,
+        per_hour = p::MAX_PER_SCOPE_PER_HOUR,
+        max_running = p::MAX_RUNNING,
+        lease_ttl = p::LEASE_TTL,
+        stale = p::STALE_AFTER_INTERVALS,
+        level_timeout = p::LEVEL_TIMEOUT,
+        level_quiesce = p::LEVEL_QUIESCE,
+        interval = p::CHECK_INTERVAL,
+        timeout = p::CHECK_TIMEOUT,
+        fall = p::FALL,
+        rise = p::RISE,
     )
 }
 
