@@ -291,19 +291,11 @@ pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) ->
     }
     b.push_str(r#"</table><h2>steps</h2><table id="steps"><tr><th>attempt</th><th>level</th><th>started</th><th>outcome</th><th>output</th></tr>"#);
     for st in &e.steps {
-        let outcome = match &st.outcome {
-            None => "running".to_string(),
-            Some(o) => serde_json::to_value(o)
-                .ok()
-                .map(|v| match (v.get("outcome"), v.get("reason")) {
-                    (Some(o), Some(r)) => {
-                        format!("{}: {}", o.as_str().unwrap_or(""), r.as_str().unwrap_or(""))
-                    }
-                    (Some(o), None) => o.as_str().unwrap_or("").to_string(),
-                    _ => String::new(),
-                })
-                .unwrap_or_default(),
-        };
+        let outcome = st
+            .outcome
+            .as_ref()
+            .map(|o| o.describe())
+            .unwrap_or_else(|| "running".into());
         let _ = write!(
             b,
             r#"<tr class="step"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>"#,
@@ -342,14 +334,7 @@ pub async fn plan_page(State(s): State<Shared>) -> Answer {
                 .iter()
                 .map(|c| match &c.ignored {
                     None => format!("{} (level {})", c.id, c.level),
-                    Some(i) => format!(
-                        "{} (ignored: {})",
-                        c.id,
-                        serde_json::to_value(i)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default()
-                    ),
+                    Some(i) => format!("{} (ignored: {})", c.id, i.as_str()),
                 })
                 .collect();
             let _ = write!(

@@ -99,6 +99,18 @@ pub enum StepOutcome {
     NotRun(String),
 }
 
+impl StepOutcome {
+    /// In words, for people: "succeeded", "failed: exit 1", ...
+    pub fn describe(&self) -> String {
+        match self {
+            StepOutcome::Succeeded => "succeeded".into(),
+            StepOutcome::Failed(r) => format!("failed: {r}"),
+            StepOutcome::Interrupted(r) => format!("interrupted: {r}"),
+            StepOutcome::NotRun(r) => format!("not run: {r}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub attempt: u32,
@@ -196,6 +208,16 @@ pub enum Ignored {
     Flapping,
     Stale,
     Untrusted,
+}
+
+impl Ignored {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Ignored::Flapping => "flapping",
+            Ignored::Stale => "stale",
+            Ignored::Untrusted => "untrusted",
+        }
+    }
 }
 
 /// A failing check as the planner sees it.
@@ -313,20 +335,15 @@ impl Engine {
                 "{id} is flapping ({:.0} % weighted state change): it will not trigger actions until it settles",
                 r.flap_percent
             );
-            fx.push(Effect::Journal(Entry {
-                escalation: None,
-                scope: r.scope.clone(),
-                at_ms: r.at_ms,
-                kind: "flapping".into(),
-                text: text.clone(),
-            }));
-            fx.push(Effect::Notify(Notice {
-                kind: NoticeKind::Flapping,
-                escalation: None,
-                scope: r.scope.clone(),
-                at_ms: r.at_ms,
+            self.announce(
+                &mut fx,
+                None,
+                &r.scope,
+                r.at_ms,
+                "flapping",
+                NoticeKind::Flapping,
                 text,
-            }));
+            );
         } else if !r.flapping {
             self.flapping_noted.remove(&id);
         }
@@ -341,18 +358,6 @@ impl Engine {
         }
         self.results.insert(id, r);
         fx
-    }
-
-    /// Forgets results no longer produced (a check removed from policy).
-    pub fn forget(&mut self, id: &str) {
-        if let Some(r) = self.results.remove(id) {
-            if let Some(set) = self.failing.get_mut(&r.scope) {
-                set.remove(id);
-                if set.is_empty() {
-                    self.failing.remove(&r.scope);
-                }
-            }
-        }
     }
 
     fn ignored(&self, r: &CheckResult, now: u64) -> Option<Ignored> {
@@ -432,6 +437,28 @@ impl Engine {
             scope: scope.clone(),
             at_ms: now,
             kind: kind.into(),
+            text,
+        }));
+    }
+
+    /// Journals `text` and tells people about it.
+    #[allow(clippy::too_many_arguments)]
+    fn announce(
+        &self,
+        fx: &mut Vec<Effect>,
+        e: Option<&Escalation>,
+        scope: &Scope,
+        now: u64,
+        kind: &str,
+        notice: NoticeKind,
+        text: String,
+    ) {
+        self.journal(fx, e, scope, now, kind, text.clone());
+        fx.push(Effect::Notify(Notice {
+            kind: notice,
+            escalation: e.map(|e| e.id),
+            scope: scope.clone(),
+            at_ms: now,
             text,
         }));
     }
@@ -681,14 +708,15 @@ impl Engine {
                 "level {level} ({}) needs approval: `gemba approve {id}`",
                 def.name
             );
-            self.journal(fx, Some(&esc), &esc.scope, now, "approval", text.clone());
-            fx.push(Effect::Notify(Notice {
-                kind: NoticeKind::ApprovalNeeded,
-                escalation: Some(id),
-                scope: esc.scope.clone(),
-                at_ms: now,
+            self.announce(
+                fx,
+                Some(&esc),
+                &esc.scope,
+                now,
+                "approval",
+                NoticeKind::ApprovalNeeded,
                 text,
-            }));
+            );
             self.save(id, fx);
             return;
         }
@@ -787,21 +815,15 @@ impl Engine {
             StepOutcome::Failed(why) | StepOutcome::Interrupted(why) => {
                 let text = format!("level {level} ({name}) failed: {why}");
                 let esc = self.open.get(&id).expect("escalation").clone();
-                self.journal(
+                self.announce(
                     &mut fx,
                     Some(&esc),
                     &esc.scope,
                     now,
                     "step-end",
+                    NoticeKind::StepFailed,
                     text.clone(),
                 );
-                fx.push(Effect::Notify(Notice {
-                    kind: NoticeKind::StepFailed,
-                    escalation: Some(id),
-                    scope: esc.scope.clone(),
-                    at_ms: now,
-                    text: text.clone(),
-                }));
                 self.failed_attempt(id, now, text, &mut fx);
             }
         }
@@ -816,14 +838,15 @@ impl Engine {
             esc.phase = Phase::Held { since_ms: now };
             let esc = esc.clone();
             let text = format!("gave up after {} attempt(s) ({why}); {} is held until acknowledged: `gemba ack {}`", esc.attempt, esc.scope, esc.scope);
-            self.journal(fx, Some(&esc), &esc.scope, now, "give-up", text.clone());
-            fx.push(Effect::Notify(Notice {
-                kind: NoticeKind::GaveUp,
-                escalation: Some(id),
-                scope: esc.scope.clone(),
-                at_ms: now,
+            self.announce(
+                fx,
+                Some(&esc),
+                &esc.scope,
+                now,
+                "give-up",
+                NoticeKind::GaveUp,
                 text,
-            }));
+            );
             self.save(id, fx);
             return;
         }
@@ -923,14 +946,15 @@ impl Engine {
                         checks.join(", "),
                         esc.attempt
                     );
-                    self.journal(fx, Some(&esc), &esc.scope, now, "resolved", text.clone());
-                    fx.push(Effect::Notify(Notice {
-                        kind: NoticeKind::Resolved,
-                        escalation: Some(id),
-                        scope: esc.scope.clone(),
-                        at_ms: now,
+                    self.announce(
+                        fx,
+                        Some(&esc),
+                        &esc.scope,
+                        now,
+                        "resolved",
+                        NoticeKind::Resolved,
                         text,
-                    }));
+                    );
                     self.save(id, fx);
                     fx.push(Effect::Release(esc.scope.clone()));
                     self.open.remove(&id);

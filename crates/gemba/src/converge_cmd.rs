@@ -176,17 +176,6 @@ fn time(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", d / 3600, d % 3600 / 60, d % 60)
 }
 
-fn outcome_text(o: Option<&gemba_escalator::StepOutcome>) -> String {
-    use gemba_escalator::StepOutcome as O;
-    match o {
-        None => "running".into(),
-        Some(O::Succeeded) => "succeeded".into(),
-        Some(O::Failed(r)) => format!("failed: {r}"),
-        Some(O::Interrupted(r)) => format!("interrupted: {r}"),
-        Some(O::NotRun(r)) => format!("not run: {r}"),
-    }
-}
-
 pub fn render_plan(p: &Plan) -> String {
     let mut out = format!(
         "mode {}; {} scope(s) with failing checks\n",
@@ -208,13 +197,7 @@ pub fn render_plan(p: &Plan) -> String {
         for c in &s.checks {
             let why = match &c.ignored {
                 None => format!("requires level {}", c.level),
-                Some(i) => format!(
-                    "ignored: {}",
-                    serde_json::to_value(i)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ),
+                Some(i) => format!("ignored: {}", i.as_str()),
             };
             out.push_str(&format!(
                 "  because:   {} {} — {}\n",
@@ -361,7 +344,10 @@ pub fn escalations(args: &EscalationsArgs) -> anyhow::Result<()> {
                 s.level,
                 s.name,
                 time(s.started_ms),
-                outcome_text(s.outcome.as_ref())
+                s.outcome
+                    .as_ref()
+                    .map(|o| o.describe())
+                    .unwrap_or_else(|| "running".into())
             );
             for line in s.output.lines().take(20) {
                 println!("    | {line}");
