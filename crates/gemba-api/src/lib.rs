@@ -261,16 +261,7 @@ async fn link_history(State(s): State<Shared>, Path(target): Path<String>) -> Re
             format!("{} does not probe {target:?}", s.mesh.id()),
         );
     };
-    let probes: Vec<serde_json::Value> = history
-        .into_iter()
-        .map(|(age, rtt)| {
-            json!({
-                "age_ms": age.as_secs_f64() * 1000.0,
-                "rtt_ms": rtt.map(|r| r.as_secs_f64() * 1000.0),
-            })
-        })
-        .collect();
-    Json(json!({ "source": s.mesh.id(), "target": target, "summary": summary, "probes": probes }))
+    Json(json!({ "source": s.mesh.id(), "target": target, "summary": summary, "probes": history }))
         .into_response()
 }
 

@@ -26,6 +26,7 @@ pub mod defaults {
     pub const CLUSTER: &str = "gemba";
     pub const PROBE_INTERVAL: &str = "1s";
     pub const PROBES_PER_INTERVAL: u32 = 2;
+    pub const PROBE_FLOWS: u32 = 8;
     pub const PROBE_TIMEOUT: &str = "500ms";
     pub const TCP_PROBE_INTERVAL: &str = "5s";
     pub const TCP_TIMEOUT: &str = "1s";
@@ -79,6 +80,8 @@ pub struct MeshSection {
     pub grid_key_file: Option<PathBuf>,
     pub probe_interval: Option<String>,
     pub probes_per_interval: Option<u32>,
+    pub probe_flows: Option<u32>,
+    pub probe_ports: Option<String>,
     pub probe_timeout: Option<String>,
     pub tcp_probe_interval: Option<String>,
     pub tcp_timeout: Option<String>,
@@ -155,6 +158,10 @@ pub struct MeshConfig {
     pub grid_key_file: Option<PathBuf>,
     pub probe_interval: Duration,
     pub probes_per_interval: u32,
+    /// Flows (source ports) each peer is probed over.
+    pub probe_flows: u32,
+    /// A fixed range of source ports for the flows, for firewalls.
+    pub probe_ports: Option<(u16, u16)>,
     pub probe_timeout: Duration,
     pub tcp_probe_interval: Duration,
     pub tcp_timeout: Duration,
@@ -462,6 +469,33 @@ impl Config {
             defaults::PROBES_PER_INTERVAL,
             1..=20,
         );
+        let probe_flows = c.count(
+            "mesh.probe_flows",
+            mesh.probe_flows,
+            defaults::PROBE_FLOWS,
+            1..=64,
+        );
+        let probe_ports =
+            mesh.probe_ports
+                .as_deref()
+                .and_then(|text| match parse_port_range(text) {
+                    Ok((first, last)) => {
+                        if u32::from(last - first) + 1 < probe_flows {
+                            c.fail(
+                                "mesh.probe_ports",
+                                format!(
+                                    "{text:?} holds {} ports but mesh.probe_flows is {probe_flows}",
+                                    last - first + 1
+                                ),
+                            );
+                        }
+                        Some((first, last))
+                    }
+                    Err(reason) => {
+                        c.fail("mesh.probe_ports", reason);
+                        None
+                    }
+                });
         let probe_timeout = c.duration(
             "mesh.probe_timeout",
             mesh.probe_timeout.as_deref(),
@@ -535,6 +569,14 @@ impl Config {
                     HumanDuration(probe_interval)
                 ),
             );
+        }
+        if let (Some((first, last)), Some(l)) = (probe_ports, listen) {
+            if (first..=last).contains(&l.port()) {
+                c.fail(
+                    "mesh.probe_ports",
+                    format!("{first}-{last} includes the mesh port {}", l.port()),
+                );
+            }
         }
         if window < probe_interval * 2 {
             c.fail("mesh.window", "must cover at least two probe intervals");
@@ -610,6 +652,8 @@ impl Config {
                 grid_key_file,
                 probe_interval,
                 probes_per_interval,
+                probe_flows,
+                probe_ports,
                 probe_timeout,
                 tcp_probe_interval,
                 tcp_timeout,
@@ -630,6 +674,18 @@ impl Config {
             policy,
         })
     }
+}
+
+/// Parses a port range such as "40000-40007".
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{text:?} is not a port range such as \"40000-40007\"");
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let first: u16 = a.trim().parse().map_err(|_| bad())?;
+    let last: u16 = b.trim().parse().map_err(|_| bad())?;
+    if first == 0 || last < first {
+        return Err(bad());
+    }
+    Ok((first, last))
 }
 
 #[cfg(test)]

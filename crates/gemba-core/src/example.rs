@@ -40,6 +40,13 @@ seeds = []
 # How often each peer is probed, and how many UDP probes each round sends.
 probe_interval = "{probe_interval}"
 probes_per_interval = {probes_per_interval}
+# Each peer is probed over this many flows, which differ in source port, so
+# that probes take every path a router spreads flows over (ECMP): a dead
+# path shows as some flows failing ("path" loss) instead of hiding.
+probe_flows = {probe_flows}
+# A fixed source port range for the flows, for firewalls. Default: ports the
+# system picks.
+# probe_ports = "40000-40007"
 # A probe without a reply after this long counts as lost.
 probe_timeout = "{probe_timeout}"
 # The second path: a TCP connect to the peer's mesh port.
@@ -120,6 +127,7 @@ stale_after_intervals = {stale}
         mesh_listen = d::MESH_LISTEN,
         probe_interval = d::PROBE_INTERVAL,
         probes_per_interval = d::PROBES_PER_INTERVAL,
+        probe_flows = d::PROBE_FLOWS,
         probe_timeout = d::PROBE_TIMEOUT,
         tcp_probe_interval = d::TCP_PROBE_INTERVAL,
         tcp_timeout = d::TCP_TIMEOUT,

@@ -1,10 +1,18 @@
-//! A node's one mesh socket: signs what it sends, verifies what it
-//! receives, answers probe requests at once and hands gossip to chitchat.
+//! A node's mesh socket and its probe flow sockets: signs what it sends,
+//! verifies what it receives, answers probe requests at once and hands
+//! gossip to chitchat.
 //!
-//! A single receive task owns the socket's read side and demultiplexes, so
-//! a slow gossip round never delays a probe reply (which would show up as
-//! RTT), and nothing a peer sends can block or crash the node: every
-//! datagram is either used or dropped and counted.
+//! A single receive task owns the mesh socket's read side and
+//! demultiplexes, so a slow gossip round never delays a probe reply (which
+//! would show up as RTT), and nothing a peer sends can block or crash the
+//! node: every datagram is either used or dropped and counted.
+//!
+//! Probes leave from the flow sockets, one source port per flow, and the
+//! peer answers from its mesh port to the port the probe came from: the
+//! reply takes the same flow back, so both directions hash onto the path
+//! being measured. Each flow socket has a small receive task that accepts
+//! only probe replies. All receive tasks share one replay guard, because a
+//! peer's counters are one sequence whichever socket they arrive on.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +36,8 @@ use crate::wire::{
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeReply {
     pub from: SocketAddr,
+    /// The flow whose socket received it.
+    pub flow: usize,
     pub probe_id: u64,
     pub received_at: Instant,
 }
@@ -57,6 +67,7 @@ fn random_session() -> u64 {
 /// The sending half, shared by chitchat's socket and the prober.
 pub struct Endpoint {
     socket: Arc<dyn Datagrams>,
+    flows: Vec<Arc<dyn Datagrams>>,
     key: GridKey,
     session: u64,
     counter: AtomicU64,
@@ -68,7 +79,26 @@ impl Endpoint {
         self.socket.local_addr()
     }
 
+    /// The probe flows' local addresses, by flow.
+    pub fn flow_addrs(&self) -> Vec<SocketAddr> {
+        self.flows.iter().map(|f| f.local_addr()).collect()
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
     async fn send(&self, kind: Kind, to: SocketAddr, payload: &[u8]) {
+        self.send_on(&self.socket, kind, to, payload).await
+    }
+
+    async fn send_on(
+        &self,
+        socket: &Arc<dyn Datagrams>,
+        kind: Kind,
+        to: SocketAddr,
+        payload: &[u8],
+    ) {
         // An empty payload still makes one datagram.
         let count = payload.len().div_ceil(MAX_FRAGMENT_PAYLOAD).max(1);
         let chunks = payload
@@ -89,7 +119,7 @@ impl Endpoint {
                 chunk,
                 &mut buf,
             );
-            match self.socket.send_to(&buf, to).await {
+            match socket.send_to(&buf, to).await {
                 Ok(()) => {
                     self.metrics
                         .packets_sent
@@ -109,8 +139,11 @@ impl Endpoint {
         }
     }
 
-    pub async fn send_probe(&self, to: SocketAddr, probe_id: u64) {
-        self.send(Kind::ProbeRequest, to, &probe_id.to_be_bytes())
+    /// Sends a probe on `flow` (its own source port); without flow
+    /// sockets, from the mesh socket.
+    pub async fn send_probe(&self, flow: usize, to: SocketAddr, probe_id: u64) {
+        let socket = self.flows.get(flow).unwrap_or(&self.socket);
+        self.send_on(socket, Kind::ProbeRequest, to, &probe_id.to_be_bytes())
             .await
     }
 }
@@ -167,21 +200,32 @@ impl Reassembly {
     }
 }
 
-/// Opens the mesh socket: returns the endpoint (for sending), chitchat's
-/// transport, and the stream of probe replies for the prober.
+/// What [`open`] returns.
+pub struct Opened {
+    /// For sending.
+    pub endpoint: Arc<Endpoint>,
+    /// chitchat's view of the mesh socket.
+    pub transport: GossipTransport,
+    /// Probe replies, for the prober.
+    pub replies: mpsc::Receiver<ProbeReply>,
+    /// The mesh socket's receive task (stop it last: chitchat reads a
+    /// closed channel as a broken socket).
+    pub receive_task: tokio::task::JoinHandle<()>,
+    /// One receive task per probe flow.
+    pub flow_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens the mesh socket and the probe flow sockets.
 pub fn open(
     socket: Arc<dyn Datagrams>,
+    flows: Vec<Arc<dyn Datagrams>>,
     key: GridKey,
     packet_max_age: Duration,
     metrics: Arc<MeshMetrics>,
-) -> (
-    Arc<Endpoint>,
-    GossipTransport,
-    mpsc::Receiver<ProbeReply>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> Opened {
     let endpoint = Arc::new(Endpoint {
         socket,
+        flows,
         key,
         session: random_session(),
         counter: AtomicU64::new(1),
@@ -189,9 +233,26 @@ pub fn open(
     });
     let (gossip_tx, gossip_rx) = mpsc::channel(1024);
     let (reply_tx, reply_rx) = mpsc::channel(8192);
+    let guard = Arc::new(Mutex::new(ReplayGuard::new(
+        packet_max_age.as_millis() as u64,
+        8192,
+    )));
+    let flow_tasks = (0..endpoint.flows.len())
+        .map(|flow| {
+            tokio::spawn(
+                FlowReceiver {
+                    endpoint: endpoint.clone(),
+                    flow,
+                    guard: guard.clone(),
+                    reply_tx: reply_tx.clone(),
+                }
+                .run(),
+            )
+        })
+        .collect();
     let receiver = Receiver {
         endpoint: endpoint.clone(),
-        guard: ReplayGuard::new(packet_max_age.as_millis() as u64, 8192),
+        guard,
         reassembly: Reassembly::default(),
         gossip_tx,
         reply_tx,
@@ -204,12 +265,89 @@ pub fn open(
             buf: Vec::new(),
         })),
     };
-    (endpoint, transport, reply_rx, receive_task)
+    Opened {
+        endpoint,
+        transport,
+        replies: reply_rx,
+        receive_task,
+        flow_tasks,
+    }
+}
+
+/// Verifies a datagram and checks it against replays.
+fn accept<'a>(
+    endpoint: &Endpoint,
+    guard: &Mutex<ReplayGuard>,
+    datagram: &'a [u8],
+    from: SocketAddr,
+) -> Result<wire::Packet<'a>, DropReason> {
+    let packet = wire::open(&endpoint.key, datagram)?;
+    guard
+        .lock()
+        .map_err(|_| DropReason::Overloaded)?
+        .check(from, &packet, unix_ms())?;
+    endpoint
+        .metrics
+        .packets_received
+        .get_or_create(&kind_label(packet.kind))
+        .inc();
+    Ok(packet)
+}
+
+/// Reads one probe flow's socket: replies to its probes, nothing else.
+struct FlowReceiver {
+    endpoint: Arc<Endpoint>,
+    flow: usize,
+    guard: Arc<Mutex<ReplayGuard>>,
+    reply_tx: mpsc::Sender<ProbeReply>,
+}
+
+impl FlowReceiver {
+    async fn run(self) {
+        let socket = self.endpoint.flows[self.flow].clone();
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            let (len, from) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    tracing::trace!(flow = self.flow, error = %e, "probe flow recv error");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+            };
+            if self.reply_tx.is_closed() {
+                return;
+            }
+            let received_at = Instant::now();
+            let result = accept(&self.endpoint, &self.guard, &buf[..len], from).and_then(|p| {
+                // A flow socket only ever sends probe requests, so a reply
+                // is all it expects.
+                if p.kind != Kind::ProbeReply {
+                    return Err(DropReason::Undecodable);
+                }
+                let id: [u8; PROBE_PAYLOAD] =
+                    p.payload.try_into().map_err(|_| DropReason::Undecodable)?;
+                self.reply_tx
+                    .try_send(ProbeReply {
+                        from,
+                        flow: self.flow,
+                        probe_id: u64::from_be_bytes(id),
+                        received_at,
+                    })
+                    .map_err(|_| DropReason::Overloaded)
+            });
+            if let Err(reason) = result {
+                tracing::debug!(%from, flow = self.flow, reason = reason.as_str(), "dropped datagram");
+                self.endpoint.metrics.drop_packet(reason);
+            }
+        }
+    }
 }
 
 struct Receiver {
     endpoint: Arc<Endpoint>,
-    guard: ReplayGuard,
+    guard: Arc<Mutex<ReplayGuard>>,
     reassembly: Reassembly,
     gossip_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
     reply_tx: mpsc::Sender<ProbeReply>,
@@ -242,12 +380,8 @@ impl Receiver {
 
     async fn handle(&mut self, datagram: &[u8], from: SocketAddr) -> Result<(), DropReason> {
         let received_at = Instant::now();
-        let packet = wire::open(&self.endpoint.key, datagram)?;
-        self.guard.check(from, &packet, unix_ms())?;
+        let packet = accept(&self.endpoint, &self.guard, datagram, from)?;
         let m = &self.endpoint.metrics;
-        m.packets_received
-            .get_or_create(&kind_label(packet.kind))
-            .inc();
         match packet.kind {
             Kind::ProbeRequest => {
                 if packet.payload.len() != PROBE_PAYLOAD {
@@ -262,8 +396,11 @@ impl Receiver {
                     .payload
                     .try_into()
                     .map_err(|_| DropReason::Undecodable)?;
+                // Replies to probes sent from the mesh socket itself (a node
+                // without flow sockets).
                 let reply = ProbeReply {
                     from,
+                    flow: 0,
                     probe_id: u64::from_be_bytes(id),
                     received_at,
                 };

@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use gemba_core::Topology;
 use serde::{Deserialize, Serialize};
 
-use crate::link::{loss_bucket_value, rtt_bucket_ms, EdgeValue, LinkState, TcpPath};
+use crate::link::{
+    link_reason, loss_bucket_value, rtt_bucket_ms, EdgeValue, LinkState, LossKind, TcpPath,
+};
 use crate::topology::{self, Placed};
 
 /// One node as gossip describes it.
@@ -91,9 +93,32 @@ pub struct GraphEdge {
     pub rtt_p50_ms: Option<f64>,
     pub rtt_p99_ms: Option<f64>,
     pub loss: Option<f64>,
+    /// How the link loses probes: none, random, path (some flows fail: a
+    /// black-holed path) or total.
+    #[serde(default)]
+    pub loss_kind: LossKind,
+    /// Flows (source ports) the observer probes, and how many of them fail.
+    #[serde(default)]
+    pub flows_probed: u8,
+    #[serde(default)]
+    pub flows_failing: u8,
+    /// Why the link is not up, in words.
+    #[serde(default)]
+    pub reason: Option<String>,
     pub tcp: TcpPath,
     /// Unix seconds since the observer has seen this state.
     pub since: Option<u64>,
+}
+
+impl GraphEdge {
+    /// One line for people: `ams-1 → nyc-1 degraded: 4 of 8 flows fail (a
+    /// path is black-holed)`.
+    pub fn describe(&self) -> String {
+        match &self.reason {
+            Some(r) => format!("{} → {} {}: {r}", self.source, self.target, self.state),
+            None => format!("{} → {} {}", self.source, self.target, self.state),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -146,13 +171,27 @@ pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> 
             let edge = match m.edges.get(&target.id) {
                 Some(v) => {
                     let state = if m.live { v.state } else { LinkState::Stale };
+                    let loss = (v.state != LinkState::Unknown).then(|| loss_bucket_value(v.loss));
+                    // For path loss the share of failing flows is known
+                    // exactly; the bucket only bounds it.
+                    let loss = match v.kind {
+                        LossKind::Path if v.probed > 0 => {
+                            Some(f64::from(v.failing) / f64::from(v.probed))
+                        }
+                        _ => loss,
+                    };
                     GraphEdge {
                         source: m.id.clone(),
                         target: target.id.clone(),
                         state,
                         rtt_p50_ms: rtt_bucket_ms(v.p50),
                         rtt_p99_ms: rtt_bucket_ms(v.p99),
-                        loss: (v.state != LinkState::Unknown).then(|| loss_bucket_value(v.loss)),
+                        loss,
+                        loss_kind: v.kind,
+                        flows_probed: v.probed,
+                        flows_failing: v.failing,
+                        // Buckets only bound random loss, so its words name no figure.
+                        reason: link_reason(state, v.kind, v.failing, v.probed, None),
                         tcp: v.tcp,
                         since: Some(v.since),
                     }
@@ -168,6 +207,10 @@ pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> 
                     rtt_p50_ms: None,
                     rtt_p99_ms: None,
                     loss: None,
+                    loss_kind: LossKind::None,
+                    flows_probed: 0,
+                    flows_failing: 0,
+                    reason: None,
                     tcp: TcpPath::Unknown,
                     since: None,
                 },
@@ -285,6 +328,9 @@ mod tests {
                             p99: 4,
                             loss: 0,
                             tcp: TcpPath::Connects,
+                            kind: LossKind::None,
+                            failing: 0,
+                            probed: 8,
                             since: 10,
                         },
                     )

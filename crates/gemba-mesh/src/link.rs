@@ -1,11 +1,58 @@
 //! The state of one directed link, as its observer measures it.
 //!
-//! A [`LinkTracker`] takes probe outcomes (a reply with its RTT, or a loss)
-//! and TCP connect results, keeps a time window of them, and decides the
-//! link's [`LinkState`] with hysteresis so that one late packet neither
-//! raises nor clears an alarm. [`EdgeValue`] is the compact, quantized form
-//! that travels in gossip: it changes only when the state, an RTT bucket or
-//! a loss bucket changes.
+//! A link is probed over several *flows*: UDP probes and TCP connects that
+//! leave from different source ports, so that routers which spread traffic
+//! over equal-cost paths by a hash of addresses and ports (ECMP) send them
+//! down different paths. A [`LinkTracker`] keeps every outcome of the window
+//! with its flow, and classifies the link's loss:
+//!
+//! - **none** — nothing to speak of;
+//! - **random** — losses spread over the flows, as congestion or a bad cable
+//!   gives: the link is `degraded` once the window holds enough probes for
+//!   the loss to be clearly over the threshold;
+//! - **path** — some flows lose every probe while the others answer: one
+//!   path is black-holed. The link is `degraded`, its loss figure is the
+//!   share of flows that fail, and it never turns `down` for it;
+//! - **total** — every flow loses: the link is `down`.
+//!
+//! # The statistics
+//!
+//! *Random loss rate.* `q` estimates how often a probe is lost by chance:
+//! the share of the window's probes that were lost and later followed by a
+//! reply on the same flow (transient losses), Laplace-smoothed as
+//! `(lost + 1) / (probes + 2)` so that an empty or loss-free window never
+//! gives 0. Losses already attributed to a dead path or a down period are
+//! left out.
+//!
+//! *A dead flow.* Flow `f` has lost its last `r_f` probes in a row. Under
+//! random loss alone that happens with probability `q^r_f`; the flow is
+//! called dead when `q^r_f < α / n` (`n` flows probed, `α` = 10⁻⁵ over the
+//! whole link, Bonferroni-corrected; small because the test runs at every
+//! probe), and never on fewer than 2 losses. On a healthy link (`q` ≈ 1/60)
+//! that is 4 losses in a row on one flow; under 50 % random loss it takes
+//! 20, which random loss almost never produces.
+//!
+//! *Down.* The link is down when the losses in a row, across flows, cover
+//! every flow probed in the window, number at least `down_after_lost` and
+//! at least `ln(α_down) / ln(q)` with `α_down` = 10⁻⁶. On a healthy link
+//! one confirmation burst (one probe on every other flow) is enough; under
+//! 50 % random loss it takes 20 losses in a row, so partial loss never
+//! flaps a link to `down`. It comes back after `up_after_replies` replies.
+//!
+//! *Random loss verdict.* Degraded when the lower bound of the Wilson score
+//! interval (99 %, z = 2.576) of the window's loss share is over
+//! `degraded_loss`, with at least two losses: one lost probe in a fresh
+//! window is never enough. It is left when that lower bound falls to half
+//! the threshold (hysteresis).
+//!
+//! *The reported loss* is the share of the window's probes that were lost,
+//! including a down period or a dead path that has since recovered: the
+//! figure is what the probes saw. For path loss it is the share of flows
+//! that fail, the figure an application's connections would see.
+//!
+//! [`EdgeValue`] is the compact, quantized form that travels in gossip: it
+//! changes only when the state, the loss classification, an RTT bucket or a
+//! loss bucket changes.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -72,13 +119,106 @@ impl fmt::Display for LinkState {
     }
 }
 
-/// The second path's last result.
+/// How a link loses probes (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    #[default]
+    None,
+    /// Spread over all flows.
+    Random,
+    /// Some flows lose everything, the others (nearly) nothing.
+    Path,
+    /// Every flow loses everything.
+    Total,
+}
+
+impl LossKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossKind::None => "none",
+            LossKind::Random => "random",
+            LossKind::Path => "path",
+            LossKind::Total => "total",
+        }
+    }
+    fn code(self) -> char {
+        match self {
+            LossKind::None => 'n',
+            LossKind::Random => 'r',
+            LossKind::Path => 'p',
+            LossKind::Total => 't',
+        }
+    }
+    fn from_code(c: char) -> Option<Self> {
+        Some(match c {
+            'n' => LossKind::None,
+            'r' => LossKind::Random,
+            'p' => LossKind::Path,
+            't' => LossKind::Total,
+            _ => return None,
+        })
+    }
+}
+
+/// The TCP connects' last results, over all flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TcpPath {
     Unknown,
+    /// The last connect of every flow tried reached the peer.
     Connects,
+    /// Some flows connect, others do not.
+    Partial,
+    /// No flow connects.
     Fails,
+}
+
+impl TcpPath {
+    fn code(self) -> char {
+        match self {
+            TcpPath::Unknown => 'n',
+            TcpPath::Connects => 'c',
+            TcpPath::Partial => 'p',
+            TcpPath::Fails => 'f',
+        }
+    }
+    fn from_code(c: char) -> Option<Self> {
+        Some(match c {
+            'n' => TcpPath::Unknown,
+            'c' => TcpPath::Connects,
+            'p' => TcpPath::Partial,
+            'f' => TcpPath::Fails,
+            _ => return None,
+        })
+    }
+}
+
+/// Words for a link that is not up, as people read them: "4 of 8 flows
+/// fail (a path is black-holed)". `None` for a link that is up or unmeasured.
+pub fn link_reason(
+    state: LinkState,
+    kind: LossKind,
+    failing: u8,
+    probed: u8,
+    loss: Option<f64>,
+) -> Option<String> {
+    match (state, kind) {
+        (LinkState::Down, _) => Some(if probed > 1 {
+            format!("all {probed} flows fail")
+        } else {
+            "every probe is lost".to_string()
+        }),
+        (LinkState::Degraded, LossKind::Path) => Some(format!(
+            "{failing} of {probed} flows fail (a path is black-holed)"
+        )),
+        (LinkState::Degraded, LossKind::Random) => Some(match loss {
+            Some(l) => format!("random loss ({:.0}% of probes)", l * 100.0),
+            None => "random loss".to_string(),
+        }),
+        (LinkState::Degraded, _) => Some("slow: p99 RTT over the threshold".to_string()),
+        _ => None,
+    }
 }
 
 /// Thresholds a tracker decides with (from `[mesh]` config).
@@ -89,8 +229,6 @@ pub struct LinkPolicy {
     pub up_after_replies: u32,
     pub degraded_loss: f64,
     pub degraded_rtt_p99: Duration,
-    /// Fewer samples than this in the window do not make a loss verdict.
-    pub min_samples_for_loss: usize,
 }
 
 impl LinkPolicy {
@@ -101,9 +239,52 @@ impl LinkPolicy {
             up_after_replies: c.up_after_replies,
             degraded_loss: c.degraded_loss,
             degraded_rtt_p99: c.degraded_rtt_p99,
-            min_samples_for_loss: (c.probes_per_interval as usize * 3).max(6),
         }
     }
+}
+
+/// Chance, at one probe, of calling some flow dead under random loss
+/// alone. Small, because the test is repeated at every probe: at 2 probes
+/// a second it is once in about a day.
+const ALPHA_FLOW: f64 = 1e-5;
+/// Chance, at one probe, of calling a link down under random loss alone.
+const ALPHA_DOWN: f64 = 1e-6;
+/// The Wilson interval's z for the random-loss verdict (99 %).
+const WILSON_Z: f64 = 2.576;
+/// The most flows a link is probed over (a bit mask holds them).
+pub const MAX_FLOWS: usize = 64;
+
+/// One probe's outcome on one flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A UDP probe answered after this RTT.
+    Reply(Duration),
+    /// A UDP probe lost (or answered after its timeout).
+    Lost,
+    /// A TCP connect reached the peer (handshake done, or refused by it).
+    TcpReached(Duration),
+    /// A TCP connect that got no answer in time.
+    TcpLost,
+}
+
+impl Outcome {
+    fn lost(self) -> bool {
+        matches!(self, Outcome::Lost | Outcome::TcpLost)
+    }
+}
+
+/// Per-flow figures over the window, for the API.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FlowSummary {
+    pub flow: u8,
+    /// Source port of the flow, where known.
+    pub port: Option<u16>,
+    pub probes: usize,
+    pub lost: usize,
+    /// Losses in a row, most recent last.
+    pub trailing_lost: u32,
+    /// This flow is called dead (see the module documentation).
+    pub failing: bool,
 }
 
 /// Full-resolution summary of a link over its window.
@@ -112,33 +293,82 @@ pub struct LinkSummary {
     pub state: LinkState,
     pub rtt_p50_ms: Option<f64>,
     pub rtt_p99_ms: Option<f64>,
+    /// Share of the window's probes lost; for path loss, the share of
+    /// flows that fail.
     pub loss: f64,
+    pub loss_kind: LossKind,
+    /// Flows the link is probed over.
+    pub flows_probed: u8,
+    pub flows_failing: u8,
+    pub reason: Option<String>,
     pub samples: usize,
     pub tcp: TcpPath,
     pub tcp_connect_ms: Option<f64>,
+    pub flows: Vec<FlowSummary>,
     /// Unix seconds when the current state began.
     pub since: u64,
 }
 
-/// One probe in a link's history: how long ago it was recorded and its RTT
-/// (`None`: lost).
-pub type ProbeOutcome = (Duration, Option<Duration>);
+/// One probe in a link's history.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ProbeOutcome {
+    /// How long ago it was recorded.
+    #[serde(serialize_with = "ser_ms")]
+    pub age_ms: Duration,
+    pub flow: u8,
+    /// "udp" or "tcp".
+    pub path: &'static str,
+    #[serde(serialize_with = "ser_opt_ms")]
+    pub rtt_ms: Option<Duration>,
+    pub lost: bool,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+        None => s.serialize_none(),
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     at: Instant,
-    rtt: Option<Duration>,
+    flow: u8,
+    outcome: Outcome,
+    /// Attributed to a dead path or a down period: not random loss.
+    explained: bool,
+}
+
+impl Sample {
+    fn rtt(&self) -> Option<Duration> {
+        match self.outcome {
+            Outcome::Reply(d) => Some(d),
+            _ => None,
+        }
+    }
 }
 
 /// Tracks one directed link.
 #[derive(Debug)]
 pub struct LinkTracker {
     samples: VecDeque<Sample>,
+    flows: usize,
+    /// Losses in a row per flow.
+    runs: Vec<u32>,
+    /// Last TCP result per flow (`Some(true)`: reached).
+    tcp_last: Vec<Option<bool>>,
     consecutive_lost: u32,
     consecutive_replies: u32,
+    /// Flows touched by the current run of losses (bit per flow).
+    run_flows: u64,
     state: LinkState,
+    kind: LossKind,
+    failing: u64,
     since_unix: u64,
-    tcp: TcpPath,
     tcp_connect: Option<Duration>,
 }
 
@@ -150,21 +380,69 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
     Some(sorted[rank - 1])
 }
 
+/// Losses in a row that random loss at rate `q` produces with probability
+/// below `alpha`.
+fn runs_needed(q: f64, alpha: f64) -> u32 {
+    let q = q.clamp(1e-9, 0.999);
+    (alpha.ln() / q.ln()).ceil().max(1.0) as u32
+}
+
+/// Lower bound of the Wilson score interval for `k` successes in `n`.
+fn wilson_lower(k: usize, n: usize) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let (k, n, z) = (k as f64, n as f64, WILSON_Z);
+    let p = k / n;
+    let centre = p + z * z / (2.0 * n);
+    let spread = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt();
+    ((centre - spread) / (1.0 + z * z / n)).max(0.0)
+}
+
+fn bit(flow: usize) -> u64 {
+    1u64 << (flow % MAX_FLOWS)
+}
+
 impl LinkTracker {
-    pub fn new(now_unix: u64) -> Self {
+    /// A tracker for a link probed over `flows` flows (1 to [`MAX_FLOWS`]).
+    pub fn new(now_unix: u64, flows: usize) -> Self {
+        let flows = flows.clamp(1, MAX_FLOWS);
         LinkTracker {
             samples: VecDeque::new(),
+            flows,
+            runs: vec![0; flows],
+            tcp_last: vec![None; flows],
             consecutive_lost: 0,
             consecutive_replies: 0,
+            run_flows: 0,
             state: LinkState::Unknown,
+            kind: LossKind::None,
+            failing: 0,
             since_unix: now_unix,
-            tcp: TcpPath::Unknown,
             tcp_connect: None,
         }
     }
 
     pub fn state(&self) -> LinkState {
         self.state
+    }
+
+    pub fn loss_kind(&self) -> LossKind {
+        self.kind
+    }
+
+    pub fn flows(&self) -> usize {
+        self.flows
+    }
+
+    /// Whether `flow` is called dead.
+    pub fn is_failing(&self, flow: usize) -> bool {
+        self.failing & bit(flow) != 0
+    }
+
+    /// The flows called dead, lowest first.
+    pub fn failing_flows(&self) -> Vec<usize> {
+        (0..self.flows).filter(|f| self.is_failing(*f)).collect()
     }
 
     fn prune(&mut self, now: Instant, window: Duration) {
@@ -178,76 +456,197 @@ impl LinkTracker {
     }
 
     fn rtts_sorted(&self) -> Vec<Duration> {
-        let mut v: Vec<Duration> = self.samples.iter().filter_map(|s| s.rtt).collect();
+        let mut v: Vec<Duration> = self.samples.iter().filter_map(Sample::rtt).collect();
         v.sort_unstable();
         v
     }
 
-    /// Share of probes lost in the window (as of the last record).
+    /// Share of the window's probes that were lost (as of the last record).
     pub fn loss(&self) -> f64 {
         if self.samples.is_empty() {
             return 0.0;
         }
-        let lost = self.samples.iter().filter(|s| s.rtt.is_none()).count();
+        let lost = self.samples.iter().filter(|s| s.outcome.lost()).count();
         lost as f64 / self.samples.len() as f64
     }
 
-    /// Records one probe outcome: `Some(rtt)` for a reply, `None` for a loss.
+    /// The loss figure users see: the lost share of the window, or for a
+    /// dead path the share of flows that fail.
+    pub fn reported_loss(&self) -> f64 {
+        if self.kind == LossKind::Path {
+            return self.failing.count_ones() as f64 / self.flows as f64;
+        }
+        self.loss()
+    }
+
+    fn probed_mask(&self) -> u64 {
+        self.samples.iter().fold(0, |m, s| m | bit(s.flow as usize))
+    }
+
+    /// The chance that a probe is lost at random (see the module docs).
+    pub fn random_loss_rate(&self) -> f64 {
+        let mut probes = 0usize;
+        let mut lost = 0usize;
+        // Walk newest first: a flow's losses count once a later reply on
+        // that flow shows they were transient.
+        let mut answered_later = 0u64;
+        for s in self.samples.iter().rev() {
+            let b = bit(s.flow as usize);
+            if s.outcome.lost() {
+                if answered_later & b != 0 && !s.explained {
+                    probes += 1;
+                    lost += 1;
+                }
+            } else {
+                answered_later |= b;
+                probes += 1;
+            }
+        }
+        (lost as f64 + 1.0) / (probes as f64 + 2.0)
+    }
+
+    /// Records one probe outcome on `flow`.
     pub fn record(
         &mut self,
         now: Instant,
         now_unix: u64,
-        rtt: Option<Duration>,
+        flow: usize,
+        outcome: Outcome,
         policy: &LinkPolicy,
     ) {
+        let flow = flow % self.flows;
         self.prune(now, policy.window);
-        self.samples.push_back(Sample { at: now, rtt });
-        match rtt {
-            Some(_) => {
-                self.consecutive_replies += 1;
-                self.consecutive_lost = 0;
+        let lost = outcome.lost();
+        if self.state == LinkState::Down
+            && !lost
+            && self.consecutive_replies + 1 >= policy.up_after_replies
+        {
+            // The down period is over: its losses were the outage, not
+            // dead paths, so no flow carries them into the new state.
+            self.runs.fill(0);
+        }
+        match outcome {
+            Outcome::TcpReached(d) => {
+                self.tcp_last[flow] = Some(true);
+                self.tcp_connect = Some(d);
             }
-            None => {
-                self.consecutive_lost += 1;
-                self.consecutive_replies = 0;
+            Outcome::TcpLost => self.tcp_last[flow] = Some(false),
+            _ => {}
+        }
+        if lost {
+            self.runs[flow] += 1;
+            self.consecutive_lost += 1;
+            self.consecutive_replies = 0;
+            self.run_flows |= bit(flow);
+        } else {
+            self.runs[flow] = 0;
+            self.consecutive_replies += 1;
+            self.consecutive_lost = 0;
+            self.run_flows = 0;
+        }
+        // A loss on a flow already known dead, or while the link is down,
+        // is that fault again, not random loss.
+        let explained = lost && (self.is_failing(flow) || self.state == LinkState::Down);
+        self.samples.push_back(Sample {
+            at: now,
+            flow: flow as u8,
+            outcome,
+            explained,
+        });
+        let (next, kind, failing) = self.decide(policy);
+        if kind == LossKind::Total || next == LinkState::Down {
+            self.explain_current_run();
+        }
+        for f in 0..self.flows {
+            if failing & bit(f) != 0 && !self.is_failing(f) {
+                self.explain_trailing(f);
             }
         }
-        if self.state == LinkState::Down && self.consecutive_replies >= policy.up_after_replies {
-            // Loss while the link was down is the down period itself; the
-            // recovered link starts a fresh window.
-            self.samples.retain(|s| s.rtt.is_some());
-        }
-        let next = self.decide(policy);
+        self.kind = kind;
+        self.failing = failing;
         if next != self.state {
             self.state = next;
             self.since_unix = now_unix;
         }
     }
 
-    fn decide(&self, policy: &LinkPolicy) -> LinkState {
-        if self.consecutive_lost >= policy.down_after_lost {
-            return LinkState::Down;
+    /// Marks the losses of `flow` since its last reply as a dead path's.
+    fn explain_trailing(&mut self, flow: usize) {
+        for s in self.samples.iter_mut().rev() {
+            if s.flow as usize != flow {
+                continue;
+            }
+            if !s.outcome.lost() {
+                break;
+            }
+            s.explained = true;
         }
-        match self.state {
-            LinkState::Down if self.consecutive_replies < policy.up_after_replies => {
-                return LinkState::Down
+    }
+
+    /// Marks the current run of losses (every flow) as a down period's.
+    fn explain_current_run(&mut self) {
+        for s in self.samples.iter_mut().rev() {
+            if !s.outcome.lost() {
+                break;
             }
-            LinkState::Unknown | LinkState::Stale if self.consecutive_replies == 0 => {
-                return self.state
+            s.explained = true;
+        }
+    }
+
+    fn decide(&self, policy: &LinkPolicy) -> (LinkState, LossKind, u64) {
+        let q = self.random_loss_rate();
+        let probed = self.probed_mask();
+        let n = probed.count_ones().max(1);
+        // Total: the run covers every flow, long enough not to be chance.
+        let need_down = policy
+            .down_after_lost
+            .max(n)
+            .max(runs_needed(q, ALPHA_DOWN));
+        if self.consecutive_lost >= need_down && self.run_flows & probed == probed {
+            return (LinkState::Down, LossKind::Total, 0);
+        }
+        if self.state == LinkState::Down && self.consecutive_replies < policy.up_after_replies {
+            return (LinkState::Down, LossKind::Total, 0);
+        }
+        if matches!(self.state, LinkState::Unknown | LinkState::Stale)
+            && self.consecutive_replies == 0
+        {
+            return (self.state, LossKind::None, 0);
+        }
+        // Path: some flows dead, others answering.
+        let need_flow = runs_needed(q, ALPHA_FLOW / n as f64).max(2);
+        let mut failing = 0u64;
+        for f in 0..self.flows {
+            // A flow stays dead until it answers again (hysteresis).
+            if self.runs[f] >= need_flow || (self.is_failing(f) && self.runs[f] > 0) {
+                failing |= bit(f);
             }
-            _ => {}
+        }
+        if failing != 0 {
+            return (LinkState::Degraded, LossKind::Path, failing);
         }
         let was_degraded = self.state == LinkState::Degraded;
-        // Hysteresis: leaving degraded needs the figures clearly back below.
-        let (loss_limit, rtt_limit) = if was_degraded {
-            (
-                policy.degraded_loss / 2.0,
-                policy.degraded_rtt_p99.mul_f64(0.8),
-            )
+        // Random loss, over the losses no fault explains.
+        let (mut probes, mut lost) = (0usize, 0usize);
+        for s in &self.samples {
+            if !s.explained {
+                probes += 1;
+                lost += s.outcome.lost() as usize;
+            }
+        }
+        let lower = wilson_lower(lost, probes);
+        let loss_limit = if was_degraded && self.kind == LossKind::Random {
+            policy.degraded_loss / 2.0
         } else {
-            (policy.degraded_loss, policy.degraded_rtt_p99)
+            policy.degraded_loss
         };
-        let lossy = self.samples.len() >= policy.min_samples_for_loss && self.loss() > loss_limit;
+        let lossy = lost >= 2 && lower > loss_limit;
+        // Hysteresis: leaving slow needs the figures clearly back below.
+        let rtt_limit = if was_degraded {
+            policy.degraded_rtt_p99.mul_f64(0.8)
+        } else {
+            policy.degraded_rtt_p99
+        };
         // p99 over a short window is close to the maximum; one late packet
         // must not make a link slow, so a few must be over the limit.
         let rtts = self.rtts_sorted();
@@ -259,48 +658,126 @@ impl LinkTracker {
                 } else {
                     (rtts.len() / 50).max(2)
                 };
-        if lossy || slow {
-            LinkState::Degraded
+        if lossy {
+            (LinkState::Degraded, LossKind::Random, 0)
+        } else if slow {
+            (LinkState::Degraded, LossKind::None, 0)
         } else {
-            LinkState::Up
+            (LinkState::Up, LossKind::None, 0)
         }
     }
 
-    /// The raw probe outcomes in the window, oldest first: how long ago
-    /// each was recorded and its RTT (`None`: lost).
-    pub fn history(
-        &mut self,
-        now: Instant,
-        policy: &LinkPolicy,
-    ) -> Vec<(Duration, Option<Duration>)> {
+    /// Share of `flow`'s probes in the window that were lost.
+    pub fn flow_loss(&self, flow: usize) -> f64 {
+        let (mut probes, mut lost) = (0usize, 0usize);
+        for s in self.samples.iter().filter(|s| s.flow as usize == flow) {
+            probes += 1;
+            lost += s.outcome.lost() as usize;
+        }
+        if probes == 0 {
+            0.0
+        } else {
+            lost as f64 / probes as f64
+        }
+    }
+
+    /// Losses in a row on `flow`.
+    pub fn flow_run(&self, flow: usize) -> u32 {
+        self.runs.get(flow).copied().unwrap_or(0)
+    }
+
+    /// A probe's timeout for this link: the configured timeout, or less
+    /// once replies show the link is fast — four times its p99 RTT, never
+    /// under `floor`. A confirmation burst then settles in well under a
+    /// second on a healthy network.
+    pub fn probe_timeout(&self, configured: Duration, floor: Duration) -> Duration {
+        let rtts = self.rtts_sorted();
+        if rtts.len() < 5 {
+            return configured;
+        }
+        let p99 = percentile(&rtts, 0.99).unwrap_or(configured);
+        (p99 * 4).max(floor).min(configured)
+    }
+
+    /// The raw probe outcomes in the window, oldest first.
+    pub fn history(&mut self, now: Instant, policy: &LinkPolicy) -> Vec<ProbeOutcome> {
         self.prune(now, policy.window);
         self.samples
             .iter()
-            .map(|s| (now.duration_since(s.at), s.rtt))
+            .map(|s| ProbeOutcome {
+                age_ms: now.duration_since(s.at),
+                flow: s.flow,
+                path: match s.outcome {
+                    Outcome::Reply(_) | Outcome::Lost => "udp",
+                    _ => "tcp",
+                },
+                rtt_ms: match s.outcome {
+                    Outcome::Reply(d) | Outcome::TcpReached(d) => Some(d),
+                    _ => None,
+                },
+                lost: s.outcome.lost(),
+            })
             .collect()
     }
 
-    pub fn record_tcp(&mut self, result: Option<Duration>) {
-        self.tcp = if result.is_some() {
-            TcpPath::Connects
-        } else {
-            TcpPath::Fails
-        };
-        self.tcp_connect = result;
+    fn tcp_path(&self) -> TcpPath {
+        let tried = self.tcp_last.iter().flatten().count();
+        let reached = self.tcp_last.iter().flatten().filter(|r| **r).count();
+        match (tried, reached) {
+            (0, _) => TcpPath::Unknown,
+            (t, r) if t == r => TcpPath::Connects,
+            (_, 0) => TcpPath::Fails,
+            _ => TcpPath::Partial,
+        }
     }
 
     pub fn summary(&mut self, now: Instant, policy: &LinkPolicy) -> LinkSummary {
+        self.summary_with_ports(now, policy, &[])
+    }
+
+    /// The summary, naming each flow's source port from `ports`.
+    pub fn summary_with_ports(
+        &mut self,
+        now: Instant,
+        policy: &LinkPolicy,
+        ports: &[u16],
+    ) -> LinkSummary {
         self.prune(now, policy.window);
         let rtts = self.rtts_sorted();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut flows: Vec<FlowSummary> = (0..self.flows)
+            .map(|f| FlowSummary {
+                flow: f as u8,
+                port: ports.get(f).copied(),
+                probes: 0,
+                lost: 0,
+                trailing_lost: self.runs[f],
+                failing: self.is_failing(f),
+            })
+            .collect();
+        for s in &self.samples {
+            let f = &mut flows[s.flow as usize];
+            f.probes += 1;
+            f.lost += s.outcome.lost() as usize;
+        }
+        // Every flow is probed in turn, so the count is the flows', not
+        // those that happen to be in the window yet.
+        let probed = self.flows as u8;
+        let failing = self.failing.count_ones() as u8;
+        let loss = self.reported_loss();
         LinkSummary {
             state: self.state,
             rtt_p50_ms: percentile(&rtts, 0.5).map(ms),
             rtt_p99_ms: percentile(&rtts, 0.99).map(ms),
-            loss: self.loss(),
+            loss,
+            loss_kind: self.kind,
+            flows_probed: probed,
+            flows_failing: failing,
+            reason: link_reason(self.state, self.kind, failing, probed, Some(loss)),
             samples: self.samples.len(),
-            tcp: self.tcp,
+            tcp: self.tcp_path(),
             tcp_connect_ms: self.tcp_connect.map(ms),
+            flows,
             since: self.since_unix,
         }
     }
@@ -324,6 +801,9 @@ impl LinkTracker {
             p99,
             loss: loss_bucket(s.loss),
             tcp: s.tcp,
+            kind: s.loss_kind,
+            failing: s.flows_failing,
+            probed: s.flows_probed,
             since: s.since,
         }
     }
@@ -385,7 +865,9 @@ pub fn loss_bucket_value(b: u8) -> f64 {
     LOSS_UPPER[(b as usize).min(LOSS_UPPER.len() - 1)]
 }
 
-/// A link as it travels in gossip: `u5,7,0c@1732240000`.
+/// A link as it travels in gossip: `g5,7,5cp4/8@1732240000` is state,
+/// RTT p50 and p99 buckets, loss bucket, TCP path, loss kind, failing and
+/// probed flows, and since when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EdgeValue {
     pub state: LinkState,
@@ -393,24 +875,25 @@ pub struct EdgeValue {
     pub p99: u8,
     pub loss: u8,
     pub tcp: TcpPath,
+    pub kind: LossKind,
+    pub failing: u8,
+    pub probed: u8,
     pub since: u64,
 }
 
 impl fmt::Display for EdgeValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tcp = match self.tcp {
-            TcpPath::Unknown => 'n',
-            TcpPath::Connects => 'c',
-            TcpPath::Fails => 'f',
-        };
         write!(
             f,
-            "{}{},{},{}{}@{}",
+            "{}{},{},{}{}{}{}/{}@{}",
             self.state.code(),
             self.p50,
             self.p99,
             self.loss,
-            tcp,
+            self.tcp.code(),
+            self.kind.code(),
+            self.failing,
+            self.probed,
             self.since
         )
     }
@@ -419,23 +902,48 @@ impl fmt::Display for EdgeValue {
 impl FromStr for EdgeValue {
     type Err = ();
 
+    /// Parses what a peer gossiped: anything else than the exact shape is
+    /// refused, and counts are bounded.
     fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() > 48 || !s.is_ascii() {
+            return Err(());
+        }
         let (body, since) = s.split_once('@').ok_or(())?;
-        let mut chars = body.chars();
-        let state = LinkState::from_code(chars.next().ok_or(())?).ok_or(())?;
-        let rest = chars.as_str();
-        let tcp = match rest.chars().last().ok_or(())? {
-            'n' => TcpPath::Unknown,
-            'c' => TcpPath::Connects,
-            'f' => TcpPath::Fails,
-            _ => return Err(()),
-        };
-        let nums = &rest[..rest.len() - 1];
-        let mut it = nums.split(',').map(|n| n.parse::<u8>().map_err(|_| ()));
+        let state = LinkState::from_code(body.chars().next().ok_or(())?).ok_or(())?;
+        let rest = &body[1..];
+        let (left, probed) = rest.split_once('/').ok_or(())?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(probed) || !digits(since) {
+            return Err(());
+        }
+        let probed: u8 = probed.parse().map_err(|_| ())?;
+        let failing_at = left.rfind(|c: char| !c.is_ascii_digit()).ok_or(())? + 1;
+        let failing: u8 = left[failing_at..].parse().map_err(|_| ())?;
+        let head = &left[..failing_at];
+        if head.len() < 3 {
+            return Err(());
+        }
+        let mut tail = head[head.len() - 2..].chars();
+        let tcp = TcpPath::from_code(tail.next().ok_or(())?).ok_or(())?;
+        let kind = LossKind::from_code(tail.next().ok_or(())?).ok_or(())?;
+        let nums = &head[..head.len() - 2];
+        let mut it = nums.split(',').map(|n| {
+            if digits(n) {
+                n.parse::<u8>().map_err(|_| ())
+            } else {
+                Err(())
+            }
+        });
         let p50 = it.next().ok_or(())??;
         let p99 = it.next().ok_or(())??;
         let loss = it.next().ok_or(())??;
-        if it.next().is_some() || loss > 8 || p50 > RTT_BUCKETS || p99 > RTT_BUCKETS {
+        if it.next().is_some()
+            || loss > 8
+            || p50 > RTT_BUCKETS
+            || p99 > RTT_BUCKETS
+            || probed as usize > MAX_FLOWS
+            || failing > probed
+        {
             return Err(());
         }
         Ok(EdgeValue {
@@ -444,6 +952,9 @@ impl FromStr for EdgeValue {
             p99,
             loss,
             tcp,
+            kind,
+            failing,
+            probed,
             since: since.parse().map_err(|_| ())?,
         })
     }
@@ -456,149 +967,391 @@ mod tests {
     fn policy() -> LinkPolicy {
         LinkPolicy {
             window: Duration::from_secs(30),
-            down_after_lost: 4,
+            down_after_lost: 3,
             up_after_replies: 2,
             degraded_loss: 0.05,
             degraded_rtt_p99: Duration::from_millis(100),
-            min_samples_for_loss: 9,
         }
     }
 
-    fn feed(t: &mut LinkTracker, start: &mut Instant, outcomes: &[Option<u64>]) {
-        for o in outcomes {
-            *start += Duration::from_millis(333);
-            t.record(*start, 0, o.map(Duration::from_millis), &policy());
+    /// A deterministic coin for random loss.
+    struct Coin(u64);
+    impl Coin {
+        fn lost(&mut self, p: f64) -> bool {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % 1_000_000) as f64 / 1_000_000.0 < p
         }
+    }
+
+    /// Probes a link as the prober does by default: 2 per second, rotating
+    /// over `flows` flows; `lost(flow)` says whether a probe is lost.
+    /// Returns the states seen after each probe.
+    fn probe(
+        t: &mut LinkTracker,
+        now: &mut Instant,
+        count: usize,
+        mut lost: impl FnMut(usize) -> bool,
+    ) -> Vec<LinkState> {
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            *now += Duration::from_millis(500);
+            let flow = NEXT.with(|n| {
+                let f = n.get();
+                n.set(f + 1);
+                f
+            }) % t.flows();
+            let o = if lost(flow) {
+                Outcome::Lost
+            } else {
+                Outcome::Reply(Duration::from_millis(1))
+            };
+            t.record(*now, 0, flow, o, &policy());
+            seen.push(t.state());
+        }
+        seen
+    }
+
+    thread_local! {
+        static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn transitions_to(states: &[LinkState], to: LinkState) -> usize {
+        states
+            .windows(2)
+            .filter(|w| w[0] != to && w[1] == to)
+            .count()
     }
 
     #[tokio::test(start_paused = true)]
     async fn first_reply_brings_unknown_link_up() {
         let mut now = Instant::now();
-        let mut t = LinkTracker::new(0);
+        let mut t = LinkTracker::new(0, 8);
         assert_eq!(t.state(), LinkState::Unknown);
-        feed(&mut t, &mut now, &[Some(1)]);
+        probe(&mut t, &mut now, 1, |_| false);
         assert_eq!(t.state(), LinkState::Up);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn consecutive_losses_take_link_down_and_replies_bring_it_back() {
-        let mut now = Instant::now();
-        let mut t = LinkTracker::new(0);
-        feed(&mut t, &mut now, &[Some(1); 10]);
-        feed(&mut t, &mut now, &[None; 3]);
-        assert_ne!(t.state(), LinkState::Down, "three losses are not yet down");
-        feed(&mut t, &mut now, &[None]);
-        assert_eq!(t.state(), LinkState::Down);
-        feed(&mut t, &mut now, &[Some(1)]);
-        assert_eq!(
-            t.state(),
-            LinkState::Down,
-            "one reply is not enough to recover"
-        );
-        feed(&mut t, &mut now, &[Some(1)]);
-        assert_eq!(
-            t.state(),
-            LinkState::Up,
-            "the down period does not count as loss"
+    async fn two_percent_random_loss_never_degrades_a_fresh_window() {
+        // Many fresh windows, each as after a start or a recovery.
+        let mut coin = Coin(0x2545_f491_4f6c_dd1d);
+        let mut degraded = 0;
+        let mut probes = 0;
+        for _ in 0..200 {
+            let mut now = Instant::now();
+            let mut t = LinkTracker::new(0, 8);
+            let states = probe(&mut t, &mut now, 120, |_| coin.lost(0.02));
+            degraded += states.iter().filter(|s| **s != LinkState::Up).count();
+            probes += states.len();
+        }
+        // 24,000 probes at 2 % loss: a fresh window must not read as
+        // degraded (at most one window in a thousand, by the 99 % bound).
+        assert!(
+            degraded * 1000 <= probes,
+            "{degraded} of {probes} probes saw a degraded link"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn half_the_probes_lost_is_degraded_not_down() {
-        let mut now = Instant::now();
-        let mut t = LinkTracker::new(0);
-        for _ in 0..20 {
-            feed(&mut t, &mut now, &[Some(1), None]);
+    async fn random_loss_is_degraded_with_its_rate_and_never_down() {
+        for (p, seed) in [(0.2, 11u64), (0.5, 12)] {
+            let mut coin = Coin(seed * 0x9e37_79b9);
+            let mut now = Instant::now();
+            let mut t = LinkTracker::new(0, 8);
+            probe(&mut t, &mut now, 2, |_| false);
+            // Ten minutes at 2 probes/s.
+            let states = probe(&mut t, &mut now, 1200, |_| coin.lost(p));
+            assert_eq!(
+                states.iter().filter(|s| **s == LinkState::Down).count(),
+                0,
+                "{p}: partial loss must never make the link down"
+            );
+            let settled = &states[60..];
+
+            // A window of 60 probes at 20 % loss now and then holds only
+            // 4 losses (a 2.6 σ dip): the link may read up for a moment,
+            // but not flap.
+            let up = settled.iter().filter(|s| **s == LinkState::Up).count();
+            assert!(
+                up * 100 <= settled.len() * 3 && transitions_to(settled, LinkState::Up) <= 2,
+                "{p}: not steadily degraded: {up} up"
+            );
+            assert_eq!(t.loss_kind(), LossKind::Random, "{p}");
+            let s = t.summary(now, &policy());
+            assert!((s.loss - p).abs() < 0.12, "{p}: loss reported {}", s.loss);
+            assert_eq!(s.flows_failing, 0, "{p}: no flow is a dead path");
+            assert_eq!(
+                s.reason.as_deref().map(|r| r.starts_with("random loss")),
+                Some(true)
+            );
         }
-        assert_eq!(t.state(), LinkState::Degraded);
+    }
+
+    /// Dead paths as a flow hash picks them: `dead` lists the flows whose
+    /// hash lands on a black-holed path.
+    fn path_case(dead: &[usize]) -> (LinkTracker, Vec<LinkState>, Instant) {
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0, 8);
+        probe(&mut t, &mut now, 40, |_| false);
+        let states = probe(&mut t, &mut now, 120, |f| dead.contains(&f));
+        (t, states, now)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dead_paths_are_path_loss_with_the_failing_flows_counted() {
+        for dead in [&[1usize, 3, 4, 6][..], &[2, 5], &[0, 1, 2, 4, 5, 7]] {
+            let (mut t, states, now) = path_case(dead);
+            assert!(!states.contains(&LinkState::Down), "{dead:?}: never down");
+            // Every flow is probed every 4 s (without the prober's
+            // confirmation bursts); four losses in a row call a flow dead
+            // on a healthy link.
+            let first = states
+                .iter()
+                .position(|s| *s == LinkState::Degraded)
+                .expect("degraded");
+            assert!(
+                first <= 4 * 8,
+                "{dead:?}: path loss seen after {first} probes"
+            );
+            assert!(
+                states[first..].iter().all(|s| *s == LinkState::Degraded),
+                "{dead:?}: path loss must not flap"
+            );
+            let s = t.summary(now, &policy());
+            assert_eq!(s.loss_kind, LossKind::Path, "{dead:?}");
+            assert_eq!(s.flows_failing as usize, dead.len(), "{dead:?}");
+            assert_eq!(s.flows_probed, 8);
+            assert!((s.loss - dead.len() as f64 / 8.0).abs() < 1e-9);
+            assert_eq!(
+                s.reason.unwrap(),
+                format!("{} of 8 flows fail (a path is black-holed)", dead.len())
+            );
+            assert_eq!(t.failing_flows(), dead);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recovered_path_is_up_once_its_flows_answer() {
+        let (mut t, _, mut now) = path_case(&[1, 3, 4, 6]);
+        let states = probe(&mut t, &mut now, 8, |_| false);
+        assert_eq!(
+            *states.last().unwrap(),
+            LinkState::Up,
+            "every flow answered again: {states:?}"
+        );
+        // The window still holds what the probes saw.
         let s = t.summary(now, &policy());
-        assert!((s.loss - 0.5).abs() < 0.01, "loss {}", s.loss);
+        assert!(s.loss > 0.1, "loss {}", s.loss);
+        assert_eq!(s.loss_kind, LossKind::None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn total_loss_is_down_after_one_loss_on_every_flow() {
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0, 8);
+        probe(&mut t, &mut now, 40, |_| false);
+        let states = probe(&mut t, &mut now, 8, |_| true);
+        assert_ne!(states[6], LinkState::Down, "seven flows lost: not all yet");
+        assert_eq!(states[7], LinkState::Down);
+        assert_eq!(t.loss_kind(), LossKind::Total);
+        assert_eq!(
+            t.summary(now, &policy()).reason.as_deref(),
+            Some("all 8 flows fail")
+        );
+        // Back after two replies, and no flow is left looking dead.
+        let states = probe(&mut t, &mut now, 2, |_| false);
+        assert_eq!(states, [LinkState::Down, LinkState::Up]);
+        assert!(t.failing_flows().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reported_loss_is_the_lost_share_of_the_window_through_down_and_up() {
+        // The fault that hid loss: a link going down and up again must
+        // keep the losses it saw in its figure.
+        let mut coin = Coin(77);
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0, 1);
+        let mut sent = VecDeque::new();
+        for _ in 0..600 {
+            now += Duration::from_millis(500);
+            let lost = coin.lost(0.5);
+            sent.push_back((now, lost));
+            while sent
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > policy().window)
+            {
+                sent.pop_front();
+            }
+            let o = if lost {
+                Outcome::Lost
+            } else {
+                Outcome::Reply(Duration::from_millis(1))
+            };
+            t.record(now, 0, 0, o, &policy());
+            let truth = sent.iter().filter(|(_, l)| *l).count() as f64 / sent.len() as f64;
+            assert!(
+                (t.loss() - truth).abs() < 1e-9,
+                "reported {} while the window lost {truth}",
+                t.loss()
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fifty_percent_loss_on_one_flow_link_does_not_flap_between_up_and_down() {
+        let mut coin = Coin(99);
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0, 8);
+        probe(&mut t, &mut now, 10, |_| false);
+        let states = probe(&mut t, &mut now, 240, |_| coin.lost(0.5));
+        assert!(transitions_to(&states, LinkState::Down) <= 1, "{states:?}");
+        assert_eq!(transitions_to(&states[20..], LinkState::Up), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn slow_p99_is_degraded_and_recovers_with_hysteresis() {
         let mut now = Instant::now();
-        let mut t = LinkTracker::new(0);
-        feed(&mut t, &mut now, &[Some(150); 5]);
+        let mut t = LinkTracker::new(0, 1);
+        replies(&mut t, &mut now, 150, 5);
         assert_eq!(t.state(), LinkState::Degraded);
+        assert_eq!(
+            t.summary(now, &policy()).reason.as_deref(),
+            Some("slow: p99 RTT over the threshold")
+        );
         // 90 ms is below the 100 ms threshold but above the 80 ms release.
         now += Duration::from_secs(31);
-        feed(&mut t, &mut now, &[Some(90); 5]);
+        replies(&mut t, &mut now, 90, 5);
         assert_eq!(t.state(), LinkState::Degraded);
         now += Duration::from_secs(31);
-        feed(&mut t, &mut now, &[Some(10); 5]);
+        replies(&mut t, &mut now, 10, 5);
         assert_eq!(t.state(), LinkState::Up);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn history_lists_the_window_oldest_first() {
-        let mut now = Instant::now();
-        let mut t = LinkTracker::new(0);
-        feed(&mut t, &mut now, &[Some(3), None, Some(5)]);
-        let h = t.history(now, &policy());
-        let rtts: Vec<Option<u128>> = h.iter().map(|(_, r)| r.map(|d| d.as_millis())).collect();
-        assert_eq!(rtts, [Some(3), None, Some(5)]);
-        assert_eq!(h[0].0, Duration::from_millis(666));
-        now += Duration::from_secs(31);
-        assert!(t.history(now, &policy()).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn one_late_reply_does_not_make_a_link_slow() {
         let mut now = Instant::now();
-        let mut t = LinkTracker::new(0);
-        feed(&mut t, &mut now, &[Some(1); 20]);
-        feed(&mut t, &mut now, &[Some(450)]);
-        feed(&mut t, &mut now, &[Some(1); 20]);
-        assert_eq!(t.state(), LinkState::Up);
-        feed(&mut t, &mut now, &[Some(450)]);
-        assert_eq!(
-            t.state(),
-            LinkState::Degraded,
-            "two slow replies in 42 are a slow link"
-        );
+        let mut t = LinkTracker::new(0, 1);
+        let mut rec = |ms: u64| {
+            now += Duration::from_millis(333);
+            t.record(
+                now,
+                0,
+                0,
+                Outcome::Reply(Duration::from_millis(ms)),
+                &policy(),
+            );
+            t.state()
+        };
+        for _ in 0..20 {
+            rec(1);
+        }
+        rec(450);
+        for _ in 0..20 {
+            rec(1);
+        }
+        assert_eq!(rec(1), LinkState::Up);
+        assert_eq!(rec(450), LinkState::Degraded, "two slow replies in 42");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn old_samples_leave_the_window() {
+    async fn history_lists_the_window_oldest_first_with_flows() {
         let mut now = Instant::now();
-        let mut t = LinkTracker::new(0);
-        feed(
-            &mut t,
-            &mut now,
-            &[
-                Some(1),
-                None,
-                Some(1),
-                None,
-                Some(1),
-                None,
-                Some(1),
-                None,
-                Some(1),
-                None,
-            ],
+        let mut t = LinkTracker::new(0, 4);
+        let p = policy();
+        for (flow, o) in [
+            (0, Outcome::Reply(Duration::from_millis(3))),
+            (1, Outcome::Lost),
+            (2, Outcome::TcpReached(Duration::from_millis(5))),
+        ] {
+            now += Duration::from_millis(333);
+            t.record(now, 0, flow, o, &p);
+        }
+        let h = t.history(now, &p);
+        let got: Vec<(u8, &str, bool)> = h.iter().map(|o| (o.flow, o.path, o.lost)).collect();
+        assert_eq!(
+            got,
+            [(0, "udp", false), (1, "udp", true), (2, "tcp", false)]
         );
-        now += Duration::from_secs(40);
-        feed(&mut t, &mut now, &[Some(1); 10]);
-        let s = t.summary(now, &policy());
-        assert_eq!(s.loss, 0.0);
-        assert_eq!(s.samples, 10);
-        assert_eq!(t.state(), LinkState::Up);
+        assert_eq!(h[0].age_ms, Duration::from_millis(666));
+        assert_eq!(t.summary(now, &p).tcp, TcpPath::Connects);
+        now += Duration::from_secs(31);
+        assert!(t.history(now, &p).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tcp_connects_count_on_their_flow() {
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0, 2);
+        let p = policy();
+        for _ in 0..10 {
+            now += Duration::from_millis(500);
+            t.record(now, 0, 0, Outcome::Reply(Duration::from_millis(1)), &p);
+            t.record(now, 0, 0, Outcome::TcpReached(Duration::from_millis(1)), &p);
+            t.record(now, 0, 1, Outcome::TcpLost, &p);
+        }
+        let s = t.summary(now, &p);
+        assert_eq!(s.loss_kind, LossKind::Path, "flow 1 loses every connect");
+        assert_eq!((s.flows_failing, s.flows_probed), (1, 2));
+        assert_eq!(s.tcp, TcpPath::Partial);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_timeout_shrinks_to_the_link_but_not_below_the_floor() {
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0, 1);
+        let (conf, floor) = (Duration::from_millis(500), Duration::from_millis(150));
+        assert_eq!(t.probe_timeout(conf, floor), conf, "unmeasured: configured");
+        for ms in [1, 1, 1, 1, 1, 1] {
+            now += Duration::from_millis(500);
+            t.record(
+                now,
+                0,
+                0,
+                Outcome::Reply(Duration::from_millis(ms)),
+                &policy(),
+            );
+        }
+        assert_eq!(t.probe_timeout(conf, floor), floor);
+        for _ in 0..10 {
+            now += Duration::from_millis(500);
+            t.record(
+                now,
+                0,
+                0,
+                Outcome::Reply(Duration::from_millis(90)),
+                &policy(),
+            );
+        }
+        assert_eq!(t.probe_timeout(conf, floor), Duration::from_millis(360));
+    }
+
+    fn replies(t: &mut LinkTracker, now: &mut Instant, ms: u64, n: usize) {
+        for _ in 0..n {
+            *now += Duration::from_millis(333);
+            t.record(
+                *now,
+                0,
+                0,
+                Outcome::Reply(Duration::from_millis(ms)),
+                &policy(),
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn gossip_value_ignores_jitter_inside_a_bucket() {
         let mut now = Instant::now();
-        let mut t = LinkTracker::new(0);
-        feed(&mut t, &mut now, &[Some(10); 5]);
+        let mut t = LinkTracker::new(0, 1);
+        replies(&mut t, &mut now, 10, 5);
         let a = t.edge_value(now, &policy(), None);
         now += Duration::from_secs(31);
-        feed(&mut t, &mut now, &[Some(11); 5]);
+        replies(&mut t, &mut now, 11, 5);
         let b = t.edge_value(now, &policy(), Some(&a));
         assert_eq!(a, b);
         now += Duration::from_secs(31);
-        feed(&mut t, &mut now, &[Some(40); 5]);
+        replies(&mut t, &mut now, 40, 5);
         assert_ne!(t.edge_value(now, &policy(), Some(&b)).p50, a.p50);
     }
 
@@ -608,20 +1361,29 @@ mod tests {
             state: LinkState::Degraded,
             p50: 5,
             p99: 9,
-            loss: 3,
-            tcp: TcpPath::Fails,
+            loss: 5,
+            tcp: TcpPath::Partial,
+            kind: LossKind::Path,
+            failing: 4,
+            probed: 8,
             since: 1_732_240_000,
         };
-        assert_eq!(v.to_string(), "g5,9,3f@1732240000");
+        assert_eq!(v.to_string(), "g5,9,5pp4/8@1732240000");
         assert_eq!(v.to_string().parse::<EdgeValue>(), Ok(v));
         for bad in [
             "",
-            "x1,2,3c@1",
-            "u1,2c@1",
-            "u1,2,3c",
-            "u1,2,99c@1",
-            "u1,2,3,4c@1",
-            "u1,2,3z@1",
+            "x1,2,3cn0/8@1",
+            "u1,2cn0/8@1",
+            "u1,2,3cn0/8",
+            "u1,2,99cn0/8@1",
+            "u1,2,3,4cn0/8@1",
+            "u1,2,3zn0/8@1",
+            "u1,2,3cx0/8@1",
+            "u1,2,3cn9/8@1",
+            "u1,2,3cn0/65@1",
+            "u1,2,3cn0/8@-1",
+            "u1,2,3cn+1/8@1",
+            "u1,2,3c@1",
         ] {
             assert!(bad.parse::<EdgeValue>().is_err(), "{bad:?}");
         }

@@ -32,6 +32,18 @@ pub struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabel {
+    pub target: String,
+    pub flow: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LossKindLabel {
+    pub target: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LinkStateLabel {
     pub target: String,
     pub state: &'static str,
@@ -54,6 +66,10 @@ pub struct MeshMetrics {
     pub link_loss: Family<TargetLabel, Gauge<f64, AtomicU64>>,
     pub link_state: Family<LinkStateLabel, Gauge>,
     pub tcp_connect_failures: Family<TargetLabel, Counter>,
+    pub flow_loss: Family<FlowLabel, Gauge<f64, AtomicU64>>,
+    pub failing_flows: Family<TargetLabel, Gauge>,
+    pub loss_kind: Family<LossKindLabel, Gauge>,
+    pub confirm_bursts: Family<TargetLabel, Counter>,
 }
 
 pub fn kind_label(kind: Kind) -> KindLabel {
@@ -79,6 +95,10 @@ impl MeshMetrics {
             link_loss: Family::default(),
             link_state: Family::default(),
             tcp_connect_failures: Family::default(),
+            flow_loss: Family::default(),
+            failing_flows: Family::default(),
+            loss_kind: Family::default(),
+            confirm_bursts: Family::default(),
         }
     }
 
@@ -135,6 +155,26 @@ impl MeshMetrics {
             "tcp_connect_failures",
             "Failed TCP connect probes, by target node",
             self.tcp_connect_failures.clone(),
+        );
+        r.register(
+            "flow_loss_ratio",
+            "Probe loss over the window on each probe flow (source port), by target node and flow",
+            self.flow_loss.clone(),
+        );
+        r.register(
+            "link_failing_flows",
+            "Probe flows called dead (a black-holed path), by target node",
+            self.failing_flows.clone(),
+        );
+        r.register(
+            "link_loss_kind",
+            "1 for how the link to each target loses probes: none, random, path or total",
+            self.loss_kind.clone(),
+        );
+        r.register(
+            "confirm_bursts",
+            "Confirmation bursts sent after a lost probe or a dead flow's reply, by target node",
+            self.confirm_bursts.clone(),
         );
         for reason in DropReason::ALL {
             // Present from the start, so a scrape shows zero rather than nothing.

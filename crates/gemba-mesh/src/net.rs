@@ -29,7 +29,36 @@ pub trait Net: Send + Sync + 'static {
     /// Starts accepting TCP connections on `addr` (the TCP probe path).
     async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<()>;
     /// Opens and immediately closes a TCP connection from `from` to `to`.
+    /// A `from` with a port leaves from that port (a probe flow's).
     async fn tcp_connect(&self, from: SocketAddr, to: SocketAddr) -> io::Result<()>;
+    /// Binds the socket of one probe flow of the node whose mesh socket is
+    /// `owner`: same address, `port` (0: any free port). Faults set on the
+    /// owner's links apply to its flows too.
+    async fn bind_flow(&self, owner: SocketAddr, port: u16) -> io::Result<Arc<dyn Datagrams>> {
+        self.bind(SocketAddr::new(owner.ip(), port)).await
+    }
+}
+
+/// The ECMP path a flow takes when a router spreads flows over `paths`
+/// equal-cost paths by a hash of addresses and ports. Deterministic, so a
+/// test knows which flows a dead path takes down.
+pub fn flow_path(from: SocketAddr, to: SocketAddr, paths: u32) -> u32 {
+    // FNV-1a: a fixed, well-spread hash (std's hasher is seeded per process).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for a in [from, to] {
+        match a.ip() {
+            std::net::IpAddr::V4(ip) => eat(&ip.octets()),
+            std::net::IpAddr::V6(ip) => eat(&ip.octets()),
+        }
+        eat(&a.port().to_be_bytes());
+    }
+    (h % paths.max(1) as u64) as u32
 }
 
 /// The operating system's network.
@@ -88,8 +117,11 @@ impl Net for UdpNet {
         };
         // Leave from the node's own address so the measured path is the
         // one peers see; an unspecified address lets the kernel choose.
-        if !from.ip().is_unspecified() && from.is_ipv4() == to.is_ipv4() {
-            socket.bind(SocketAddr::new(from.ip(), 0))?;
+        // A probe flow leaves from its own port, so that its connects hash
+        // onto the same path as its datagrams.
+        if from.is_ipv4() == to.is_ipv4() && (!from.ip().is_unspecified() || from.port() != 0) {
+            socket.set_reuseaddr(true)?;
+            socket.bind(from)?;
         }
         let stream = socket.connect(to).await?;
         // Reset instead of FIN: probing every few seconds must not leave
@@ -110,6 +142,17 @@ struct MemState {
     /// Addresses that swallow datagrams and never finish a TCP handshake.
     silent: HashSet<SocketAddr>,
     latency: Duration,
+    /// Probe flow sockets and the node (mesh address) they belong to.
+    owners: HashMap<SocketAddr, SocketAddr>,
+    next_port: u16,
+}
+
+impl MemState {
+    /// The node an address belongs to: its own mesh address, or the owner
+    /// of a probe flow socket.
+    fn owner(&self, addr: SocketAddr) -> SocketAddr {
+        self.owners.get(&addr).copied().unwrap_or(addr)
+    }
 }
 
 /// An in-process network. Delivery is immediate (or after a fixed latency)
@@ -159,6 +202,16 @@ impl MemNet {
         let mut s = self.state.lock().expect("memnet lock");
         s.sockets.remove(&addr);
         s.tcp_listeners.remove(&addr);
+        let flows: Vec<SocketAddr> = s
+            .owners
+            .iter()
+            .filter(|(_, o)| **o == addr)
+            .map(|(f, _)| *f)
+            .collect();
+        for f in flows {
+            s.sockets.remove(&f);
+            s.owners.remove(&f);
+        }
     }
 }
 
@@ -173,7 +226,8 @@ impl Datagrams for MemSocket {
     async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<()> {
         let (target, latency) = {
             let s = self.net.state.lock().expect("memnet lock");
-            if s.cut.contains(&(self.local, to)) || s.silent.contains(&to) {
+            let (me, peer) = (s.owner(self.local), s.owner(to));
+            if s.cut.contains(&(me, peer)) || s.silent.contains(&peer) {
                 return Ok(());
             }
             (s.sockets.get(&to).cloned(), s.latency)
@@ -226,6 +280,32 @@ impl Net for MemNet {
         }))
     }
 
+    async fn bind_flow(&self, owner: SocketAddr, port: u16) -> io::Result<Arc<dyn Datagrams>> {
+        let addr = {
+            let mut s = self.state.lock().expect("memnet lock");
+            let port = if port != 0 {
+                port
+            } else {
+                // Ephemeral ports, as the kernel would hand them out.
+                loop {
+                    s.next_port = s
+                        .next_port
+                        .checked_add(1)
+                        .filter(|p| *p >= 40000)
+                        .unwrap_or(40000);
+                    let candidate = SocketAddr::new(owner.ip(), s.next_port);
+                    if !s.sockets.contains_key(&candidate) {
+                        break s.next_port;
+                    }
+                }
+            };
+            let addr = SocketAddr::new(owner.ip(), port);
+            s.owners.insert(addr, owner);
+            addr
+        };
+        self.bind(addr).await
+    }
+
     async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<()> {
         self.state
             .lock()
@@ -238,6 +318,7 @@ impl Net for MemNet {
     async fn tcp_connect(&self, from: SocketAddr, to: SocketAddr) -> io::Result<()> {
         let (reachable, listening, latency) = {
             let s = self.state.lock().expect("memnet lock");
+            let from = s.owner(from);
             (
                 !s.cut.contains(&(from, to))
                     && !s.cut.contains(&(to, from))
@@ -262,46 +343,85 @@ impl Net for MemNet {
     }
 }
 
-/// Wraps a network and drops everything sent on chosen directed links, the
-/// way a black-holed route does: the sender sees no error, nothing arrives.
+/// What a fault on a directed link drops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Everything: a black-holed route.
+    All,
+    /// The flows whose hash lands on one of the `dead` paths out of
+    /// `paths` equal-cost paths (see [`flow_path`]): an ECMP path
+    /// black-holed, which only the flows hashed onto it notice.
+    Paths { paths: u32, dead: Vec<u32> },
+}
+
+#[derive(Default)]
+struct Faults {
+    /// Directed links by the nodes' mesh addresses.
+    links: HashMap<(SocketAddr, SocketAddr), Fault>,
+    /// Probe flow sockets and the node they belong to.
+    owners: HashMap<SocketAddr, SocketAddr>,
+}
+
+impl Faults {
+    fn drops(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        if self.links.is_empty() {
+            return false;
+        }
+        let owner = |a: SocketAddr| self.owners.get(&a).copied().unwrap_or(a);
+        match self.links.get(&(owner(from), owner(to))) {
+            None => false,
+            Some(Fault::All) => true,
+            Some(Fault::Paths { paths, dead }) => dead.contains(&flow_path(from, to, *paths)),
+        }
+    }
+}
+
+/// Wraps a network and drops what is sent on chosen directed links, the
+/// way a black-holed route or ECMP path does: the sender sees no error,
+/// nothing arrives.
 #[derive(Clone)]
 pub struct FaultNet<N> {
     inner: N,
-    black_holes: Arc<Mutex<HashSet<(SocketAddr, SocketAddr)>>>,
+    faults: Arc<Mutex<Faults>>,
 }
 
 impl<N: Net> FaultNet<N> {
     pub fn new(inner: N) -> Self {
         FaultNet {
             inner,
-            black_holes: Arc::default(),
+            faults: Arc::default(),
         }
     }
 
-    /// Drops (or stops dropping) what `from` sends to `to`.
+    /// Drops (or stops dropping) everything `from` sends to `to`.
     pub fn set_black_hole(&self, from: SocketAddr, to: SocketAddr, on: bool) {
-        let mut b = self.black_holes.lock().expect("faultnet lock");
-        if on {
-            b.insert((from, to));
-        } else {
-            b.remove(&(from, to));
-        }
+        self.set_fault(from, to, on.then_some(Fault::All));
+    }
+
+    /// Sets or clears the fault on what `from` sends to `to` (the nodes'
+    /// mesh addresses).
+    pub fn set_fault(&self, from: SocketAddr, to: SocketAddr, fault: Option<Fault>) {
+        let mut f = self.faults.lock().expect("faultnet lock");
+        match fault {
+            Some(fault) => f.links.insert((from, to), fault),
+            None => f.links.remove(&(from, to)),
+        };
     }
 }
 
 struct FaultSocket {
     inner: Arc<dyn Datagrams>,
-    black_holes: Arc<Mutex<HashSet<(SocketAddr, SocketAddr)>>>,
+    faults: Arc<Mutex<Faults>>,
 }
 
 #[async_trait]
 impl Datagrams for FaultSocket {
     async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<()> {
         let dropped = self
-            .black_holes
+            .faults
             .lock()
             .expect("faultnet lock")
-            .contains(&(self.inner.local_addr(), to));
+            .drops(self.inner.local_addr(), to);
         if dropped {
             return Ok(());
         }
@@ -320,21 +440,83 @@ impl<N: Net> Net for FaultNet<N> {
     async fn bind(&self, addr: SocketAddr) -> io::Result<Arc<dyn Datagrams>> {
         Ok(Arc::new(FaultSocket {
             inner: self.inner.bind(addr).await?,
-            black_holes: self.black_holes.clone(),
+            faults: self.faults.clone(),
+        }))
+    }
+    async fn bind_flow(&self, owner: SocketAddr, port: u16) -> io::Result<Arc<dyn Datagrams>> {
+        let inner = self.inner.bind_flow(owner, port).await?;
+        self.faults
+            .lock()
+            .expect("faultnet lock")
+            .owners
+            .insert(inner.local_addr(), owner);
+        Ok(Arc::new(FaultSocket {
+            inner,
+            faults: self.faults.clone(),
         }))
     }
     async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<()> {
         self.inner.listen_tcp(addr).await
     }
     async fn tcp_connect(&self, from: SocketAddr, to: SocketAddr) -> io::Result<()> {
-        let dropped = self
-            .black_holes
-            .lock()
-            .expect("faultnet lock")
-            .contains(&(from, to));
+        let dropped = self.faults.lock().expect("faultnet lock").drops(from, to);
         if dropped {
             std::future::pending::<()>().await;
         }
         self.inner.tcp_connect(from, to).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_hash_spreads_ports_over_paths() {
+        let to: SocketAddr = "127.0.0.2:7946".parse().unwrap();
+        let mut per_path = [0usize; 4];
+        for port in 40000..40400 {
+            let from = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+            per_path[flow_path(from, to, 4) as usize] += 1;
+        }
+        for n in per_path {
+            assert!((70..130).contains(&n), "uneven spread {per_path:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_path_drops_only_the_flows_hashed_onto_it() {
+        let net = FaultNet::new(MemNet::new());
+        let a: SocketAddr = "127.0.5.1:7946".parse().unwrap();
+        let b: SocketAddr = "127.0.5.2:7946".parse().unwrap();
+        let rx = net.bind(b).await.unwrap();
+        let mut flows = Vec::new();
+        for _ in 0..16 {
+            flows.push(net.bind_flow(a, 0).await.unwrap());
+        }
+        net.set_fault(
+            a,
+            b,
+            Some(Fault::Paths {
+                paths: 2,
+                dead: vec![0],
+            }),
+        );
+        let mut expected = 0;
+        for f in &flows {
+            f.send_to(b"x", b).await.unwrap();
+            if flow_path(f.local_addr(), b, 2) == 1 {
+                expected += 1;
+            }
+        }
+        assert!(expected > 0 && expected < 16);
+        let mut got = 0;
+        let mut buf = [0u8; 8];
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(50), rx.recv_from(&mut buf)).await
+        {
+            got += 1;
+        }
+        assert_eq!(got, expected);
     }
 }

@@ -58,6 +58,10 @@ pub struct MeshSettings {
     /// Where this node's HTTP API can be reached, published for consoles.
     pub http: Option<String>,
     pub timing: ProbeTiming,
+    /// Flows (source ports) each peer is probed over.
+    pub probe_flows: usize,
+    /// A fixed range of source ports for the flows.
+    pub probe_ports: Option<(u16, u16)>,
     pub policy: LinkPolicy,
     pub gossip_interval: Duration,
     pub topology: Topology,
@@ -86,6 +90,8 @@ impl MeshSettings {
                 tcp_interval: m.tcp_probe_interval,
                 tcp_timeout: m.tcp_timeout,
             },
+            probe_flows: m.probe_flows as usize,
+            probe_ports: m.probe_ports,
             policy: LinkPolicy::from_config(m),
             gossip_interval: m.gossip_interval,
             topology: m.topology,
@@ -101,6 +107,12 @@ impl MeshSettings {
 pub enum MeshError {
     #[error("cannot bind the mesh socket on {addr}: {source}")]
     Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind probe flow {flow} on {addr}: {source}")]
+    BindFlow {
+        flow: usize,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -143,8 +155,33 @@ impl MeshNode {
         net.listen_tcp(socket.local_addr())
             .await
             .map_err(bind_err)?;
-        let (endpoint, transport, replies, receive_task) = endpoint::open(
+        let owner = socket.local_addr();
+        let mut flows = Vec::with_capacity(settings.probe_flows);
+        for flow in 0..settings.probe_flows.max(1) {
+            let port = settings
+                .probe_ports
+                .map(|(first, _)| first + flow as u16)
+                .unwrap_or(0);
+            let f = net
+                .bind_flow(owner, port)
+                .await
+                .map_err(|source| MeshError::BindFlow {
+                    flow,
+                    addr: SocketAddr::new(owner.ip(), port),
+                    source,
+                })?;
+            flows.push(f);
+        }
+        let flow_ports: Vec<u16> = flows.iter().map(|f| f.local_addr().port()).collect();
+        let endpoint::Opened {
+            endpoint,
+            transport,
+            replies,
+            receive_task,
+            flow_tasks,
+        } = endpoint::open(
             socket,
+            flows,
             settings.key.clone(),
             settings.packet_max_age,
             metrics.clone(),
@@ -226,6 +263,7 @@ impl MeshNode {
         let pusher_task = tokio::spawn(push_changes(chitchat.clone(), push_rx));
 
         let links = SharedLinks::default();
+        links.lock().expect("link table lock").flow_ports = flow_ports;
         let changes = Arc::new(Notify::new());
         let (targets_tx, targets_rx) = watch::channel(Vec::new());
         let prober = Prober {
@@ -257,7 +295,10 @@ impl MeshNode {
             _listeners: [edge_listener, join_listener],
             links,
             metrics,
-            tasks: vec![receive_task, prober_task, maintain_task, pusher_task],
+            tasks: [receive_task, prober_task, maintain_task, pusher_task]
+                .into_iter()
+                .chain(flow_tasks)
+                .collect(),
             graph_cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -321,10 +362,14 @@ impl MeshNode {
     /// in the window, or `None` if it does not probe `target`.
     pub fn link_history(&self, target: &str) -> Option<(LinkSummary, Vec<ProbeOutcome>)> {
         let mut table = self.links.lock().expect("link table lock");
-        let t = table.trackers.get_mut(target)?;
+        let crate::prober::LinkTable {
+            trackers,
+            flow_ports,
+        } = &mut *table;
+        let t = trackers.get_mut(target)?;
         let now = Instant::now();
         Some((
-            t.summary(now, &self.settings.policy),
+            t.summary_with_ports(now, &self.settings.policy, flow_ports),
             t.history(now, &self.settings.policy),
         ))
     }
@@ -527,7 +572,8 @@ impl Maintainer {
                         let v = t.edge_value(now, &self.settings.policy, last.map(|(p, _)| p));
                         let send = match last {
                             None => true,
-                            // A new state (or TCP result) goes out at once;
+                            // A new state, loss kind, count of failing
+                            // flows or TCP result goes out at once;
                             // new RTT or loss figures at most every
                             // FIGURES_REFRESH, so a loaded network's jitter
                             // does not turn into gossip load that adds more
@@ -535,6 +581,9 @@ impl Maintainer {
                             Some((p, at)) => {
                                 p.state != v.state
                                     || p.tcp != v.tcp
+                                    || p.kind != v.kind
+                                    || p.failing != v.failing
+                                    || p.probed != v.probed
                                     || (*p != v && now.duration_since(*at) >= FIGURES_REFRESH)
                             }
                         };

@@ -1,13 +1,24 @@
-//! The prober: sends sequenced UDP probe trains to every target and a TCP
-//! connect as a second path, and feeds the outcomes to the link trackers.
+//! The prober: sends sequenced UDP probes to every target, rotating over
+//! the probe flows (source ports), and TCP connects on the same flows as a
+//! second path, and feeds the outcomes to the link trackers.
 //!
-//! Sending never waits for a peer: probes go out on the node's one socket,
-//! replies arrive through the endpoint's receive task, each probe expires on
-//! its own deadline, and each TCP connect runs in its own task under its own
-//! timeout. A dead, silent or half-open peer therefore costs the others
+//! Sending never waits for a peer: probes go out on the flow sockets,
+//! replies arrive through the endpoint's receive tasks, each probe expires
+//! on its own deadline, and each TCP connect runs in its own task under its
+//! own timeout. A dead, silent or half-open peer therefore costs the others
 //! nothing.
+//!
+//! A lost scheduled probe is confirmed at once: a burst of one probe on
+//! every other flow, [`BURST_SPACING`] apart, instead of waiting for the
+//! next scheduled probes. A black hole is then `down` within a second, one
+//! dead path shows its failing flows within a few, and the steady-state
+//! rate stays the configured one. A reply on a flow called dead likewise
+//! sends a burst over the other dead flows, so a repaired path is seen
+//! repaired at once. Bursts are not sent for losses that are already
+//! explained (a dead flow, a down link, known random loss), and at most one
+//! per target per [`BURST_GAP`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,9 +31,17 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::endpoint::{unix_ms, Endpoint, ProbeReply};
-use crate::link::{LinkPolicy, LinkState, LinkSummary, LinkTracker};
-use crate::metrics::{LinkStateLabel, MeshMetrics, TargetLabel};
+use crate::link::{LinkPolicy, LinkState, LinkSummary, LinkTracker, LossKind, Outcome};
+use crate::metrics::{FlowLabel, LinkStateLabel, LossKindLabel, MeshMetrics, TargetLabel};
 use crate::net::Net;
+
+/// Time between the probes of a confirmation burst.
+pub const BURST_SPACING: Duration = Duration::from_millis(20);
+/// The least time between two bursts to one target.
+pub const BURST_GAP: Duration = Duration::from_secs(1);
+/// The shortest timeout a fast link's probes get (see
+/// [`LinkTracker::probe_timeout`]).
+pub const TIMEOUT_FLOOR: Duration = Duration::from_millis(150);
 
 /// A peer to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +64,8 @@ pub struct ProbeTiming {
 #[derive(Default)]
 pub struct LinkTable {
     pub trackers: HashMap<String, LinkTracker>,
+    /// The source port of each probe flow.
+    pub flow_ports: Vec<u16>,
 }
 
 pub type SharedLinks = Arc<Mutex<LinkTable>>;
@@ -53,10 +74,13 @@ pub type SharedLinks = Arc<Mutex<LinkTable>>;
 pub fn link_summaries(links: &SharedLinks, policy: &LinkPolicy) -> Vec<(String, LinkSummary)> {
     let now = Instant::now();
     let mut table = links.lock().expect("link table lock");
-    let mut v: Vec<(String, LinkSummary)> = table
-        .trackers
+    let LinkTable {
+        trackers,
+        flow_ports,
+    } = &mut *table;
+    let mut v: Vec<(String, LinkSummary)> = trackers
         .iter_mut()
-        .map(|(id, t)| (id.clone(), t.summary(now, policy)))
+        .map(|(id, t)| (id.clone(), t.summary_with_ports(now, policy, flow_ports)))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
@@ -82,6 +106,8 @@ struct TargetMetrics {
     lost: Counter,
     rtt: Histogram,
     loss: Gauge<f64, AtomicU64>,
+    failing: Gauge,
+    bursts: Counter,
 }
 
 impl TargetMetrics {
@@ -94,115 +120,309 @@ impl TargetMetrics {
             lost: m.probes_lost.get_or_create(&label).clone(),
             rtt: m.probe_rtt.get_or_create(&label).clone(),
             loss: m.link_loss.get_or_create(&label).clone(),
+            failing: m.failing_flows.get_or_create(&label).clone(),
+            bursts: m.confirm_bursts.get_or_create(&label).clone(),
         }
     }
 }
 
+/// Per-target scheduling state.
+struct Schedule {
+    name: Arc<str>,
+    addr: SocketAddr,
+    metrics: TargetMetrics,
+    next_flow: usize,
+    next_tcp_flow: usize,
+    /// Alternates scheduled probes between the rotation and dead flows.
+    dead_turn: bool,
+    next_dead: usize,
+    last_burst: Option<Instant>,
+}
+
 struct Outstanding {
     target: Arc<str>,
-    addr: SocketAddr,
+    flow: usize,
     sent_at: Instant,
-    metrics: TargetMetrics,
+    timeout: Duration,
+    /// Sent on schedule (a loss may start a burst), not by a burst.
+    scheduled: bool,
+}
+
+/// A probe of a burst, waiting for its time.
+struct Queued {
+    target: Arc<str>,
+    flow: usize,
+}
+
+/// The state of one running prober loop.
+struct Run {
+    schedules: Vec<Schedule>,
+    outstanding: HashMap<u64, Outstanding>,
+    /// Probe deadlines, by time then probe id.
+    deadlines: BTreeMap<(Instant, u64), ()>,
+    /// Burst probes to send, by time then sequence.
+    queued: BTreeMap<(Instant, u64), Queued>,
+    next_id: u64,
 }
 
 impl Prober {
     pub async fn run(mut self) {
+        let flows = self.endpoint.flow_count().max(1);
         let spacing = self.timing.interval / self.timing.probes_per_interval.max(1);
         let mut probe_tick = tokio::time::interval(spacing);
         probe_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut tcp_tick = tokio::time::interval(self.timing.tcp_interval);
         tcp_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let (tcp_tx, mut tcp_rx) = mpsc::channel::<(String, Option<Duration>)>(1024);
-        let mut tcp_in_flight: HashSet<String> = HashSet::new();
-        let mut outstanding: HashMap<u64, Outstanding> = HashMap::new();
-        let mut deadlines: VecDeque<(Instant, u64)> = VecDeque::new();
-        let mut next_id: u64 = 1;
-        let mut targets: Vec<Target> = self.targets.borrow().clone();
-        let mut target_metrics = self.sync_trackers(&targets);
+        let (tcp_tx, mut tcp_rx) = mpsc::channel::<(Arc<str>, usize, Option<Outcome>)>(1024);
+        let mut tcp_in_flight: HashSet<(Arc<str>, usize)> = HashSet::new();
+        let targets: Vec<Target> = self.targets.borrow().clone();
+        let mut run = Run {
+            schedules: self.sync_trackers(&targets, &[]),
+            outstanding: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            queued: BTreeMap::new(),
+            next_id: 1,
+        };
+        let flow_addrs = self.endpoint.flow_addrs();
 
         loop {
-            let next_deadline = deadlines.front().map(|(d, _)| *d);
+            let next_deadline = run.deadlines.keys().next().map(|(d, _)| *d);
+            let next_queued = run.queued.keys().next().map(|(d, _)| *d);
             tokio::select! {
                 _ = probe_tick.tick() => {
+                    for i in 0..run.schedules.len() {
+                        let flow = self.pick_flow(&mut run.schedules[i], flows);
+                        self.send(&mut run, i, flow, true).await;
+                    }
+                }
+                _ = sleep_until_opt(next_queued) => {
                     let now = Instant::now();
-                    for (t, (name, m)) in targets.iter().zip(&target_metrics) {
-                        let id = next_id;
-                        next_id += 1;
-                        m.sent.inc();
-                        outstanding.insert(id, Outstanding { target: name.clone(), addr: t.addr, sent_at: now, metrics: m.clone() });
-                        deadlines.push_back((now + self.timing.timeout, id));
-                        self.endpoint.send_probe(t.addr, id).await;
+                    while let Some(entry) = run.queued.first_entry() {
+                        if entry.key().0 > now {
+                            break;
+                        }
+                        let q = entry.remove();
+                        if let Some(i) = run.schedules.iter().position(|s| s.name == q.target) {
+                            self.send(&mut run, i, q.flow, false).await;
+                        }
                     }
                 }
                 Some(reply) = self.replies.recv() => {
                     // A reply after the timeout is a loss, even when it
                     // arrives before the deadline branch has run.
-                    let matches = outstanding.get(&reply.probe_id).is_some_and(|o| {
-                        o.addr == reply.from && reply.received_at.saturating_duration_since(o.sent_at) <= self.timing.timeout
+                    let matches = run.outstanding.get(&reply.probe_id).is_some_and(|o| {
+                        reply.flow == o.flow
+                            && run.schedules.iter().any(|s| s.name == o.target && s.addr == reply.from)
+                            && reply.received_at.saturating_duration_since(o.sent_at) <= o.timeout
                     });
                     if matches {
-                        let o = outstanding.remove(&reply.probe_id).expect("checked");
+                        let o = run.outstanding.remove(&reply.probe_id).expect("checked");
+                        run.deadlines.remove(&(o.sent_at + o.timeout, reply.probe_id));
                         let rtt = reply.received_at.saturating_duration_since(o.sent_at);
-                        o.metrics.rtt.observe(rtt.as_secs_f64());
-                        self.record(&o.target, &o.metrics, Some(rtt));
+                        if let Some(i) = run.schedules.iter().position(|s| s.name == o.target) {
+                            run.schedules[i].metrics.rtt.observe(rtt.as_secs_f64());
+                            let was_dead = self.record(&run.schedules[i], o.flow, Outcome::Reply(rtt));
+                            if was_dead {
+                                self.burst_over_dead(&mut run, i, o.flow);
+                            }
+                        }
                     }
                 }
                 _ = sleep_until_opt(next_deadline) => {
                     let now = Instant::now();
-                    while let Some(&(deadline, id)) = deadlines.front() {
-                        if deadline > now {
+                    while let Some(entry) = run.deadlines.first_entry() {
+                        if entry.key().0 > now {
                             break;
                         }
-                        deadlines.pop_front();
-                        if let Some(o) = outstanding.remove(&id) {
-                            o.metrics.lost.inc();
-                            self.record(&o.target, &o.metrics, None);
+                        let (_, id) = *entry.key();
+                        entry.remove();
+                        let Some(o) = run.outstanding.remove(&id) else { continue };
+                        let Some(i) = run.schedules.iter().position(|s| s.name == o.target) else { continue };
+                        run.schedules[i].metrics.lost.inc();
+                        let news = self.is_news(&run.schedules[i], o.flow);
+                        self.record(&run.schedules[i], o.flow, Outcome::Lost);
+                        if o.scheduled && news {
+                            self.burst_over_others(&mut run, i, o.flow, flows);
                         }
                     }
                 }
                 _ = tcp_tick.tick() => {
-                    let from = self.endpoint.local_addr();
-                    for t in &targets {
-                        if !tcp_in_flight.insert(t.id.clone()) {
+                    for s in &mut run.schedules {
+                        let flow = s.next_tcp_flow % flows;
+                        s.next_tcp_flow = s.next_tcp_flow.wrapping_add(1);
+                        if !tcp_in_flight.insert((s.name.clone(), flow)) {
                             continue;
                         }
+                        let from = flow_addrs.get(flow).copied().unwrap_or_else(|| self.endpoint.local_addr());
                         let net = self.net.clone();
                         let tx = tcp_tx.clone();
-                        let (id, addr, timeout) = (t.id.clone(), t.addr, self.timing.tcp_timeout);
+                        let (name, addr, timeout) = (s.name.clone(), s.addr, self.timing.tcp_timeout);
                         tokio::spawn(async move {
                             let start = Instant::now();
-                            let result = match tokio::time::timeout(timeout, net.tcp_connect(from, addr)).await {
-                                Ok(Ok(())) => Some(start.elapsed()),
-                                _ => None,
+                            let outcome = match tokio::time::timeout(timeout, net.tcp_connect(from, addr)).await {
+                                Ok(Ok(())) => Some(Outcome::TcpReached(start.elapsed())),
+                                // A refusal comes from the peer: the path works.
+                                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                    Some(Outcome::TcpReached(start.elapsed()))
+                                }
+                                // The flow's port is taken locally: no
+                                // measurement, not a loss.
+                                Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable) => {
+                                    tracing::debug!(%from, error = %e, "tcp probe cannot use its flow's port");
+                                    None
+                                }
+                                Ok(Err(_)) | Err(_) => Some(Outcome::TcpLost),
                             };
-                            let _ = tx.send((id, result)).await;
+                            let _ = tx.send((name, flow, outcome)).await;
                         });
                     }
                 }
-                Some((id, result)) = tcp_rx.recv() => {
-                    tcp_in_flight.remove(&id);
-                    if result.is_none() {
-                        self.metrics.tcp_connect_failures.get_or_create(&TargetLabel { target: id.clone() }).inc();
+                Some((name, flow, outcome)) = tcp_rx.recv() => {
+                    tcp_in_flight.remove(&(name.clone(), flow));
+                    let Some(outcome) = outcome else { continue };
+                    if outcome == Outcome::TcpLost {
+                        self.metrics.tcp_connect_failures.get_or_create(&TargetLabel { target: name.to_string() }).inc();
                     }
-                    if let Some(t) = self.links.lock().expect("link table lock").trackers.get_mut(&id) {
-                        t.record_tcp(result);
+                    if let Some(s) = run.schedules.iter().find(|s| s.name == name) {
+                        self.record(s, flow, outcome);
                     }
                 }
                 changed = self.targets.changed() => {
                     if changed.is_err() {
                         return; // the node is shutting down
                     }
-                    targets = self.targets.borrow_and_update().clone();
-                    target_metrics = self.sync_trackers(&targets);
+                    let targets = self.targets.borrow_and_update().clone();
+                    run.schedules = self.sync_trackers(&targets, &run.schedules);
                     let known: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
-                    outstanding.retain(|_, o| known.contains(&*o.target));
+                    run.outstanding.retain(|_, o| known.contains(&*o.target));
+                    let outstanding = &run.outstanding;
+                    run.deadlines.retain(|(_, id), _| outstanding.contains_key(id));
+                    run.queued.retain(|_, q| known.contains(&*q.target));
                 }
             }
         }
     }
 
-    fn sync_trackers(&self, targets: &[Target]) -> Vec<(Arc<str>, TargetMetrics)> {
+    /// The flow of the next scheduled probe: the rotation, and while some
+    /// flows are dead, every other probe on one of them so that a repaired
+    /// path is noticed soon.
+    fn pick_flow(&self, s: &mut Schedule, flows: usize) -> usize {
+        let dead = {
+            let table = self.links.lock().expect("link table lock");
+            table
+                .trackers
+                .get(&*s.name)
+                .map(LinkTracker::failing_flows)
+                .unwrap_or_default()
+        };
+        s.dead_turn = !s.dead_turn;
+        if s.dead_turn && !dead.is_empty() {
+            s.next_dead = s.next_dead.wrapping_add(1);
+            return dead[s.next_dead % dead.len()];
+        }
+        let flow = s.next_flow % flows;
+        s.next_flow = s.next_flow.wrapping_add(1);
+        flow
+    }
+
+    async fn send(&self, run: &mut Run, i: usize, flow: usize, scheduled: bool) {
+        let s = &run.schedules[i];
+        let timeout = {
+            let table = self.links.lock().expect("link table lock");
+            table
+                .trackers
+                .get(&*s.name)
+                .map(|t| {
+                    t.probe_timeout(self.timing.timeout, TIMEOUT_FLOOR.min(self.timing.timeout))
+                })
+                .unwrap_or(self.timing.timeout)
+        };
+        let id = run.next_id;
+        run.next_id += 1;
+        let now = Instant::now();
+        s.metrics.sent.inc();
+        run.outstanding.insert(
+            id,
+            Outstanding {
+                target: s.name.clone(),
+                flow,
+                sent_at: now,
+                timeout,
+                scheduled,
+            },
+        );
+        run.deadlines.insert((now + timeout, id), ());
+        self.endpoint.send_probe(flow, s.addr, id).await;
+    }
+
+    /// Whether a loss on `flow` would be news: the link is not down, its
+    /// loss is not known random loss, and the flow is not already dead.
+    fn is_news(&self, s: &Schedule, flow: usize) -> bool {
+        let table = self.links.lock().expect("link table lock");
+        table.trackers.get(&*s.name).is_some_and(|t| {
+            !matches!(t.state(), LinkState::Down | LinkState::Unknown)
+                && t.loss_kind() != LossKind::Random
+                && !t.is_failing(flow)
+        })
+    }
+
+    fn may_burst(s: &mut Schedule, now: Instant) -> bool {
+        if s.last_burst
+            .is_some_and(|at| now.duration_since(at) < BURST_GAP)
+        {
+            return false;
+        }
+        s.last_burst = Some(now);
+        s.metrics.bursts.inc();
+        true
+    }
+
+    fn queue(run: &mut Run, i: usize, flows: impl IntoIterator<Item = usize>) {
+        let now = Instant::now();
+        let name = run.schedules[i].name.clone();
+        for (k, flow) in flows.into_iter().enumerate() {
+            let seq = run.next_id;
+            run.next_id += 1;
+            run.queued.insert(
+                (now + BURST_SPACING * k as u32, seq),
+                Queued {
+                    target: name.clone(),
+                    flow,
+                },
+            );
+        }
+    }
+
+    /// Confirms a lost probe on the other flows.
+    fn burst_over_others(&self, run: &mut Run, i: usize, lost_flow: usize, flows: usize) {
+        if flows < 2 || !Self::may_burst(&mut run.schedules[i], Instant::now()) {
+            return;
+        }
+        Self::queue(run, i, (1..flows).map(move |k| (lost_flow + k) % flows));
+    }
+
+    /// A dead flow answered: checks the other dead flows at once.
+    fn burst_over_dead(&self, run: &mut Run, i: usize, answered: usize) {
+        let dead: Vec<usize> = {
+            let table = self.links.lock().expect("link table lock");
+            table
+                .trackers
+                .get(&*run.schedules[i].name)
+                .map(LinkTracker::failing_flows)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| *f != answered)
+                .collect()
+        };
+        if dead.is_empty() || !Self::may_burst(&mut run.schedules[i], Instant::now()) {
+            return;
+        }
+        Self::queue(run, i, dead);
+    }
+
+    fn sync_trackers(&self, targets: &[Target], old: &[Schedule]) -> Vec<Schedule> {
         let mut table = self.links.lock().expect("link table lock");
+        let flows = self.endpoint.flow_count().max(1);
         let wanted: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
         let gone: Vec<String> = table
             .trackers
@@ -218,56 +438,128 @@ impl Prober {
                     state: s.as_str(),
                 });
             }
-            self.metrics
-                .link_loss
-                .remove(&TargetLabel { target: id.clone() });
+            for kind in [
+                LossKind::None,
+                LossKind::Random,
+                LossKind::Path,
+                LossKind::Total,
+            ] {
+                self.metrics.loss_kind.remove(&LossKindLabel {
+                    target: id.clone(),
+                    kind: kind.as_str(),
+                });
+            }
+            for f in 0..flows {
+                self.metrics.flow_loss.remove(&FlowLabel {
+                    target: id.clone(),
+                    flow: f.to_string(),
+                });
+            }
+            let label = TargetLabel { target: id.clone() };
+            self.metrics.link_loss.remove(&label);
+            self.metrics.failing_flows.remove(&label);
         }
         let now = unix_ms() / 1000;
         for t in targets {
             table
                 .trackers
                 .entry(t.id.clone())
-                .or_insert_with(|| LinkTracker::new(now));
+                .or_insert_with(|| LinkTracker::new(now, flows));
         }
         targets
             .iter()
-            .map(|t| {
-                (
-                    Arc::from(t.id.as_str()),
-                    TargetMetrics::new(&self.metrics, &t.id),
-                )
-            })
+            .map(
+                |t| match old.iter().find(|s| *s.name == *t.id && s.addr == t.addr) {
+                    Some(s) => Schedule {
+                        name: s.name.clone(),
+                        addr: s.addr,
+                        metrics: s.metrics.clone(),
+                        next_flow: s.next_flow,
+                        next_tcp_flow: s.next_tcp_flow,
+                        dead_turn: s.dead_turn,
+                        next_dead: s.next_dead,
+                        last_burst: s.last_burst,
+                    },
+                    None => Schedule {
+                        name: Arc::from(t.id.as_str()),
+                        addr: t.addr,
+                        metrics: TargetMetrics::new(&self.metrics, &t.id),
+                        // Targets start at different flows, so one node's
+                        // probes are spread over its flows at every instant.
+                        next_flow: t.addr.port() as usize + t.id.len(),
+                        next_tcp_flow: t.id.len(),
+                        dead_turn: false,
+                        next_dead: 0,
+                        last_burst: None,
+                    },
+                },
+            )
             .collect()
     }
 
-    fn record(&self, target: &str, metrics: &TargetMetrics, rtt: Option<Duration>) {
+    /// Records an outcome; returns whether `flow` was called dead before.
+    fn record(&self, s: &Schedule, flow: usize, outcome: Outcome) -> bool {
+        let target = &*s.name;
         let mut table = self.links.lock().expect("link table lock");
         let Some(t) = table.trackers.get_mut(target) else {
-            return;
+            return false;
         };
-        let before = t.state();
-        t.record(Instant::now(), unix_ms() / 1000, rtt, &self.policy);
-        let after = t.state();
-        metrics.loss.set(t.loss());
+        let was_dead = t.is_failing(flow);
+        let before = (t.state(), t.loss_kind(), t.failing_flows().len());
+        t.record(
+            Instant::now(),
+            unix_ms() / 1000,
+            flow,
+            outcome,
+            &self.policy,
+        );
+        let after = (t.state(), t.loss_kind(), t.failing_flows().len());
+        s.metrics.loss.set(t.reported_loss());
+        s.metrics.failing.set(after.2 as i64);
+        let flow_loss = t.flow_loss(flow);
         drop(table);
+        self.metrics
+            .flow_loss
+            .get_or_create(&FlowLabel {
+                target: target.to_string(),
+                flow: flow.to_string(),
+            })
+            .set(flow_loss);
         if before != after {
             tracing::info!(
                 target_node = target,
-                from = before.as_str(),
-                to = after.as_str(),
+                from = before.0.as_str(),
+                to = after.0.as_str(),
+                loss_kind = after.1.as_str(),
+                failing_flows = after.2,
                 "link state changed"
             );
-            for s in LinkState::ALL {
+            for st in LinkState::ALL {
                 self.metrics
                     .link_state
                     .get_or_create(&LinkStateLabel {
                         target: target.into(),
-                        state: s.as_str(),
+                        state: st.as_str(),
                     })
-                    .set((s == after) as i64);
+                    .set((st == after.0) as i64);
+            }
+            for kind in [
+                LossKind::None,
+                LossKind::Random,
+                LossKind::Path,
+                LossKind::Total,
+            ] {
+                self.metrics
+                    .loss_kind
+                    .get_or_create(&LossKindLabel {
+                        target: target.into(),
+                        kind: kind.as_str(),
+                    })
+                    .set((kind == after.1) as i64);
             }
             self.changes.notify_one();
         }
+        was_dead
     }
 }
 
