@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use gemba_mesh::link::LossKind;
 use gemba_mesh::{Graph, LinkState};
 
 use crate::svg::{self, esc, link_colour};
@@ -106,13 +107,26 @@ pub fn render_matrix(g: &Graph) -> String {
                             .map(|r| format!("{r:.2}"))
                             .unwrap_or_else(|| "?".into()),
                     };
-                    let loss = e
-                        .loss
-                        .map(|l| format!(", loss ≤{:.0}%", l * 100.0))
+                    let loss = match (e.loss_kind, e.loss) {
+                        (LossKind::Path, _) => String::new(),
+                        (_, Some(l)) => format!(", loss ≤{:.0}%", l * 100.0),
+                        _ => String::new(),
+                    };
+                    let why = e
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(": {}", esc(r)))
                         .unwrap_or_default();
+                    // A dead path shows its share of failing flows in the cell.
+                    let text = match e.loss_kind {
+                        LossKind::Path if e.state == LinkState::Degraded => {
+                            format!("{}/{}", e.flows_failing, e.flows_probed)
+                        }
+                        _ => text,
+                    };
                     let _ = write!(
                         s,
-                        r##"<td class="cell cell-{st}" style="background:{bg}" title="{src} → {dst}: {st}{rtt}{loss}">{text}</td>"##,
+                        r##"<td class="cell cell-{st}" style="background:{bg}" title="{src} → {dst}: {st}{why}{rtt}{loss}">{text}</td>"##,
                         st = e.state.as_str(),
                         bg = heat(e.state, e.rtt_p50_ms),
                         src = esc(&src.id),
@@ -143,7 +157,7 @@ pub fn render_broken(g: &Graph) -> String {
     }
     let now = now_unix();
     let mut s = String::from(
-        r##"<table id="broken-links"><thead><tr><th>link</th><th>state</th><th>loss</th><th>tcp</th><th>since</th></tr></thead><tbody>"##,
+        r##"<table id="broken-links"><thead><tr><th>link</th><th>state</th><th>why</th><th>loss</th><th>tcp</th><th>since</th></tr></thead><tbody>"##,
     );
     for e in broken {
         let since = e
@@ -152,10 +166,12 @@ pub fn render_broken(g: &Graph) -> String {
             .unwrap_or_default();
         let _ = write!(
             s,
-            r##"<tr class="broken-link" data-source="{src}" data-target="{dst}"><td>{src} → {dst}</td><td class="state state-{st}">{st}</td><td>{loss}</td><td>{tcp}</td><td>{since}</td></tr>"##,
+            r##"<tr class="broken-link" data-source="{src}" data-target="{dst}" data-loss-kind="{kind}"><td>{src} → {dst}</td><td class="state state-{st}">{st}</td><td class="reason">{why}</td><td>{loss}</td><td>{tcp}</td><td>{since}</td></tr>"##,
             src = esc(&e.source),
             dst = esc(&e.target),
             st = e.state.as_str(),
+            kind = e.loss_kind.as_str(),
+            why = esc(e.reason.as_deref().unwrap_or("")),
             loss = e
                 .loss
                 .map(|l| format!("≤{:.0}%", l * 100.0))

@@ -355,6 +355,17 @@ fn mesh_link(
             max: None,
         });
     }
+    if e.flows_probed > 0 {
+        perf.push(Perf {
+            label: "failing_flows".into(),
+            value: f64::from(e.flows_failing),
+            uom: String::new(),
+            warn: None,
+            crit: None,
+            min: Some(0.0),
+            max: Some(f64::from(e.flows_probed)),
+        });
+    }
     if let Some(l) = e.loss {
         perf.push(Perf {
             label: "loss".into(),
@@ -373,7 +384,13 @@ fn mesh_link(
     };
     (
         status,
-        format!("link {source} -> {target} is {}{note}", e.state.as_str()),
+        match &e.reason {
+            Some(why) => format!(
+                "link {source} -> {target} is {}: {why}{note}",
+                e.state.as_str()
+            ),
+            None => format!("link {source} -> {target} is {}{note}", e.state.as_str()),
+        },
         perf,
         trusted,
     )

@@ -22,7 +22,9 @@
 //! reply on the same flow (transient losses), Laplace-smoothed as
 //! `(lost + 1) / (probes + 2)` so that an empty or loss-free window never
 //! gives 0. Losses already attributed to a dead path or a down period are
-//! left out.
+//! left out: those of a flow called dead, those of every flow losing when
+//! a path is first called dead, a flow's second and later losses in a row
+//! while a path is dead, and the losses of a down period.
 //!
 //! *A dead flow.* Flow `f` has lost its last `r_f` probes in a row. Under
 //! random loss alone that happens with probability `q^r_f`; the flow is
@@ -545,8 +547,13 @@ impl LinkTracker {
             self.run_flows = 0;
         }
         // A loss on a flow already known dead, or while the link is down,
-        // is that fault again, not random loss.
-        let explained = lost && (self.is_failing(flow) || self.state == LinkState::Down);
+        // is that fault again, not random loss; so is a second loss in a
+        // row on any flow while a path is known dead (a flow of the same
+        // path not yet called dead).
+        let explained = lost
+            && (self.is_failing(flow)
+                || self.state == LinkState::Down
+                || (self.kind == LossKind::Path && self.runs[flow] >= 2));
         self.samples.push_back(Sample {
             at: now,
             flow: flow as u8,
@@ -557,8 +564,11 @@ impl LinkTracker {
         if kind == LossKind::Total || next == LinkState::Down {
             self.explain_current_run();
         }
+        let path_begins = kind == LossKind::Path && self.kind != LossKind::Path;
         for f in 0..self.flows {
-            if failing & bit(f) != 0 && !self.is_failing(f) {
+            // When a path is first seen dead, every flow losing at that
+            // moment is most likely on it too.
+            if (failing & bit(f) != 0 && !self.is_failing(f)) || (path_begins && self.runs[f] > 0) {
                 self.explain_trailing(f);
             }
         }

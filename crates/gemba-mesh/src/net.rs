@@ -344,7 +344,7 @@ impl Net for MemNet {
 }
 
 /// What a fault on a directed link drops.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
     /// Everything: a black-holed route.
     All,
@@ -352,6 +352,9 @@ pub enum Fault {
     /// `paths` equal-cost paths (see [`flow_path`]): an ECMP path
     /// black-holed, which only the flows hashed onto it notice.
     Paths { paths: u32, dead: Vec<u32> },
+    /// Each packet with this probability (0 to 1), independently: the
+    /// random loss of congestion or a bad cable.
+    Random { loss: f64 },
 }
 
 #[derive(Default)]
@@ -360,10 +363,13 @@ struct Faults {
     links: HashMap<(SocketAddr, SocketAddr), Fault>,
     /// Probe flow sockets and the node they belong to.
     owners: HashMap<SocketAddr, SocketAddr>,
+    /// State of the random-loss coin (xorshift; fixed seed, so a test
+    /// run is repeatable).
+    coin: u64,
 }
 
 impl Faults {
-    fn drops(&self, from: SocketAddr, to: SocketAddr) -> bool {
+    fn drops(&mut self, from: SocketAddr, to: SocketAddr) -> bool {
         if self.links.is_empty() {
             return false;
         }
@@ -372,6 +378,17 @@ impl Faults {
             None => false,
             Some(Fault::All) => true,
             Some(Fault::Paths { paths, dead }) => dead.contains(&flow_path(from, to, *paths)),
+            Some(Fault::Random { loss }) => {
+                let loss = *loss;
+                if self.coin == 0 {
+                    self.coin = 0x9e37_79b9_7f4a_7c15;
+                }
+                self.coin ^= self.coin << 13;
+                self.coin ^= self.coin >> 7;
+                self.coin ^= self.coin << 17;
+                let draw = (self.coin >> 11) as f64 / (1u64 << 53) as f64;
+                draw < loss
+            }
         }
     }
 }

@@ -15,8 +15,9 @@
 //! rate stays the configured one. A reply on a flow called dead likewise
 //! sends a burst over the other dead flows, so a repaired path is seen
 //! repaired at once. Bursts are not sent for losses that are already
-//! explained (a dead flow, a down link, known random loss), and at most one
-//! per target per [`BURST_GAP`].
+//! explained (a dead flow, a down link), and at most one per target per
+//! [`BURST_GAP`]: a link with heavy random loss costs at most one probe
+//! per flow per second more.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -355,14 +356,14 @@ impl Prober {
         self.endpoint.send_probe(flow, s.addr, id).await;
     }
 
-    /// Whether a loss on `flow` would be news: the link is not down, its
-    /// loss is not known random loss, and the flow is not already dead.
+    /// Whether a loss on `flow` would be news: the link is measured and
+    /// not down, and the flow is not already dead. Random loss still
+    /// bursts: a path dying on a lossy link must not take minutes to see,
+    /// and [`BURST_GAP`] bounds what it costs.
     fn is_news(&self, s: &Schedule, flow: usize) -> bool {
         let table = self.links.lock().expect("link table lock");
         table.trackers.get(&*s.name).is_some_and(|t| {
-            !matches!(t.state(), LinkState::Down | LinkState::Unknown)
-                && t.loss_kind() != LossKind::Random
-                && !t.is_failing(flow)
+            !matches!(t.state(), LinkState::Down | LinkState::Unknown) && !t.is_failing(flow)
         })
     }
 

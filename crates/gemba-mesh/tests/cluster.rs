@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use gemba_core::config::{Config, ConfigFile, Overrides};
 use gemba_mesh::graph::Graph;
+use gemba_mesh::link::LossKind;
 use gemba_mesh::metrics::ReasonLabel;
-use gemba_mesh::{GridKey, LinkState, MemNet, MeshNode, MeshSettings, NodeState};
+use gemba_mesh::net::{flow_path, Fault};
+use gemba_mesh::{FaultNet, GridKey, LinkState, MemNet, MeshNode, MeshSettings, NodeState};
 use tokio::time::Instant;
 
 fn key() -> GridKey {
@@ -40,6 +42,8 @@ fn settings(i: usize, sites: usize, extra: &str) -> MeshSettings {
 
 struct Grid {
     net: MemNet,
+    /// The same network, with faults by flow hash or at random.
+    faults: FaultNet<MemNet>,
     nodes: Vec<Option<MeshNode>>,
     sites: usize,
     extra: String,
@@ -48,15 +52,17 @@ struct Grid {
 impl Grid {
     async fn start(n: usize, sites: usize, extra: &str) -> Grid {
         let net = MemNet::with_latency(Duration::from_micros(200));
+        let faults = FaultNet::new(net.clone());
         let mut nodes = Vec::new();
         for i in 0..n {
-            let node = MeshNode::start(settings(i, sites, extra), Arc::new(net.clone()), None)
+            let node = MeshNode::start(settings(i, sites, extra), Arc::new(faults.clone()), None)
                 .await
                 .unwrap();
             nodes.push(Some(node));
         }
         Grid {
             net,
+            faults,
             nodes,
             sites,
             extra: extra.to_string(),
@@ -102,7 +108,7 @@ impl Grid {
     async fn restart(&mut self, i: usize) {
         let node = MeshNode::start(
             settings(i, self.sites, &self.extra),
-            Arc::new(self.net.clone()),
+            Arc::new(self.faults.clone()),
             None,
         )
         .await
@@ -115,6 +121,20 @@ fn all_up(n: usize) -> impl Fn(&Graph) -> bool {
     move |g: &Graph| {
         g.edges.len() == n * (n - 1) && g.edges.iter().all(|e| e.state == LinkState::Up)
     }
+}
+
+/// The source ports of `source`'s probe flows to `target`.
+fn flow_ports(grid: &Grid, source: usize, target: &str) -> Vec<SocketAddr> {
+    let (summary, _) = grid.nodes[source]
+        .as_ref()
+        .unwrap()
+        .link_history(target)
+        .unwrap();
+    summary
+        .flows
+        .iter()
+        .map(|f| SocketAddr::new(addr(source).ip(), f.port.unwrap()))
+        .collect()
 }
 
 fn edge_is<'a>(s: &'a str, t: &'a str, state: LinkState) -> impl Fn(&Graph) -> bool + 'a {
@@ -423,4 +443,130 @@ async fn sites_topology_probes_inside_sites_and_between_representatives_only() {
         .filter(|e| g.node(&e.source).unwrap().site != g.node(&e.target).unwrap().site)
         .collect();
     assert_eq!(cross.len(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn black_holed_path_is_path_loss_on_every_node_for_either_half_and_clears() {
+    let grid = Grid::start(5, 3, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(5)).await;
+    let ports = flow_ports(&grid, 0, "n1");
+    assert_eq!(ports.len(), 8, "8 flows by default");
+    for dead in [0u32, 1] {
+        let failing = ports
+            .iter()
+            .filter(|p| flow_path(**p, addr(1), 2) == dead)
+            .count() as u8;
+        assert!((1..8).contains(&failing), "both paths carry flows");
+        grid.faults.set_fault(
+            addr(0),
+            addr(1),
+            Some(Fault::Paths {
+                paths: 2,
+                dead: vec![dead],
+            }),
+        );
+        let took = grid
+            .wait_all(Duration::from_secs(20), |g| {
+                g.edge("n0", "n1").is_some_and(|e| {
+                    e.state == LinkState::Degraded
+                        && e.loss_kind == LossKind::Path
+                        && e.flows_failing == failing
+                        && e.flows_probed == 8
+                })
+            })
+            .await;
+        assert!(
+            took <= Duration::from_secs(10),
+            "path {dead}: seen after {took:?}"
+        );
+        let g = grid.nodes[3].as_ref().unwrap().graph().await;
+        let e = g.edge("n0", "n1").unwrap();
+        assert_eq!(
+            e.describe(),
+            format!("n0 → n1 degraded: {failing} of 8 flows fail (a path is black-holed)")
+        );
+        assert!((e.loss.unwrap() - f64::from(failing) / 8.0).abs() < 1e-9);
+        // A dead path is never a dead link: it stays degraded, no flapping.
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for g in grid.graphs().await {
+                let e = g.edge("n0", "n1").unwrap();
+                assert_eq!(
+                    (e.state, e.loss_kind),
+                    (LinkState::Degraded, LossKind::Path),
+                    "path {dead}: {e:?}"
+                );
+            }
+        }
+        grid.faults.set_fault(addr(0), addr(1), None);
+        let took = grid
+            .wait_all(Duration::from_secs(20), edge_is("n0", "n1", LinkState::Up))
+            .await;
+        assert!(
+            took <= Duration::from_secs(5),
+            "path {dead}: up after {took:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn black_hole_is_down_on_every_node_within_a_second() {
+    let grid = Grid::start(5, 3, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(5)).await;
+    // Let the links learn their RTT, as a running grid has.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (from, to) in [(0, 1), (2, 4), (3, 0)] {
+        grid.faults.set_black_hole(addr(from), addr(to), true);
+        let (s, t) = (format!("n{from}"), format!("n{to}"));
+        let took = grid
+            .wait_all(Duration::from_secs(5), edge_is(&s, &t, LinkState::Down))
+            .await;
+        assert!(
+            took <= Duration::from_secs(1),
+            "{s} -> {t} down after {took:?}"
+        );
+        let g = grid.nodes[1].as_ref().unwrap().graph().await;
+        assert_eq!(g.edge(&s, &t).unwrap().loss_kind, LossKind::Total);
+        grid.faults.set_black_hole(addr(from), addr(to), false);
+        grid.wait_all(Duration::from_secs(10), edge_is(&s, &t, LinkState::Up))
+            .await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_the_packets_lost_at_random_is_steadily_degraded_never_down() {
+    let grid = Grid::start(4, 1, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(4)).await;
+    grid.faults
+        .set_fault(addr(0), addr(1), Some(Fault::Random { loss: 0.5 }));
+    grid.wait_all(
+        Duration::from_secs(10),
+        edge_is("n0", "n1", LinkState::Degraded),
+    )
+    .await;
+    let n0 = grid.nodes[0].as_ref().unwrap();
+    let mut downs = 0;
+    let mut last = LinkState::Degraded;
+    let mut not_degraded = 0;
+    // Two minutes, looked at every 250 ms.
+    for _ in 0..480 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (s, _) = n0.link_history("n1").unwrap();
+        if s.state == LinkState::Down && last != LinkState::Down {
+            downs += 1;
+        }
+        if s.state != LinkState::Degraded {
+            not_degraded += 1;
+        }
+        last = s.state;
+    }
+    assert!(downs <= 1, "{downs} transitions to down");
+    assert!(
+        not_degraded <= 4,
+        "{not_degraded} of 480 looks not degraded"
+    );
+    let (s, _) = n0.link_history("n1").unwrap();
+    assert_eq!(s.loss_kind, LossKind::Random);
+    assert!((s.loss - 0.5).abs() < 0.15, "loss {}", s.loss);
+    assert_eq!(s.flows_failing, 0);
 }

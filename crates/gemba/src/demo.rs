@@ -1,9 +1,12 @@
 //! `gemba demo`: a grid of N nodes in S sites on 127.0.0.x, all in this
 //! process, each with its own mesh socket and console. After a while it
-//! black-holes one directed link (everything that node sends to the other
-//! is dropped, as a broken route would), reports when every node shows the
-//! link down, heals it, reports when every node shows it up again, and
-//! repeats with another link.
+//! breaks one directed link, reports when every node shows it, heals it,
+//! reports when every node shows it up again, and repeats with another
+//! link. Faults alternate: one of two ECMP paths black-holed (the flows
+//! hashed onto it are dropped, the others pass: every node shows the link
+//! degraded with path loss, "k of n flows fail"), then a full black hole
+//! (everything that node sends to the other is dropped, as a broken route
+//! would: every node shows the link down).
 //!
 //! The demo also converges a service: node 2 runs a toy web service
 //! (`gemba demo-service`) watched by an `http` and a `process` check; the
@@ -17,7 +20,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gemba_core::config::{Config, ConfigFile, Overrides};
-use gemba_mesh::{FaultNet, GridKey, LinkState, MeshNode, MeshSettings, UdpNet};
+use gemba_mesh::link::LossKind;
+use gemba_mesh::net::Fault;
+use gemba_mesh::{FaultNet, GraphEdge, GridKey, LinkState, MeshNode, MeshSettings, UdpNet};
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
@@ -127,11 +132,11 @@ async fn all_agree(
     nodes: &[DemoNode],
     source: &str,
     target: &str,
-    want: impl Fn(LinkState) -> bool,
+    want: impl Fn(&GraphEdge) -> bool,
 ) -> bool {
     for n in nodes {
         let g = n.mesh.graph().await;
-        if !g.edge(source, target).is_some_and(|e| want(e.state)) {
+        if !g.edge(source, target).is_some_and(&want) {
             return false;
         }
     }
@@ -143,7 +148,7 @@ async fn wait_until_all(
     source: &str,
     target: &str,
     limit: Duration,
-    want: impl Fn(LinkState) -> bool + Copy,
+    want: impl Fn(&GraphEdge) -> bool + Copy,
 ) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -279,45 +284,76 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let b = (a + 1 + (round / n) % (n - 1)) % n;
                 let (src, dst) = (&nodes[a], &nodes[b]);
                 round += 1;
-                println!(
-                    "{} FAULT  black-holed {} -> {}: everything {} sends to {} is dropped",
-                    elapsed(start),
-                    src.id,
-                    dst.id,
-                    src.mesh_addr,
-                    dst.mesh_addr
-                );
-                net.set_black_hole(src.mesh_addr, dst.mesh_addr, true);
-                let fault_start = Instant::now();
-                match wait_until_all(nodes, &src.id, &dst.id, args.fault_for, |s| {
-                    s == LinkState::Down
-                })
-                .await
-                {
-                    Some(t) => println!(
-                        "{} seen  every node shows {} -> {} down after {:.1}s",
+                // Faults alternate: a black hole (the link is down), then one
+                // of two ECMP paths black-holed (only the flows hashed onto
+                // it die: the link is degraded with path loss).
+                let path_fault = round.is_multiple_of(2);
+                if path_fault {
+                    println!(
+                        "{} FAULT  black-holed one of two paths {} -> {}: the flows hashed onto it are dropped",
                         elapsed(start),
                         src.id,
                         dst.id,
+                    );
+                    net.set_fault(
+                        src.mesh_addr,
+                        dst.mesh_addr,
+                        Some(Fault::Paths {
+                            paths: 2,
+                            dead: vec![0],
+                        }),
+                    );
+                } else {
+                    println!(
+                        "{} FAULT  black-holed {} -> {}: everything {} sends to {} is dropped",
+                        elapsed(start),
+                        src.id,
+                        dst.id,
+                        src.mesh_addr,
+                        dst.mesh_addr
+                    );
+                    net.set_black_hole(src.mesh_addr, dst.mesh_addr, true);
+                }
+                let fault_start = Instant::now();
+                let seen = wait_until_all(nodes, &src.id, &dst.id, args.fault_for, |e| {
+                    if path_fault {
+                        e.loss_kind == LossKind::Path
+                    } else {
+                        e.state == LinkState::Down
+                    }
+                })
+                .await;
+                let shown = nodes[0]
+                    .mesh
+                    .graph()
+                    .await
+                    .edge(&src.id, &dst.id)
+                    .map(|e| e.describe())
+                    .unwrap_or_default();
+                match seen {
+                    Some(t) => println!(
+                        "{} seen  every node shows {shown} after {:.1}s",
+                        elapsed(start),
                         t.as_secs_f64()
                     ),
                     None => println!(
-                        "{} not every node showed {} -> {} down within {:.0}s",
+                        "{} not every node showed {} -> {} {} within {:.0}s (now: {shown})",
                         elapsed(start),
                         src.id,
                         dst.id,
+                        if path_fault { "with path loss" } else { "down" },
                         args.fault_for.as_secs_f64()
                     ),
                 }
                 tokio::time::sleep_until(fault_start + args.fault_for).await;
-                net.set_black_hole(src.mesh_addr, dst.mesh_addr, false);
+                net.set_fault(src.mesh_addr, dst.mesh_addr, None);
                 println!("{} HEALED {} -> {}", elapsed(start), src.id, dst.id);
                 match wait_until_all(
                     nodes,
                     &src.id,
                     &dst.id,
                     args.fault_gap.max(Duration::from_secs(10)),
-                    |s| s == LinkState::Up,
+                    |e| e.state == LinkState::Up,
                 )
                 .await
                 {

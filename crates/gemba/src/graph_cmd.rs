@@ -1,6 +1,7 @@
 //! `gemba graph --from URL`: a node's view of the grid as text.
 
 use anyhow::{bail, Context};
+use gemba_mesh::link::LossKind;
 use gemba_mesh::{Graph, LinkState};
 
 fn fetch(base: &str) -> anyhow::Result<String> {
@@ -40,15 +41,13 @@ pub fn render(g: &Graph, served_by: &str) -> String {
     } else {
         out.push_str(&format!("\n{} broken links:\n", broken.len()));
         for e in broken {
-            let loss = e
-                .loss
-                .map(|l| format!("loss <={:.0}%", l * 100.0))
-                .unwrap_or_default();
+            let loss = match (e.loss_kind, e.loss) {
+                (LossKind::Path, _) | (_, None) => String::new(),
+                (_, Some(l)) => format!("  loss <={:.0}%", l * 100.0),
+            };
             out.push_str(&format!(
-                "  {} -> {}  {}  {}  since {}\n",
-                e.source,
-                e.target,
-                e.state,
+                "  {}{}  since {}\n",
+                e.describe(),
                 loss,
                 e.since.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
             ));

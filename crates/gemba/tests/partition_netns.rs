@@ -37,17 +37,6 @@ fn ip(args: &[&str]) -> Output {
     out
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 struct NsNode {
     ns: String,
     id: &'static str,

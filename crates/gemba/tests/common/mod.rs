@@ -199,3 +199,23 @@ pub fn edge_state<'a>(g: &'a serde_json::Value, s: &str, t: &str) -> Option<&'a 
         .find(|e| e["source"] == s && e["target"] == t)?["state"]
         .as_str()
 }
+
+/// Whether this process runs as root (network namespaces, nftables).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The edge `s` -> `t` in a served graph.
+pub fn edge<'a>(g: &'a serde_json::Value, s: &str, t: &str) -> Option<&'a serde_json::Value> {
+    g["edges"]
+        .as_array()?
+        .iter()
+        .find(|e| e["source"] == s && e["target"] == t)
+}
