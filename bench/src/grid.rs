@@ -9,6 +9,18 @@ use serde_json::Value;
 
 const STEADY: Duration = Duration::from_secs(20);
 
+/// How often the harness polls each node: 100 ms up to 20 nodes; 250 ms
+/// beyond, so that polling 50 nodes does not load the 2 cores it measures.
+fn poll_every(n: usize) -> Duration {
+    if n <= 20 {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_millis(250)
+    }
+}
+
+static POLL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(250);
+
 struct Proc {
     id: String,
     ip: String,
@@ -73,7 +85,9 @@ fn wait_each(
                         if summary(&agent, p).is_some_and(|s| ok(&s)) {
                             return Some(start.elapsed());
                         }
-                        std::thread::sleep(Duration::from_millis(250));
+                        std::thread::sleep(Duration::from_millis(
+                            POLL_MS.load(std::sync::atomic::Ordering::Relaxed),
+                        ));
                     }
                     None
                 })
@@ -105,6 +119,65 @@ fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
         .parse()
         .ok()?;
     Some((ticks / 100.0, rss_kb * 1024))
+}
+
+/// UDP probes sent so far, summed over every target.
+fn probes_sent(agent: &ureq::Agent, p: &Proc) -> Option<f64> {
+    let text = fetch(agent, &format!("http://{}:8777/metrics", p.ip))?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("gemba_mesh_probes_sent_total{"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+/// An application's view of a link: `count` TCP connections opened at
+/// once from `from` (ephemeral source ports, so they hash over the paths
+/// like any client's) to `to`; how many failed within `timeout`.
+fn app_connections(from: &str, to: &str, count: usize, timeout: Duration) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let from: std::net::SocketAddr = format!("{from}:0").parse().expect("address");
+        let to: std::net::SocketAddr = to.parse().expect("address");
+        let tries: Vec<_> = (0..count)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+                    socket.bind(from).ok()?;
+                    let stream = tokio::time::timeout(timeout, socket.connect(to))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    let _ = stream.set_zero_linger();
+                    Some(())
+                })
+            })
+            .collect();
+        let mut failed = 0;
+        for t in tries {
+            if !matches!(t.await, Ok(Some(()))) {
+                failed += 1;
+            }
+        }
+        failed
+    })
+}
+
+fn path_edge<'a>(s: &'a Value, src: &str, dst: &str) -> Option<&'a Value> {
+    s["broken_links"]
+        .as_array()?
+        .iter()
+        .find(|e| e["source"] == src && e["target"] == dst && e["loss_kind"] == "path")
+}
+
+fn link_is_up(s: &Value, src: &str, dst: &str) -> bool {
+    s["broken_links"]
+        .as_array()
+        .is_some_and(|v| !v.iter().any(|e| e["source"] == src && e["target"] == dst))
 }
 
 fn gossip_sent(agent: &ureq::Agent, p: &Proc) -> Option<f64> {
@@ -172,6 +245,15 @@ struct Row {
     rtt: (f64, f64),
     blackhole: Option<(Duration, Duration)>,
     blackhole_note: &'static str,
+    /// One of two paths black-holed: seen as path loss on the first /
+    /// every node, then up again on every node after the repair.
+    path: Option<(Duration, Duration)>,
+    path_repaired: Option<Duration>,
+    /// Flows failing / probed as node 0 shows them, and the application's
+    /// failed / tried connections over the same dead path.
+    path_flows: Option<(u64, u64)>,
+    app_failed: Option<(usize, usize)>,
+    probes_per_peer: (f64, f64),
     kill: Option<Duration>,
     rss_mb: (f64, f64),
     cpu_pct: (f64, f64),
@@ -190,6 +272,10 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
     let key: PathBuf = dir.join("grid.key");
     std::fs::write(&key, "benchmark-grid-key-0123456789abcdef\n")?;
     let agent = agent();
+    POLL_MS.store(
+        poll_every(n).as_millis() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let start = Instant::now();
     let mut procs = Vec::new();
     for i in 0..n {
@@ -226,23 +312,31 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
 
     // Steady state: nobody polls the nodes during the window.
     std::thread::sleep(Duration::from_secs(3));
-    let before: Vec<(f64, u64, f64)> = procs
+    let before: Vec<(f64, u64, f64, f64)> = procs
         .iter()
         .map(|p| {
             let (cpu, rss) = cpu_and_rss(p.child.id()).unwrap_or_default();
-            (cpu, rss, gossip_sent(&agent, p).unwrap_or(0.0))
+            (
+                cpu,
+                rss,
+                gossip_sent(&agent, p).unwrap_or(0.0),
+                probes_sent(&agent, p).unwrap_or(0.0),
+            )
         })
         .collect();
     std::thread::sleep(STEADY);
     let mut cpu = Vec::new();
     let mut rss = Vec::new();
     let mut gossip = Vec::new();
-    for (p, (c0, _, g0)) in procs.iter().zip(&before) {
+    let mut probes = Vec::new();
+    for (p, (c0, _, g0, p0)) in procs.iter().zip(&before) {
         let (c1, r1) = cpu_and_rss(p.child.id()).unwrap_or_default();
         let g1 = gossip_sent(&agent, p).unwrap_or(0.0);
+        let p1 = probes_sent(&agent, p).unwrap_or(0.0);
         cpu.push((c1 - c0) / STEADY.as_secs_f64() * 100.0);
         rss.push(r1 as f64 / 1_048_576.0);
         gossip.push((g1 - g0) / STEADY.as_secs_f64());
+        probes.push((p1 - p0) / STEADY.as_secs_f64() / (n - 1) as f64);
     }
     let rtt = rtt_of(&agent, &procs[0]);
     let mean_max = |v: &[f64]| {
@@ -252,8 +346,42 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
         )
     };
 
-    // Black-hole b01 -> b02 at the kernel: drop what 127.0.8.2 sends to 127.0.8.3.
+    // One of two ECMP paths b01 -> b02 black-holed at the kernel: drop what
+    // 127.0.8.2 sends to 127.0.8.3 whose flow hash is in one half.
     let (src, dst) = (&procs[1], &procs[2]);
+    let (mut path, mut path_repaired, mut path_flows, mut app_failed) = (None, None, None, None);
+    if nft("add table inet gemba_bench")
+        && nft("add chain inet gemba_bench out { type filter hook output priority 0 ; }")
+        && nft(&format!(
+            "add rule inet gemba_bench out ip saddr {} ip daddr {} meta l4proto {{ tcp, udp }} jhash ip saddr . ip daddr . th sport . th dport mod 2 seed 0x1 == 0 drop",
+            src.ip, dst.ip
+        ))
+    {
+        path = wait_each(&agent, &refs, Duration::from_secs(30), |s| {
+            path_edge(s, &src.id, &dst.id).is_some()
+        });
+        // Let every flow be called, then compare with an application.
+        std::thread::sleep(Duration::from_secs(10));
+        path_flows = summary(&agent, &procs[0]).and_then(|s| {
+            let e = path_edge(&s, &src.id, &dst.id)?;
+            Some((e["flows_failing"].as_u64()?, e["flows_probed"].as_u64()?))
+        });
+        let tried = 200;
+        app_failed = Some((
+            app_connections(&src.ip, &format!("{}:7946", dst.ip), tried, Duration::from_secs(2)),
+            tried,
+        ));
+        nft("delete table inet gemba_bench");
+        let t0 = Instant::now();
+        path_repaired = wait_all(&agent, &refs, Duration::from_secs(30), |s| {
+            link_is_up(s, &src.id, &dst.id)
+        })
+        .map(|_| t0.elapsed());
+        wait_all(&agent, &refs, Duration::from_secs(60), |s| all_measured(s, n));
+    }
+    nft("delete table inet gemba_bench");
+
+    // Black-hole b01 -> b02 at the kernel: drop what 127.0.8.2 sends to 127.0.8.3.
     let (blackhole, blackhole_note) = if nft("add table inet gemba_bench")
         && nft("add chain inet gemba_bench out { type filter hook output priority 0 ; }")
         && nft(&format!(
@@ -296,6 +424,11 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
         rtt,
         blackhole,
         blackhole_note,
+        path,
+        path_repaired,
+        path_flows,
+        app_failed,
+        probes_per_peer: mean_max(&probes),
         kill,
         rss_mb: mean_max(&rss),
         cpu_pct: mean_max(&cpu),
@@ -308,21 +441,35 @@ pub fn run(bin: &str, sizes: &[usize]) -> anyhow::Result<()> {
         std::path::Path::new(bin).exists(),
         "{bin} not found: run `cargo build --release` first"
     );
-    println!("gemba grid benchmark: nodes as processes on 127.0.8.x, default config (probe interval 1 s, 2 probes per interval, gossip interval 1 s), steady window {}s; each node polled every 250 ms in its own thread", STEADY.as_secs());
-    println!("| N | start → every edge measured on every node (s) | start → every edge up on every node (s) | RTT of node 0's links, median p50 / max p99 (ms) | black-holed link → down on the first / on every node (s) | SIGKILL → down on every survivor (s) | RSS per node MB (mean / max) | CPU per node % of one core (mean / max) | gossip bytes sent per node per s (mean / max) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("gemba grid benchmark: nodes as processes on 127.0.8.x, default config (probe interval 1 s, 2 probes per interval over 8 flows, gossip interval 1 s), steady window {}s; each node polled in its own thread every 100 ms (N <= 20) or 250 ms (N > 20)", STEADY.as_secs());
+    println!("| N | start → every edge measured on every node (s) | start → every edge up on every node (s) | RTT of node 0's links, median p50 / max p99 (ms) | one of two paths black-holed → path loss on the first / every node (s) | path repaired → up on every node (s) | flows failing (node 0's view) / application connections failing | black-holed link → down on the first / on every node (s) | SIGKILL → down on every survivor (s) | UDP probes per peer per s (mean / max) | RSS per node MB (mean / max) | CPU per node % of one core (mean / max) | gossip bytes sent per node per s (mean / max) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let pair = |d: Option<(Duration, Duration)>| {
+        d.map(|(a, b)| format!("{:.2} / {:.2}", a.as_secs_f64(), b.as_secs_f64()))
+            .unwrap_or_else(|| "-".into())
+    };
     for &n in sizes {
         let r = one(bin, n)?;
         println!(
-            "| {} | {} | {} | {:.2} / {:.1} | {}{} | {} | {:.1} / {:.1} | {:.2} / {:.2} | {:.0} / {:.0} |",
+            "| {} | {} | {} | {:.2} / {:.1} | {}{} | {} | {} | {}{} | {} | {:.2} / {:.2} | {:.1} / {:.1} | {:.2} / {:.2} | {:.0} / {:.0} |",
             r.n,
             secs(r.converge),
             r.all_up.map(|d| format!("{:.2}", d.as_secs_f64())).unwrap_or_else(|| "not within 60 s more".into()),
             r.rtt.0,
             r.rtt.1,
-            r.blackhole.map(|(a, b)| format!("{:.2} / {:.2}", a.as_secs_f64(), b.as_secs_f64())).unwrap_or_else(|| "-".into()),
+            pair(r.path),
+            r.blackhole_note,
+            secs(r.path_repaired),
+            match (r.path_flows, r.app_failed) {
+                (Some((f, p)), Some((a, t))) => format!("{f}/{p} = {:.0} % / {a}/{t} = {:.0} %", f as f64 * 100.0 / p as f64, a as f64 * 100.0 / t as f64),
+                (None, Some((a, t))) => format!("- / {a}/{t}"),
+                _ => "-".into(),
+            },
+            pair(r.blackhole),
             r.blackhole_note,
             secs(r.kill),
+            r.probes_per_peer.0,
+            r.probes_per_peer.1,
             r.rss_mb.0,
             r.rss_mb.1,
             r.cpu_pct.0,

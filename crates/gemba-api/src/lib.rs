@@ -216,7 +216,18 @@ async fn summary(State(s): State<Shared>) -> Json<serde_json::Value> {
     let broken: Vec<serde_json::Value> = g
         .broken_links()
         .into_iter()
-        .map(|e| json!({ "source": e.source, "target": e.target, "state": e.state, "since": e.since }))
+        .map(|e| {
+            json!({
+                "source": e.source,
+                "target": e.target,
+                "state": e.state,
+                "loss_kind": e.loss_kind,
+                "flows_failing": e.flows_failing,
+                "flows_probed": e.flows_probed,
+                "reason": e.reason,
+                "since": e.since,
+            })
+        })
         .collect();
     Json(json!({
         "served_by": s.mesh.id(),

@@ -743,6 +743,28 @@ mod tests {
     }
 
     #[test]
+    fn probe_flows_and_ports_are_checked() {
+        let c = load("").unwrap();
+        assert_eq!((c.mesh.probe_flows, c.mesh.probe_ports), (8, None));
+        let c = load("[mesh]\nprobe_flows = 4\nprobe_ports = \"40000-40003\"\n").unwrap();
+        assert_eq!(c.mesh.probe_ports, Some((40000, 40003)));
+        for (text, why) in [
+            ("probe_flows = 0", "0 is out of range 1..=64"),
+            ("probe_flows = 65", "65 is out of range 1..=64"),
+            (
+                "probe_ports = \"40000-40003\"",
+                "holds 4 ports but mesh.probe_flows is 8",
+            ),
+            ("probe_ports = \"40010-40000\"", "is not a port range"),
+            ("probe_ports = \"ports\"", "is not a port range"),
+            ("probe_ports = \"7940-7950\"", "includes the mesh port 7946"),
+        ] {
+            let err = load(&format!("[mesh]\n{text}\n")).unwrap_err().to_string();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn overrides_win_over_the_file() {
         let file = ConfigFile::parse(Path::new("x"), "[node]\nid = \"from-file\"\n").unwrap();
         let o = Overrides {
