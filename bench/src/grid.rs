@@ -381,7 +381,10 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
     }
     nft("delete table inet gemba_bench");
 
-    // Black-hole b01 -> b02 at the kernel: drop what 127.0.8.2 sends to 127.0.8.3.
+    // Black-hole b03 -> b04 at the kernel: drop what 127.0.8.4 sends to
+    // 127.0.8.5. Another link than the path fault's, whose window still
+    // holds that episode.
+    let (src, dst) = (&procs[3], &procs[4]);
     let (blackhole, blackhole_note) = if nft("add table inet gemba_bench")
         && nft("add chain inet gemba_bench out { type filter hook output priority 0 ; }")
         && nft(&format!(

@@ -261,3 +261,56 @@ pub fn render_page(node: &str, site: &str, g: &Graph) -> String {
         panel = render_panel(node, g),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gemba_mesh::link::TcpPath;
+    use gemba_mesh::{GraphEdge, GraphNode, NodeState};
+
+    fn node(id: &str) -> GraphNode {
+        GraphNode {
+            id: id.into(),
+            site: "s".into(),
+            state: NodeState::Up,
+            addr: "127.0.0.1:7946".into(),
+            http: None,
+            live: true,
+            observers: 1,
+            down_votes: 0,
+        }
+    }
+
+    #[test]
+    fn a_dead_path_reads_as_failing_flows_in_the_matrix_and_the_broken_links() {
+        let g = Graph {
+            nodes: vec![node("ams-1"), node("nyc-1")],
+            edges: vec![GraphEdge {
+                source: "ams-1".into(),
+                target: "nyc-1".into(),
+                state: LinkState::Degraded,
+                rtt_p50_ms: Some(1.0),
+                rtt_p99_ms: Some(2.0),
+                loss: Some(0.5),
+                loss_kind: LossKind::Path,
+                flows_probed: 8,
+                flows_failing: 4,
+                reason: Some("4 of 8 flows fail (a path is black-holed)".into()),
+                tcp: TcpPath::Partial,
+                since: Some(1),
+            }],
+        };
+        let broken = render_broken(&g);
+        assert!(broken.contains(r#"data-loss-kind="path""#), "{broken}");
+        assert!(
+            broken.contains("<td class=\"reason\">4 of 8 flows fail (a path is black-holed)</td>"),
+            "{broken}"
+        );
+        let panel = render_panel("ams-1", &g);
+        assert!(
+            panel.contains("title=\"ams-1 → nyc-1: degraded: 4 of 8 flows fail (a path is black-holed)"),
+            "{panel}"
+        );
+        assert!(panel.contains(">4/8</td>"), "{panel}");
+    }
+}

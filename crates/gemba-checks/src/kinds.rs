@@ -395,3 +395,47 @@ fn mesh_link(
         trusted,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gemba_mesh::link::{LinkState, LossKind, TcpPath};
+    use gemba_mesh::{Graph, GraphEdge};
+
+    fn view_with(edge: GraphEdge) -> MeshView {
+        MeshView {
+            graph: Arc::new(Graph {
+                nodes: vec![],
+                edges: vec![edge],
+            }),
+            self_id: "ams-1".into(),
+        }
+    }
+
+    #[test]
+    fn mesh_link_names_a_black_holed_path() {
+        let view = view_with(GraphEdge {
+            source: "ams-1".into(),
+            target: "nyc-1".into(),
+            state: LinkState::Degraded,
+            rtt_p50_ms: Some(1.0),
+            rtt_p99_ms: Some(2.0),
+            loss: Some(0.5),
+            loss_kind: LossKind::Path,
+            flows_probed: 8,
+            flows_failing: 4,
+            reason: Some("4 of 8 flows fail (a path is black-holed)".into()),
+            tcp: TcpPath::Partial,
+            since: Some(1),
+        });
+        let (status, output, perf, trusted) = mesh_link("ams-1", "nyc-1", Some(&view));
+        assert_eq!(status, Status::Warning);
+        assert!(trusted);
+        assert_eq!(
+            output,
+            "link ams-1 -> nyc-1 is degraded: 4 of 8 flows fail (a path is black-holed)"
+        );
+        let failing = perf.iter().find(|p| p.label == "failing_flows").unwrap();
+        assert_eq!((failing.value, failing.max), (4.0, Some(8.0)));
+    }
+}

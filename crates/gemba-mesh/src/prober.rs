@@ -37,12 +37,12 @@ use crate::metrics::{FlowLabel, LinkStateLabel, LossKindLabel, MeshMetrics, Targ
 use crate::net::Net;
 
 /// Time between the probes of a confirmation burst.
-pub const BURST_SPACING: Duration = Duration::from_millis(20);
+pub const BURST_SPACING: Duration = Duration::from_millis(5);
 /// The least time between two bursts to one target.
 pub const BURST_GAP: Duration = Duration::from_secs(1);
 /// The shortest timeout a fast link's probes get (see
 /// [`LinkTracker::probe_timeout`]).
-pub const TIMEOUT_FLOOR: Duration = Duration::from_millis(150);
+pub const TIMEOUT_FLOOR: Duration = Duration::from_millis(100);
 
 /// A peer to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -521,6 +521,7 @@ async fn black_hole_is_down_on_every_node_within_a_second() {
         let took = grid
             .wait_all(Duration::from_secs(5), edge_is(&s, &t, LinkState::Down))
             .await;
+        eprintln!("{s} -> {t} down on every node after {took:?}");
         assert!(
             took <= Duration::from_secs(1),
             "{s} -> {t} down after {took:?}"
