@@ -308,7 +308,9 @@ mod tests {
         );
         let panel = render_panel("ams-1", &g);
         assert!(
-            panel.contains("title=\"ams-1 → nyc-1: degraded: 4 of 8 flows fail (a path is black-holed)"),
+            panel.contains(
+                "title=\"ams-1 → nyc-1: degraded: 4 of 8 flows fail (a path is black-holed)"
+            ),
             "{panel}"
         );
         assert!(panel.contains(">4/8</td>"), "{panel}");

@@ -524,8 +524,16 @@ impl LinkTracker {
             && self.consecutive_replies + 1 >= policy.up_after_replies
         {
             // The down period is over: its losses were the outage, not
-            // dead paths, so no flow carries them into the new state.
+            // dead paths, so no flow carries them into the new state, and
+            // the losses in the window (the outage and its ramp, such as a
+            // peer restarting) are not random loss either. The loss
+            // figure still counts them.
             self.runs.fill(0);
+            for s in self.samples.iter_mut() {
+                if s.outcome.lost() {
+                    s.explained = true;
+                }
+            }
         }
         match outcome {
             Outcome::TcpReached(d) => {
