@@ -265,7 +265,6 @@ pub fn render_page(node: &str, site: &str, g: &Graph) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gemba_mesh::link::TcpPath;
     use gemba_mesh::{GraphEdge, GraphNode, NodeState};
 
     fn node(id: &str) -> GraphNode {
@@ -285,20 +284,12 @@ mod tests {
     fn a_dead_path_reads_as_failing_flows_in_the_matrix_and_the_broken_links() {
         let g = Graph {
             nodes: vec![node("ams-1"), node("nyc-1")],
-            edges: vec![GraphEdge {
-                source: "ams-1".into(),
-                target: "nyc-1".into(),
-                state: LinkState::Degraded,
-                rtt_p50_ms: Some(1.0),
-                rtt_p99_ms: Some(2.0),
-                loss: Some(0.5),
-                loss_kind: LossKind::Path,
-                flows_probed: 8,
-                flows_failing: 4,
-                reason: Some("4 of 8 flows fail (a path is black-holed)".into()),
-                tcp: TcpPath::Partial,
-                since: Some(1),
-            }],
+            edges: vec![GraphEdge::from_gossip(
+                "ams-1",
+                "nyc-1",
+                Some(&"g5,9,5pp4/8@1".parse().unwrap()),
+                true,
+            )],
         };
         let broken = render_broken(&g);
         assert!(broken.contains(r#"data-loss-kind="path""#), "{broken}");

@@ -213,22 +213,9 @@ async fn summary(State(s): State<Shared>) -> Json<serde_json::Value> {
         .filter(|n| n.state != gemba_mesh::NodeState::Up)
         .map(|n| json!({ "id": n.id, "state": n.state }))
         .collect();
-    let broken: Vec<serde_json::Value> = g
-        .broken_links()
-        .into_iter()
-        .map(|e| {
-            json!({
-                "source": e.source,
-                "target": e.target,
-                "state": e.state,
-                "loss_kind": e.loss_kind,
-                "flows_failing": e.flows_failing,
-                "flows_probed": e.flows_probed,
-                "reason": e.reason,
-                "since": e.since,
-            })
-        })
-        .collect();
+    // Broken links as the graph has them: state, loss kind, failing
+    // flows and the reason in words.
+    let broken = g.broken_links();
     Json(json!({
         "served_by": s.mesh.id(),
         "nodes": g.nodes.len(),

@@ -399,7 +399,6 @@ fn mesh_link(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gemba_mesh::link::{LinkState, LossKind, TcpPath};
     use gemba_mesh::{Graph, GraphEdge};
 
     fn view_with(edge: GraphEdge) -> MeshView {
@@ -414,20 +413,12 @@ mod tests {
 
     #[test]
     fn mesh_link_names_a_black_holed_path() {
-        let view = view_with(GraphEdge {
-            source: "ams-1".into(),
-            target: "nyc-1".into(),
-            state: LinkState::Degraded,
-            rtt_p50_ms: Some(1.0),
-            rtt_p99_ms: Some(2.0),
-            loss: Some(0.5),
-            loss_kind: LossKind::Path,
-            flows_probed: 8,
-            flows_failing: 4,
-            reason: Some("4 of 8 flows fail (a path is black-holed)".into()),
-            tcp: TcpPath::Partial,
-            since: Some(1),
-        });
+        let view = view_with(GraphEdge::from_gossip(
+            "ams-1",
+            "nyc-1",
+            Some(&"g5,9,5pp4/8@1".parse().unwrap()),
+            true,
+        ));
         let (status, output, perf, trusted) = mesh_link("ams-1", "nyc-1", Some(&view));
         assert_eq!(status, Status::Warning);
         assert!(trusted);

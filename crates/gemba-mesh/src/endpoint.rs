@@ -139,10 +139,9 @@ impl Endpoint {
         }
     }
 
-    /// Sends a probe on `flow` (its own source port); without flow
-    /// sockets, from the mesh socket.
+    /// Sends a probe on `flow` (its own source port).
     pub async fn send_probe(&self, flow: usize, to: SocketAddr, probe_id: u64) {
-        let socket = self.flows.get(flow).unwrap_or(&self.socket);
+        let socket = &self.flows[flow % self.flows.len()];
         self.send_on(socket, Kind::ProbeRequest, to, &probe_id.to_be_bytes())
             .await
     }
@@ -216,6 +215,10 @@ pub struct Opened {
 }
 
 /// Opens the mesh socket and the probe flow sockets.
+///
+/// # Panics
+///
+/// When `flows` is empty: probes leave from flow sockets only.
 pub fn open(
     socket: Arc<dyn Datagrams>,
     flows: Vec<Arc<dyn Datagrams>>,
@@ -223,6 +226,10 @@ pub fn open(
     packet_max_age: Duration,
     metrics: Arc<MeshMetrics>,
 ) -> Opened {
+    assert!(
+        !flows.is_empty(),
+        "a mesh endpoint needs a probe flow socket"
+    );
     let endpoint = Arc::new(Endpoint {
         socket,
         flows,
@@ -255,7 +262,6 @@ pub fn open(
         guard,
         reassembly: Reassembly::default(),
         gossip_tx,
-        reply_tx,
     };
     let receive_task = tokio::spawn(receiver.run());
     let transport = GossipTransport {
@@ -305,7 +311,9 @@ struct FlowReceiver {
 impl FlowReceiver {
     async fn run(self) {
         let socket = self.endpoint.flows[self.flow].clone();
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        // A probe reply is a header, the probe id and a MAC; anything
+        // longer arrives cut off, fails verification and is dropped.
+        let mut buf = [0u8; wire::HEADER_LEN + PROBE_PAYLOAD + wire::MAC_LEN + 1];
         loop {
             let (len, from) = match socket.recv_from(&mut buf).await {
                 Ok(r) => r,
@@ -350,7 +358,6 @@ struct Receiver {
     guard: Arc<Mutex<ReplayGuard>>,
     reassembly: Reassembly,
     gossip_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
-    reply_tx: mpsc::Sender<ProbeReply>,
 }
 
 impl Receiver {
@@ -391,23 +398,9 @@ impl Receiver {
                     .send(Kind::ProbeReply, from, packet.payload)
                     .await;
             }
-            Kind::ProbeReply => {
-                let id: [u8; PROBE_PAYLOAD] = packet
-                    .payload
-                    .try_into()
-                    .map_err(|_| DropReason::Undecodable)?;
-                // Replies to probes sent from the mesh socket itself (a node
-                // without flow sockets).
-                let reply = ProbeReply {
-                    from,
-                    flow: 0,
-                    probe_id: u64::from_be_bytes(id),
-                    received_at,
-                };
-                self.reply_tx
-                    .try_send(reply)
-                    .map_err(|_| DropReason::Overloaded)?;
-            }
+            // Probes leave from the flow sockets only, so a reply here did
+            // not take the path of any flow and measures nothing.
+            Kind::ProbeReply => return Err(DropReason::Undecodable),
             Kind::Gossip => {
                 m.gossip_bytes
                     .get_or_create(&DirectionLabel {

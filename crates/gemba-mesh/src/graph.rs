@@ -111,6 +111,62 @@ pub struct GraphEdge {
 }
 
 impl GraphEdge {
+    /// The edge `source` → `target` as `source` gossiped it (`None`: not
+    /// yet reported); an observer that is no longer live makes it stale.
+    pub fn from_gossip(
+        source: &str,
+        target: &str,
+        value: Option<&EdgeValue>,
+        observer_live: bool,
+    ) -> GraphEdge {
+        let Some(v) = value else {
+            return GraphEdge {
+                source: source.to_string(),
+                target: target.to_string(),
+                state: if observer_live {
+                    LinkState::Unknown
+                } else {
+                    LinkState::Stale
+                },
+                rtt_p50_ms: None,
+                rtt_p99_ms: None,
+                loss: None,
+                loss_kind: LossKind::None,
+                flows_probed: 0,
+                flows_failing: 0,
+                reason: None,
+                tcp: TcpPath::Unknown,
+                since: None,
+            };
+        };
+        let state = if observer_live {
+            v.state
+        } else {
+            LinkState::Stale
+        };
+        let loss = match v.kind {
+            // For path loss the share of failing flows is known exactly;
+            // the bucket only bounds it.
+            LossKind::Path if v.probed > 0 => Some(f64::from(v.failing) / f64::from(v.probed)),
+            _ => (v.state != LinkState::Unknown).then(|| loss_bucket_value(v.loss)),
+        };
+        GraphEdge {
+            source: source.to_string(),
+            target: target.to_string(),
+            state,
+            rtt_p50_ms: rtt_bucket_ms(v.p50),
+            rtt_p99_ms: rtt_bucket_ms(v.p99),
+            loss,
+            loss_kind: v.kind,
+            flows_probed: v.probed,
+            flows_failing: v.failing,
+            // Buckets only bound random loss, so its words name no figure.
+            reason: link_reason(state, v.kind, v.failing, v.probed, None),
+            tcp: v.tcp,
+            since: Some(v.since),
+        }
+    }
+
     /// One line for people: `ams-1 → nyc-1 degraded: 4 of 8 flows fail (a
     /// path is black-holed)`.
     pub fn describe(&self) -> String {
@@ -168,53 +224,7 @@ pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> 
         let expected = topology::targets(&m.id, &members, topology);
         for t in expected {
             let target = members[t];
-            let edge = match m.edges.get(&target.id) {
-                Some(v) => {
-                    let state = if m.live { v.state } else { LinkState::Stale };
-                    let loss = (v.state != LinkState::Unknown).then(|| loss_bucket_value(v.loss));
-                    // For path loss the share of failing flows is known
-                    // exactly; the bucket only bounds it.
-                    let loss = match v.kind {
-                        LossKind::Path if v.probed > 0 => {
-                            Some(f64::from(v.failing) / f64::from(v.probed))
-                        }
-                        _ => loss,
-                    };
-                    GraphEdge {
-                        source: m.id.clone(),
-                        target: target.id.clone(),
-                        state,
-                        rtt_p50_ms: rtt_bucket_ms(v.p50),
-                        rtt_p99_ms: rtt_bucket_ms(v.p99),
-                        loss,
-                        loss_kind: v.kind,
-                        flows_probed: v.probed,
-                        flows_failing: v.failing,
-                        // Buckets only bound random loss, so its words name no figure.
-                        reason: link_reason(state, v.kind, v.failing, v.probed, None),
-                        tcp: v.tcp,
-                        since: Some(v.since),
-                    }
-                }
-                None => GraphEdge {
-                    source: m.id.clone(),
-                    target: target.id.clone(),
-                    state: if m.live {
-                        LinkState::Unknown
-                    } else {
-                        LinkState::Stale
-                    },
-                    rtt_p50_ms: None,
-                    rtt_p99_ms: None,
-                    loss: None,
-                    loss_kind: LossKind::None,
-                    flows_probed: 0,
-                    flows_failing: 0,
-                    reason: None,
-                    tcp: TcpPath::Unknown,
-                    since: None,
-                },
-            };
+            let edge = GraphEdge::from_gossip(&m.id, &target.id, m.edges.get(&target.id), m.live);
             edges.push(edge);
         }
     }

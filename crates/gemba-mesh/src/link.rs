@@ -136,6 +136,13 @@ pub enum LossKind {
 }
 
 impl LossKind {
+    pub const ALL: [LossKind; 4] = [
+        LossKind::None,
+        LossKind::Random,
+        LossKind::Path,
+        LossKind::Total,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LossKind::None => "none",
@@ -341,14 +348,18 @@ struct Sample {
     at: Instant,
     flow: u8,
     outcome: Outcome,
-    /// Attributed to a dead path or a down period: not random loss.
+    /// A loss attributed to a dead path or a down period (not random
+    /// loss), or a reply to a probe sent before a down period ended (its
+    /// RTT measures the recovery, such as neighbour resolution on a link
+    /// that came back, not the link's latency).
     explained: bool,
 }
 
 impl Sample {
+    /// The RTT of a reply that measures the link's latency.
     fn rtt(&self) -> Option<Duration> {
         match self.outcome {
-            Outcome::Reply(d) => Some(d),
+            Outcome::Reply(d) if !self.explained => Some(d),
             _ => None,
         }
     }
@@ -372,6 +383,12 @@ pub struct LinkTracker {
     failing: u64,
     since_unix: u64,
     tcp_connect: Option<Duration>,
+    /// p99 RTT as of the last record, once there are enough replies to
+    /// shorten the probe timeout (kept so that sending a probe does not
+    /// sort the window).
+    timeout_p99: Option<Duration>,
+    /// When the last down period ended.
+    down_ended: Option<Instant>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
@@ -422,6 +439,8 @@ impl LinkTracker {
             failing: 0,
             since_unix: now_unix,
             tcp_connect: None,
+            timeout_p99: None,
+            down_ended: None,
         }
     }
 
@@ -445,6 +464,20 @@ impl LinkTracker {
     /// The flows called dead, lowest first.
     pub fn failing_flows(&self) -> Vec<usize> {
         (0..self.flows).filter(|f| self.is_failing(*f)).collect()
+    }
+
+    /// How many flows are called dead.
+    pub fn failing_count(&self) -> usize {
+        self.failing.count_ones() as usize
+    }
+
+    /// The `k`-th flow called dead (counting round), if any is.
+    pub fn nth_failing(&self, k: usize) -> Option<usize> {
+        let n = self.failing_count();
+        if n == 0 {
+            return None;
+        }
+        (0..self.flows).filter(|f| self.is_failing(*f)).nth(k % n)
     }
 
     fn prune(&mut self, now: Instant, window: Duration) {
@@ -486,7 +519,7 @@ impl LinkTracker {
     }
 
     /// The chance that a probe is lost at random (see the module docs).
-    pub fn random_loss_rate(&self) -> f64 {
+    fn random_loss_rate(&self) -> f64 {
         let mut probes = 0usize;
         let mut lost = 0usize;
         // Walk newest first: a flow's losses count once a later reply on
@@ -558,17 +591,31 @@ impl LinkTracker {
         // is that fault again, not random loss; so is a second loss in a
         // row on any flow while a path is known dead (a flow of the same
         // path not yet called dead).
-        let explained = lost
-            && (self.is_failing(flow)
-                || self.state == LinkState::Down
-                || (self.kind == LossKind::Path && self.runs[flow] >= 2));
+        let explained = match outcome {
+            _ if lost => {
+                self.is_failing(flow)
+                    || self.state == LinkState::Down
+                    || (self.kind == LossKind::Path && self.runs[flow] >= 2)
+            }
+            // A reply that ends or follows a down period to a probe sent
+            // during it: queued behind the outage, not a latency sample.
+            Outcome::Reply(rtt) => {
+                self.state == LinkState::Down
+                    || self
+                        .down_ended
+                        .is_some_and(|t| now.checked_sub(rtt).is_none_or(|sent| sent < t))
+            }
+            _ => false,
+        };
         self.samples.push_back(Sample {
             at: now,
             flow: flow as u8,
             outcome,
             explained,
         });
-        let (next, kind, failing) = self.decide(policy);
+        let rtts = self.rtts_sorted();
+        self.timeout_p99 = (rtts.len() >= 5).then(|| percentile(&rtts, 0.99)).flatten();
+        let (next, kind, failing) = self.decide(policy, &rtts);
         if kind == LossKind::Total || next == LinkState::Down {
             self.explain_current_run();
         }
@@ -583,6 +630,9 @@ impl LinkTracker {
         self.kind = kind;
         self.failing = failing;
         if next != self.state {
+            if self.state == LinkState::Down {
+                self.down_ended = Some(now);
+            }
             self.state = next;
             self.since_unix = now_unix;
         }
@@ -611,7 +661,9 @@ impl LinkTracker {
         }
     }
 
-    fn decide(&self, policy: &LinkPolicy) -> (LinkState, LossKind, u64) {
+    /// The state, loss kind and dead flows the window shows; `rtts` are
+    /// the window's RTTs, sorted.
+    fn decide(&self, policy: &LinkPolicy, rtts: &[Duration]) -> (LinkState, LossKind, u64) {
         let q = self.random_loss_rate();
         let probed = self.probed_mask();
         let n = probed.count_ones().max(1);
@@ -647,7 +699,7 @@ impl LinkTracker {
         // Random loss, over the losses no fault explains.
         let (mut probes, mut lost) = (0usize, 0usize);
         for s in &self.samples {
-            if !s.explained {
+            if !(s.explained && s.outcome.lost()) {
                 probes += 1;
                 lost += s.outcome.lost() as usize;
             }
@@ -667,9 +719,8 @@ impl LinkTracker {
         };
         // p99 over a short window is close to the maximum; one late packet
         // must not make a link slow, so a few must be over the limit.
-        let rtts = self.rtts_sorted();
         let over = rtts.iter().rev().take_while(|r| **r > rtt_limit).count();
-        let slow = percentile(&rtts, 0.99).is_some_and(|p99| p99 > rtt_limit)
+        let slow = percentile(rtts, 0.99).is_some_and(|p99| p99 > rtt_limit)
             && over
                 >= if was_degraded {
                     1
@@ -699,22 +750,15 @@ impl LinkTracker {
         }
     }
 
-    /// Losses in a row on `flow`.
-    pub fn flow_run(&self, flow: usize) -> u32 {
-        self.runs.get(flow).copied().unwrap_or(0)
-    }
-
     /// A probe's timeout for this link: the configured timeout, or less
     /// once replies show the link is fast — four times its p99 RTT, never
     /// under `floor`. A confirmation burst then settles in well under a
     /// second on a healthy network.
     pub fn probe_timeout(&self, configured: Duration, floor: Duration) -> Duration {
-        let rtts = self.rtts_sorted();
-        if rtts.len() < 5 {
-            return configured;
+        match self.timeout_p99 {
+            Some(p99) => (p99 * 4).max(floor).min(configured),
+            None => configured,
         }
-        let p99 = percentile(&rtts, 0.99).unwrap_or(configured);
-        (p99 * 4).max(floor).min(configured)
     }
 
     /// The raw probe outcomes in the window, oldest first.
@@ -1218,7 +1262,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn fifty_percent_loss_on_one_flow_link_does_not_flap_between_up_and_down() {
+    async fn fifty_percent_random_loss_does_not_flap_between_up_and_down() {
         let mut coin = Coin(99);
         let mut now = Instant::now();
         let mut t = LinkTracker::new(0, 8);
@@ -1245,6 +1289,34 @@ mod tests {
         now += Duration::from_secs(31);
         replies(&mut t, &mut now, 10, 5);
         assert_eq!(t.state(), LinkState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replies_queued_behind_an_outage_do_not_make_the_link_slow() {
+        // A link that comes back resolves its neighbours first: the probes
+        // sent during the outage are answered late, all at once.
+        let mut now = Instant::now();
+        let mut t = LinkTracker::new(0, 4);
+        probe(&mut t, &mut now, 20, |_| false);
+        let states = probe(&mut t, &mut now, 12, |_| true);
+        assert_eq!(states.last(), Some(&LinkState::Down));
+        for late in [900, 600, 300] {
+            now += Duration::from_millis(5);
+            t.record(
+                now,
+                0,
+                0,
+                Outcome::Reply(Duration::from_millis(late)),
+                &policy(),
+            );
+        }
+        let states = probe(&mut t, &mut now, 10, |_| false);
+        assert!(states.iter().all(|s| *s == LinkState::Up), "{states:?}");
+        let s = t.summary(now, &policy());
+        assert!(s.rtt_p99_ms.unwrap() < 100.0, "{:?}", s.rtt_p99_ms);
+        // A link that is slow after it came back is still called slow.
+        replies(&mut t, &mut now, 150, 5);
+        assert_eq!(t.state(), LinkState::Degraded);
     }
 
     #[tokio::test(start_paused = true)]

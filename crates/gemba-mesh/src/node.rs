@@ -583,7 +583,6 @@ impl Maintainer {
                                     || p.tcp != v.tcp
                                     || p.kind != v.kind
                                     || p.failing != v.failing
-                                    || p.probed != v.probed
                                     || (*p != v && now.duration_since(*at) >= FIGURES_REFRESH)
                             }
                         };

@@ -19,7 +19,7 @@
 //! [`BURST_GAP`]: a link with heavy random loss costs at most one probe
 //! per flow per second more.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -109,10 +109,12 @@ struct TargetMetrics {
     loss: Gauge<f64, AtomicU64>,
     failing: Gauge,
     bursts: Counter,
+    /// Loss over the window, by flow.
+    flow_loss: Vec<Gauge<f64, AtomicU64>>,
 }
 
 impl TargetMetrics {
-    fn new(m: &MeshMetrics, target: &str) -> Self {
+    fn new(m: &MeshMetrics, target: &str, flows: usize) -> Self {
         let label = TargetLabel {
             target: target.to_string(),
         };
@@ -123,13 +125,22 @@ impl TargetMetrics {
             loss: m.link_loss.get_or_create(&label).clone(),
             failing: m.failing_flows.get_or_create(&label).clone(),
             bursts: m.confirm_bursts.get_or_create(&label).clone(),
+            flow_loss: (0..flows)
+                .map(|f| {
+                    m.flow_loss
+                        .get_or_create(&FlowLabel {
+                            target: target.to_string(),
+                            flow: f.to_string(),
+                        })
+                        .clone()
+                })
+                .collect(),
         }
     }
 }
 
 /// Per-target scheduling state.
 struct Schedule {
-    name: Arc<str>,
     addr: SocketAddr,
     metrics: TargetMetrics,
     next_flow: usize,
@@ -157,10 +168,11 @@ struct Queued {
 
 /// The state of one running prober loop.
 struct Run {
-    schedules: Vec<Schedule>,
+    /// By target id.
+    schedules: HashMap<Arc<str>, Schedule>,
     outstanding: HashMap<u64, Outstanding>,
-    /// Probe deadlines, by time then probe id.
-    deadlines: BTreeMap<(Instant, u64), ()>,
+    /// Probe deadlines: time, probe id.
+    deadlines: BTreeSet<(Instant, u64)>,
     /// Burst probes to send, by time then sequence.
     queued: BTreeMap<(Instant, u64), Queued>,
     next_id: u64,
@@ -168,7 +180,7 @@ struct Run {
 
 impl Prober {
     pub async fn run(mut self) {
-        let flows = self.endpoint.flow_count().max(1);
+        let flows = self.endpoint.flow_count();
         let spacing = self.timing.interval / self.timing.probes_per_interval.max(1);
         let mut probe_tick = tokio::time::interval(spacing);
         probe_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -178,22 +190,22 @@ impl Prober {
         let mut tcp_in_flight: HashSet<(Arc<str>, usize)> = HashSet::new();
         let targets: Vec<Target> = self.targets.borrow().clone();
         let mut run = Run {
-            schedules: self.sync_trackers(&targets, &[]),
+            schedules: self.sync_trackers(&targets, HashMap::new()),
             outstanding: HashMap::new(),
-            deadlines: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             queued: BTreeMap::new(),
             next_id: 1,
         };
         let flow_addrs = self.endpoint.flow_addrs();
 
         loop {
-            let next_deadline = run.deadlines.keys().next().map(|(d, _)| *d);
+            let next_deadline = run.deadlines.first().map(|(d, _)| *d);
             let next_queued = run.queued.keys().next().map(|(d, _)| *d);
             tokio::select! {
                 _ = probe_tick.tick() => {
-                    for i in 0..run.schedules.len() {
-                        let flow = self.pick_flow(&mut run.schedules[i], flows);
-                        self.send(&mut run, i, flow, true).await;
+                    let names: Vec<Arc<str>> = run.schedules.keys().cloned().collect();
+                    for name in names {
+                        self.send(&mut run, &name, None).await;
                     }
                 }
                 _ = sleep_until_opt(next_queued) => {
@@ -203,61 +215,55 @@ impl Prober {
                             break;
                         }
                         let q = entry.remove();
-                        if let Some(i) = run.schedules.iter().position(|s| s.name == q.target) {
-                            self.send(&mut run, i, q.flow, false).await;
-                        }
+                        self.send(&mut run, &q.target, Some(q.flow)).await;
                     }
                 }
                 Some(reply) = self.replies.recv() => {
                     // A reply after the timeout is a loss, even when it
-                    // arrives before the deadline branch has run.
+                    // arrives before the deadline branch has run; one from
+                    // another address or on another flow is no reply.
                     let matches = run.outstanding.get(&reply.probe_id).is_some_and(|o| {
                         reply.flow == o.flow
-                            && run.schedules.iter().any(|s| s.name == o.target && s.addr == reply.from)
+                            && run.schedules.get(&o.target).is_some_and(|s| s.addr == reply.from)
                             && reply.received_at.saturating_duration_since(o.sent_at) <= o.timeout
                     });
                     if matches {
                         let o = run.outstanding.remove(&reply.probe_id).expect("checked");
                         run.deadlines.remove(&(o.sent_at + o.timeout, reply.probe_id));
                         let rtt = reply.received_at.saturating_duration_since(o.sent_at);
-                        if let Some(i) = run.schedules.iter().position(|s| s.name == o.target) {
-                            run.schedules[i].metrics.rtt.observe(rtt.as_secs_f64());
-                            let was_dead = self.record(&run.schedules[i], o.flow, Outcome::Reply(rtt));
-                            if was_dead {
-                                self.burst_over_dead(&mut run, i, o.flow);
-                            }
+                        let s = run.schedules.get(&o.target).expect("checked");
+                        s.metrics.rtt.observe(rtt.as_secs_f64());
+                        let was_dead = self.record(&o.target, s, o.flow, Outcome::Reply(rtt));
+                        if was_dead {
+                            self.burst_over_dead(&mut run, &o.target, o.flow);
                         }
                     }
                 }
                 _ = sleep_until_opt(next_deadline) => {
                     let now = Instant::now();
-                    while let Some(entry) = run.deadlines.first_entry() {
-                        if entry.key().0 > now {
-                            break;
-                        }
-                        let (_, id) = *entry.key();
-                        entry.remove();
+                    while run.deadlines.first().is_some_and(|(d, _)| *d <= now) {
+                        let (_, id) = run.deadlines.pop_first().expect("checked");
                         let Some(o) = run.outstanding.remove(&id) else { continue };
-                        let Some(i) = run.schedules.iter().position(|s| s.name == o.target) else { continue };
-                        run.schedules[i].metrics.lost.inc();
-                        let news = self.is_news(&run.schedules[i], o.flow);
-                        self.record(&run.schedules[i], o.flow, Outcome::Lost);
+                        let Some(s) = run.schedules.get(&o.target) else { continue };
+                        s.metrics.lost.inc();
+                        let news = self.is_news(&o.target, o.flow);
+                        self.record(&o.target, s, o.flow, Outcome::Lost);
                         if o.scheduled && news {
-                            self.burst_over_others(&mut run, i, o.flow, flows);
+                            self.burst_over_others(&mut run, &o.target, o.flow, flows);
                         }
                     }
                 }
                 _ = tcp_tick.tick() => {
-                    for s in &mut run.schedules {
+                    for (name, s) in &mut run.schedules {
                         let flow = s.next_tcp_flow % flows;
                         s.next_tcp_flow = s.next_tcp_flow.wrapping_add(1);
-                        if !tcp_in_flight.insert((s.name.clone(), flow)) {
+                        if !tcp_in_flight.insert((name.clone(), flow)) {
                             continue;
                         }
-                        let from = flow_addrs.get(flow).copied().unwrap_or_else(|| self.endpoint.local_addr());
+                        let from = flow_addrs[flow];
                         let net = self.net.clone();
                         let tx = tcp_tx.clone();
-                        let (name, addr, timeout) = (s.name.clone(), s.addr, self.timing.tcp_timeout);
+                        let (name, addr, timeout) = (name.clone(), s.addr, self.timing.tcp_timeout);
                         tokio::spawn(async move {
                             let start = Instant::now();
                             let outcome = match tokio::time::timeout(timeout, net.tcp_connect(from, addr)).await {
@@ -284,8 +290,8 @@ impl Prober {
                     if outcome == Outcome::TcpLost {
                         self.metrics.tcp_connect_failures.get_or_create(&TargetLabel { target: name.to_string() }).inc();
                     }
-                    if let Some(s) = run.schedules.iter().find(|s| s.name == name) {
-                        self.record(s, flow, outcome);
+                    if let Some(s) = run.schedules.get(&name) {
+                        self.record(&name, s, flow, outcome);
                     }
                 }
                 changed = self.targets.changed() => {
@@ -293,51 +299,49 @@ impl Prober {
                         return; // the node is shutting down
                     }
                     let targets = self.targets.borrow_and_update().clone();
-                    run.schedules = self.sync_trackers(&targets, &run.schedules);
-                    let known: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
-                    run.outstanding.retain(|_, o| known.contains(&*o.target));
+                    run.schedules = self.sync_trackers(&targets, std::mem::take(&mut run.schedules));
+                    let schedules = &run.schedules;
+                    run.outstanding.retain(|_, o| schedules.contains_key(&o.target));
                     let outstanding = &run.outstanding;
-                    run.deadlines.retain(|(_, id), _| outstanding.contains_key(id));
-                    run.queued.retain(|_, q| known.contains(&*q.target));
+                    run.deadlines.retain(|(_, id)| outstanding.contains_key(id));
+                    run.queued.retain(|_, q| schedules.contains_key(&q.target));
                 }
             }
         }
     }
 
-    /// The flow of the next scheduled probe: the rotation, and while some
-    /// flows are dead, every other probe on one of them so that a repaired
-    /// path is noticed soon.
-    fn pick_flow(&self, s: &mut Schedule, flows: usize) -> usize {
-        let dead = {
-            let table = self.links.lock().expect("link table lock");
-            table
-                .trackers
-                .get(&*s.name)
-                .map(LinkTracker::failing_flows)
-                .unwrap_or_default()
+    /// Sends a probe to `target` on `flow`, or on schedule (`None`): the
+    /// next flow of the rotation, and while some flows are dead, every
+    /// other probe on one of them so that a repaired path is noticed soon.
+    async fn send(&self, run: &mut Run, target: &Arc<str>, flow: Option<usize>) {
+        let Some(s) = run.schedules.get_mut(target) else {
+            return;
         };
-        s.dead_turn = !s.dead_turn;
-        if s.dead_turn && !dead.is_empty() {
-            s.next_dead = s.next_dead.wrapping_add(1);
-            return dead[s.next_dead % dead.len()];
-        }
-        let flow = s.next_flow % flows;
-        s.next_flow = s.next_flow.wrapping_add(1);
-        flow
-    }
-
-    async fn send(&self, run: &mut Run, i: usize, flow: usize, scheduled: bool) {
-        let s = &run.schedules[i];
-        let timeout = {
+        let (timeout, next_dead) = {
             let table = self.links.lock().expect("link table lock");
-            table
-                .trackers
-                .get(&*s.name)
-                .map(|t| {
+            let t = table.trackers.get(&**target);
+            (
+                t.map(|t| {
                     t.probe_timeout(self.timing.timeout, TIMEOUT_FLOOR.min(self.timing.timeout))
                 })
-                .unwrap_or(self.timing.timeout)
+                .unwrap_or(self.timing.timeout),
+                t.and_then(|t| t.nth_failing(s.next_dead)),
+            )
         };
+        let scheduled = flow.is_none();
+        let flow = flow.unwrap_or_else(|| {
+            s.dead_turn = !s.dead_turn;
+            match next_dead.filter(|_| s.dead_turn) {
+                Some(dead) => {
+                    s.next_dead = s.next_dead.wrapping_add(1);
+                    dead
+                }
+                None => {
+                    s.next_flow = s.next_flow.wrapping_add(1);
+                    (s.next_flow - 1) % self.endpoint.flow_count()
+                }
+            }
+        });
         let id = run.next_id;
         run.next_id += 1;
         let now = Instant::now();
@@ -345,14 +349,14 @@ impl Prober {
         run.outstanding.insert(
             id,
             Outstanding {
-                target: s.name.clone(),
+                target: target.clone(),
                 flow,
                 sent_at: now,
                 timeout,
                 scheduled,
             },
         );
-        run.deadlines.insert((now + timeout, id), ());
+        run.deadlines.insert((now + timeout, id));
         self.endpoint.send_probe(flow, s.addr, id).await;
     }
 
@@ -360,34 +364,34 @@ impl Prober {
     /// not down, and the flow is not already dead. Random loss still
     /// bursts: a path dying on a lossy link must not take minutes to see,
     /// and [`BURST_GAP`] bounds what it costs.
-    fn is_news(&self, s: &Schedule, flow: usize) -> bool {
+    fn is_news(&self, target: &str, flow: usize) -> bool {
         let table = self.links.lock().expect("link table lock");
-        table.trackers.get(&*s.name).is_some_and(|t| {
+        table.trackers.get(target).is_some_and(|t| {
             !matches!(t.state(), LinkState::Down | LinkState::Unknown) && !t.is_failing(flow)
         })
     }
 
-    fn may_burst(s: &mut Schedule, now: Instant) -> bool {
+    /// Queues a burst over `flows` to `target`, unless one went out less
+    /// than [`BURST_GAP`] ago.
+    fn burst(run: &mut Run, target: &Arc<str>, flows: impl IntoIterator<Item = usize>) {
+        let now = Instant::now();
+        let Some(s) = run.schedules.get_mut(target) else {
+            return;
+        };
         if s.last_burst
             .is_some_and(|at| now.duration_since(at) < BURST_GAP)
         {
-            return false;
+            return;
         }
         s.last_burst = Some(now);
         s.metrics.bursts.inc();
-        true
-    }
-
-    fn queue(run: &mut Run, i: usize, flows: impl IntoIterator<Item = usize>) {
-        let now = Instant::now();
-        let name = run.schedules[i].name.clone();
         for (k, flow) in flows.into_iter().enumerate() {
             let seq = run.next_id;
             run.next_id += 1;
             run.queued.insert(
                 (now + BURST_SPACING * k as u32, seq),
                 Queued {
-                    target: name.clone(),
+                    target: target.clone(),
                     flow,
                 },
             );
@@ -395,35 +399,43 @@ impl Prober {
     }
 
     /// Confirms a lost probe on the other flows.
-    fn burst_over_others(&self, run: &mut Run, i: usize, lost_flow: usize, flows: usize) {
-        if flows < 2 || !Self::may_burst(&mut run.schedules[i], Instant::now()) {
-            return;
+    fn burst_over_others(&self, run: &mut Run, target: &Arc<str>, lost_flow: usize, flows: usize) {
+        if flows > 1 {
+            Self::burst(
+                run,
+                target,
+                (1..flows).map(move |k| (lost_flow + k) % flows),
+            );
         }
-        Self::queue(run, i, (1..flows).map(move |k| (lost_flow + k) % flows));
     }
 
     /// A dead flow answered: checks the other dead flows at once.
-    fn burst_over_dead(&self, run: &mut Run, i: usize, answered: usize) {
+    fn burst_over_dead(&self, run: &mut Run, target: &Arc<str>, answered: usize) {
         let dead: Vec<usize> = {
             let table = self.links.lock().expect("link table lock");
             table
                 .trackers
-                .get(&*run.schedules[i].name)
+                .get(&**target)
                 .map(LinkTracker::failing_flows)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|f| *f != answered)
                 .collect()
         };
-        if dead.is_empty() || !Self::may_burst(&mut run.schedules[i], Instant::now()) {
-            return;
+        if !dead.is_empty() {
+            Self::burst(run, target, dead);
         }
-        Self::queue(run, i, dead);
     }
 
-    fn sync_trackers(&self, targets: &[Target], old: &[Schedule]) -> Vec<Schedule> {
+    /// Keeps trackers and metrics in line with `targets`; a target whose
+    /// address is unchanged keeps its schedule from `old`.
+    fn sync_trackers(
+        &self,
+        targets: &[Target],
+        mut old: HashMap<Arc<str>, Schedule>,
+    ) -> HashMap<Arc<str>, Schedule> {
         let mut table = self.links.lock().expect("link table lock");
-        let flows = self.endpoint.flow_count().max(1);
+        let flows = self.endpoint.flow_count();
         let wanted: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
         let gone: Vec<String> = table
             .trackers
@@ -439,12 +451,7 @@ impl Prober {
                     state: s.as_str(),
                 });
             }
-            for kind in [
-                LossKind::None,
-                LossKind::Random,
-                LossKind::Path,
-                LossKind::Total,
-            ] {
+            for kind in LossKind::ALL {
                 self.metrics.loss_kind.remove(&LossKindLabel {
                     target: id.clone(),
                     kind: kind.as_str(),
@@ -469,22 +476,14 @@ impl Prober {
         }
         targets
             .iter()
-            .map(
-                |t| match old.iter().find(|s| *s.name == *t.id && s.addr == t.addr) {
-                    Some(s) => Schedule {
-                        name: s.name.clone(),
-                        addr: s.addr,
-                        metrics: s.metrics.clone(),
-                        next_flow: s.next_flow,
-                        next_tcp_flow: s.next_tcp_flow,
-                        dead_turn: s.dead_turn,
-                        next_dead: s.next_dead,
-                        last_burst: s.last_burst,
-                    },
-                    None => Schedule {
-                        name: Arc::from(t.id.as_str()),
+            .map(|t| {
+                let kept = old
+                    .remove_entry(t.id.as_str())
+                    .filter(|(_, s)| s.addr == t.addr);
+                kept.unwrap_or_else(|| {
+                    let schedule = Schedule {
                         addr: t.addr,
-                        metrics: TargetMetrics::new(&self.metrics, &t.id),
+                        metrics: TargetMetrics::new(&self.metrics, &t.id, flows),
                         // Targets start at different flows, so one node's
                         // probes are spread over its flows at every instant.
                         next_flow: t.addr.port() as usize + t.id.len(),
@@ -492,21 +491,21 @@ impl Prober {
                         dead_turn: false,
                         next_dead: 0,
                         last_burst: None,
-                    },
-                },
-            )
+                    };
+                    (Arc::from(t.id.as_str()), schedule)
+                })
+            })
             .collect()
     }
 
     /// Records an outcome; returns whether `flow` was called dead before.
-    fn record(&self, s: &Schedule, flow: usize, outcome: Outcome) -> bool {
-        let target = &*s.name;
+    fn record(&self, target: &str, s: &Schedule, flow: usize, outcome: Outcome) -> bool {
         let mut table = self.links.lock().expect("link table lock");
         let Some(t) = table.trackers.get_mut(target) else {
             return false;
         };
         let was_dead = t.is_failing(flow);
-        let before = (t.state(), t.loss_kind(), t.failing_flows().len());
+        let before = (t.state(), t.loss_kind(), t.failing_count());
         t.record(
             Instant::now(),
             unix_ms() / 1000,
@@ -514,18 +513,13 @@ impl Prober {
             outcome,
             &self.policy,
         );
-        let after = (t.state(), t.loss_kind(), t.failing_flows().len());
+        let after = (t.state(), t.loss_kind(), t.failing_count());
         s.metrics.loss.set(t.reported_loss());
         s.metrics.failing.set(after.2 as i64);
-        let flow_loss = t.flow_loss(flow);
+        if let Some(g) = s.metrics.flow_loss.get(flow) {
+            g.set(t.flow_loss(flow));
+        }
         drop(table);
-        self.metrics
-            .flow_loss
-            .get_or_create(&FlowLabel {
-                target: target.to_string(),
-                flow: flow.to_string(),
-            })
-            .set(flow_loss);
         if before != after {
             tracing::info!(
                 target_node = target,
@@ -544,12 +538,7 @@ impl Prober {
                     })
                     .set((st == after.0) as i64);
             }
-            for kind in [
-                LossKind::None,
-                LossKind::Random,
-                LossKind::Path,
-                LossKind::Total,
-            ] {
+            for kind in LossKind::ALL {
                 self.metrics
                     .loss_kind
                     .get_or_create(&LossKindLabel {

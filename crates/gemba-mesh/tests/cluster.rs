@@ -358,6 +358,19 @@ async fn forged_garbage_and_replayed_packets_are_dropped_counted_and_harmless() 
         b"\xff\xff not chitchat",
         &mut bad_gossip,
     );
+    // A signed reply to no probe, sent to the mesh socket: probes leave
+    // from the flow sockets only, so it measures no path.
+    let mut stray_reply = Vec::new();
+    wire::seal(
+        &key(),
+        Kind::ProbeReply,
+        46,
+        1,
+        now,
+        (0, 1),
+        &9u64.to_be_bytes(),
+        &mut stray_reply,
+    );
     let garbage: Vec<&[u8]> = vec![b"", b"hello", &[0u8; 100], &signed[..signed.len() - 3]];
     for d in &garbage {
         attacker.send_to(d, target).await.unwrap();
@@ -368,6 +381,7 @@ async fn forged_garbage_and_replayed_packets_are_dropped_counted_and_harmless() 
     attacker.send_to(&wrong_key, target).await.unwrap();
     attacker.send_to(&old, target).await.unwrap();
     attacker.send_to(&bad_gossip, target).await.unwrap();
+    attacker.send_to(&stray_reply, target).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let m = grid.nodes[0].as_ref().unwrap().metrics();
     let count = |reason: &'static str| m.dropped.get_or_create(&ReasonLabel { reason }).get();
@@ -381,7 +395,11 @@ async fn forged_garbage_and_replayed_packets_are_dropped_counted_and_harmless() 
         "the wrong key and the cut-off signature"
     );
     assert_eq!(count("expired"), 1);
-    assert_eq!(count("undecodable"), 1);
+    assert_eq!(
+        count("undecodable"),
+        2,
+        "gossip that is not chitchat's, and a probe reply on the mesh socket"
+    );
     // The one valid probe was answered, and the grid is unaffected.
     let mut buf = vec![0u8; 2048];
     let (n, from) = tokio::time::timeout(Duration::from_secs(1), attacker.recv_from(&mut buf))

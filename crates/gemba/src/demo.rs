@@ -284,9 +284,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let b = (a + 1 + (round / n) % (n - 1)) % n;
                 let (src, dst) = (&nodes[a], &nodes[b]);
                 round += 1;
-                // Faults alternate: a black hole (the link is down), then one
-                // of two ECMP paths black-holed (only the flows hashed onto
-                // it die: the link is degraded with path loss).
+                // Faults alternate: one of two ECMP paths black-holed (only
+                // the flows hashed onto it die: the link is degraded with
+                // path loss), then a black hole (the link is down).
                 let path_fault = round.is_multiple_of(2);
                 if path_fault {
                     println!(
