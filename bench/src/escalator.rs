@@ -61,6 +61,7 @@ pub fn planner(nodes: usize, rounds: usize) -> anyhow::Result<()> {
         perf: vec![],
         flapping: false,
         flap_percent: 0.0,
+        flap_changes: 0,
         trusted: true,
         level: p.check(&format!("c{check}")).and_then(|c| c.level),
         tiers: vec!["app".into()],

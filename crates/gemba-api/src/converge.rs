@@ -220,7 +220,7 @@ pub async fn escalations_page(State(s): State<Shared>) -> Answer {
     for e in &list {
         let _ = write!(
             t,
-            r#"<tr class="escalation"><td><a href="/escalations/{id}">{id}</a></td><td>{}</td><td class="ph-{ph}">{ph}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr class="escalation"><td><a href="/escalations/{id}">{id}</a></td><td>{}</td><td class="ph-{ph}">{ph}{why}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(&e.scope.to_string()),
             e.attempt,
             e.chain
@@ -232,6 +232,10 @@ pub async fn escalations_page(State(s): State<Shared>) -> Answer {
             when(e.opened_ms),
             id = e.id,
             ph = e.phase.name(),
+            why = match (&e.phase, &e.held_because) {
+                (Phase::Held { .. }, Some(w)) => format!(": {}", esc(w)),
+                _ => String::new(),
+            },
         );
     }
     t.push_str("</table>");
@@ -271,9 +275,14 @@ pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) ->
         );
     }
     if let Phase::Held { .. } = e.phase {
+        let why = e
+            .held_because
+            .as_deref()
+            .map(|w| format!(r#"<b class="ph-held">{}</b>; "#, esc(w)))
+            .unwrap_or_default();
         let _ = write!(
             b,
-            "<p>held until acknowledged: <code>gemba ack {}</code></p>",
+            r#"<p id="held">{why}held until acknowledged: <code>gemba ack {}</code></p>"#,
             esc(&e.scope.to_string())
         );
     }

@@ -113,6 +113,7 @@ fn failing(at_ms: u64) -> CheckResult {
         perf: vec![],
         flapping: false,
         flap_percent: 0.0,
+        flap_changes: 0,
         trusted: true,
         level: Some(1),
         tiers: vec![],

@@ -32,6 +32,9 @@ pub struct CheckResult {
     pub perf: Vec<Perf>,
     pub flapping: bool,
     pub flap_percent: f64,
+    /// Hard-state changes within the check's flap window.
+    #[serde(default)]
+    pub flap_changes: u32,
     pub trusted: bool,
     pub level: Option<u32>,
     /// Tiers of the node the result is about (node scope).
@@ -96,6 +99,7 @@ pub fn record(
             perf: obs.perf,
             flapping: tracker.flapping(),
             flap_percent: tracker.flap_percent(),
+            flap_changes: tracker.flap_changes(),
             trusted: obs.trusted,
             level: inst.def.level,
             tiers: inst.tiers.clone(),

@@ -130,13 +130,7 @@ async fn run_instance(
     clock: Clock,
 ) {
     let def = &inst.def;
-    let mut tracker = CheckTracker::new(
-        def.fall,
-        def.rise,
-        def.flap_low,
-        def.flap_high,
-        clock.now_ms(),
-    );
+    let mut tracker = CheckTracker::new(def, clock.now_ms());
     let mut next = Instant::now() + first_offset(&inst.id(), def.interval);
     loop {
         tokio::time::sleep_until(next).await;

@@ -21,6 +21,9 @@ pub mod defaults {
     pub const RISE: u32 = 1;
     pub const FLAP_LOW: f64 = 20.0;
     pub const FLAP_HIGH: f64 = 30.0;
+    pub const FLAP_WINDOW: &str = "1h";
+    pub const FLAP_CHANGES_HIGH: u32 = 6;
+    pub const FLAP_CHANGES_LOW: u32 = 2;
     pub const TLS_WARN_DAYS: u32 = 14;
     pub const TLS_CRIT_DAYS: u32 = 3;
     pub const LEVEL_TIMEOUT: &str = "5m";
@@ -34,6 +37,8 @@ pub mod defaults {
     pub const MAX_RUNNING: u32 = 2;
     pub const LEASE_TTL: &str = "30s";
     pub const STALE_AFTER_INTERVALS: u32 = 3;
+    pub const CRASH_LOOP_FAILURES: u32 = 3;
+    pub const CRASH_LOOP_WINDOW: &str = "10m";
 }
 
 /// `[[check]]` as written.
@@ -52,6 +57,9 @@ pub struct CheckSection {
     pub rise: Option<u32>,
     pub flap_low: Option<f64>,
     pub flap_high: Option<f64>,
+    pub flap_window: Option<String>,
+    pub flap_changes_high: Option<u32>,
+    pub flap_changes_low: Option<u32>,
     // tcp
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -102,6 +110,8 @@ pub struct EscalatorSection {
     pub max_running: Option<u32>,
     pub lease_ttl: Option<String>,
     pub stale_after_intervals: Option<u32>,
+    pub crash_loop_failures: Option<u32>,
+    pub crash_loop_window: Option<String>,
     pub store: Option<std::path::PathBuf>,
 }
 
@@ -209,6 +219,12 @@ pub struct CheckDef {
     pub rise: u32,
     pub flap_low: f64,
     pub flap_high: f64,
+    /// Flapping over time: hard-state changes within `flap_window` start
+    /// flapping at `flap_changes_high` and stop it at `flap_changes_low`.
+    #[serde(with = "millis")]
+    pub flap_window: Duration,
+    pub flap_changes_high: u32,
+    pub flap_changes_low: u32,
 }
 
 /// A validated level of the escalation pattern.
@@ -250,6 +266,11 @@ pub struct EscalatorConfig {
     #[serde(with = "millis")]
     pub lease_ttl: Duration,
     pub stale_after_intervals: u32,
+    /// This many failure episodes of one scope within `crash_loop_window`
+    /// are a crash loop.
+    pub crash_loop_failures: u32,
+    #[serde(with = "millis")]
+    pub crash_loop_window: Duration,
     /// The SQLite store; servers that share it share leases and journal.
     /// Default: `<data_dir>/gemba.db`.
     pub store: Option<std::path::PathBuf>,
@@ -670,6 +691,25 @@ pub(crate) fn validate(
                 ),
             );
         }
+        let flap_window = c.duration(
+            &key("flap_window"),
+            s.flap_window.as_deref(),
+            d::FLAP_WINDOW,
+            ms(1000),
+        );
+        let flap_changes_high = c.count(
+            &key("flap_changes_high"),
+            s.flap_changes_high,
+            d::FLAP_CHANGES_HIGH,
+            2..=10_000,
+        );
+        let flap_changes_low = s.flap_changes_low.unwrap_or(d::FLAP_CHANGES_LOW);
+        if flap_changes_low >= flap_changes_high {
+            c.fail(
+                &key("flap_changes_low"),
+                format!("flap_changes_low ({flap_changes_low}) must be below flap_changes_high ({flap_changes_high})"),
+            );
+        }
         if let Some(kind) = kind {
             check_defs.push(CheckDef {
                 name,
@@ -682,6 +722,9 @@ pub(crate) fn validate(
                 rise,
                 flap_low,
                 flap_high,
+                flap_window,
+                flap_changes_high,
+                flap_changes_low,
             });
         }
     }
@@ -736,6 +779,18 @@ pub(crate) fn validate(
             esc.stale_after_intervals,
             d::STALE_AFTER_INTERVALS,
             1..=100,
+        ),
+        crash_loop_failures: c.count(
+            "escalator.crash_loop_failures",
+            esc.crash_loop_failures,
+            d::CRASH_LOOP_FAILURES,
+            2..=1000,
+        ),
+        crash_loop_window: c.duration(
+            "escalator.crash_loop_window",
+            esc.crash_loop_window.as_deref(),
+            d::CRASH_LOOP_WINDOW,
+            ms(1000),
         ),
         store: esc.store,
     };

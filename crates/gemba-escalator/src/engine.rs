@@ -12,6 +12,17 @@
 //! after the last one the checks that triggered the escalation are the
 //! post-condition. A failed step or post-condition costs one attempt of the
 //! budget; past it the scope is held for a human.
+//!
+//! Limits are outcomes, not log lines. Each scope's failure episodes (from
+//! no failing check to some), escalations and steps are remembered over
+//! time. When a scope fails `crash_loop_failures` times within
+//! `crash_loop_window` it is in a crash loop: with `climb` the escalation
+//! starts one level more fundamental than the last ones did, otherwise (or
+//! with no level left) the scope is held. Past `max_per_scope_per_hour` the
+//! scope is held too. A held scope gets one notice that says why, what
+//! failed, what ran and how to free it (`gemba ack`), which also starts
+//! its counts afresh. Over `max_running` a scope waits for a free slot,
+//! with one notice per episode.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -56,6 +67,27 @@ pub enum Phase {
     Superseded {
         by: u64,
     },
+}
+
+/// How the engine wants a scope's escalation opened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Opening {
+    /// Run the chain.
+    Run,
+    /// Run the chain from a more fundamental level than the checks
+    /// require, because the scope is in a crash loop.
+    Climb { why: String },
+    /// Open it held for a human (crash loop, rate limit): nothing runs.
+    Hold { kind: NoticeKind, why: String },
+}
+
+/// An escalation the engine asks the caller to open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenRequest {
+    pub scope: Scope,
+    pub level: u32,
+    pub checks: Vec<String>,
+    pub how: Opening,
 }
 
 impl Phase {
@@ -145,10 +177,13 @@ pub struct Escalation {
     /// Levels approved by a human in this attempt.
     #[serde(default)]
     pub approved: Vec<u32>,
+    /// Why it is held (gave up, crash loop, rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_because: Option<String>,
 }
 
 /// Something that happened worth telling a person.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoticeKind {
     StepFailed,
@@ -156,6 +191,31 @@ pub enum NoticeKind {
     ApprovalNeeded,
     Resolved,
     Flapping,
+    /// A rate limit held the scope or makes it wait.
+    RateLimited,
+    CrashLoop,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::StepFailed => "step-failed",
+            NoticeKind::GaveUp => "gave-up",
+            NoticeKind::ApprovalNeeded => "approval-needed",
+            NoticeKind::Resolved => "resolved",
+            NoticeKind::Flapping => "flapping",
+            NoticeKind::RateLimited => "rate-limited",
+            NoticeKind::CrashLoop => "crash-loop",
+        }
+    }
+}
+
+/// A failing check as a notice reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeCheck {
+    pub id: String,
+    /// Its last output.
+    pub output: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,6 +225,18 @@ pub struct Notice {
     pub scope: Scope,
     pub at_ms: u64,
     pub text: String,
+    /// The failing checks (gave up, held, rate limit, crash loop).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<NoticeCheck>,
+    /// What ran and how it ended, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ran: Vec<String>,
+    /// What gemba does next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// The command that frees a held scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
 }
 
 /// One line of the journal.
@@ -182,11 +254,7 @@ pub struct Entry {
 pub enum Effect {
     /// Open an escalation (take the scope's lease, allocate an id, then
     /// call [`Engine::opened`] — or [`Engine::deferred`] if refused).
-    Open {
-        scope: Scope,
-        level: u32,
-        checks: Vec<String>,
-    },
+    Open(OpenRequest),
     /// Run a step; report with [`Engine::step_done`].
     Run {
         id: u64,
@@ -255,12 +323,135 @@ pub struct Plan {
 #[derive(Clone, Debug)]
 struct Watch {
     quiet_since: u64,
-    /// Set when a decision was journaled but not acted on (plan mode, rate
-    /// limit), so it is not repeated every tick.
-    noted: Option<String>,
+    /// Set when a decision was journaled but not acted on (plan mode, a
+    /// wait for a free slot): its journal kind, so that it is journaled
+    /// once per episode, and its words for the plan.
+    noted: Option<(&'static str, String)>,
 }
 
 const HOUR_MS: u64 = 3_600_000;
+/// Steps remembered per scope for notices.
+const STEPS_KEPT: usize = 20;
+
+/// What the engine remembers of one scope over time: the counts behind
+/// the hourly rate limit and the crash loop, and what ran.
+#[derive(Clone, Debug, Default)]
+struct ScopeHistory {
+    /// When failure episodes began.
+    episodes: Vec<u64>,
+    /// When escalations that ran something opened, and the level each
+    /// started from.
+    opened: Vec<(u64, u32)>,
+    /// Steps, newest last, with the escalation they belong to.
+    steps: std::collections::VecDeque<(u64, StepRecord)>,
+    /// An acknowledgement forgives everything before it.
+    forgiven_ms: u64,
+}
+
+impl ScopeHistory {
+    fn prune(&mut self, keep_after: u64) {
+        let after = keep_after.max(self.forgiven_ms);
+        self.episodes.retain(|t| *t >= after);
+        self.opened.retain(|(t, _)| *t >= after);
+        self.steps.retain(|(_, s)| s.started_ms >= after);
+    }
+
+    fn forgive(&mut self, at: u64) {
+        self.forgiven_ms = self.forgiven_ms.max(at);
+        self.prune(0);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.episodes.is_empty() && self.opened.is_empty() && self.steps.is_empty()
+    }
+}
+
+/// A crash loop: how many failures in how long, and what ran meanwhile.
+struct CrashLoop {
+    failures: usize,
+    span_ms: u64,
+    /// Steps run in the window, per level (level, name, count).
+    runs: Vec<(u32, String, usize)>,
+    /// The most fundamental level escalations in the window started from.
+    deepest: Option<u32>,
+}
+
+impl CrashLoop {
+    fn describe(&self) -> String {
+        let ran = if self.runs.is_empty() {
+            "nothing ran".to_string()
+        } else {
+            self.runs
+                .iter()
+                .map(|(l, name, n)| {
+                    format!("{l}:{name} ran {n} time{}", if *n == 1 { "" } else { "s" })
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "crash loop: {} failures in {}, {ran}",
+            self.failures,
+            span_words(self.span_ms)
+        )
+    }
+}
+
+/// An escalation's status in a plan: "escalation 4 held (crash loop: …);
+/// `gemba ack node:a` frees it".
+fn escalation_status(e: &Escalation) -> String {
+    match (&e.phase, &e.held_because) {
+        (Phase::Held { .. }, Some(why)) => format!(
+            "escalation {} held ({why}); `gemba ack {}` frees it",
+            e.id, e.scope
+        ),
+        _ => format!("escalation {} {}", e.id, e.phase.name()),
+    }
+}
+
+/// One step for a notice: "escalation 3, attempt 1: level 2 (restart)
+/// succeeded: restarted pid 42".
+fn describe_step(id: u64, s: &StepRecord) -> String {
+    let outcome = s
+        .outcome
+        .as_ref()
+        .map(StepOutcome::describe)
+        .unwrap_or_else(|| "still running".into());
+    let last = s.output.lines().rev().find(|l| !l.trim().is_empty());
+    let said = match last {
+        Some(l) if l.chars().count() > 200 => {
+            format!(": {}…", l.chars().take(200).collect::<String>())
+        }
+        Some(l) => format!(": {}", l.trim()),
+        None => String::new(),
+    };
+    format!(
+        "escalation {id}, attempt {}: level {} ({}) {outcome}{said}",
+        s.attempt, s.level, s.name
+    )
+}
+
+/// "43 s", "6 min", "2 h 5 min".
+pub fn span_words(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 7200 {
+        format!("{} min", (s + 30) / 60)
+    } else {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// What the quiet period's end decides for a scope.
+enum Verdict {
+    Open {
+        level: u32,
+        how: Opening,
+    },
+    /// Over `max_running`: wait for a free slot.
+    Wait(String),
+}
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
@@ -281,8 +472,8 @@ pub struct Engine {
     node_tiers: BTreeMap<String, Vec<String>>,
     watches: BTreeMap<Scope, Watch>,
     open: BTreeMap<u64, Escalation>,
-    /// Opening times per scope, for the hourly rate limit.
-    opened: BTreeMap<Scope, Vec<u64>>,
+    /// Episodes, escalations and steps per scope, over time.
+    history: BTreeMap<Scope, ScopeHistory>,
     deferred: BTreeMap<Scope, (u64, String)>,
     flapping_noted: BTreeSet<String>,
     /// When this engine first ticked.
@@ -298,7 +489,7 @@ impl Engine {
             node_tiers: BTreeMap::new(),
             watches: BTreeMap::new(),
             open: BTreeMap::new(),
-            opened: BTreeMap::new(),
+            history: BTreeMap::new(),
             deferred: BTreeMap::new(),
             flapping_noted: BTreeSet::new(),
             started_ms: None,
@@ -332,21 +523,16 @@ impl Engine {
         }
         if r.flapping && self.flapping_noted.insert(id.clone()) {
             let text = format!(
-                "{id} is flapping ({:.0} % weighted state change): it will not trigger actions until it settles",
-                r.flap_percent
+                "{id} is flapping ({:.0} % weighted state change, {} state changes within its flap window): it will not trigger actions until it settles",
+                r.flap_percent, r.flap_changes
             );
-            self.announce(
-                &mut fx,
-                None,
-                &r.scope,
-                r.at_ms,
-                "flapping",
-                NoticeKind::Flapping,
-                text,
-            );
+            // Journaled now; a human hears of it when the flapping check
+            // fails past a quiet period and holds its scope (see `tick`).
+            self.journal(&mut fx, None, &r.scope, r.at_ms, "flapping", text);
         } else if !r.flapping {
             self.flapping_noted.remove(&id);
         }
+        let was_failing = self.failing_trusted(&r.scope);
         let set = self.failing.entry(r.scope.clone()).or_default();
         if r.state == HardState::Failing && r.level.is_some() {
             set.insert(id.clone());
@@ -356,8 +542,88 @@ impl Engine {
                 self.failing.remove(&r.scope);
             }
         }
+        let (scope, began) = (r.scope.clone(), r.since_ms.min(r.at_ms));
         self.results.insert(id, r);
+        if !was_failing && self.failing_trusted(&scope) {
+            self.history.entry(scope).or_default().episodes.push(began);
+        }
         fx
+    }
+
+    /// Whether a trusted observer reports a failing check of `scope`.
+    fn failing_trusted(&self, scope: &Scope) -> bool {
+        self.failing.get(scope).is_some_and(|ids| {
+            ids.iter()
+                .any(|id| self.results.get(id).is_some_and(|r| r.trusted))
+        })
+    }
+
+    /// A notice without details.
+    fn notice(
+        &self,
+        kind: NoticeKind,
+        e: Option<&Escalation>,
+        scope: &Scope,
+        now: u64,
+        text: String,
+    ) -> Notice {
+        Notice {
+            kind,
+            escalation: e.map(|e| e.id),
+            scope: scope.clone(),
+            at_ms: now,
+            text,
+            checks: Vec::new(),
+            ran: Vec::new(),
+            next: None,
+            ack: None,
+        }
+    }
+
+    /// A notice with what a human needs: the failing checks with their
+    /// last output and what ran for the scope since `since_ms`.
+    #[allow(clippy::too_many_arguments)]
+    fn detailed_notice(
+        &self,
+        kind: NoticeKind,
+        e: Option<&Escalation>,
+        scope: &Scope,
+        checks: &[String],
+        since_ms: u64,
+        now: u64,
+        text: String,
+        next: String,
+    ) -> Notice {
+        let checks = checks
+            .iter()
+            .map(|id| NoticeCheck {
+                id: id.clone(),
+                output: self
+                    .results
+                    .get(id)
+                    .map(|r| r.output.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let ran = self
+            .history
+            .get(scope)
+            .map(|h| {
+                h.steps
+                    .iter()
+                    .filter(|(_, s)| s.started_ms >= since_ms)
+                    .map(|(id, s)| describe_step(*id, s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let held = e.is_some_and(|e| matches!(e.phase, Phase::Held { .. }));
+        Notice {
+            checks,
+            ran,
+            next: Some(next),
+            ack: held.then(|| format!("gemba ack {scope}")),
+            ..self.notice(kind, e, scope, now, text)
+        }
     }
 
     fn ignored(&self, r: &CheckResult, now: u64) -> Option<Ignored> {
@@ -370,22 +636,6 @@ impl Engine {
         } else {
             None
         }
-    }
-
-    /// Failing checks of `scope` that count, with the level they require.
-    fn counted(&self, scope: &Scope, now: u64) -> Vec<(&str, u32)> {
-        let Some(set) = self.failing.get(scope) else {
-            return Vec::new();
-        };
-        set.iter()
-            .filter_map(|id| {
-                let r = self.results.get(id)?;
-                if self.ignored(r, now).is_some() {
-                    return None;
-                }
-                Some((id.as_str(), r.level?))
-            })
-            .collect()
     }
 
     /// Whether `broad` covers `narrow` (and is not `narrow` itself).
@@ -441,8 +691,7 @@ impl Engine {
         }));
     }
 
-    /// Journals `text` and tells people about it.
-    #[allow(clippy::too_many_arguments)]
+    /// Journals the notice's text and tells people about it.
     fn announce(
         &self,
         fx: &mut Vec<Effect>,
@@ -450,17 +699,10 @@ impl Engine {
         scope: &Scope,
         now: u64,
         kind: &str,
-        notice: NoticeKind,
-        text: String,
+        notice: Notice,
     ) {
-        self.journal(fx, e, scope, now, kind, text.clone());
-        fx.push(Effect::Notify(Notice {
-            kind: notice,
-            escalation: e.map(|e| e.id),
-            scope: scope.clone(),
-            at_ms: now,
-            text,
-        }));
+        self.journal(fx, e, scope, now, kind, notice.text.clone());
+        fx.push(Effect::Notify(notice));
     }
 
     fn save(&self, id: u64, fx: &mut Vec<Effect>) {
@@ -473,24 +715,231 @@ impl Engine {
         self.open.values().filter(|e| e.phase.active()).count()
     }
 
+    /// Failing checks of `scope` from trusted observers with fresh
+    /// results: (id, level, flapping).
+    fn candidates(&self, scope: &Scope, now: u64) -> Vec<(String, u32, bool)> {
+        let Some(set) = self.failing.get(scope) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|id| {
+                let r = self.results.get(id)?;
+                match self.ignored(r, now) {
+                    None => Some((id.clone(), r.level?, false)),
+                    Some(Ignored::Flapping) => Some((id.clone(), r.level?, true)),
+                    Some(_) => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `scope` is in a crash loop at `now`.
+    fn crash_loop(&self, scope: &Scope, now: u64) -> Option<CrashLoop> {
+        let h = self.history.get(scope)?;
+        let window = self.policy.escalator.crash_loop_window.as_millis() as u64;
+        let from = (now.saturating_sub(window) + 1).max(h.forgiven_ms);
+        let episodes: Vec<u64> = h.episodes.iter().copied().filter(|t| *t >= from).collect();
+        if episodes.len() < self.policy.escalator.crash_loop_failures as usize {
+            return None;
+        }
+        let mut runs: Vec<(u32, String, usize)> = Vec::new();
+        for (_, st) in h.steps.iter().filter(|(_, st)| st.started_ms >= from) {
+            match runs.iter_mut().find(|(l, _, _)| *l == st.level) {
+                Some(r) => r.2 += 1,
+                None => runs.push((st.level, st.name.clone(), 1)),
+            }
+        }
+        runs.sort();
+        Some(CrashLoop {
+            failures: episodes.len(),
+            span_ms: now.saturating_sub(episodes[0]),
+            runs,
+            deepest: h
+                .opened
+                .iter()
+                .filter(|(t, _)| *t >= from)
+                .map(|(_, l)| *l)
+                .min(),
+        })
+    }
+
+    /// Escalations of `scope` opened within the last hour (since its last
+    /// acknowledgement).
+    fn opened_last_hour(&self, scope: &Scope, now: u64) -> Vec<u64> {
+        self.history
+            .get(scope)
+            .map(|h| {
+                h.opened
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .filter(|t| now < t + HOUR_MS && *t >= h.forgiven_ms)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What to do with `scope` now that its quiet period is over.
+    fn verdict(
+        &self,
+        scope: &Scope,
+        level: u32,
+        checks: &[String],
+        counted: bool,
+        now: u64,
+    ) -> Verdict {
+        let esc = &self.policy.escalator;
+        let hour = self.opened_last_hour(scope, now);
+        let hour_limited = hour.len() >= esc.max_per_scope_per_hour as usize;
+        if let Some(cl) = self.crash_loop(scope, now) {
+            let base = cl.deepest.map_or(level, |d| d.min(level));
+            let up = self.policy.more_fundamental(base);
+            if let (true, true, false, Some(up)) = (esc.climb, counted, hour_limited, up) {
+                return Verdict::Open {
+                    level: up,
+                    how: Opening::Climb {
+                        why: format!(
+                            "{}; climbing to level {}",
+                            cl.describe(),
+                            self.chain_names(up).first().cloned().unwrap_or_default()
+                        ),
+                    },
+                };
+            }
+            let why = match (esc.climb, up, counted, hour_limited) {
+                (false, ..) => cl.describe(),
+                (true, None, ..) => format!(
+                    "{}; no more fundamental level is left to climb to",
+                    cl.describe()
+                ),
+                (true, Some(_), false, _) => format!(
+                    "{}; its failing checks flap, and flapping checks never trigger actions",
+                    cl.describe()
+                ),
+                (true, Some(_), true, _) => format!(
+                    "{}; climbing would pass the limit of {} escalations per hour",
+                    cl.describe(),
+                    esc.max_per_scope_per_hour
+                ),
+            };
+            return Verdict::Open {
+                level,
+                how: Opening::Hold {
+                    kind: NoticeKind::CrashLoop,
+                    why,
+                },
+            };
+        }
+        if !counted {
+            let why: Vec<String> = checks
+                .iter()
+                .filter_map(|id| self.results.get(id))
+                .map(|r| {
+                    format!(
+                        "{} is flapping ({:.0} % weighted state change, {} state changes within its flap window)",
+                        r.id(),
+                        r.flap_percent,
+                        r.flap_changes
+                    )
+                })
+                .collect();
+            return Verdict::Open {
+                level,
+                how: Opening::Hold {
+                    kind: NoticeKind::Flapping,
+                    why: format!(
+                        "{}; it still fails after the quiet period, and flapping checks never trigger actions",
+                        why.join("; ")
+                    ),
+                },
+            };
+        }
+        let decision = format!(
+            "levels {} for {}",
+            self.chain_names(level).join(" → "),
+            checks.join(", ")
+        );
+        if hour_limited {
+            let until = hour.iter().min().copied().unwrap_or(now) + HOUR_MS;
+            return Verdict::Open {
+                level,
+                how: Opening::Hold {
+                    kind: NoticeKind::RateLimited,
+                    why: format!(
+                        "rate limit: {} escalations of {scope} in the last hour (max {}); would run {decision}; the limit alone would allow the next one {} from now",
+                        hour.len(),
+                        esc.max_per_scope_per_hour,
+                        span_words(until.saturating_sub(now))
+                    ),
+                },
+            };
+        }
+        let running = self.running_count();
+        if running >= esc.max_running as usize {
+            return Verdict::Wait(format!(
+                "rate limit: {running} escalations running (max {}); {scope} waits to run {decision}",
+                esc.max_running
+            ));
+        }
+        Verdict::Open {
+            level,
+            how: Opening::Run,
+        }
+    }
+
+    /// Journals a decision that ran nothing once per episode (by kind),
+    /// with `notice` sent the first time; keeps its words for the plan.
+    fn note(
+        &mut self,
+        fx: &mut Vec<Effect>,
+        scope: &Scope,
+        now: u64,
+        kind: &'static str,
+        text: String,
+        notice: Option<Notice>,
+    ) {
+        let w = self.watches.get_mut(scope).expect("watch");
+        let first = w.noted.as_ref().map(|(k, _)| *k) != Some(kind);
+        w.noted = Some((kind, text.clone()));
+        if first {
+            self.journal(fx, None, scope, now, kind, text);
+            if let Some(n) = notice {
+                fx.push(Effect::Notify(n));
+            }
+        }
+    }
+
     /// Advances time: quiet periods, quiescence, verification, backoff.
     pub fn tick(&mut self, now: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
         self.started_ms.get_or_insert(now);
         self.deferred.retain(|_, (until, _)| *until > now);
+        let keep = HOUR_MS.max(self.policy.escalator.crash_loop_window.as_millis() as u64);
+        for h in self.history.values_mut() {
+            h.prune(now.saturating_sub(keep));
+        }
+        self.history.retain(|_, h| !h.is_empty());
 
-        // Scopes with counted failures.
+        // Scopes with failures that count.
         let scopes: Vec<Scope> = self.failing.keys().cloned().collect();
         let mut live_watches = BTreeSet::new();
         for scope in scopes {
-            let counted = self.counted(&scope, now);
-            if counted.is_empty() {
+            let candidates = self.candidates(&scope, now);
+            if candidates.is_empty() || self.escalation_of(&scope).is_some() {
                 continue;
             }
-            if let Some(e) = self.escalation_of(&scope) {
-                let _ = e;
-                continue;
-            }
+            let counted: Vec<(String, u32)> = candidates
+                .iter()
+                .filter(|c| !c.2)
+                .map(|c| (c.0.clone(), c.1))
+                .collect();
+            // Flapping checks never act; when they alone fail past the
+            // quiet period the scope is held for a human (as a crash loop
+            // if it is one).
+            let acting: Vec<(String, u32)> = if counted.is_empty() {
+                candidates.iter().map(|c| (c.0.clone(), c.1)).collect()
+            } else {
+                counted.clone()
+            };
             if let Some(cover) = self.covering_escalation(&scope).map(|e| e.id) {
                 let esc = self.open.get_mut(&cover).expect("covering escalation");
                 if !esc.folded.contains(&scope) {
@@ -502,21 +951,20 @@ impl Engine {
                 }
                 continue;
             }
+            live_watches.insert(scope.clone());
             if self.deferred.contains_key(&scope) {
-                live_watches.insert(scope.clone());
                 continue;
             }
-            live_watches.insert(scope.clone());
-            let level = counted.iter().map(|(_, l)| *l).min().expect("non-empty");
-            let checks: Vec<String> = counted.iter().map(|(id, _)| id.to_string()).collect();
+            let level = acting.iter().map(|(_, l)| *l).min().expect("non-empty");
+            let checks: Vec<String> = acting.iter().map(|(id, _)| id.clone()).collect();
             let quiet = self.policy.escalator.quiet_period.as_millis() as u64;
             if !self.watches.contains_key(&scope) {
                 // The quiet period runs from when the first of these checks
                 // started failing, but never from before this engine
                 // started: after a restart the picture settles afresh.
-                let first = counted
+                let first = acting
                     .iter()
-                    .filter_map(|(id, _)| self.results.get(*id).map(|r| r.since_ms))
+                    .filter_map(|(id, _)| self.results.get(id).map(|r| r.since_ms))
                     .min()
                     .unwrap_or(now);
                 let quiet_since = first.max(self.started_ms.unwrap_or(now)).min(now);
@@ -538,62 +986,85 @@ impl Engine {
             if now < watch.quiet_since + quiet {
                 continue;
             }
-            let chain = self.chain_names(level);
-            let decision = format!("levels {} for {}", chain.join(" → "), checks.join(", "));
-            // Rate limits.
-            let hour: Vec<u64> = self
-                .opened
-                .get(&scope)
-                .map(|v| v.iter().copied().filter(|t| now < t + HOUR_MS).collect())
-                .unwrap_or_default();
-            let limit = if hour.len() >= self.policy.escalator.max_per_scope_per_hour as usize {
-                let until = hour.iter().min().copied().unwrap_or(now) + HOUR_MS;
-                Some((until, format!("rate limit: {} escalations of {scope} in the last hour (max {}); would run {decision}", hour.len(), self.policy.escalator.max_per_scope_per_hour)))
-            } else if self.running_count() >= self.policy.escalator.max_running as usize {
-                Some((now + 1000, format!("rate limit: {} escalations running (max {}); {scope} waits to run {decision}", self.running_count(), self.policy.escalator.max_running)))
-            } else {
-                None
-            };
-            if let Some((_until, text)) = limit {
-                let w = self.watches.get_mut(&scope).expect("watch");
-                if w.noted.as_deref() != Some(text.as_str()) {
-                    w.noted = Some(text.clone());
-                    self.journal(&mut fx, None, &scope, now, "rate-limited", text);
-                }
-                continue;
-            }
+            let verdict = self.verdict(&scope, level, &checks, !counted.is_empty(), now);
             if self.policy.escalator.mode == Mode::Plan {
-                let text = format!("plan mode: would run {decision}");
-                let w = self.watches.get_mut(&scope).expect("watch");
-                if w.noted.as_deref() != Some(text.as_str()) {
-                    w.noted = Some(text.clone());
-                    self.journal(&mut fx, None, &scope, now, "plan", text);
-                }
+                let text = match &verdict {
+                    Verdict::Open {
+                        level,
+                        how: Opening::Run,
+                    } => format!(
+                        "plan mode: would run levels {} for {}",
+                        self.chain_names(*level).join(" → "),
+                        checks.join(", ")
+                    ),
+                    Verdict::Open {
+                        level,
+                        how: Opening::Climb { why },
+                    } => format!(
+                        "plan mode: {why}; would run levels {}",
+                        self.chain_names(*level).join(" → ")
+                    ),
+                    Verdict::Open {
+                        how: Opening::Hold { why, .. },
+                        ..
+                    } => {
+                        format!("plan mode: {why}; would hold {scope} for a human")
+                    }
+                    Verdict::Wait(why) => format!("plan mode: {why}"),
+                };
+                self.note(&mut fx, &scope, now, "plan", text, None);
                 continue;
             }
-            fx.push(Effect::Open {
-                scope,
-                level,
-                checks,
-            });
+            match verdict {
+                Verdict::Open { level, how } => fx.push(Effect::Open(OpenRequest {
+                    scope,
+                    level,
+                    checks,
+                    how,
+                })),
+                Verdict::Wait(why) => {
+                    let n = self.detailed_notice(
+                        NoticeKind::RateLimited,
+                        None,
+                        &scope,
+                        &checks,
+                        now,
+                        now,
+                        why.clone(),
+                        "it runs as soon as one of the running escalations ends".into(),
+                    );
+                    self.note(&mut fx, &scope, now, "rate-limited", why, Some(n));
+                }
+            }
         }
         let settled: Vec<Scope> = self
             .watches
             .keys()
-            .filter(|s| !live_watches.contains(*s) && self.counted(s, now).is_empty())
+            .filter(|s| !live_watches.contains(*s))
             .cloned()
             .collect();
+        let quiet = self.policy.escalator.quiet_period.as_millis() as u64;
         for scope in settled {
-            self.journal(
-                &mut fx,
-                None,
-                &scope,
-                now,
-                "recovered",
-                "passing again within the quiet period; nothing runs".into(),
-            );
+            let w = self.watches.remove(&scope).expect("watch");
+            if !self.candidates(&scope, now).is_empty() {
+                // Folded into a broader escalation, or only flapping now.
+                continue;
+            }
+            let text = match &w.noted {
+                Some((_, why)) => format!(
+                    "passing again after {}; nothing ran ({why})",
+                    span_words(now.saturating_sub(w.quiet_since))
+                ),
+                None if now < w.quiet_since + quiet => {
+                    "passing again within the quiet period; nothing runs".to_string()
+                }
+                None => format!(
+                    "passing again after {}; nothing ran",
+                    span_words(now.saturating_sub(w.quiet_since))
+                ),
+            };
+            self.journal(&mut fx, None, &scope, now, "recovered", text);
         }
-        self.watches.retain(|s, _| live_watches.contains(s));
 
         // Open escalations.
         let ids: Vec<u64> = self.open.keys().copied().collect();
@@ -604,19 +1075,17 @@ impl Engine {
     }
 
     /// The caller opened the escalation the engine asked for.
-    pub fn opened(
-        &mut self,
-        id: u64,
-        scope: Scope,
-        level: u32,
-        checks: Vec<String>,
-        now: u64,
-    ) -> Vec<Effect> {
+    pub fn opened(&mut self, id: u64, req: OpenRequest, now: u64) -> Vec<Effect> {
+        let OpenRequest {
+            scope,
+            level,
+            checks,
+            how,
+        } = req;
         let mut fx = Vec::new();
         self.watches.remove(&scope);
-        self.opened.entry(scope.clone()).or_default().push(now);
         let chain = self.policy.chain_from(level);
-        let esc = Escalation {
+        let mut esc = Escalation {
             id,
             scope: scope.clone(),
             phase: Phase::Backoff { until_ms: now },
@@ -630,12 +1099,55 @@ impl Engine {
             steps: Vec::new(),
             folded: Vec::new(),
             approved: Vec::new(),
+            held_because: None,
         };
+        if let Opening::Hold { kind, why } = how {
+            esc.phase = Phase::Held { since_ms: now };
+            esc.held_because = Some(why.clone());
+            let since = now.saturating_sub(
+                HOUR_MS.max(self.policy.escalator.crash_loop_window.as_millis() as u64),
+            );
+            let text = format!("{why}; {scope} is held until acknowledged: `gemba ack {scope}`");
+            let n = self.detailed_notice(
+                kind,
+                Some(&esc),
+                &scope,
+                &checks,
+                since,
+                now,
+                text,
+                format!(
+                    "nothing runs for {scope} until a human acknowledges it; then it may escalate again with its counts started afresh"
+                ),
+            );
+            self.announce(&mut fx, Some(&esc), &scope, now, kind.as_str(), n);
+            self.open.insert(id, esc);
+            self.save(id, &mut fx);
+            return fx;
+        }
+        self.history
+            .entry(scope.clone())
+            .or_default()
+            .opened
+            .push((now, level));
         let text = format!(
             "opened: {} failing after the quiet period; running levels {}",
             checks.join(", "),
             self.chain_names(level).join(" → ")
         );
+        if let Opening::Climb { why } = how {
+            let n = self.detailed_notice(
+                NoticeKind::CrashLoop,
+                Some(&esc),
+                &scope,
+                &checks,
+                now.saturating_sub(self.policy.escalator.crash_loop_window.as_millis() as u64),
+                now,
+                why.clone(),
+                format!("running levels {}", self.chain_names(level).join(" → ")),
+            );
+            self.announce(&mut fx, Some(&esc), &scope, now, "crash-loop", n);
+        }
         self.journal(&mut fx, Some(&esc), &scope, now, "decision", text);
         // Narrower escalations of this scope fold into it.
         let narrower: Vec<u64> = self
@@ -674,6 +1186,8 @@ impl Engine {
     /// The caller could not open an escalation for `scope` (another server
     /// holds its lease, or the store failed): try again after `until`.
     pub fn deferred(&mut self, scope: Scope, until: u64, reason: String, now: u64) -> Vec<Effect> {
+        // (A held opening that could not be stored is decided again after
+        // the deferral, and says so then.)
         let mut fx = Vec::new();
         let new = self
             .deferred
@@ -708,15 +1222,14 @@ impl Engine {
                 "level {level} ({}) needs approval: `gemba approve {id}`",
                 def.name
             );
-            self.announce(
-                fx,
+            let n = self.notice(
+                NoticeKind::ApprovalNeeded,
                 Some(&esc),
                 &esc.scope,
                 now,
-                "approval",
-                NoticeKind::ApprovalNeeded,
                 text,
             );
+            self.announce(fx, Some(&esc), &esc.scope, now, "approval", n);
             self.save(id, fx);
             return;
         }
@@ -734,6 +1247,12 @@ impl Engine {
             output: String::new(),
         });
         let esc = esc.clone();
+        let h = self.history.entry(esc.scope.clone()).or_default();
+        if h.steps.len() == STEPS_KEPT {
+            h.steps.pop_front();
+        }
+        h.steps
+            .push_back((id, esc.steps.last().expect("pushed").clone()));
         self.journal(
             fx,
             Some(&esc),
@@ -775,6 +1294,15 @@ impl Engine {
             step.finished_ms = Some(now);
             step.outcome = Some(outcome.clone());
             step.output = output;
+            let done = step.clone();
+            if let Some((_, kept)) = self.history.get_mut(&esc.scope).and_then(|h| {
+                h.steps
+                    .iter_mut()
+                    .rev()
+                    .find(|(i, s)| *i == id && s.level == level && s.started_ms == done.started_ms)
+            }) {
+                *kept = done;
+            }
         }
         esc.updated_ms = now;
         if !matches!(esc.phase, Phase::Running { level: l, .. } if l == level) {
@@ -815,15 +1343,14 @@ impl Engine {
             StepOutcome::Failed(why) | StepOutcome::Interrupted(why) => {
                 let text = format!("level {level} ({name}) failed: {why}");
                 let esc = self.open.get(&id).expect("escalation").clone();
-                self.announce(
-                    &mut fx,
+                let n = self.notice(
+                    NoticeKind::StepFailed,
                     Some(&esc),
                     &esc.scope,
                     now,
-                    "step-end",
-                    NoticeKind::StepFailed,
                     text.clone(),
                 );
+                self.announce(&mut fx, Some(&esc), &esc.scope, now, "step-end", n);
                 self.failed_attempt(id, now, text, &mut fx);
             }
         }
@@ -836,17 +1363,23 @@ impl Engine {
         esc.updated_ms = now;
         if esc.attempt >= budget {
             esc.phase = Phase::Held { since_ms: now };
+            esc.held_because = Some(format!("gave up after {} attempt(s): {why}", esc.attempt));
             let esc = esc.clone();
             let text = format!("gave up after {} attempt(s) ({why}); {} is held until acknowledged: `gemba ack {}`", esc.attempt, esc.scope, esc.scope);
-            self.announce(
-                fx,
+            let n = self.detailed_notice(
+                NoticeKind::GaveUp,
                 Some(&esc),
                 &esc.scope,
+                &esc.checks,
+                esc.opened_ms,
                 now,
-                "give-up",
-                NoticeKind::GaveUp,
                 text,
+                format!(
+                    "nothing runs for {} until a human acknowledges it",
+                    esc.scope
+                ),
             );
+            self.announce(fx, Some(&esc), &esc.scope, now, "give-up", n);
             self.save(id, fx);
             return;
         }
@@ -946,15 +1479,8 @@ impl Engine {
                         checks.join(", "),
                         esc.attempt
                     );
-                    self.announce(
-                        fx,
-                        Some(&esc),
-                        &esc.scope,
-                        now,
-                        "resolved",
-                        NoticeKind::Resolved,
-                        text,
-                    );
+                    let n = self.notice(NoticeKind::Resolved, Some(&esc), &esc.scope, now, text);
+                    self.announce(fx, Some(&esc), &esc.scope, now, "resolved", n);
                     self.save(id, fx);
                     fx.push(Effect::Release(esc.scope.clone()));
                     self.open.remove(&id);
@@ -1021,6 +1547,7 @@ impl Engine {
         esc.phase = Phase::Acknowledged { at_ms: now };
         esc.updated_ms = now;
         let esc = esc.clone();
+        self.history.entry(scope.clone()).or_default().forgive(now);
         let mut fx = Vec::new();
         self.journal(
             &mut fx,
@@ -1028,7 +1555,7 @@ impl Engine {
             scope,
             now,
             "acknowledged",
-            format!("acknowledged by {who}; {scope} may escalate again"),
+            format!("acknowledged by {who}; {scope} may escalate again (rate limit and crash-loop counts start afresh)"),
         );
         self.save(id, &mut fx);
         fx.push(Effect::Release(scope.clone()));
@@ -1041,10 +1568,7 @@ impl Engine {
     /// outcome: it is not re-run; the post-condition decides.
     pub fn adopt(&mut self, mut esc: Escalation, now: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
-        self.opened
-            .entry(esc.scope.clone())
-            .or_default()
-            .push(esc.opened_ms);
+        self.remember(&esc);
         if esc.phase.closed() {
             return fx;
         }
@@ -1088,9 +1612,39 @@ impl Engine {
         self.open.remove(&id)
     }
 
-    /// Records that `scope` escalated at `at_ms` (history for rate limits).
-    pub fn remember_opened(&mut self, scope: Scope, at_ms: u64) {
-        self.opened.entry(scope).or_default().push(at_ms);
+    /// Takes an escalation from the store into the scope's history (rate
+    /// limit, crash loop, what ran): after a restart, or one another
+    /// server runs. An acknowledgement forgives what came before it.
+    pub fn remember(&mut self, esc: &Escalation) {
+        let h = self.history.entry(esc.scope.clone()).or_default();
+        if let Phase::Acknowledged { at_ms } = esc.phase {
+            h.forgive(at_ms);
+        }
+        if esc.steps.is_empty() || esc.opened_ms < h.forgiven_ms {
+            return;
+        }
+        if !h.opened.iter().any(|(t, _)| *t == esc.opened_ms) {
+            h.opened.push((esc.opened_ms, esc.start_level));
+            h.opened.sort();
+            // Each escalation began with a failure episode; the episodes
+            // themselves are not stored.
+            if !h.episodes.contains(&esc.opened_ms) {
+                h.episodes.push(esc.opened_ms);
+                h.episodes.sort();
+            }
+        }
+        for st in &esc.steps {
+            if !h
+                .steps
+                .iter()
+                .any(|(i, s)| *i == esc.id && s.started_ms == st.started_ms && s.level == st.level)
+            {
+                if h.steps.len() == STEPS_KEPT {
+                    h.steps.pop_front();
+                }
+                h.steps.push_back((esc.id, st.clone()));
+            }
+        }
     }
 
     /// What would happen now, scope by scope, and why.
@@ -1115,7 +1669,7 @@ impl Engine {
                 .min();
             let quiet = self.policy.escalator.quiet_period.as_millis() as u64;
             let (status, at) = if let Some(e) = self.escalation_of(scope) {
-                (format!("escalation {} {}", e.id, e.phase.name()), None)
+                (escalation_status(e), None)
             } else if let Some(e) = self.covering_escalation(scope) {
                 (
                     format!("folded into escalation {} of {}", e.id, e.scope),
@@ -1127,7 +1681,7 @@ impl Engine {
                 (format!("deferred: {why}"), Some(*until))
             } else if let Some(w) = self.watches.get(scope) {
                 match &w.noted {
-                    Some(n) => (n.clone(), None),
+                    Some((_, n)) => (n.clone(), None),
                     None if now < w.quiet_since + quiet => {
                         ("quiet period".to_string(), Some(w.quiet_since + quiet))
                     }
@@ -1167,7 +1721,7 @@ impl Engine {
                 checks: Vec::new(),
                 level: Some(e.start_level),
                 chain: self.chain_names(e.start_level),
-                status: format!("escalation {} {}", e.id, e.phase.name()),
+                status: escalation_status(e),
                 escalation: Some(e.id),
                 at_ms: None,
             });

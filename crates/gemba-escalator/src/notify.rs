@@ -9,19 +9,9 @@ use gemba_checks::exec::{self, ExecSpec};
 use gemba_core::policy::NotifyDef;
 use serde_json::json;
 
-use crate::engine::{Notice, NoticeKind};
+use crate::engine::Notice;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn kind_word(k: &NoticeKind) -> &'static str {
-    match k {
-        NoticeKind::StepFailed => "step-failed",
-        NoticeKind::GaveUp => "gave-up",
-        NoticeKind::ApprovalNeeded => "approval-needed",
-        NoticeKind::Resolved => "resolved",
-        NoticeKind::Flapping => "flapping",
-    }
-}
 
 /// The one-line text every channel carries.
 pub fn headline(n: &Notice, node: &str) -> String {
@@ -31,20 +21,55 @@ pub fn headline(n: &Notice, node: &str) -> String {
         .unwrap_or_default();
     format!(
         "[gemba {node}] {} {}{esc}: {}",
-        kind_word(&n.kind),
+        n.kind.as_str(),
         n.scope,
         n.text
     )
 }
 
+/// The headline and, when the notice has them, the failing checks with
+/// their last output, what ran, what happens next and how to acknowledge:
+/// what a person reading it on a phone needs.
+pub fn body(n: &Notice, node: &str) -> String {
+    let mut out = headline(n, node);
+    if !n.checks.is_empty() {
+        out.push_str("\nfailing:");
+        for c in &n.checks {
+            let output = c.output.lines().next().unwrap_or("").trim();
+            if output.is_empty() {
+                out.push_str(&format!("\n  {}", c.id));
+            } else {
+                out.push_str(&format!("\n  {}: {output}", c.id));
+            }
+        }
+    }
+    if !n.ran.is_empty() {
+        out.push_str("\nran:");
+        for r in &n.ran {
+            out.push_str(&format!("\n  {r}"));
+        }
+    }
+    if let Some(next) = &n.next {
+        out.push_str(&format!("\nnext: {next}"));
+    }
+    if let Some(ack) = &n.ack {
+        out.push_str(&format!("\nto acknowledge: {ack}"));
+    }
+    out
+}
+
 pub fn payload(n: &Notice, node: &str) -> serde_json::Value {
     json!({
-        "text": headline(n, node),
-        "kind": kind_word(&n.kind),
+        "text": body(n, node),
+        "kind": n.kind.as_str(),
         "scope": n.scope.to_string(),
         "escalation": n.escalation,
         "at_ms": n.at_ms,
         "message": n.text,
+        "checks": n.checks,
+        "ran": n.ran,
+        "next": n.next,
+        "ack": n.ack,
         "server": node,
     })
 }
@@ -74,7 +99,7 @@ pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), Stri
             let subject = headline(n, node);
             let body = format!(
                 "{}\n\nscope: {}\nescalation: {}\n",
-                n.text,
+                body(n, node),
                 n.scope,
                 n.escalation
                     .map(|i| i.to_string())
@@ -89,13 +114,15 @@ pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), Stri
             let o = exec::run(&ExecSpec {
                 argv: run.clone(),
                 env: vec![
-                    ("GEMBA_NOTICE".into(), kind_word(&n.kind).into()),
+                    ("GEMBA_NOTICE".into(), n.kind.as_str().into()),
                     ("GEMBA_SCOPE".into(), n.scope.to_string()),
                     (
                         "GEMBA_ESCALATION_ID".into(),
                         n.escalation.map(|i| i.to_string()).unwrap_or_default(),
                     ),
                     ("GEMBA_TEXT".into(), headline(n, node)),
+                    ("GEMBA_NEXT".into(), n.next.clone().unwrap_or_default()),
+                    ("GEMBA_ACK".into(), n.ack.clone().unwrap_or_default()),
                 ],
                 timeout: SEND_TIMEOUT,
                 stdin: Some(payload(n, node).to_string().into_bytes()),

@@ -329,7 +329,7 @@ impl Service {
                             // Record what happened, start nothing new.
                             let keep: Vec<Effect> = fx
                                 .into_iter()
-                                .filter(|f| !matches!(f, Effect::Run { .. } | Effect::Open { .. }))
+                                .filter(|f| !matches!(f, Effect::Run { .. } | Effect::Open(_)))
                                 .collect();
                             self.apply(keep).await;
                             left = self.steps.len();
@@ -417,8 +417,7 @@ impl Service {
             if row.open {
                 self.try_adopt(esc).await;
             } else {
-                self.engine
-                    .remember_opened(esc.scope.clone(), esc.opened_ms);
+                self.engine.remember(&esc);
             }
         }
     }
@@ -436,9 +435,7 @@ impl Service {
                 let fx = self.engine.adopt(esc, now);
                 self.apply(fx).await;
             }
-            Ok(false) => self
-                .engine
-                .remember_opened(esc.scope.clone(), esc.opened_ms),
+            Ok(false) => self.engine.remember(&esc),
             Err(e) => tracing::warn!("cannot take the lease on {scope}: {e}"),
         }
     }
@@ -488,11 +485,8 @@ impl Service {
         while let Some(f) = queue.pop_front() {
             let now = self.clock.now_ms();
             match f {
-                Effect::Open {
-                    scope,
-                    level,
-                    checks,
-                } => {
+                Effect::Open(req) => {
+                    let scope = req.scope.clone();
                     let key = scope.to_string();
                     match self
                         .store
@@ -500,9 +494,7 @@ impl Service {
                         .await
                     {
                         Ok(true) => match self.store.next_escalation_id().await {
-                            Ok(id) => {
-                                queue.extend(self.engine.opened(id, scope, level, checks, now))
-                            }
+                            Ok(id) => queue.extend(self.engine.opened(id, req, now)),
                             Err(e) => queue.extend(self.engine.deferred(
                                 scope,
                                 now + self.lease_ttl(),

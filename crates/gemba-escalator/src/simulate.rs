@@ -83,14 +83,10 @@ impl Simulator {
         let mut queue: VecDeque<Effect> = fx.into();
         while let Some(f) = queue.pop_front() {
             match f {
-                Effect::Open {
-                    scope,
-                    level,
-                    checks,
-                } => {
-                    if let Some(until) = self.foreign.get(&scope).copied() {
+                Effect::Open(req) => {
+                    if let Some(until) = self.foreign.get(&req.scope).copied() {
                         let more = self.engine.deferred(
-                            scope,
+                            req.scope,
                             until,
                             "another server holds the lease".into(),
                             self.now,
@@ -100,7 +96,7 @@ impl Simulator {
                     }
                     let id = self.next_id;
                     self.next_id += 1;
-                    let more = self.engine.opened(id, scope, level, checks, self.now);
+                    let more = self.engine.opened(id, req, self.now);
                     queue.extend(more);
                 }
                 Effect::Run { id, attempt, level } => {

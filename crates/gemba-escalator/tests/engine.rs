@@ -100,6 +100,7 @@ fn result(p: &Policy, check: &str, scope: &str, state: HardState, at: u64) -> Ch
         perf: vec![],
         flapping: false,
         flap_percent: 0.0,
+        flap_changes: 0,
         trusted: true,
         level: def.level,
         tiers: if scope.starts_with("node:") {
@@ -317,7 +318,7 @@ fn a_failing_step_ends_the_chain_and_costs_an_attempt() {
 }
 
 #[test]
-fn flapping_checks_never_act_and_are_notified_once() {
+fn flapping_checks_never_act_and_a_flapping_failure_is_held_with_one_notice() {
     let p = policy("");
     let mut sim = Simulator::new(p.clone(), 0);
     for i in 0..40u64 {
@@ -347,14 +348,16 @@ fn flapping_checks_never_act_and_are_notified_once() {
             .count(),
         1
     );
+    // It kept failing past the quiet period: held for a human, once.
     let plan = sim.engine.plan(sim.now);
     assert!(
         plan.scopes[0]
             .status
-            .contains("flapping, stale or from an untrusted"),
+            .contains("held (smoke@node:web-6 is flapping (95 % weighted state change"),
         "{:?}",
         plan.scopes[0]
     );
+    assert_eq!(sim.notices[0].ack.as_deref(), Some("gemba ack node:web-6"));
 }
 
 #[test]
@@ -423,8 +426,8 @@ fn a_tier_escalation_folds_in_its_nodes() {
 }
 
 #[test]
-fn rate_limits_per_scope_and_at_once() {
-    let p = policy_with("max_per_scope_per_hour = 1\nmax_running = 1\nbudget = 1");
+fn over_max_running_a_scope_waits_with_one_notice_and_runs_when_a_slot_frees() {
+    let p = policy_with("max_running = 1\nbudget = 1");
     let mut sim = Simulator::new(p, 0);
     feed(&mut sim, "smoke", "node:a", HardState::Failing, 0, 30 * S);
     feed(
@@ -435,13 +438,25 @@ fn rate_limits_per_scope_and_at_once() {
         31 * S,
         61 * S,
     );
-    // a runs; b is over the global limit of one running escalation.
+    // a runs; b is over the limit of one running escalation and waits.
     assert_eq!(sim.runs.len(), 1);
-    assert!(sim
+    let waits: Vec<_> = sim
         .events
         .iter()
-        .any(|e| e.kind == "rate-limited" && e.scope == Scope::Node("b".into())));
-    // a gives up (held, not running); b may start.
+        .filter(|e| e.kind == "rate-limited" && e.scope == Scope::Node("b".into()))
+        .collect();
+    assert_eq!(waits.len(), 1, "journaled once: {waits:?}");
+    let notices: Vec<_> = sim
+        .notices
+        .iter()
+        .filter(|n| n.kind == NoticeKind::RateLimited)
+        .collect();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].scope, Scope::Node("b".into()));
+    assert_eq!(notices[0].checks[0].id, "smoke@node:b");
+    assert!(notices[0].next.as_deref().unwrap().contains("as soon as"));
+    assert_eq!(notices[0].ack, None, "waiting is not held");
+    // a gives up (held, not running); b starts without a human.
     feed(
         &mut sim,
         "smoke",
@@ -460,25 +475,111 @@ fn rate_limits_per_scope_and_at_once() {
     );
     assert_eq!(sim.runs.len(), 2);
     assert_eq!(sim.runs[1].escalation, 2);
-    // a is acknowledged but already escalated once this hour.
+}
+
+#[test]
+fn past_the_hourly_limit_a_scope_is_held_with_one_notice_until_acknowledged() {
+    let p = policy_with("max_per_scope_per_hour = 2\ncrash_loop_failures = 50");
+    let mut sim = Simulator::new(p, 0);
+    // smoke fails for 10 s every 5 min; each escalation resolves it.
+    for k in 0..8u64 {
+        let t = k * 300 * S;
+        feed(
+            &mut sim,
+            "smoke",
+            "node:a",
+            HardState::Failing,
+            t,
+            t + 40 * S,
+        );
+        feed(
+            &mut sim,
+            "smoke",
+            "node:a",
+            HardState::Passing,
+            t + 50 * S,
+            t + 290 * S,
+        );
+    }
+    assert_eq!(
+        sim.runs.len(),
+        2,
+        "two escalations ran, then the limit held the scope"
+    );
+    let held = sim.engine.open_escalations().next().expect("held");
+    assert!(matches!(held.phase, Phase::Held { .. }));
+    let notices: Vec<_> = sim
+        .notices
+        .iter()
+        .filter(|n| n.kind == NoticeKind::RateLimited)
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let n = notices[0];
+    assert!(
+        n.text
+            .contains("2 escalations of node:a in the last hour (max 2)"),
+        "{}",
+        n.text
+    );
+    assert!(n.text.contains("would run levels 6:redeploy"), "{}", n.text);
+    assert_eq!(n.ack.as_deref(), Some("gemba ack node:a"));
+    assert_eq!(n.ran.len(), 2, "{:?}", n.ran);
+    assert_eq!(
+        sim.events
+            .iter()
+            .filter(|e| e.kind == "rate-limited")
+            .count(),
+        1,
+        "one journal entry, not one per failure"
+    );
+    let plan = sim.engine.plan(sim.now);
+    assert!(
+        plan.scopes[0].status.contains("held (rate limit"),
+        "{:?}",
+        plan.scopes[0]
+    );
+    // A human acknowledges: the counts start afresh and it escalates again.
     let (_, fx) = sim
         .engine
         .ack(&"node:a".parse().unwrap(), "ops", sim.now)
         .unwrap();
     sim.apply(fx);
+    let t = sim.now + 10 * S;
     feed(
         &mut sim,
         "smoke",
         "node:a",
         HardState::Failing,
-        110 * S,
-        300 * S,
+        t,
+        t + 40 * S,
     );
-    assert!(sim.runs.iter().all(|r| r.escalation != 3));
-    assert!(sim
+    assert_eq!(sim.runs.len(), 3);
+}
+
+#[test]
+fn a_recovery_after_the_quiet_period_is_not_called_within_it() {
+    let p = policy_with("mode = \"plan\"");
+    let mut sim = Simulator::new(p, 0);
+    feed(&mut sim, "smoke", "node:a", HardState::Failing, 0, 60 * S);
+    feed(
+        &mut sim,
+        "smoke",
+        "node:a",
+        HardState::Passing,
+        70 * S,
+        70 * S,
+    );
+    let recovered: Vec<&str> = sim
         .events
         .iter()
-        .any(|e| e.kind == "rate-limited" && e.text.contains("in the last hour")));
+        .filter(|e| e.kind == "recovered")
+        .map(|e| e.text.as_str())
+        .collect();
+    assert_eq!(recovered.len(), 1);
+    assert!(
+        recovered[0].starts_with("passing again after 70 s; nothing ran (plan mode"),
+        "{recovered:?}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 
 use gemba_core::policy::NotifyDef;
-use gemba_escalator::engine::{Notice, NoticeKind};
+use gemba_escalator::engine::{Notice, NoticeCheck, NoticeKind};
 use gemba_escalator::notify;
 
 fn notice() -> Notice {
@@ -15,6 +15,13 @@ fn notice() -> Notice {
         scope: "node:web-1".parse().unwrap(),
         at_ms: 1_700_000_000_000,
         text: "gave up after 2 attempt(s)".into(),
+        checks: vec![NoticeCheck {
+            id: "smoke@node:web-1".into(),
+            output: "HTTP 503 from http://10.0.0.1/smoke\nmore".into(),
+        }],
+        ran: vec!["escalation 7, attempt 1: level 6 (redeploy) succeeded".into()],
+        next: Some("nothing runs for node:web-1 until a human acknowledges it".into()),
+        ack: Some("gemba ack node:web-1".into()),
     }
 }
 
@@ -49,10 +56,17 @@ async fn a_webhook_gets_json_with_a_slack_compatible_text() {
     let body: serde_json::Value = serde_json::from_str(&server.join().unwrap()).unwrap();
     assert_eq!(body["kind"], "gave-up");
     assert_eq!(body["escalation"], 7);
+    // The text a chat client shows carries what a person needs to act.
     assert_eq!(
         body["text"],
-        "[gemba srv-1] gave-up node:web-1 escalation 7: gave up after 2 attempt(s)"
+        "[gemba srv-1] gave-up node:web-1 escalation 7: gave up after 2 attempt(s)\n\
+         failing:\n  smoke@node:web-1: HTTP 503 from http://10.0.0.1/smoke\n\
+         ran:\n  escalation 7, attempt 1: level 6 (redeploy) succeeded\n\
+         next: nothing runs for node:web-1 until a human acknowledges it\n\
+         to acknowledge: gemba ack node:web-1"
     );
+    assert_eq!(body["ack"], "gemba ack node:web-1");
+    assert_eq!(body["checks"][0]["id"], "smoke@node:web-1");
 }
 
 #[tokio::test]

@@ -56,6 +56,7 @@ fn failing() -> CheckResult {
         perf: vec![],
         flapping: false,
         flap_percent: 0.0,
+        flap_changes: 0,
         trusted: true,
         level: Some(1),
         tiers: vec![],

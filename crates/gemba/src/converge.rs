@@ -302,13 +302,10 @@ pub async fn run_once(
         let observer = me.id.clone();
         set.spawn(async move {
             let obs = gemba_checks::kinds::run(&inst, mesh.as_ref()).await;
-            let mut t = gemba_checks::CheckTracker::new(
-                1,
-                1,
-                inst.def.flap_low,
-                inst.def.flap_high,
-                clock.now_ms(),
-            );
+            // One run, judged on its own: fall and rise of one.
+            let mut def = (*inst.def).clone();
+            (def.fall, def.rise) = (1, 1);
+            let mut t = gemba_checks::CheckTracker::new(&def, clock.now_ms());
             (
                 i,
                 gemba_checks::result::record(&mut t, &inst, obs, &observer, clock.now_ms()).0,
