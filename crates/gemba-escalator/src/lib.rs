@@ -1,12 +1,14 @@
 //! The escalator: converges the environment from what checks see.
 //!
 //! [`engine`] decides (pure, virtual-time testable); [`service`] wires it
-//! to the store, runs the steps and sends [`notify`]cations;
-//! [`simulate`] replays recorded results through the same engine.
+//! to the store and runs the steps; [`outbox`] stores notices and delivers
+//! them through [`notify`] until they arrive; [`simulate`] replays
+//! recorded results through the same engine.
 
 pub mod engine;
 pub mod metrics;
 pub mod notify;
+pub mod outbox;
 pub mod service;
 pub mod simulate;
 

@@ -22,9 +22,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::engine::{Effect, Engine, Escalation, Plan, StepOutcome};
+use crate::engine::{Effect, Engine, Escalation, Notice, Plan, StepOutcome};
 use crate::metrics::EscalatorMetrics;
-use crate::notify;
+use crate::outbox::{self, Channels, OutboxConfig};
 
 /// What servers know of each node, for templates and step environments.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -199,6 +199,15 @@ pub fn spawn(
         store: cfg.store.clone(),
         policy: cfg.policy.clone(),
     };
+    let (notices, outbox_task) = outbox::spawn(OutboxConfig {
+        store: cfg.store.clone(),
+        targets: cfg.policy.notify.clone(),
+        deliver: Arc::new(Channels {
+            node: cfg.holder.clone(),
+        }),
+        clock: cfg.clock.clone(),
+        holder: cfg.holder.clone(),
+    });
     let service = Service {
         engine: Engine::new(cfg.policy.clone()),
         policy: cfg.policy,
@@ -209,7 +218,8 @@ pub fn spawn(
         tick: cfg.tick,
         metrics,
         steps: JoinSet::new(),
-        notices: JoinSet::new(),
+        notices: Some(notices),
+        outbox_task: Some(outbox_task),
     };
     let task = tokio::spawn(service.run(results_rx, cmd_rx));
     (handle, results_tx, task)
@@ -227,8 +237,9 @@ struct Service {
     tick: Duration,
     metrics: EscalatorMetrics,
     steps: JoinSet<StepDone>,
-    /// Notifications in flight; a failed one comes back to be journaled.
-    notices: JoinSet<Option<(Scope, Option<u64>, String)>>,
+    /// To the outbox, which stores and delivers notices; taken on drain.
+    notices: Option<mpsc::Sender<Notice>>,
+    outbox_task: Option<JoinHandle<()>>,
 }
 
 impl Service {
@@ -271,20 +282,6 @@ impl Service {
                 _ = leases.tick() => {
                     self.renew_leases().await;
                     self.adopt_orphans().await;
-                }
-                Some(Ok(Some((scope, escalation, why)))) = self.notices.join_next() => {
-                    let row = JournalRow {
-                        seq: 0,
-                        escalation,
-                        scope: scope.to_string(),
-                        at_ms: self.clock.now_ms(),
-                        kind: "notify-failed".into(),
-                        text: why,
-                        server: self.holder.clone(),
-                    };
-                    if let Err(e) = self.store.append(row).await {
-                        tracing::error!("cannot write the journal: {e}");
-                    }
                 }
                 Some(done) = self.steps.join_next() => {
                     if let Ok((id, level, outcome, output, took)) = done {
@@ -343,11 +340,12 @@ impl Service {
                     tracing::warn!(steps = left, "grace period over; running steps are killed and will be verified, not re-run, at the next start");
                 }
                 self.steps.abort_all();
-                // Let notifications already under way finish briefly.
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    while self.notices.join_next().await.is_some() {}
-                })
-                .await;
+                // The outbox sends what is due, briefly; the rest stays
+                // stored for the next start.
+                self.notices = None;
+                if let Some(t) = self.outbox_task.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+                }
                 let _ = done.send(left);
                 return false;
             }
@@ -578,17 +576,10 @@ impl Service {
                     }
                 }
                 Effect::Notify(n) => {
-                    for target in self.policy.notify.clone() {
-                        let (n, node) = (n.clone(), self.holder.clone());
-                        self.notices.spawn(async move {
-                            match notify::send(&target, &n, &node).await {
-                                Ok(()) => None,
-                                Err(e) => {
-                                    tracing::warn!("notification failed: {e}");
-                                    Some((n.scope, n.escalation, e))
-                                }
-                            }
-                        });
+                    if let Some(tx) = &self.notices {
+                        if let Err(e) = tx.try_send(n) {
+                            tracing::error!("the outbox is not taking notices: {e}");
+                        }
                     }
                 }
                 Effect::Release(scope) => {

@@ -1,6 +1,7 @@
 //! The store: where servers keep what must survive a restart and be shared
-//! between servers — the escalation journal, escalation records, and the
-//! leases that keep every step at most once.
+//! between servers — the escalation journal, escalation records, the
+//! leases that keep every step at most once, and the notices not yet
+//! delivered.
 //!
 //! Callers see only the [`Store`] trait, written in terms of rows and
 //! plain values so that a PostgreSQL implementation can sit behind it
@@ -65,6 +66,21 @@ pub struct EscalationRow {
     pub body: String,
 }
 
+/// A notice waiting for delivery to one target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    /// The target, as JSON.
+    pub target: String,
+    /// The notice, as JSON.
+    pub body: String,
+    pub created_ms: u64,
+    /// When it is due (next try, or the end of a sender's claim).
+    pub next_ms: u64,
+    pub attempts: u32,
+    pub last_error: String,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Appends a journal line; returns its sequence number.
@@ -104,4 +120,32 @@ pub trait Store: Send + Sync {
         holder: &str,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
+    /// Queues a notice for one target, due now.
+    async fn enqueue_notice(
+        &self,
+        target: &str,
+        body: &str,
+        now_ms: u64,
+    ) -> Result<i64, StoreError>;
+    /// Takes up to `limit` due notices and makes them not due for
+    /// `claim_ms`, so that one server sends each (another takes it over
+    /// if the sender stops before it reports).
+    async fn claim_due_notices(
+        &self,
+        now_ms: u64,
+        claim_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Delivered (or dropped): removes it.
+    async fn notice_done(&self, id: i64) -> Result<(), StoreError>;
+    /// A try failed: due again at `next_ms`.
+    async fn notice_failed(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_ms: u64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// Every notice not yet delivered, oldest first.
+    async fn pending_notices(&self) -> Result<Vec<OutboxRow>, StoreError>;
 }

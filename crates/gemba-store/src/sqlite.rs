@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{EscalationRow, JournalRow, Store, StoreError};
+use crate::{EscalationRow, JournalRow, OutboxRow, Store, StoreError};
 
 const MIGRATIONS: &[&str] = &[
     // 1: the escalator's journal, records, leases and step claims.
@@ -46,6 +46,17 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL,
         PRIMARY KEY (escalation, attempt, level)
     );",
+    // 2: notices waiting for delivery (retried until delivered or expired).
+    "CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        target TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        next_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_due ON outbox(next_ms);",
 ];
 
 #[derive(Clone)]
@@ -161,6 +172,19 @@ fn escalation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EscalationRow> {
     })
 }
 
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        target: r.get(1)?,
+        body: r.get(2)?,
+        created_ms: r.get::<_, i64>(3)? as u64,
+        next_ms: r.get::<_, i64>(4)? as u64,
+        attempts: r.get(5)?,
+        last_error: r.get(6)?,
+    })
+}
+
+const OUTBOX_COLS: &str = "id, target, body, created_ms, next_ms, attempts, last_error";
 const ESC_COLS: &str = "id, scope, phase, open, opened_ms, updated_ms, body";
 const JOURNAL_COLS: &str = "seq, escalation, scope, at_ms, kind, text, server";
 
@@ -319,6 +343,86 @@ impl Store for SqliteStore {
                 params![escalation as i64, attempt, level, holder, now_ms as i64],
             )?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn enqueue_notice(
+        &self,
+        target: &str,
+        body: &str,
+        now_ms: u64,
+    ) -> Result<i64, StoreError> {
+        let (target, body) = (target.to_string(), body.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO outbox (target, body, created_ms, next_ms) VALUES (?1, ?2, ?3, ?3)",
+                params![target, body, now_ms as i64],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn claim_due_notices(
+        &self,
+        now_ms: u64,
+        claim_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rows: Vec<OutboxRow> = {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE next_ms <= ?1 ORDER BY next_ms, id LIMIT ?2"
+                ))?;
+                let rows = st.query_map(params![now_ms as i64, limit as i64], outbox_row)?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for r in &rows {
+                tx.execute(
+                    "UPDATE outbox SET next_ms = ?1 WHERE id = ?2",
+                    params![(now_ms + claim_ms) as i64, r.id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn notice_done(&self, id: i64) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notice_failed(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_ms: u64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let error = error.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE outbox SET attempts = ?1, next_ms = ?2, last_error = ?3 WHERE id = ?4",
+                params![attempts, next_ms as i64, error, id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending_notices(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with(move |c| {
+            let mut st =
+                c.prepare_cached(&format!("SELECT {OUTBOX_COLS} FROM outbox ORDER BY id"))?;
+            let rows = st.query_map([], outbox_row)?;
+            rows.collect()
         })
         .await
     }
