@@ -87,11 +87,18 @@ quiet_period = "{quiet}"
 # attempts are spaced by backoff, doubled each time.
 budget = {budget}
 backoff = "{backoff}"
-# true: each new attempt starts one level more fundamental.
+# true: each new attempt, and the escalation after a crash loop, starts one
+# level more fundamental.
 climb = {climb}
-# Rate limits: escalations opened per scope per hour, and running at once.
+# Rate limits: escalations opened per scope per hour (past it the scope is
+# held for a human, with one notice), and running at once (past it a scope
+# waits for a free slot).
 max_per_scope_per_hour = {per_hour}
 max_running = {max_running}
+# A crash loop: this many failure episodes of one scope within the window.
+# It climbs (with climb = true) or holds the scope and tells a human once.
+crash_loop_failures = {crash_loop_failures}
+crash_loop_window = "{crash_loop_window}"
 # Servers sharing a store hold a lease per scope this long (renewed while busy).
 lease_ttl = "{lease_ttl}"
 # Results older than this many check intervals never trigger anything.
@@ -110,13 +117,19 @@ stale_after_intervals = {stale}
 # Checks: kind tcp, http, command (a Nagios plugin), process, mesh-node or
 # mesh-link; scope node (default), tier or global; interval (default {interval}),
 # timeout ({timeout}), fall ({fall}), rise ({rise}), level (what to run when failing).
+# Flapping checks never act. A check flaps over results (Nagios' weighted
+# percent state change over 21 results, flap_high {flap_high} / flap_low {flap_low}) or
+# over time (hard-state changes within flap_window {flap_window}: flap_changes_high
+# {flap_changes_high} starts it, flap_changes_low {flap_changes_low} or fewer ends it).
 # [[check]]
 # name = "web"
 # kind = "command"
 # command = ["/usr/lib/nagios/plugins/check_http", "-H", "{{node_addr}}"]
 # level = 6
 
-# Where notices go (step failed, gave up, approval needed, resolved, flapping).
+# Where notices go (step failed, gave up, approval needed, resolved, held
+# for flapping, rate limit or crash loop). Each is stored and retried with
+# backoff until delivered, for up to a day.
 # [[notify]]
 # kind = "webhook"
 # url = "http://chat.internal/hooks/ops"
@@ -151,12 +164,19 @@ stale_after_intervals = {stale}
         max_running = p::MAX_RUNNING,
         lease_ttl = p::LEASE_TTL,
         stale = p::STALE_AFTER_INTERVALS,
+        crash_loop_failures = p::CRASH_LOOP_FAILURES,
+        crash_loop_window = p::CRASH_LOOP_WINDOW,
         level_timeout = p::LEVEL_TIMEOUT,
         level_quiesce = p::LEVEL_QUIESCE,
         interval = p::CHECK_INTERVAL,
         timeout = p::CHECK_TIMEOUT,
         fall = p::FALL,
         rise = p::RISE,
+        flap_high = p::FLAP_HIGH,
+        flap_low = p::FLAP_LOW,
+        flap_window = p::FLAP_WINDOW,
+        flap_changes_high = p::FLAP_CHANGES_HIGH,
+        flap_changes_low = p::FLAP_CHANGES_LOW,
     )
 }
 

@@ -850,6 +850,7 @@ fn scope_word(s: &ScopeRule) -> &'static str {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
 
     use crate::config::{Config, ConfigError, ConfigFile, Overrides};
 
@@ -965,5 +966,53 @@ mode = "yolo"
             text.contains("unknown level 9; defined levels: 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn flap_and_crash_loop_settings_are_checked() {
+        let err = load(
+            r#"
+[escalator]
+crash_loop_failures = 1
+crash_loop_window = "10ms"
+[[check]]
+name = "x"
+kind = "command"
+command = ["/bin/true"]
+flap_window = "2h"
+flap_changes_high = 4
+flap_changes_low = 4
+"#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { errors, .. } = &err else {
+            panic!("{err}")
+        };
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "check[0].flap_changes_low",
+                "escalator.crash_loop_failures",
+                "escalator.crash_loop_window"
+            ],
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("must be below flap_changes_high (4)"),
+            "{err}"
+        );
+        let ok = load(
+            "[escalator]\ncrash_loop_failures = 4\ncrash_loop_window = \"30m\"\n[[check]]\nname = \"x\"\nkind = \"command\"\ncommand = [\"/bin/true\"]\nflap_window = \"2h\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.policy.escalator.crash_loop_failures, 4);
+        assert_eq!(
+            ok.policy.escalator.crash_loop_window,
+            Duration::from_secs(1800)
+        );
+        assert_eq!(ok.policy.checks[0].flap_window, Duration::from_secs(7200));
+        assert_eq!(ok.policy.checks[0].flap_changes_high, 6);
     }
 }

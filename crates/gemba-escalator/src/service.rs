@@ -205,7 +205,7 @@ pub fn spawn(
         deliver: Arc::new(Channels {
             node: cfg.holder.clone(),
         }),
-        clock: cfg.clock.clone(),
+        clock: cfg.clock,
         holder: cfg.holder.clone(),
     });
     let service = Service {

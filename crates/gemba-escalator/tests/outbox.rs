@@ -65,7 +65,7 @@ fn start(
         store: store.clone(),
         targets: vec![target()],
         deliver: rx.clone(),
-        clock: clock.clone(),
+        clock: *clock,
         holder: "srv".into(),
     })
 }
@@ -81,7 +81,7 @@ async fn a_receiver_that_refuses_for_30_s_gets_the_notice_once_afterwards() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let clock = Clock::starting_at(0);
     let rx = Arc::new(Receiver {
-        clock: clock.clone(),
+        clock,
         refuse_until_ms: 30_000,
         tries: Mutex::new(Vec::new()),
     });
@@ -115,7 +115,7 @@ async fn an_undelivered_notice_survives_a_restart() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let clock = Clock::starting_at(0);
     let down = Arc::new(Receiver {
-        clock: clock.clone(),
+        clock,
         refuse_until_ms: u64::MAX,
         tries: Mutex::new(Vec::new()),
     });
@@ -131,7 +131,7 @@ async fn an_undelivered_notice_survives_a_restart() {
 
     // It starts again; the receiver is back.
     let up = Arc::new(Receiver {
-        clock: clock.clone(),
+        clock,
         refuse_until_ms: 0,
         tries: Mutex::new(Vec::new()),
     });
@@ -146,7 +146,7 @@ async fn a_notice_nobody_takes_for_a_day_is_dropped_and_journaled() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let clock = Clock::starting_at(0);
     let down = Arc::new(Receiver {
-        clock: clock.clone(),
+        clock,
         refuse_until_ms: u64::MAX,
         tries: Mutex::new(Vec::new()),
     });
