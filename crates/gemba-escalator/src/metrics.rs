@@ -21,6 +21,11 @@ pub struct LevelLabel {
     pub level: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 #[derive(Clone)]
 pub struct EscalatorMetrics {
     status: Family<CheckLabels, Gauge>,
@@ -29,6 +34,7 @@ pub struct EscalatorMetrics {
     started: Counter,
     resolved: Counter,
     given_up: Counter,
+    held: Family<ReasonLabel, Counter>,
     steps: Family<LevelLabel, Histogram>,
 }
 
@@ -41,6 +47,7 @@ impl Default for EscalatorMetrics {
             started: Counter::default(),
             resolved: Counter::default(),
             given_up: Counter::default(),
+            held: Family::default(),
             steps: Family::new_with_constructor(|| {
                 Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1200.0, 3600.0])
             }),
@@ -81,6 +88,11 @@ impl EscalatorMetrics {
             self.given_up.clone(),
         );
         r.register(
+            "gemba_escalations_held",
+            "Scopes held for a human, by reason (give-up, crash-loop, rate-limited, flapping)",
+            self.held.clone(),
+        );
+        r.register(
             "gemba_escalation_step_duration_seconds",
             "Duration of escalation steps by level",
             self.steps.clone(),
@@ -109,9 +121,19 @@ impl EscalatorMetrics {
             }
             "give-up" => {
                 self.given_up.inc();
+                self.held_for("give-up");
             }
             _ => {}
         }
+    }
+
+    /// A scope was held for a human.
+    pub fn held_for(&self, reason: &str) {
+        self.held
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn step_duration(&self, level: u32, d: Duration) {

@@ -576,6 +576,11 @@ impl Service {
                     }
                 }
                 Effect::Notify(n) => {
+                    // A notice with an ack command is a hold's, sent once
+                    // (give-ups are counted from the journal).
+                    if n.ack.is_some() && n.kind != crate::engine::NoticeKind::GaveUp {
+                        self.metrics.held_for(n.kind.as_str());
+                    }
                     if let Some(tx) = &self.notices {
                         if let Err(e) = tx.try_send(n) {
                             tracing::error!("the outbox is not taking notices: {e}");

@@ -287,6 +287,11 @@ url = "{hook}"
         text.contains("to acknowledge: gemba ack node:web-1"),
         "{text}"
     );
+    let (_, metrics) = get(&format!("{base}/metrics")).unwrap();
+    assert!(
+        metrics.contains(r#"gemba_escalations_held_total{reason="crash-loop"} 1"#),
+        "{metrics}"
+    );
     let journal = json(&format!("{base}/api/v1/journal")).unwrap();
     let journal = journal.to_string();
     assert!(journal.contains("notify-failed"), "{journal}");
