@@ -346,6 +346,9 @@ struct ScopeHistory {
     steps: std::collections::VecDeque<(u64, StepRecord)>,
     /// An acknowledgement forgives everything before it.
     forgiven_ms: u64,
+    /// A human acknowledged the scope and it was not held since: its
+    /// flapping checks may act (a new crash loop still holds it).
+    acked: bool,
 }
 
 impl ScopeHistory {
@@ -359,6 +362,10 @@ impl ScopeHistory {
     fn forgive(&mut self, at: u64) {
         self.forgiven_ms = self.forgiven_ms.max(at);
         self.prune(0);
+    }
+
+    fn is_empty_and_unacked(&self) -> bool {
+        self.is_empty() && !self.acked
     }
 
     fn is_empty(&self) -> bool {
@@ -917,7 +924,7 @@ impl Engine {
         for h in self.history.values_mut() {
             h.prune(now.saturating_sub(keep));
         }
-        self.history.retain(|_, h| !h.is_empty());
+        self.history.retain(|_, h| !h.is_empty_and_unacked());
 
         // Scopes with failures that count.
         let scopes: Vec<Scope> = self.failing.keys().cloned().collect();
@@ -927,9 +934,10 @@ impl Engine {
             if candidates.is_empty() || self.escalation_of(&scope).is_some() {
                 continue;
             }
+            let acked = self.history.get(&scope).is_some_and(|h| h.acked);
             let counted: Vec<(String, u32)> = candidates
                 .iter()
-                .filter(|c| !c.2)
+                .filter(|c| !c.2 || acked)
                 .map(|c| (c.0.clone(), c.1))
                 .collect();
             // Flapping checks never act; when they alone fail past the
@@ -1102,6 +1110,9 @@ impl Engine {
             held_because: None,
         };
         if let Opening::Hold { kind, why } = how {
+            if let Some(h) = self.history.get_mut(&scope) {
+                h.acked = false;
+            }
             esc.phase = Phase::Held { since_ms: now };
             esc.held_because = Some(why.clone());
             let since = now.saturating_sub(
@@ -1547,7 +1558,9 @@ impl Engine {
         esc.phase = Phase::Acknowledged { at_ms: now };
         esc.updated_ms = now;
         let esc = esc.clone();
-        self.history.entry(scope.clone()).or_default().forgive(now);
+        let h = self.history.entry(scope.clone()).or_default();
+        h.forgive(now);
+        h.acked = true;
         let mut fx = Vec::new();
         self.journal(
             &mut fx,

@@ -268,6 +268,17 @@ fn failures_spread_wider_than_the_window_are_no_crash_loop_but_flapping_holds() 
         .collect();
     assert_eq!(flapping.len(), 1, "{flapping:?}");
     assert_eq!(flapping[0].ack.as_deref(), Some("gemba ack node:n2"));
+
+    // The operator acknowledges: the checks still flap, but the human said
+    // go ahead, so the service is restarted again.
+    let (_, fx) = sim
+        .engine
+        .ack(&Scope::Node("n2".into()), "ops", sim.now)
+        .unwrap();
+    sim.apply(fx);
+    svc.kill_loop(&mut sim, &p, 1800, 1860, 1000);
+    assert_eq!(svc.restarts, 4, "restarted after the ack");
+    assert!(svc.up);
 }
 
 #[test]

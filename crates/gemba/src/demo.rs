@@ -11,8 +11,10 @@
 //! The demo also converges a service: node 2 runs a toy web service
 //! (`gemba demo-service`) watched by an `http` and a `process` check; the
 //! first node is the server, with an escalator whose restart level brings
-//! the service back. The demo kills the service now and then and prints
-//! the escalator's journal as it decides, restarts and verifies.
+//! the service back. The demo kills the service every minute and prints
+//! the escalator's journal as it decides, restarts and verifies; the third
+//! kill within ten minutes is a crash loop, which holds the scope with one
+//! notice, and the demo acknowledges it 20 s later as an operator would.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -440,6 +442,9 @@ async fn service_kills(
     };
     let mut last_seq = 0;
     let mut next_kill = Instant::now() + first_after + Duration::from_secs(5);
+    // The third kill within 10 min is a crash loop and holds the scope;
+    // the demo then plays the operator and acknowledges it a little later.
+    let mut ack_at: Option<(Instant, String)> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         if let Ok(mut rows) = h.store.recent_journal(100).await {
@@ -455,6 +460,25 @@ async fn service_kills(
                     r.kind,
                     r.text
                 );
+                if r.text.contains("is held until acknowledged") {
+                    ack_at = Some((Instant::now() + Duration::from_secs(20), r.scope.clone()));
+                }
+            }
+        }
+        if let Some((at, scope)) = ack_at.clone() {
+            if Instant::now() >= at {
+                ack_at = None;
+                if let Ok(sc) = scope.parse() {
+                    let r = h.ack(sc, "the demo's operator").await;
+                    println!(
+                        "{} ACK    the demo acknowledges {scope} as an operator would (`gemba ack {scope}`): {}",
+                        elapsed(start),
+                        match r {
+                            Ok(id) => format!("escalation {id} closed; it may escalate again"),
+                            Err(e) => e,
+                        }
+                    );
+                }
             }
         }
         if Instant::now() >= next_kill {
