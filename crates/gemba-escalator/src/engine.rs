@@ -342,7 +342,7 @@ struct ScopeHistory {
     /// When escalations that ran something opened, and the level each
     /// started from.
     opened: Vec<(u64, u32)>,
-    /// Steps, newest last, with the escalation they belong to.
+    /// Finished steps, newest last, with the escalation they belong to.
     steps: std::collections::VecDeque<(u64, StepRecord)>,
     /// An acknowledgement forgives everything before it.
     forgiven_ms: u64,
@@ -364,12 +364,16 @@ impl ScopeHistory {
         self.prune(0);
     }
 
-    fn is_empty_and_unacked(&self) -> bool {
-        self.is_empty() && !self.acked
+    fn keep_step(&mut self, escalation: u64, step: StepRecord) {
+        if self.steps.len() == STEPS_KEPT {
+            self.steps.pop_front();
+        }
+        self.steps.push_back((escalation, step));
     }
 
-    fn is_empty(&self) -> bool {
-        self.episodes.is_empty() && self.opened.is_empty() && self.steps.is_empty()
+    /// Nothing left to remember.
+    fn is_idle(&self) -> bool {
+        self.episodes.is_empty() && self.opened.is_empty() && self.steps.is_empty() && !self.acked
     }
 }
 
@@ -924,7 +928,7 @@ impl Engine {
         for h in self.history.values_mut() {
             h.prune(now.saturating_sub(keep));
         }
-        self.history.retain(|_, h| !h.is_empty_and_unacked());
+        self.history.retain(|_, h| !h.is_idle());
 
         // Scopes with failures that count.
         let scopes: Vec<Scope> = self.failing.keys().cloned().collect();
@@ -1258,12 +1262,6 @@ impl Engine {
             output: String::new(),
         });
         let esc = esc.clone();
-        let h = self.history.entry(esc.scope.clone()).or_default();
-        if h.steps.len() == STEPS_KEPT {
-            h.steps.pop_front();
-        }
-        h.steps
-            .push_back((id, esc.steps.last().expect("pushed").clone()));
         self.journal(
             fx,
             Some(&esc),
@@ -1305,15 +1303,12 @@ impl Engine {
             step.finished_ms = Some(now);
             step.outcome = Some(outcome.clone());
             step.output = output;
-            let done = step.clone();
-            if let Some((_, kept)) = self.history.get_mut(&esc.scope).and_then(|h| {
-                h.steps
-                    .iter_mut()
-                    .rev()
-                    .find(|(i, s)| *i == id && s.level == level && s.started_ms == done.started_ms)
-            }) {
-                *kept = done;
-            }
+            // Remembered once its outcome is known (a scope's escalation
+            // record goes when it closes; its steps stay for notices).
+            self.history
+                .entry(esc.scope.clone())
+                .or_default()
+                .keep_step(id, step.clone());
         }
         esc.updated_ms = now;
         if !matches!(esc.phase, Phase::Running { level: l, .. } if l == level) {
@@ -1581,8 +1576,8 @@ impl Engine {
     /// outcome: it is not re-run; the post-condition decides.
     pub fn adopt(&mut self, mut esc: Escalation, now: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
-        self.remember(&esc);
         if esc.phase.closed() {
+            self.remember(&esc);
             return fx;
         }
         let id = esc.id;
@@ -1614,6 +1609,8 @@ impl Engine {
                 format!("taken over in phase {}", esc.phase.name()),
             );
         }
+        // After an interrupted step got its outcome, so it is remembered.
+        self.remember(&esc);
         self.watches.remove(&esc.scope);
         self.open.insert(id, esc);
         self.save(id, &mut fx);
@@ -1646,16 +1643,13 @@ impl Engine {
                 h.episodes.sort();
             }
         }
-        for st in &esc.steps {
+        for st in esc.steps.iter().filter(|st| st.outcome.is_some()) {
             if !h
                 .steps
                 .iter()
                 .any(|(i, s)| *i == esc.id && s.started_ms == st.started_ms && s.level == st.level)
             {
-                if h.steps.len() == STEPS_KEPT {
-                    h.steps.pop_front();
-                }
-                h.steps.push_back((esc.id, st.clone()));
+                h.keep_step(esc.id, st.clone());
             }
         }
     }
@@ -1675,9 +1669,11 @@ impl Engine {
                     ignored: self.ignored(r, now),
                 })
                 .collect();
+            // Flapping checks count here as in `tick`: they lead to a
+            // hold, not to nothing.
             let level = checks
                 .iter()
-                .filter(|c| c.ignored.is_none())
+                .filter(|c| matches!(c.ignored, None | Some(Ignored::Flapping)))
                 .map(|c| c.level)
                 .min();
             let quiet = self.policy.escalator.quiet_period.as_millis() as u64;
@@ -1689,7 +1685,11 @@ impl Engine {
                     None,
                 )
             } else if level.is_none() {
-                ("no action: every failing check is flapping, stale or from an untrusted observer".to_string(), None)
+                (
+                    "no action: every failing check is stale or from an untrusted observer"
+                        .to_string(),
+                    None,
+                )
             } else if let Some((until, why)) = self.deferred.get(scope) {
                 (format!("deferred: {why}"), Some(*until))
             } else if let Some(w) = self.watches.get(scope) {

@@ -19,6 +19,16 @@ struct Receiver {
     tries: Mutex<Vec<(u64, bool)>>,
 }
 
+impl Receiver {
+    fn new(clock: Clock, refuse_until_ms: u64) -> Arc<Receiver> {
+        Arc::new(Receiver {
+            clock,
+            refuse_until_ms,
+            tries: Mutex::new(Vec::new()),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl Deliver for Receiver {
     async fn deliver(&self, _target: &NotifyDef, _n: &Notice) -> Result<(), String> {
@@ -80,11 +90,7 @@ async fn journal_kinds(store: &Arc<dyn Store>) -> Vec<(String, String)> {
 async fn a_receiver_that_refuses_for_30_s_gets_the_notice_once_afterwards() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let clock = Clock::starting_at(0);
-    let rx = Arc::new(Receiver {
-        clock,
-        refuse_until_ms: 30_000,
-        tries: Mutex::new(Vec::new()),
-    });
+    let rx = Receiver::new(clock, 30_000);
     let (tx, _task) = start(&store, &clock, &rx);
     tx.send(notice()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -114,11 +120,7 @@ async fn a_receiver_that_refuses_for_30_s_gets_the_notice_once_afterwards() {
 async fn an_undelivered_notice_survives_a_restart() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let clock = Clock::starting_at(0);
-    let down = Arc::new(Receiver {
-        clock,
-        refuse_until_ms: u64::MAX,
-        tries: Mutex::new(Vec::new()),
-    });
+    let down = Receiver::new(clock, u64::MAX);
     let (tx, task) = start(&store, &clock, &down);
     tx.send(notice()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -130,11 +132,7 @@ async fn an_undelivered_notice_survives_a_restart() {
     assert_eq!(pending[0].attempts, 1);
 
     // It starts again; the receiver is back.
-    let up = Arc::new(Receiver {
-        clock,
-        refuse_until_ms: 0,
-        tries: Mutex::new(Vec::new()),
-    });
+    let up = Receiver::new(clock, 0);
     let (_tx, _task) = start(&store, &clock, &up);
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(up.tries.lock().unwrap().len(), 1);
@@ -145,11 +143,7 @@ async fn an_undelivered_notice_survives_a_restart() {
 async fn a_notice_nobody_takes_for_a_day_is_dropped_and_journaled() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let clock = Clock::starting_at(0);
-    let down = Arc::new(Receiver {
-        clock,
-        refuse_until_ms: u64::MAX,
-        tries: Mutex::new(Vec::new()),
-    });
+    let down = Receiver::new(clock, u64::MAX);
     let (tx, _task) = start(&store, &clock, &down);
     tx.send(notice()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(25 * 3600)).await;
