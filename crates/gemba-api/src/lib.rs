@@ -39,6 +39,9 @@ pub struct ApiState {
     pub token: Option<String>,
     /// Present on nodes with the server role.
     pub escalator: Option<gemba_escalator::EscalatorHandle>,
+    /// Why the server role is off on a node configured for it (the store
+    /// could not be opened): reported by `/healthz`.
+    pub server_off: Option<String>,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -66,8 +69,21 @@ impl ApiState {
             registry,
             token,
             escalator,
+            server_off: None,
             responses,
         })
+    }
+
+    /// Builds the state of a node whose configured server role is off.
+    pub fn with_server_off(
+        mesh: Arc<MeshNode>,
+        registry: Registry,
+        token: Option<String>,
+        reason: String,
+    ) -> Arc<Self> {
+        let mut state = Self::with_escalator(mesh, registry, token, None);
+        Arc::get_mut(&mut state).expect("just built").server_off = Some(reason);
+        state
     }
 }
 
@@ -75,7 +91,14 @@ type Shared = Arc<ApiState>;
 
 /// The router with every route of a node.
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    router_with(state, Router::new())
+}
+
+/// The router with the routes of every stage: `extra` holds the routes
+/// stages registered with the node. The token guard and the response
+/// metrics cover them too.
+pub fn router_with(state: Shared, extra: Router) -> Router {
+    let own: Router = Router::new()
         .route("/", get(console_page))
         .route("/console/panel", get(console_panel))
         .route("/healthz", get(healthz))
@@ -96,20 +119,23 @@ pub fn router(state: Shared) -> Router {
         .route("/escalations", get(converge::escalations_page))
         .route("/escalations/{id}", get(converge::escalation_page))
         .route("/plan", get(converge::plan_page))
+        .with_state(state.clone());
+    own.merge(extra)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, guard))
 }
 
-/// Serves the router on `listener` until `shutdown` resolves.
+/// Serves the router (with the stages' `extra` routes) on `listener`
+/// until `shutdown` resolves; in-flight requests finish first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
+    extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router_with(state, extra).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -166,7 +192,18 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn healthz(State(s): State<Shared>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "node": s.mesh.id() }))
+    match (&s.server_off, &s.escalator) {
+        (Some(why), _) => Json(json!({
+            "status": "degraded",
+            "node": s.mesh.id(),
+            "server_role": "off",
+            "server_off_reason": why,
+        })),
+        (None, Some(_)) => {
+            Json(json!({ "status": "ok", "node": s.mesh.id(), "server_role": "on" }))
+        }
+        (None, None) => Json(json!({ "status": "ok", "node": s.mesh.id(), "server_role": "none" })),
+    }
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {

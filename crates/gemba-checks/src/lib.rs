@@ -9,6 +9,7 @@ pub mod exec;
 pub mod http;
 pub mod kinds;
 pub mod nagios;
+pub mod pipeline;
 pub mod placement;
 pub mod process;
 pub mod result;

@@ -123,6 +123,27 @@ pub struct TierVerdicts {
 }
 
 impl TierVerdicts {
+    /// Forgets the results of nodes that left the grid and of checks no
+    /// longer in the policy, so a departed node no longer counts towards a
+    /// tier's size and the maps stay bounded by what exists.
+    pub fn retain(&mut self, policy: &Policy, nodes: &[NodeEntry]) {
+        let ids: std::collections::HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        self.members.retain(|(check, _), members| {
+            members.retain(|node, _| ids.contains(node.as_str()));
+            !members.is_empty() && policy.check(check).is_some()
+        });
+        let members = &self.members;
+        self.states.retain(|key, _| members.contains_key(key));
+    }
+
+    /// How many (check, tier) pairs and member results are held.
+    pub fn len(&self) -> (usize, usize) {
+        (
+            self.members.len(),
+            self.members.values().map(|m| m.len()).sum(),
+        )
+    }
+
     /// Takes a result; if it is a member result, returns the tier verdict.
     /// `tier_size` is how many nodes the tier has now: the tier fails only
     /// once too few nodes are left that could still pass.
@@ -313,10 +334,8 @@ port = 443
         );
     }
 
-    #[test]
-    fn a_tier_passes_while_at_least_k_nodes_pass() {
-        let p = policy();
-        let member = |node: &str, state: HardState, at: u64| CheckResult {
+    fn member(node: &str, state: HardState, at: u64) -> CheckResult {
+        CheckResult {
             check: format!("smoke#{node}"),
             scope: Scope::Tier("app".into()),
             kind: "http".into(),
@@ -339,7 +358,37 @@ port = 443
             level: None,
             tiers: vec![],
             observer: "srv".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_departed_node_no_longer_counts_towards_its_tier() {
+        let p = policy();
+        let mut v = TierVerdicts::default();
+        v.fold(&p, &member("a1", HardState::Passing, 1), 3);
+        v.fold(&p, &member("a2", HardState::Failing, 2), 3);
+        let r = v.fold(&p, &member("a3", HardState::Failing, 3), 3).unwrap();
+        assert_eq!(
+            r.output,
+            "1 of 3 nodes pass (at least 2 needed); not passing: a2, a3"
+        );
+        // a3 leaves the grid: two nodes are left, and only one passes.
+        let left: Vec<NodeEntry> = nodes().into_iter().filter(|n| n.id != "a3").collect();
+        v.retain(&p, &left);
+        assert_eq!(v.len(), (1, 2), "a3's result is forgotten");
+        let r = v.fold(&p, &member("a2", HardState::Failing, 4), 2).unwrap();
+        assert_eq!(
+            r.output,
+            "1 of 2 nodes pass (at least 2 needed); not passing: a2"
+        );
+        // Every member gone: nothing is held for the tier.
+        v.retain(&p, &[]);
+        assert_eq!(v.len(), (0, 0));
+    }
+
+    #[test]
+    fn a_tier_passes_while_at_least_k_nodes_pass() {
+        let p = policy();
         let mut v = TierVerdicts::default();
         let r = v.fold(&p, &member("a1", HardState::Passing, 1), 3).unwrap();
         assert_eq!(r.state, HardState::Pending, "one of three reported");

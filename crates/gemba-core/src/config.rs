@@ -22,6 +22,7 @@ pub mod defaults {
     pub const HTTP_LISTEN: &str = "127.0.0.1:8777";
     pub const MESH_LISTEN: &str = "127.0.0.1:7946";
     pub const DATA_DIR: &str = "./gemba-data";
+    pub const JOURNAL_RETENTION: &str = "90d";
     pub const SITE: &str = "default";
     pub const CLUSTER: &str = "gemba";
     pub const PROBE_INTERVAL: &str = "1s";
@@ -50,6 +51,7 @@ pub struct ConfigFile {
     pub mesh: Option<MeshSection>,
     pub http: Option<HttpSection>,
     pub escalator: Option<crate::policy::EscalatorSection>,
+    pub store: Option<StoreSection>,
     #[serde(default)]
     pub check: Vec<crate::policy::CheckSection>,
     #[serde(default)]
@@ -104,6 +106,15 @@ pub struct HttpSection {
     pub token_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite:///var/lib/gemba/gemba.db` or a plain path.
+    pub url: Option<String>,
+    /// Journal lines and closed escalations older than this are removed.
+    pub journal_retention: Option<String>,
+}
+
 /// Settings given on the command line or in the environment; they win over
 /// the file.
 #[derive(Debug, Default, Clone)]
@@ -137,7 +148,53 @@ pub struct Config {
     pub node: NodeConfig,
     pub mesh: MeshConfig,
     pub http: HttpConfig,
+    pub store: StoreConfig,
     pub policy: crate::policy::Policy,
+}
+
+/// Where the server role keeps what must survive a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file. Its WAL needs every server on one host: servers on
+    /// several machines wait for PostgreSQL.
+    Sqlite(PathBuf),
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+        }
+    }
+}
+
+impl StoreLocation {
+    /// `sqlite://<path>` (so `sqlite:///var/lib/gemba/gemba.db` is
+    /// absolute) or a plain path.
+    pub fn parse(text: &str) -> Result<StoreLocation, String> {
+        let path = match text.split_once("://") {
+            Some(("sqlite", path)) => path,
+            Some(("postgres" | "postgresql", _)) => {
+                return Err("PostgreSQL is not supported yet; use sqlite://<path>".into())
+            }
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "unknown store scheme {scheme:?}; use sqlite://<path> or a plain path"
+                ))
+            }
+            None => text,
+        };
+        if path.is_empty() {
+            return Err("no path: use sqlite:///var/lib/gemba/gemba.db or a plain path".into());
+        }
+        Ok(StoreLocation::Sqlite(PathBuf::from(path)))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub location: StoreLocation,
+    pub journal_retention: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -380,6 +437,7 @@ impl Config {
         let node = file.node.unwrap_or_default();
         let mesh = file.mesh.unwrap_or_default();
         let http = file.http.unwrap_or_default();
+        let store = file.store.unwrap_or_default();
 
         let id_text = o
             .node_id
@@ -630,6 +688,20 @@ impl Config {
             }
         }
 
+        let location = match store.url.as_deref() {
+            None => StoreLocation::Sqlite(data_dir.join("gemba.db")),
+            Some(text) => StoreLocation::parse(text).unwrap_or_else(|reason| {
+                c.fail("store.url", format!("{text:?}: {reason}"));
+                StoreLocation::Sqlite(data_dir.join("gemba.db"))
+            }),
+        };
+        let journal_retention = c.duration(
+            "store.journal_retention",
+            store.journal_retention.as_deref(),
+            defaults::JOURNAL_RETENTION,
+            Duration::from_secs(3600),
+        );
+
         if !c.errors.is_empty() {
             return Err(ConfigError::Invalid {
                 origin: origin.to_string(),
@@ -671,6 +743,10 @@ impl Config {
                 listen: http_listen.expect("checked"),
                 token,
             },
+            store: StoreConfig {
+                location,
+                journal_retention,
+            },
             policy,
         })
     }
@@ -704,6 +780,46 @@ mod tests {
         assert_eq!(c.mesh.probe_interval, Duration::from_secs(1));
         assert_eq!(c.mesh.topology, Topology::Full);
         assert!(c.http.token.is_none());
+    }
+
+    #[test]
+    fn the_store_is_a_url_or_a_path_under_the_data_dir_by_default() {
+        let c = load("[node]\ndata_dir = \"/srv/g\"\n").unwrap();
+        assert_eq!(
+            c.store.location,
+            StoreLocation::Sqlite("/srv/g/gemba.db".into())
+        );
+        assert_eq!(c.store.journal_retention, Duration::from_secs(90 * 86_400));
+        for (url, path) in [
+            (
+                "sqlite:///var/lib/gemba/gemba.db",
+                "/var/lib/gemba/gemba.db",
+            ),
+            ("sqlite://rel/g.db", "rel/g.db"),
+            ("/plain/g.db", "/plain/g.db"),
+        ] {
+            let c = load(&format!("[store]\nurl = \"{url}\"\n")).unwrap();
+            assert_eq!(
+                c.store.location,
+                StoreLocation::Sqlite(path.into()),
+                "{url}"
+            );
+        }
+        let err = load("[store]\nurl = \"postgres://db/gemba\"\njournal_retention = \"1m\"\n[escalator]\nstore = \"/old/g.db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("store.url: \"postgres://db/gemba\": PostgreSQL is not supported yet"),
+            "{err}"
+        );
+        assert!(
+            err.contains("store.journal_retention: 1m is too short"),
+            "{err}"
+        );
+        assert!(
+            err.contains("escalator.store: the store is the node's now: write [store] url = \"sqlite:///old/g.db\""),
+            "{err}"
+        );
     }
 
     #[test]

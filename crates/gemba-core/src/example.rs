@@ -103,8 +103,16 @@ crash_loop_window = "{crash_loop_window}"
 lease_ttl = "{lease_ttl}"
 # Results older than this many check intervals never trigger anything.
 stale_after_intervals = {stale}
-# The store: SQLite, shared by servers that must not both act. Default: <data_dir>/gemba.db.
-# store = "/var/lib/gemba/gemba.db"
+# When the node stops, running steps get this long to finish and be journaled.
+step_grace = "{step_grace}"
+
+[store]
+# Where the server role keeps the journal, escalations, leases and notices:
+# sqlite:///var/lib/gemba/gemba.db or a plain path. Default: <data_dir>/gemba.db.
+# Servers sharing an SQLite file must run on one host (WAL needs shared memory).
+# url = "sqlite:///var/lib/gemba/gemba.db"
+# Journal lines and closed escalations older than this are removed (hourly).
+journal_retention = "{journal_retention}"
 
 # Escalation levels, 1 = most fundamental; failing checks run their level and
 # every level after it. Each level: run (a command, no shell), timeout
@@ -166,6 +174,8 @@ stale_after_intervals = {stale}
         stale = p::STALE_AFTER_INTERVALS,
         crash_loop_failures = p::CRASH_LOOP_FAILURES,
         crash_loop_window = p::CRASH_LOOP_WINDOW,
+        step_grace = p::STEP_GRACE,
+        journal_retention = d::JOURNAL_RETENTION,
         level_timeout = p::LEVEL_TIMEOUT,
         level_quiesce = p::LEVEL_QUIESCE,
         interval = p::CHECK_INTERVAL,

@@ -12,7 +12,9 @@ pub mod policy;
 pub mod scope;
 pub mod template;
 
-pub use config::{Config, ConfigError, ConfigFile, Invalid, Overrides, Topology};
+pub use config::{
+    Config, ConfigError, ConfigFile, Invalid, Overrides, StoreConfig, StoreLocation, Topology,
+};
 pub use duration::HumanDuration;
 pub use ids::{NodeId, SiteName};
 pub use policy::{CheckDef, CheckKind, LevelDef, Mode, Policy, ScopeRule};

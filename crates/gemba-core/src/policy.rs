@@ -39,6 +39,7 @@ pub mod defaults {
     pub const STALE_AFTER_INTERVALS: u32 = 3;
     pub const CRASH_LOOP_FAILURES: u32 = 3;
     pub const CRASH_LOOP_WINDOW: &str = "10m";
+    pub const STEP_GRACE: &str = "20s";
 }
 
 /// `[[check]]` as written.
@@ -112,6 +113,8 @@ pub struct EscalatorSection {
     pub stale_after_intervals: Option<u32>,
     pub crash_loop_failures: Option<u32>,
     pub crash_loop_window: Option<String>,
+    pub step_grace: Option<String>,
+    /// Moved to `[store] url`; still parsed so that the error says where.
     pub store: Option<std::path::PathBuf>,
 }
 
@@ -271,9 +274,10 @@ pub struct EscalatorConfig {
     pub crash_loop_failures: u32,
     #[serde(with = "millis")]
     pub crash_loop_window: Duration,
-    /// The SQLite store; servers that share it share leases and journal.
-    /// Default: `<data_dir>/gemba.db`.
-    pub store: Option<std::path::PathBuf>,
+    /// When the node stops, running steps get this long to finish (so
+    /// their outcome is journaled) before they are cut off.
+    #[serde(with = "millis")]
+    pub step_grace: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -792,8 +796,22 @@ pub(crate) fn validate(
             d::CRASH_LOOP_WINDOW,
             ms(1000),
         ),
-        store: esc.store,
+        step_grace: c.duration(
+            "escalator.step_grace",
+            esc.step_grace.as_deref(),
+            d::STEP_GRACE,
+            ms(0),
+        ),
     };
+    if let Some(old) = &esc.store {
+        c.fail(
+            "escalator.store",
+            format!(
+                "the store is the node's now: write [store] url = \"sqlite://{}\" instead",
+                old.display()
+            ),
+        );
+    }
 
     let mut notify_defs = Vec::new();
     for (i, n) in notify.into_iter().enumerate() {

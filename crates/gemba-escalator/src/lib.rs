@@ -13,4 +13,7 @@ pub mod service;
 pub mod simulate;
 
 pub use engine::{Effect, Engine, Escalation, Phase, Plan, StepOutcome};
-pub use service::{spawn, Directory, EscalationView, EscalatorHandle, NodeInfo, ServiceConfig};
+pub use service::{
+    spawn, spawn_with, Directory, EscalationView, EscalatorHandle, NodeInfo, ServiceConfig,
+    StepRunner,
+};

@@ -183,10 +183,33 @@ pub struct ServiceConfig {
     pub tick: Duration,
 }
 
+/// How a step's program is run: [`exec::run`], or a stand-in in tests.
+pub type StepRunner = Arc<
+    dyn Fn(
+            ExecSpec,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = exec::ExecOutcome> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Starts the escalator. Feed it results through the returned sender.
 pub fn spawn(
     cfg: ServiceConfig,
     registry: Option<&mut Registry>,
+) -> (EscalatorHandle, mpsc::Sender<CheckResult>, JoinHandle<()>) {
+    spawn_with(
+        cfg,
+        registry,
+        Arc::new(|spec: ExecSpec| Box::pin(async move { exec::run(&spec).await })),
+    )
+}
+
+/// [`spawn`] with the step runner given.
+pub fn spawn_with(
+    cfg: ServiceConfig,
+    registry: Option<&mut Registry>,
+    run_step: StepRunner,
 ) -> (EscalatorHandle, mpsc::Sender<CheckResult>, JoinHandle<()>) {
     let (results_tx, results_rx) = mpsc::channel(4096);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -218,6 +241,8 @@ pub fn spawn(
         tick: cfg.tick,
         metrics,
         steps: JoinSet::new(),
+        step_tasks: Default::default(),
+        run_step,
         notices: Some(notices),
         outbox_task: Some(outbox_task),
     };
@@ -237,6 +262,11 @@ struct Service {
     tick: Duration,
     metrics: EscalatorMetrics,
     steps: JoinSet<StepDone>,
+    /// Which escalation step each running task is, so that a task that
+    /// panics still ends its step (as failed) instead of leaving it
+    /// running for ever.
+    step_tasks: std::collections::HashMap<tokio::task::Id, (u64, u32, tokio::time::Instant)>,
+    run_step: StepRunner,
     /// To the outbox, which stores and delivers notices; taken on drain.
     notices: Option<mpsc::Sender<Notice>>,
     outbox_task: Option<JoinHandle<()>>,
@@ -283,8 +313,8 @@ impl Service {
                     self.renew_leases().await;
                     self.adopt_orphans().await;
                 }
-                Some(done) = self.steps.join_next() => {
-                    if let Ok((id, level, outcome, output, took)) = done {
+                Some(done) = self.steps.join_next_with_id() => {
+                    if let Some((id, level, outcome, output, took)) = self.finished(done) {
                         self.metrics.step_duration(level, took);
                         let fx = self.engine.step_done(id, level, outcome, output, self.clock.now_ms());
                         self.apply(fx).await;
@@ -296,6 +326,42 @@ impl Service {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// A step task ended: its outcome, or for a task that panicked, a
+    /// failure naming the panic (the step must not stay running).
+    fn finished(
+        &mut self,
+        done: Result<(tokio::task::Id, StepDone), tokio::task::JoinError>,
+    ) -> Option<StepDone> {
+        match done {
+            Ok((task, step)) => {
+                self.step_tasks.remove(&task);
+                Some(step)
+            }
+            Err(e) => {
+                let (id, level, started) = self.step_tasks.remove(&e.id())?;
+                if !e.is_panic() {
+                    // Aborted by the drain: the next start verifies it.
+                    return None;
+                }
+                let why = match e.into_panic().downcast::<String>() {
+                    Ok(s) => *s,
+                    Err(p) => p
+                        .downcast::<&'static str>()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|_| "no message".into()),
+                };
+                tracing::error!(escalation = id, level, panic = %why, "step task panicked");
+                Some((
+                    id,
+                    level,
+                    StepOutcome::Failed(format!("the step's task panicked: {why}")),
+                    String::new(),
+                    started.elapsed(),
+                ))
             }
         }
     }
@@ -313,8 +379,13 @@ impl Service {
                 let deadline = tokio::time::Instant::now() + grace;
                 let mut left = self.steps.len();
                 while left > 0 {
-                    match tokio::time::timeout_at(deadline, self.steps.join_next()).await {
-                        Ok(Some(Ok((id, level, outcome, output, took)))) => {
+                    match tokio::time::timeout_at(deadline, self.steps.join_next_with_id()).await {
+                        Ok(Some(done)) => {
+                            let Some((id, level, outcome, output, took)) = self.finished(done)
+                            else {
+                                left = self.steps.len();
+                                continue;
+                            };
                             self.metrics.step_duration(level, took);
                             let fx = self.engine.step_done(
                                 id,
@@ -331,7 +402,6 @@ impl Service {
                             self.apply(keep).await;
                             left = self.steps.len();
                         }
-                        Ok(Some(Err(_))) => left = self.steps.len(),
                         Ok(None) => left = 0,
                         Err(_) => break,
                     }
@@ -652,8 +722,9 @@ impl Service {
             timeout: def.timeout,
             stdin: None,
         };
-        self.steps.spawn(async move {
-            let o = exec::run(&spec).await;
+        let run = self.run_step.clone();
+        let task = self.steps.spawn(async move {
+            let o = run(spec).await;
             let outcome = if o.success() {
                 StepOutcome::Succeeded
             } else {
@@ -661,5 +732,7 @@ impl Service {
             };
             (id, level, outcome, o.combined(), o.duration)
         });
+        self.step_tasks
+            .insert(task.id(), (id, level, tokio::time::Instant::now()));
     }
 }

@@ -1,9 +1,11 @@
 //! The running service on an in-memory store: a stopping server lets a
-//! running step finish and journals it; failed notifications are journaled.
+//! running step finish and journals it; a step whose task panics fails
+//! instead of running for ever; failed notifications are journaled.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gemba_checks::exec::{self, ExecSpec};
 use gemba_checks::{CheckResult, Clock, HardState, Status};
 use gemba_core::{Config, ConfigFile, Overrides};
 use gemba_escalator::{Directory, EscalatorHandle, ServiceConfig};
@@ -11,6 +13,16 @@ use gemba_store::SqliteStore;
 use tokio::sync::{mpsc, watch};
 
 fn start(policy: &str) -> (EscalatorHandle, mpsc::Sender<CheckResult>) {
+    start_with(
+        policy,
+        Arc::new(|spec: ExecSpec| Box::pin(async move { exec::run(&spec).await })),
+    )
+}
+
+fn start_with(
+    policy: &str,
+    runner: gemba_escalator::StepRunner,
+) -> (EscalatorHandle, mpsc::Sender<CheckResult>) {
     let o = Overrides {
         node_id: Some("srv".into()),
         ..Default::default()
@@ -23,7 +35,7 @@ fn start(policy: &str) -> (EscalatorHandle, mpsc::Sender<CheckResult>) {
     .unwrap();
     let (dir_tx, dir_rx) = watch::channel(Directory::new());
     std::mem::forget(dir_tx);
-    let (h, tx, _) = gemba_escalator::spawn(
+    let (h, tx, _) = gemba_escalator::spawn_with(
         ServiceConfig {
             policy: Arc::new(c.policy),
             store: Arc::new(SqliteStore::in_memory().unwrap()),
@@ -33,6 +45,7 @@ fn start(policy: &str) -> (EscalatorHandle, mpsc::Sender<CheckResult>) {
             tick: Duration::from_millis(20),
         },
         None,
+        runner,
     );
     (h, tx)
 }
@@ -131,4 +144,23 @@ async fn failed_notifications_are_journaled() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the step-failed and gave-up notices' failures were not journaled");
+}
+
+#[tokio::test]
+async fn a_step_whose_task_panics_fails_and_the_escalation_moves_on() {
+    let (h, tx) = start_with(
+        &format!("{BASE}[[level]]\nlevel = 1\nrun = [\"/bin/true\"]\n"),
+        Arc::new(|_spec: ExecSpec| Box::pin(async { panic!("runner bug") })),
+    );
+    tx.send(failing()).await.unwrap();
+    // Budget 1: a failed step gives up and holds the scope for a human.
+    let v = until_phase(&h, "held").await;
+    let journal = v["journal"].as_array().unwrap();
+    assert!(
+        journal.iter().any(|j| j["kind"] == "step-end"
+            && j["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("the step's task panicked: runner bug"))),
+        "{journal:#?}"
+    );
 }

@@ -23,5 +23,5 @@ pub use chitchat::ListenerHandle;
 pub use graph::{Graph, GraphEdge, GraphNode, NodeState};
 pub use link::{LinkState, LinkSummary};
 pub use net::{FaultNet, MemNet, Net, UdpNet};
-pub use node::{MeshError, MeshNode, MeshSettings};
+pub use node::{MeshError, MeshNode, MeshSettings, GOSSIP_KEYS};
 pub use wire::GridKey;

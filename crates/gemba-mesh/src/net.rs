@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// A bound datagram socket.
 #[async_trait]
@@ -27,7 +28,8 @@ pub trait Datagrams: Send + Sync + 'static {
 pub trait Net: Send + Sync + 'static {
     async fn bind(&self, addr: SocketAddr) -> io::Result<Arc<dyn Datagrams>>;
     /// Starts accepting TCP connections on `addr` (the TCP probe path).
-    async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<()>;
+    /// Answers TCP connect probes on `addr` until `stop` is cancelled.
+    async fn listen_tcp(&self, addr: SocketAddr, stop: CancellationToken) -> io::Result<()>;
     /// Opens and immediately closes a TCP connection from `from` to `to`.
     /// A `from` with a port leaves from that port (a probe flow's).
     async fn tcp_connect(&self, from: SocketAddr, to: SocketAddr) -> io::Result<()>;
@@ -91,11 +93,15 @@ impl Net for UdpNet {
         Ok(Arc::new(OsSocket { socket, local }))
     }
 
-    async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<()> {
+    async fn listen_tcp(&self, addr: SocketAddr, stop: CancellationToken) -> io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tokio::spawn(async move {
             loop {
-                match listener.accept().await {
+                let accepted = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                match accepted {
                     // Accepting is the whole answer: the prober measures the
                     // handshake, then closes.
                     Ok((stream, _)) => drop(stream),
@@ -105,6 +111,7 @@ impl Net for UdpNet {
                     }
                 }
             }
+            // The listener is dropped here: the port is free again.
         });
         Ok(())
     }
@@ -306,12 +313,19 @@ impl Net for MemNet {
         self.bind(addr).await
     }
 
-    async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<()> {
+    async fn listen_tcp(&self, addr: SocketAddr, stop: CancellationToken) -> io::Result<()> {
         self.state
             .lock()
             .expect("memnet lock")
             .tcp_listeners
             .insert(addr);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            if let Ok(mut s) = state.lock() {
+                s.tcp_listeners.remove(&addr);
+            }
+        });
         Ok(())
     }
 
@@ -472,8 +486,8 @@ impl<N: Net> Net for FaultNet<N> {
             faults: self.faults.clone(),
         }))
     }
-    async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<()> {
-        self.inner.listen_tcp(addr).await
+    async fn listen_tcp(&self, addr: SocketAddr, stop: CancellationToken) -> io::Result<()> {
+        self.inner.listen_tcp(addr, stop).await
     }
     async fn tcp_connect(&self, from: SocketAddr, to: SocketAddr) -> io::Result<()> {
         let dropped = self.faults.lock().expect("faultnet lock").drops(from, to);

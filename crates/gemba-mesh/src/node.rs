@@ -29,6 +29,10 @@ const KEY_VERSION: &str = "version";
 const KEY_TAGS: &str = "tags";
 const EDGE_PREFIX: &str = "e:";
 
+/// The gossip keys (and key prefixes) the mesh publishes; other stages
+/// must pick keys that neither start with nor are the start of these.
+pub const GOSSIP_KEYS: &[&str] = &[KEY_SITE, KEY_HTTP, KEY_VERSION, KEY_TAGS, EDGE_PREFIX];
+
 /// A generation id for chitchat: the start time in ms, strictly increasing
 /// within the process so a node restarted in the same millisecond (tests,
 /// the demo) is still seen as new.
@@ -121,14 +125,17 @@ pub enum MeshError {
 }
 
 /// A running mesh node. Dropping it without [`MeshNode::shutdown`] leaves
-/// its tasks running until the runtime stops.
+/// its tasks running until the runtime stops; shutting it down stops every
+/// one of them (the TCP probe listener included) and awaits them.
 pub struct MeshNode {
     settings: MeshSettings,
     chitchat: Arc<ChitchatHandle>,
     _listeners: [chitchat::ListenerHandle; 2],
     links: SharedLinks,
     metrics: Arc<MeshMetrics>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Stops what the network layer spawned for this node.
+    stop: tokio_util::sync::CancellationToken,
     graph_cache: tokio::sync::Mutex<Option<(Instant, Arc<Graph>)>>,
 }
 
@@ -152,7 +159,8 @@ impl MeshNode {
             source,
         };
         let socket = net.bind(settings.listen).await.map_err(bind_err)?;
-        net.listen_tcp(socket.local_addr())
+        let stop = tokio_util::sync::CancellationToken::new();
+        net.listen_tcp(socket.local_addr(), stop.clone())
             .await
             .map_err(bind_err)?;
         let owner = socket.local_addr();
@@ -298,7 +306,9 @@ impl MeshNode {
             tasks: [receive_task, prober_task, maintain_task, pusher_task]
                 .into_iter()
                 .chain(flow_tasks)
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
+            stop,
             graph_cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -437,28 +447,34 @@ impl MeshNode {
         link_summaries(&self.links, &self.settings.policy)
     }
 
-    /// Stops gossip and probing and releases the socket.
-    pub async fn shutdown(self) {
+    /// Stops gossip, probing and the TCP probe listener, awaits every task
+    /// and releases the sockets. Safe to call while other holders of the
+    /// node still exist (they see an idle node) and more than once.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        if tasks.is_empty() {
+            return;
+        }
         // The receive task goes last: chitchat reads a closed receive
         // channel as a broken socket.
-        let mut others = self.tasks;
-        let receive = others.remove(0);
-        for t in &others {
+        let receive = tasks.remove(0);
+        for t in &tasks {
             t.abort();
         }
-        for t in others {
+        for t in tasks {
             let _ = t.await;
         }
-        match Arc::try_unwrap(self.chitchat) {
-            Ok(handle) => {
-                let _ = handle.shutdown().await;
-            }
-            Err(shared) => {
-                let _ = shared.initiate_shutdown();
-                tokio::task::yield_now().await;
-            }
+        let _ = self.chitchat.initiate_shutdown();
+        if tokio::time::timeout(Duration::from_secs(2), self.chitchat.termination_watcher())
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.settings.id, "gossip did not stop within 2 s; aborted");
+            self.chitchat.abort();
         }
         receive.abort();
+        let _ = receive.await;
     }
 }
 

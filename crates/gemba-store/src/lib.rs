@@ -9,36 +9,73 @@
 //! short transaction, time is passed in (unix ms), and the lease and step
 //! claims are single conditional writes that any SQL database executes
 //! atomically.
+//!
+//! Each stage owns its tables and numbers its own migrations
+//! ([`migrations::STAGES`]), so that a new stage adds a list instead of
+//! renumbering another's. [`conformance`] is the contract every
+//! implementation must pass, written against the trait alone.
 
+pub mod conformance;
+mod migrations;
 mod sqlite;
 
+pub use migrations::STAGES;
 pub use sqlite::SqliteStore;
 
 use serde::{Deserialize, Serialize};
 
+/// Why the store failed. Carries no driver types, so that callers (and a
+/// second implementation) see the same errors whatever database is behind.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open store {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error("cannot migrate store {path} to schema {version}: {source}")]
+    #[error("cannot open store {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("cannot migrate store {path}: stage {stage} to schema {version}: {reason}")]
     Migrate {
         path: String,
+        stage: &'static str,
         version: usize,
-        source: rusqlite::Error,
+        reason: String,
     },
-    #[error("store {path} has schema version {found}, newer than this gemba knows ({known}); upgrade gemba")]
+    #[error("store {path} has schema {found} for stage {stage}, newer than this gemba knows ({known}); upgrade gemba")]
     TooNew {
         path: String,
+        stage: String,
         found: i64,
         known: usize,
     },
     #[error("store query failed: {0}")]
-    Query(#[from] rusqlite::Error),
+    Query(String),
     #[error("store task failed: {0}")]
     Task(String),
+}
+
+pub use gemba_core::StoreLocation;
+
+/// Opens the store at `location`, creating and migrating it. The work
+/// (file creation, busy waits, migrations) runs on a blocking thread, so
+/// that a slow disk or a lock held by another server never stalls the
+/// async threads that answer probes.
+pub async fn open(location: &StoreLocation) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match location.clone() {
+        StoreLocation::Sqlite(path) => {
+            let shown = path.display().to_string();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|e| StoreError::Open {
+                    path: shown,
+                    reason: format!("opening task failed: {e}"),
+                })??;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    pub journal: u64,
+    pub escalations: u64,
 }
 
 /// One journal line.
@@ -148,4 +185,10 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Every notice not yet delivered, oldest first.
     async fn pending_notices(&self) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Retention: removes journal lines written before `before_ms` and
+    /// closed escalations last updated before it, with their step claims.
+    /// Open escalations and their journal are kept whatever their age.
+    async fn prune(&self, before_ms: u64) -> Result<Pruned, StoreError>;
+    /// Each stage's schema version, as migrated (stage name, version).
+    async fn schema(&self) -> Result<Vec<(String, i64)>, StoreError>;
 }

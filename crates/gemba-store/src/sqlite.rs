@@ -8,86 +8,55 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{EscalationRow, JournalRow, OutboxRow, Store, StoreError};
-
-const MIGRATIONS: &[&str] = &[
-    // 1: the escalator's journal, records, leases and step claims.
-    "CREATE TABLE journal (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        escalation INTEGER,
-        scope TEXT NOT NULL,
-        at_ms INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        text TEXT NOT NULL,
-        server TEXT NOT NULL
-    );
-    CREATE INDEX journal_escalation ON journal(escalation, seq);
-    CREATE TABLE escalations (
-        id INTEGER PRIMARY KEY,
-        scope TEXT NOT NULL,
-        phase TEXT NOT NULL,
-        open INTEGER NOT NULL,
-        opened_ms INTEGER NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        body TEXT NOT NULL
-    );
-    CREATE INDEX escalations_open ON escalations(open, updated_ms);
-    CREATE TABLE escalation_ids (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER);
-    CREATE TABLE leases (
-        scope TEXT PRIMARY KEY,
-        holder TEXT NOT NULL,
-        expires_ms INTEGER NOT NULL
-    );
-    CREATE TABLE step_claims (
-        escalation INTEGER NOT NULL,
-        attempt INTEGER NOT NULL,
-        level INTEGER NOT NULL,
-        holder TEXT NOT NULL,
-        at_ms INTEGER NOT NULL,
-        PRIMARY KEY (escalation, attempt, level)
-    );",
-    // 2: notices waiting for delivery (retried until delivered or expired).
-    "CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        target TEXT NOT NULL,
-        body TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        next_ms INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX outbox_due ON outbox(next_ms);",
-];
+use crate::migrations::{StageSchema, STAGES};
+use crate::{EscalationRow, JournalRow, OutboxRow, Pruned, Store, StoreError};
 
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// `PRAGMA user_version` of stores written before stages had their own
+/// versions held the escalator's version (1 or 2). Stores now hold this
+/// value there instead, so that an older gemba refuses them as too new
+/// rather than misreading the schema.
+const STAGED_USER_VERSION: i64 = 1000;
+
+fn reason(e: rusqlite::Error) -> String {
+    e.to_string()
+}
+
 impl SqliteStore {
-    /// Opens (creating and migrating) the store at `path`.
+    /// Opens (creating and migrating) the store at `path`. Blocking: call
+    /// it through [`crate::open`] from async code.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let p = path.display().to_string();
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: p.clone(),
+                reason: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
             path: p.clone(),
-            source,
+            reason: reason(e),
         })?;
         Self::setup(conn, &p)
     }
 
     /// A private in-memory store (tests, `gemba simulate`).
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+        let conn = Connection::open_in_memory().map_err(|e| StoreError::Open {
             path: ":memory:".into(),
-            source,
+            reason: reason(e),
         })?;
         Self::setup(conn, ":memory:")
     }
 
     fn setup(mut conn: Connection, path: &str) -> Result<SqliteStore, StoreError> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |e| StoreError::Open {
             path: path.to_string(),
-            source,
+            reason: reason(e),
         };
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_err)?;
@@ -95,37 +64,41 @@ impl SqliteStore {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
-        let version: i64 = conn
+        let legacy: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
-        if version as usize > MIGRATIONS.len() {
+        if legacy > STAGED_USER_VERSION {
             return Err(StoreError::TooNew {
                 path: path.to_string(),
-                found: version,
-                known: MIGRATIONS.len(),
+                stage: "store".into(),
+                found: legacy,
+                known: STAGED_USER_VERSION as usize,
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let v = i + 1;
-            let mig = |source| StoreError::Migrate {
-                path: path.to_string(),
-                version: v,
-                source,
-            };
+        {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(mig)?;
-            // Another server may have migrated while we waited for the lock.
-            let now: i64 = tx
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .map_err(mig)?;
-            if now as usize >= v {
-                continue;
+                .map_err(open_err)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_stages (
+                    stage TEXT PRIMARY KEY,
+                    version INTEGER NOT NULL
+                )",
+            )
+            .map_err(open_err)?;
+            if (1..STAGED_USER_VERSION).contains(&legacy) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO schema_stages (stage, version) VALUES ('escalator', ?1)",
+                    [legacy],
+                )
+                .map_err(open_err)?;
             }
-            tx.execute_batch(sql).map_err(mig)?;
-            tx.pragma_update(None, "user_version", v as i64)
-                .map_err(mig)?;
-            tx.commit().map_err(mig)?;
+            tx.pragma_update(None, "user_version", STAGED_USER_VERSION)
+                .map_err(open_err)?;
+            tx.commit().map_err(open_err)?;
+        }
+        for stage in STAGES {
+            migrate_stage(&mut conn, path, stage)?;
         }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -141,11 +114,58 @@ impl SqliteStore {
             let mut c = conn
                 .lock()
                 .map_err(|_| StoreError::Task("store lock poisoned".into()))?;
-            f(&mut c).map_err(StoreError::Query)
+            f(&mut c).map_err(|e| StoreError::Query(reason(e)))
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// Brings one stage up to its newest schema, one transaction per step.
+/// Another server may migrate the same file at the same time: each step
+/// re-reads the version under the write lock.
+fn migrate_stage(conn: &mut Connection, path: &str, stage: &StageSchema) -> Result<(), StoreError> {
+    for (i, sql) in stage.sqlite.iter().enumerate() {
+        let v = i + 1;
+        let mig = |e| StoreError::Migrate {
+            path: path.to_string(),
+            stage: stage.name,
+            version: v,
+            reason: reason(e),
+        };
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(mig)?;
+        let now: i64 = tx
+            .query_row(
+                "SELECT version FROM schema_stages WHERE stage = ?1",
+                [stage.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(mig)?
+            .unwrap_or(0);
+        if now as usize > stage.sqlite.len() {
+            return Err(StoreError::TooNew {
+                path: path.to_string(),
+                stage: stage.name.to_string(),
+                found: now,
+                known: stage.sqlite.len(),
+            });
+        }
+        if now as usize >= v {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(mig)?;
+        tx.execute(
+            "INSERT INTO schema_stages (stage, version) VALUES (?1, ?2)
+             ON CONFLICT(stage) DO UPDATE SET version = excluded.version",
+            params![stage.name, v as i64],
+        )
+        .map_err(mig)?;
+        tx.commit().map_err(mig)?;
+    }
+    Ok(())
 }
 
 fn journal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalRow> {
@@ -426,6 +446,42 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn prune(&self, before_ms: u64) -> Result<Pruned, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let cutoff = before_ms as i64;
+            let journal = tx.execute(
+                "DELETE FROM journal WHERE at_ms < ?1
+                 AND (escalation IS NULL OR escalation NOT IN (SELECT id FROM escalations WHERE open = 1))",
+                [cutoff],
+            )?;
+            tx.execute(
+                "DELETE FROM step_claims WHERE escalation IN
+                 (SELECT id FROM escalations WHERE open = 0 AND updated_ms < ?1)",
+                [cutoff],
+            )?;
+            let escalations = tx.execute(
+                "DELETE FROM escalations WHERE open = 0 AND updated_ms < ?1",
+                [cutoff],
+            )?;
+            tx.commit()?;
+            Ok(Pruned {
+                journal: journal as u64,
+                escalations: escalations as u64,
+            })
+        })
+        .await
+    }
+
+    async fn schema(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT stage, version FROM schema_stages ORDER BY stage")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -433,49 +489,13 @@ mod tests {
     use super::*;
 
     fn dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "gemba-store-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        use std::hash::{BuildHasher, Hasher};
+        let suffix = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let d = std::env::temp_dir().join(format!("gemba-store-{}-{suffix}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
-    }
-
-    fn rand_suffix() -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    }
-
-    #[tokio::test]
-    async fn a_lease_has_one_holder_until_it_expires() {
-        let s = SqliteStore::in_memory().unwrap();
-        assert!(s.acquire_lease("node:a", "s1", 1000, 30_000).await.unwrap());
-        assert!(!s.acquire_lease("node:a", "s2", 2000, 30_000).await.unwrap());
-        assert!(
-            s.acquire_lease("node:a", "s1", 20_000, 30_000)
-                .await
-                .unwrap(),
-            "the holder renews"
-        );
-        assert_eq!(
-            s.lease_holder("node:a", 20_001).await.unwrap().as_deref(),
-            Some("s1")
-        );
-        assert!(
-            s.acquire_lease("node:a", "s2", 50_000, 30_000)
-                .await
-                .unwrap(),
-            "expired lease goes to the next"
-        );
-        s.release_lease("node:a", "s1").await.unwrap();
-        assert_eq!(
-            s.lease_holder("node:a", 50_001).await.unwrap().as_deref(),
-            Some("s2"),
-            "only the holder releases"
-        );
     }
 
     #[tokio::test]
@@ -490,42 +510,65 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn records_and_journal_survive_reopening() {
+    async fn a_store_from_before_stage_versions_keeps_its_rows_and_gains_the_new_schema() {
         let d = dir();
         let path = d.join("gemba.db");
         {
-            let s = SqliteStore::open(&path).unwrap();
-            let id = s.next_escalation_id().await.unwrap();
-            s.save_escalation(EscalationRow {
-                id,
-                scope: "node:a".into(),
-                phase: "quiescing".into(),
-                open: true,
-                opened_ms: 5,
-                updated_ms: 6,
-                body: "{}".into(),
-            })
-            .await
+            // The layout of a store written by the previous release:
+            // escalator schema 1, its version in user_version.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(STAGES[0].sqlite[0]).unwrap();
+            c.execute(
+                "INSERT INTO journal (escalation, scope, at_ms, kind, text, server) VALUES (1, 'node:a', 5, 'decision', 'kept', 's1')",
+                [],
+            )
             .unwrap();
-            s.append(JournalRow {
-                seq: 0,
-                escalation: Some(id),
-                scope: "node:a".into(),
-                at_ms: 5,
-                kind: "decision".into(),
-                text: "opened".into(),
-                server: "s1".into(),
-            })
-            .await
-            .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        let open = s.escalations(10).await.unwrap();
-        assert_eq!(open.len(), 1);
-        assert_eq!(open[0].phase, "quiescing");
-        let j = s.journal(open[0].id).await.unwrap();
-        assert_eq!(j[0].text, "opened");
-        assert_eq!(s.next_escalation_id().await.unwrap(), open[0].id + 1);
+        assert_eq!(s.journal(1).await.unwrap()[0].text, "kept");
+        assert_eq!(
+            s.schema().await.unwrap(),
+            vec![("escalator".to_string(), 2)],
+            "migration 2 (the outbox) ran on top of the old schema"
+        );
+        s.enqueue_notice("t", "{}", 1).await.unwrap();
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_a_newer_gemba_is_refused_by_name() {
+        let d = dir();
+        let path = d.join("gemba.db");
+        drop(SqliteStore::open(&path).unwrap());
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute(
+                "UPDATE schema_stages SET version = 99 WHERE stage = 'escalator'",
+                [],
+            )
+            .unwrap();
+        }
+        let err = SqliteStore::open(&path).err().expect("refused");
+        assert!(
+            err.to_string()
+                .contains("schema 99 for stage escalator, newer than this gemba knows"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_a_clear_open_error() {
+        let d = dir();
+        let path = d.join("gemba.db");
+        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot open store {}", path.display())),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -64,7 +64,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         println!("UNKNOWN - no checks configured (add [[check]] sections to the config)");
         return ExitCode::from(3);
     }
-    let me = crate::converge::entry_of(&config);
+    let me = gemba_node::entry_of(&config);
     let mut nodes = vec![me.clone()];
     let mut mesh = None;
     if let Some(from) = &args.from {
@@ -98,7 +98,12 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let results = runtime.block_on(crate::converge::run_once(&config.policy, &me, &nodes, mesh));
+    let results = runtime.block_on(crate::check_once::run_once(
+        &config.policy,
+        &me,
+        &nodes,
+        mesh,
+    ));
     if args.json {
         for r in &results {
             println!("{}", serde_json::to_string(r).expect("result serializes"));

@@ -24,8 +24,7 @@ use anyhow::Context;
 use gemba_core::config::{Config, ConfigFile, Overrides};
 use gemba_mesh::link::LossKind;
 use gemba_mesh::net::Fault;
-use gemba_mesh::{FaultNet, GraphEdge, GridKey, LinkState, MeshNode, MeshSettings, UdpNet};
-use prometheus_client::registry::Registry;
+use gemba_mesh::{FaultNet, GraphEdge, GridKey, LinkState, MeshNode, UdpNet};
 use tokio::time::Instant;
 
 use crate::cli::DemoArgs;
@@ -39,7 +38,7 @@ struct DemoNode {
     id: String,
     mesh_addr: SocketAddr,
     mesh: Arc<MeshNode>,
-    _convergence: crate::converge::Convergence,
+    node: gemba_node::Node,
 }
 
 /// Port of the demo's toy web service.
@@ -219,24 +218,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| {
                 format!("cannot listen for HTTP on {http_addr} (is another demo running?)")
             })?;
-        let mut registry = Registry::default();
-        let settings = MeshSettings::from_config(&config, key.clone(), Some(http_addr.to_string()));
-        let mesh = Arc::new(
-            MeshNode::start(settings, Arc::new(net.clone()), Some(&mut registry))
-                .await
-                .with_context(|| format!("cannot start demo node {id}"))?,
-        );
-        let convergence = crate::converge::start(&config, mesh.clone(), &mut registry).await?;
-        if convergence.escalator.is_some() {
-            escalator = convergence.escalator.clone();
+        let node = gemba_node::Node::start_with(
+            &config,
+            Arc::new(net.clone()),
+            key.clone(),
+            gemba_node::NodeOptions {
+                http: gemba_node::HttpListen::Listener(listener),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot start demo node {id}"))?;
+        if let Some(h) = node.escalator() {
+            escalator = Some(h.clone());
         }
-        let api = gemba_api::ApiState::with_escalator(
-            mesh.clone(),
-            registry,
-            None,
-            convergence.escalator.clone(),
-        );
-        tokio::spawn(gemba_api::serve(listener, api, std::future::pending()));
+        let mesh = node.mesh().clone();
         consoles.push(format!(
             "  {id:<8} site {site:<4} console http://{http_addr}/"
         ));
@@ -244,7 +240,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             id,
             mesh_addr,
             mesh,
-            _convergence: convergence,
+            node,
         });
     }
     for c in &consoles {
@@ -395,7 +391,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         _ = converge => {}
         _ = stop => {}
     }
-    // Leave nothing running behind.
+    // Leave nothing running behind: every node drains (the server's
+    // running steps get their grace), then the service goes.
+    for n in nodes {
+        drop(n.mesh);
+        n.node.shutdown().await;
+    }
     if let Ok(pid) = std::fs::read_to_string(&pidfile) {
         if let Ok(pid) = pid.trim().parse::<i32>() {
             // SAFETY: kill(2) has no memory-safety preconditions.

@@ -1,8 +1,8 @@
 //! `gemba`: parse the command line, start tracing, run the command, pick the
 //! exit code (0 ok, 1 failure, 2 usage, 64 bad configuration).
 
+mod check_once;
 mod cli;
-mod converge;
 mod converge_cmd;
 mod demo;
 mod demo_service;

@@ -1,12 +1,11 @@
-//! `gemba run`: start one node (mesh + HTTP) and drain it on a signal.
+//! `gemba run`: start one node (every stage its config asks for) and drain
+//! it on a signal.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context;
 use gemba_core::Config;
-use gemba_mesh::{key, MeshNode, MeshSettings, UdpNet};
-use prometheus_client::registry::Registry;
+use gemba_mesh::{key, UdpNet};
+use gemba_node::{Node, ServerRole};
 
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
@@ -42,36 +41,26 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
             k
         }
     };
-    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
-    let http_addr = http_listener.local_addr()?;
-    let mut registry = Registry::default();
-    let settings = MeshSettings::from_config(&config, grid_key, Some(http_addr.to_string()));
-    let mesh = Arc::new(MeshNode::start(settings, Arc::new(UdpNet), Some(&mut registry)).await?);
-    let convergence = crate::converge::start(&config, mesh.clone(), &mut registry).await?;
-    let api = gemba_api::ApiState::with_escalator(
-        mesh.clone(),
-        registry,
-        config.http.token.clone(),
-        convergence.escalator.clone(),
-    );
+    let node = Node::start(&config, Arc::new(UdpNet), grid_key).await?;
+    let http = node
+        .http_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| config.http.listen.to_string());
     println!(
-        "gemba node {} (site {}) running: console http://{}/ · mesh {} udp+tcp",
-        config.node.id, config.node.site, http_addr, config.mesh.listen
+        "gemba node {} (site {}) running: console http://{http}/ · mesh {} udp+tcp{}",
+        config.node.id,
+        config.node.site,
+        config.mesh.listen,
+        match node.server_role() {
+            ServerRole::Off(why) => format!(" · SERVER ROLE OFF: {why}"),
+            _ => String::new(),
+        }
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gemba_api::serve(http_listener, api, async move {
-        let _ = stop_rx.await;
-    }));
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(());
-    // In-flight requests get a grace period; then the process ends anyway.
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    convergence.stop().await;
-    if let Ok(mesh) = Arc::try_unwrap(mesh) {
-        mesh.shutdown().await;
+    let report = node.shutdown().await;
+    if !report.aborted.is_empty() || !report.panicked.is_empty() {
+        tracing::warn!(aborted = ?report.aborted, panicked = ?report.panicked, "stopped, but not cleanly");
     }
     Ok(())
 }

@@ -300,9 +300,10 @@ fn two_servers_on_one_store_run_each_step_exactly_once() {
     std::fs::remove_file(dir.path().join("actions.log")).unwrap();
     let store = dir.path().join("shared.db");
     let config = dir.path().join("gemba.toml");
-    let shared = policy(dir.path(), agent_ip, port, &script, "web").replace(
-        "lease_ttl = \"3s\"\n",
-        &format!("lease_ttl = \"3s\"\nstore = \"{}\"\n", store.display()),
+    let shared = format!(
+        "{}[store]\nurl = \"sqlite://{}\"\n",
+        policy(dir.path(), agent_ip, port, &script, "web"),
+        store.display()
     );
     std::fs::write(&config, shared).unwrap();
     let start = |id: &str, ip: &str, server: bool, tags: &str| {

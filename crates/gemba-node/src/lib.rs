@@ -1,0 +1,342 @@
+//! A gemba node, assembled in one place.
+//!
+//! [`Node::start`] builds every stage a configuration asks for, in order:
+//! the mesh (probing and gossip), the server role (store, escalator), the
+//! checks (this node's own, and a server's), then HTTP. Each stage
+//! registers with the node through [`Stages`]: its tasks (spawned into one
+//! [`Drain`]), its HTTP routes, its gossip keys and its metrics. `gemba
+//! run`, `gemba demo` and the tests all start nodes this way, and
+//! [`Node::shutdown`] stops everything in one order with bounded grace.
+//!
+//! A server whose store cannot be opened does not take the agent down with
+//! it: the node keeps probing and checking, logs why its server role is
+//! off, and `/healthz` says so.
+
+mod checks;
+pub mod drain;
+mod server;
+
+pub use checks::entry_of;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use gemba_core::Config;
+use gemba_escalator::EscalatorHandle;
+use gemba_mesh::{GridKey, MeshNode, MeshSettings, Net};
+use prometheus_client::registry::Registry;
+
+pub use drain::{Drain, DrainReport, Phase};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Mesh(#[from] gemba_mesh::MeshError),
+    #[error("stage {stage} wants gossip key {key:?}, which overlaps {other:?} of stage {owner}")]
+    GossipKey {
+        stage: &'static str,
+        key: String,
+        owner: &'static str,
+        other: String,
+    },
+}
+
+/// How the node serves HTTP.
+pub enum HttpListen {
+    /// Bind `config.http.listen`.
+    FromConfig,
+    /// Serve on a listener the caller bound.
+    Listener(tokio::net::TcpListener),
+    /// No HTTP (in-process tests that read the node directly).
+    Off,
+}
+
+/// What the configuration does not say.
+pub struct NodeOptions {
+    pub http: HttpListen,
+    /// How often the escalator checks its timers.
+    pub escalator_tick: Duration,
+    /// The longest each of HTTP, checks and mesh may take to stop.
+    pub phase_grace: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            http: HttpListen::FromConfig,
+            escalator_tick: Duration::from_millis(250),
+            phase_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The server role of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerRole {
+    /// Not configured (`[node] server = false`).
+    None,
+    On,
+    /// Configured, but off: why.
+    Off(String),
+}
+
+/// What a stage registers with the node.
+pub struct Stages<'a> {
+    drain: &'a Drain,
+    registry: &'a mut Registry,
+    routes: Router,
+    gossip: Vec<(&'static str, String)>,
+}
+
+impl<'a> Stages<'a> {
+    fn new(drain: &'a Drain, registry: &'a mut Registry) -> Self {
+        let mut s = Stages {
+            drain,
+            registry,
+            routes: Router::new(),
+            gossip: Vec::new(),
+        };
+        for key in gemba_mesh::GOSSIP_KEYS {
+            s.gossip.push(("mesh", key.to_string()));
+        }
+        s
+    }
+
+    /// The node's drain, to spawn the stage's tasks into.
+    pub fn drain(&self) -> &Drain {
+        self.drain
+    }
+
+    /// The node's metrics registry.
+    pub fn metrics(&mut self) -> &mut Registry {
+        self.registry
+    }
+
+    /// Adds the stage's HTTP routes; they share the node's token guard.
+    pub fn routes(&mut self, routes: Router) {
+        self.routes = std::mem::take(&mut self.routes).merge(routes);
+    }
+
+    /// Claims a gossip key prefix for a stage. Two stages whose keys
+    /// overlap would read each other's values: refused at start.
+    pub fn gossip_prefix(&mut self, stage: &'static str, key: &str) -> Result<(), NodeError> {
+        if let Some((owner, other)) = self
+            .gossip
+            .iter()
+            .find(|(_, k)| k.starts_with(key) || key.starts_with(k.as_str()))
+        {
+            return Err(NodeError::GossipKey {
+                stage,
+                key: key.to_string(),
+                owner,
+                other: other.clone(),
+            });
+        }
+        self.gossip.push((stage, key.to_string()));
+        Ok(())
+    }
+
+    /// Every claimed gossip key, with its stage.
+    pub fn gossip_keys(&self) -> &[(&'static str, String)] {
+        &self.gossip
+    }
+}
+
+/// A running node.
+pub struct Node {
+    id: String,
+    mesh: Arc<MeshNode>,
+    escalator: Option<EscalatorHandle>,
+    server: ServerRole,
+    http_addr: Option<SocketAddr>,
+    drain: Drain,
+    step_grace: Duration,
+    phase_grace: Duration,
+    gossip_keys: Vec<(&'static str, String)>,
+    _subscriptions: Vec<gemba_mesh::ListenerHandle>,
+}
+
+impl Node {
+    /// Starts a node with default options (HTTP on `config.http.listen`).
+    pub async fn start(
+        config: &Config,
+        net: Arc<dyn Net>,
+        key: GridKey,
+    ) -> Result<Node, NodeError> {
+        Self::start_with(config, net, key, NodeOptions::default()).await
+    }
+
+    pub async fn start_with(
+        config: &Config,
+        net: Arc<dyn Net>,
+        key: GridKey,
+        options: NodeOptions,
+    ) -> Result<Node, NodeError> {
+        let id = config.node.id.to_string();
+        let drain = Drain::new(&id);
+        let mut registry = Registry::default();
+        // Bind HTTP first: a port in use is an error before anything runs.
+        let listener = match options.http {
+            HttpListen::FromConfig => Some(
+                tokio::net::TcpListener::bind(config.http.listen)
+                    .await
+                    .map_err(|source| NodeError::Http {
+                        addr: config.http.listen,
+                        source,
+                    })?,
+            ),
+            HttpListen::Listener(l) => Some(l),
+            HttpListen::Off => None,
+        };
+        let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let settings = MeshSettings::from_config(config, key, http_addr.map(|a| a.to_string()));
+        let mesh = Arc::new(MeshNode::start(settings, net, Some(&mut registry)).await?);
+
+        let mut stages = Stages::new(&drain, &mut registry);
+        let mut server = if config.node.server {
+            server::start(config, &mesh, &mut stages, options.escalator_tick).await
+        } else {
+            server::Server::none()
+        };
+        checks::start(config, &mesh, &mut stages, server.results.take())?;
+        let subscriptions = std::mem::take(&mut server.subscriptions);
+        let routes = std::mem::take(&mut stages.routes);
+        let gossip_keys = stages.gossip.clone();
+        drop(stages);
+
+        if let Some(listener) = listener {
+            let state = match &server.role {
+                ServerRole::Off(why) => gemba_api::ApiState::with_server_off(
+                    mesh.clone(),
+                    registry,
+                    config.http.token.clone(),
+                    why.clone(),
+                ),
+                _ => gemba_api::ApiState::with_escalator(
+                    mesh.clone(),
+                    registry,
+                    config.http.token.clone(),
+                    server.escalator.clone(),
+                ),
+            };
+            let stop = drain.token(Phase::Http);
+            drain.spawn_graceful(Phase::Http, "http", async move {
+                if let Err(e) =
+                    gemba_api::serve(listener, state, routes, stop.cancelled_owned()).await
+                {
+                    tracing::error!(error = %e, "the HTTP server stopped");
+                }
+            });
+        }
+        Ok(Node {
+            id,
+            mesh,
+            escalator: server.escalator,
+            server: server.role,
+            http_addr,
+            drain,
+            step_grace: config.policy.escalator.step_grace,
+            phase_grace: options.phase_grace,
+            gossip_keys,
+            _subscriptions: subscriptions,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn mesh(&self) -> &Arc<MeshNode> {
+        &self.mesh
+    }
+
+    /// The escalator, on a node whose server role is on.
+    pub fn escalator(&self) -> Option<&EscalatorHandle> {
+        self.escalator.as_ref()
+    }
+
+    pub fn server_role(&self) -> &ServerRole {
+        &self.server
+    }
+
+    /// Where HTTP is served, when it is.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Every gossip key claimed, by stage.
+    pub fn gossip_keys(&self) -> &[(&'static str, String)] {
+        &self.gossip_keys
+    }
+
+    /// Tasks running in `phase`.
+    pub fn running(&self, phase: Phase) -> usize {
+        self.drain.running(phase)
+    }
+
+    /// Stops the node: HTTP stops accepting and finishes in-flight
+    /// requests; checks stop; running escalation steps get the configured
+    /// `step_grace` to finish and be journaled; the mesh leaves; store
+    /// upkeep stops. Each phase is bounded; what outlives it is aborted and
+    /// named in the report.
+    pub async fn shutdown(self) -> DrainReport {
+        let mut report = DrainReport::default();
+        let grace = self.phase_grace;
+        self.drain.stop_phase(Phase::Http, grace, &mut report).await;
+        self.drain
+            .stop_phase(Phase::Checks, grace, &mut report)
+            .await;
+        if let Some(h) = &self.escalator {
+            let left = h.drain(self.step_grace).await;
+            if left > 0 {
+                tracing::warn!(steps = left, "stopped with escalation steps still running");
+            }
+        }
+        self.drain
+            .stop_phase(Phase::Escalator, grace, &mut report)
+            .await;
+        self.drain.stop_phase(Phase::Mesh, grace, &mut report).await;
+        self.mesh.shutdown().await;
+        self.drain
+            .stop_phase(Phase::Store, grace, &mut report)
+            .await;
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_may_not_claim_overlapping_gossip_keys() {
+        let drain = Drain::new("n1");
+        let mut registry = Registry::default();
+        let mut stages = Stages::new(&drain, &mut registry);
+        stages.gossip_prefix("checks", "c:").unwrap();
+        stages.gossip_prefix("market", "m:").unwrap();
+        for (stage, key, owner) in [
+            ("timeline", "c:deploy", "checks"),
+            ("timeline", "e", "mesh"),
+            ("timeline", "sitemap", "mesh"),
+        ] {
+            let err = stages.gossip_prefix(stage, key).unwrap_err().to_string();
+            assert!(err.contains(&format!("of stage {owner}")), "{key}: {err}");
+        }
+        let mine: Vec<&str> = stages
+            .gossip_keys()
+            .iter()
+            .filter(|(s, _)| *s != "mesh")
+            .map(|(_, k)| k.as_str())
+            .collect();
+        assert_eq!(mine, ["c:", "m:"]);
+    }
+}

@@ -1,0 +1,253 @@
+//! The server role: the store, the escalator, the server's own checks
+//! (global, tier and mesh checks), every node's results from gossip, and
+//! store upkeep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gemba_checks::pipeline::{self, TierFold, RESULT_PREFIX};
+use gemba_checks::placement::{self, NodeEntry};
+use gemba_checks::{CheckResult, Clock, MeshSource, MeshView, Runner};
+use gemba_core::Config;
+use gemba_escalator::{Directory, EscalatorHandle, NodeInfo, ServiceConfig};
+use gemba_mesh::{ListenerHandle, MeshNode};
+use gemba_store::Store;
+use tokio::sync::{mpsc, watch};
+
+use crate::{Phase, ServerRole, Stages};
+
+/// How often membership is read into the directory.
+const DIRECTORY_EVERY: Duration = Duration::from_secs(1);
+/// How often old journal lines are pruned.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+pub(crate) struct Server {
+    pub role: ServerRole,
+    pub escalator: Option<EscalatorHandle>,
+    /// Where this node's own results go (into the tier fold), when on.
+    pub results: Option<mpsc::Sender<CheckResult>>,
+    pub subscriptions: Vec<ListenerHandle>,
+}
+
+impl Server {
+    pub fn none() -> Server {
+        Server {
+            role: ServerRole::None,
+            escalator: None,
+            results: None,
+            subscriptions: Vec::new(),
+        }
+    }
+}
+
+/// The mesh as checks see it.
+struct MeshGraph(Arc<MeshNode>);
+
+#[async_trait::async_trait]
+impl MeshSource for MeshGraph {
+    async fn view(&self) -> MeshView {
+        MeshView {
+            graph: self.0.graph().await,
+            self_id: self.0.id().to_string(),
+        }
+    }
+}
+
+/// The grid's nodes as gossip describes them.
+pub(crate) async fn nodes_of(mesh: &MeshNode) -> Vec<NodeEntry> {
+    mesh.members()
+        .await
+        .into_iter()
+        .map(|m| NodeEntry {
+            id: m.id,
+            addr: m.addr.ip().to_string(),
+            tiers: m.tags,
+        })
+        .collect()
+}
+
+fn directory_of(nodes: &[NodeEntry]) -> Directory {
+    nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id.clone(),
+                NodeInfo {
+                    addr: n.addr.clone(),
+                    tiers: n.tiers.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+pub(crate) async fn start(
+    config: &Config,
+    mesh: &Arc<MeshNode>,
+    stages: &mut Stages<'_>,
+    tick: Duration,
+) -> Server {
+    let location = &config.store.location;
+    let store = match gemba_store::open(location).await {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("{e}");
+            tracing::error!(
+                store = %location,
+                error = %e,
+                "SERVER ROLE OFF: the store cannot be opened; this node keeps probing and checking as an agent, but nothing escalates from here until the store is fixed and the node restarted"
+            );
+            return Server {
+                role: ServerRole::Off(why),
+                ..Server::none()
+            };
+        }
+    };
+    let policy = Arc::new(config.policy.clone());
+    let clock = Clock::new();
+    let self_id = config.node.id.to_string();
+
+    let (dir_tx, dir_rx) = watch::channel(Directory::new());
+    let (nodes_tx, nodes_rx) = watch::channel(Vec::<NodeEntry>::new());
+    let (handle, to_escalator, task) = gemba_escalator::spawn(
+        ServiceConfig {
+            policy: policy.clone(),
+            store: store.clone(),
+            holder: self_id.clone(),
+            directory: dir_rx,
+            clock,
+            tick,
+        },
+        Some(stages.metrics()),
+    );
+    let task = tokio_util::task::AbortOnDropHandle::new(task);
+    stages
+        .drain()
+        .spawn_graceful(Phase::Escalator, "escalator", async move {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "the escalator panicked");
+                }
+            }
+        });
+
+    // Every result passes the tier fold on its way to the escalator.
+    let (fold_tx, fold_rx) = mpsc::channel::<CheckResult>(4096);
+    stages.drain().spawn(
+        Phase::Checks,
+        "tier-fold",
+        TierFold::new(policy.clone()).run(fold_rx, to_escalator, nodes_rx),
+    );
+
+    // Other nodes' results arrive by gossip. The callback runs under the
+    // gossip lock: it only queues; a full queue means the escalator is far
+    // behind, and the next result of the same check carries the same news.
+    let (gossip_tx, mut gossip_rx) = mpsc::channel::<(String, String)>(4096);
+    let me = self_id.clone();
+    let subscription = mesh
+        .subscribe(RESULT_PREFIX, move |node, _key, value| {
+            if node != me {
+                let _ = gossip_tx.try_send((node.to_string(), value.to_string()));
+            }
+        })
+        .await;
+    let from_gossip = fold_tx.clone();
+    let me = self_id.clone();
+    let backfill_mesh = mesh.clone();
+    stages
+        .drain()
+        .spawn(Phase::Checks, "gossip-ingest", async move {
+            // Results already in gossip when this server starts come first.
+            for (node, _, value, _) in backfill_mesh.values_with_prefix(RESULT_PREFIX).await {
+                if let Some(r) = pipeline::from_peer(&node, &me, &value) {
+                    if from_gossip.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            while let Some((node, value)) = gossip_rx.recv().await {
+                if let Some(r) = pipeline::from_peer(&node, &me, &value) {
+                    if from_gossip.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+
+    // The server's own checks, placed over the grid's members.
+    let (inst_tx, inst_rx) = watch::channel(Vec::new());
+    let (reports_tx, mut reports_rx) = mpsc::channel(4096);
+    stages.drain().spawn(
+        Phase::Checks,
+        "server-checks",
+        Runner {
+            instances: inst_rx,
+            reports: reports_tx,
+            mesh: Some(Arc::new(MeshGraph(mesh.clone()))),
+            observer: self_id.clone(),
+            max_concurrent: 32,
+            clock,
+        }
+        .run(),
+    );
+    let server_feed = fold_tx.clone();
+    stages
+        .drain()
+        .spawn(Phase::Checks, "server-results", async move {
+            while let Some((r, _)) = reports_rx.recv().await {
+                if server_feed.send(r).await.is_err() {
+                    return;
+                }
+            }
+        });
+
+    // Membership drives the directory, the fold and the server's checks.
+    let dir_mesh = mesh.clone();
+    let dir_policy = policy.clone();
+    stages
+        .drain()
+        .spawn(Phase::Checks, "directory", async move {
+            let mut last: Option<Vec<NodeEntry>> = None;
+            loop {
+                let nodes = nodes_of(&dir_mesh).await;
+                if last.as_ref() != Some(&nodes) {
+                    let _ = dir_tx.send(directory_of(&nodes));
+                    let _ = inst_tx.send(placement::server_instances(&dir_policy, &nodes));
+                    let _ = nodes_tx.send(nodes.clone());
+                    last = Some(nodes);
+                }
+                tokio::time::sleep(DIRECTORY_EVERY).await;
+            }
+        });
+
+    spawn_retention(stages, store, config.store.journal_retention, clock);
+
+    Server {
+        role: ServerRole::On,
+        escalator: Some(handle),
+        results: Some(fold_tx),
+        subscriptions: vec![subscription],
+    }
+}
+
+/// Prunes journal lines and closed escalations past the retention, at
+/// start and hourly.
+fn spawn_retention(stages: &Stages<'_>, store: Arc<dyn Store>, retention: Duration, clock: Clock) {
+    stages.drain().spawn(Phase::Store, "retention", async move {
+        let mut every = tokio::time::interval(RETENTION_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let before = clock.now_ms().saturating_sub(retention.as_millis() as u64);
+            match store.prune(before).await {
+                Ok(p) if p.journal + p.escalations > 0 => tracing::info!(
+                    journal_lines = p.journal,
+                    escalations = p.escalations,
+                    "pruned the store past its retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot prune the store"),
+            }
+        }
+    });
+}

@@ -1,0 +1,267 @@
+//! A node as `gemba run` assembles it: one drain stops every task and frees
+//! every port; a store that cannot be opened turns the server role off but
+//! not the agent; opening a store that another server holds locked does not
+//! stall the probes this node answers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gemba_core::{Config, ConfigFile, Overrides};
+use gemba_mesh::{GridKey, LinkState, MemNet, Net, UdpNet};
+use gemba_node::{HttpListen, Node, NodeOptions, Phase, ServerRole};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+fn key() -> GridKey {
+    GridKey::new(b"node-test-grid-key-0123456789abc".to_vec()).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gemba-node-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(
+    id: &str,
+    listen: SocketAddr,
+    seed: Option<SocketAddr>,
+    dir: &Path,
+    toml: &str,
+) -> Config {
+    let o = Overrides {
+        node_id: Some(id.into()),
+        mesh_listen: Some(listen.to_string()),
+        seeds: seed.map(|s| vec![s.to_string()]).unwrap_or_default(),
+        data_dir: Some(dir.join(id)),
+        ..Default::default()
+    };
+    let file = ConfigFile::parse(Path::new("test.toml"), toml).unwrap();
+    Config::from_file(file, &o, "test.toml").unwrap()
+}
+
+const FAST_MESH: &str =
+    "[mesh]\ngossip_interval = \"100ms\"\nprobe_interval = \"200ms\"\nprobe_timeout = \"100ms\"\n";
+
+/// A check that fails at once (nothing listens on port 1).
+const CLOSED_PORT_CHECK: &str =
+    "[[check]]\nname = \"closed\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 1\ninterval = \"1s\"\n";
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_leaves_nothing_running_and_frees_its_ports() {
+    let dir = temp_dir("drain");
+    let listen: SocketAddr = "127.0.91.1:7946".parse().unwrap();
+    let c = config(
+        "n1",
+        listen,
+        None,
+        &dir,
+        &format!("{FAST_MESH}[http]\nlisten = \"127.0.91.1:0\"\n{CLOSED_PORT_CHECK}"),
+    );
+    for round in 0..2 {
+        let node = Node::start(&c, Arc::new(UdpNet), key()).await.unwrap();
+        assert_eq!(node.server_role(), &ServerRole::On);
+        // Wait until a result went the whole way: runner, fold, escalator.
+        let h = node.escalator().unwrap().clone();
+        let start = Instant::now();
+        while h.checks().await.is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no check result reached the escalator"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let http = node.http_addr().unwrap();
+        assert!(http_get(http, "/healthz")
+            .await
+            .contains("\"server_role\":\"on\""));
+        for phase in [Phase::Http, Phase::Checks, Phase::Escalator, Phase::Store] {
+            assert!(
+                node.running(phase) > 0,
+                "round {round}: {phase:?} has tasks"
+            );
+        }
+        let report = node.shutdown().await;
+        assert_eq!(
+            report.order,
+            Phase::ALL,
+            "HTTP first, the store's upkeep last"
+        );
+        assert!(
+            report.aborted.is_empty(),
+            "every task stopped within its grace: {report:?}"
+        );
+        assert!(report.panicked.is_empty(), "{report:?}");
+        // Every socket is free again: UDP and the TCP probe listener on the
+        // mesh port, and HTTP.
+        drop(
+            tokio::net::UdpSocket::bind(listen)
+                .await
+                .expect("mesh UDP port freed"),
+        );
+        drop(
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .expect("TCP probe listener stopped"),
+        );
+        drop(
+            tokio::net::TcpListener::bind(http)
+                .await
+                .expect("HTTP port freed"),
+        );
+        assert!(h.plan().await.is_none(), "the escalator stopped");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_opened_turns_the_server_role_off_and_the_agent_keeps_going() {
+    let dir = temp_dir("badstore");
+    let bad = dir.join("corrupt.db");
+    std::fs::write(&bad, vec![b'x'; 8192]).unwrap();
+    let c = config(
+        "n1",
+        "10.9.0.1:7946".parse().unwrap(),
+        None,
+        &dir,
+        &format!(
+            "[store]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{CLOSED_PORT_CHECK}",
+            bad.display()
+        ),
+    );
+    let node = Node::start(&c, Arc::new(MemNet::new()), key())
+        .await
+        .unwrap();
+    let ServerRole::Off(why) = node.server_role().clone() else {
+        panic!("server role should be off: {:?}", node.server_role());
+    };
+    assert!(
+        why.contains(&format!("cannot open store {}", bad.display())),
+        "{why}"
+    );
+    assert!(node.escalator().is_none());
+    let health = http_get(node.http_addr().unwrap(), "/healthz").await;
+    assert!(
+        health.contains("\"status\":\"degraded\"") && health.contains("cannot open store"),
+        "{health}"
+    );
+    // The agent still runs its checks and publishes them.
+    let start = Instant::now();
+    loop {
+        let published = node.mesh().values_with_prefix("c:").await;
+        if published
+            .iter()
+            .any(|(n, k, _, _)| n == "n1" && k == "closed")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent published nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = node.shutdown().await;
+    assert!(
+        report.aborted.is_empty() && report.panicked.is_empty(),
+        "{report:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One runtime thread, as `gemba run` has: a store open that blocked it
+/// would stop this node from answering probes while it waits.
+#[tokio::test(flavor = "current_thread")]
+async fn probes_keep_answering_while_the_store_waits_for_another_servers_lock() {
+    let dir = temp_dir("locked");
+    let net: Arc<dyn Net> = Arc::new(MemNet::new());
+    let a_addr: SocketAddr = "10.9.1.1:7946".parse().unwrap();
+    let b_addr: SocketAddr = "10.9.1.2:7946".parse().unwrap();
+    let a = Node::start_with(
+        &config(
+            "a",
+            a_addr,
+            None,
+            &dir,
+            &format!("{FAST_MESH}[node]\nserver = false\n"),
+        ),
+        net.clone(),
+        key(),
+        NodeOptions {
+            http: HttpListen::Off,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let b_config = config("b", b_addr, Some(a_addr), &dir, FAST_MESH);
+    let gemba_core::StoreLocation::Sqlite(db) = b_config.store.location.clone();
+    drop(gemba_store::SqliteStore::open(&db).unwrap());
+    // Another server holds the write lock for 4 s.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let b_start = tokio::spawn({
+        let net = net.clone();
+        async move {
+            Node::start_with(
+                &b_config,
+                net,
+                key(),
+                NodeOptions {
+                    http: HttpListen::Off,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }
+    });
+    let start = Instant::now();
+    let mut seen_up_while_b_starts = false;
+    while !b_start.is_finished() {
+        let g = a.mesh().graph().await;
+        if g.edges
+            .iter()
+            .any(|e| e.source == "a" && e.target == "b" && e.state == LinkState::Up)
+        {
+            seen_up_while_b_starts = true;
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen_up_while_b_starts,
+        "a saw b's link up only after b's store opened: the open blocked b's runtime"
+    );
+    let b = b_start.await.unwrap();
+    assert_eq!(
+        b.server_role(),
+        &ServerRole::On,
+        "the store opened once the lock was released"
+    );
+    holder.join().unwrap();
+    b.shutdown().await;
+    a.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

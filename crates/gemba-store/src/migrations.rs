@@ -1,0 +1,67 @@
+//! The schema, per stage. Each stage numbers its own migrations from 1;
+//! a store records the version each stage has reached, so stages are added
+//! and grown independently. The SQL is SQLite's; a second implementation
+//! brings its own lists under the same stage names and versions.
+
+/// One stage's migrations, applied in order; never edit a released one,
+/// append a new one.
+pub struct StageSchema {
+    pub name: &'static str,
+    pub sqlite: &'static [&'static str],
+}
+
+/// Every stage with tables in the store.
+pub const STAGES: &[StageSchema] = &[StageSchema {
+    name: "escalator",
+    sqlite: ESCALATOR,
+}];
+
+/// The escalator's tables.
+const ESCALATOR: &[&str] = &[
+    // 1: the escalator's journal, records, leases and step claims.
+    "CREATE TABLE journal (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        escalation INTEGER,
+        scope TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        server TEXT NOT NULL
+    );
+    CREATE INDEX journal_escalation ON journal(escalation, seq);
+    CREATE TABLE escalations (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        open INTEGER NOT NULL,
+        opened_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX escalations_open ON escalations(open, updated_ms);
+    CREATE TABLE escalation_ids (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER);
+    CREATE TABLE leases (
+        scope TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE TABLE step_claims (
+        escalation INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        level INTEGER NOT NULL,
+        holder TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (escalation, attempt, level)
+    );",
+    // 2: notices waiting for delivery (retried until delivered or expired).
+    "CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        target TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        next_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_due ON outbox(next_ms);",
+];
