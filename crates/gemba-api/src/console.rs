@@ -265,7 +265,7 @@ pub fn render_page(node: &str, site: &str, g: &Graph) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gemba_mesh::{GraphEdge, GraphNode, NodeState};
+    use gemba_mesh::{GraphNode, NodeState};
 
     fn node(id: &str) -> GraphNode {
         GraphNode {
@@ -284,7 +284,7 @@ mod tests {
     fn a_dead_path_reads_as_failing_flows_in_the_matrix_and_the_broken_links() {
         let g = Graph {
             nodes: vec![node("ams-1"), node("nyc-1")],
-            edges: vec![GraphEdge::from_gossip(
+            edges: vec![gemba_mesh::graph::edge_from_gossip(
                 "ams-1",
                 "nyc-1",
                 Some(&"g5,9,5pp4/8@1".parse().unwrap()),

@@ -8,7 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use gemba_escalator::{EscalatorHandle, Phase};
+use gemba_escalator::{EscalatorError, EscalatorHandle, Phase};
 use serde_json::json;
 
 use crate::console::{ago, now_unix, utc_time, NAV, STYLE};
@@ -21,6 +21,21 @@ pub struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         error(self.0, self.1)
+    }
+}
+
+impl From<EscalatorError> for ApiError {
+    /// Refusals are conflicts with the escalation's state; an escalator
+    /// that is not running is unavailable; the store failing is ours.
+    fn from(e: EscalatorError) -> ApiError {
+        let code = match &e {
+            EscalatorError::Refused(_) => StatusCode::CONFLICT,
+            EscalatorError::NotRunning | EscalatorError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            EscalatorError::Store(_) | EscalatorError::Unreadable(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError(code, e.to_string())
     }
 }
 
@@ -85,7 +100,7 @@ pub async fn escalations(State(s): State<Shared>) -> Answer {
         Ok(list) => {
             Ok(Json(json!({ "served_by": s.mesh.id(), "escalations": list })).into_response())
         }
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -102,7 +117,7 @@ pub async fn journal(
     let limit = q.limit.unwrap_or(100).min(1000);
     match h.journal(limit).await {
         Ok(rows) => Ok(Json(json!({ "served_by": s.mesh.id(), "journal": rows })).into_response()),
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -124,7 +139,7 @@ pub async fn escalation(State(s): State<Shared>, Path(id): Path<String>) -> Answ
             StatusCode::NOT_FOUND,
             format!("no escalation {id}"),
         )),
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -133,7 +148,7 @@ pub async fn approve(State(s): State<Shared>, Path(id): Path<String>, req: Reque
     let id = parse_id(&id)?;
     match h.approve(id, &who(&req)).await {
         Ok(()) => Ok(Json(json!({ "approved": id })).into_response()),
-        Err(e) => Err(ApiError(StatusCode::CONFLICT, e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -145,7 +160,7 @@ pub async fn ack(State(s): State<Shared>, Path(scope): Path<String>, req: Reques
     };
     match h.ack(scope, &who(&req)).await {
         Ok(id) => Ok(Json(json!({ "acknowledged": id })).into_response()),
-        Err(e) => Err(ApiError(StatusCode::CONFLICT, e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -212,7 +227,7 @@ pub async fn escalations_page(State(s): State<Shared>) -> Answer {
     };
     let list = match h.escalations(100).await {
         Ok(l) => l,
-        Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => return Err(e.into()),
     };
     let mut t = String::from(
         r#"<table id="escalations"><tr><th>id</th><th>scope</th><th>phase</th><th>attempt</th><th>levels</th><th>checks</th><th>opened</th></tr>"#,
@@ -258,7 +273,7 @@ pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) ->
                 format!("no escalation {id}"),
             ))
         }
-        Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => return Err(e.into()),
     };
     let e = &v.escalation;
     let mut b = format!(

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gemba_core::graph::{Graph, LinkState, NodeState};
 use gemba_core::{template, CheckDef, CheckKind, Scope};
-use gemba_mesh::{Graph, LinkState, NodeState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -399,7 +399,7 @@ fn mesh_link(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gemba_mesh::{Graph, GraphEdge};
+    use gemba_core::graph::{Graph, GraphEdge, LossKind, TcpPath};
 
     fn view_with(edge: GraphEdge) -> MeshView {
         MeshView {
@@ -413,12 +413,21 @@ mod tests {
 
     #[test]
     fn mesh_link_names_a_black_holed_path() {
-        let view = view_with(GraphEdge::from_gossip(
-            "ams-1",
-            "nyc-1",
-            Some(&"g5,9,5pp4/8@1".parse().unwrap()),
-            true,
-        ));
+        // As the mesh reports a link with 4 of its 8 flows dead.
+        let view = view_with(GraphEdge {
+            source: "ams-1".into(),
+            target: "nyc-1".into(),
+            state: LinkState::Degraded,
+            rtt_p50_ms: Some(0.5),
+            rtt_p99_ms: Some(1.0),
+            loss: Some(0.5),
+            loss_kind: LossKind::Path,
+            flows_probed: 8,
+            flows_failing: 4,
+            reason: Some("4 of 8 flows fail (a path is black-holed)".into()),
+            tcp: TcpPath::Partial,
+            since: Some(1),
+        });
         let (status, output, perf, trusted) = mesh_link("ams-1", "nyc-1", Some(&view));
         assert_eq!(status, Status::Warning);
         assert!(trusted);

@@ -5,7 +5,6 @@
 //! actions share, fall/rise and flap detection, and the runner that keeps
 //! a set of instances on their intervals.
 
-pub mod exec;
 pub mod http;
 pub mod kinds;
 pub mod nagios;
@@ -16,6 +15,7 @@ pub mod result;
 pub mod runner;
 pub mod tracker;
 
+pub use gemba_exec as exec;
 pub use kinds::{Instance, MeshView, Observation, Vars};
 pub use nagios::{Perf, Status};
 pub use result::CheckResult;

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use gemba_exec::Clock;
+
 use crate::kinds::{self, Instance, MeshView};
 use crate::result::{self, CheckResult};
 use crate::tracker::{CheckTracker, Transition};
@@ -23,40 +25,6 @@ use crate::tracker::{CheckTracker, Transition};
 #[async_trait::async_trait]
 pub trait MeshSource: Send + Sync {
     async fn view(&self) -> MeshView;
-}
-
-/// Wall-clock ms that follows tokio's clock, so paused-time tests move it.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    base_ms: u64,
-    base: Instant,
-}
-
-impl Clock {
-    pub fn new() -> Clock {
-        let base_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Clock::starting_at(base_ms)
-    }
-
-    pub fn starting_at(base_ms: u64) -> Clock {
-        Clock {
-            base_ms,
-            base: Instant::now(),
-        }
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.base_ms + self.base.elapsed().as_millis() as u64
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
 }
 
 /// A result and what it changed.

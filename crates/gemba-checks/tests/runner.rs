@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use gemba_checks::placement::{self, NodeEntry};
 use gemba_checks::{Clock, HardState, MeshSource, MeshView, Runner, Status};
+use gemba_core::graph::{Graph, GraphNode, NodeState};
 use gemba_core::{Config, ConfigFile, Overrides};
-use gemba_mesh::graph::{Graph, GraphNode};
-use gemba_mesh::NodeState;
 use tokio::sync::{mpsc, watch};
 
 /// A grid whose node "web-1" is up or down as the test says.

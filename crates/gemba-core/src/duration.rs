@@ -6,23 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// A [`Duration`] that parses from and prints to `1h2m3s400ms` style text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    pub const fn from_millis(ms: u64) -> Self {
-        HumanDuration(Duration::from_millis(ms))
-    }
-    pub const fn from_secs(s: u64) -> Self {
-        HumanDuration(Duration::from_secs(s))
-    }
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
 
 impl FromStr for HumanDuration {
     type Err = String;
@@ -88,19 +74,6 @@ impl fmt::Display for HumanDuration {
             }
         }
         Ok(())
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod duration;
 pub mod example;
+pub mod graph;
 pub mod ids;
 pub mod policy;
 pub mod scope;

@@ -14,6 +14,6 @@ pub mod simulate;
 
 pub use engine::{Effect, Engine, Escalation, Phase, Plan, StepOutcome};
 pub use service::{
-    spawn, spawn_with, Directory, EscalationView, EscalatorHandle, NodeInfo, ServiceConfig,
-    StepRunner,
+    spawn, spawn_with, Directory, EscalationView, EscalatorError, EscalatorHandle, NodeInfo,
+    ServiceConfig, StepRunner,
 };

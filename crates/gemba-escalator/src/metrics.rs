@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use gemba_checks::{CheckResult, HardState};
+
+use crate::engine::JournalKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -111,17 +113,29 @@ impl EscalatorMetrics {
         self.flapping.get_or_create(&l).set(r.flapping as i64);
     }
 
-    pub fn journal(&self, kind: &str) {
+    /// Drops the series of a result the engine forgot (its node left, or
+    /// its check left the policy).
+    pub fn forget_check(&self, check: &str, scope: &str) {
+        let l = CheckLabels {
+            check: check.to_string(),
+            scope: scope.to_string(),
+        };
+        self.status.remove(&l);
+        self.failing.remove(&l);
+        self.flapping.remove(&l);
+    }
+
+    pub fn journal(&self, kind: JournalKind) {
         match kind {
-            "decision" => {
+            JournalKind::Decision => {
                 self.started.inc();
             }
-            "resolved" => {
+            JournalKind::Resolved => {
                 self.resolved.inc();
             }
-            "give-up" => {
+            JournalKind::GiveUp => {
                 self.given_up.inc();
-                self.held_for("give-up");
+                self.held_for(kind.as_str());
             }
             _ => {}
         }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use gemba_checks::exec::{self, ExecSpec};
 use gemba_core::policy::NotifyDef;
+use gemba_exec::{self as exec, ExecSpec};
 use serde_json::json;
 
 use crate::engine::Notice;

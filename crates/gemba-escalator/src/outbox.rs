@@ -13,13 +13,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_checks::Clock;
 use gemba_core::policy::NotifyDef;
+use gemba_exec::Clock;
 use gemba_store::{JournalRow, OutboxRow, Store};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::engine::Notice;
+use crate::engine::{JournalKind, Notice};
 use crate::notify;
 
 /// First retry after a failure; each further one waits twice as long.
@@ -81,16 +81,18 @@ type Sent = (OutboxRow, Notice, Result<(), String>);
 
 async fn run(cfg: OutboxConfig, mut rx: mpsc::Receiver<Notice>) {
     let mut sending: JoinSet<Sent> = JoinSet::new();
+    // Notices the store would not take, sent once without retries.
+    let mut unstored: JoinSet<()> = JoinSet::new();
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             n = rx.recv() => {
                 let Some(n) = n else { break };
-                enqueue(&cfg, &n).await;
+                enqueue(&cfg, &n, &mut unstored).await;
                 // Others may be queued behind it; store them too, then send.
                 while let Ok(n) = rx.try_recv() {
-                    enqueue(&cfg, &n).await;
+                    enqueue(&cfg, &n, &mut unstored).await;
                 }
                 send_due(&cfg, &mut sending).await;
             }
@@ -100,6 +102,7 @@ async fn run(cfg: OutboxConfig, mut rx: mpsc::Receiver<Notice>) {
                     report(&cfg, done).await;
                 }
             }
+            Some(_) = unstored.join_next() => {}
         }
     }
     // Stopping: a last round for what is due now, briefly.
@@ -114,7 +117,11 @@ async fn run(cfg: OutboxConfig, mut rx: mpsc::Receiver<Notice>) {
     .await;
 }
 
-async fn enqueue(cfg: &OutboxConfig, n: &Notice) {
+/// At most this many unstored notices are in flight; past it they are
+/// logged and dropped (the store is failing and the journal says so).
+const UNSTORED_MAX: usize = 32;
+
+async fn enqueue(cfg: &OutboxConfig, n: &Notice, unstored: &mut JoinSet<()>) {
     let body = serde_json::to_string(n).expect("notice serializes");
     for t in &cfg.targets {
         let target = serde_json::to_string(t).expect("target serializes");
@@ -124,11 +131,15 @@ async fn enqueue(cfg: &OutboxConfig, n: &Notice) {
             .await
         {
             // Not stored: send it once anyway rather than lose it.
-            tracing::error!("cannot store a notice for delivery: {e}");
+            tracing::error!(error = %e, "cannot store a notice for delivery; sending it once");
+            if unstored.len() >= UNSTORED_MAX {
+                tracing::error!(notice = %n.text, "too many unstored notices in flight; dropped");
+                continue;
+            }
             let (t, n, d) = (t.clone(), n.clone(), cfg.deliver.clone());
-            tokio::spawn(async move {
+            unstored.spawn(async move {
                 if let Err(e) = d.deliver(&t, &n).await {
-                    tracing::warn!("notification failed: {e}");
+                    tracing::warn!(error = %e, "notification failed");
                 }
             });
         }
@@ -191,7 +202,7 @@ async fn report(cfg: &OutboxConfig, (row, n, r): Sent) {
                 journal(
                     cfg,
                     &n,
-                    "notify-delivered",
+                    JournalKind::NotifyDelivered,
                     format!(
                         "{} notice delivered on try {}, {} s after it was raised",
                         n.kind.as_str(),
@@ -213,7 +224,7 @@ async fn report(cfg: &OutboxConfig, (row, n, r): Sent) {
                 journal(
                     cfg,
                     &n,
-                    "notify-failed",
+                    JournalKind::NotifyFailed,
                     format!(
                         "{e}; retrying with backoff (first in {} s) for up to a day",
                         backoff(attempts).as_secs()
@@ -234,20 +245,20 @@ async fn drop_row(cfg: &OutboxConfig, row: &OutboxRow, n: Option<&Notice>, why: 
         journal(
             cfg,
             n,
-            "notify-expired",
+            JournalKind::NotifyExpired,
             format!("{} notice dropped: {why}", n.kind.as_str()),
         )
         .await;
     }
 }
 
-async fn journal(cfg: &OutboxConfig, n: &Notice, kind: &str, text: String) {
+async fn journal(cfg: &OutboxConfig, n: &Notice, kind: JournalKind, text: String) {
     let row = JournalRow {
         seq: 0,
         escalation: n.escalation,
         scope: n.scope.to_string(),
         at_ms: cfg.clock.now_ms(),
-        kind: kind.into(),
+        kind: kind.as_str().to_string(),
         text,
         server: cfg.holder.clone(),
     };

@@ -13,9 +13,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_checks::exec::{self, ExecSpec};
-use gemba_checks::{CheckResult, Clock};
+use gemba_checks::CheckResult;
 use gemba_core::{template, Policy, Scope};
+use gemba_exec::Clock;
+use gemba_exec::{self as exec, ExecSpec};
 use gemba_store::{EscalationRow, JournalRow, Store};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -56,6 +57,23 @@ enum Command {
     },
 }
 
+/// Why the escalator could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum EscalatorError {
+    #[error("the escalator is not running")]
+    NotRunning,
+    #[error("the escalator stopped before answering")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] gemba_store::StoreError),
+    #[error("escalation {0} has an unreadable record")]
+    Unreadable(u64),
+    /// A decision refused: not awaiting approval, not held, handled by
+    /// another server.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// An escalation with its journal, as the API and console show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct EscalationView {
@@ -92,7 +110,7 @@ impl EscalatorHandle {
         rx.await.unwrap_or_default()
     }
 
-    pub async fn approve(&self, id: u64, who: &str) -> Result<(), String> {
+    pub async fn approve(&self, id: u64, who: &str) -> Result<(), EscalatorError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Approve {
@@ -101,11 +119,13 @@ impl EscalatorHandle {
                 reply: tx,
             })
             .await
-            .map_err(|_| "the escalator is not running".to_string())?;
-        rx.await.map_err(|_| "the escalator stopped".to_string())?
+            .map_err(|_| EscalatorError::NotRunning)?;
+        rx.await
+            .map_err(|_| EscalatorError::Stopped)?
+            .map_err(EscalatorError::Refused)
     }
 
-    pub async fn ack(&self, scope: Scope, who: &str) -> Result<u64, String> {
+    pub async fn ack(&self, scope: Scope, who: &str) -> Result<u64, EscalatorError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Ack {
@@ -114,8 +134,10 @@ impl EscalatorHandle {
                 reply: tx,
             })
             .await
-            .map_err(|_| "the escalator is not running".to_string())?;
-        rx.await.map_err(|_| "the escalator stopped".to_string())?
+            .map_err(|_| EscalatorError::NotRunning)?;
+        rx.await
+            .map_err(|_| EscalatorError::Stopped)?
+            .map_err(EscalatorError::Refused)
     }
 
     /// Stops the escalator: no new decisions; steps already running get
@@ -136,33 +158,26 @@ impl EscalatorHandle {
     }
 
     /// Open escalations and the newest `limit` closed ones, newest first.
-    pub async fn escalations(&self, limit: usize) -> Result<Vec<Escalation>, String> {
-        let rows = self
-            .store
-            .escalations(limit)
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn escalations(&self, limit: usize) -> Result<Vec<Escalation>, EscalatorError> {
+        let rows = self.store.escalations(limit).await?;
         Ok(rows.iter().filter_map(parse_row).collect())
     }
 
     /// The newest `limit` journal lines of every scope, newest first: the
     /// decisions that opened no escalation too (quiet periods, plan mode,
     /// rate limits, flapping, deferrals to another server).
-    pub async fn journal(&self, limit: usize) -> Result<Vec<JournalRow>, String> {
-        self.store
-            .recent_journal(limit)
-            .await
-            .map_err(|e| e.to_string())
+    pub async fn journal(&self, limit: usize) -> Result<Vec<JournalRow>, EscalatorError> {
+        Ok(self.store.recent_journal(limit).await?)
     }
 
-    pub async fn escalation(&self, id: u64) -> Result<Option<EscalationView>, String> {
-        let Some(row) = self.store.escalation(id).await.map_err(|e| e.to_string())? else {
+    pub async fn escalation(&self, id: u64) -> Result<Option<EscalationView>, EscalatorError> {
+        let Some(row) = self.store.escalation(id).await? else {
             return Ok(None);
         };
         let Some(esc) = parse_row(&row) else {
-            return Err(format!("escalation {id} has an unreadable record"));
+            return Err(EscalatorError::Unreadable(id));
         };
-        let journal = self.store.journal(id).await.map_err(|e| e.to_string())?;
+        let journal = self.store.journal(id).await?;
         Ok(Some(EscalationView {
             phase_name: esc.phase.name(),
             escalation: esc,
@@ -290,6 +305,9 @@ impl Service {
         let mut leases = tokio::time::interval(self.policy.escalator.lease_ttl / 3);
         leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         leases.tick().await;
+        // A closed directory (its sender dropped) would wake this loop for
+        // ever: stop watching it.
+        let mut directory_open = true;
         loop {
             tokio::select! {
                 r = results.recv() => {
@@ -318,6 +336,16 @@ impl Service {
                         self.metrics.step_duration(level, took);
                         let fx = self.engine.step_done(id, level, outcome, output, self.clock.now_ms());
                         self.apply(fx).await;
+                    }
+                }
+                changed = self.directory.changed(), if directory_open => {
+                    directory_open = changed.is_ok();
+                    if directory_open {
+                        let nodes: std::collections::BTreeSet<String> =
+                            self.directory.borrow_and_update().keys().cloned().collect();
+                        for (check, scope) in self.engine.forget_departed(&nodes) {
+                            self.metrics.forget_check(&check, &scope.to_string());
+                        }
                     }
                 }
                 c = commands.recv() => {
@@ -631,13 +659,13 @@ impl Service {
                     }
                 }
                 Effect::Journal(e) => {
-                    self.metrics.journal(&e.kind);
+                    self.metrics.journal(e.kind);
                     let row = JournalRow {
                         seq: 0,
                         escalation: e.escalation,
                         scope: e.scope.to_string(),
                         at_ms: e.at_ms,
-                        kind: e.kind,
+                        kind: e.kind.as_str().to_string(),
                         text: e.text,
                         server: self.holder.clone(),
                     };

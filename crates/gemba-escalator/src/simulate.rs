@@ -74,7 +74,7 @@ impl Simulator {
             at_ms: e.at_ms,
             escalation: e.escalation,
             scope: e.scope,
-            kind: e.kind,
+            kind: e.kind.as_str().to_string(),
             text: e.text,
         });
     }

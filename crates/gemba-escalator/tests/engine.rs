@@ -736,3 +736,31 @@ fn a_restart_during_quiescence_keeps_its_deadline() {
     assert!(after.runs.is_empty(), "nothing re-ran");
     assert!(after.events.iter().any(|e| e.kind == "resolved"));
 }
+
+#[test]
+fn a_node_that_left_the_grid_is_forgotten_unless_its_escalation_is_open() {
+    let p = policy("");
+    let mut sim = Simulator::new(p.clone(), 0);
+    sim.observe(result(&p, "smoke", "node:a", HardState::Passing, 0));
+    sim.observe(result(&p, "smoke", "node:c", HardState::Passing, 0));
+    // b fails long enough to open an escalation (its step runs at 30 s).
+    feed(&mut sim, "smoke", "node:b", HardState::Failing, 0, 30 * S);
+    sim.run_until(31 * S, S);
+    assert_eq!(sim.engine.open_escalations().count(), 1);
+    assert_eq!(sim.engine.held_state().0, 3);
+    // b and c leave the grid; a stays.
+    let members: std::collections::BTreeSet<String> = ["a".to_string()].into();
+    let forgotten = sim.engine.forget_departed(&members);
+    assert_eq!(
+        forgotten,
+        [("smoke".to_string(), "node:c".parse().unwrap())],
+        "c is forgotten; b is kept while its escalation is open"
+    );
+    let (results, _, _, tiers) = sim.engine.held_state();
+    assert_eq!(results, 2);
+    assert_eq!(tiers, 1, "only a's tiers are kept");
+    assert!(sim
+        .engine
+        .results()
+        .all(|r| r.scope.to_string() != "node:c"));
+}

@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gemba_checks::Clock;
 use gemba_core::policy::NotifyDef;
 use gemba_escalator::engine::{Notice, NoticeKind};
 use gemba_escalator::outbox::{self, Deliver, OutboxConfig};
+use gemba_exec::Clock;
 use gemba_store::{SqliteStore, Store};
 
 /// Refuses until `refuse_until_ms` (on the shared clock), then accepts;

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_checks::exec::{self, ExecSpec};
-use gemba_checks::{CheckResult, Clock, HardState, Status};
+use gemba_checks::{CheckResult, HardState, Status};
 use gemba_core::{Config, ConfigFile, Overrides};
 use gemba_escalator::{Directory, EscalatorHandle, ServiceConfig};
+use gemba_exec::Clock;
+use gemba_exec::{self as exec, ExecSpec};
 use gemba_store::SqliteStore;
 use tokio::sync::{mpsc, watch};
 

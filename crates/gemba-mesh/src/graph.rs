@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use gemba_core::Topology;
-use serde::{Deserialize, Serialize};
 
 use crate::link::{
     link_reason, loss_bucket_value, rtt_bucket_ms, EdgeValue, LinkState, LossKind, TcpPath,
@@ -45,171 +44,61 @@ impl Placed for Member {
     }
 }
 
-/// The verdict on a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    Up,
-    /// Some observers cannot reach it, but not a quorum.
-    Degraded,
-    /// A quorum of trusted observers cannot reach it.
-    Down,
-    /// It cannot reach most of its peers; its observations are not trusted.
-    Isolated,
-    Unknown,
-}
+pub use gemba_core::graph::{Graph, GraphEdge, GraphNode, NodeState};
 
-impl NodeState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Up => "up",
-            NodeState::Degraded => "degraded",
-            NodeState::Down => "down",
-            NodeState::Isolated => "isolated",
-            NodeState::Unknown => "unknown",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct GraphNode {
-    pub id: String,
-    pub site: String,
-    pub state: NodeState,
-    pub addr: String,
-    pub http: Option<String>,
-    /// Whether gossip from this node is current (failure detector).
-    pub live: bool,
-    /// Trusted observers that probe this node, and how many see it down.
-    pub observers: usize,
-    pub down_votes: usize,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct GraphEdge {
-    pub source: String,
-    pub target: String,
-    pub state: LinkState,
-    pub rtt_p50_ms: Option<f64>,
-    pub rtt_p99_ms: Option<f64>,
-    pub loss: Option<f64>,
-    /// How the link loses probes: none, random, path (some flows fail: a
-    /// black-holed path) or total.
-    #[serde(default)]
-    pub loss_kind: LossKind,
-    /// Flows (source ports) the observer probes, and how many of them fail.
-    #[serde(default)]
-    pub flows_probed: u8,
-    #[serde(default)]
-    pub flows_failing: u8,
-    /// Why the link is not up, in words.
-    #[serde(default)]
-    pub reason: Option<String>,
-    pub tcp: TcpPath,
-    /// Unix seconds since the observer has seen this state.
-    pub since: Option<u64>,
-}
-
-impl GraphEdge {
-    /// The edge `source` → `target` as `source` gossiped it (`None`: not
-    /// yet reported); an observer that is no longer live makes it stale.
-    pub fn from_gossip(
-        source: &str,
-        target: &str,
-        value: Option<&EdgeValue>,
-        observer_live: bool,
-    ) -> GraphEdge {
-        let Some(v) = value else {
-            return GraphEdge {
-                source: source.to_string(),
-                target: target.to_string(),
-                state: if observer_live {
-                    LinkState::Unknown
-                } else {
-                    LinkState::Stale
-                },
-                rtt_p50_ms: None,
-                rtt_p99_ms: None,
-                loss: None,
-                loss_kind: LossKind::None,
-                flows_probed: 0,
-                flows_failing: 0,
-                reason: None,
-                tcp: TcpPath::Unknown,
-                since: None,
-            };
-        };
-        let state = if observer_live {
-            v.state
-        } else {
-            LinkState::Stale
-        };
-        let loss = match v.kind {
-            // For path loss the share of failing flows is known exactly;
-            // the bucket only bounds it.
-            LossKind::Path if v.probed > 0 => Some(f64::from(v.failing) / f64::from(v.probed)),
-            _ => (v.state != LinkState::Unknown).then(|| loss_bucket_value(v.loss)),
-        };
-        GraphEdge {
+/// The edge `source` → `target` as `source` gossiped it (`None`: not
+/// yet reported); an observer that is no longer live makes it stale.
+pub fn edge_from_gossip(
+    source: &str,
+    target: &str,
+    value: Option<&EdgeValue>,
+    observer_live: bool,
+) -> GraphEdge {
+    let Some(v) = value else {
+        return GraphEdge {
             source: source.to_string(),
             target: target.to_string(),
-            state,
-            rtt_p50_ms: rtt_bucket_ms(v.p50),
-            rtt_p99_ms: rtt_bucket_ms(v.p99),
-            loss,
-            loss_kind: v.kind,
-            flows_probed: v.probed,
-            flows_failing: v.failing,
-            // Buckets only bound random loss, so its words name no figure.
-            reason: link_reason(state, v.kind, v.failing, v.probed, None),
-            tcp: v.tcp,
-            since: Some(v.since),
-        }
-    }
-
-    /// One line for people: `ams-1 → nyc-1 degraded: 4 of 8 flows fail (a
-    /// path is black-holed)`.
-    pub fn describe(&self) -> String {
-        match &self.reason {
-            Some(r) => format!("{} → {} {}: {r}", self.source, self.target, self.state),
-            None => format!("{} → {} {}", self.source, self.target, self.state),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Graph {
-    pub nodes: Vec<GraphNode>,
-    pub edges: Vec<GraphEdge>,
-}
-
-impl Graph {
-    /// Links that are down or degraded, worst first, then oldest first.
-    pub fn broken_links(&self) -> Vec<&GraphEdge> {
-        let mut v: Vec<&GraphEdge> = self
-            .edges
-            .iter()
-            .filter(|e| matches!(e.state, LinkState::Down | LinkState::Degraded))
-            .collect();
-        v.sort_by(|a, b| {
-            (a.state != LinkState::Down, a.since, &a.source, &a.target).cmp(&(
-                b.state != LinkState::Down,
-                b.since,
-                &b.source,
-                &b.target,
-            ))
-        });
-        v
-    }
-
-    pub fn node(&self, id: &str) -> Option<&GraphNode> {
-        self.nodes.iter().find(|n| n.id == id)
-    }
-
-    pub fn edge(&self, source: &str, target: &str) -> Option<&GraphEdge> {
-        self.edges
-            .iter()
-            .find(|e| e.source == source && e.target == target)
+            state: if observer_live {
+                LinkState::Unknown
+            } else {
+                LinkState::Stale
+            },
+            rtt_p50_ms: None,
+            rtt_p99_ms: None,
+            loss: None,
+            loss_kind: LossKind::None,
+            flows_probed: 0,
+            flows_failing: 0,
+            reason: None,
+            tcp: TcpPath::Unknown,
+            since: None,
+        };
+    };
+    let state = if observer_live {
+        v.state
+    } else {
+        LinkState::Stale
+    };
+    let loss = match v.kind {
+        // For path loss the share of failing flows is known exactly;
+        // the bucket only bounds it.
+        LossKind::Path if v.probed > 0 => Some(f64::from(v.failing) / f64::from(v.probed)),
+        _ => (v.state != LinkState::Unknown).then(|| loss_bucket_value(v.loss)),
+    };
+    GraphEdge {
+        source: source.to_string(),
+        target: target.to_string(),
+        state,
+        rtt_p50_ms: rtt_bucket_ms(v.p50),
+        rtt_p99_ms: rtt_bucket_ms(v.p99),
+        loss,
+        loss_kind: v.kind,
+        flows_probed: v.probed,
+        flows_failing: v.failing,
+        // Buckets only bound random loss, so its words name no figure.
+        reason: link_reason(state, v.kind, v.failing, v.probed, None),
+        tcp: v.tcp,
+        since: Some(v.since),
     }
 }
 
@@ -224,7 +113,7 @@ pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> 
         let expected = topology::targets(&m.id, &members, topology);
         for t in expected {
             let target = members[t];
-            let edge = GraphEdge::from_gossip(&m.id, &target.id, m.edges.get(&target.id), m.live);
+            let edge = edge_from_gossip(&m.id, &target.id, m.edges.get(&target.id), m.live);
             edges.push(edge);
         }
     }

@@ -61,34 +61,16 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::time::Instant;
 
-/// What an observer concludes about a directed link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkState {
-    Up,
-    Degraded,
-    Down,
-    /// Never measured yet.
-    Unknown,
-    /// The observer's report is too old to trust (the observer is not live).
-    Stale,
-}
+/// One-character codes of link states, loss kinds and TCP summaries in
+/// the gossip value (see [`EdgeValue`]).
+mod codes {
+    use super::{LinkState, LossKind, TcpPath};
 
-impl LinkState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkState::Up => "up",
-            LinkState::Degraded => "degraded",
-            LinkState::Down => "down",
-            LinkState::Unknown => "unknown",
-            LinkState::Stale => "stale",
-        }
-    }
-    fn code(self) -> char {
-        match self {
+    pub fn state(s: LinkState) -> char {
+        match s {
             LinkState::Up => 'u',
             LinkState::Degraded => 'g',
             LinkState::Down => 'd',
@@ -96,7 +78,7 @@ impl LinkState {
             LinkState::Stale => 's',
         }
     }
-    fn from_code(c: char) -> Option<Self> {
+    pub fn to_state(c: char) -> Option<LinkState> {
         Some(match c {
             'u' => LinkState::Up,
             'g' => LinkState::Degraded,
@@ -106,60 +88,15 @@ impl LinkState {
             _ => return None,
         })
     }
-    pub const ALL: [LinkState; 5] = [
-        LinkState::Up,
-        LinkState::Degraded,
-        LinkState::Down,
-        LinkState::Unknown,
-        LinkState::Stale,
-    ];
-}
-
-impl fmt::Display for LinkState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How a link loses probes (see the module documentation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LossKind {
-    #[default]
-    None,
-    /// Spread over all flows.
-    Random,
-    /// Some flows lose everything, the others (nearly) nothing.
-    Path,
-    /// Every flow loses everything.
-    Total,
-}
-
-impl LossKind {
-    pub const ALL: [LossKind; 4] = [
-        LossKind::None,
-        LossKind::Random,
-        LossKind::Path,
-        LossKind::Total,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LossKind::None => "none",
-            LossKind::Random => "random",
-            LossKind::Path => "path",
-            LossKind::Total => "total",
-        }
-    }
-    fn code(self) -> char {
-        match self {
+    pub fn kind(k: LossKind) -> char {
+        match k {
             LossKind::None => 'n',
             LossKind::Random => 'r',
             LossKind::Path => 'p',
             LossKind::Total => 't',
         }
     }
-    fn from_code(c: char) -> Option<Self> {
+    pub fn to_kind(c: char) -> Option<LossKind> {
         Some(match c {
             'n' => LossKind::None,
             'r' => LossKind::Random,
@@ -168,31 +105,15 @@ impl LossKind {
             _ => return None,
         })
     }
-}
-
-/// The TCP connects' last results, over all flows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TcpPath {
-    Unknown,
-    /// The last connect of every flow tried reached the peer.
-    Connects,
-    /// Some flows connect, others do not.
-    Partial,
-    /// No flow connects.
-    Fails,
-}
-
-impl TcpPath {
-    fn code(self) -> char {
-        match self {
+    pub fn tcp(t: TcpPath) -> char {
+        match t {
             TcpPath::Unknown => 'n',
             TcpPath::Connects => 'c',
             TcpPath::Partial => 'p',
             TcpPath::Fails => 'f',
         }
     }
-    fn from_code(c: char) -> Option<Self> {
+    pub fn to_tcp(c: char) -> Option<TcpPath> {
         Some(match c {
             'n' => TcpPath::Unknown,
             'c' => TcpPath::Connects,
@@ -203,32 +124,7 @@ impl TcpPath {
     }
 }
 
-/// Words for a link that is not up, as people read them: "4 of 8 flows
-/// fail (a path is black-holed)". `None` for a link that is up or unmeasured.
-pub fn link_reason(
-    state: LinkState,
-    kind: LossKind,
-    failing: u8,
-    probed: u8,
-    loss: Option<f64>,
-) -> Option<String> {
-    match (state, kind) {
-        (LinkState::Down, _) => Some(if probed > 1 {
-            format!("all {probed} flows fail")
-        } else {
-            "every probe is lost".to_string()
-        }),
-        (LinkState::Degraded, LossKind::Path) => Some(format!(
-            "{failing} of {probed} flows fail (a path is black-holed)"
-        )),
-        (LinkState::Degraded, LossKind::Random) => Some(match loss {
-            Some(l) => format!("random loss ({:.0}% of probes)", l * 100.0),
-            None => "random loss".to_string(),
-        }),
-        (LinkState::Degraded, _) => Some("slow: p99 RTT over the threshold".to_string()),
-        _ => None,
-    }
-}
+pub use gemba_core::graph::{link_reason, LinkState, LossKind, TcpPath};
 
 /// Thresholds a tracker decides with (from `[mesh]` config).
 #[derive(Clone, Debug)]
@@ -948,12 +844,12 @@ impl fmt::Display for EdgeValue {
         write!(
             f,
             "{}{},{},{}{}{}{}/{}@{}",
-            self.state.code(),
+            codes::state(self.state),
             self.p50,
             self.p99,
             self.loss,
-            self.tcp.code(),
-            self.kind.code(),
+            codes::tcp(self.tcp),
+            codes::kind(self.kind),
             self.failing,
             self.probed,
             self.since
@@ -971,7 +867,7 @@ impl FromStr for EdgeValue {
             return Err(());
         }
         let (body, since) = s.split_once('@').ok_or(())?;
-        let state = LinkState::from_code(body.chars().next().ok_or(())?).ok_or(())?;
+        let state = codes::to_state(body.chars().next().ok_or(())?).ok_or(())?;
         let rest = &body[1..];
         let (left, probed) = rest.split_once('/').ok_or(())?;
         let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
@@ -986,8 +882,8 @@ impl FromStr for EdgeValue {
             return Err(());
         }
         let mut tail = head[head.len() - 2..].chars();
-        let tcp = TcpPath::from_code(tail.next().ok_or(())?).ok_or(())?;
-        let kind = LossKind::from_code(tail.next().ok_or(())?).ok_or(())?;
+        let tcp = codes::to_tcp(tail.next().ok_or(())?).ok_or(())?;
+        let kind = codes::to_kind(tail.next().ok_or(())?).ok_or(())?;
         let nums = &head[..head.len() - 2];
         let mut it = nums.split(',').map(|n| {
             if digits(n) {

@@ -120,8 +120,8 @@ pub enum MeshError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start gossip: {0:#}")]
-    Gossip(anyhow::Error),
+    #[error("cannot start gossip: {0}")]
+    Gossip(String),
 }
 
 /// A running mesh node. Dropping it without [`MeshNode::shutdown`] leaves
@@ -134,6 +134,7 @@ pub struct MeshNode {
     links: SharedLinks,
     metrics: Arc<MeshMetrics>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    seen_states: SeenStates,
     /// Stops what the network layer spawned for this node.
     stop: tokio_util::sync::CancellationToken,
     graph_cache: tokio::sync::Mutex<Option<(Instant, Arc<Graph>)>>,
@@ -229,18 +230,20 @@ impl MeshNode {
         let chitchat = Arc::new(
             spawn_chitchat(config, initial, &transport)
                 .await
-                .map_err(MeshError::Gossip)?,
+                .map_err(|e| MeshError::Gossip(format!("{e:#}")))?,
         );
 
         // Link changes are pushed at once (rumour spreading) rather than
         // waiting for the next anti-entropy round: a node that learns a
         // changed link state gossips with a few peers right away.
         let (push_tx, push_rx) = mpsc::channel::<()>(1);
-        // Last state seen per (observer, target), keyed by a hash of the
-        // pair: 16 bytes an edge, which matters with 100,000 edges.
-        let seen_states: std::sync::Mutex<HashMap<u64, u8>> = Default::default();
+        // Last state seen per observer and edge key (hashed): 16 bytes an
+        // edge, which matters with 100,000 edges. Observers that left the
+        // grid are forgotten by the maintainer.
+        let seen_states: SeenStates = Default::default();
         let hasher = std::collections::hash_map::RandomState::new();
         let remote_push = push_tx.clone();
+        let seen = seen_states.clone();
         let edge_listener =
             chitchat
                 .chitchat()
@@ -249,10 +252,16 @@ impl MeshNode {
                 .subscribe_event(EDGE_PREFIX, move |event| {
                     use std::hash::BuildHasher;
                     let state = event.value.as_bytes().first().copied().unwrap_or(b'n');
-                    let key = hasher.hash_one((&*event.node.node_id, event.key));
-                    let changed = seen_states
+                    let key = hasher.hash_one(event.key);
+                    let changed = seen
                         .lock()
-                        .map(|mut seen| seen.insert(key, state) != Some(state))
+                        .map(|mut seen| {
+                            let observer = match seen.get_mut(&*event.node.node_id) {
+                                Some(m) => m,
+                                None => seen.entry(event.node.node_id.to_string()).or_default(),
+                            };
+                            observer.insert(key, state) != Some(state)
+                        })
                         .unwrap_or(false);
                     if changed {
                         let _ = remote_push.try_send(());
@@ -294,6 +303,7 @@ impl MeshNode {
             changes,
             push: push_tx,
             published: HashMap::new(),
+            seen_states: seen_states.clone(),
         };
         let maintain_task = tokio::spawn(maintainer.run());
         tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
@@ -308,6 +318,7 @@ impl MeshNode {
                 .chain(flow_tasks)
                 .collect::<Vec<_>>()
                 .into(),
+            seen_states,
             stop,
             graph_cache: tokio::sync::Mutex::new(None),
         })
@@ -391,13 +402,6 @@ impl MeshNode {
         guard.self_node_state().set(key, value);
     }
 
-    /// Removes `key` from this node's gossip state.
-    pub async fn delete_local(&self, key: &str) {
-        let chitchat = self.chitchat.chitchat();
-        let mut guard = chitchat.lock().await;
-        guard.self_node_state().delete(key);
-    }
-
     /// Every value under `prefix` in every node's gossip state (newest
     /// generation), as (node, key without prefix, value, node is live).
     pub async fn values_with_prefix(&self, prefix: &str) -> Vec<(String, String, String, bool)> {
@@ -440,6 +444,12 @@ impl MeshNode {
         let chitchat = self.chitchat.chitchat();
         let guard = chitchat.lock().await;
         guard.subscribe_event(prefix, move |e| f(&e.node.node_id, e.key, e.value))
+    }
+
+    /// How many observers' link states this node remembers from gossip
+    /// (to push changes on): bounded by the grid's members.
+    pub fn observers_seen(&self) -> usize {
+        self.seen_states.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     /// This node's outgoing links at full resolution.
@@ -541,7 +551,11 @@ struct Maintainer {
     push: mpsc::Sender<()>,
     /// What this node last published, by target, and when.
     published: HashMap<String, (EdgeValue, Instant)>,
+    seen_states: SeenStates,
 }
+
+/// The last link state seen in gossip, by observer, then by edge key hash.
+type SeenStates = Arc<std::sync::Mutex<HashMap<String, HashMap<u64, u8>>>>;
 
 impl Maintainer {
     async fn run(mut self) {
@@ -561,6 +575,12 @@ impl Maintainer {
                 let guard = self.chitchat.lock().await;
                 members_of(&guard, false)
             };
+            if let Ok(mut seen) = self.seen_states.lock() {
+                if seen.len() > members.len() {
+                    let ids: HashSet<&str> = members.iter().map(|m| m.id.as_str()).collect();
+                    seen.retain(|observer, _| ids.contains(observer.as_str()));
+                }
+            }
             let wanted: Vec<Target> =
                 topology::targets(&self.settings.id, &members, self.settings.topology)
                     .into_iter()

@@ -464,8 +464,14 @@ impl Prober {
                 });
             }
             let label = TargetLabel { target: id.clone() };
-            self.metrics.link_loss.remove(&label);
-            self.metrics.failing_flows.remove(&label);
+            let m = &self.metrics;
+            m.link_loss.remove(&label);
+            m.failing_flows.remove(&label);
+            m.probes_sent.remove(&label);
+            m.probes_lost.remove(&label);
+            m.probe_rtt.remove(&label);
+            m.tcp_connect_failures.remove(&label);
+            m.confirm_bursts.remove(&label);
         }
         let now = unix_ms() / 1000;
         for t in targets {

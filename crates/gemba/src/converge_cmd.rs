@@ -9,9 +9,11 @@ use anyhow::{bail, Context};
 use gemba_checks::{CheckResult, Status};
 use gemba_escalator::engine::Plan;
 use gemba_escalator::simulate;
-use gemba_escalator::Escalation;
 
 use crate::cli::{AckArgs, ApproveArgs, CheckArgs, EscalationsArgs, ServerArgs, SimulateArgs};
+use crate::client::{
+    Acknowledged, Approved, Client, EscalationAnswer, EscalationsAnswer, GraphAnswer, PlanAnswer,
+};
 
 fn one_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or("");
@@ -115,64 +117,12 @@ pub fn check(args: &CheckArgs) -> ExitCode {
 }
 
 fn fetch_graph(from: &str) -> anyhow::Result<(String, gemba_mesh::Graph)> {
-    let body = get(&format!("{}/api/v1/graph", from.trim_end_matches('/')))?;
-    let v: serde_json::Value = serde_json::from_str(&body).context("the graph is not JSON")?;
-    let served_by = v["served_by"].as_str().unwrap_or_default().to_string();
-    let graph = gemba_mesh::Graph {
-        nodes: serde_json::from_value(v["nodes"].clone()).context("unexpected graph nodes")?,
-        edges: serde_json::from_value(v["edges"].clone()).context("unexpected graph edges")?,
-    };
-    Ok((served_by, graph))
+    let a: GraphAnswer = Client::new(from, None).get("/api/v1/graph")?;
+    Ok((a.served_by, a.graph))
 }
 
-fn base(s: &ServerArgs) -> String {
-    s.from.trim_end_matches('/').to_string()
-}
-
-fn get(url: &str) -> anyhow::Result<String> {
-    let mut r = ureq::get(url)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = r.status().as_u16();
-    let body = r
-        .body_mut()
-        .read_to_string()
-        .with_context(|| format!("cannot read the answer of {url}"))?;
-    if status != 200 {
-        bail!("{url}: HTTP {status}: {}", error_text(&body));
-    }
-    Ok(body)
-}
-
-fn error_text(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or_else(|| body.to_string())
-}
-
-fn post(url: &str, token: Option<&str>) -> anyhow::Result<serde_json::Value> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    let mut req = ureq::post(url)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .header("x-gemba-user", &user);
-    if let Some(t) = token {
-        req = req.header("authorization", &format!("Bearer {t}"));
-    }
-    let mut r = req
-        .send_empty()
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = r.status().as_u16();
-    let body = r.body_mut().read_to_string().unwrap_or_default();
-    if status != 200 {
-        bail!("{}", error_text(&body));
-    }
-    Ok(serde_json::from_str(&body).unwrap_or_default())
+fn client(s: &ServerArgs, token: Option<&str>) -> Client {
+    Client::new(&s.from, token)
 }
 
 fn time(ms: u64) -> String {
@@ -216,14 +166,13 @@ pub fn render_plan(p: &Plan) -> String {
 }
 
 pub fn plan(args: &ServerArgs) -> anyhow::Result<()> {
-    let body = get(&format!("{}/api/v1/plan", base(args)))?;
+    let c = client(args, None);
     if args.json {
-        println!("{body}");
+        println!("{}", c.get_raw("/api/v1/plan")?);
         return Ok(());
     }
-    let v: serde_json::Value = serde_json::from_str(&body)?;
-    let p: Plan = serde_json::from_value(v["plan"].clone()).context("unexpected plan format")?;
-    print!("{}", render_plan(&p));
+    let a: PlanAnswer = c.get("/api/v1/plan")?;
+    print!("{}", render_plan(&a.plan));
     Ok(())
 }
 
@@ -316,16 +265,17 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
 }
 
 pub fn escalations(args: &EscalationsArgs) -> anyhow::Result<()> {
-    let b = base(&args.server);
+    let c = client(&args.server, None);
     if let Some(id) = args.id {
-        let body = get(&format!("{b}/api/v1/escalations/{id}"))?;
+        let path = format!("/api/v1/escalations/{id}");
         if args.server.json {
-            println!("{body}");
+            println!("{}", c.get_raw(&path)?);
             return Ok(());
         }
-        let v: serde_json::Value = serde_json::from_str(&body)?;
-        let esc: Escalation =
-            serde_json::from_value(v.clone()).context("unexpected escalation format")?;
+        let EscalationAnswer {
+            escalation: esc,
+            journal,
+        } = c.get(&path)?;
         println!(
             "escalation {} · {} · {} · attempt {} · checks {}",
             esc.id,
@@ -334,13 +284,8 @@ pub fn escalations(args: &EscalationsArgs) -> anyhow::Result<()> {
             esc.attempt,
             esc.checks.join(", ")
         );
-        for j in v["journal"].as_array().into_iter().flatten() {
-            println!(
-                "  {} UTC  {:<13} {}",
-                time(j["at_ms"].as_u64().unwrap_or(0)),
-                j["kind"].as_str().unwrap_or(""),
-                j["text"].as_str().unwrap_or("")
-            );
+        for j in journal {
+            println!("  {} UTC  {:<13} {}", time(j.at_ms), j.kind, j.text);
         }
         for s in &esc.steps {
             println!(
@@ -360,14 +305,13 @@ pub fn escalations(args: &EscalationsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let body = get(&format!("{b}/api/v1/escalations"))?;
     if args.server.json {
-        println!("{body}");
+        println!("{}", c.get_raw("/api/v1/escalations")?);
         return Ok(());
     }
-    let v: serde_json::Value = serde_json::from_str(&body)?;
-    let list: Vec<Escalation> = serde_json::from_value(v["escalations"].clone())
-        .context("unexpected escalations format")?;
+    let list = c
+        .get::<EscalationsAnswer>("/api/v1/escalations")?
+        .escalations;
     if list.is_empty() {
         println!("no escalations");
         return Ok(());
@@ -391,24 +335,16 @@ pub fn escalations(args: &EscalationsArgs) -> anyhow::Result<()> {
 }
 
 pub fn approve(args: &ApproveArgs) -> anyhow::Result<()> {
-    post(
-        &format!(
-            "{}/api/v1/escalations/{}/approve",
-            base(&args.server),
-            args.id
-        ),
-        args.token.as_deref(),
-    )?;
-    println!("escalation {} approved", args.id);
+    let a: Approved = client(&args.server, args.token.as_deref())
+        .post(&format!("/api/v1/escalations/{}/approve", args.id))?;
+    println!("escalation {} approved", a.approved);
     Ok(())
 }
 
 pub fn ack(args: &AckArgs) -> anyhow::Result<()> {
     let scope: gemba_core::Scope = args.scope.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let v = post(
-        &format!("{}/api/v1/scopes/{}/ack", base(&args.server), scope),
-        args.token.as_deref(),
-    )?;
-    println!("{scope} acknowledged (escalation {})", v["acknowledged"]);
+    let a: Acknowledged =
+        client(&args.server, args.token.as_deref()).post(&format!("/api/v1/scopes/{scope}/ack"))?;
+    println!("{scope} acknowledged (escalation {})", a.acknowledged);
     Ok(())
 }

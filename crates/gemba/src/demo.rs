@@ -476,7 +476,7 @@ async fn service_kills(
                         elapsed(start),
                         match r {
                             Ok(id) => format!("escalation {id} closed; it may escalate again"),
-                            Err(e) => e,
+                            Err(e) => e.to_string(),
                         }
                     );
                 }

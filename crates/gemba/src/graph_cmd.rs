@@ -1,19 +1,7 @@
 //! `gemba graph --from URL`: a node's view of the grid as text.
 
-use anyhow::{bail, Context};
 use gemba_mesh::link::LossKind;
 use gemba_mesh::{Graph, LinkState};
-
-fn fetch(base: &str) -> anyhow::Result<String> {
-    let url = format!("{}/api/v1/graph", base.trim_end_matches('/'));
-    let mut response = ureq::get(&url)
-        .call()
-        .with_context(|| format!("cannot fetch {url}"))?;
-    response
-        .body_mut()
-        .read_to_string()
-        .with_context(|| format!("cannot read the answer of {url}"))
-}
 
 /// Formats a graph for a terminal: nodes by site, then broken links.
 pub fn render(g: &Graph, served_by: &str) -> String {
@@ -65,22 +53,12 @@ pub fn render(g: &Graph, served_by: &str) -> String {
 }
 
 pub fn run(args: &crate::cli::GraphArgs) -> anyhow::Result<()> {
-    let body = fetch(&args.from)?;
+    let c = crate::client::Client::new(&args.from, None);
     if args.json {
-        println!("{body}");
+        println!("{}", c.get_raw("/api/v1/graph")?);
         return Ok(());
     }
-    let value: serde_json::Value =
-        serde_json::from_str(&body).context("the node's answer is not JSON")?;
-    let Some(served_by) = value
-        .get("served_by")
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-    else {
-        bail!("{} did not answer with a gemba graph", args.from);
-    };
-    let g: Graph =
-        serde_json::from_value(value).context("the node's graph has an unexpected shape")?;
-    print!("{}", render(&g, &served_by));
+    let a: crate::client::GraphAnswer = c.get("/api/v1/graph")?;
+    print!("{}", render(&a.graph, &a.served_by));
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod check_once;
 mod cli;
+mod client;
 mod converge_cmd;
 mod demo;
 mod demo_service;

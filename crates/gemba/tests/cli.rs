@@ -165,7 +165,7 @@ fn graph_command_prints_nodes_and_broken_links() {
     let (code, _, err) = gemba(&["graph", "--from", "http://127.0.5.9:1"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("cannot fetch http://127.0.5.9:1/api/v1/graph"),
+        err.contains("cannot reach http://127.0.5.9:1/api/v1/graph"),
         "{err}"
     );
 }

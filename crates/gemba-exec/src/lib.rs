@@ -1,4 +1,5 @@
-//! Running external programs (Nagios plugins, escalation actions) safely:
+//! Running external programs (Nagios plugins, escalation actions,
+//! notification commands) safely:
 //! no shell unless asked, arguments passed as arguments, a timeout that
 //! kills the whole process group, and output kept up to a cap.
 //!
@@ -7,7 +8,11 @@
 //! pipe nor fills our memory. When the program exits, its output is taken
 //! after a short grace: a daemon it started may hold the pipe open forever.
 
+pub mod clock;
+
 use std::sync::{Arc, Mutex};
+
+pub use clock::Clock;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -123,6 +128,19 @@ fn kill_group(pid: u32) {
     }
 }
 
+/// Kills the program's process group if the run is dropped before the
+/// program ended (a cancelled check, a stopping node): `kill_on_drop`
+/// alone reaches only the direct child, not what it started.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            kill_group(pid);
+        }
+    }
+}
+
 /// Runs `spec` to its end.
 pub async fn run(spec: &ExecSpec) -> ExecOutcome {
     let started = Instant::now();
@@ -153,12 +171,14 @@ pub async fn run(spec: &ExecSpec) -> ExecOutcome {
         Err(e) => return not_started(format!("cannot execute {program}: {e}")),
     };
     let pid = child.id().unwrap_or(0);
-    if let (Some(mut stdin), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
-        tokio::spawn(async move {
+    let mut group = GroupGuard((pid != 0).then_some(pid));
+    let writer = match (child.stdin.take(), spec.stdin.clone()) {
+        (Some(mut stdin), Some(data)) => Some(tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             let _ = stdin.write_all(&data).await;
-        });
-    }
+        })),
+        _ => None,
+    };
     let out = Arc::new(Mutex::new(Capture::default()));
     let err = Arc::new(Mutex::new(Capture::default()));
     let readers = [
@@ -183,14 +203,24 @@ pub async fn run(spec: &ExecSpec) -> ExecOutcome {
             ExecEnd::TimedOut
         }
     };
+    // The program ended: what it started on purpose (a daemon) lives on.
+    group.0 = None;
     let duration = started.elapsed();
     let grace = tokio::time::sleep(DRAIN_GRACE);
     tokio::pin!(grace);
-    for r in readers {
+    for mut r in readers {
         tokio::select! {
-            _ = r => {}
-            _ = &mut grace => {}
+            _ = &mut r => {}
+            _ = &mut grace => {
+                // A daemon child still holds the pipe: stop reading it, or
+                // this reader would live as long as the daemon.
+                r.abort();
+            }
         }
+    }
+    if let Some(w) = writer {
+        // A program that exited without reading all of its stdin.
+        w.abort();
     }
     let take = |c: &Arc<Mutex<Capture>>| {
         let c = c.lock().expect("capture lock");
@@ -244,6 +274,84 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(gone, "grandchild {pid} survived the timeout");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn reaped(pid: i32) -> bool {
+        for _ in 0..100 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("gemba-exec-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_kills_everything_the_program_started() {
+        let dir = temp("cancel");
+        let marker = dir.join("child.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", marker.display());
+        let s = spec(&["/bin/sh", "-c", &script], 60_000);
+        let task = tokio::spawn(async move { run(&s).await });
+        while !marker.exists() || std::fs::read_to_string(&marker).unwrap().trim().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid: i32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // A check cancelled by its runner (removed from the policy, or the
+        // node stopping): the future is dropped mid-run.
+        task.abort();
+        let _ = task.await;
+        assert!(reaped(pid), "grandchild {pid} survived the cancelled run");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_daemon_holding_the_pipe_leaves_no_reader_behind() {
+        let dir = temp("daemon");
+        let marker = dir.join("daemon.pid");
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        // The program exits at once; its background child keeps stdout open.
+        let script = format!("sleep 30 & echo $! > {}; echo started", marker.display());
+        let o = run(&spec(&["/bin/sh", "-c", &script], 5_000)).await;
+        assert_eq!(o.end, ExecEnd::Exited(0));
+        assert_eq!(o.stdout.trim(), "started");
+        let mut alive = metrics.num_alive_tasks();
+        for _ in 0..50 {
+            if alive <= before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            alive = metrics.num_alive_tasks();
+        }
+        assert!(
+            alive <= before,
+            "{} output reader(s) still running",
+            alive - before
+        );
+        // The daemon itself was started on purpose and is left alone.
+        let pid: i32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 
