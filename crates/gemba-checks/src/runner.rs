@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 pub use gemba_exec::Clock;
 
@@ -57,14 +58,18 @@ impl Runner {
                     }
                     handle.abort();
                 }
-                let handle = tokio::spawn(run_instance(
-                    inst,
-                    self.reports.clone(),
-                    self.mesh.clone(),
-                    permits.clone(),
-                    self.observer.clone(),
-                    self.clock,
-                ));
+                let span = tracing::info_span!("check", check = %id, node = %self.observer);
+                let handle = tokio::spawn(
+                    run_instance(
+                        inst,
+                        self.reports.clone(),
+                        self.mesh.clone(),
+                        permits.clone(),
+                        self.observer.clone(),
+                        self.clock,
+                    )
+                    .instrument(span),
+                );
                 keep.insert(id, (fingerprint, handle));
             }
             for (_, (_, h)) in tasks.drain() {

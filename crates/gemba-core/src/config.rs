@@ -7,7 +7,7 @@
 //! the file and key it came from.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::duration::HumanDuration;
 use crate::ids::{NodeId, SiteName};
+use crate::validate::Checker;
 
 /// Defaults, in one place so that the example config and the validation
 /// agree by construction.
@@ -306,93 +307,6 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     }
 }
 
-pub(crate) struct Checker {
-    pub(crate) errors: Vec<Invalid>,
-}
-
-impl Checker {
-    pub(crate) fn fail(&mut self, key: &str, reason: impl Into<String>) {
-        self.errors.push(Invalid {
-            key: key.to_string(),
-            reason: reason.into(),
-        });
-    }
-
-    pub(crate) fn duration(
-        &mut self,
-        key: &str,
-        value: Option<&str>,
-        default: &str,
-        min: Duration,
-    ) -> Duration {
-        let text = value.unwrap_or(default);
-        match text.parse::<HumanDuration>() {
-            Ok(d) if d.0 < min => {
-                self.fail(
-                    key,
-                    format!("{text} is too short; the minimum is {}", HumanDuration(min)),
-                );
-                d.0
-            }
-            Ok(d) => d.0,
-            Err(e) => {
-                self.fail(key, e);
-                Duration::ZERO
-            }
-        }
-    }
-
-    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
-        if let Ok(a) = text.parse::<SocketAddr>() {
-            return Some(a);
-        }
-        match text.to_socket_addrs() {
-            Ok(mut it) => match it.next() {
-                Some(a) => Some(a),
-                None => {
-                    self.fail(key, format!("{text:?} resolves to no address"));
-                    None
-                }
-            },
-            Err(e) => {
-                self.fail(key, format!("{text:?} is not a host:port address ({e})"));
-                None
-            }
-        }
-    }
-
-    pub(crate) fn count(
-        &mut self,
-        key: &str,
-        value: Option<u32>,
-        default: u32,
-        range: std::ops::RangeInclusive<u32>,
-    ) -> u32 {
-        let v = value.unwrap_or(default);
-        if !range.contains(&v) {
-            self.fail(
-                key,
-                format!("{v} is out of range {}..={}", range.start(), range.end()),
-            );
-        }
-        v
-    }
-
-    fn percent(&mut self, key: &str, value: Option<f64>, default: f64) -> f64 {
-        let v = value.unwrap_or(default);
-        if !(0.0..=100.0).contains(&v) || v.is_nan() {
-            self.fail(key, format!("{v} is not a percentage between 0 and 100"));
-        }
-        v / 100.0
-    }
-
-    fn readable_file(&mut self, key: &str, path: &Path) {
-        if let Err(e) = std::fs::metadata(path) {
-            self.fail(key, format!("cannot read {}: {e}", path.display()));
-        }
-    }
-}
-
 /// The host name of this machine, used as the default node id.
 pub fn default_node_id() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -434,44 +348,7 @@ impl Config {
     /// error messages.
     pub fn from_file(file: ConfigFile, o: &Overrides, origin: &str) -> Result<Config, ConfigError> {
         let mut c = Checker { errors: Vec::new() };
-        let node = file.node.unwrap_or_default();
-        let mesh = file.mesh.unwrap_or_default();
-        let http = file.http.unwrap_or_default();
-        let store = file.store.unwrap_or_default();
-
-        let id_text = o
-            .node_id
-            .clone()
-            .or(node.id)
-            .unwrap_or_else(default_node_id);
-        let id = NodeId::new(&id_text).unwrap_or_else(|e| {
-            c.fail("node.id", e);
-            NodeId::new("invalid").expect("literal id is valid")
-        });
-        let site_text = o
-            .site
-            .clone()
-            .or(node.site)
-            .unwrap_or_else(|| defaults::SITE.into());
-        let site = SiteName::new(&site_text).unwrap_or_else(|e| {
-            c.fail("node.site", e);
-            SiteName::new("invalid").expect("literal site is valid")
-        });
-        let data_dir = o
-            .data_dir
-            .clone()
-            .or(node.data_dir)
-            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
-        let tags = node.tags.unwrap_or_default();
-        for (i, t) in tags.iter().enumerate() {
-            if SiteName::new(t).is_err() {
-                c.fail(
-                    &format!("node.tags[{i}]"),
-                    format!("{t:?} is not a valid tier name"),
-                );
-            }
-        }
-        let server = node.server.unwrap_or(true);
+        let node = node_config(&mut c, file.node.unwrap_or_default(), o);
         let policy = crate::policy::validate(
             &mut c,
             file.check,
@@ -479,276 +356,333 @@ impl Config {
             file.escalator.unwrap_or_default(),
             file.notify,
         );
-
-        let cluster = mesh.cluster.unwrap_or_else(|| defaults::CLUSTER.into());
-        if cluster.is_empty() || cluster.len() > 64 {
-            c.fail("mesh.cluster", "must be 1 to 64 characters");
-        }
-        let listen_text = o
-            .mesh_listen
-            .clone()
-            .or(mesh.listen)
-            .unwrap_or_else(|| defaults::MESH_LISTEN.into());
-        let listen = c.socket_addr("mesh.listen", &listen_text);
-        let advertise = match o.mesh_advertise.clone().or(mesh.advertise) {
-            Some(text) => c.socket_addr("mesh.advertise", &text),
-            None => match listen {
-                Some(l) if l.ip().is_unspecified() => {
-                    c.fail("mesh.advertise", format!("required when mesh.listen is {l}: peers need an address to reach this node"));
-                    None
-                }
-                other => other,
-            },
-        };
-        let mut seeds = mesh.seeds.unwrap_or_default();
-        seeds.extend(o.seeds.iter().cloned());
-        for (i, s) in seeds.iter().enumerate() {
-            if !s.contains(':') {
-                c.fail(
-                    &format!("mesh.seeds[{i}]"),
-                    format!("{s:?} is not a host:port address"),
-                );
-            }
-        }
-        let grid_key_file = o.grid_key_file.clone().or(mesh.grid_key_file);
-        if let Some(p) = &grid_key_file {
-            c.readable_file("mesh.grid_key_file", p);
-        }
-        let ms = Duration::from_millis;
-        let probe_interval = c.duration(
-            "mesh.probe_interval",
-            mesh.probe_interval.as_deref(),
-            defaults::PROBE_INTERVAL,
-            ms(100),
-        );
-        let probes_per_interval = c.count(
-            "mesh.probes_per_interval",
-            mesh.probes_per_interval,
-            defaults::PROBES_PER_INTERVAL,
-            1..=20,
-        );
-        let probe_flows = c.count(
-            "mesh.probe_flows",
-            mesh.probe_flows,
-            defaults::PROBE_FLOWS,
-            1..=64,
-        );
-        let probe_ports =
-            mesh.probe_ports
-                .as_deref()
-                .and_then(|text| match parse_port_range(text) {
-                    Ok((first, last)) => {
-                        if u32::from(last - first) + 1 < probe_flows {
-                            c.fail(
-                                "mesh.probe_ports",
-                                format!(
-                                    "{text:?} holds {} ports but mesh.probe_flows is {probe_flows}",
-                                    last - first + 1
-                                ),
-                            );
-                        }
-                        Some((first, last))
-                    }
-                    Err(reason) => {
-                        c.fail("mesh.probe_ports", reason);
-                        None
-                    }
-                });
-        let probe_timeout = c.duration(
-            "mesh.probe_timeout",
-            mesh.probe_timeout.as_deref(),
-            defaults::PROBE_TIMEOUT,
-            ms(10),
-        );
-        let tcp_probe_interval = c.duration(
-            "mesh.tcp_probe_interval",
-            mesh.tcp_probe_interval.as_deref(),
-            defaults::TCP_PROBE_INTERVAL,
-            ms(500),
-        );
-        let tcp_timeout = c.duration(
-            "mesh.tcp_timeout",
-            mesh.tcp_timeout.as_deref(),
-            defaults::TCP_TIMEOUT,
-            ms(10),
-        );
-        let gossip_interval = c.duration(
-            "mesh.gossip_interval",
-            mesh.gossip_interval.as_deref(),
-            defaults::GOSSIP_INTERVAL,
-            ms(20),
-        );
-        let window = c.duration(
-            "mesh.window",
-            mesh.window.as_deref(),
-            defaults::WINDOW,
-            ms(1000),
-        );
-        let down_after_lost = c.count(
-            "mesh.down_after_lost",
-            mesh.down_after_lost,
-            defaults::DOWN_AFTER_LOST,
-            1..=1000,
-        );
-        let up_after_replies = c.count(
-            "mesh.up_after_replies",
-            mesh.up_after_replies,
-            defaults::UP_AFTER_REPLIES,
-            1..=1000,
-        );
-        let degraded_loss = c.percent(
-            "mesh.degraded_loss_percent",
-            mesh.degraded_loss_percent,
-            defaults::DEGRADED_LOSS_PERCENT,
-        );
-        let degraded_rtt_p99 = c.duration(
-            "mesh.degraded_rtt_p99",
-            mesh.degraded_rtt_p99.as_deref(),
-            defaults::DEGRADED_RTT_P99,
-            ms(1),
-        );
-        let isolated_fraction = c.percent(
-            "mesh.isolated_percent",
-            mesh.isolated_percent,
-            defaults::ISOLATED_PERCENT,
-        );
-        let packet_max_age = c.duration(
-            "mesh.packet_max_age",
-            mesh.packet_max_age.as_deref(),
-            defaults::PACKET_MAX_AGE,
-            ms(1000),
-        );
-        if probe_timeout >= probe_interval && !probe_interval.is_zero() {
-            c.fail(
-                "mesh.probe_timeout",
-                format!(
-                    "{} must be shorter than mesh.probe_interval ({})",
-                    HumanDuration(probe_timeout),
-                    HumanDuration(probe_interval)
-                ),
-            );
-        }
-        if let (Some((first, last)), Some(l)) = (probe_ports, listen) {
-            if (first..=last).contains(&l.port()) {
-                c.fail(
-                    "mesh.probe_ports",
-                    format!("{first}-{last} includes the mesh port {}", l.port()),
-                );
-            }
-        }
-        if window < probe_interval * 2 {
-            c.fail("mesh.window", "must cover at least two probe intervals");
-        }
-        let representatives = c.count(
-            "mesh.representatives",
-            mesh.representatives,
-            defaults::REPRESENTATIVES,
-            1..=64,
-        );
-        let topology = match mesh.topology.as_deref().unwrap_or(defaults::TOPOLOGY) {
-            "full" => Topology::Full,
-            "sites" => Topology::Sites { representatives },
-            other => {
-                c.fail(
-                    "mesh.topology",
-                    format!("unknown topology {other:?}; use \"full\" or \"sites\""),
-                );
-                Topology::Full
-            }
-        };
-
-        let http_text = o
-            .http_listen
-            .clone()
-            .or(http.listen)
-            .unwrap_or_else(|| defaults::HTTP_LISTEN.into());
-        let http_listen = c.socket_addr("http.listen", &http_text);
-        let token_file = o.token_file.clone().or(http.token_file);
-        let mut token = o.token.clone().filter(|t| !t.is_empty());
-        if token.is_none() {
-            if let Some(p) = &token_file {
-                match std::fs::read_to_string(p) {
-                    Ok(t) if t.trim().len() >= 16 => token = Some(t.trim().to_string()),
-                    Ok(_) => c.fail(
-                        "http.token_file",
-                        format!("{}: the token must be at least 16 characters", p.display()),
-                    ),
-                    Err(e) => c.fail(
-                        "http.token_file",
-                        format!("cannot read {}: {e}", p.display()),
-                    ),
-                }
-            }
-        }
-        if let Some(addr) = http_listen {
-            if !addr.ip().is_loopback() && token.is_none() {
-                c.fail("http.listen", format!(
-                    "{addr} is reachable beyond loopback; set http.token_file (or GEMBA_API_TOKEN) so that endpoints that change state require a token"
-                ));
-            }
-        }
-
-        let location = match store.url.as_deref() {
-            None => StoreLocation::Sqlite(data_dir.join("gemba.db")),
-            Some(text) => StoreLocation::parse(text).unwrap_or_else(|reason| {
-                c.fail("store.url", format!("{text:?}: {reason}"));
-                StoreLocation::Sqlite(data_dir.join("gemba.db"))
+        let mesh = mesh_config(&mut c, file.mesh.unwrap_or_default(), o);
+        let http = http_config(&mut c, file.http.unwrap_or_default(), o);
+        let store = store_config(&mut c, file.store.unwrap_or_default(), &node.data_dir);
+        match (mesh, http) {
+            (Some(mesh), Some(http)) if c.errors.is_empty() => Ok(Config {
+                node,
+                mesh,
+                http,
+                store,
+                policy,
             }),
-        };
-        let journal_retention = c.duration(
-            "store.journal_retention",
-            store.journal_retention.as_deref(),
-            defaults::JOURNAL_RETENTION,
-            Duration::from_secs(3600),
-        );
-
-        if !c.errors.is_empty() {
-            return Err(ConfigError::Invalid {
+            _ => Err(ConfigError::Invalid {
                 origin: origin.to_string(),
                 errors: c.errors,
-            });
+            }),
         }
-        Ok(Config {
-            node: NodeConfig {
-                id,
-                site,
-                data_dir,
-                tags,
-                server,
-            },
-            mesh: MeshConfig {
-                cluster,
-                listen: listen.expect("checked"),
-                advertise: advertise.expect("checked"),
-                seeds,
-                grid_key_file,
-                probe_interval,
-                probes_per_interval,
-                probe_flows,
-                probe_ports,
-                probe_timeout,
-                tcp_probe_interval,
-                tcp_timeout,
-                gossip_interval,
-                window,
-                down_after_lost,
-                up_after_replies,
-                degraded_loss,
-                degraded_rtt_p99,
-                isolated_fraction,
-                packet_max_age,
-                topology,
-            },
-            http: HttpConfig {
-                listen: http_listen.expect("checked"),
-                token,
-            },
-            store: StoreConfig {
-                location,
-                journal_retention,
-            },
-            policy,
-        })
+    }
+}
+
+/// `[node]`, with the command line's overrides.
+fn node_config(c: &mut Checker, node: NodeSection, o: &Overrides) -> NodeConfig {
+    let id_text = o
+        .node_id
+        .clone()
+        .or(node.id)
+        .unwrap_or_else(default_node_id);
+    let id = NodeId::new(&id_text).unwrap_or_else(|e| {
+        c.fail("node.id", e);
+        NodeId::new("invalid").expect("literal id is valid")
+    });
+    let site_text = o
+        .site
+        .clone()
+        .or(node.site)
+        .unwrap_or_else(|| defaults::SITE.into());
+    let site = SiteName::new(&site_text).unwrap_or_else(|e| {
+        c.fail("node.site", e);
+        SiteName::new("invalid").expect("literal site is valid")
+    });
+    let data_dir = o
+        .data_dir
+        .clone()
+        .or(node.data_dir)
+        .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+    let tags = node.tags.unwrap_or_default();
+    for (i, t) in tags.iter().enumerate() {
+        if SiteName::new(t).is_err() {
+            c.fail(
+                &format!("node.tags[{i}]"),
+                format!("{t:?} is not a valid tier name"),
+            );
+        }
+    }
+    let server = node.server.unwrap_or(true);
+    NodeConfig {
+        id,
+        site,
+        data_dir,
+        tags,
+        server,
+    }
+}
+
+/// `[mesh]`, with the command line's overrides. `None` when an address
+/// does not parse (the error is recorded).
+fn mesh_config(c: &mut Checker, mesh: MeshSection, o: &Overrides) -> Option<MeshConfig> {
+    let cluster = mesh.cluster.unwrap_or_else(|| defaults::CLUSTER.into());
+    if cluster.is_empty() || cluster.len() > 64 {
+        c.fail("mesh.cluster", "must be 1 to 64 characters");
+    }
+    let listen_text = o
+        .mesh_listen
+        .clone()
+        .or(mesh.listen)
+        .unwrap_or_else(|| defaults::MESH_LISTEN.into());
+    let listen = c.socket_addr("mesh.listen", &listen_text);
+    let advertise = match o.mesh_advertise.clone().or(mesh.advertise) {
+        Some(text) => c.socket_addr("mesh.advertise", &text),
+        None => match listen {
+            Some(l) if l.ip().is_unspecified() => {
+                c.fail("mesh.advertise", format!("required when mesh.listen is {l}: peers need an address to reach this node"));
+                None
+            }
+            other => other,
+        },
+    };
+    let mut seeds = mesh.seeds.unwrap_or_default();
+    seeds.extend(o.seeds.iter().cloned());
+    for (i, s) in seeds.iter().enumerate() {
+        if !s.contains(':') {
+            c.fail(
+                &format!("mesh.seeds[{i}]"),
+                format!("{s:?} is not a host:port address"),
+            );
+        }
+    }
+    let grid_key_file = o.grid_key_file.clone().or(mesh.grid_key_file);
+    if let Some(p) = &grid_key_file {
+        c.readable_file("mesh.grid_key_file", p);
+    }
+    let ms = Duration::from_millis;
+    let probe_interval = c.duration(
+        "mesh.probe_interval",
+        mesh.probe_interval.as_deref(),
+        defaults::PROBE_INTERVAL,
+        ms(100),
+    );
+    let probes_per_interval = c.count(
+        "mesh.probes_per_interval",
+        mesh.probes_per_interval,
+        defaults::PROBES_PER_INTERVAL,
+        1..=20,
+    );
+    let probe_flows = c.count(
+        "mesh.probe_flows",
+        mesh.probe_flows,
+        defaults::PROBE_FLOWS,
+        1..=64,
+    );
+    let probe_ports = mesh
+        .probe_ports
+        .as_deref()
+        .and_then(|text| match parse_port_range(text) {
+            Ok((first, last)) => {
+                if u32::from(last - first) + 1 < probe_flows {
+                    c.fail(
+                        "mesh.probe_ports",
+                        format!(
+                            "{text:?} holds {} ports but mesh.probe_flows is {probe_flows}",
+                            last - first + 1
+                        ),
+                    );
+                }
+                Some((first, last))
+            }
+            Err(reason) => {
+                c.fail("mesh.probe_ports", reason);
+                None
+            }
+        });
+    let probe_timeout = c.duration(
+        "mesh.probe_timeout",
+        mesh.probe_timeout.as_deref(),
+        defaults::PROBE_TIMEOUT,
+        ms(10),
+    );
+    let tcp_probe_interval = c.duration(
+        "mesh.tcp_probe_interval",
+        mesh.tcp_probe_interval.as_deref(),
+        defaults::TCP_PROBE_INTERVAL,
+        ms(500),
+    );
+    let tcp_timeout = c.duration(
+        "mesh.tcp_timeout",
+        mesh.tcp_timeout.as_deref(),
+        defaults::TCP_TIMEOUT,
+        ms(10),
+    );
+    let gossip_interval = c.duration(
+        "mesh.gossip_interval",
+        mesh.gossip_interval.as_deref(),
+        defaults::GOSSIP_INTERVAL,
+        ms(20),
+    );
+    let window = c.duration(
+        "mesh.window",
+        mesh.window.as_deref(),
+        defaults::WINDOW,
+        ms(1000),
+    );
+    let down_after_lost = c.count(
+        "mesh.down_after_lost",
+        mesh.down_after_lost,
+        defaults::DOWN_AFTER_LOST,
+        1..=1000,
+    );
+    let up_after_replies = c.count(
+        "mesh.up_after_replies",
+        mesh.up_after_replies,
+        defaults::UP_AFTER_REPLIES,
+        1..=1000,
+    );
+    let degraded_loss = c.percent(
+        "mesh.degraded_loss_percent",
+        mesh.degraded_loss_percent,
+        defaults::DEGRADED_LOSS_PERCENT,
+    );
+    let degraded_rtt_p99 = c.duration(
+        "mesh.degraded_rtt_p99",
+        mesh.degraded_rtt_p99.as_deref(),
+        defaults::DEGRADED_RTT_P99,
+        ms(1),
+    );
+    let isolated_fraction = c.percent(
+        "mesh.isolated_percent",
+        mesh.isolated_percent,
+        defaults::ISOLATED_PERCENT,
+    );
+    let packet_max_age = c.duration(
+        "mesh.packet_max_age",
+        mesh.packet_max_age.as_deref(),
+        defaults::PACKET_MAX_AGE,
+        ms(1000),
+    );
+    if probe_timeout >= probe_interval && !probe_interval.is_zero() {
+        c.fail(
+            "mesh.probe_timeout",
+            format!(
+                "{} must be shorter than mesh.probe_interval ({})",
+                HumanDuration(probe_timeout),
+                HumanDuration(probe_interval)
+            ),
+        );
+    }
+    if let (Some((first, last)), Some(l)) = (probe_ports, listen) {
+        if (first..=last).contains(&l.port()) {
+            c.fail(
+                "mesh.probe_ports",
+                format!("{first}-{last} includes the mesh port {}", l.port()),
+            );
+        }
+    }
+    if window < probe_interval * 2 {
+        c.fail("mesh.window", "must cover at least two probe intervals");
+    }
+    let representatives = c.count(
+        "mesh.representatives",
+        mesh.representatives,
+        defaults::REPRESENTATIVES,
+        1..=64,
+    );
+    let topology = match mesh.topology.as_deref().unwrap_or(defaults::TOPOLOGY) {
+        "full" => Topology::Full,
+        "sites" => Topology::Sites { representatives },
+        other => {
+            c.fail(
+                "mesh.topology",
+                format!("unknown topology {other:?}; use \"full\" or \"sites\""),
+            );
+            Topology::Full
+        }
+    };
+
+    Some(MeshConfig {
+        cluster,
+        listen: listen?,
+        advertise: advertise?,
+        seeds,
+        grid_key_file,
+        probe_interval,
+        probes_per_interval,
+        probe_flows,
+        probe_ports,
+        probe_timeout,
+        tcp_probe_interval,
+        tcp_timeout,
+        gossip_interval,
+        window,
+        down_after_lost,
+        up_after_replies,
+        degraded_loss,
+        degraded_rtt_p99,
+        isolated_fraction,
+        packet_max_age,
+        topology,
+    })
+}
+
+/// `[http]`, with the command line's overrides and the token from the
+/// environment. `None` when the address does not parse.
+fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<HttpConfig> {
+    let http_text = o
+        .http_listen
+        .clone()
+        .or(http.listen)
+        .unwrap_or_else(|| defaults::HTTP_LISTEN.into());
+    let http_listen = c.socket_addr("http.listen", &http_text);
+    let token_file = o.token_file.clone().or(http.token_file);
+    let mut token = o.token.clone().filter(|t| !t.is_empty());
+    if token.is_none() {
+        if let Some(p) = &token_file {
+            match std::fs::read_to_string(p) {
+                Ok(t) if t.trim().len() >= 16 => token = Some(t.trim().to_string()),
+                Ok(_) => c.fail(
+                    "http.token_file",
+                    format!("{}: the token must be at least 16 characters", p.display()),
+                ),
+                Err(e) => c.fail(
+                    "http.token_file",
+                    format!("cannot read {}: {e}", p.display()),
+                ),
+            }
+        }
+    }
+    if let Some(addr) = http_listen {
+        if !addr.ip().is_loopback() && token.is_none() {
+            c.fail("http.listen", format!(
+                "{addr} is reachable beyond loopback; set http.token_file (or GEMBA_API_TOKEN) so that endpoints that change state require a token"
+            ));
+        }
+    }
+
+    Some(HttpConfig {
+        listen: http_listen?,
+        token,
+    })
+}
+
+/// `[store]`; the default file lives in the data directory.
+fn store_config(c: &mut Checker, store: StoreSection, data_dir: &Path) -> StoreConfig {
+    let location = match store.url.as_deref() {
+        None => StoreLocation::Sqlite(data_dir.join("gemba.db")),
+        Some(text) => StoreLocation::parse(text).unwrap_or_else(|reason| {
+            c.fail("store.url", format!("{text:?}: {reason}"));
+            StoreLocation::Sqlite(data_dir.join("gemba.db"))
+        }),
+    };
+    let journal_retention = c.duration(
+        "store.journal_retention",
+        store.journal_retention.as_deref(),
+        defaults::JOURNAL_RETENTION,
+        Duration::from_secs(3600),
+    );
+
+    StoreConfig {
+        location,
+        journal_retention,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod policy;
 pub mod scope;
 pub mod template;
+mod validate;
 
 pub use config::{
     Config, ConfigError, ConfigFile, Invalid, Overrides, StoreConfig, StoreLocation, Topology,

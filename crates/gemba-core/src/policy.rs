@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Checker;
 use crate::template;
+use crate::validate::Checker;
 
 pub mod defaults {
     pub const CHECK_INTERVAL: &str = "10s";
@@ -363,10 +363,20 @@ pub(crate) fn validate(
     esc: EscalatorSection,
     notify: Vec<NotifySection>,
 ) -> Policy {
+    // Levels first: checks refer to them.
+    let level_defs = validate_levels(c, levels);
+    Policy {
+        checks: validate_checks(c, checks, &level_defs),
+        levels: level_defs.into_values().collect(),
+        escalator: validate_escalator(c, esc),
+        notify: validate_notify(c, notify),
+    }
+}
+
+/// `[[level]]` sections, by level number.
+fn validate_levels(c: &mut Checker, levels: Vec<LevelSection>) -> BTreeMap<u32, LevelDef> {
     use defaults as d;
     let ms = Duration::from_millis;
-
-    // Levels first: checks refer to them.
     let mut level_defs: BTreeMap<u32, LevelDef> = BTreeMap::new();
     let mut level_names = BTreeSet::new();
     for (i, l) in levels.into_iter().enumerate() {
@@ -430,6 +440,17 @@ pub(crate) fn validate(
         }
     }
 
+    level_defs
+}
+
+/// `[[check]]` sections; `level_defs` are the levels they may name.
+fn validate_checks(
+    c: &mut Checker,
+    checks: Vec<CheckSection>,
+    level_defs: &BTreeMap<u32, LevelDef>,
+) -> Vec<CheckDef> {
+    use defaults as d;
+    let ms = Duration::from_millis;
     let mut check_defs = Vec::new();
     let mut check_names = BTreeSet::new();
     for (i, s) in checks.into_iter().enumerate() {
@@ -733,6 +754,13 @@ pub(crate) fn validate(
         }
     }
 
+    check_defs
+}
+
+/// `[escalator]`.
+fn validate_escalator(c: &mut Checker, esc: EscalatorSection) -> EscalatorConfig {
+    use defaults as d;
+    let ms = Duration::from_millis;
     let mode = match esc.mode.as_deref().unwrap_or(d::MODE) {
         "act" => Mode::Act,
         "plan" => Mode::Plan,
@@ -813,6 +841,11 @@ pub(crate) fn validate(
         );
     }
 
+    escalator
+}
+
+/// `[[notify]]` sections.
+fn validate_notify(c: &mut Checker, notify: Vec<NotifySection>) -> Vec<NotifyDef> {
     let mut notify_defs = Vec::new();
     for (i, n) in notify.into_iter().enumerate() {
         let key = |k: &str| format!("notify[{i}].{k}");
@@ -849,12 +882,7 @@ pub(crate) fn validate(
         }
     }
 
-    Policy {
-        checks: check_defs,
-        levels: level_defs.into_values().collect(),
-        escalator,
-        notify: notify_defs,
-    }
+    notify_defs
 }
 
 fn scope_word(s: &ScopeRule) -> &'static str {

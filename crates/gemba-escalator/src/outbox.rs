@@ -155,7 +155,7 @@ async fn send_due(cfg: &OutboxConfig, sending: &mut JoinSet<Sent>) {
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!("cannot read the outbox: {e}");
+            tracing::warn!(error = %e, "cannot read the outbox");
             return;
         }
     };
@@ -196,7 +196,7 @@ async fn report(cfg: &OutboxConfig, (row, n, r): Sent) {
     match r {
         Ok(()) => {
             if let Err(e) = cfg.store.notice_done(row.id).await {
-                tracing::warn!("cannot clear a delivered notice: {e}");
+                tracing::warn!(error = %e, "cannot clear a delivered notice");
             }
             if row.attempts > 0 {
                 journal(
@@ -216,9 +216,9 @@ async fn report(cfg: &OutboxConfig, (row, n, r): Sent) {
         Err(e) => {
             let attempts = row.attempts + 1;
             let next = now + backoff(attempts).as_millis() as u64;
-            tracing::warn!(attempts, "notification failed: {e}");
+            tracing::warn!(attempts, error = %e, "notification failed");
             if let Err(se) = cfg.store.notice_failed(row.id, attempts, next, &e).await {
-                tracing::warn!("cannot record a failed notice: {se}");
+                tracing::warn!(error = %se, "cannot record a failed notice");
             }
             if attempts == 1 {
                 journal(
@@ -238,7 +238,7 @@ async fn report(cfg: &OutboxConfig, (row, n, r): Sent) {
 
 async fn drop_row(cfg: &OutboxConfig, row: &OutboxRow, n: Option<&Notice>, why: &str) {
     if let Err(e) = cfg.store.notice_done(row.id).await {
-        tracing::warn!("cannot drop a notice: {e}");
+        tracing::warn!(error = %e, "cannot drop a notice");
     }
     tracing::warn!(id = row.id, "notice dropped: {why}");
     if let Some(n) = n {
@@ -263,7 +263,7 @@ async fn journal(cfg: &OutboxConfig, n: &Notice, kind: JournalKind, text: String
         server: cfg.holder.clone(),
     };
     if let Err(e) = cfg.store.append(row).await {
-        tracing::error!("cannot write the journal: {e}");
+        tracing::error!(error = %e, "cannot write the journal");
     }
 }
 

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
 
 use crate::engine::{Effect, Engine, Escalation, Notice, Plan, StepOutcome};
 use crate::metrics::EscalatorMetrics;
@@ -504,7 +505,7 @@ impl Service {
         let rows = match self.store.opened_since(now.saturating_sub(3_600_000)).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!("cannot read escalations from the store: {e}");
+                tracing::error!(error = %e, "cannot read escalations from the store");
                 return;
             }
         };
@@ -532,7 +533,7 @@ impl Service {
                 self.apply(fx).await;
             }
             Ok(false) => self.engine.remember(&esc),
-            Err(e) => tracing::warn!("cannot take the lease on {scope}: {e}"),
+            Err(e) => tracing::warn!(scope = %scope, error = %e, "cannot take the lease"),
         }
     }
 
@@ -571,7 +572,7 @@ impl Service {
                     tracing::warn!(escalation = id, scope = %scope, "lost the lease to another server; it takes over");
                     self.engine.relinquish(id);
                 }
-                Err(e) => tracing::warn!("cannot renew the lease on {scope}: {e}"),
+                Err(e) => tracing::warn!(scope = %scope, error = %e, "cannot renew the lease"),
             }
         }
     }
@@ -655,7 +656,7 @@ impl Service {
                         body: serde_json::to_string(&esc).expect("escalation serializes"),
                     };
                     if let Err(e) = self.store.save_escalation(row).await {
-                        tracing::error!(escalation = esc.id, "cannot save escalation: {e}");
+                        tracing::error!(escalation = esc.id, error = %e, "cannot save escalation");
                     }
                 }
                 Effect::Journal(e) => {
@@ -670,7 +671,7 @@ impl Service {
                         server: self.holder.clone(),
                     };
                     if let Err(e) = self.store.append(row).await {
-                        tracing::error!("cannot write the journal: {e}");
+                        tracing::error!(error = %e, "cannot write the journal");
                     }
                 }
                 Effect::Notify(n) => {
@@ -681,7 +682,7 @@ impl Service {
                     }
                     if let Some(tx) = &self.notices {
                         if let Err(e) = tx.try_send(n) {
-                            tracing::error!("the outbox is not taking notices: {e}");
+                            tracing::error!(error = %e, "the outbox is not taking notices");
                         }
                     }
                 }
@@ -691,7 +692,7 @@ impl Service {
                         .release_lease(&scope.to_string(), &self.holder)
                         .await
                     {
-                        tracing::warn!("cannot release the lease on {scope}: {e}");
+                        tracing::warn!(scope = %scope, error = %e, "cannot release the lease");
                     }
                 }
             }
@@ -751,15 +752,19 @@ impl Service {
             stdin: None,
         };
         let run = self.run_step.clone();
-        let task = self.steps.spawn(async move {
-            let o = run(spec).await;
-            let outcome = if o.success() {
-                StepOutcome::Succeeded
-            } else {
-                StepOutcome::Failed(o.describe_end())
-            };
-            (id, level, outcome, o.combined(), o.duration)
-        });
+        let span = tracing::info_span!("step", escalation = id, level, scope = %scope);
+        let task = self.steps.spawn(
+            async move {
+                let o = run(spec).await;
+                let outcome = if o.success() {
+                    StepOutcome::Succeeded
+                } else {
+                    StepOutcome::Failed(o.describe_end())
+                };
+                (id, level, outcome, o.combined(), o.duration)
+            }
+            .instrument(span),
+        );
         self.step_tasks
             .insert(task.id(), (id, level, tokio::time::Instant::now()));
     }

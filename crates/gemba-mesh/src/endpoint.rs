@@ -25,6 +25,7 @@ use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::metrics::{kind_label, DirectionLabel, MeshMetrics};
 use crate::net::Datagrams;
@@ -253,7 +254,13 @@ pub fn open(
                     guard: guard.clone(),
                     reply_tx: reply_tx.clone(),
                 }
-                .run(),
+                .run()
+                .instrument(tracing::info_span!(
+                    "task",
+                    stage = "mesh",
+                    task = "flow-receive",
+                    flow
+                )),
             )
         })
         .collect();
@@ -263,7 +270,11 @@ pub fn open(
         reassembly: Reassembly::default(),
         gossip_tx,
     };
-    let receive_task = tokio::spawn(receiver.run());
+    let receive_task = tokio::spawn(receiver.run().instrument(tracing::info_span!(
+        "task",
+        stage = "mesh",
+        task = "receive"
+    )));
     let transport = GossipTransport {
         socket: Mutex::new(Some(GossipSocket {
             endpoint: endpoint.clone(),

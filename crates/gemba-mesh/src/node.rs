@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::endpoint::{self, unix_ms};
 use crate::graph::{self, Graph, Member};
@@ -277,7 +278,9 @@ impl MeshNode {
             .subscribe_event(KEY_SITE, move |_| {
                 let _ = join_push.try_send(());
             });
-        let pusher_task = tokio::spawn(push_changes(chitchat.clone(), push_rx));
+        let span = |task: &'static str| tracing::info_span!("task", node = %settings.id, stage = "mesh", task);
+        let pusher_task =
+            tokio::spawn(push_changes(chitchat.clone(), push_rx).instrument(span("gossip-push")));
 
         let links = SharedLinks::default();
         links.lock().expect("link table lock").flow_ports = flow_ports;
@@ -294,7 +297,7 @@ impl MeshNode {
             metrics: metrics.clone(),
             changes: changes.clone(),
         };
-        let prober_task = tokio::spawn(prober.run());
+        let prober_task = tokio::spawn(prober.run().instrument(span("prober")));
         let maintainer = Maintainer {
             chitchat: chitchat.chitchat(),
             settings: settings.clone(),
@@ -305,7 +308,7 @@ impl MeshNode {
             published: HashMap::new(),
             seen_states: seen_states.clone(),
         };
-        let maintain_task = tokio::spawn(maintainer.run());
+        let maintain_task = tokio::spawn(maintainer.run().instrument(span("maintainer")));
         tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
         Ok(MeshNode {
             settings,
