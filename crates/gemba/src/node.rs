@@ -58,9 +58,14 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let started = std::time::Instant::now();
     let report = node.shutdown().await;
+    let tasks: usize = report.finished.iter().map(|(_, n)| n).sum();
+    let took_ms = started.elapsed().as_millis() as u64;
     if !report.aborted.is_empty() || !report.panicked.is_empty() {
-        tracing::warn!(aborted = ?report.aborted, panicked = ?report.panicked, "stopped, but not cleanly");
+        tracing::warn!(tasks, took_ms, aborted = ?report.aborted, panicked = ?report.panicked, "stopped, but not cleanly");
+    } else {
+        tracing::info!(tasks, took_ms, "stopped: every task ended");
     }
     Ok(())
 }
