@@ -21,7 +21,20 @@ fn check_name(kind: &str, s: &str) -> Result<(), String> {
             "{kind} {s:?} contains {c:?}; use letters, digits, '-', '_' and '.'"
         ));
     }
+    // Names end up as program arguments ({node} in an action): one that
+    // starts with '-' would read as an option, one that starts with '.'
+    // as a relative path.
+    if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!("{kind} {s:?} must start with a letter or a digit"));
+    }
     Ok(())
+}
+
+/// Whether `s` follows the one grammar of names that travel between nodes
+/// and into program arguments: 1-64 letters, digits, '-', '_' or '.',
+/// starting with a letter or a digit.
+pub fn is_name(s: &str) -> bool {
+    check_name("name", s).is_ok()
 }
 
 macro_rules! name_type {
@@ -85,5 +98,9 @@ mod tests {
         let err = NodeId::new("a:b").unwrap_err();
         assert!(err.contains("':'"), "{err}");
         assert!(SiteName::new("").is_err());
+        assert!(NodeId::new("--opt=x").is_err());
+        assert!(NodeId::new(".hidden").is_err());
+        assert!(NodeId::new("web\n1").is_err());
+        assert!(!is_name(&"a".repeat(65)));
     }
 }

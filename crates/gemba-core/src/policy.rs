@@ -349,12 +349,7 @@ mod millis {
 const CHECK_VARS: &[&str] = &["node", "node_addr", "tier"];
 const LEVEL_VARS: &[&str] = &["node", "node_addr", "tier", "scope", "level"];
 
-fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
+use crate::ids::is_name;
 
 pub(crate) fn validate(
     c: &mut Checker,
@@ -395,7 +390,7 @@ fn validate_levels(c: &mut Checker, levels: Vec<LevelSection>) -> BTreeMap<u32, 
         if !is_name(&name) {
             c.fail(
                 &key("name"),
-                format!("{name:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+                format!("{name:?} must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"),
             );
         }
         if !level_names.insert(name.clone()) {
@@ -458,7 +453,7 @@ fn validate_checks(
             Some(n) => {
                 c.fail(
                     &key("name"),
-                    format!("{n:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+                    format!("{n:?} must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"),
                 );
                 n
             }

@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::ids::is_name;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     Global,
@@ -54,11 +56,18 @@ impl fmt::Display for Scope {
 impl FromStr for Scope {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not a scope; write global, tier:NAME or node:NAME");
+        let bad = || {
+            format!(
+                "{:?} is not a scope; write global, tier:NAME or node:NAME (NAME: 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit)",
+                s.chars().take(80).collect::<String>()
+            )
+        };
+        // Scope names arrive from gossip, the API and the command line and
+        // end up in program arguments: one grammar for all of them.
         match s.split_once(':') {
             None if s == "global" => Ok(Scope::Global),
-            Some(("tier", n)) if !n.is_empty() => Ok(Scope::Tier(n.to_string())),
-            Some(("node", n)) if !n.is_empty() => Ok(Scope::Node(n.to_string())),
+            Some(("tier", n)) if is_name(n) => Ok(Scope::Tier(n.to_string())),
+            Some(("node", n)) if is_name(n) => Ok(Scope::Node(n.to_string())),
             _ => Err(bad()),
         }
     }
@@ -87,6 +96,16 @@ mod tests {
             assert_eq!(s.parse::<Scope>().unwrap().to_string(), s);
         }
         assert!("tier:".parse::<Scope>().is_err());
+        // Names that would read as an option or carry control characters.
+        for bad in [
+            "node:--opt=x",
+            "node:-x",
+            "node:a b",
+            "node:web\n1",
+            "tier:a/b",
+        ] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad}");
+        }
         assert!("host:x"
             .parse::<Scope>()
             .unwrap_err()

@@ -22,12 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
-use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use chitchat::{ChitchatMessage, Serializable};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::metrics::{kind_label, DirectionLabel, MeshMetrics};
+use crate::gossip_guard::GossipGuard;
+use crate::metrics::{kind_label, DirectionLabel, MeshMetrics, ReasonLabel};
 use crate::net::Datagrams;
 use crate::wire::{
     self, DropReason, GridKey, Kind, ReplayGuard, MAX_DATAGRAM, MAX_FRAGMENT_PAYLOAD, MAX_MESSAGE,
@@ -170,7 +171,7 @@ impl Reassembly {
         }
         self.partial
             .retain(|_, v| now.duration_since(v.started) < PARTIAL_MESSAGE_TTL);
-        let id = (from, p.session, p.counter - p.frag_index as u64);
+        let id = (from, p.session, p.counter.checked_sub(p.frag_index as u64)?);
         if !self.partial.contains_key(&id) && self.partial.len() >= MAX_PARTIAL_MESSAGES {
             let oldest = self
                 .partial
@@ -225,6 +226,7 @@ pub fn open(
     flows: Vec<Arc<dyn Datagrams>>,
     key: GridKey,
     packet_max_age: Duration,
+    gossip_guard: Arc<Mutex<GossipGuard>>,
     metrics: Arc<MeshMetrics>,
 ) -> Opened {
     assert!(
@@ -267,6 +269,7 @@ pub fn open(
     let receiver = Receiver {
         endpoint: endpoint.clone(),
         guard,
+        gossip_guard,
         reassembly: Reassembly::default(),
         gossip_tx,
     };
@@ -367,6 +370,7 @@ impl FlowReceiver {
 struct Receiver {
     endpoint: Arc<Endpoint>,
     guard: Arc<Mutex<ReplayGuard>>,
+    gossip_guard: Arc<Mutex<GossipGuard>>,
     reassembly: Reassembly,
     gossip_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
 }
@@ -421,11 +425,29 @@ impl Receiver {
                 let Some(message) = self.reassembly.add(from, &packet, received_at) else {
                     return Ok(());
                 };
-                let mut slice = &message[..];
-                let msg = ChitchatMessage::deserialize(&mut slice)
-                    .map_err(|_| DropReason::Undecodable)?;
+                let checked = self
+                    .gossip_guard
+                    .lock()
+                    .map_err(|_| DropReason::Overloaded)?
+                    .check(&message, unix_ms());
+                let checked = match checked {
+                    Ok(c) => c,
+                    Err(refusal) => {
+                        tracing::warn!(%from, reason = %refusal, "refused gossip message");
+                        m.gossip_refused
+                            .get_or_create(&ReasonLabel {
+                                reason: refusal.label(),
+                            })
+                            .inc();
+                        return Err(DropReason::Undecodable);
+                    }
+                };
+                if checked.dropped_self > 0 {
+                    tracing::debug!(%from, deltas = checked.dropped_self, "left out deltas about this node");
+                    m.gossip_self_deltas.inc_by(checked.dropped_self as u64);
+                }
                 self.gossip_tx
-                    .try_send((from, msg))
+                    .try_send((from, checked.message))
                     .map_err(|_| DropReason::Overloaded)?;
             }
         }

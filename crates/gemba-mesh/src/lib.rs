@@ -4,11 +4,13 @@
 //!
 //! Layers, bottom up: [`net`] (the network seam: real UDP, in-memory, fault
 //! injection), [`wire`] (signed datagrams, replay protection), [`endpoint`]
-//! (one socket demultiplexed into gossip and probes), [`link`] (per-link
+//! (one socket demultiplexed into gossip and probes), [`gossip_guard`]
+//! (every gossip message checked before chitchat sees it), [`link`] (per-link
 //! state machine), [`prober`], [`topology`], [`graph`], and [`node`], which
 //! wires them with chitchat.
 
 pub mod endpoint;
+pub mod gossip_guard;
 pub mod graph;
 pub mod key;
 pub mod link;

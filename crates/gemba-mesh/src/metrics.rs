@@ -70,6 +70,8 @@ pub struct MeshMetrics {
     pub failing_flows: Family<TargetLabel, Gauge>,
     pub loss_kind: Family<LossKindLabel, Gauge>,
     pub confirm_bursts: Family<TargetLabel, Counter>,
+    pub gossip_refused: Family<ReasonLabel, Counter>,
+    pub gossip_self_deltas: Counter,
 }
 
 pub fn kind_label(kind: Kind) -> KindLabel {
@@ -99,6 +101,8 @@ impl MeshMetrics {
             failing_flows: Family::default(),
             loss_kind: Family::default(),
             confirm_bursts: Family::default(),
+            gossip_refused: Family::default(),
+            gossip_self_deltas: Counter::default(),
         }
     }
 
@@ -110,6 +114,16 @@ impl MeshMetrics {
             "packets_sent",
             "Authenticated datagrams sent, by kind",
             self.packets_sent.clone(),
+        );
+        r.register(
+            "gossip_refused",
+            "Authenticated gossip messages the guard refused before chitchat saw them, by reason",
+            self.gossip_refused.clone(),
+        );
+        r.register(
+            "gossip_self_deltas",
+            "Deltas about this node's own id that peers sent and the guard left out",
+            self.gossip_self_deltas.clone(),
         );
         r.register(
             "packets_received",

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::endpoint::{self, unix_ms};
+use crate::gossip_guard::{GossipGuard, GossipLimits};
 use crate::graph::{self, Graph, Member};
 use crate::link::{EdgeValue, LinkPolicy, LinkSummary, ProbeOutcome};
 use crate::metrics::MeshMetrics;
@@ -183,6 +184,10 @@ impl MeshNode {
             flows.push(f);
         }
         let flow_ports: Vec<u16> = flows.iter().map(|f| f.local_addr().port()).collect();
+        let gossip_guard = Arc::new(std::sync::Mutex::new(GossipGuard::new(
+            &settings.id,
+            GossipLimits::default(),
+        )));
         let endpoint::Opened {
             endpoint,
             transport,
@@ -194,6 +199,7 @@ impl MeshNode {
             flows,
             settings.key.clone(),
             settings.packet_max_age,
+            gossip_guard.clone(),
             metrics.clone(),
         );
 
@@ -307,6 +313,7 @@ impl MeshNode {
             push: push_tx,
             published: HashMap::new(),
             seen_states: seen_states.clone(),
+            gossip_guard,
         };
         let maintain_task = tokio::spawn(maintainer.run().instrument(span("maintainer")));
         tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
@@ -463,6 +470,27 @@ impl MeshNode {
     /// Stops gossip, probing and the TCP probe listener, awaits every task
     /// and releases the sockets. Safe to call while other holders of the
     /// node still exist (they see an idle node) and more than once.
+    /// Resolves, with the reason, when gossip ends on its own: chitchat's
+    /// task panicked or lost its socket. Never resolves after
+    /// [`shutdown`](Self::shutdown). A node whose gossip ended still
+    /// answers probes and serves HTTP, so its peers would see a node that
+    /// looks alive but says nothing new: whoever runs the node stops it
+    /// loudly instead.
+    pub async fn gossip_failed(&self) -> String {
+        let ended = self.chitchat.termination_watcher();
+        let reason = tokio::select! {
+            r = ended => r,
+            _ = self.stop.cancelled() => return std::future::pending().await,
+        };
+        if self.stop.is_cancelled() {
+            return std::future::pending().await;
+        }
+        match reason {
+            Ok(()) => "gossip stopped".to_string(),
+            Err(e) => format!("gossip stopped: {e:#}"),
+        }
+    }
+
     pub async fn shutdown(&self) {
         self.stop.cancel();
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
@@ -555,6 +583,7 @@ struct Maintainer {
     /// What this node last published, by target, and when.
     published: HashMap<String, (EdgeValue, Instant)>,
     seen_states: SeenStates,
+    gossip_guard: Arc<std::sync::Mutex<GossipGuard>>,
 }
 
 /// The last link state seen in gossip, by observer, then by edge key hash.
@@ -576,6 +605,16 @@ impl Maintainer {
             }
             let members = {
                 let guard = self.chitchat.lock().await;
+                // Node ids chitchat has let go of (after their grace
+                // period) are forgotten by the gossip guard as well.
+                if let Ok(mut g) = self.gossip_guard.lock() {
+                    let held = guard.node_states().len();
+                    if g.members() > held {
+                        let ids: HashSet<&str> =
+                            guard.node_states().keys().map(|c| &*c.node_id).collect();
+                        g.retain(|id| ids.contains(id));
+                    }
+                }
                 members_of(&guard, false)
             };
             if let Ok(mut seen) = self.seen_states.lock() {

@@ -56,8 +56,16 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
             _ => String::new(),
         }
     );
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        why = node.mesh().gossip_failed() => Some(why),
+    };
+    match &failure {
+        None => tracing::info!("shutting down"),
+        // Half alive is worse than down: peers would see probes answered
+        // and no news. Stop, and let the supervisor start a fresh node.
+        Some(why) => tracing::error!(reason = %why, "gossip ended; stopping the node"),
+    }
     let started = std::time::Instant::now();
     let report = node.shutdown().await;
     let tasks: usize = report.finished.iter().map(|(_, n)| n).sum();
@@ -67,5 +75,8 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
     } else {
         tracing::info!(tasks, took_ms, "stopped: every task ended");
     }
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!("{why}; the node stopped")),
+    }
 }
