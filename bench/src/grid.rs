@@ -271,6 +271,8 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
     std::fs::create_dir_all(&dir)?;
     let key: PathBuf = dir.join("grid.key");
     std::fs::write(&key, "benchmark-grid-key-0123456789abcdef\n")?;
+    // gemba refuses a key file its group or others can read.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let agent = agent();
     POLL_MS.store(
         poll_every(n).as_millis() as u64,

@@ -42,6 +42,9 @@ pub struct ApiState {
     /// Why the server role is off on a node configured for it (the store
     /// could not be opened): reported by `/healthz`.
     pub server_off: Option<String>,
+    /// Host names (lowercase) a request's `Host` may carry besides IP
+    /// addresses and localhost: `[http] allowed_hosts`.
+    pub allowed_hosts: Vec<String>,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -70,6 +73,7 @@ impl ApiState {
             token,
             escalator,
             server_off: None,
+            allowed_hosts: Vec::new(),
             responses,
         })
     }
@@ -84,6 +88,16 @@ impl ApiState {
         let mut state = Self::with_escalator(mesh, registry, token, None);
         Arc::get_mut(&mut state).expect("just built").server_off = Some(reason);
         state
+    }
+}
+
+impl ApiState {
+    /// The host names browsers may use besides IP addresses and localhost.
+    pub fn allowing_hosts(mut self: Arc<Self>, hosts: Vec<String>) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set before the state is shared")
+            .allowed_hosts = hosts;
+        self
     }
 }
 
@@ -145,11 +159,13 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Counts every response and enforces the token on methods that change
-/// state.
+/// Counts every response, refuses what a browser on another site could
+/// have sent, and enforces the token on methods that change state.
 async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let response = if changes_state && !authorized(&state, &req) {
+    let response = if let Some((code, why)) = browser_refusal(&state, &req, changes_state) {
+        error(code, why)
+    } else if changes_state && !authorized(&state, &req) {
         error(
             StatusCode::UNAUTHORIZED,
             "this endpoint changes state and needs `Authorization: Bearer <token>`",
@@ -164,6 +180,108 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
         })
         .inc();
     response
+}
+
+/// The host part of a `Host` header (no port, no IPv6 brackets).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// Whether the `Host` a request names is this node: an IP address (never
+/// the result of a rebound DNS name), localhost, or a configured name.
+fn host_allowed(state: &ApiState, host: &str) -> bool {
+    let name = host_name(host);
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || state
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Why a request is refused as one a browser made on another site's
+/// behalf, if it is.
+///
+/// - Every request: a `Host` that is not this node (DNS rebinding: a
+///   page on `evil.example` resolved to 127.0.0.1 sends `Host:
+///   evil.example`).
+/// - State changes: an `Origin` other than this node's, a
+///   `Sec-Fetch-Site` other than same-origin or none, and the content
+///   types a page may send cross-origin without a preflight (text/plain,
+///   form-urlencoded, multipart). Clients that are not browsers send none
+///   of these and are not affected: the CLI sends no body, Puppet's report
+///   processor sends application/x-yaml, Chef's data collector JSON.
+fn browser_refusal(
+    state: &ApiState,
+    req: &Request,
+    changes_state: bool,
+) -> Option<(StatusCode, String)> {
+    let headers = req.headers();
+    let host = match headers.get(header::HOST).map(|h| h.to_str()) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => return Some((StatusCode::BAD_REQUEST, "unreadable Host header".into())),
+    };
+    if let Some(h) = host {
+        if !host_allowed(state, h) {
+            return Some((
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this node does not answer to host {:?}; add the name to [http] allowed_hosts if it is this node's",
+                    host_name(h).chars().take(100).collect::<String>()
+                ),
+            ));
+        }
+    }
+    if !changes_state {
+        return None;
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = host.is_some_and(|h| {
+            origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://").or(o.strip_prefix("https://")))
+                .is_some_and(|o| o.eq_ignore_ascii_case(h))
+        });
+        if !same {
+            return Some((
+                StatusCode::FORBIDDEN,
+                "cross-origin request refused: a page on another site may not change this node's state".into(),
+            ));
+        }
+    }
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
+            return Some((
+                StatusCode::FORBIDDEN,
+                "cross-site request refused: a page on another site may not change this node's state".into(),
+            ));
+        }
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let essence = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if matches!(
+            essence.as_str(),
+            "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+        ) {
+            return Some((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("{essence} is refused for requests that change state: a page on another site could send it; send application/json or no body"),
+            ));
+        }
+    }
+    None
 }
 
 fn authorized(state: &ApiState, req: &Request) -> bool {

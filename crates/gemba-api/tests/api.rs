@@ -187,3 +187,121 @@ async fn console_draws_nodes_by_site_the_matrix_and_no_external_resources() {
     assert_eq!(status, StatusCode::OK);
     assert!(panel.contains("id=\"grid-graph\"") && !panel.contains("<html"));
 }
+
+async fn call_with(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_on_another_site_can_neither_change_state_nor_read_through_dns_rebinding() {
+    let net = MemNet::new();
+    // No token: a node on loopback, where a browser is the attacker's way in.
+    let app = node(&net, 1, None).await;
+    let post = |headers: &[(&str, &str)]| {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/escalations/1/approve")
+            .header(header::HOST, "127.0.0.1:8777");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(Body::empty()).unwrap()
+    };
+    // fetch(url, {method: 'POST', mode: 'no-cors'}) from another site.
+    let (status, body) = call_with(
+        &app,
+        post(&[
+            ("origin", "http://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("cross-origin request refused"), "{body}");
+    // A browser that sends Sec-Fetch-Site but no Origin.
+    let (status, _) = call_with(&app, post(&[("sec-fetch-site", "same-site")])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A form posted from another page: text/plain, urlencoded, multipart.
+    for ct in [
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, body) = call_with(&app, post(&[("content-type", ct)])).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}: {body}");
+    }
+    // DNS rebinding: evil.example resolved to 127.0.0.1; reads are refused.
+    let rebound = Request::builder()
+        .uri("/api/v1/escalations")
+        .header(header::HOST, "evil.example:8777")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = call_with(&app, rebound).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{body}");
+    assert!(body.contains("allowed_hosts"), "{body}");
+    // What real clients send still gets through: the CLI (no Origin, no
+    // body), the console's own origin, JSON, IPv6 and localhost hosts.
+    for headers in [
+        &[][..],
+        &[
+            ("origin", "http://127.0.0.1:8777"),
+            ("sec-fetch-site", "same-origin"),
+        ][..],
+        &[("content-type", "application/json")][..],
+        &[("content-type", "application/x-yaml")][..],
+    ] {
+        let (status, body) = call_with(&app, post(headers)).await;
+        assert_ne!(status, StatusCode::FORBIDDEN, "{headers:?}: {body}");
+        assert_ne!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{headers:?}");
+    }
+    for host in ["[::1]:8777", "localhost:8777", "127.0.0.11"] {
+        let req = Request::builder()
+            .uri("/healthz")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call_with(&app, req).await.0, StatusCode::OK, "{host}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_host_name_is_answered() {
+    let net = MemNet::new();
+    let o = Overrides {
+        node_id: Some("named".into()),
+        mesh_listen: Some("127.0.3.40:7946".into()),
+        ..Default::default()
+    };
+    let c = Config::from_file(ConfigFile::default(), &o, "test").unwrap();
+    let key = GridKey::new(b"api-test-grid-key-0123456789".to_vec()).unwrap();
+    let mut registry = Registry::default();
+    let mesh = MeshNode::start(
+        MeshSettings::from_config(&c, key, None),
+        Arc::new(net.clone()),
+        Some(&mut registry),
+    )
+    .await
+    .unwrap();
+    let app = gemba_api::router(
+        gemba_api::ApiState::new(Arc::new(mesh), registry, None)
+            .allowing_hosts(vec!["gemba.ops.example".into()]),
+    );
+    let get = |host: &str| {
+        Request::builder()
+            .uri("/healthz")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        call_with(&app, get("GEMBA.ops.example")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_with(&app, get("other.ops.example")).await.0,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+}

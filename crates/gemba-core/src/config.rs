@@ -105,6 +105,9 @@ pub struct MeshSection {
 pub struct HttpSection {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Host names (besides IP addresses and localhost) browsers may use to
+    /// reach this node, e.g. behind a reverse proxy.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +242,9 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token required by endpoints that change state.
     pub token: Option<String>,
+    /// Host names a request's `Host` may carry besides IP addresses and
+    /// localhost (lowercase).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// One invalid setting: where it is and what is wrong with it.
@@ -359,6 +365,16 @@ impl Config {
         let mesh = mesh_config(&mut c, file.mesh.unwrap_or_default(), o);
         let http = http_config(&mut c, file.http.unwrap_or_default(), o);
         let store = store_config(&mut c, file.store.unwrap_or_default(), &node.data_dir);
+        // The key a node creates in its data directory is checked like a
+        // configured one once it exists: someone may have copied it in.
+        if let Some(m) = &mesh {
+            let default_key = node.data_dir.join("grid.key");
+            if m.grid_key_file.is_none() && default_key.exists() {
+                if let Err(why) = crate::secret::read_key_file(&default_key) {
+                    c.fail("node.data_dir", why);
+                }
+            }
+        }
         match (mesh, http) {
             (Some(mesh), Some(http)) if c.errors.is_empty() => Ok(Config {
                 node,
@@ -454,7 +470,9 @@ fn mesh_config(c: &mut Checker, mesh: MeshSection, o: &Overrides) -> Option<Mesh
     }
     let grid_key_file = o.grid_key_file.clone().or(mesh.grid_key_file);
     if let Some(p) = &grid_key_file {
-        c.readable_file("mesh.grid_key_file", p);
+        if let Err(why) = crate::secret::read_key_file(p) {
+            c.fail("mesh.grid_key_file", why);
+        }
     }
     let ms = Duration::from_millis;
     let probe_interval = c.duration(
@@ -635,6 +653,14 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
     let http_listen = c.socket_addr("http.listen", &http_text);
     let token_file = o.token_file.clone().or(http.token_file);
     let mut token = o.token.clone().filter(|t| !t.is_empty());
+    if let Some(t) = &token {
+        if t.trim().len() < 16 {
+            c.fail(
+                "GEMBA_API_TOKEN",
+                "the token must be at least 16 characters",
+            );
+        }
+    }
     if token.is_none() {
         if let Some(p) = &token_file {
             match std::fs::read_to_string(p) {
@@ -658,9 +684,36 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
         }
     }
 
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in http
+        .allowed_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let valid = !h.is_empty()
+            && h.len() <= 253
+            && h.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+            });
+        if valid {
+            allowed_hosts.push(h.to_ascii_lowercase());
+        } else {
+            c.fail(
+                &format!("http.allowed_hosts[{i}]"),
+                format!("{h:?} is not a host name (without port)"),
+            );
+        }
+    }
     Some(HttpConfig {
         listen: http_listen?,
         token,
+        allowed_hosts,
     })
 }
 
@@ -825,6 +878,31 @@ mod tests {
             Config::from_file(file, &o, "x").unwrap().node.id.as_str(),
             "from-cli"
         );
+    }
+
+    #[test]
+    fn a_short_token_from_the_environment_and_bad_host_names_are_refused() {
+        let o = Overrides {
+            token: Some("short".into()),
+            ..Default::default()
+        };
+        let err = Config::from_file(ConfigFile::default(), &o, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("GEMBA_API_TOKEN") && err.contains("at least 16"),
+            "{err}"
+        );
+        let file = ConfigFile::parse(
+            Path::new("t"),
+            "[http]\nallowed_hosts = [\"Gemba.Ops.Example\", \"evil.example:80\"]\n",
+        )
+        .unwrap();
+        let err = Config::from_file(file, &Overrides::default(), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.allowed_hosts[1]"), "{err}");
+        assert!(!err.contains("http.allowed_hosts[0]"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod graph;
 pub mod ids;
 pub mod policy;
 pub mod scope;
+pub mod secret;
 pub mod template;
 mod validate;
 

@@ -4,7 +4,6 @@
 //! policy both validate through it; neither imports the other's checks.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Invalid;
@@ -88,11 +87,5 @@ impl Checker {
             self.fail(key, format!("{v} is not a percentage between 0 and 100"));
         }
         v / 100.0
-    }
-
-    pub(crate) fn readable_file(&mut self, key: &str, path: &Path) {
-        if let Err(e) = std::fs::metadata(path) {
-            self.fail(key, format!("cannot read {}: {e}", path.display()));
-        }
     }
 }

@@ -19,6 +19,10 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::time::Instant;
 
+/// The environment variable that carries the API token to the node; it is
+/// removed from the environment of every program the node runs.
+pub const API_TOKEN_ENV: &str = "GEMBA_API_TOKEN";
+
 /// How much of stdout and of stderr is kept.
 pub const OUTPUT_CAP: usize = 64 * 1024;
 /// How long output is still read after the program exits.
@@ -156,6 +160,9 @@ pub async fn run(spec: &ExecSpec) -> ExecOutcome {
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
+        // The node's API token stays with the node: plugins, actions and
+        // notification commands do not need it to do their work.
+        .env_remove(API_TOKEN_ENV)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(if spec.stdin.is_some() {
             std::process::Stdio::piped()
@@ -247,6 +254,23 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn programs_do_not_inherit_the_api_token() {
+        // std serializes its own environment reads and writes, and every
+        // program here is spawned through std.
+        std::env::set_var(API_TOKEN_ENV, "inherited-token-0123456789");
+        std::env::set_var("GEMBA_EXEC_TEST_MARK", "kept");
+        let o = run(&spec(&["/bin/sh", "-c", "env"], 5_000)).await;
+        std::env::remove_var(API_TOKEN_ENV);
+        assert_eq!(o.end, ExecEnd::Exited(0));
+        assert!(
+            o.stdout.contains("GEMBA_EXEC_TEST_MARK=kept"),
+            "{}",
+            o.stdout
+        );
+        assert!(!o.stdout.contains(API_TOKEN_ENV), "{}", o.stdout);
     }
 
     #[tokio::test]

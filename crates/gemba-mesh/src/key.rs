@@ -21,26 +21,14 @@ pub enum KeyError {
     },
 }
 
-fn parse(path: &Path, bytes: Vec<u8>) -> Result<GridKey, KeyError> {
-    // A key file written by hand usually ends with a newline; it is not
-    // part of the key.
-    let trimmed = match std::str::from_utf8(&bytes) {
-        Ok(text) => text.trim().as_bytes().to_vec(),
-        Err(_) => bytes,
-    };
-    GridKey::new(trimmed).map_err(|reason| KeyError::Invalid {
+/// Reads the key at `path`: a private file of at least 32 bytes.
+pub fn read(path: &Path) -> Result<GridKey, KeyError> {
+    let invalid = |reason| KeyError::Invalid {
         path: path.to_path_buf(),
         reason,
-    })
-}
-
-/// Reads the key at `path`.
-pub fn read(path: &Path) -> Result<GridKey, KeyError> {
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(path, bytes)
+    };
+    let bytes = gemba_core::secret::read_key_file(path).map_err(invalid)?;
+    GridKey::new(bytes).map_err(invalid)
 }
 
 /// Reads `<data_dir>/grid.key`, creating it with 32 random bytes (hex) on
@@ -87,7 +75,7 @@ mod tests {
         assert!(!created_again);
         std::fs::write(&path, "short\n").unwrap();
         let err = read(&path).unwrap_err().to_string();
-        assert!(err.contains("at least 16"), "{err}");
+        assert!(err.contains("at least 32"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

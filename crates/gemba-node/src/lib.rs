@@ -226,7 +226,8 @@ impl Node {
                     config.http.token.clone(),
                     server.escalator.clone(),
                 ),
-            };
+            }
+            .allowing_hosts(config.http.allowed_hosts.clone());
             let stop = drain.token(Phase::Http);
             drain.spawn_graceful(Phase::Http, "http", async move {
                 if let Err(e) =

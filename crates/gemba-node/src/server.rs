@@ -12,6 +12,9 @@ use gemba_core::Config;
 use gemba_escalator::{Directory, EscalatorHandle, NodeInfo, ServiceConfig};
 use gemba_mesh::{ListenerHandle, MeshNode};
 use gemba_store::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
 
 use crate::{Phase, ServerRole, Stages};
@@ -20,6 +23,30 @@ use crate::{Phase, ServerRole, Stages};
 const DIRECTORY_EVERY: Duration = Duration::from_secs(1);
 /// How often old journal lines are pruned.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnbelievedLabel {
+    reason: &'static str,
+}
+
+/// Each node's tiers, as the directory says.
+#[derive(Default)]
+struct TiersOf(std::collections::HashMap<String, Vec<String>>);
+
+impl TiersOf {
+    fn from(nodes: &[NodeEntry]) -> TiersOf {
+        TiersOf(
+            nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.tiers.clone()))
+                .collect(),
+        )
+    }
+
+    fn of(&self, node: &str) -> &[String] {
+        self.0.get(node).map(|t| &t[..]).unwrap_or(&[])
+    }
+}
 
 pub(crate) struct Server {
     pub role: ServerRole,
@@ -136,7 +163,7 @@ pub(crate) async fn start(
     stages.drain().spawn(
         Phase::Checks,
         "tier-fold",
-        TierFold::new(policy.clone()).run(fold_rx, to_escalator, nodes_rx),
+        TierFold::new(policy.clone()).run(fold_rx, to_escalator, nodes_rx.clone()),
     );
 
     // Other nodes' results arrive by gossip. The callback runs under the
@@ -154,19 +181,62 @@ pub(crate) async fn start(
     let from_gossip = fold_tx.clone();
     let me = self_id.clone();
     let backfill_mesh = mesh.clone();
+    let ingest_policy = policy.clone();
+    let ingest_clock = clock;
+    let mut ingest_nodes = nodes_rx.clone();
+    let unbelieved = Family::<UnbelievedLabel, Counter>::default();
+    stages.metrics().register(
+        "gemba_checks_results_unbelieved",
+        "Check results taken from gossip and not believed (about another node, not an agent check of this policy, malformed, ...), by reason",
+        unbelieved.clone(),
+    );
     stages
         .drain()
         .spawn(Phase::Checks, "gossip-ingest", async move {
+            // Tiers come from the directory, so wait for its first reading.
+            if ingest_nodes.changed().await.is_err() {
+                return;
+            }
+            let mut tiers = TiersOf::default();
+            let mut believe = |node: &str, value: &str| {
+                if ingest_nodes.has_changed().unwrap_or(false) || tiers.0.is_empty() {
+                    tiers = TiersOf::from(&ingest_nodes.borrow_and_update()[..]);
+                }
+                let r = pipeline::from_peer(
+                    node,
+                    tiers.of(node),
+                    &me,
+                    value,
+                    &ingest_policy,
+                    ingest_clock.now_ms(),
+                );
+                match r {
+                    Ok(r) => Some(r),
+                    Err(why) => {
+                        tracing::debug!(
+                            node,
+                            reason = why.as_str(),
+                            "result from gossip not believed"
+                        );
+                        unbelieved
+                            .get_or_create(&UnbelievedLabel {
+                                reason: why.as_str(),
+                            })
+                            .inc();
+                        None
+                    }
+                }
+            };
             // Results already in gossip when this server starts come first.
             for (node, _, value, _) in backfill_mesh.values_with_prefix(RESULT_PREFIX).await {
-                if let Some(r) = pipeline::from_peer(&node, &me, &value) {
+                if let Some(r) = believe(&node, &value) {
                     if from_gossip.send(r).await.is_err() {
                         return;
                     }
                 }
             }
             while let Some((node, value)) = gossip_rx.recv().await {
-                if let Some(r) = pipeline::from_peer(&node, &me, &value) {
+                if let Some(r) = believe(&node, &value) {
                     if from_gossip.send(r).await.is_err() {
                         return;
                     }

@@ -126,6 +126,8 @@ impl Drop for NodeProcess {
 pub fn write_key(dir: &Path) -> PathBuf {
     let p = dir.join("grid.key");
     std::fs::write(&p, "process-test-grid-key-0123456789\n").unwrap();
+    // gemba refuses a key file its group or others can read.
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     p
 }
 

@@ -1,0 +1,77 @@
+//! Files that hold secrets (the grid key): private to their owner and long
+//! enough, checked the same way by `gemba config check` and `gemba run`.
+
+use std::path::Path;
+
+/// The fewest bytes a grid key file may hold (after trimming whitespace).
+pub const MIN_KEY_FILE_LEN: usize = 32;
+
+/// Refuses a file that its group or others may read or write.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is open to its group or others (mode {mode:04o}); a secret must be private: chmod 600 {}",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+/// The key a grid key file holds: private, and at least
+/// [`MIN_KEY_FILE_LEN`] bytes once a trailing newline is trimmed.
+pub fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    check_private(path)?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // A key file written by hand usually ends with a newline; it is not
+    // part of the key.
+    let key = match std::str::from_utf8(&bytes) {
+        Ok(text) => text.trim().as_bytes().to_vec(),
+        Err(_) => bytes,
+    };
+    if key.len() < MIN_KEY_FILE_LEN {
+        return Err(format!(
+            "{} holds {} bytes; a grid key must be at least {MIN_KEY_FILE_LEN} (make one with: head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {})",
+            path.display(),
+            key.len(),
+            path.display()
+        ));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_must_be_private_and_long_enough() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("gemba-secret-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grid.key");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_key_file(&path).unwrap_err();
+        assert!(
+            err.contains("mode 0644") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key_file(&path).unwrap().len(), 32);
+        std::fs::write(&path, "only-sixteen-byt\n").unwrap();
+        let err = read_key_file(&path).unwrap_err();
+        assert!(err.contains("holds 16 bytes"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
