@@ -9,7 +9,9 @@
 //! - `sim`: an in-process grid of 1,000 nodes with the sites topology over
 //!   the in-memory network, in virtual time: convergence and gossip state
 //!   per node.
+//! - `console`: one console page rendered for N nodes, every pair probed.
 
+mod console;
 mod escalator;
 mod grid;
 mod sim;
@@ -31,6 +33,18 @@ fn main() -> anyhow::Result<()> {
                 .collect::<Result<_, _>>()?;
             let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
             grid::run(&bin, &sizes)
+        }
+        Some("console") => {
+            let sizes: Vec<usize> = flag("--sizes")
+                .unwrap_or_else(|| "50,100,300".into())
+                .split(',')
+                .map(|s| s.trim().parse())
+                .collect::<Result<_, _>>()?;
+            let rounds = flag("--rounds")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(5);
+            console::run(&sizes, rounds)
         }
         Some("planner") => {
             let nodes = flag("--nodes")
@@ -78,7 +92,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps)
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)");
             std::process::exit(2);
         }
     }

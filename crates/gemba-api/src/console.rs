@@ -85,6 +85,8 @@ pub fn render_matrix(g: &Graph) -> String {
         let _ = write!(s, r##"<th scope="col">{}</th>"##, esc(&n.id));
     }
     s.push_str("</tr></thead><tbody>");
+    // One index per graph: a scan per cell is O(N^4) at N nodes.
+    let edges = g.edge_index();
     for src in &g.nodes {
         let _ = write!(
             s,
@@ -96,7 +98,7 @@ pub fn render_matrix(g: &Graph) -> String {
                 s.push_str(r##"<td class="self" style="background:#eaeef2;color:#57606a">—</td>"##);
                 continue;
             }
-            match g.edge(&src.id, &dst.id) {
+            match edges.get(&(src.id.as_str(), dst.id.as_str())) {
                 Some(e) => {
                     let text = match e.state {
                         LinkState::Down => "✕".to_string(),

@@ -223,9 +223,19 @@ impl Graph {
         self.nodes.iter().find(|n| n.id == id)
     }
 
+    /// One edge, by a scan: for a few look-ups. Many look-ups (a matrix)
+    /// go through [`Graph::edge_index`].
     pub fn edge(&self, source: &str, target: &str) -> Option<&GraphEdge> {
         self.edges
             .iter()
             .find(|e| e.source == source && e.target == target)
+    }
+
+    /// Every edge by (source, target), built once per graph.
+    pub fn edge_index(&self) -> std::collections::HashMap<(&str, &str), &GraphEdge> {
+        self.edges
+            .iter()
+            .map(|e| ((e.source.as_str(), e.target.as_str()), e))
+            .collect()
     }
 }
