@@ -101,6 +101,13 @@ impl Endpoint {
         to: SocketAddr,
         payload: &[u8],
     ) {
+        if payload.len() > MAX_MESSAGE {
+            // Receivers drop what takes more than two fragments: say so
+            // rather than send it to be lost.
+            tracing::warn!(%to, bytes = payload.len(), "message too large to send; not sent");
+            self.metrics.drop_packet(DropReason::Oversized);
+            return;
+        }
         // An empty payload still makes one datagram.
         let count = payload.len().div_ceil(MAX_FRAGMENT_PAYLOAD).max(1);
         let chunks = payload
@@ -157,12 +164,12 @@ struct Partial {
 
 /// Reassembles fragmented gossip messages; bounded in count and age.
 #[derive(Default)]
-struct Reassembly {
+pub struct Reassembly {
     partial: HashMap<(SocketAddr, u64, u64), Partial>,
 }
 
 impl Reassembly {
-    fn add(&mut self, from: SocketAddr, p: &wire::Packet<'_>, now: Instant) -> Option<Vec<u8>> {
+    pub fn add(&mut self, from: SocketAddr, p: &wire::Packet<'_>, now: Instant) -> Option<Vec<u8>> {
         if p.frag_count == 1 {
             return Some(p.payload.to_vec());
         }
@@ -270,6 +277,7 @@ pub fn open(
         endpoint: endpoint.clone(),
         guard,
         gossip_guard,
+        grid_full_logged_ms: 0,
         reassembly: Reassembly::default(),
         gossip_tx,
     };
@@ -371,6 +379,7 @@ struct Receiver {
     endpoint: Arc<Endpoint>,
     guard: Arc<Mutex<ReplayGuard>>,
     gossip_guard: Arc<Mutex<GossipGuard>>,
+    grid_full_logged_ms: u64,
     reassembly: Reassembly,
     gossip_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
 }
@@ -442,6 +451,24 @@ impl Receiver {
                         return Err(DropReason::Undecodable);
                     }
                 };
+                if !checked.grid_full.is_empty() {
+                    // Said once a minute; the counter has every case.
+                    let now = unix_ms();
+                    let last = self.grid_full_logged_ms;
+                    if now.saturating_sub(last) >= 60_000 {
+                        self.grid_full_logged_ms = now;
+                        tracing::warn!(
+                        %from,
+                        left_out = ?checked.grid_full,
+                        "the grid is full (1,000 nodes, or a digest that would outgrow one datagram): nodes it does not know yet are left out"
+                        );
+                    }
+                    m.gossip_refused
+                        .get_or_create(&ReasonLabel {
+                            reason: "grid_full",
+                        })
+                        .inc_by(checked.grid_full.len() as u64);
+                }
                 if checked.dropped_self > 0 {
                     tracing::debug!(%from, deltas = checked.dropped_self, "left out deltas about this node");
                     m.gossip_self_deltas.inc_by(checked.dropped_self as u64);

@@ -16,7 +16,10 @@
 //! - node ids follow gemba's one name grammar; generations may not lie in
 //!   the future (a generation of `u64::MAX` would take a node id over);
 //! - a message names at most `max_nodes` nodes, and the grid as this node
-//!   has heard of it holds at most `max_nodes` ids;
+//!   has heard of it (from digests and deltas) holds at most `max_nodes`
+//!   ids whose digest still fits one datagram (`max_digest_bytes`: chitchat
+//!   subtracts a Syn's digest from the datagram size, and a longer digest
+//!   would wrap that length);
 //! - keys are printable ASCII up to `max_key_len`, values up to
 //!   `max_value_len` without control characters, and one node id may hold
 //!   at most `max_keys_per_node` distinct keys;
@@ -53,6 +56,9 @@ const OP_MAX_VERSION: u8 = 2;
 pub struct GossipLimits {
     /// Node ids one message may name, and the grid may hold.
     pub max_nodes: usize,
+    /// Bytes this node's digest may take (each member costs its id and
+    /// 53 bytes).
+    pub max_digest_bytes: usize,
     /// Distinct keys one node id may hold.
     pub max_keys_per_node: usize,
     pub max_key_len: usize,
@@ -68,6 +74,7 @@ impl Default for GossipLimits {
     fn default() -> Self {
         GossipLimits {
             max_nodes: MAX_NODES,
+            max_digest_bytes: 60_000,
             max_keys_per_node: 8_192,
             max_key_len: 128,
             max_value_len: 8_192,
@@ -77,9 +84,13 @@ impl Default for GossipLimits {
     }
 }
 
-/// The most nodes a grid may have: a Syn's digest of 1,000 nodes still fits
-/// one datagram.
+/// The most nodes a grid may have (with ids of up to 7 characters; longer
+/// ids leave room for fewer, see [`GossipLimits::max_digest_bytes`]).
 pub const MAX_NODES: usize = 1_000;
+
+/// What one member costs in a digest besides its id: id length, generation,
+/// an IPv6 address and port, heartbeat and two versions.
+const DIGEST_ENTRY: usize = 2 + 8 + 1 + 16 + 2 + 24;
 
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,8 +105,6 @@ pub enum Refusal {
     FutureGeneration(String),
     #[error("the message names more than {0} nodes")]
     TooManyNodes(usize),
-    #[error("the grid already holds {0} node ids")]
-    MembershipFull(usize),
     #[error("a key of node {0:?} is not printable ASCII of at most the allowed length")]
     BadKey(String),
     #[error("a value of node {0:?} is too large or holds control characters")]
@@ -115,7 +124,6 @@ impl Refusal {
             Refusal::BadNodeId(_) => "bad_node_id",
             Refusal::FutureGeneration(_) => "future_generation",
             Refusal::TooManyNodes(_) => "too_many_nodes",
-            Refusal::MembershipFull(_) => "membership_full",
             Refusal::BadKey(_) => "bad_key",
             Refusal::BadValue(_) => "bad_value",
             Refusal::TooManyKeys(_) => "too_many_keys",
@@ -130,6 +138,8 @@ pub struct Checked {
     pub message: ChitchatMessage,
     /// Node deltas about this node's own id that were left out.
     pub dropped_self: usize,
+    /// Node ids left out because the grid is full.
+    pub grid_full: HashSet<String>,
 }
 
 /// The state the guard keeps between messages: which node ids it has heard
@@ -139,6 +149,8 @@ pub struct GossipGuard {
     limits: GossipLimits,
     hasher: std::collections::hash_map::RandomState,
     keys: HashMap<String, HashSet<u64>>,
+    /// What this node's digest would take: itself and every member.
+    digest_bytes: usize,
 }
 
 struct Reader<'a> {
@@ -191,6 +203,7 @@ impl GossipGuard {
             limits,
             hasher: Default::default(),
             keys: HashMap::new(),
+            digest_bytes: DIGEST_ENTRY + self_id.len(),
         }
     }
 
@@ -201,12 +214,52 @@ impl GossipGuard {
 
     /// Forgets a node id that left the grid, with its keys.
     pub fn forget(&mut self, node_id: &str) {
-        self.keys.remove(node_id);
+        if self.keys.remove(node_id).is_some() {
+            self.digest_bytes -= DIGEST_ENTRY + node_id.len();
+        }
     }
 
     /// Keeps only the node ids `keep` says are still on the grid.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.keys.retain(|id, _| keep(id));
+        let gone: Vec<String> = self.keys.keys().filter(|id| !keep(id)).cloned().collect();
+        for id in gone {
+            self.forget(&id);
+        }
+    }
+
+    /// The node ids among `ids` this node has not heard of, split into
+    /// those the grid has room for and those it has not (left out of the
+    /// message).
+    fn admit<'a>(&self, ids: &[&'a str]) -> (Vec<&'a str>, HashSet<&'a str>) {
+        let mut newcomers: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| *id != self.self_id && !self.keys.contains_key(*id))
+            .collect();
+        newcomers.sort_unstable();
+        newcomers.dedup();
+        let mut count = self.keys.len();
+        let mut bytes = self.digest_bytes;
+        let mut admitted = Vec::new();
+        let mut refused = HashSet::new();
+        for id in newcomers {
+            let cost = DIGEST_ENTRY + id.len();
+            if count < self.limits.max_nodes && bytes + cost <= self.limits.max_digest_bytes {
+                count += 1;
+                bytes += cost;
+                admitted.push(id);
+            } else {
+                refused.insert(id);
+            }
+        }
+        (admitted, refused)
+    }
+
+    fn remember(&mut self, newcomers: Vec<&str>) {
+        for id in newcomers {
+            self.digest_bytes += DIGEST_ENTRY + id.len();
+            self.keys.insert(id.to_string(), HashSet::new());
+        }
     }
 
     fn check_node(&self, id: &str, generation: u64, now_ms: u64) -> Result<(), Refusal> {
@@ -219,18 +272,28 @@ impl GossipGuard {
         Ok(())
     }
 
-    fn digest(&self, r: &mut Reader<'_>, now_ms: u64) -> Result<(), Refusal> {
+    /// A digest's entries: node id and where the entry lies in `whole`
+    /// (chitchat learns members from digests).
+    fn digest<'a>(
+        &self,
+        r: &mut Reader<'a>,
+        whole: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<(&'a str, usize, usize)>, Refusal> {
         let count = r.u16()? as usize;
-        if count > self.limits.max_nodes {
+        if count > self.limits.max_nodes + 1 {
             return Err(Refusal::TooManyNodes(self.limits.max_nodes));
         }
+        let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
+            let start = whole.len() - r.buf.len();
             let (id, generation) = r.node()?;
             self.check_node(id, generation, now_ms)?;
             // heartbeat, last gc version, max version
             r.take(24)?;
+            ids.push((id, start, whole.len() - r.buf.len()));
         }
-        Ok(())
+        Ok(ids)
     }
 
     /// Inflates a delta's blocks, never past the cap.
@@ -269,7 +332,12 @@ impl GossipGuard {
 
     /// Checks the delta's operations and returns them re-encoded without
     /// the node deltas about this node.
-    fn delta(&mut self, ops: &[u8], now_ms: u64) -> Result<(Vec<u8>, usize), Refusal> {
+    fn delta(
+        &mut self,
+        ops: &[u8],
+        digest_ids: &[&str],
+        now_ms: u64,
+    ) -> Result<(Vec<u8>, usize, HashSet<String>), Refusal> {
         struct NodeDelta<'a> {
             id: &'a str,
             start: usize,
@@ -345,17 +413,11 @@ impl GossipGuard {
         }
         // Membership and key counts, checked for the whole message before
         // any of it is remembered.
-        let mut newcomers = HashSet::new();
+        let mut named: Vec<&str> = digest_ids.to_vec();
+        named.extend(deltas.iter().map(|d| d.id));
+        let (newcomers, refused) = self.admit(&named);
         for d in &deltas {
-            if d.id != self.self_id && !self.keys.contains_key(d.id) {
-                newcomers.insert(d.id);
-            }
-        }
-        if self.keys.len() + newcomers.len() > self.limits.max_nodes {
-            return Err(Refusal::MembershipFull(self.limits.max_nodes));
-        }
-        for d in &deltas {
-            if d.id == self.self_id {
+            if d.id == self.self_id || refused.contains(d.id) {
                 continue;
             }
             let known = self.keys.get(d.id);
@@ -369,11 +431,15 @@ impl GossipGuard {
                 return Err(Refusal::TooManyKeys(d.id.to_string()));
             }
         }
+        self.remember(newcomers);
         let mut kept = Vec::with_capacity(ops.len());
         let mut dropped_self = 0;
         for d in deltas {
             if d.id == self.self_id {
                 dropped_self += 1;
+                continue;
+            }
+            if refused.contains(d.id) {
                 continue;
             }
             self.keys
@@ -382,7 +448,8 @@ impl GossipGuard {
                 .extend(d.new_keys);
             kept.extend_from_slice(&ops[d.start..d.end]);
         }
-        Ok((kept, dropped_self))
+        let refused = refused.into_iter().map(str::to_string).collect();
+        Ok((kept, dropped_self, refused))
     }
 
     /// Checks one gossip message (already authenticated and reassembled).
@@ -396,27 +463,38 @@ impl GossipGuard {
         let mut out = Vec::with_capacity(message.len());
         out.extend_from_slice(&message[..header_end]);
         let mut dropped_self = 0;
+        let mut grid_full = HashSet::new();
         match kind {
             MSG_SYN => {
-                self.digest(&mut r, now_ms)?;
+                let entries = self.digest(&mut r, message, now_ms)?;
+                let cluster_start = message.len() - r.buf.len();
                 r.str()?; // cluster id
                 if !r.buf.is_empty() {
                     return Err(Refusal::Malformed("trailing bytes"));
                 }
-                out = message.to_vec();
+                let ids: Vec<&str> = entries.iter().map(|e| e.0).collect();
+                let (newcomers, refused) = self.admit(&ids);
+                self.remember(newcomers);
+                push_digest(&mut out, message, &entries, &refused);
+                out.extend_from_slice(&message[cluster_start..]);
+                grid_full = refused.into_iter().map(str::to_string).collect();
             }
             MSG_SYN_ACK | MSG_ACK => {
+                let mut entries = Vec::new();
                 if kind == MSG_SYN_ACK {
-                    let digest_start = message.len() - r.buf.len();
-                    self.digest(&mut r, now_ms)?;
-                    let digest_end = message.len() - r.buf.len();
-                    out.extend_from_slice(&message[digest_start..digest_end]);
+                    entries = self.digest(&mut r, message, now_ms)?;
                 }
                 let ops = self.inflate(&mut r)?;
                 if !r.buf.is_empty() {
                     return Err(Refusal::Malformed("trailing bytes"));
                 }
-                let (kept, dropped) = self.delta(&ops, now_ms)?;
+                let ids: Vec<&str> = entries.iter().map(|e| e.0).collect();
+                let (kept, dropped, refused) = self.delta(&ops, &ids, now_ms)?;
+                if kind == MSG_SYN_ACK {
+                    let refused: HashSet<&str> = refused.iter().map(String::as_str).collect();
+                    push_digest(&mut out, message, &entries, &refused);
+                }
+                grid_full = refused;
                 dropped_self = dropped;
                 for block in kept.chunks(u16::MAX as usize) {
                     out.push(BLOCK_PLAIN);
@@ -438,7 +516,25 @@ impl GossipGuard {
         Ok(Checked {
             message,
             dropped_self,
+            grid_full,
         })
+    }
+}
+
+/// Writes a digest holding `entries` of `message` but the `refused` ids.
+fn push_digest(
+    out: &mut Vec<u8>,
+    message: &[u8],
+    entries: &[(&str, usize, usize)],
+    refused: &HashSet<&str>,
+) {
+    let kept: Vec<_> = entries
+        .iter()
+        .filter(|(id, _, _)| !refused.contains(id))
+        .collect();
+    out.extend_from_slice(&(kept.len() as u16).to_le_bytes());
+    for (_, start, end) in kept {
+        out.extend_from_slice(&message[*start..*end]);
     }
 }
 
@@ -643,10 +739,30 @@ mod tests {
         let mut g = GossipGuard::new("me", limits);
         let m = Craft::default().node("a").node("b").node("c").ack();
         assert!(g.check(&m, NOW).is_ok());
-        let m = Craft::default().node("d").ack();
-        assert_eq!(g.check(&m, NOW).unwrap_err(), Refusal::MembershipFull(3));
+        // A full grid leaves newcomers out and keeps the rest.
+        let m = Craft::default().node("d").node("a").kv("k", "v", 1).ack();
+        let checked = g.check(&m, NOW).unwrap();
+        assert_eq!(checked.grid_full, HashSet::from(["d".to_string()]));
+        let mut plain = Vec::new();
+        chitchat::Serializable::serialize(&checked.message, &mut plain);
+        assert!(!String::from_utf8_lossy(&plain).contains('d'));
+        // A digest names members too.
+        let mut syn = header(MSG_SYN);
+        syn.extend_from_slice(&2u16.to_le_bytes());
+        node_bytes(&mut syn, "e", NOW - 1000);
+        syn.extend_from_slice(&[0u8; 24]);
+        node_bytes(&mut syn, "b", NOW - 1000);
+        syn.extend_from_slice(&[0u8; 24]);
+        str_bytes(&mut syn, "grid");
+        let checked = g.check(&syn, NOW).unwrap();
+        assert_eq!(checked.grid_full, HashSet::from(["e".to_string()]));
+        let ChitchatMessage::Syn { cluster_id, .. } = &checked.message else {
+            panic!("not a Syn")
+        };
+        assert_eq!(cluster_id, "grid");
         g.forget("a");
-        assert!(g.check(&m, NOW).is_ok());
+        let m = Craft::default().node("d").ack();
+        assert!(g.check(&m, NOW).unwrap().grid_full.is_empty());
         let m = Craft::default()
             .node("b")
             .kv("k1", "v", 1)
@@ -660,6 +776,23 @@ mod tests {
             g.check(&m, NOW).unwrap_err(),
             Refusal::TooManyKeys("b".into())
         );
+    }
+
+    #[test]
+    fn membership_stops_where_a_digest_would_outgrow_a_datagram() {
+        // 64-character ids: 117 bytes a member, so about 500 fit in 60 kB.
+        let mut g = guard();
+        let id = |i: usize| format!("{i:0>64}");
+        let mut admitted = 0;
+        for i in 0..1_000 {
+            let m = Craft::default().node(&id(i)).ack();
+            if g.check(&m, NOW).unwrap().grid_full.is_empty() {
+                admitted += 1;
+            } else {
+                break;
+            }
+        }
+        assert!((500..=515).contains(&admitted), "{admitted}");
     }
 
     #[test]
