@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
             unix_ms: 0,
             frag_index: head[4],
             frag_count: head[5],
+            sender: "fuzz-sender",
+            recipient: "fuzz-node",
             payload,
         };
         if let Some(message) = r.add(from, &p, now) {

@@ -71,6 +71,12 @@ pub struct Endpoint {
     socket: Arc<dyn Datagrams>,
     flows: Vec<Arc<dyn Datagrams>>,
     key: GridKey,
+    /// This node's id: the sender of what it sends, the recipient it
+    /// accepts.
+    id: String,
+    /// Members' gossip addresses and node ids: who a datagram to an
+    /// address is signed for.
+    peers: std::sync::RwLock<HashMap<SocketAddr, Arc<str>>>,
     session: u64,
     counter: AtomicU64,
     metrics: Arc<MeshMetrics>,
@@ -90,8 +96,20 @@ impl Endpoint {
         self.flows.len()
     }
 
+    /// The members' addresses and ids, as gossip describes them now.
+    pub fn set_peers(&self, peers: HashMap<SocketAddr, Arc<str>>) {
+        if let Ok(mut p) = self.peers.write() {
+            *p = peers;
+        }
+    }
+
+    /// Gossip to `to`: signed for the member there, or for any recipient
+    /// while none is known (a seed, at join).
     async fn send(&self, kind: Kind, to: SocketAddr, payload: &[u8]) {
-        self.send_on(&self.socket, kind, to, payload).await
+        let recipient = self.peers.read().ok().and_then(|p| p.get(&to).cloned());
+        let recipient = recipient.as_deref().unwrap_or(wire::ANY_RECIPIENT);
+        self.send_on(&self.socket, kind, to, recipient, payload)
+            .await
     }
 
     async fn send_on(
@@ -99,6 +117,7 @@ impl Endpoint {
         socket: &Arc<dyn Datagrams>,
         kind: Kind,
         to: SocketAddr,
+        recipient: &str,
         payload: &[u8],
     ) {
         if payload.len() > MAX_MESSAGE {
@@ -120,11 +139,15 @@ impl Endpoint {
         for (i, chunk) in chunks.into_iter().enumerate() {
             wire::seal(
                 &self.key,
-                kind,
-                self.session,
-                first + i as u64,
-                now,
-                (i as u8, count),
+                &wire::Header {
+                    kind,
+                    session: self.session,
+                    counter: first + i as u64,
+                    unix_ms: now,
+                    frag: (i as u8, count),
+                    sender: &self.id,
+                    recipient,
+                },
                 chunk,
                 &mut buf,
             );
@@ -148,11 +171,18 @@ impl Endpoint {
         }
     }
 
-    /// Sends a probe on `flow` (its own source port).
-    pub async fn send_probe(&self, flow: usize, to: SocketAddr, probe_id: u64) {
+    /// Sends a probe to node `target` at `to` on `flow` (its own source
+    /// port).
+    pub async fn send_probe(&self, flow: usize, to: SocketAddr, target: &str, probe_id: u64) {
         let socket = &self.flows[flow % self.flows.len()];
-        self.send_on(socket, Kind::ProbeRequest, to, &probe_id.to_be_bytes())
-            .await
+        self.send_on(
+            socket,
+            Kind::ProbeRequest,
+            to,
+            target,
+            &probe_id.to_be_bytes(),
+        )
+        .await
     }
 }
 
@@ -229,6 +259,7 @@ pub struct Opened {
 ///
 /// When `flows` is empty: probes leave from flow sockets only.
 pub fn open(
+    id: &str,
     socket: Arc<dyn Datagrams>,
     flows: Vec<Arc<dyn Datagrams>>,
     key: GridKey,
@@ -244,6 +275,8 @@ pub fn open(
         socket,
         flows,
         key,
+        id: id.to_string(),
+        peers: Default::default(),
         session: random_session(),
         counter: AtomicU64::new(1),
         metrics,
@@ -302,18 +335,23 @@ pub fn open(
     }
 }
 
-/// Verifies a datagram and checks it against replays.
+/// Verifies a datagram, that it was signed for this node, and checks it
+/// against replays.
 fn accept<'a>(
     endpoint: &Endpoint,
     guard: &Mutex<ReplayGuard>,
     datagram: &'a [u8],
-    from: SocketAddr,
 ) -> Result<wire::Packet<'a>, DropReason> {
     let packet = wire::open(&endpoint.key, datagram)?;
+    let for_me = packet.recipient == endpoint.id
+        || (packet.recipient == wire::ANY_RECIPIENT && packet.kind == Kind::Gossip);
+    if !for_me {
+        return Err(DropReason::Misdirected);
+    }
     guard
         .lock()
         .map_err(|_| DropReason::Overloaded)?
-        .check(from, &packet, unix_ms())?;
+        .check(&packet, unix_ms())?;
     endpoint
         .metrics
         .packets_received
@@ -350,7 +388,7 @@ impl FlowReceiver {
                 return;
             }
             let received_at = Instant::now();
-            let result = accept(&self.endpoint, &self.guard, &buf[..len], from).and_then(|p| {
+            let result = accept(&self.endpoint, &self.guard, &buf[..len]).and_then(|p| {
                 // A flow socket only ever sends probe requests, so a reply
                 // is all it expects.
                 if p.kind != Kind::ProbeReply {
@@ -411,15 +449,22 @@ impl Receiver {
 
     async fn handle(&mut self, datagram: &[u8], from: SocketAddr) -> Result<(), DropReason> {
         let received_at = Instant::now();
-        let packet = accept(&self.endpoint, &self.guard, datagram, from)?;
+        let packet = accept(&self.endpoint, &self.guard, datagram)?;
         let m = &self.endpoint.metrics;
         match packet.kind {
             Kind::ProbeRequest => {
                 if packet.payload.len() != PROBE_PAYLOAD {
                     return Err(DropReason::Undecodable);
                 }
+                // Back to the port the probe came from, signed for its sender.
                 self.endpoint
-                    .send(Kind::ProbeReply, from, packet.payload)
+                    .send_on(
+                        &self.endpoint.socket,
+                        Kind::ProbeReply,
+                        from,
+                        packet.sender,
+                        packet.payload,
+                    )
                     .await;
             }
             // Probes leave from the flow sockets only, so a reply here did

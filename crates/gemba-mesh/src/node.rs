@@ -195,6 +195,7 @@ impl MeshNode {
             receive_task,
             flow_tasks,
         } = endpoint::open(
+            &settings.id,
             socket,
             flows,
             settings.key.clone(),
@@ -293,7 +294,7 @@ impl MeshNode {
         let changes = Arc::new(Notify::new());
         let (targets_tx, targets_rx) = watch::channel(Vec::new());
         let prober = Prober {
-            endpoint,
+            endpoint: endpoint.clone(),
             net,
             timing: settings.timing.clone(),
             policy: settings.policy.clone(),
@@ -314,6 +315,8 @@ impl MeshNode {
             published: HashMap::new(),
             seen_states: seen_states.clone(),
             gossip_guard,
+            endpoint: endpoint.clone(),
+            peers: HashMap::new(),
         };
         let maintain_task = tokio::spawn(maintainer.run().instrument(span("maintainer")));
         tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
@@ -584,6 +587,10 @@ struct Maintainer {
     published: HashMap<String, (EdgeValue, Instant)>,
     seen_states: SeenStates,
     gossip_guard: Arc<std::sync::Mutex<GossipGuard>>,
+    /// Datagrams are signed for their recipient: the endpoint learns who
+    /// is at which address from here.
+    endpoint: Arc<endpoint::Endpoint>,
+    peers: HashMap<SocketAddr, Arc<str>>,
 }
 
 /// The last link state seen in gossip, by observer, then by edge key hash.
@@ -622,6 +629,15 @@ impl Maintainer {
                     let ids: HashSet<&str> = members.iter().map(|m| m.id.as_str()).collect();
                     seen.retain(|observer, _| ids.contains(observer.as_str()));
                 }
+            }
+            let peers: HashMap<SocketAddr, Arc<str>> = members
+                .iter()
+                .filter(|m| m.id != self.settings.id)
+                .map(|m| (m.addr, Arc::from(m.id.as_str())))
+                .collect();
+            if peers != self.peers {
+                self.endpoint.set_peers(peers.clone());
+                self.peers = peers;
             }
             let wanted: Vec<Target> =
                 topology::targets(&self.settings.id, &members, self.settings.topology)

@@ -357,7 +357,7 @@ impl Prober {
             },
         );
         run.deadlines.insert((now + timeout, id));
-        self.endpoint.send_probe(flow, s.addr, id).await;
+        self.endpoint.send_probe(flow, s.addr, target, id).await;
     }
 
     /// Whether a loss on `flow` would be news: the link is measured and

@@ -2,19 +2,22 @@
 //! probes alike.
 //!
 //! ```text
-//! magic "gm" | version 1 | kind | session u64 | counter u64 | unix ms u64 | frag idx | frag count | payload | HMAC-SHA256
+//! magic "gm" | version 2 | kind | session u64 | counter u64 | unix ms u64 | frag idx | frag count
+//!   | sender len u8 | sender node id | recipient len u8 | recipient node id | payload | HMAC-SHA256
 //! ```
 //!
 //! The MAC covers everything before it and is keyed by the grid key, so a
-//! node without the key cannot inject state or poll targets. The timestamp
-//! bounds how long a captured packet stays usable, and the per-sender
-//! (session, counter) pair with a sliding window rejects replays inside that
-//! bound. Gossip messages larger than one datagram are split into fragments,
+//! node without the key cannot inject state or poll targets. It covers the
+//! sender's node id and the recipient's, so a captured datagram is good for
+//! one recipient only, whatever address it is resent from; the recipient
+//! is `*` only in gossip to a peer not known yet (a seed, at join). The
+//! timestamp bounds how long a captured packet stays usable, and the
+//! (session, counter) pair with a sliding window per sender node id
+//! rejects replays inside that bound, from any source address. Gossip messages larger than one datagram are split into fragments,
 //! each signed on its own, because a chitchat message can already fill a
 //! whole UDP datagram before gemba adds its header.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -22,13 +25,20 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 
 pub const MAGIC: [u8; 2] = *b"gm";
-pub const VERSION: u8 = 1;
-pub const HEADER_LEN: usize = 2 + 1 + 1 + 8 + 8 + 8 + 1 + 1;
+pub const VERSION: u8 = 2;
+/// The fixed part of the header, up to the sender's id.
+const FIXED_LEN: usize = 2 + 1 + 1 + 8 + 8 + 8 + 1 + 1;
+/// Node ids are at most this long (the one name grammar).
+const MAX_ID: usize = 64;
+/// The longest header: both ids at their longest.
+pub const HEADER_LEN: usize = FIXED_LEN + 2 + 2 * MAX_ID;
 pub const MAC_LEN: usize = 32;
 /// Largest datagram gemba sends or accepts (the IPv4 UDP payload limit).
 pub const MAX_DATAGRAM: usize = 65_507;
 /// Largest payload carried by one fragment.
 pub const MAX_FRAGMENT_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN - MAC_LEN;
+/// The recipient of gossip to a peer whose node id is not known yet.
+pub const ANY_RECIPIENT: &str = "*";
 /// Largest reassembled gossip message (chitchat never exceeds one datagram,
 /// plus room for gemba's framing).
 pub const MAX_MESSAGE: usize = 2 * MAX_FRAGMENT_PAYLOAD;
@@ -70,12 +80,15 @@ pub enum DropReason {
     Replayed,
     /// Signed but the content does not decode.
     Undecodable,
+    /// Signed for another recipient (or for any, where that is not
+    /// allowed).
+    Misdirected,
     /// The receiving queue was full.
     Overloaded,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::Malformed,
@@ -83,6 +96,7 @@ impl DropReason {
         DropReason::Expired,
         DropReason::Replayed,
         DropReason::Undecodable,
+        DropReason::Misdirected,
         DropReason::Overloaded,
     ];
 
@@ -95,6 +109,7 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::Replayed => "replayed",
             DropReason::Undecodable => "undecodable",
+            DropReason::Misdirected => "misdirected",
             DropReason::Overloaded => "overloaded",
         }
     }
@@ -141,31 +156,47 @@ pub struct Packet<'a> {
     pub unix_ms: u64,
     pub frag_index: u8,
     pub frag_count: u8,
+    /// The sending node's id.
+    pub sender: &'a str,
+    /// The node id it was signed for, or [`ANY_RECIPIENT`].
+    pub recipient: &'a str,
     pub payload: &'a [u8],
 }
 
+/// What is signed with a payload.
+#[derive(Clone, Copy, Debug)]
+pub struct Header<'a> {
+    pub kind: Kind,
+    pub session: u64,
+    pub counter: u64,
+    pub unix_ms: u64,
+    /// (index, count)
+    pub frag: (u8, u8),
+    pub sender: &'a str,
+    pub recipient: &'a str,
+}
+
 /// Writes one signed datagram into `out` (cleared first).
-#[allow(clippy::too_many_arguments)]
-pub fn seal(
-    key: &GridKey,
-    kind: Kind,
-    session: u64,
-    counter: u64,
-    unix_ms: u64,
-    frag: (u8, u8),
-    payload: &[u8],
-    out: &mut Vec<u8>,
-) {
+///
+/// # Panics
+///
+/// When an id is longer than 64 bytes: ids follow the name grammar.
+pub fn seal(key: &GridKey, h: &Header<'_>, payload: &[u8], out: &mut Vec<u8>) {
     debug_assert!(payload.len() <= MAX_FRAGMENT_PAYLOAD);
+    assert!(h.sender.len() <= MAX_ID && h.recipient.len() <= MAX_ID);
     out.clear();
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
-    out.push(kind as u8);
-    out.extend_from_slice(&session.to_be_bytes());
-    out.extend_from_slice(&counter.to_be_bytes());
-    out.extend_from_slice(&unix_ms.to_be_bytes());
-    out.push(frag.0);
-    out.push(frag.1);
+    out.push(h.kind as u8);
+    out.extend_from_slice(&h.session.to_be_bytes());
+    out.extend_from_slice(&h.counter.to_be_bytes());
+    out.extend_from_slice(&h.unix_ms.to_be_bytes());
+    out.push(h.frag.0);
+    out.push(h.frag.1);
+    out.push(h.sender.len() as u8);
+    out.extend_from_slice(h.sender.as_bytes());
+    out.push(h.recipient.len() as u8);
+    out.extend_from_slice(h.recipient.as_bytes());
     out.extend_from_slice(payload);
     let mut mac = key.mac();
     mac.update(out);
@@ -173,12 +204,13 @@ pub fn seal(
     out.extend_from_slice(&tag);
 }
 
-/// Checks framing and signature; does not check time or replay.
+/// Checks framing and signature; does not check time, replay or the
+/// recipient.
 pub fn open<'a>(key: &GridKey, datagram: &'a [u8]) -> Result<Packet<'a>, DropReason> {
     if datagram.len() > MAX_DATAGRAM {
         return Err(DropReason::Oversized);
     }
-    if datagram.len() < HEADER_LEN + MAC_LEN {
+    if datagram.len() < FIXED_LEN + 2 + MAC_LEN {
         return Err(DropReason::Truncated);
     }
     if datagram[..2] != MAGIC || datagram[2] != VERSION {
@@ -196,6 +228,22 @@ pub fn open<'a>(key: &GridKey, datagram: &'a [u8]) -> Result<Packet<'a>, DropRea
     if frag_count == 0 || frag_index >= frag_count {
         return Err(DropReason::Malformed);
     }
+    // Signed, but a key holder may still have written anything here.
+    let id_at = |at: usize| -> Result<(&'a str, usize), DropReason> {
+        let len = *signed.get(at).ok_or(DropReason::Malformed)? as usize;
+        let bytes = signed
+            .get(at + 1..at + 1 + len)
+            .ok_or(DropReason::Malformed)?;
+        let id = std::str::from_utf8(bytes).map_err(|_| DropReason::Malformed)?;
+        Ok((id, at + 1 + len))
+    };
+    let (sender, next) = id_at(FIXED_LEN)?;
+    let (recipient, payload_at) = id_at(next)?;
+    if !gemba_core::ids::is_name(sender)
+        || !(recipient == ANY_RECIPIENT || gemba_core::ids::is_name(recipient))
+    {
+        return Err(DropReason::Malformed);
+    }
     Ok(Packet {
         kind,
         session: u64_at(4),
@@ -203,7 +251,9 @@ pub fn open<'a>(key: &GridKey, datagram: &'a [u8]) -> Result<Packet<'a>, DropRea
         unix_ms: u64_at(20),
         frag_index,
         frag_count,
-        payload: &signed[HEADER_LEN..],
+        sender,
+        recipient,
+        payload: &signed[payload_at..],
     })
 }
 
@@ -267,13 +317,15 @@ impl SenderWindow {
     }
 }
 
-/// Rejects replayed and stale datagrams. Bounded: the least recently used
-/// sender is forgotten when `max_senders` is reached.
+/// Rejects replayed and stale datagrams, by sender node id (not by source
+/// address: a datagram resent from elsewhere is the same datagram).
+/// Bounded: the least recently used sender is forgotten when `max_senders`
+/// is reached; only holders of the grid key can add senders.
 #[derive(Debug)]
 pub struct ReplayGuard {
     max_age_ms: u64,
     max_senders: usize,
-    senders: HashMap<SocketAddr, SenderWindow>,
+    senders: HashMap<String, SenderWindow>,
     tick: u64,
 }
 
@@ -287,20 +339,14 @@ impl ReplayGuard {
         }
     }
 
-    /// Accepts a verified packet from `from` at local time `now_ms`, or says
-    /// why not.
-    pub fn check(
-        &mut self,
-        from: SocketAddr,
-        p: &Packet<'_>,
-        now_ms: u64,
-    ) -> Result<(), DropReason> {
+    /// Accepts a verified packet at local time `now_ms`, or says why not.
+    pub fn check(&mut self, p: &Packet<'_>, now_ms: u64) -> Result<(), DropReason> {
         if p.unix_ms.abs_diff(now_ms) > self.max_age_ms {
             return Err(DropReason::Expired);
         }
         self.tick += 1;
         let tick = self.tick;
-        match self.senders.get_mut(&from) {
+        match self.senders.get_mut(p.sender) {
             Some(w) if w.session == p.session => {
                 w.last_use = tick;
                 if w.accept(p.counter) {
@@ -324,13 +370,13 @@ impl ReplayGuard {
                         .senders
                         .iter()
                         .min_by_key(|(_, w)| w.last_use)
-                        .map(|(a, _)| *a)
+                        .map(|(a, _)| a.clone())
                     {
                         self.senders.remove(&oldest);
                     }
                 }
                 self.senders.insert(
-                    from,
+                    p.sender.to_string(),
                     SenderWindow::new(p.session, p.counter, p.unix_ms, tick),
                 );
                 Ok(())
@@ -347,22 +393,28 @@ mod tests {
         GridKey::new(b"0123456789abcdef-test-key".to_vec()).unwrap()
     }
 
-    fn packet(counter: u64, ms: u64, session: u64) -> Vec<u8> {
+    fn from(sender: &str, recipient: &str, counter: u64, ms: u64, session: u64) -> Vec<u8> {
         let mut out = Vec::new();
         seal(
             &key(),
-            Kind::ProbeRequest,
-            session,
-            counter,
-            ms,
-            (0, 1),
+            &Header {
+                kind: Kind::ProbeRequest,
+                session,
+                counter,
+                unix_ms: ms,
+                frag: (0, 1),
+                sender,
+                recipient,
+            },
             b"hello",
             &mut out,
         );
         out
     }
 
-    const FROM: &str = "127.0.0.1:9000";
+    fn packet(counter: u64, ms: u64, session: u64) -> Vec<u8> {
+        from("web-1", "web-2", counter, ms, session)
+    }
 
     #[test]
     fn sealed_packet_opens_with_the_same_key_only() {
@@ -370,6 +422,7 @@ mod tests {
         let p = open(&key(), &d).unwrap();
         assert_eq!(p.payload, b"hello");
         assert_eq!((p.session, p.counter, p.unix_ms), (7, 1, 1000));
+        assert_eq!((p.sender, p.recipient), ("web-1", "web-2"));
         let other = GridKey::new(b"another-key-of-16-bytes".to_vec()).unwrap();
         assert_eq!(open(&other, &d), Err(DropReason::BadSignature));
     }
@@ -378,7 +431,9 @@ mod tests {
     fn tampered_truncated_and_garbage_datagrams_are_rejected() {
         let mut d = packet(1, 1000, 7);
         let n = d.len();
-        d[HEADER_LEN] ^= 1;
+        // The recipient's id is signed: rewriting it breaks the MAC.
+        let at = d.len() - MAC_LEN - 5 - 1;
+        d[at] ^= 1;
         assert_eq!(open(&key(), &d), Err(DropReason::BadSignature));
         assert_eq!(open(&key(), &d[..10]), Err(DropReason::Truncated));
         assert_eq!(open(&key(), &vec![0u8; n]), Err(DropReason::Malformed));
@@ -386,47 +441,53 @@ mod tests {
             open(&key(), &vec![0u8; MAX_DATAGRAM + 1]),
             Err(DropReason::Oversized)
         );
+        // Signed, but the sender's id is not a name.
+        let d = from("--x", "web-2", 1, 1000, 7);
+        assert_eq!(open(&key(), &d), Err(DropReason::Malformed));
+        let d = from("web-1", "*", 1, 1000, 7);
+        assert_eq!(open(&key(), &d).unwrap().recipient, ANY_RECIPIENT);
     }
 
     #[test]
     fn replayed_packet_is_rejected_but_reordered_ones_pass() {
         let mut g = ReplayGuard::new(30_000, 16);
-        let from = FROM.parse().unwrap();
         for c in [5, 3, 4, 9] {
             let d = packet(c, 1000, 7);
             assert_eq!(
-                g.check(from, &open(&key(), &d).unwrap(), 1000),
+                g.check(&open(&key(), &d).unwrap(), 1000),
                 Ok(()),
                 "counter {c}"
             );
         }
         let d = packet(4, 1000, 7);
         assert_eq!(
-            g.check(from, &open(&key(), &d).unwrap(), 1000),
+            g.check(&open(&key(), &d).unwrap(), 1000),
             Err(DropReason::Replayed)
         );
         // Far behind the window.
         let d = packet(9 + WINDOW_BITS + 5, 1000, 7);
-        g.check(from, &open(&key(), &d).unwrap(), 1000).unwrap();
+        g.check(&open(&key(), &d).unwrap(), 1000).unwrap();
         let d = packet(6, 1000, 7);
         assert_eq!(
-            g.check(from, &open(&key(), &d).unwrap(), 1000),
+            g.check(&open(&key(), &d).unwrap(), 1000),
             Err(DropReason::Replayed)
         );
+        // Another sender's counters are its own.
+        let d = from("web-3", "web-2", 4, 1000, 7);
+        assert_eq!(g.check(&open(&key(), &d).unwrap(), 1000), Ok(()));
     }
 
     #[test]
     fn old_and_future_packets_are_expired() {
         let mut g = ReplayGuard::new(30_000, 16);
-        let from = FROM.parse().unwrap();
         let d = packet(1, 1_000, 7);
         assert_eq!(
-            g.check(from, &open(&key(), &d).unwrap(), 40_000),
+            g.check(&open(&key(), &d).unwrap(), 40_000),
             Err(DropReason::Expired)
         );
         let d = packet(2, 100_000, 7);
         assert_eq!(
-            g.check(from, &open(&key(), &d).unwrap(), 40_000),
+            g.check(&open(&key(), &d).unwrap(), 40_000),
             Err(DropReason::Expired)
         );
     }
@@ -434,13 +495,12 @@ mod tests {
     #[test]
     fn restarted_sender_is_accepted_and_its_old_session_is_not() {
         let mut g = ReplayGuard::new(30_000, 16);
-        let from = FROM.parse().unwrap();
         let old = packet(100, 10_000, 1);
-        g.check(from, &open(&key(), &old).unwrap(), 10_000).unwrap();
+        g.check(&open(&key(), &old).unwrap(), 10_000).unwrap();
         let new = packet(1, 12_000, 2);
-        g.check(from, &open(&key(), &new).unwrap(), 12_000).unwrap();
+        g.check(&open(&key(), &new).unwrap(), 12_000).unwrap();
         assert_eq!(
-            g.check(from, &open(&key(), &old).unwrap(), 12_500),
+            g.check(&open(&key(), &old).unwrap(), 12_500),
             Err(DropReason::Replayed)
         );
     }
@@ -448,10 +508,9 @@ mod tests {
     #[test]
     fn sender_table_is_bounded() {
         let mut g = ReplayGuard::new(30_000, 4);
-        for port in 0..100u16 {
-            let from = SocketAddr::from(([127, 0, 0, 1], 10_000 + port));
-            g.check(from, &open(&key(), &packet(1, 1000, 1)).unwrap(), 1000)
-                .unwrap();
+        for i in 0..100 {
+            let d = from(&format!("n{i}"), "web-2", 1, 1000, 1);
+            g.check(&open(&key(), &d).unwrap(), 1000).unwrap();
         }
         assert_eq!(g.senders.len(), 4);
     }

@@ -316,11 +316,15 @@ async fn forged_garbage_and_replayed_packets_are_dropped_counted_and_harmless() 
     let mut signed = Vec::new();
     wire::seal(
         &key(),
-        Kind::ProbeRequest,
-        42,
-        1,
-        now,
-        (0, 1),
+        &wire::Header {
+            kind: Kind::ProbeRequest,
+            session: 42,
+            counter: 1,
+            unix_ms: now,
+            frag: (0, 1),
+            sender: "n1",
+            recipient: "n0",
+        },
         &7u64.to_be_bytes(),
         &mut signed,
     );
@@ -328,33 +332,45 @@ async fn forged_garbage_and_replayed_packets_are_dropped_counted_and_harmless() 
     let other = GridKey::new(b"some-other-grid-key-entirely".to_vec()).unwrap();
     wire::seal(
         &other,
-        Kind::Gossip,
-        43,
-        1,
-        now,
-        (0, 1),
+        &wire::Header {
+            kind: Kind::Gossip,
+            session: 43,
+            counter: 1,
+            unix_ms: now,
+            frag: (0, 1),
+            sender: "n1",
+            recipient: "n0",
+        },
         b"join me",
         &mut wrong_key,
     );
     let mut old = Vec::new();
     wire::seal(
         &key(),
-        Kind::ProbeRequest,
-        44,
-        1,
-        now - 120_000,
-        (0, 1),
+        &wire::Header {
+            kind: Kind::ProbeRequest,
+            session: 44,
+            counter: 1,
+            unix_ms: now - 120_000,
+            frag: (0, 1),
+            sender: "n1",
+            recipient: "n0",
+        },
         &7u64.to_be_bytes(),
         &mut old,
     );
     let mut bad_gossip = Vec::new();
     wire::seal(
         &key(),
-        Kind::Gossip,
-        45,
-        1,
-        now,
-        (0, 1),
+        &wire::Header {
+            kind: Kind::Gossip,
+            session: 45,
+            counter: 1,
+            unix_ms: now,
+            frag: (0, 1),
+            sender: "n1",
+            recipient: "n0",
+        },
         b"\xff\xff not chitchat",
         &mut bad_gossip,
     );
@@ -363,11 +379,15 @@ async fn forged_garbage_and_replayed_packets_are_dropped_counted_and_harmless() 
     let mut stray_reply = Vec::new();
     wire::seal(
         &key(),
-        Kind::ProbeReply,
-        46,
-        1,
-        now,
-        (0, 1),
+        &wire::Header {
+            kind: Kind::ProbeReply,
+            session: 46,
+            counter: 1,
+            unix_ms: now,
+            frag: (0, 1),
+            sender: "n1",
+            recipient: "n0",
+        },
         &9u64.to_be_bytes(),
         &mut stray_reply,
     );

@@ -94,11 +94,15 @@ async fn send_gossip(net: &MemNet, from: SocketAddr, to: SocketAddr, message: &[
         .as_millis() as u64;
     wire::seal(
         &key,
-        Kind::Gossip,
-        77,
-        counter,
-        now,
-        (0, 1),
+        &wire::Header {
+            kind: Kind::Gossip,
+            session: 77,
+            counter,
+            unix_ms: now,
+            frag: (0, 1),
+            sender: "rogue",
+            recipient: "n0",
+        },
         message,
         &mut buf,
     );
@@ -240,4 +244,72 @@ async fn a_node_whose_gossip_ends_says_so_instead_of_staying_half_alive() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_captured_datagram_is_good_once_and_for_its_recipient_only() {
+    let net = Arc::new(MemNet::new());
+    let mut registry = Registry::default();
+    let n0 = MeshNode::start(settings(0), net.clone(), Some(&mut registry))
+        .await
+        .unwrap();
+    let key = GridKey::new(KEY.to_vec()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let probe = |recipient: &'static str, counter: u64| {
+        let mut buf = Vec::new();
+        wire::seal(
+            &key,
+            &wire::Header {
+                kind: Kind::ProbeRequest,
+                session: 5,
+                counter,
+                unix_ms: now,
+                frag: (0, 1),
+                sender: "n1",
+                recipient,
+            },
+            &9u64.to_be_bytes(),
+            &mut buf,
+        );
+        buf
+    };
+    // What n1 sent n0, captured on the path.
+    let captured = probe("n0", 1);
+    let first = net.bind("127.0.6.50:7946".parse().unwrap()).await.unwrap();
+    first.send_to(&captured, addr(0)).await.unwrap();
+    // Resent from another address: the window is n1's, not the address's.
+    let elsewhere = net.bind("127.0.6.51:7946".parse().unwrap()).await.unwrap();
+    elsewhere.send_to(&captured, addr(0)).await.unwrap();
+    // Signed for another node, and for "any" outside gossip.
+    elsewhere.send_to(&probe("n2", 2), addr(0)).await.unwrap();
+    elsewhere.send_to(&probe("*", 3), addr(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "gemba_mesh_dropped_packets_total{reason=\"replayed\"} 1",
+        "gemba_mesh_dropped_packets_total{reason=\"misdirected\"} 2",
+        "gemba_mesh_packets_received_total{kind=\"probe_request\"} 1",
+    ] {
+        assert!(
+            text.contains(line),
+            "{line} missing:\n{}",
+            text.lines()
+                .filter(|l| l.contains("packets"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    // The one accepted request was answered, to where it came from.
+    let mut buf = [0u8; 512];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(1), first.recv_from(&mut buf))
+        .await
+        .expect("no reply")
+        .unwrap();
+    let reply = wire::open(&key, &buf[..len]).unwrap();
+    assert_eq!((reply.sender, reply.recipient), ("n0", "n1"));
+    n0.shutdown().await;
 }
