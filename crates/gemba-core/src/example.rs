@@ -34,7 +34,7 @@ listen = "{mesh_listen}"
 # advertise = "10.0.0.5:7946"
 # Any one existing node is enough to join; nodes learn the rest by gossip.
 seeds = []
-# File holding the shared grid key (at least 16 bytes) that signs every packet.
+# File holding the shared grid key (at least 32 bytes, mode 0600) that signs every packet.
 # Default: <data_dir>/grid.key, created on first start (copy it to the other nodes).
 # grid_key_file = "/etc/gemba/grid.key"
 # How often each peer is probed, and how many UDP probes each round sends.
