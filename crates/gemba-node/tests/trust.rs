@@ -4,7 +4,6 @@
 //! the path from gossip to the escalator is open and the refusal is the
 //! trust rule's.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
