@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use gemba_escalator::{EscalatorError, EscalatorHandle, Phase};
@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::console::{ago, now_unix, utc_time, NAV, STYLE};
 use crate::svg::esc;
-use crate::{error, Shared};
+use crate::{error, holds_token, Shared};
 
 /// An error answer: status and message, rendered as JSON.
 pub struct ApiError(StatusCode, String);
@@ -76,10 +76,32 @@ fn who(req: &Request) -> String {
         .to_string()
 }
 
-pub async fn checks(State(s): State<Shared>) -> Answer {
+/// What stands in for program output a request may not see.
+const OUTPUT_HIDDEN: &str =
+    "(output hidden: this node has an API token and the request did not send it)";
+
+fn hide_check_output(checks: &mut [gemba_escalator::CheckResult]) {
+    for c in checks {
+        c.output = OUTPUT_HIDDEN.into();
+        c.perf.clear();
+    }
+}
+
+fn hide_step_output(e: &mut gemba_escalator::Escalation) {
+    for st in &mut e.steps {
+        if !st.output.is_empty() {
+            st.output = OUTPUT_HIDDEN.into();
+        }
+    }
+}
+
+pub async fn checks(State(s): State<Shared>, headers: HeaderMap) -> Answer {
     let h = server(&s)?;
     let mut checks = h.checks().await;
     checks.sort_by(|a, b| (b.state, &a.scope, &a.check).cmp(&(a.state, &b.scope, &b.check)));
+    if !holds_token(&s, &headers) {
+        hide_check_output(&mut checks);
+    }
     Ok(Json(json!({ "served_by": s.mesh.id(), "checks": checks })).into_response())
 }
 
@@ -94,10 +116,13 @@ pub async fn plan(State(s): State<Shared>) -> Answer {
     }
 }
 
-pub async fn escalations(State(s): State<Shared>) -> Answer {
+pub async fn escalations(State(s): State<Shared>, headers: HeaderMap) -> Answer {
     let h = server(&s)?;
     match h.escalations(100).await {
-        Ok(list) => {
+        Ok(mut list) => {
+            if !holds_token(&s, &headers) {
+                list.iter_mut().for_each(hide_step_output);
+            }
             Ok(Json(json!({ "served_by": s.mesh.id(), "escalations": list })).into_response())
         }
         Err(e) => Err(e.into()),
@@ -130,11 +155,20 @@ fn parse_id(id: &str) -> Result<u64, ApiError> {
     })
 }
 
-pub async fn escalation(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+pub async fn escalation(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
     let h = server(&s)?;
     let id = parse_id(&id)?;
     match h.escalation(id).await {
-        Ok(Some(v)) => Ok(Json(v).into_response()),
+        Ok(Some(mut v)) => {
+            if !holds_token(&s, &headers) {
+                hide_step_output(&mut v.escalation);
+            }
+            Ok(Json(v).into_response())
+        }
         Ok(None) => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no escalation {id}"),
@@ -178,11 +212,14 @@ fn when(ms: u64) -> String {
     format!("{} ({})", utc_time(ms / 1000), ago(ms / 1000, now))
 }
 
-pub async fn checks_page(State(s): State<Shared>) -> Answer {
+pub async fn checks_page(State(s): State<Shared>, headers: HeaderMap) -> Answer {
     let Some(h) = s.escalator.as_ref() else {
         return Ok(agent_page(&s));
     };
     let mut checks = h.checks().await;
+    if !holds_token(&s, &headers) {
+        hide_check_output(&mut checks);
+    }
     checks.sort_by(|a, b| (b.state, &a.scope, &a.check).cmp(&(a.state, &b.scope, &b.check)));
     let mut t = String::from(
         r#"<table id="checks"><tr><th>check</th><th>scope</th><th>status</th><th>state</th><th>since</th><th>level</th><th>output</th><th>observer</th></tr>"#,
@@ -260,13 +297,22 @@ pub async fn escalations_page(State(s): State<Shared>) -> Answer {
     Ok(page(&s, "escalations", &t))
 }
 
-pub async fn escalation_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+pub async fn escalation_page(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
     let Some(h) = s.escalator.as_ref() else {
         return Ok(agent_page(&s));
     };
     let id = parse_id(&id)?;
     let v = match h.escalation(id).await {
-        Ok(Some(v)) => v,
+        Ok(Some(mut v)) => {
+            if !holds_token(&s, &headers) {
+                hide_step_output(&mut v.escalation);
+            }
+            v
+        }
         Ok(None) => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,

@@ -285,13 +285,18 @@ fn browser_refusal(
 }
 
 fn authorized(state: &ApiState, req: &Request) -> bool {
+    holds_token(state, req.headers())
+}
+
+/// Whether the request carries the configured token, or none is
+/// configured (only possible on loopback, where the machine's users are
+/// trusted). Program output (check plugins, escalation steps) is shown only
+/// to such requests: it may hold whatever a plugin printed.
+pub(crate) fn holds_token(state: &ApiState, headers: &axum::http::HeaderMap) -> bool {
     let Some(expected) = &state.token else {
-        // No token configured: only possible on loopback (config refuses
-        // otherwise), where the machine's users are trusted.
         return true;
     };
-    let given = req
-        .headers()
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));

@@ -123,7 +123,7 @@ fn failing(at_ms: u64) -> CheckResult {
 
 async fn until(app: &axum::Router, uri: &str, want: &str) -> String {
     for _ in 0..200 {
-        let (_, body) = call(app, Method::GET, uri, false).await;
+        let (_, body) = call(app, Method::GET, uri, true).await;
         if body.contains(want) {
             return body;
         }
@@ -144,6 +144,17 @@ async fn an_escalation_waits_for_approval_through_the_api() {
     let checks = until(&app, "/api/v1/checks", "TCP CRITICAL").await;
     let v: serde_json::Value = serde_json::from_str(&checks).unwrap();
     assert_eq!(v["checks"][0]["state"], "failing");
+    // This node has a token: program output is for those who send it.
+    let (_, checks) = call(&app, Method::GET, "/api/v1/checks", false).await;
+    let v: serde_json::Value = serde_json::from_str(&checks).unwrap();
+    assert_eq!(v["checks"][0]["state"], "failing");
+    assert!(
+        v["checks"][0]["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("(output hidden"),
+        "{v}"
+    );
     let plan = until(&app, "/api/v1/plan", "awaiting-approval").await;
     let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
     assert_eq!(v["plan"]["scopes"][0]["scope"], "node:web-1");
@@ -193,7 +204,14 @@ async fn an_escalation_waits_for_approval_through_the_api() {
     let (_, page) = call(&app, Method::GET, "/escalations", false).await;
     assert!(page.contains(r#"<a href="/escalations/1">1</a>"#), "{page}");
     let (_, page) = call(&app, Method::GET, "/escalations/1", false).await;
+    assert!(!page.contains("restarting web-1"), "{page}");
+    assert!(page.contains("output hidden"), "{page}");
+    let (_, page) = call(&app, Method::GET, "/escalations/1", true).await;
     assert!(page.contains("restarting web-1 at level 1"), "{page}");
+    let (_, esc) = call(&app, Method::GET, "/api/v1/escalations", false).await;
+    assert!(!esc.contains("restarting web-1"), "{esc}");
+    let (_, page) = call(&app, Method::GET, "/checks", false).await;
+    assert!(!page.contains("TCP CRITICAL"), "{page}");
     let (_, page) = call(&app, Method::GET, "/plan", false).await;
     assert!(page.contains("node:web-1"), "{page}");
     assert!(page.contains(r#"<table id="journal">"#), "{page}");

@@ -13,6 +13,8 @@ pub mod service;
 pub mod simulate;
 
 pub use engine::{Effect, Engine, Escalation, Phase, Plan, StepOutcome};
+/// The results the handle returns.
+pub use gemba_checks::CheckResult;
 pub use service::{
     spawn, spawn_with, Directory, EscalationView, EscalatorError, EscalatorHandle, NodeInfo,
     ServiceConfig, StepRunner,

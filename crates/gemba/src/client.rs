@@ -77,12 +77,12 @@ impl Client {
     /// The answer's body as sent (for `--json`).
     pub fn get_raw(&self, path: &str) -> anyhow::Result<String> {
         let url = self.url(path);
-        let r = ureq::get(&url)
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .with_context(|| format!("cannot reach {url}"))?;
+        let mut req = ureq::get(&url).config().http_status_as_error(false).build();
+        // With the token, a node shows program output too.
+        if let Some(t) = &self.token {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
+        let r = req.call().with_context(|| format!("cannot reach {url}"))?;
         answer(&url, r)
     }
 

@@ -265,7 +265,11 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
 }
 
 pub fn escalations(args: &EscalationsArgs) -> anyhow::Result<()> {
-    let c = client(&args.server, None);
+    // The token, when set, shows step output too.
+    let token = std::env::var("GEMBA_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let c = client(&args.server, token.as_deref());
     if let Some(id) = args.id {
         let path = format!("/api/v1/escalations/{id}");
         if args.server.json {
