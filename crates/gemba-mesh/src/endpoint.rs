@@ -479,11 +479,20 @@ impl Receiver {
                 let Some(message) = self.reassembly.add(from, &packet, received_at) else {
                     return Ok(());
                 };
-                let checked = self
-                    .gossip_guard
-                    .lock()
-                    .map_err(|_| DropReason::Overloaded)?
-                    .check(&message, unix_ms());
+                let (checked, unverified) = {
+                    let mut g = self
+                        .gossip_guard
+                        .lock()
+                        .map_err(|_| DropReason::Overloaded)?;
+                    let checked = g.check(&message, unix_ms());
+                    (checked, g.take_unverified())
+                };
+                for (node, reason) in unverified {
+                    // A node whose values do not verify may be an impostor
+                    // or a reinstalled node with a new key.
+                    tracing::debug!(%from, node, reason, "left out a node's values that do not verify");
+                    m.gossip_refused.get_or_create(&ReasonLabel { reason }).inc();
+                }
                 let checked = match checked {
                     Ok(c) => c,
                     Err(refusal) => {

@@ -32,7 +32,11 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
+use std::sync::Arc;
+
 use chitchat::{ChitchatMessage, Deserializable};
+
+use crate::identity::{self, Pinned, Pins};
 
 /// chitchat's message magic number and the one protocol version it speaks.
 const MAGIC: u16 = 45_139;
@@ -50,6 +54,9 @@ const BLOCK_PLAIN: u8 = 2;
 const OP_NODE: u8 = 0;
 const OP_KEY_VALUE: u8 = 1;
 const OP_MAX_VERSION: u8 = 2;
+
+/// chitchat's deletion status of a hard-deleted key.
+const DELETED: u8 = 1;
 
 /// What the guard lets through.
 #[derive(Clone, Copy, Debug)]
@@ -151,6 +158,9 @@ pub struct GossipGuard {
     keys: HashMap<String, HashSet<u64>>,
     /// What this node's digest would take: itself and every member.
     digest_bytes: usize,
+    /// Whose keys values are verified with.
+    pins: Arc<Pins>,
+    unverified: Vec<(String, &'static str)>,
 }
 
 struct Reader<'a> {
@@ -197,14 +207,22 @@ impl<'a> Reader<'a> {
 }
 
 impl GossipGuard {
-    pub fn new(self_id: &str, limits: GossipLimits) -> GossipGuard {
+    pub fn new(self_id: &str, limits: GossipLimits, pins: Arc<Pins>) -> GossipGuard {
         GossipGuard {
             self_id: self_id.to_string(),
             limits,
             hasher: Default::default(),
             keys: HashMap::new(),
             digest_bytes: DIGEST_ENTRY + self_id.len(),
+            pins,
+            unverified: Vec::new(),
         }
+    }
+
+    /// Node deltas left out because their values could not be verified,
+    /// since the last call, with the reason.
+    pub fn take_unverified(&mut self) -> Vec<(String, &'static str)> {
+        std::mem::take(&mut self.unverified)
     }
 
     /// Node ids heard of (bounded by `max_nodes`).
@@ -340,11 +358,17 @@ impl GossipGuard {
     ) -> Result<(Vec<u8>, usize, HashSet<String>), Refusal> {
         struct NodeDelta<'a> {
             id: &'a str,
+            generation: u64,
+            last_gc: u64,
             start: usize,
             end: usize,
             last_version: u64,
             max_version: Option<u64>,
+            /// Where the max-version operation lies: never passed on.
+            max_op: Option<(usize, usize)>,
             new_keys: Vec<u64>,
+            /// (key, value, version, deletion status)
+            kvs: Vec<(&'a str, &'a str, u64, u8)>,
         }
         let mut r = Reader { buf: ops };
         let mut deltas: Vec<NodeDelta<'_>> = Vec::new();
@@ -354,24 +378,30 @@ impl GossipGuard {
                 OP_NODE => {
                     let (id, generation) = r.node()?;
                     self.check_node(id, generation, now_ms)?;
-                    r.take(16)?; // last gc version, from version
+                    let last_gc = r.u64()?;
+                    r.u64()?; // from version
                     if deltas.len() >= self.limits.max_nodes {
                         return Err(Refusal::TooManyNodes(self.limits.max_nodes));
                     }
                     deltas.push(NodeDelta {
                         id,
+                        generation,
+                        last_gc,
                         start: at,
                         end: at,
                         last_version: 0,
                         max_version: None,
+                        max_op: None,
                         new_keys: Vec::new(),
+                        kvs: Vec::new(),
                     });
                 }
                 OP_KEY_VALUE => {
                     let key = r.str()?;
                     let value = r.str()?;
                     let version = r.u64()?;
-                    if r.u8()? > 2 {
+                    let status = r.u8()?;
+                    if status > 2 {
                         return Err(Refusal::Malformed("unknown deletion status"));
                     }
                     let d = deltas
@@ -393,6 +423,7 @@ impl GossipGuard {
                     }
                     d.last_version = version;
                     d.new_keys.push(self.hasher.hash_one(key));
+                    d.kvs.push((key, value, version, status));
                 }
                 OP_MAX_VERSION => {
                     let max = r.u64()?;
@@ -403,6 +434,7 @@ impl GossipGuard {
                         return Err(Refusal::Versions(d.id.to_string()));
                     }
                     d.max_version = Some(max);
+                    d.max_op = Some((at, ops.len() - r.buf.len()));
                 }
                 _ => return Err(Refusal::Malformed("unknown delta operation")),
             }
@@ -442,14 +474,68 @@ impl GossipGuard {
             if refused.contains(d.id) {
                 continue;
             }
+            if let Err(why) = self.verify(d.id, d.generation, d.last_gc, &d.kvs) {
+                self.unverified.push((d.id.to_string(), why));
+                continue;
+            }
             self.keys
                 .entry(d.id.to_string())
                 .or_default()
                 .extend(d.new_keys);
-            kept.extend_from_slice(&ops[d.start..d.end]);
+            // Everything but the max-version operation, which no signature
+            // covers: a forged one would make peers ignore the node's next
+            // values.
+            match d.max_op {
+                Some((a, b)) => {
+                    kept.extend_from_slice(&ops[d.start..a]);
+                    kept.extend_from_slice(&ops[b..d.end]);
+                }
+                None => kept.extend_from_slice(&ops[d.start..d.end]),
+            }
         }
         let refused = refused.into_iter().map(str::to_string).collect();
         Ok((kept, dropped_self, refused))
+    }
+
+    /// Whether a node delta's values were signed by the node they are
+    /// about, as far as this node knows who that is.
+    fn verify(
+        &self,
+        id: &str,
+        generation: u64,
+        last_gc: u64,
+        kvs: &[(&str, &str, u64, u8)],
+    ) -> Result<(), &'static str> {
+        // A hard deletion carries no value to sign: gemba never sends one.
+        if kvs.iter().any(|kv| kv.3 == DELETED) {
+            return Err("unsigned_deletion");
+        }
+        // A reset to a garbage-collection point past every value shown
+        // would wipe the node's state on no signed word.
+        let newest = kvs.iter().map(|kv| kv.2).max().unwrap_or(0);
+        if last_gc > newest {
+            return Err("unsigned_reset");
+        }
+        // The key the node offers for itself, if it signed it with itself.
+        let offered = kvs
+            .iter()
+            .find(|kv| kv.0 == identity::ID_KEY)
+            .and_then(|&(k, v, version, _)| {
+                let pk = identity::parse_public(identity::payload(v)?)?;
+                identity::verify(&pk, id, generation, k, version, v).then_some(pk)
+            });
+        let key = match self.pins.decide(id, offered) {
+            Pinned::Key(k) => k,
+            Pinned::NotEnrolled => return Err("not_enrolled"),
+            Pinned::Unknown if kvs.is_empty() => return Ok(()),
+            Pinned::Unknown => return Err("unknown_identity"),
+        };
+        for &(k, v, version, _) in kvs {
+            if !identity::verify(&key, id, generation, k, version, v) {
+                return Err("bad_signature");
+            }
+        }
+        Ok(())
     }
 
     /// Checks one gossip message (already authenticated and reassembled).
@@ -541,13 +627,38 @@ fn push_digest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::NodeIdentity;
 
     const NOW: u64 = 1_800_000_000_000;
 
-    /// Builds messages byte by byte, the way a hostile peer would.
+    /// Builds messages byte by byte, the way a hostile peer would; values
+    /// are signed by the node they are about unless `forge` is set.
     #[derive(Default)]
     struct Craft {
         ops: Vec<u8>,
+        current: String,
+        forge: bool,
+    }
+
+    /// One identity per test node name, for the whole test run.
+    fn ident(name: &str) -> Arc<NodeIdentity> {
+        use std::sync::{Mutex, OnceLock};
+        static IDS: OnceLock<Mutex<HashMap<String, Arc<NodeIdentity>>>> = OnceLock::new();
+        IDS.get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(NodeIdentity::ephemeral()))
+            .clone()
+    }
+
+    /// Pins every node name the tests use.
+    fn pins() -> Arc<Pins> {
+        let pins = Pins::default();
+        for n in ["me", "web-1", "a", "b", "c", "d", "e"] {
+            pins.decide(n, identity::parse_public(&ident(n).public()));
+        }
+        Arc::new(pins)
     }
 
     fn str_bytes(out: &mut Vec<u8>, s: &str) {
@@ -565,6 +676,7 @@ mod tests {
 
     impl Craft {
         fn node(mut self, id: &str) -> Self {
+            self.current = id.to_string();
             self.ops.push(OP_NODE);
             node_bytes(&mut self.ops, id, NOW - 1000);
             self.ops.extend_from_slice(&0u64.to_le_bytes());
@@ -572,9 +684,15 @@ mod tests {
             self
         }
         fn kv(mut self, key: &str, value: &str, version: u64) -> Self {
+            let signer = if self.forge {
+                ident("forger")
+            } else {
+                ident(&self.current)
+            };
+            let value = signer.sign_value(&self.current, NOW - 1000, key, version, value);
             self.ops.push(OP_KEY_VALUE);
             str_bytes(&mut self.ops, key);
-            str_bytes(&mut self.ops, value);
+            str_bytes(&mut self.ops, &value);
             self.ops.extend_from_slice(&version.to_le_bytes());
             self.ops.push(0);
             self
@@ -610,7 +728,7 @@ mod tests {
     }
 
     fn guard() -> GossipGuard {
-        GossipGuard::new("me", GossipLimits::default())
+        GossipGuard::new("me", GossipLimits::default(), pins())
     }
 
     #[test]
@@ -681,9 +799,7 @@ mod tests {
             .ack();
         let checked = guard().check(&m, NOW).unwrap();
         assert_eq!(checked.dropped_self, 1);
-        let mut plain = Vec::new();
-        chitchat::Serializable::serialize(&checked.message, &mut plain);
-        let text = String::from_utf8_lossy(&plain);
+        let text = plain(&checked);
         assert!(!text.contains("evil"), "{text}");
         assert!(text.contains("ams"), "{text}");
     }
@@ -736,16 +852,13 @@ mod tests {
             max_keys_per_node: 2,
             ..GossipLimits::default()
         };
-        let mut g = GossipGuard::new("me", limits);
+        let mut g = GossipGuard::new("me", limits, pins());
         let m = Craft::default().node("a").node("b").node("c").ack();
         assert!(g.check(&m, NOW).is_ok());
         // A full grid leaves newcomers out and keeps the rest.
         let m = Craft::default().node("d").node("a").kv("k", "v", 1).ack();
         let checked = g.check(&m, NOW).unwrap();
         assert_eq!(checked.grid_full, HashSet::from(["d".to_string()]));
-        let mut plain = Vec::new();
-        chitchat::Serializable::serialize(&checked.message, &mut plain);
-        assert!(!String::from_utf8_lossy(&plain).contains('d'));
         // A digest names members too.
         let mut syn = header(MSG_SYN);
         syn.extend_from_slice(&2u16.to_le_bytes());
@@ -775,6 +888,92 @@ mod tests {
         assert_eq!(
             g.check(&m, NOW).unwrap_err(),
             Refusal::TooManyKeys("b".into())
+        );
+    }
+
+    /// What chitchat is handed, as text.
+    fn plain(c: &Checked) -> String {
+        format!("{:?}", c.message)
+    }
+
+    #[test]
+    fn values_are_believed_only_when_their_node_signed_them() {
+        let mut g = guard();
+        // web-1's own values pass; the same values signed by another key
+        // are left out, and the rest of the message is kept.
+        let mut forged = Craft {
+            forge: true,
+            ..Craft::default()
+        }
+        .node("web-1")
+        .kv("c:web", "forged-failing", 7);
+        forged.forge = false;
+        let m = forged.node("a").kv("site", "ams-genuine", 1).ack();
+        let checked = g.check(&m, NOW).unwrap();
+        assert!(!plain(&checked).contains("forged-failing"));
+        assert!(plain(&checked).contains("ams-genuine"));
+        assert_eq!(
+            g.take_unverified(),
+            vec![("web-1".to_string(), "bad_signature")]
+        );
+        // A node nobody pinned, with no key of its own: not believed.
+        let m = Craft::default().node("stranger").kv("site", "x", 1).ack();
+        g.check(&m, NOW).unwrap();
+        assert_eq!(
+            g.take_unverified(),
+            vec![("stranger".to_string(), "unknown_identity")]
+        );
+        // Publishing its key (signed with itself) pins it on first sight.
+        let pk = ident("newcomer").public();
+        let m = Craft::default()
+            .node("newcomer")
+            .kv(identity::ID_KEY, &pk, 1)
+            .kv("site", "ams", 2)
+            .ack();
+        let checked = g.check(&m, NOW).unwrap();
+        assert!(g.take_unverified().is_empty());
+        assert!(plain(&checked).contains("ams"));
+        // An impostor offering its own key for a pinned id is not believed.
+        let m = Craft {
+            forge: true,
+            ..Craft::default()
+        }
+        .node("newcomer")
+        .kv(identity::ID_KEY, &ident("forger").public(), 3)
+        .ack();
+        g.check(&m, NOW).unwrap();
+        assert_eq!(
+            g.take_unverified(),
+            vec![("newcomer".to_string(), "bad_signature")]
+        );
+    }
+
+    #[test]
+    fn unsigned_max_versions_deletions_and_resets_are_not_passed_on() {
+        let mut g = guard();
+        // A max version far ahead would make peers ignore web-1's next
+        // values: the operation is dropped, the delta kept.
+        let m = Craft::default().node("web-1").max_version(1 << 60).ack();
+        let checked = g.check(&m, NOW).unwrap();
+        assert!(!plain(&checked).contains(&(1u64 << 60).to_string()));
+        // A hard deletion (status 1) carries nothing signed.
+        let mut c = Craft::default().node("web-1").kv("c:web", "x", 4);
+        let last = c.ops.len() - 1;
+        c.ops[last] = DELETED;
+        g.check(&c.ack(), NOW).unwrap();
+        assert_eq!(
+            g.take_unverified(),
+            vec![("web-1".to_string(), "unsigned_deletion")]
+        );
+        // A reset to a point past every value shown.
+        let mut c = Craft::default().node("web-1").kv("c:web", "x", 4);
+        // The last gc version follows the node's id, generation and address.
+        let at = 1 + 2 + "web-1".len() + 8 + 1 + 4 + 2;
+        c.ops[at..at + 8].copy_from_slice(&100u64.to_le_bytes());
+        g.check(&c.ack(), NOW).unwrap();
+        assert_eq!(
+            g.take_unverified(),
+            vec![("web-1".to_string(), "unsigned_reset")]
         );
     }
 

@@ -12,6 +12,7 @@
 pub mod endpoint;
 pub mod gossip_guard;
 pub mod graph;
+pub mod identity;
 pub mod key;
 pub mod link;
 pub mod metrics;

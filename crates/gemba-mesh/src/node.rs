@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tracing::Instrument;
 
 use crate::endpoint::{self, unix_ms};
 use crate::gossip_guard::{GossipGuard, GossipLimits};
+use crate::identity::{self, NodeIdentity, Pins};
 use crate::graph::{self, Graph, Member};
 use crate::link::{EdgeValue, LinkPolicy, LinkSummary, ProbeOutcome};
 use crate::metrics::MeshMetrics;
@@ -76,6 +78,13 @@ pub struct MeshSettings {
     pub key: GridKey,
     /// Tiers this node belongs to, published for servers.
     pub tags: Vec<String>,
+    /// Signs what this node publishes.
+    pub identity: Arc<NodeIdentity>,
+    /// The keys peers' values are verified with.
+    pub pins: Arc<Pins>,
+    /// The file `pins` come from (enrolled nodes, or first-seen keys),
+    /// re-read when it changes.
+    pub pins_file: Option<PathBuf>,
 }
 
 impl MeshSettings {
@@ -105,7 +114,51 @@ impl MeshSettings {
             packet_max_age: m.packet_max_age,
             key,
             tags: c.node.tags.clone(),
+            identity: Arc::new(NodeIdentity::ephemeral()),
+            pins: Arc::new(Pins::default()),
+            pins_file: None,
         }
+    }
+
+    /// The node's own identity and who it believes, instead of a fresh
+    /// identity and first-seen pins held in memory only.
+    pub fn with_identity(
+        mut self,
+        identity: Arc<NodeIdentity>,
+        pins: Arc<Pins>,
+        pins_file: Option<PathBuf>,
+    ) -> Self {
+        self.identity = identity;
+        self.pins = pins;
+        self.pins_file = pins_file;
+        self
+    }
+}
+
+/// Signs `payload` for this node's next version and sets it under `key`;
+/// an empty payload with `gone` marks the key deleted (it is dropped after
+/// chitchat's grace period). Nothing changes when the payload is already
+/// published.
+fn publish(
+    chitchat: &mut chitchat::Chitchat,
+    identity: &NodeIdentity,
+    key: &str,
+    payload: &str,
+    gone: bool,
+) {
+    let me = chitchat.self_chitchat_id().clone();
+    let state = chitchat.self_node_state();
+    match state.get(key).map(identity::payload) {
+        Some(Some(current)) if !gone && current == payload => return,
+        None if gone => return,
+        _ => {}
+    }
+    let version = state.max_version() + 1;
+    let value = identity.sign_value(&me.node_id, me.generation_id, key, version, payload);
+    if gone {
+        state.set_with_ttl(key, value);
+    } else {
+        state.set(key, value);
     }
 }
 
@@ -187,6 +240,7 @@ impl MeshNode {
         let gossip_guard = Arc::new(std::sync::Mutex::new(GossipGuard::new(
             &settings.id,
             GossipLimits::default(),
+            settings.pins.clone(),
         )));
         let endpoint::Opened {
             endpoint,
@@ -204,8 +258,8 @@ impl MeshNode {
             metrics.clone(),
         );
 
-        let chitchat_id =
-            ChitchatId::new(settings.id.clone(), next_generation(), settings.advertise);
+        let generation = next_generation();
+        let chitchat_id = ChitchatId::new(settings.id.clone(), generation, settings.advertise);
         let config = ChitchatConfig {
             chitchat_id,
             cluster_id: settings.cluster.clone(),
@@ -223,6 +277,7 @@ impl MeshNode {
             extra_liveness_predicate: None,
         };
         let mut initial = vec![
+            (identity::ID_KEY.to_string(), settings.identity.public()),
             (KEY_SITE.to_string(), settings.site.clone()),
             (
                 KEY_VERSION.to_string(),
@@ -235,6 +290,18 @@ impl MeshNode {
         if !settings.tags.is_empty() {
             initial.push((KEY_TAGS.to_string(), settings.tags.join(",")));
         }
+        // chitchat sets the initial values in order, at versions 1, 2, ...
+        let initial: Vec<(String, String)> = initial
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, v))| {
+                let signed =
+                    settings
+                        .identity
+                        .sign_value(&settings.id, generation, &k, i as u64 + 1, &v);
+                (k, signed)
+            })
+            .collect();
         let chitchat = Arc::new(
             spawn_chitchat(config, initial, &transport)
                 .await
@@ -259,7 +326,9 @@ impl MeshNode {
                 .await
                 .subscribe_event(EDGE_PREFIX, move |event| {
                     use std::hash::BuildHasher;
-                    let state = event.value.as_bytes().first().copied().unwrap_or(b'n');
+                    let state = identity::payload(event.value)
+                        .and_then(|v| v.as_bytes().first().copied())
+                        .unwrap_or(b'n');
                     let key = hasher.hash_one(event.key);
                     let changed = seen
                         .lock()
@@ -408,11 +477,11 @@ impl MeshNode {
         ))
     }
 
-    /// Publishes `key = value` in this node's gossip state.
+    /// Publishes `key = value` in this node's gossip state, signed.
     pub async fn set_local(&self, key: &str, value: &str) {
         let chitchat = self.chitchat.chitchat();
         let mut guard = chitchat.lock().await;
-        guard.self_node_state().set(key, value);
+        publish(&mut guard, &self.settings.identity, key, value, false);
     }
 
     /// Every value under `prefix` in every node's gossip state (newest
@@ -434,6 +503,9 @@ impl MeshNode {
                 continue;
             };
             for (k, v) in state.key_values() {
+                let Some(v) = identity::payload(v) else {
+                    continue;
+                };
                 if let Some(rest) = k.strip_prefix(prefix) {
                     out.push((
                         cid.node_id.to_string(),
@@ -456,7 +528,11 @@ impl MeshNode {
     ) -> chitchat::ListenerHandle {
         let chitchat = self.chitchat.chitchat();
         let guard = chitchat.lock().await;
-        guard.subscribe_event(prefix, move |e| f(&e.node.node_id, e.key, e.value))
+        guard.subscribe_event(prefix, move |e| {
+            if let Some(v) = identity::payload(e.value) {
+                f(&e.node.node_id, e.key, v)
+            }
+        })
     }
 
     /// How many observers' link states this node remembers from gossip
@@ -538,7 +614,8 @@ fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
         let Some(state) = chitchat.node_state(cid) else {
             continue;
         };
-        let Some(site) = state.get(KEY_SITE) else {
+        let get = |k: &str| state.get(k).and_then(identity::payload);
+        let Some(site) = get(KEY_SITE) else {
             continue;
         };
         let edges: BTreeMap<String, EdgeValue> = if with_edges {
@@ -546,7 +623,7 @@ fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
                 .key_values()
                 .filter_map(|(k, v)| {
                     let target = k.strip_prefix(EDGE_PREFIX)?;
-                    Some((target.to_string(), v.parse().ok()?))
+                    Some((target.to_string(), identity::payload(v)?.parse().ok()?))
                 })
                 .collect()
         } else {
@@ -556,11 +633,10 @@ fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
             id: cid.node_id.to_string(),
             site: site.to_string(),
             addr: cid.gossip_advertise_addr,
-            http: state.get(KEY_HTTP).map(str::to_string),
+            http: get(KEY_HTTP).map(str::to_string),
             live: live.contains(cid),
             generation: cid.generation_id,
-            tags: state
-                .get(KEY_TAGS)
+            tags: get(KEY_TAGS)
                 .map(|t| {
                     t.split(',')
                         .filter(|x| !x.is_empty())
@@ -701,12 +777,18 @@ impl Maintainer {
             });
             {
                 let mut guard = self.chitchat.lock().await;
-                let me = guard.self_node_state();
+                let identity = &self.settings.identity;
                 for t in &gone {
-                    me.delete(&format!("{EDGE_PREFIX}{t}"));
+                    publish(&mut guard, identity, &format!("{EDGE_PREFIX}{t}"), "", true);
                 }
                 for (target, value) in &values {
-                    me.set(format!("{EDGE_PREFIX}{target}"), value.to_string());
+                    publish(
+                        &mut guard,
+                        identity,
+                        &format!("{EDGE_PREFIX}{target}"),
+                        &value.to_string(),
+                        false,
+                    );
                 }
             }
             for t in gone {

@@ -37,7 +37,25 @@ fn settings(i: usize, sites: usize, extra: &str) -> MeshSettings {
         ..Default::default()
     };
     let c = Config::from_file(file, &o, "test").unwrap();
-    MeshSettings::from_config(&c, key(), None)
+    // A node keeps its identity across restarts (its node.key).
+    MeshSettings::from_config(&c, key(), None).with_identity(
+        identity(i),
+        Arc::new(gemba_mesh::identity::Pins::default()),
+        None,
+    )
+}
+
+fn identity(i: usize) -> Arc<gemba_mesh::identity::NodeIdentity> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static IDS: OnceLock<Mutex<HashMap<usize, Arc<gemba_mesh::identity::NodeIdentity>>>> =
+        OnceLock::new();
+    IDS.get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(i)
+        .or_insert_with(|| Arc::new(gemba_mesh::identity::NodeIdentity::ephemeral()))
+        .clone()
 }
 
 struct Grid {

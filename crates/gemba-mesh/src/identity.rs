@@ -1,0 +1,412 @@
+//! Node identity: each node holds an Ed25519 key pair beside the grid key
+//! and signs every value it publishes in gossip; peers verify a value with
+//! the public key they pinned for its node id before they believe it.
+//!
+//! A published value is `<signature>.<payload>`: the signature (64 bytes,
+//! unpadded URL-safe base64, 86 characters) covers the node id, its
+//! generation, the key, chitchat's version of the value and the payload,
+//! so a value cannot be moved to another node, key, generation or version.
+//! Every node publishes its public key under [`ID_KEY`] (signed with
+//! itself): a peer pins the first key it sees for a node id (kept in
+//! `<data_dir>/known_nodes`), or, with `[mesh] nodes_file`, believes only
+//! the enrolled keys listed there.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+/// The gossip key under which a node publishes its public key.
+pub const ID_KEY: &str = "id";
+/// Length of an encoded signature.
+const SIG_LEN: usize = 86;
+
+/// A node's signing key.
+pub struct NodeIdentity {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeIdentity({})", self.public())
+    }
+}
+
+fn random32() -> std::io::Result<[u8; 32]> {
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    Ok(raw)
+}
+
+/// What a signature covers.
+fn message(node: &str, generation: u64, key: &str, version: u64, payload: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(32 + node.len() + key.len() + payload.len());
+    m.extend_from_slice(b"gemba-kv-1\0");
+    m.extend_from_slice(node.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&generation.to_be_bytes());
+    m.extend_from_slice(key.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&version.to_be_bytes());
+    m.extend_from_slice(payload.as_bytes());
+    m
+}
+
+impl NodeIdentity {
+    /// A fresh identity that lives as long as the process (tests, demo).
+    pub fn ephemeral() -> NodeIdentity {
+        let raw = random32().expect("/dev/urandom is readable");
+        NodeIdentity {
+            key: SigningKey::from_bytes(&raw),
+        }
+    }
+
+    /// Reads `<data_dir>/node.key`, creating it (mode 0600) on first
+    /// start. Returns the identity and whether it was created.
+    pub fn load_or_create(data_dir: &Path) -> Result<(NodeIdentity, bool), String> {
+        let path = data_dir.join("node.key");
+        if path.exists() {
+            gemba_core::secret::check_private(&path)?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let raw = URL_SAFE_NO_PAD
+                .decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| format!("{} does not hold a node key", path.display()))?;
+            return Ok((
+                NodeIdentity {
+                    key: SigningKey::from_bytes(&raw),
+                },
+                false,
+            ));
+        }
+        let create = |e: std::io::Error| format!("cannot create {}: {e}", path.display());
+        std::fs::create_dir_all(data_dir).map_err(create)?;
+        let raw = random32().map_err(create)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut f = options.open(&path).map_err(create)?;
+        writeln!(f, "{}", URL_SAFE_NO_PAD.encode(raw)).map_err(create)?;
+        Ok((
+            NodeIdentity {
+                key: SigningKey::from_bytes(&raw),
+            },
+            true,
+        ))
+    }
+
+    /// The public key, as published and enrolled.
+    pub fn public(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// The value to publish for `payload` at `version`.
+    pub fn sign_value(
+        &self,
+        node: &str,
+        generation: u64,
+        key: &str,
+        version: u64,
+        payload: &str,
+    ) -> String {
+        let sig = self
+            .key
+            .sign(&message(node, generation, key, version, payload));
+        let mut v = URL_SAFE_NO_PAD.encode(sig.to_bytes());
+        v.push('.');
+        v.push_str(payload);
+        v
+    }
+}
+
+/// A public key from its text form.
+pub fn parse_public(text: &str) -> Option<VerifyingKey> {
+    let raw: [u8; 32] = URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&raw).ok()
+}
+
+/// The payload of a published value; `None` when it is not signed.
+pub fn payload(value: &str) -> Option<&str> {
+    if value.len() > SIG_LEN && value.as_bytes()[SIG_LEN] == b'.' {
+        value.get(SIG_LEN + 1..)
+    } else {
+        None
+    }
+}
+
+/// Whether `value` was signed by `key` for this node, generation, key and
+/// version.
+pub fn verify(
+    key: &VerifyingKey,
+    node: &str,
+    generation: u64,
+    gossip_key: &str,
+    version: u64,
+    value: &str,
+) -> bool {
+    let Some(body) = payload(value) else {
+        return false;
+    };
+    let Some(sig) = URL_SAFE_NO_PAD
+        .decode(&value[..SIG_LEN])
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    else {
+        return false;
+    };
+    key.verify_strict(
+        &message(node, generation, gossip_key, version, body),
+        &Signature::from_bytes(&sig),
+    )
+    .is_ok()
+}
+
+/// Who is who: the public key believed for each node id.
+#[derive(Default)]
+pub struct Pins {
+    inner: RwLock<PinsInner>,
+}
+
+#[derive(Default)]
+struct PinsInner {
+    keys: HashMap<String, VerifyingKey>,
+    /// With an enrolled list, only its keys are believed.
+    enrolled_only: bool,
+    /// Where first-seen keys are kept across restarts.
+    known_file: Option<PathBuf>,
+}
+
+/// How a node id's key was decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pinned {
+    /// Already pinned, or now pinned (first seen).
+    Key(VerifyingKey),
+    /// Not enrolled, and only enrolled nodes are believed.
+    NotEnrolled,
+    /// Not pinned yet, and nothing to pin it with.
+    Unknown,
+}
+
+/// Reads `node-id key` lines (`#` starts a comment).
+pub fn read_list(path: &Path) -> Result<HashMap<String, VerifyingKey>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(id), Some(key), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!(
+                "{}:{}: expected `node-id public-key`",
+                path.display(),
+                i + 1
+            ));
+        };
+        if !gemba_core::ids::is_name(id) {
+            return Err(format!(
+                "{}:{}: {id:?} is not a node id",
+                path.display(),
+                i + 1
+            ));
+        }
+        let key = parse_public(key).ok_or_else(|| {
+            format!("{}:{}: {key:?} is not a node key", path.display(), i + 1)
+        })?;
+        out.insert(id.to_string(), key);
+    }
+    Ok(out)
+}
+
+/// Writes `entries` as a node list (sorted by id).
+pub fn write_list(path: &Path, entries: &HashMap<String, VerifyingKey>) -> Result<(), String> {
+    let mut ids: Vec<&String> = entries.keys().collect();
+    ids.sort();
+    let mut text = String::from("# node-id public-key (gemba node key prints a node's)\n");
+    for id in ids {
+        text.push_str(&format!(
+            "{id} {}\n",
+            URL_SAFE_NO_PAD.encode(entries[id].as_bytes())
+        ));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+impl std::fmt::Debug for Pins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.inner.read().map(|p| p.keys.len()).unwrap_or(0);
+        write!(f, "Pins({n} nodes)")
+    }
+}
+
+impl Pins {
+    /// First seen wins; first-seen keys are kept in `known_file`.
+    pub fn first_seen(known_file: Option<PathBuf>) -> Result<Pins, String> {
+        let keys = match &known_file {
+            Some(p) => read_list(p)?,
+            None => HashMap::new(),
+        };
+        Ok(Pins {
+            inner: RwLock::new(PinsInner {
+                keys,
+                enrolled_only: false,
+                known_file,
+            }),
+        })
+    }
+
+    /// Only the keys in `nodes_file` are believed.
+    pub fn enrolled(nodes_file: &Path) -> Result<Pins, String> {
+        Ok(Pins {
+            inner: RwLock::new(PinsInner {
+                keys: read_list(nodes_file)?,
+                enrolled_only: true,
+                known_file: None,
+            }),
+        })
+    }
+
+    /// Replaces the enrolled keys (the nodes file changed).
+    pub fn reload(&self, keys: HashMap<String, VerifyingKey>) {
+        if let Ok(mut p) = self.inner.write() {
+            p.keys = keys;
+        }
+    }
+
+    /// Forgets a node id's key (revoked); it is pinned anew when seen.
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut p) = self.inner.write() {
+            p.keys.remove(id);
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<VerifyingKey> {
+        self.inner.read().ok()?.keys.get(id).copied()
+    }
+
+    /// The key to verify `id`'s values with. `offered` is the public key
+    /// the node published (already checked to be self-signed), pinned when
+    /// the id has none and first-seen pinning is on.
+    pub fn decide(&self, id: &str, offered: Option<VerifyingKey>) -> Pinned {
+        let Ok(mut p) = self.inner.write() else {
+            return Pinned::Unknown;
+        };
+        if let Some(k) = p.keys.get(id) {
+            return Pinned::Key(*k);
+        }
+        if p.enrolled_only {
+            return Pinned::NotEnrolled;
+        }
+        let Some(k) = offered else {
+            return Pinned::Unknown;
+        };
+        p.keys.insert(id.to_string(), k);
+        if let Some(file) = &p.known_file {
+            let line = format!("{id} {}\n", URL_SAFE_NO_PAD.encode(k.as_bytes()));
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(file = %file.display(), error = %e, "cannot keep a first-seen node key");
+            }
+        }
+        tracing::info!(node = id, "pinned the node's key on first sight");
+        Pinned::Key(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_verifies_only_where_and_when_it_was_signed() {
+        let me = NodeIdentity::ephemeral();
+        let pk = parse_public(&me.public()).unwrap();
+        let v = me.sign_value("web-1", 7, "c:web", 12, "{\"state\":\"failing\"}");
+        assert_eq!(payload(&v), Some("{\"state\":\"failing\"}"));
+        assert!(verify(&pk, "web-1", 7, "c:web", 12, &v));
+        // Another node, generation, key, version or payload: no.
+        assert!(!verify(&pk, "db-1", 7, "c:web", 12, &v));
+        assert!(!verify(&pk, "web-1", 8, "c:web", 12, &v));
+        assert!(!verify(&pk, "web-1", 7, "c:db", 12, &v));
+        assert!(!verify(&pk, "web-1", 7, "c:web", 13, &v));
+        let forged = format!("{}{{\"state\":\"passing\"}}", &v[..SIG_LEN + 1]);
+        assert!(!verify(&pk, "web-1", 7, "c:web", 12, &forged));
+        let other = NodeIdentity::ephemeral();
+        assert!(!verify(
+            &parse_public(&other.public()).unwrap(),
+            "web-1",
+            7,
+            "c:web",
+            12,
+            &v
+        ));
+        assert_eq!(payload("unsigned"), None);
+    }
+
+    #[test]
+    fn a_node_key_is_kept_private_and_reused() {
+        let dir = std::env::temp_dir().join(format!("gemba-identity-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a, created) = NodeIdentity::load_or_create(&dir).unwrap();
+        assert!(created);
+        let (b, created) = NodeIdentity::load_or_create(&dir).unwrap();
+        assert!(!created);
+        assert_eq!(a.public(), b.public());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("node.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn first_seen_pins_hold_and_enrolled_lists_are_closed() {
+        let dir = std::env::temp_dir().join(format!("gemba-pins-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let known = dir.join("known_nodes");
+        let a = parse_public(&NodeIdentity::ephemeral().public()).unwrap();
+        let b = parse_public(&NodeIdentity::ephemeral().public()).unwrap();
+        let pins = Pins::first_seen(Some(known.clone())).unwrap();
+        assert_eq!(pins.decide("db-1", None), Pinned::Unknown);
+        assert_eq!(pins.decide("db-1", Some(a)), Pinned::Key(a));
+        // A second key for the same id does not replace the first.
+        assert_eq!(pins.decide("db-1", Some(b)), Pinned::Key(a));
+        // The pin survives a restart.
+        let again = Pins::first_seen(Some(known.clone())).unwrap();
+        assert_eq!(again.get("db-1"), Some(a));
+        let enrolled = Pins::enrolled(&known).unwrap();
+        assert_eq!(enrolled.decide("web-1", Some(b)), Pinned::NotEnrolled);
+        assert_eq!(enrolled.decide("db-1", Some(b)), Pinned::Key(a));
+        std::fs::write(&known, "db-1 not-a-key\n").unwrap();
+        assert!(read_list(&known).unwrap_err().contains("not a node key"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
