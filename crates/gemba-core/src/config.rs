@@ -81,6 +81,9 @@ pub struct MeshSection {
     pub advertise: Option<String>,
     pub seeds: Option<Vec<String>>,
     pub grid_key_file: Option<PathBuf>,
+    /// Enrolled nodes and their public keys: with it, only they are
+    /// believed.
+    pub nodes_file: Option<PathBuf>,
     pub probe_interval: Option<String>,
     pub probes_per_interval: Option<u32>,
     pub probe_flows: Option<u32>,
@@ -217,6 +220,9 @@ pub struct MeshConfig {
     pub advertise: SocketAddr,
     pub seeds: Vec<String>,
     pub grid_key_file: Option<PathBuf>,
+    /// Enrolled nodes (`node-id public-key` lines); `None`: a node's key
+    /// is pinned when first seen.
+    pub nodes_file: Option<PathBuf>,
     pub probe_interval: Duration,
     pub probes_per_interval: u32,
     /// Flows (source ports) each peer is probed over.
@@ -474,6 +480,15 @@ fn mesh_config(c: &mut Checker, mesh: MeshSection, o: &Overrides) -> Option<Mesh
             c.fail("mesh.grid_key_file", why);
         }
     }
+    let nodes_file = mesh.nodes_file;
+    if let Some(p) = &nodes_file {
+        if let Err(e) = std::fs::metadata(p) {
+            c.fail(
+                "mesh.nodes_file",
+                format!("cannot read {}: {e}", p.display()),
+            );
+        }
+    }
     let ms = Duration::from_millis;
     let probe_interval = c.duration(
         "mesh.probe_interval",
@@ -623,6 +638,7 @@ fn mesh_config(c: &mut Checker, mesh: MeshSection, o: &Overrides) -> Option<Mesh
         advertise: advertise?,
         seeds,
         grid_key_file,
+        nodes_file,
         probe_interval,
         probes_per_interval,
         probe_flows,

@@ -37,6 +37,12 @@ seeds = []
 # File holding the shared grid key (at least 32 bytes, mode 0600) that signs every packet.
 # Default: <data_dir>/grid.key, created on first start (copy it to the other nodes).
 # grid_key_file = "/etc/gemba/grid.key"
+# Each node also signs what it publishes with its own key (<data_dir>/node.key,
+# created on first start; `gemba node key` prints the public half). Without a
+# nodes file a peer's key is pinned when first seen (kept in
+# <data_dir>/known_nodes); with one, only the nodes enrolled in it are believed
+# (`gemba node enroll ID KEY --nodes-file FILE`, `gemba node revoke ID ...`).
+# nodes_file = "/etc/gemba/nodes"
 # How often each peer is probed, and how many UDP probes each round sends.
 probe_interval = "{probe_interval}"
 probes_per_interval = {probes_per_interval}
@@ -249,6 +255,7 @@ mod readme {
             // Paths in examples point at a production machine.
             if let Some(m) = file.mesh.as_mut() {
                 m.grid_key_file = None;
+                m.nodes_file = None;
             }
             if let Some(h) = file.http.as_mut() {
                 h.token_file = None;

@@ -491,7 +491,9 @@ impl Receiver {
                     // A node whose values do not verify may be an impostor
                     // or a reinstalled node with a new key.
                     tracing::debug!(%from, node, reason, "left out a node's values that do not verify");
-                    m.gossip_refused.get_or_create(&ReasonLabel { reason }).inc();
+                    m.gossip_refused
+                        .get_or_create(&ReasonLabel { reason })
+                        .inc();
                 }
                 let checked = match checked {
                     Ok(c) => c,

@@ -517,13 +517,13 @@ impl GossipGuard {
             return Err("unsigned_reset");
         }
         // The key the node offers for itself, if it signed it with itself.
-        let offered = kvs
-            .iter()
-            .find(|kv| kv.0 == identity::ID_KEY)
-            .and_then(|&(k, v, version, _)| {
-                let pk = identity::parse_public(identity::payload(v)?)?;
-                identity::verify(&pk, id, generation, k, version, v).then_some(pk)
-            });
+        let offered =
+            kvs.iter()
+                .find(|kv| kv.0 == identity::ID_KEY)
+                .and_then(|&(k, v, version, _)| {
+                    let pk = identity::parse_public(identity::payload(v)?)?;
+                    identity::verify(&pk, id, generation, k, version, v).then_some(pk)
+                });
         let key = match self.pins.decide(id, offered) {
             Pinned::Key(k) => k,
             Pinned::NotEnrolled => return Err("not_enrolled"),

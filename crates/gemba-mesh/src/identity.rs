@@ -225,9 +225,8 @@ pub fn read_list(path: &Path) -> Result<HashMap<String, VerifyingKey>, String> {
                 i + 1
             ));
         }
-        let key = parse_public(key).ok_or_else(|| {
-            format!("{}:{}: {key:?} is not a node key", path.display(), i + 1)
-        })?;
+        let key = parse_public(key)
+            .ok_or_else(|| format!("{}:{}: {key:?} is not a node key", path.display(), i + 1))?;
         out.insert(id.to_string(), key);
     }
     Ok(out)

@@ -18,8 +18,8 @@ use tracing::Instrument;
 
 use crate::endpoint::{self, unix_ms};
 use crate::gossip_guard::{GossipGuard, GossipLimits};
-use crate::identity::{self, NodeIdentity, Pins};
 use crate::graph::{self, Graph, Member};
+use crate::identity::{self, NodeIdentity, Pins};
 use crate::link::{EdgeValue, LinkPolicy, LinkSummary, ProbeOutcome};
 use crate::metrics::MeshMetrics;
 use crate::net::Net;
@@ -386,6 +386,7 @@ impl MeshNode {
             gossip_guard,
             endpoint: endpoint.clone(),
             peers: HashMap::new(),
+            pins_read: None,
         };
         let maintain_task = tokio::spawn(maintainer.run().instrument(span("maintainer")));
         tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
@@ -490,13 +491,7 @@ impl MeshNode {
         let chitchat = self.chitchat.chitchat();
         let guard = chitchat.lock().await;
         let live: HashSet<&ChitchatId> = guard.live_nodes().collect();
-        let mut newest: HashMap<&str, &ChitchatId> = HashMap::new();
-        for id in guard.node_states().keys() {
-            let e = newest.entry(&id.node_id).or_insert(id);
-            if id.generation_id > e.generation_id {
-                *e = id;
-            }
-        }
+        let newest = newest_generations(&guard);
         let mut out = Vec::new();
         for cid in newest.into_values() {
             let Some(state) = guard.node_state(cid) else {
@@ -600,15 +595,26 @@ impl MeshNode {
 
 /// Members from chitchat's state; `with_edges` also parses every published
 /// link (only the graph needs them).
-fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
-    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+/// Each node id's newest generation among those that published their key
+/// (and so passed the gossip guard's signature checks): a generation that
+/// an impostor only named in a digest holds nothing and hides nothing.
+fn newest_generations(chitchat: &chitchat::Chitchat) -> HashMap<&str, &ChitchatId> {
     let mut newest: HashMap<&str, &ChitchatId> = HashMap::new();
-    for id in chitchat.node_states().keys() {
+    for (id, state) in chitchat.node_states() {
+        if state.get(identity::ID_KEY).is_none() {
+            continue;
+        }
         let e = newest.entry(&id.node_id).or_insert(id);
         if id.generation_id > e.generation_id {
             *e = id;
         }
     }
+    newest
+}
+
+fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
+    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let newest = newest_generations(chitchat);
     let mut out = Vec::with_capacity(newest.len());
     for (_, cid) in newest {
         let Some(state) = chitchat.node_state(cid) else {
@@ -667,12 +673,45 @@ struct Maintainer {
     /// is at which address from here.
     endpoint: Arc<endpoint::Endpoint>,
     peers: HashMap<SocketAddr, Arc<str>>,
+    /// When the pins file was last read, and its modification time then.
+    pins_read: Option<(Instant, Option<std::time::SystemTime>)>,
 }
 
 /// The last link state seen in gossip, by observer, then by edge key hash.
 type SeenStates = Arc<std::sync::Mutex<HashMap<String, HashMap<u64, u8>>>>;
 
+/// How often the pins file is checked for changes (`gemba node enroll`,
+/// `revoke`).
+const PINS_EVERY: Duration = Duration::from_secs(5);
+
 impl Maintainer {
+    /// Re-reads the enrolled or first-seen keys when their file changed.
+    fn refresh_pins(&mut self) {
+        let Some(file) = &self.settings.pins_file else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .pins_read
+            .is_some_and(|(at, _)| now.duration_since(at) < PINS_EVERY)
+        {
+            return;
+        }
+        let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        let changed = self.pins_read.is_some_and(|(_, m)| m != modified);
+        self.pins_read = Some((now, modified));
+        if !changed {
+            return;
+        }
+        match identity::read_list(file) {
+            Ok(keys) => {
+                tracing::info!(file = %file.display(), nodes = keys.len(), "node keys re-read");
+                self.settings.pins.reload(keys);
+            }
+            Err(e) => tracing::warn!(error = %e, "node keys not re-read; the previous ones stay"),
+        }
+    }
+
     async fn run(mut self) {
         // Membership and RTT figures are refreshed on this period; state
         // changes are published as soon as the prober reports them.
@@ -686,6 +725,7 @@ impl Maintainer {
                 _ = tick.tick() => {}
                 _ = self.changes.notified() => {}
             }
+            self.refresh_pins();
             let members = {
                 let guard = self.chitchat.lock().await;
                 // Node ids chitchat has let go of (after their grace

@@ -40,6 +40,9 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Mesh(#[from] gemba_mesh::MeshError),
+    /// The node's key, or the list of keys it believes, cannot be read.
+    #[error("node identity: {0}")]
+    Identity(String),
     #[error("stage {stage} wants gossip key {key:?}, which overlaps {other:?} of stage {owner}")]
     GossipKey {
         stage: &'static str,
@@ -47,6 +50,40 @@ pub enum NodeError {
         owner: &'static str,
         other: String,
     },
+}
+
+/// The node's own key (`<data_dir>/node.key`, created on first start) and
+/// whom it believes: the enrolled nodes of `[mesh] nodes_file`, or keys
+/// pinned when first seen, kept in `<data_dir>/known_nodes`.
+fn identity_of(
+    config: &Config,
+) -> Result<
+    (
+        Arc<gemba_mesh::identity::NodeIdentity>,
+        Arc<gemba_mesh::identity::Pins>,
+        std::path::PathBuf,
+    ),
+    NodeError,
+> {
+    use gemba_mesh::identity::{NodeIdentity, Pins};
+    let dir = &config.node.data_dir;
+    let (identity, created) = NodeIdentity::load_or_create(dir).map_err(NodeError::Identity)?;
+    if created {
+        tracing::info!(
+            path = %dir.join("node.key").display(),
+            public_key = %identity.public(),
+            "created this node's key"
+        );
+    }
+    let (pins, file) = match &config.mesh.nodes_file {
+        Some(f) => (Pins::enrolled(f), f.clone()),
+        None => {
+            let known = dir.join("known_nodes");
+            (Pins::first_seen(Some(known.clone())), known)
+        }
+    };
+    let pins = pins.map_err(NodeError::Identity)?;
+    Ok((Arc::new(identity), Arc::new(pins), file))
 }
 
 /// How the node serves HTTP.
@@ -197,7 +234,9 @@ impl Node {
             HttpListen::Off => None,
         };
         let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
-        let settings = MeshSettings::from_config(config, key, http_addr.map(|a| a.to_string()));
+        let (identity, pins, pins_file) = identity_of(config)?;
+        let settings = MeshSettings::from_config(config, key, http_addr.map(|a| a.to_string()))
+            .with_identity(identity, pins, Some(pins_file));
         let mesh = Arc::new(MeshNode::start(settings, net, Some(&mut registry)).await?);
 
         let mut stages = Stages::new(&drain, &mut registry);

@@ -49,6 +49,47 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// This node's key, and the keys of the nodes it believes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Print `<node-id> <public-key>` for this node, the line a nodes file
+    /// enrolls it with (creates `<data_dir>/node.key` on first use: run it
+    /// as the user the node runs as).
+    Key(Box<NodeArgs>),
+    /// Add a node's public key to a nodes file (or replace it); running
+    /// nodes re-read the file within seconds.
+    Enroll {
+        /// The node's id.
+        id: String,
+        /// Its public key, as `gemba node key` prints it on that node.
+        key: String,
+        /// The nodes file (`[mesh] nodes_file`); created if missing.
+        #[arg(long)]
+        nodes_file: PathBuf,
+    },
+    /// Stop believing a node's key: remove it from a nodes file, or from a
+    /// node's first-seen keys (`--data-dir`). A node reinstalled with a new
+    /// key is believed again once its old key is revoked.
+    Revoke {
+        /// The node's id.
+        id: String,
+        /// The nodes file to remove it from.
+        #[arg(
+            long,
+            conflicts_with = "data_dir",
+            required_unless_present = "data_dir"
+        )]
+        nodes_file: Option<PathBuf>,
+        /// The data directory whose `known_nodes` to remove it from.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod demo;
 mod demo_service;
 mod graph_cmd;
 mod node;
+mod node_cmd;
 
 use std::process::ExitCode;
 
@@ -100,6 +101,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             },
+        },
+        Command::Node { command } => match node_cmd::run(command) {
+            Err(node_cmd::Failure::Config(e)) => {
+                eprintln!("gemba: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(node_cmd::Failure::Other(e)) => Err(e),
+            Ok(()) => Ok(()),
         },
     };
     match result {
