@@ -10,10 +10,12 @@
 //!   the in-memory network, in virtual time: convergence and gossip state
 //!   per node.
 //! - `console`: one console page rendered for N nodes, every pair probed.
+//! - `identity`: signing and verifying published gossip values.
 
 mod console;
 mod escalator;
 mod grid;
+mod identity;
 mod sim;
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +47,13 @@ fn main() -> anyhow::Result<()> {
                 .transpose()?
                 .unwrap_or(5);
             console::run(&sizes, rounds)
+        }
+        Some("identity") => {
+            let ops = flag("--ops")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(20_000);
+            identity::run(ops)
         }
         Some("planner") => {
             let nodes = flag("--nodes")
@@ -92,7 +101,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps)
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)");
             std::process::exit(2);
         }
     }
