@@ -67,7 +67,9 @@ pub enum NodeCommand {
     Enroll {
         /// The node's id.
         id: String,
-        /// Its public key, as `gemba node key` prints it on that node.
+        /// Its public key, as `gemba node key` prints it on that node (it
+        /// may start with '-').
+        #[arg(allow_hyphen_values = true)]
         key: String,
         /// The nodes file (`[mesh] nodes_file`); created if missing.
         #[arg(long)]
@@ -290,5 +292,27 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_node_key_that_starts_with_a_dash_can_be_enrolled() {
+        // One key in 64 starts with '-' in URL-safe base64.
+        let cli = Cli::try_parse_from([
+            "gemba",
+            "node",
+            "enroll",
+            "web-9",
+            "-U9nzoDsSCzEdEsq2lPoVkb_V0P7fCl6SWDQBfLkQZ8",
+            "--nodes-file",
+            "/tmp/nodes",
+        ])
+        .unwrap();
+        let Command::Node {
+            command: NodeCommand::Enroll { key, .. },
+        } = cli.command
+        else {
+            panic!("not an enrol command");
+        };
+        assert_eq!(key, "-U9nzoDsSCzEdEsq2lPoVkb_V0P7fCl6SWDQBfLkQZ8");
     }
 }
