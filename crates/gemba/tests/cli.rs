@@ -187,6 +187,33 @@ fn public_http_without_token_is_refused() {
 }
 
 #[test]
+fn a_grid_key_others_can_read_or_a_short_token_is_refused_by_check_and_run() {
+    let dir = TempDir::new("cli-secrets");
+    let key = write_key(dir.path());
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let key_arg = format!("--grid-key-file={}", key.display());
+    for cmd in [&["config", "check"][..], &["run"][..]] {
+        let mut args = cmd.to_vec();
+        args.extend([key_arg.as_str(), "--listen", "127.0.6.2:7946"]);
+        let (code, _, err) = gemba(&args);
+        assert_eq!(code, 64, "{cmd:?}: {err}");
+        assert!(
+            err.contains("mode 0640") && err.contains("chmod 600"),
+            "{err}"
+        );
+    }
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["config", "check", &key_arg])
+        .env("GEMBA_API_TOKEN", "too-short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("GEMBA_API_TOKEN: the token must be at least 16 characters"));
+}
+
+#[test]
 fn simulate_replays_a_recorded_history_against_the_policy() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let out = std::process::Command::new(BIN)
