@@ -200,6 +200,11 @@ pub struct Reassembly {
 
 impl Reassembly {
     pub fn add(&mut self, from: SocketAddr, p: &wire::Packet<'_>, now: Instant) -> Option<Vec<u8>> {
+        // `wire::open` refuses these already; a packet built any other way
+        // must not index past its fragments either (found by fuzzing).
+        if p.frag_count == 0 || p.frag_index >= p.frag_count {
+            return None;
+        }
         if p.frag_count == 1 {
             return Some(p.payload.to_vec());
         }
@@ -576,5 +581,41 @@ impl Socket for GossipSocket {
             .recv()
             .await
             .ok_or_else(|| anyhow::anyhow!("mesh receive task stopped"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fragment(counter: u64, index: u8, count: u8, payload: &[u8]) -> wire::Packet<'_> {
+        wire::Packet {
+            kind: Kind::Gossip,
+            session: 1,
+            counter,
+            unix_ms: 0,
+            frag_index: index,
+            frag_count: count,
+            sender: "n1",
+            recipient: "n0",
+            payload,
+        }
+    }
+
+    #[test]
+    fn fragments_reassemble_and_impossible_ones_are_ignored() {
+        let mut r = Reassembly::default();
+        let from: SocketAddr = "127.0.0.1:7946".parse().unwrap();
+        let now = Instant::now();
+        assert_eq!(r.add(from, &fragment(10, 1, 2, b"lo"), now), None);
+        assert_eq!(
+            r.add(from, &fragment(9, 0, 2, b"hel"), now).as_deref(),
+            Some(&b"hello"[..])
+        );
+        // What the fuzzer found: no fragments at all, an index past the
+        // count, a counter below the index.
+        assert_eq!(r.add(from, &fragment(221, 221, 0, b"x"), now), None);
+        assert_eq!(r.add(from, &fragment(5, 3, 2, b"x"), now), None);
+        assert_eq!(r.add(from, &fragment(0, 1, 2, b"x"), now), None);
     }
 }
