@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let frag = (data[0] >> 4, (data[0] >> 2) % 4);
     let mut buf = Vec::new();
     let sender = "fuzz-sender";
-    let recipient = if data[0] & 1 == 0 { "fuzz-node" } else { wire::ANY_RECIPIENT };
+    let recipient = if data[0] & 1 == 0 {
+        "fuzz-node"
+    } else {
+        wire::ANY_RECIPIENT
+    };
     let header = wire::Header {
         kind,
         session: 7,
