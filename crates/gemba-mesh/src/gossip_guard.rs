@@ -55,6 +55,10 @@ const OP_NODE: u8 = 0;
 const OP_KEY_VALUE: u8 = 1;
 const OP_MAX_VERSION: u8 = 2;
 
+/// How long a key a node no longer sends still counts towards its cap:
+/// longer than chitchat keeps deleted keys (an hour).
+const KEY_MEMORY_MS: u64 = 2 * 3600 * 1000;
+
 /// chitchat's deletion status of a hard-deleted key.
 const DELETED: u8 = 1;
 
@@ -155,7 +159,8 @@ pub struct GossipGuard {
     self_id: String,
     limits: GossipLimits,
     hasher: std::collections::hash_map::RandomState,
-    keys: HashMap<String, HashSet<u64>>,
+    /// Each node id's keys (hashed), with when each was last seen (ms).
+    keys: HashMap<String, HashMap<u64, u64>>,
     /// What this node's digest would take: itself and every member.
     digest_bytes: usize,
     /// Whose keys values are verified with.
@@ -276,7 +281,7 @@ impl GossipGuard {
     fn remember(&mut self, newcomers: Vec<&str>) {
         for id in newcomers {
             self.digest_bytes += DIGEST_ENTRY + id.len();
-            self.keys.insert(id.to_string(), HashSet::new());
+            self.keys.insert(id.to_string(), HashMap::new());
         }
     }
 
@@ -452,14 +457,22 @@ impl GossipGuard {
             if d.id == self.self_id || refused.contains(d.id) {
                 continue;
             }
+            let cap = self.limits.max_keys_per_node;
+            if let Some(known) = self.keys.get_mut(d.id) {
+                // Keys a node stopped sending (links to peers long gone)
+                // stop counting after a while: the cap is on keys in use.
+                if known.len() + d.new_keys.len() > cap {
+                    known.retain(|_, seen| now_ms.saturating_sub(*seen) < KEY_MEMORY_MS);
+                }
+            }
             let known = self.keys.get(d.id);
             let added = d
                 .new_keys
                 .iter()
-                .filter(|k| known.is_none_or(|s| !s.contains(k)))
+                .filter(|k| known.is_none_or(|s| !s.contains_key(k)))
                 .collect::<HashSet<_>>()
                 .len();
-            if known.map_or(0, |s| s.len()) + added > self.limits.max_keys_per_node {
+            if known.map_or(0, |s| s.len()) + added > cap {
                 return Err(Refusal::TooManyKeys(d.id.to_string()));
             }
         }
@@ -481,7 +494,7 @@ impl GossipGuard {
             self.keys
                 .entry(d.id.to_string())
                 .or_default()
-                .extend(d.new_keys);
+                .extend(d.new_keys.into_iter().map(|k| (k, now_ms)));
             // Everything but the max-version operation, which no signature
             // covers: a forged one would make peers ignore the node's next
             // values.
@@ -889,6 +902,10 @@ mod tests {
             g.check(&m, NOW).unwrap_err(),
             Refusal::TooManyKeys("b".into())
         );
+        // Keys b stopped sending hours ago no longer count.
+        let later = NOW + KEY_MEMORY_MS + 1;
+        let m = Craft::default().node("b").kv("k3", "v", 3).ack();
+        assert!(g.check(&m, later).is_ok());
     }
 
     /// What chitchat is handed, as text.
