@@ -364,7 +364,6 @@ impl GossipGuard {
         struct NodeDelta<'a> {
             id: &'a str,
             generation: u64,
-            last_gc: u64,
             start: usize,
             end: usize,
             last_version: u64,
@@ -383,15 +382,22 @@ impl GossipGuard {
                 OP_NODE => {
                     let (id, generation) = r.node()?;
                     self.check_node(id, generation, now_ms)?;
-                    let last_gc = r.u64()?;
-                    r.u64()?; // from version
+                    // The garbage-collection point and the version the delta
+                    // starts from are not signed; they are passed on,
+                    // because a node whose newest change was a deletion
+                    // that has since been collected legitimately sends a
+                    // point past its newest value. The worst a forged one
+                    // does is make a peer re-read the node's state: values
+                    // the node signed, older ones at worst, until newer
+                    // ones arrive.
+                    r.u64()?;
+                    r.u64()?;
                     if deltas.len() >= self.limits.max_nodes {
                         return Err(Refusal::TooManyNodes(self.limits.max_nodes));
                     }
                     deltas.push(NodeDelta {
                         id,
                         generation,
-                        last_gc,
                         start: at,
                         end: at,
                         last_version: 0,
@@ -487,7 +493,7 @@ impl GossipGuard {
             if refused.contains(d.id) {
                 continue;
             }
-            if let Err(why) = self.verify(d.id, d.generation, d.last_gc, &d.kvs) {
+            if let Err(why) = self.verify(d.id, d.generation, &d.kvs) {
                 self.unverified.push((d.id.to_string(), why));
                 continue;
             }
@@ -516,18 +522,11 @@ impl GossipGuard {
         &self,
         id: &str,
         generation: u64,
-        last_gc: u64,
         kvs: &[(&str, &str, u64, u8)],
     ) -> Result<(), &'static str> {
         // A hard deletion carries no value to sign: gemba never sends one.
         if kvs.iter().any(|kv| kv.3 == DELETED) {
             return Err("unsigned_deletion");
-        }
-        // A reset to a garbage-collection point past every value shown
-        // would wipe the node's state on no signed word.
-        let newest = kvs.iter().map(|kv| kv.2).max().unwrap_or(0);
-        if last_gc > newest {
-            return Err("unsigned_reset");
         }
         // The key the node offers for itself, if it signed it with itself.
         let offered =
@@ -966,7 +965,7 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_max_versions_deletions_and_resets_are_not_passed_on() {
+    fn unsigned_max_versions_and_deletions_are_not_passed_on() {
         let mut g = guard();
         // A max version far ahead would make peers ignore web-1's next
         // values: the operation is dropped, the delta kept.
@@ -981,16 +980,6 @@ mod tests {
         assert_eq!(
             g.take_unverified(),
             vec![("web-1".to_string(), "unsigned_deletion")]
-        );
-        // A reset to a point past every value shown.
-        let mut c = Craft::default().node("web-1").kv("c:web", "x", 4);
-        // The last gc version follows the node's id, generation and address.
-        let at = 1 + 2 + "web-1".len() + 8 + 1 + 4 + 2;
-        c.ops[at..at + 8].copy_from_slice(&100u64.to_le_bytes());
-        g.check(&c.ack(), NOW).unwrap();
-        assert_eq!(
-            g.take_unverified(),
-            vec![("web-1".to_string(), "unsigned_reset")]
         );
     }
 
