@@ -9,7 +9,6 @@ use gemba_core::{Policy, Scope, ScopeRule};
 use tokio::sync::{mpsc, watch};
 
 use crate::placement::{NodeEntry, TierVerdicts};
-use crate::result::GOSSIP_OUTPUT_MAX;
 use crate::CheckResult;
 
 /// Gossip keys of check results: `c:<check>`.
@@ -70,7 +69,7 @@ impl Unbelieved {
 /// are the policy's, the tiers are the directory's (`publisher_tiers`), and
 /// the observer is the publisher. What remains from the message is the
 /// observation itself: status, state, timing, flapping and output (cut to
-/// [`GOSSIP_OUTPUT_MAX`]).
+/// [`crate::result::GOSSIP_OUTPUT_MAX`]).
 pub fn from_peer(
     publisher: &str,
     publisher_tiers: &[String],
@@ -110,15 +109,7 @@ pub fn from_peer(
     r.interval_ms = def.interval.as_millis() as u64;
     r.tiers = publisher_tiers.to_vec();
     r.observer = publisher.to_string();
-    r.perf.clear();
-    if r.output.len() > GOSSIP_OUTPUT_MAX {
-        let mut cut = GOSSIP_OUTPUT_MAX;
-        while !r.output.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        r.output.truncate(cut);
-        r.output.push('…');
-    }
+    r.make_compact();
     if !r.flap_percent.is_finite() {
         r.flap_percent = 0.0;
     }
@@ -201,6 +192,7 @@ mod tests {
     use gemba_core::{Config, ConfigFile, Overrides};
 
     use super::*;
+    use crate::result::GOSSIP_OUTPUT_MAX;
 
     const NOW: u64 = 1_800_000_000_000;
 

@@ -55,18 +55,24 @@ impl CheckResult {
         now_ms.saturating_sub(self.at_ms) > self.interval_ms.max(1) * intervals as u64
     }
 
+    /// Drops perfdata and cuts the output to [`GOSSIP_OUTPUT_MAX`]: what
+    /// travels in gossip, and all a server keeps of a peer's result.
+    pub fn make_compact(&mut self) {
+        self.perf.clear();
+        if self.output.len() > GOSSIP_OUTPUT_MAX {
+            let mut cut = GOSSIP_OUTPUT_MAX;
+            while !self.output.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.output.truncate(cut);
+            self.output.push('…');
+        }
+    }
+
     /// The compact form published in gossip.
     pub fn to_gossip(&self) -> String {
         let mut r = self.clone();
-        r.perf.clear();
-        if r.output.len() > GOSSIP_OUTPUT_MAX {
-            let mut cut = GOSSIP_OUTPUT_MAX;
-            while !r.output.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            r.output.truncate(cut);
-            r.output.push('…');
-        }
+        r.make_compact();
         serde_json::to_string(&r).expect("result serializes")
     }
 

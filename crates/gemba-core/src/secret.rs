@@ -6,6 +6,31 @@ use std::path::Path;
 /// The fewest bytes a grid key file may hold (after trimming whitespace).
 pub const MIN_KEY_FILE_LEN: usize = 32;
 
+/// 32 bytes from the operating system's random source.
+pub fn random32() -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    Ok(raw)
+}
+
+/// Creates `path` (and its directory) holding `line`, readable by its
+/// owner only; fails if it exists.
+pub fn create_private(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    writeln!(options.open(path)?, "{line}")
+}
+
 /// Refuses a file that its group or others may read or write.
 pub fn check_private(path: &Path) -> Result<(), String> {
     let meta =

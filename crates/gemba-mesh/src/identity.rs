@@ -12,7 +12,7 @@
 //! the enrolled keys listed there.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -36,12 +36,6 @@ impl std::fmt::Debug for NodeIdentity {
     }
 }
 
-fn random32() -> std::io::Result<[u8; 32]> {
-    let mut raw = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
-    Ok(raw)
-}
-
 /// What a signature covers.
 fn message(node: &str, generation: u64, key: &str, version: u64, payload: &str) -> Vec<u8> {
     let mut m = Vec::with_capacity(32 + node.len() + key.len() + payload.len());
@@ -59,7 +53,7 @@ fn message(node: &str, generation: u64, key: &str, version: u64, payload: &str) 
 impl NodeIdentity {
     /// A fresh identity that lives as long as the process (tests, demo).
     pub fn ephemeral() -> NodeIdentity {
-        let raw = random32().expect("/dev/urandom is readable");
+        let raw = gemba_core::secret::random32().expect("/dev/urandom is readable");
         NodeIdentity {
             key: SigningKey::from_bytes(&raw),
         }
@@ -86,17 +80,8 @@ impl NodeIdentity {
             ));
         }
         let create = |e: std::io::Error| format!("cannot create {}: {e}", path.display());
-        std::fs::create_dir_all(data_dir).map_err(create)?;
-        let raw = random32().map_err(create)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut f = options.open(&path).map_err(create)?;
-        writeln!(f, "{}", URL_SAFE_NO_PAD.encode(raw)).map_err(create)?;
+        let raw = gemba_core::secret::random32().map_err(create)?;
+        gemba_core::secret::create_private(&path, &URL_SAFE_NO_PAD.encode(raw)).map_err(create)?;
         Ok((
             NodeIdentity {
                 key: SigningKey::from_bytes(&raw),
@@ -305,6 +290,10 @@ impl Pins {
     /// the node published (already checked to be self-signed), pinned when
     /// the id has none and first-seen pinning is on.
     pub fn decide(&self, id: &str, offered: Option<VerifyingKey>) -> Pinned {
+        // Every node delta asks; nearly always the id is pinned already.
+        if let Some(k) = self.get(id) {
+            return Pinned::Key(k);
+        }
         let Ok(mut p) = self.inner.write() else {
             return Pinned::Unknown;
         };

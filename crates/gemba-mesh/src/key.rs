@@ -1,17 +1,11 @@
 //! The grid key: the shared secret that signs every mesh packet.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::wire::GridKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read grid key {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("grid key {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("cannot create grid key {path}: {source}")]
@@ -42,21 +36,9 @@ pub fn read_or_create(data_dir: &Path) -> Result<(GridKey, PathBuf, bool), KeyEr
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(create)?;
-    let mut raw = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .map_err(create)?;
+    let raw = gemba_core::secret::random32().map_err(create)?;
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&path).map_err(create)?;
-    writeln!(f, "{hex}").map_err(create)?;
+    gemba_core::secret::create_private(&path, &hex).map_err(create)?;
     let key = GridKey::new(hex.into_bytes()).expect("64 hex characters are a valid key");
     Ok((key, path, true))
 }
