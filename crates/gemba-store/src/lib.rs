@@ -16,9 +16,12 @@
 //! implementation must pass, written against the trait alone.
 
 pub mod conformance;
+mod market;
 mod migrations;
 mod sqlite;
+mod sqlite_market;
 
+pub use market::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunCounts, RunRow, StartRow};
 pub use migrations::STAGES;
 pub use sqlite::SqliteStore;
 
@@ -57,6 +60,26 @@ pub use gemba_core::StoreLocation;
 /// that a slow disk or a lock held by another server never stalls the
 /// async threads that answer probes.
 pub async fn open(location: &StoreLocation) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match location.clone() {
+        StoreLocation::Sqlite(path) => {
+            let shown = path.display().to_string();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|e| StoreError::Open {
+                    path: shown,
+                    reason: format!("opening task failed: {e}"),
+                })??;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
+
+/// Opens the market's tables at `location`: its own connection, so that
+/// a large batch of reports never waits behind the escalator's lock (the
+/// database still writes one transaction at a time).
+pub async fn open_market(
+    location: &StoreLocation,
+) -> Result<std::sync::Arc<dyn MarketStore>, StoreError> {
     match location.clone() {
         StoreLocation::Sqlite(path) => {
             let shown = path.display().to_string();

@@ -11,10 +11,59 @@ pub struct StageSchema {
 }
 
 /// Every stage with tables in the store.
-pub const STAGES: &[StageSchema] = &[StageSchema {
-    name: "escalator",
-    sqlite: ESCALATOR,
-}];
+pub const STAGES: &[StageSchema] = &[
+    StageSchema {
+        name: "escalator",
+        sqlite: ESCALATOR,
+    },
+    StageSchema {
+        name: "market",
+        sqlite: MARKET,
+    },
+];
+
+/// The market's tables.
+const MARKET: &[&str] = &[
+    // 1: runs, Chef run starts, problems, nodes, named values.
+    "CREATE TABLE market_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        node TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        duration_ms INTEGER,
+        status TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        code_version TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        changed INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX market_runs_node ON market_runs(node, started_ms);
+    CREATE INDEX market_runs_time ON market_runs(started_ms);
+    CREATE TABLE market_starts (
+        run_id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        started_ms INTEGER NOT NULL
+    );
+    CREATE TABLE market_problems (
+        id INTEGER PRIMARY KEY,
+        signature TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE market_nodes (
+        node TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE market_values (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
+];
 
 /// The escalator's tables.
 const ESCALATOR: &[&str] = &[

@@ -1,0 +1,266 @@
+//! A problem: one fault followed across runs, nodes and days, with the
+//! people working on it. Its id (P-17) never changes; its kind may sharpen
+//! as evidence arrives (a failure seen on three nodes within the hour
+//! becomes an external outage).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// Most nodes a problem keeps evidence for; beyond, only counted.
+pub const MAX_NODES: usize = 1_000;
+/// Most notes per problem.
+pub const MAX_NOTES: usize = 200;
+/// Most runs named per problem (the newest).
+pub const MAX_RUNS: usize = 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    RunFailure,
+    NotIdempotent,
+    BootstrapFailure,
+    Intermittent,
+    ExternalOutage,
+    SilentNode,
+    SlowRun,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::RunFailure,
+        Kind::NotIdempotent,
+        Kind::BootstrapFailure,
+        Kind::Intermittent,
+        Kind::ExternalOutage,
+        Kind::SilentNode,
+        Kind::SlowRun,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::RunFailure => "run-failure",
+            Kind::NotIdempotent => "not-idempotent",
+            Kind::BootstrapFailure => "bootstrap-failure",
+            Kind::Intermittent => "intermittent",
+            Kind::ExternalOutage => "external-outage",
+            Kind::SilentNode => "silent-node",
+            Kind::SlowRun => "slow-run",
+        }
+    }
+
+    /// The severity a problem of this kind starts with.
+    pub fn default_severity(self) -> Severity {
+        match self {
+            Kind::ExternalOutage => Severity::Critical,
+            Kind::RunFailure | Kind::BootstrapFailure => Severity::High,
+            Kind::Intermittent | Kind::NotIdempotent | Kind::SilentNode => Severity::Medium,
+            Kind::SlowRun => Severity::Low,
+        }
+    }
+
+    /// Kinds that come from failures (their signature is a failure's).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Kind::RunFailure | Kind::BootstrapFailure | Kind::Intermittent | Kind::ExternalOutage
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low = 1,
+    Medium = 2,
+    High = 3,
+    Critical = 4,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "low" => Some(Severity::Low),
+            "medium" => Some(Severity::Medium),
+            "high" => Some(Severity::High),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+
+    pub fn louder(self) -> Severity {
+        match self {
+            Severity::Low => Severity::Medium,
+            Severity::Medium => Severity::High,
+            _ => Severity::Critical,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    New,
+    Open,
+    Resolved,
+    Regressed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Open => "open",
+            Status::Resolved => "resolved",
+            Status::Regressed => "regressed",
+        }
+    }
+}
+
+/// The newest occurrence, with what a reader needs to find it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub node: String,
+    pub run: String,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+/// What one affected node showed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeEvidence {
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub count: u64,
+    /// Runs since the last occurrence in which it did not recur.
+    pub clean_runs: u32,
+    /// The node ran the resource without failure since it last failed.
+    #[serde(default)]
+    pub ok_since: bool,
+    /// The fault came back after the node had run without it.
+    #[serde(default)]
+    pub flaps: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    pub at_ms: u64,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub id: u64,
+    pub kind: Kind,
+    /// What makes two occurrences the same problem.
+    pub signature: String,
+    /// One line for a reader.
+    pub title: String,
+    /// Why the kind was chosen, in words.
+    pub why: String,
+    pub category: String,
+    pub severity: Severity,
+    /// A severity set by hand or by a rule: kept when the kind changes.
+    #[serde(default)]
+    pub severity_fixed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub notes: Vec<Note>,
+    pub sample: Sample,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub status_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regressed_ms: Option<u64>,
+    pub occurrences: u64,
+    /// Affected nodes (at most [`MAX_NODES`]); `nodes_total` counts all.
+    pub nodes: BTreeMap<String, NodeEvidence>,
+    pub nodes_total: u64,
+    /// The newest runs it occurred in.
+    pub runs: VecDeque<String>,
+    /// It occurred in a production environment.
+    pub production: bool,
+    /// The resource it is about, for failure and not-idempotent kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Evidence for the kind: established nodes where the resource ran
+    /// fine, code versions it failed and succeeded at, the most nodes hit
+    /// within the outage window, recent occurrences.
+    #[serde(default)]
+    pub ok_established: BTreeSet<String>,
+    #[serde(default)]
+    pub failing_versions: BTreeSet<String>,
+    #[serde(default)]
+    pub ok_versions: BTreeSet<String>,
+    #[serde(default)]
+    pub burst_nodes: u64,
+    #[serde(default)]
+    pub recent: VecDeque<(u64, String)>,
+    /// A not-idempotent change that restarts or refreshes a service.
+    #[serde(default)]
+    pub refresh: bool,
+}
+
+impl Problem {
+    pub fn label(&self) -> String {
+        format!("P-{}", self.id)
+    }
+
+    /// Whether it is still a problem (not resolved).
+    pub fn is_open(&self) -> bool {
+        self.status != Status::Resolved
+    }
+
+    /// Severity × blast radius × recency, ×1.5 when production is hit:
+    /// severity counts 1–4; blast radius is 1 + ln(1 + affected nodes)
+    /// (ten nodes weigh ~3.4× one, a thousand ~7.9×); recency halves the
+    /// score for every day since the problem was last seen.
+    pub fn score(&self, now_ms: u64) -> f64 {
+        let severity = self.severity as u8 as f64;
+        let radius = 1.0 + (1.0 + self.nodes_total as f64).ln();
+        let days = now_ms.saturating_sub(self.last_seen_ms) as f64 / 86_400_000.0;
+        let recency = 0.5f64.powf(days);
+        let env = if self.production { 1.5 } else { 1.0 };
+        ((severity * radius * recency * env) * 100.0).round() / 100.0
+    }
+
+    /// Adds a note (the oldest go beyond [`MAX_NOTES`]).
+    pub fn add_note(&mut self, at_ms: u64, text: &str) {
+        if self.notes.len() >= MAX_NOTES {
+            self.notes.remove(0);
+        }
+        self.notes.push(Note {
+            at_ms,
+            text: crate::run::cut_to(text, 2_000),
+        });
+    }
+
+    /// Someone works on it: a new problem becomes open.
+    pub fn touched_by_people(&mut self, now_ms: u64) {
+        if self.status == Status::New {
+            self.status = Status::Open;
+            self.status_ms = now_ms;
+        }
+    }
+}

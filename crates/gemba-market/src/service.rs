@@ -1,0 +1,466 @@
+//! The market on a server: one task owns the detectors' memory and is the
+//! only writer of the market's tables. Reports arrive parsed (parsing runs
+//! on blocking threads, in the HTTP handler); the task takes every report
+//! waiting, folds the new runs into the detectors, and commits runs,
+//! changed problems and nodes in one transaction before it answers any of
+//! them — so an acknowledged report is stored, and a batch under load costs
+//! one commit instead of one per report. Should a commit fail, nothing of
+//! the batch is acknowledged and the detectors reload from the store, so
+//! memory never holds what the store does not.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gemba_exec::Clock;
+use gemba_store::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunRow, StartRow, StoreError};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::detect::{Detector, Digest, NodeHistory, Thresholds, HISTORY};
+use crate::format::Parsed;
+use crate::market::{Market, RunStats};
+use crate::problem::{Problem, Severity};
+
+/// Most runs folded into one commit.
+const BATCH_RUNS: usize = 512;
+/// How often time-driven detectors run.
+const TICK: Duration = Duration::from_secs(60);
+
+/// What happened to each run of a document.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Ingested {
+    pub accepted: u32,
+    pub duplicate: u32,
+    /// Chef run starts recorded.
+    pub started: u32,
+    /// Keys of the runs, in order, each with whether it was new.
+    pub runs: Vec<(String, bool)>,
+}
+
+/// A change people make to a problem.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProblemChange {
+    pub owner: Option<String>,
+    pub note: Option<String>,
+    pub cause: Option<String>,
+    pub severity: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarketError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("no problem {0}")]
+    NoProblem(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the market is not running")]
+    Stopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, MarketError>>;
+
+enum Command {
+    Ingest(Vec<Parsed>, Reply<Ingested>),
+    Problems(Reply<Vec<Problem>>),
+    Change(u64, ProblemChange, Reply<Problem>),
+    Market(u64, u64, Reply<Market>),
+    Node(String, Reply<Option<NodeHistory>>),
+}
+
+/// Talks to the market task.
+#[derive(Clone)]
+pub struct MarketHandle {
+    tx: mpsc::Sender<Command>,
+    store: Arc<dyn MarketStore>,
+    clock: Clock,
+}
+
+impl MarketHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, MarketError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| MarketError::Stopped)?;
+        rx.await.map_err(|_| MarketError::Stopped)?
+    }
+
+    /// Stores the runs of one document; answers once they are committed.
+    pub async fn ingest(&self, docs: Vec<Parsed>) -> Result<Ingested, MarketError> {
+        self.ask(|r| Command::Ingest(docs, r)).await
+    }
+
+    /// Every problem, highest score first.
+    pub async fn problems(&self) -> Result<Vec<Problem>, MarketError> {
+        let mut list = self.ask(Command::Problems).await?;
+        let now = self.clock.now_ms();
+        list.sort_by(|a, b| b.score(now).total_cmp(&a.score(now)).then(a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    pub async fn problem(&self, id: u64) -> Result<Option<Problem>, MarketError> {
+        Ok(self
+            .ask(Command::Problems)
+            .await?
+            .into_iter()
+            .find(|p| p.id == id))
+    }
+
+    /// Assigns, notes, records a cause or a severity; stored before it
+    /// answers.
+    pub async fn change(&self, id: u64, change: ProblemChange) -> Result<Problem, MarketError> {
+        self.ask(|r| Command::Change(id, change, r)).await
+    }
+
+    /// The market for [since, until).
+    pub async fn market(&self, since_ms: u64, until_ms: u64) -> Result<Market, MarketError> {
+        self.ask(|r| Command::Market(since_ms, until_ms, r)).await
+    }
+
+    pub async fn node(&self, node: &str) -> Result<Option<NodeHistory>, MarketError> {
+        self.ask(|r| Command::Node(node.to_string(), r)).await
+    }
+
+    pub fn store(&self) -> &Arc<dyn MarketStore> {
+        &self.store
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+}
+
+/// Parses a problem id: `P-17` or `17`.
+pub fn problem_id(text: &str) -> Result<u64, MarketError> {
+    let digits = text
+        .strip_prefix("P-")
+        .or(text.strip_prefix("p-"))
+        .unwrap_or(text);
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            MarketError::Invalid(format!(
+                "{:?} is not a problem id such as P-17",
+                crate::run::cut_to(text, 40)
+            ))
+        })
+}
+
+/// Loads the detectors' memory from the store and starts the task.
+pub async fn start(
+    store: Arc<dyn MarketStore>,
+    thresholds: Thresholds,
+    clock: Clock,
+) -> Result<(MarketHandle, impl std::future::Future<Output = ()>), StoreError> {
+    let detector = load(&*store, thresholds.clone(), clock.now_ms()).await?;
+    let (tx, rx) = mpsc::channel(1024);
+    let handle = MarketHandle {
+        tx,
+        store: store.clone(),
+        clock,
+    };
+    let task = Task {
+        store,
+        detector,
+        thresholds,
+        clock,
+    }
+    .run(rx);
+    Ok((handle, task))
+}
+
+async fn load(
+    store: &dyn MarketStore,
+    thresholds: Thresholds,
+    now_ms: u64,
+) -> Result<Detector, StoreError> {
+    let mut d = Detector::new(thresholds);
+    let mut problems = Vec::new();
+    for row in store.problems().await? {
+        match serde_json::from_str::<Problem>(&row.body) {
+            Ok(p) => problems.push(p),
+            Err(e) => {
+                tracing::warn!(problem = row.id, error = %e, "a stored problem is unreadable; skipped")
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    for row in store.nodes().await? {
+        if let Ok(h) = serde_json::from_str::<NodeHistory>(&row.body) {
+            nodes.push((row.node, h));
+        }
+    }
+    d.restore(problems, nodes);
+    let since = now_ms.saturating_sub(7 * 86_400_000);
+    for (node, digest) in store.recent_digests(since, HISTORY).await? {
+        if let Ok(dg) = serde_json::from_str::<Digest>(&digest) {
+            d.remember(&node, dg);
+        }
+    }
+    Ok(d)
+}
+
+struct Task {
+    store: Arc<dyn MarketStore>,
+    detector: Detector,
+    thresholds: Thresholds,
+    clock: Clock,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    self.handle(cmd, &mut rx).await;
+                }
+                _ = tick.tick() => {
+                    let touched = self.detector.tick(self.clock.now_ms());
+                    if !touched.is_empty() {
+                        let batch = MarketBatch { problems: self.rows(&touched), ..Default::default() };
+                        if let Err(e) = self.store.commit(batch).await {
+                            tracing::warn!(error = %e, "cannot store the market's time-driven changes");
+                            self.reload().await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command, rx: &mut mpsc::Receiver<Command>) {
+        match cmd {
+            Command::Ingest(docs, reply) => {
+                let mut waiting = vec![(docs, reply)];
+                let mut count: usize = waiting[0].0.len();
+                let mut other = None;
+                while count < BATCH_RUNS {
+                    match rx.try_recv() {
+                        Ok(Command::Ingest(d, r)) => {
+                            count += d.len();
+                            waiting.push((d, r));
+                        }
+                        Ok(cmd) => {
+                            other = Some(cmd);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                self.ingest(waiting).await;
+                if let Some(cmd) = other {
+                    Box::pin(self.handle(cmd, rx)).await;
+                }
+            }
+            Command::Problems(reply) => {
+                let _ = reply.send(Ok(self.detector.problems().cloned().collect()));
+            }
+            Command::Change(id, change, reply) => {
+                let _ = reply.send(self.change(id, change).await);
+            }
+            Command::Market(since, until, reply) => {
+                let stats = self.store.run_counts(since, until).await;
+                let r = stats.map_err(MarketError::from).map(|c| {
+                    Market::build(
+                        self.detector.problems(),
+                        since,
+                        until,
+                        RunStats {
+                            runs: c.runs,
+                            failed: c.failed,
+                            nodes: c.nodes,
+                        },
+                    )
+                });
+                let _ = reply.send(r);
+            }
+            Command::Node(node, reply) => {
+                let _ = reply.send(Ok(self.detector.nodes.get(&node).cloned()));
+            }
+        }
+    }
+
+    async fn ingest(&mut self, waiting: Vec<(Vec<Parsed>, Reply<Ingested>)>) {
+        let keys: Vec<String> = waiting
+            .iter()
+            .flat_map(|(docs, _)| docs.iter())
+            .filter_map(|d| match d {
+                Parsed::Run(r) => Some(r.key.clone()),
+                Parsed::Start(_) => None,
+            })
+            .collect();
+        let known: HashSet<String> = match self.store.known_runs(keys).await {
+            Ok(k) => k.into_iter().collect(),
+            Err(e) => {
+                let why = e.to_string();
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(MarketError::Store(StoreError::Query(why.clone()))));
+                }
+                return;
+            }
+        };
+        let mut seen = HashSet::new();
+        let mut batch = MarketBatch::default();
+        let mut touched = BTreeSet::new();
+        let mut nodes = BTreeSet::new();
+        let mut answers = Vec::with_capacity(waiting.len());
+        for (docs, reply) in waiting {
+            let mut out = Ingested::default();
+            for d in docs {
+                match d {
+                    Parsed::Start(s) => {
+                        out.started += 1;
+                        batch.starts.push(StartRow {
+                            run_id: s.run_id,
+                            node: s.node,
+                            started_ms: s.started_ms,
+                        });
+                    }
+                    Parsed::Run(run) => {
+                        if known.contains(&run.key) || !seen.insert(run.key.clone()) {
+                            out.duplicate += 1;
+                            out.runs.push((run.key.clone(), false));
+                            continue;
+                        }
+                        out.accepted += 1;
+                        out.runs.push((run.key.clone(), true));
+                        touched.extend(self.detector.apply(&run));
+                        nodes.insert(run.node.clone());
+                        batch.runs.push(RunRow {
+                            id: 0,
+                            key: run.key.clone(),
+                            node: run.node.clone(),
+                            tool: run.tool.as_str().into(),
+                            started_ms: run.started_ms,
+                            duration_ms: run.duration_ms,
+                            status: run.status.as_str().into(),
+                            environment: run.environment.clone(),
+                            code_version: run.code_version.clone(),
+                            total: run.counts.total,
+                            changed: run.counts.changed,
+                            failed: run.counts.failed,
+                            digest: serde_json::to_string(&Digest::of(&run)).unwrap_or_default(),
+                            body: serde_json::to_string(&run).unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+            answers.push((out, reply));
+        }
+        batch.problems = self.rows(&touched);
+        batch.nodes = nodes
+            .into_iter()
+            .filter_map(|n| {
+                let h = self.detector.nodes.get(&n)?;
+                Some(NodeRow {
+                    body: serde_json::to_string(h).ok()?,
+                    node: n,
+                })
+            })
+            .collect();
+        match self.store.commit(batch).await {
+            Ok(()) => {
+                for (out, reply) in answers {
+                    let _ = reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store reports; none of this batch is acknowledged");
+                let why = e.to_string();
+                for (_, reply) in answers {
+                    let _ = reply.send(Err(MarketError::Store(StoreError::Query(why.clone()))));
+                }
+                self.reload().await;
+            }
+        }
+    }
+
+    fn rows(&self, ids: &BTreeSet<u64>) -> Vec<ProblemRow> {
+        ids.iter()
+            .filter_map(|id| self.detector.problem(*id))
+            .filter_map(|p| {
+                Some(ProblemRow {
+                    id: p.id,
+                    signature: p.signature.clone(),
+                    status: p.status.as_str().into(),
+                    last_seen_ms: p.last_seen_ms,
+                    body: serde_json::to_string(p).ok()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn change(&mut self, id: u64, change: ProblemChange) -> Result<Problem, MarketError> {
+        let now = self.clock.now_ms();
+        let severity = match change.severity.as_deref() {
+            None => None,
+            Some(s) => Some(Severity::parse(s).ok_or_else(|| {
+                MarketError::Invalid(format!(
+                    "severity {:?} is not low, medium, high or critical",
+                    crate::run::cut_to(s, 20)
+                ))
+            })?),
+        };
+        if let Some(o) = &change.owner {
+            if !o.is_empty() && !gemba_core::ids::is_name(o) {
+                return Err(MarketError::Invalid(format!(
+                    "owner {:?} is not a name: 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit",
+                    crate::run::cut_to(o, 70)
+                )));
+            }
+        }
+        for (what, text) in [("note", &change.note), ("cause", &change.cause)] {
+            if text
+                .as_ref()
+                .is_some_and(|t| t.trim().is_empty() || t.len() > 2_000)
+            {
+                return Err(MarketError::Invalid(format!(
+                    "{what} must be 1 to 2000 bytes of text"
+                )));
+            }
+        }
+        let p = self
+            .detector
+            .problem_mut(id)
+            .ok_or_else(|| MarketError::NoProblem(format!("P-{id}")))?;
+        if let Some(o) = change.owner {
+            p.owner = (!o.is_empty()).then_some(o);
+        }
+        if let Some(n) = change.note {
+            p.add_note(now, n.trim());
+        }
+        if let Some(c) = change.cause {
+            p.cause = Some(c.trim().to_string());
+        }
+        if let Some(s) = severity {
+            p.severity = s;
+            p.severity_fixed = true;
+        }
+        p.touched_by_people(now);
+        let updated = p.clone();
+        let batch = MarketBatch {
+            problems: self.rows(&BTreeSet::from([id])),
+            ..Default::default()
+        };
+        if let Err(e) = self.store.commit(batch).await {
+            self.reload().await;
+            return Err(e.into());
+        }
+        Ok(updated)
+    }
+
+    async fn reload(&mut self) {
+        match load(&*self.store, self.thresholds.clone(), self.clock.now_ms()).await {
+            Ok(d) => self.detector = d,
+            Err(e) => tracing::error!(error = %e, "cannot reload the market from the store"),
+        }
+    }
+}
