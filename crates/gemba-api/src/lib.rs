@@ -7,6 +7,8 @@
 
 mod console;
 mod converge;
+mod market;
+mod market_page;
 mod svg;
 
 use std::net::SocketAddr;
@@ -45,6 +47,9 @@ pub struct ApiState {
     /// Host names (lowercase) a request's `Host` may carry besides IP
     /// addresses and localhost: `[http] allowed_hosts`.
     pub allowed_hosts: Vec<String>,
+    /// The review stage, on servers whose store opened.
+    pub market: Option<gemba_market::service::MarketHandle>,
+    pub market_config: gemba_core::market::MarketConfig,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -74,6 +79,8 @@ impl ApiState {
             escalator,
             server_off: None,
             allowed_hosts: Vec::new(),
+            market: None,
+            market_config: gemba_core::market::MarketConfig::default(),
             responses,
         })
     }
@@ -97,6 +104,20 @@ impl ApiState {
         Arc::get_mut(&mut self)
             .expect("set before the state is shared")
             .allowed_hosts = hosts;
+        self
+    }
+}
+
+impl ApiState {
+    /// The market and its settings (report size cap, market time).
+    pub fn with_market(
+        mut self: Arc<Self>,
+        market: Option<gemba_market::service::MarketHandle>,
+        config: gemba_core::market::MarketConfig,
+    ) -> Arc<Self> {
+        let s = Arc::get_mut(&mut self).expect("set before the state is shared");
+        s.market = market;
+        s.market_config = config;
         self
     }
 }
@@ -133,7 +154,29 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/escalations", get(converge::escalations_page))
         .route("/escalations/{id}", get(converge::escalation_page))
         .route("/plan", get(converge::plan_page))
+        .route("/api/v1/problems", get(market::problems))
+        .route(
+            "/api/v1/problems/{id}",
+            get(market::problem).post(market::change_problem),
+        )
+        .route("/api/v1/market", get(market::market_report))
+        .route("/api/v1/market/nodes/{node}", get(market::node_runs))
+        .route("/api/v1/market/runs/{key}", get(market::run))
+        .route("/market", get(market::market_page))
+        .route("/market/problems/{id}", get(market::problem_page))
+        .route("/market/nodes/{node}", get(market::node_page))
         .with_state(state.clone());
+    // Report bodies may be large: their own cap, checked before reading.
+    let reports: Router = Router::new()
+        .route("/api/v1/reports", post(market::any))
+        .route("/api/v1/reports/puppet", post(market::puppet))
+        .route("/api/v1/reports/puppetdb", post(market::puppetdb))
+        .route("/api/v1/chef/data-collector", post(market::chef))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.market_config.max_report_bytes,
+        ))
+        .with_state(state.clone());
+    let own = own.merge(reports);
     own.merge(extra)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state, guard))
@@ -168,7 +211,7 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
     } else if changes_state && !authorized(&state, &req) {
         error(
             StatusCode::UNAUTHORIZED,
-            "this endpoint changes state and needs `Authorization: Bearer <token>`",
+            "this endpoint changes state and needs the API token: `Authorization: Bearer <token>` (report endpoints also take it as the password of basic auth, or in x-data-collector-token)",
         )
     } else {
         next.run(req).await
@@ -285,7 +328,43 @@ fn browser_refusal(
 }
 
 fn authorized(state: &ApiState, req: &Request) -> bool {
-    holds_token(state, req.headers())
+    if holds_token(state, req.headers()) {
+        return true;
+    }
+    // Report senders cannot always set a bearer header: Puppet's http
+    // processor sends only what its reporturl holds (user:token@host),
+    // chef-client sends `x-data-collector-token`.
+    let Some(expected) = &state.token else {
+        return true;
+    };
+    if !market::REPORT_PATHS.contains(&req.uri().path()) {
+        return false;
+    }
+    let headers = req.headers();
+    let collector = headers
+        .get("x-data-collector-token")
+        .and_then(|v| v.to_str().ok());
+    if collector.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        return true;
+    }
+    basic_password(headers).is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+}
+
+/// The password of `Authorization: Basic ...`, whatever the user name.
+fn basic_password(headers: &axum::http::HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or(value.strip_prefix("basic "))?;
+    if encoded.len() > 1024 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
 }
 
 /// Whether the request carries the configured token, or none is

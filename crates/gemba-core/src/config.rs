@@ -53,6 +53,7 @@ pub struct ConfigFile {
     pub http: Option<HttpSection>,
     pub escalator: Option<crate::policy::EscalatorSection>,
     pub store: Option<StoreSection>,
+    pub market: Option<crate::market::MarketSection>,
     #[serde(default)]
     pub check: Vec<crate::policy::CheckSection>,
     #[serde(default)]
@@ -156,6 +157,7 @@ pub struct Config {
     pub mesh: MeshConfig,
     pub http: HttpConfig,
     pub store: StoreConfig,
+    pub market: crate::market::MarketConfig,
     pub policy: crate::policy::Policy,
 }
 
@@ -371,6 +373,7 @@ impl Config {
         let mesh = mesh_config(&mut c, file.mesh.unwrap_or_default(), o);
         let http = http_config(&mut c, file.http.unwrap_or_default(), o);
         let store = store_config(&mut c, file.store.unwrap_or_default(), &node.data_dir);
+        let market = crate::market::market_config(&mut c, file.market.unwrap_or_default());
         // The key a node creates in its data directory is checked like a
         // configured one once it exists: someone may have copied it in.
         if let Some(m) = &mesh {
@@ -387,6 +390,7 @@ impl Config {
                 mesh,
                 http,
                 store,
+                market,
                 policy,
             }),
             _ => Err(ConfigError::Invalid {

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod example;
 pub mod graph;
 pub mod ids;
+pub mod market;
 pub mod policy;
 pub mod scope;
 pub mod secret;

@@ -356,7 +356,12 @@ impl Detector {
                 .unwrap_or_default();
             let needed = t.idempotent_changes;
             if previous.len() + 1 >= t.idempotent_runs {
-                for r in run.changed_resources() {
+                // Notify resources report a change every run by design:
+                // they are messages, not state.
+                for r in run
+                    .changed_resources()
+                    .filter(|r| !r.kind.eq_ignore_ascii_case("notify"))
+                {
                     let d = change_digest(r);
                     let with: Vec<&Digest> =
                         previous.iter().filter(|p| p.changes.contains(&d)).collect();
@@ -897,5 +902,28 @@ mod tests {
             tool_version: String::new(),
         };
         assert_eq!(failures_of(&run).len(), 1);
+    }
+}
+
+impl Thresholds {
+    /// The detectors' settings from `[market]` (validated there).
+    pub fn from_config(c: &gemba_core::market::MarketConfig) -> Thresholds {
+        Thresholds {
+            clean_runs: c.clean_runs,
+            production: c.production.clone(),
+            rules: c
+                .rules
+                .iter()
+                .filter_map(|r| {
+                    Some(Rule {
+                        pattern: Regex::new(&r.pattern).ok()?,
+                        category: r.category.clone(),
+                        cause: r.cause.clone(),
+                        severity: r.severity.as_deref().and_then(Severity::parse),
+                    })
+                })
+                .collect(),
+            ..Thresholds::default()
+        }
     }
 }

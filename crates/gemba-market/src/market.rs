@@ -202,3 +202,37 @@ pub fn human_ms(ms: u64) -> String {
         _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
     }
 }
+
+/// The window of the market of `date` (`YYYY-MM-DD`): the 24 hours up to
+/// that day's market time in `timezone`. Without a date: the 24 hours up
+/// to now.
+pub fn window(
+    date: Option<&str>,
+    at: (u8, u8),
+    timezone: &str,
+    now_ms: u64,
+) -> Result<(u64, u64), String> {
+    let until = match date {
+        None => now_ms,
+        Some(d) => {
+            let day: jiff::civil::Date = d.parse().map_err(|_| {
+                format!(
+                    "date {:?} is not a day such as 2026-11-23",
+                    crate::run::cut_to(d, 40)
+                )
+            })?;
+            let tz = jiff::tz::TimeZone::get(timezone)
+                .map_err(|e| format!("time zone {timezone:?}: {e}"))?;
+            let zoned = day
+                .at(at.0 as i8, at.1 as i8, 0, 0)
+                .to_zoned(tz)
+                .map_err(|e| format!("{d} {}:{}: {e}", at.0, at.1))?;
+            let ms = zoned.timestamp().as_millisecond();
+            if ms < 86_400_000 {
+                return Err(format!("date {d} is too early"));
+            }
+            ms as u64
+        }
+    };
+    Ok((until.saturating_sub(86_400_000), until))
+}

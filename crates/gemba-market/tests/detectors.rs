@@ -24,9 +24,16 @@ fn run(node: &str, at: u64) -> Run {
         code_version: "v1".into(),
         noop: false,
         catalog_failed: false,
-        counts: Counts { total: 10, ..Default::default() },
+        counts: Counts {
+            total: 10,
+            ..Default::default()
+        },
         resources: vec![],
-        ok_resources: vec!["Service[app]".into(), "Exec[fetch-code]".into(), "File[/etc/app.conf]".into()],
+        ok_resources: vec![
+            "Service[app]".into(),
+            "Exec[fetch-code]".into(),
+            "File[/etc/app.conf]".into(),
+        ],
         logs: vec![],
         error: None,
         tool_version: "7.23.0".into(),
@@ -75,8 +82,18 @@ fn only(d: &Detector, kind: Kind) -> Vec<&gemba_market::problem::Problem> {
 #[test]
 fn the_same_failure_on_two_nodes_is_one_problem_and_resolves_after_clean_runs() {
     let mut d = Detector::new(Thresholds::default());
-    d.apply(&failing(run("web-1", T0), "Exec", "migrate", "'/usr/bin/migrate --id 4411' returned 1 instead of one of [0]"));
-    d.apply(&failing(run("web-2", T0 + 3 * H), "Exec", "migrate", "'/usr/bin/migrate --id 9' returned 2 instead of one of [0]"));
+    d.apply(&failing(
+        run("web-1", T0),
+        "Exec",
+        "migrate",
+        "'/usr/bin/migrate --id 4411' returned 1 instead of one of [0]",
+    ));
+    d.apply(&failing(
+        run("web-2", T0 + 3 * H),
+        "Exec",
+        "migrate",
+        "'/usr/bin/migrate --id 9' returned 2 instead of one of [0]",
+    ));
     let p = d.problems().next().unwrap();
     assert_eq!(d.problems().count(), 1);
     assert_eq!(p.kind, Kind::RunFailure);
@@ -98,7 +115,12 @@ fn the_same_failure_on_two_nodes_is_one_problem_and_resolves_after_clean_runs() 
     d.apply(&run("web-2", T0 + 7 * H));
     assert_eq!(d.problem(id).unwrap().status, Status::Resolved);
     // It comes back: regressed, the same id.
-    d.apply(&failing(run("web-1", T0 + 9 * H), "Exec", "migrate", "'/usr/bin/migrate --id 1' returned 1 instead of one of [0]"));
+    d.apply(&failing(
+        run("web-1", T0 + 9 * H),
+        "Exec",
+        "migrate",
+        "'/usr/bin/migrate --id 1' returned 1 instead of one of [0]",
+    ));
     let p = d.problem(id).unwrap();
     assert_eq!(p.status, Status::Regressed);
     assert_eq!(p.regressed_ms, Some(T0 + 9 * H));
@@ -107,28 +129,56 @@ fn the_same_failure_on_two_nodes_is_one_problem_and_resolves_after_clean_runs() 
 #[test]
 fn a_run_that_applied_no_catalog_does_not_count_as_clean() {
     let mut d = Detector::new(Thresholds::default());
-    d.apply(&failing(run("web-1", T0), "Service", "app", "Could not start Service[app]"));
+    d.apply(&failing(
+        run("web-1", T0),
+        "Service",
+        "app",
+        "Could not start Service[app]",
+    ));
     for i in 1..=5 {
         let mut r = run("web-1", T0 + i * H);
         r.catalog_failed = true;
         r.status = RunStatus::Failed;
-        r.error = Some(RunError { class: "catalog".into(), message: "Could not retrieve catalog from remote server".into() });
+        r.error = Some(RunError {
+            class: "catalog".into(),
+            message: "Could not retrieve catalog from remote server".into(),
+        });
         d.apply(&r);
     }
-    let svc = d.problems().find(|p| p.resource.as_deref() == Some("Service[app]")).unwrap();
+    let svc = d
+        .problems()
+        .find(|p| p.resource.as_deref() == Some("Service[app]"))
+        .unwrap();
     assert_eq!(svc.status, Status::New);
     // The catalog failure is a problem of its own.
-    assert!(d.problems().any(|p| p.signature.starts_with("failure|catalog|Could not retrieve catalog")));
+    assert!(d.problems().any(|p| p
+        .signature
+        .starts_with("failure|catalog|Could not retrieve catalog")));
 }
 
 #[test]
 fn a_resource_that_changes_on_every_run_is_not_idempotent_and_louder_when_it_restarts() {
     let mut d = Detector::new(Thresholds::default());
     for i in 0..2 {
-        d.apply(&changing(run("web-1", T0 + i * H), "Exec", "always-restart-app", "returns", false));
+        d.apply(&changing(
+            run("web-1", T0 + i * H),
+            "Exec",
+            "always-restart-app",
+            "returns",
+            false,
+        ));
     }
-    assert!(only(&d, Kind::NotIdempotent).is_empty(), "2 of 3 is not enough");
-    d.apply(&changing(run("web-1", T0 + 2 * H), "Exec", "always-restart-app", "returns", false));
+    assert!(
+        only(&d, Kind::NotIdempotent).is_empty(),
+        "2 of 3 is not enough"
+    );
+    d.apply(&changing(
+        run("web-1", T0 + 2 * H),
+        "Exec",
+        "always-restart-app",
+        "returns",
+        false,
+    ));
     let p = only(&d, Kind::NotIdempotent);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].resource.as_deref(), Some("Exec[always-restart-app]"));
@@ -137,22 +187,38 @@ fn a_resource_that_changes_on_every_run_is_not_idempotent_and_louder_when_it_res
 
     // A config file rewritten every run that restarts the service each time.
     for i in 0..3 {
-        let r = changing(run("db-1", T0 + i * H), "File", "/etc/db.conf", "content", false);
+        let r = changing(
+            run("db-1", T0 + i * H),
+            "File",
+            "/etc/db.conf",
+            "content",
+            false,
+        );
         d.apply(&changing(r, "Service", "db", "restarted", true));
     }
     let conf = d
         .problems()
-        .find(|p| p.kind == Kind::NotIdempotent && p.resource.as_deref() == Some("File[/etc/db.conf]"))
+        .find(|p| {
+            p.kind == Kind::NotIdempotent && p.resource.as_deref() == Some("File[/etc/db.conf]")
+        })
         .unwrap();
     assert!(conf.refresh);
     assert_eq!(conf.severity, Severity::High);
     assert!(conf.why.contains("restarts a service"));
 
     // A change that happens once (a real fix being applied) is fine.
-    d.apply(&changing(run("web-2", T0), "File", "/etc/motd", "content", false));
+    d.apply(&changing(
+        run("web-2", T0),
+        "File",
+        "/etc/motd",
+        "content",
+        false,
+    ));
     d.apply(&run("web-2", T0 + H));
     d.apply(&run("web-2", T0 + 2 * H));
-    assert!(!d.problems().any(|p| p.resource.as_deref() == Some("File[/etc/motd]")));
+    assert!(!d
+        .problems()
+        .any(|p| p.resource.as_deref() == Some("File[/etc/motd]")));
 }
 
 #[test]
@@ -180,7 +246,12 @@ fn one_signature_on_many_nodes_within_the_hour_is_an_external_outage() {
 fn failures_spread_over_days_are_not_an_outage() {
     let mut d = Detector::new(Thresholds::default());
     for n in 0..4 {
-        d.apply(&failing(run(&format!("app-{n}"), T0 + n * 24 * H), "Exec", "fetch-code", "returned 128"));
+        d.apply(&failing(
+            run(&format!("app-{n}"), T0 + n * 24 * H),
+            "Exec",
+            "fetch-code",
+            "returned 128",
+        ));
     }
     let p = d.problems().next().unwrap();
     assert_ne!(p.kind, Kind::ExternalOutage);
@@ -196,15 +267,30 @@ fn a_service_failing_only_on_fresh_nodes_is_a_bootstrap_failure() {
         }
     }
     // A new node fails it from its first run.
-    d.apply(&failing(run("web-new", T0 + 5 * H), "Service", "app", "Could not start Service[app]: Execution of '/usr/sbin/service app start' returned 1"));
-    d.apply(&failing(run("web-new", T0 + 6 * H), "Service", "app", "Could not start Service[app]: Execution of '/usr/sbin/service app start' returned 1"));
+    d.apply(&failing(
+        run("web-new", T0 + 5 * H),
+        "Service",
+        "app",
+        "Could not start Service[app]: Execution of '/usr/sbin/service app start' returned 1",
+    ));
+    d.apply(&failing(
+        run("web-new", T0 + 6 * H),
+        "Service",
+        "app",
+        "Could not start Service[app]: Execution of '/usr/sbin/service app start' returned 1",
+    ));
     d.apply(&run("web-0", T0 + 7 * H));
     let p = d.problems().next().unwrap();
     assert_eq!(p.kind, Kind::BootstrapFailure, "{}", p.why);
     assert!(p.why.contains("new node"), "{}", p.why);
 
     // The same failure on an established node is not a bootstrap failure.
-    d.apply(&failing(run("web-1", T0 + 8 * H), "Service", "app", "Could not start Service[app]: Execution of '/usr/sbin/service app start' returned 1"));
+    d.apply(&failing(
+        run("web-1", T0 + 8 * H),
+        "Service",
+        "app",
+        "Could not start Service[app]: Execution of '/usr/sbin/service app start' returned 1",
+    ));
     let p = d.problems().next().unwrap();
     assert_ne!(p.kind, Kind::BootstrapFailure);
 }
@@ -212,7 +298,14 @@ fn a_service_failing_only_on_fresh_nodes_is_a_bootstrap_failure() {
 #[test]
 fn a_failure_that_comes_and_goes_is_intermittent() {
     let mut d = Detector::new(Thresholds::default());
-    let deploy = |r| failing(r, "Exec", "deploy-app", "'/opt/deploy.sh' returned 1 instead of one of [0]");
+    let deploy = |r| {
+        failing(
+            r,
+            "Exec",
+            "deploy-app",
+            "'/opt/deploy.sh' returned 1 instead of one of [0]",
+        )
+    };
     d.apply(&deploy(run("app-1", T0)));
     let mut fine = run("app-1", T0 + H);
     fine.ok_resources.push("Exec[deploy-app]".into());
@@ -243,7 +336,10 @@ fn a_node_that_stops_reporting_is_silent_until_it_reports_again() {
         d.apply(&run("web-1", T0 + i * 30 * 60_000));
     }
     let last = T0 + 5 * 30 * 60_000;
-    assert!(d.tick(last + 80 * 60_000).is_empty(), "80 min is under 3× 30 min");
+    assert!(
+        d.tick(last + 80 * 60_000).is_empty(),
+        "80 min is under 3× 30 min"
+    );
     let touched = d.tick(last + 100 * 60_000);
     assert_eq!(touched.len(), 1);
     let p = only(&d, Kind::SilentNode)[0].clone();
@@ -284,11 +380,19 @@ fn rules_record_what_a_team_already_knows() {
         severity: Some(Severity::Low),
     });
     let mut d = Detector::new(t);
-    d.apply(&failing(run("app-1", T0), "Exec", "fetch-code", "returned 128"));
+    d.apply(&failing(
+        run("app-1", T0),
+        "Exec",
+        "fetch-code",
+        "returned 128",
+    ));
     let p = d.problems().next().unwrap();
     assert_eq!(p.category, "scm");
     assert_eq!(p.severity, Severity::Low);
-    assert_eq!(p.cause.as_deref(), Some("the git mirror is rebuilt nightly at 02:00"));
+    assert_eq!(
+        p.cause.as_deref(),
+        Some("the git mirror is rebuilt nightly at 02:00")
+    );
 }
 
 #[test]
@@ -297,7 +401,11 @@ fn the_shared_puppet_and_chef_fixtures_show_their_problems() {
         return;
     }
     let mut d = Detector::new(Thresholds::default());
-    for f in ["puppet7/web1-run1.yaml", "puppet7/web1-run2.yaml", "puppet7/web1-run3.yaml"] {
+    for f in [
+        "puppet7/web1-run1.yaml",
+        "puppet7/web1-run2.yaml",
+        "puppet7/web1-run3.yaml",
+    ] {
         d.apply(&common::run(f));
     }
     let ni = only(&d, Kind::NotIdempotent);

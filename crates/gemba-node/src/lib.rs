@@ -266,7 +266,8 @@ impl Node {
                     server.escalator.clone(),
                 ),
             }
-            .allowing_hosts(config.http.allowed_hosts.clone());
+            .allowing_hosts(config.http.allowed_hosts.clone())
+            .with_market(server.market.clone(), config.market.clone());
             let stop = drain.token(Phase::Http);
             drain.spawn_graceful(Phase::Http, "http", async move {
                 if let Err(e) =

@@ -51,6 +51,8 @@ impl TiersOf {
 pub(crate) struct Server {
     pub role: ServerRole,
     pub escalator: Option<EscalatorHandle>,
+    /// The review stage, when its tables opened.
+    pub market: Option<gemba_market::service::MarketHandle>,
     /// Where this node's own results go (into the tier fold), when on.
     pub results: Option<mpsc::Sender<CheckResult>>,
     pub subscriptions: Vec<ListenerHandle>,
@@ -61,6 +63,7 @@ impl Server {
         Server {
             role: ServerRole::None,
             escalator: None,
+            market: None,
             results: None,
             subscriptions: Vec::new(),
         }
@@ -291,13 +294,61 @@ pub(crate) async fn start(
         });
 
     spawn_retention(stages, store, config.store.journal_retention, clock);
+    let market = start_market(config, stages, clock).await;
 
     Server {
         role: ServerRole::On,
         escalator: Some(handle),
+        market,
         results: Some(fold_tx),
         subscriptions: vec![subscription],
     }
+}
+
+/// The review stage: its own connection to the store, its task, and the
+/// hourly removal of runs past `[market] run_retention`. A market that
+/// cannot start leaves the rest of the server running.
+async fn start_market(
+    config: &Config,
+    stages: &mut Stages<'_>,
+    clock: Clock,
+) -> Option<gemba_market::service::MarketHandle> {
+    let store = match gemba_store::open_market(&config.store.location).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "the market's tables cannot be opened; reports are refused");
+            return None;
+        }
+    };
+    let thresholds = gemba_market::detect::Thresholds::from_config(&config.market);
+    let (handle, task) = match gemba_market::service::start(store.clone(), thresholds, clock).await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "the market cannot load its problems; reports are refused");
+            return None;
+        }
+    };
+    stages.drain().spawn(Phase::Store, "market", task);
+    let retention = config.market.run_retention;
+    stages
+        .drain()
+        .spawn(Phase::Store, "market-retention", async move {
+            let mut every = tokio::time::interval(RETENTION_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let before = clock.now_ms().saturating_sub(retention.as_millis() as u64);
+                match store.prune_runs(before).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(runs = n, "removed runs past the market's retention")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the market's runs"),
+                }
+            }
+        });
+    Some(handle)
 }
 
 /// Prunes journal lines and closed escalations past the retention, at

@@ -44,6 +44,21 @@ pub enum Command {
     /// The toy service of `gemba demo` (started and restarted by the demo's escalator).
     #[command(hide = true)]
     DemoService(DemoServiceArgs),
+    /// Send Puppet and Chef reports (files or directories) to a running gemba.
+    ///
+    /// The format of each file is detected (Puppet YAML or JSON, PuppetDB,
+    /// Chef data-collector messages, Chef JsonFile handler output). A run
+    /// already stored is counted as a duplicate, never stored twice. Exits 1
+    /// when any file was refused.
+    Import(ImportArgs),
+    /// List problems, show one, or record who works on it and why it happens.
+    Problem {
+        #[command(subcommand)]
+        command: ProblemCommand,
+    },
+    /// The morning market: problems new, regressed, still open and resolved
+    /// in the 24 hours up to the market time of a day (default: up to now).
+    Market(MarketArgs),
     /// Print an example config or validate one.
     Config {
         #[command(subcommand)]
@@ -54,6 +69,82 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Report files, or directories to read them from (recursively).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Base URL of the server to send them to.
+    #[arg(long, env = "GEMBA_SERVER", default_value = "http://127.0.0.1:8777")]
+    pub to: String,
+    /// API token (needed when the server has one).
+    #[arg(long, env = "GEMBA_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProblemCommand {
+    /// Unresolved problems, highest score first (--all: resolved too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One problem with its nodes, runs and notes.
+    Show {
+        /// P-17 or 17.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Give a problem an owner.
+    Assign {
+        id: String,
+        /// Who works on it (a name: letters, digits, '-', '_', '.').
+        owner: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Add a note to a problem.
+    Note {
+        id: String,
+        text: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Record the known cause of a problem.
+    Cause {
+        id: String,
+        text: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// API token (needed when the server has one).
+    #[arg(long, env = "GEMBA_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MarketArgs {
+    /// The market of this day (YYYY-MM-DD): the 24 hours up to its market
+    /// time ([market] market_at, timezone).
+    #[arg(long)]
+    pub date: Option<String>,
+    /// text, md, json or html.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// Base URL of a server node.
+    #[arg(long, env = "GEMBA_SERVER", default_value = "http://127.0.0.1:8777")]
+    pub from: String,
 }
 
 #[derive(Debug, Subcommand)]

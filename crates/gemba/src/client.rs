@@ -110,6 +110,56 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Posts a JSON body; the answer as `T`.
+    pub fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let url = self.url(path);
+        let text = body.to_string();
+        let (status, answer) = self.send(path, "application/json", text.as_bytes())?;
+        if status != 200 {
+            bail!("{url}: HTTP {status}: {}", error_text(&answer));
+        }
+        parse(&url, &answer)
+    }
+
+    /// Posts bytes as they are; the status and the body of the answer,
+    /// whatever the status (an import reports refusals, it does not stop).
+    pub fn send(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, String)> {
+        let url = self.url(path);
+        let mut req = ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("content-type", content_type);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
+        let mut r = req
+            .send(body)
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = r.status().as_u16();
+        let text = r
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("cannot read the answer of {url}"))?;
+        Ok((status, text))
+    }
+
+    /// The `error` of an API answer.
+    pub fn error_of(body: &str) -> String {
+        error_text(body)
+    }
+}
+
 fn answer(url: &str, mut r: ureq::http::Response<ureq::Body>) -> anyhow::Result<String> {
     let status = r.status().as_u16();
     let body = r

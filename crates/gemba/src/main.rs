@@ -8,6 +8,7 @@ mod converge_cmd;
 mod demo;
 mod demo_service;
 mod graph_cmd;
+mod market_cmd;
 mod node;
 mod node_cmd;
 
@@ -74,6 +75,9 @@ fn main() -> ExitCode {
         Command::Escalations(args) => converge_cmd::escalations(&args),
         Command::Approve(args) => converge_cmd::approve(&args),
         Command::Ack(args) => converge_cmd::ack(&args),
+        Command::Import(args) => market_cmd::import(&args),
+        Command::Problem { command } => market_cmd::problem(command),
+        Command::Market(args) => market_cmd::market(&args),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());
