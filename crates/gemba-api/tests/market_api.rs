@@ -79,7 +79,11 @@ async fn send(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = app.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let v = serde_json::from_slice(&bytes)
@@ -102,24 +106,62 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 async fn puppet_reports_need_the_token_and_take_it_in_basic_auth() {
     let app = app(None).await;
     let body = report("web-1", "0e1f7c1c-0000-4000-8000-000000000001", true);
-    let (status, v) = send(&app, Method::POST, "/api/v1/reports/puppet", &[YAML], body.clone()).await;
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/reports/puppet",
+        &[YAML],
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
     let wrong = basic("puppet", "wrong");
-    let (status, _) = send(&app, Method::POST, "/api/v1/reports/puppet", &[YAML, ("authorization", &wrong)], body.clone()).await;
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/reports/puppet",
+        &[YAML, ("authorization", &wrong)],
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // What Puppet sends for reporturl = http://puppet:TOKEN@host:8777/api/v1/reports/puppet
     let good = basic("puppet", TOKEN);
-    let (status, v) = send(&app, Method::POST, "/api/v1/reports/puppet", &[YAML, ("authorization", &good)], body.clone()).await;
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/reports/puppet",
+        &[YAML, ("authorization", &good)],
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["accepted"], 1);
     assert_eq!(v["format"], "puppet-yaml");
     // Sent again: acknowledged, not stored twice.
     let bearer = format!("Bearer {TOKEN}");
-    let (status, v) = send(&app, Method::POST, "/api/v1/reports/puppet", &[YAML, ("authorization", &bearer)], body).await;
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/reports/puppet",
+        &[YAML, ("authorization", &bearer)],
+        body,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((v["accepted"].as_u64(), v["duplicate"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicate"].as_u64()),
+        (Some(0), Some(1))
+    );
     // Basic auth is only for report endpoints.
-    let (status, _) = send(&app, Method::POST, "/api/v1/problems/P-1", &[JSON, ("authorization", &good)], r#"{"owner":"alice"}"#).await;
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/problems/P-1",
+        &[JSON, ("authorization", &good)],
+        r#"{"owner":"alice"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -128,15 +170,49 @@ async fn bad_and_oversized_reports_are_refused_with_the_reason() {
     let app = app(Some("2KiB")).await;
     let bearer = format!("Bearer {TOKEN}");
     let auth = ("authorization", bearer.as_str());
-    let (status, v) = send(&app, Method::POST, "/api/v1/reports/puppet", &[YAML, auth], "--- !ruby/object:Puppet::Transaction::Report\nlogs: []\n").await;
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/reports/puppet",
+        &[YAML, auth],
+        "--- !ruby/object:Puppet::Transaction::Report\nlogs: []\n",
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("names no node"), "{v}");
-    let big = format!("{}\n# {}\n", report("web-1", "u-big", false), "x".repeat(4096));
-    let (status, _) = send(&app, Method::POST, "/api/v1/reports/puppet", &[YAML, auth], big).await;
+    assert!(
+        v["error"].as_str().unwrap().contains("names no node"),
+        "{v}"
+    );
+    let big = format!(
+        "{}\n# {}\n",
+        report("web-1", "u-big", false),
+        "x".repeat(4096)
+    );
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/reports/puppet",
+        &[YAML, auth],
+        big,
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    let (status, v) = send(&app, Method::POST, "/api/v1/chef/data-collector", &[JSON, ("x-data-collector-token", TOKEN)], r#"{"message_type":"run_converge","node_name":"n"}"#).await;
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/chef/data-collector",
+        &[JSON, ("x-data-collector-token", TOKEN)],
+        r#"{"message_type":"run_converge","node_name":"n"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("message_version is missing"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("message_version is missing"),
+        "{v}"
+    );
     // Nothing of that was stored.
     let (_, v) = send(&app, Method::GET, "/api/v1/problems", &[], Body::empty()).await;
     assert_eq!(v["problems"].as_array().unwrap().len(), 0);
@@ -146,18 +222,42 @@ async fn bad_and_oversized_reports_are_refused_with_the_reason() {
 async fn chef_runs_arrive_with_the_data_collector_token() {
     let app = app(None).await;
     let start = r#"{"message_version":"1.1.0","message_type":"run_start","node_name":"db-1","run_id":"r-1","start_time":"2026-11-22T01:00:00Z","entity_uuid":"e"}"#;
-    let (status, v) = send(&app, Method::POST, "/api/v1/chef/data-collector", &[JSON, ("x-data-collector-token", TOKEN)], start).await;
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/chef/data-collector",
+        &[JSON, ("x-data-collector-token", TOKEN)],
+        start,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["started"], 1);
-    let (status, _) = send(&app, Method::POST, "/api/v1/chef/data-collector", &[JSON, ("x-data-collector-token", "nope")], start).await;
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/chef/data-collector",
+        &[JSON, ("x-data-collector-token", "nope")],
+        start,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let converge = r#"{"message_version":"1.1.0","message_type":"run_converge","node_name":"db-1","run_id":"r-1","start_time":"2026-11-22T01:00:00Z","end_time":"2026-11-22T01:00:30Z","status":"failure","resources":[{"type":"service","name":"postgresql","id":"postgresql","status":"failed","result":"start"}],"error":{"class":"Mixlib::ShellOut::ShellCommandFailed","message":"Expected process to exit with [0], but received '1'"}}"#;
-    let (status, v) = send(&app, Method::POST, "/api/v1/chef/data-collector", &[JSON, ("x-data-collector-token", TOKEN)], converge).await;
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/chef/data-collector",
+        &[JSON, ("x-data-collector-token", TOKEN)],
+        converge,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["accepted"], 1);
     let (_, v) = send(&app, Method::GET, "/api/v1/problems", &[], Body::empty()).await;
     let p = &v["problems"][0];
-    assert_eq!(p["title"].as_str().unwrap().split(':').next(), Some("service[postgresql]"));
+    assert_eq!(
+        p["title"].as_str().unwrap().split(':').next(),
+        Some("service[postgresql]")
+    );
     assert_eq!(p["status"], "new");
 }
 
@@ -167,8 +267,19 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     let bearer = format!("Bearer {TOKEN}");
     let auth = ("authorization", bearer.as_str());
     for (i, node) in ["web-1", "web-2", "web-3"].iter().enumerate() {
-        let body = report(node, &format!("5c0f0000-0000-4000-8000-00000000000{i}"), true);
-        let (status, _) = send(&app, Method::POST, "/api/v1/reports/puppet", &[YAML, auth], body).await;
+        let body = report(
+            node,
+            &format!("5c0f0000-0000-4000-8000-00000000000{i}"),
+            true,
+        );
+        let (status, _) = send(
+            &app,
+            Method::POST,
+            "/api/v1/reports/puppet",
+            &[YAML, auth],
+            body,
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
     }
     let (_, v) = send(&app, Method::GET, "/api/v1/problems", &[], Body::empty()).await;
@@ -182,30 +293,93 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     assert_eq!(v["owner"], "alice");
     assert_eq!(v["status"], "open");
     assert_eq!(v["notes"][0]["text"], "git mirror down since 01:00");
-    let (status, v) = send(&app, Method::POST, &uri, &[JSON, auth], r#"{"owner":"--rm -rf"}"#).await;
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        &uri,
+        &[JSON, auth],
+        r#"{"owner":"--rm -rf"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("owner"), "{v}");
-    let (status, _) = send(&app, Method::POST, &uri, &[("content-type", "text/plain"), auth], r#"{"owner":"bob"}"#).await;
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        &uri,
+        &[("content-type", "text/plain"), auth],
+        r#"{"owner":"bob"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (status, _) = send(&app, Method::GET, "/api/v1/problems/P-999", &[], Body::empty()).await;
+    let (status, _) = send(
+        &app,
+        Method::GET,
+        "/api/v1/problems/P-999",
+        &[],
+        Body::empty(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (status, m) = send(&app, Method::GET, "/api/v1/market?date=2026-11-22", &[], Body::empty()).await;
+    let (status, m) = send(
+        &app,
+        Method::GET,
+        "/api/v1/market?date=2026-11-22",
+        &[],
+        Body::empty(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{m}");
     // The runs of 01:11 on the 22nd belong to the market of the 22nd at 08:00 UTC.
     assert_eq!(m["new"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["new"][0]["owner"], "alice");
     assert_eq!(m["runs"]["runs"], 3);
-    let (_, text) = send(&app, Method::GET, "/api/v1/market?date=2026-11-22&format=text", &[], Body::empty()).await;
+    let (_, text) = send(
+        &app,
+        Method::GET,
+        "/api/v1/market?date=2026-11-22&format=text",
+        &[],
+        Body::empty(),
+    )
+    .await;
     assert!(text.as_str().unwrap().contains("external-outage"), "{text}");
-    let (status, _) = send(&app, Method::GET, "/api/v1/market?date=yesterday", &[], Body::empty()).await;
+    let (status, _) = send(
+        &app,
+        Method::GET,
+        "/api/v1/market?date=yesterday",
+        &[],
+        Body::empty(),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, page) = send(&app, Method::GET, "/market?date=2026-11-22", &[], Body::empty()).await;
+    let (status, page) = send(
+        &app,
+        Method::GET,
+        "/market?date=2026-11-22",
+        &[],
+        Body::empty(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("Exec[fetch-from-scm]"));
-    let (status, page) = send(&app, Method::GET, &format!("/market/problems/{id}"), &[], Body::empty()).await;
+    let (status, page) = send(
+        &app,
+        Method::GET,
+        &format!("/market/problems/{id}"),
+        &[],
+        Body::empty(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("web-3"));
-    let (_, runs) = send(&app, Method::GET, "/api/v1/market/nodes/web-1", &[], Body::empty()).await;
+    let (_, runs) = send(
+        &app,
+        Method::GET,
+        "/api/v1/market/nodes/web-1",
+        &[],
+        Body::empty(),
+    )
+    .await;
     assert_eq!(runs["runs"][0]["status"], "failed");
 }

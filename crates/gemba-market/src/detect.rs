@@ -183,7 +183,22 @@ pub struct Detector {
     watch: HashMap<String, BTreeSet<u64>>,
     /// Node → open problems affecting it.
     by_node: HashMap<String, BTreeSet<u64>>,
+    /// Resource key → a few established nodes it ran fine on and the code
+    /// versions it ran fine at: what a failure that appears later is
+    /// compared with (kept in memory, rebuilt from runs after a restart).
+    fine: HashMap<String, Fine>,
     next_id: u64,
+}
+
+/// Most resource keys remembered as having run fine.
+const MAX_FINE_KEYS: usize = 200_000;
+/// Nodes and versions remembered per key.
+const FINE_PER_KEY: usize = 8;
+
+#[derive(Default)]
+struct Fine {
+    nodes: Vec<String>,
+    versions: Vec<String>,
 }
 
 /// One failure found in a run.
@@ -279,7 +294,22 @@ impl Detector {
         let failures = failures_of(run);
         let hit: HashSet<String> = failures.iter().map(|f| f.signature.clone()).collect();
         for f in &failures {
+            let fine = f.resource.as_ref().and_then(|r| self.fine.get(r));
+            let fine_nodes: Vec<String> = fine
+                .map(|x| x.nodes.iter().filter(|n| **n != node).cloned().collect())
+                .unwrap_or_default();
+            let fine_versions: Vec<String> = fine.map(|x| x.versions.clone()).unwrap_or_default();
             let id = self.occurrence(run, Kind::RunFailure, &f.signature, production, |p| {
+                for n in fine_nodes {
+                    if p.ok_established.len() < 100 && !p.nodes.contains_key(&n) {
+                        p.ok_established.insert(n);
+                    }
+                }
+                for v in fine_versions {
+                    if p.ok_versions.len() < 64 {
+                        p.ok_versions.insert(v);
+                    }
+                }
                 p.resource = f.resource.clone();
                 p.sample.resource = f.resource.clone();
                 p.sample.message = f.message.clone();
@@ -300,6 +330,21 @@ impl Detector {
             .is_some_and(|e| e <= run.started_ms);
         let mut fine_keys: Vec<String> = run.ok_resources.clone();
         fine_keys.extend(run.changed_resources().map(Resource::key));
+        for key in &fine_keys {
+            if !self.fine.contains_key(key) && self.fine.len() >= MAX_FINE_KEYS {
+                continue;
+            }
+            let f = self.fine.entry(key.clone()).or_default();
+            if established && f.nodes.len() < FINE_PER_KEY && !f.nodes.contains(&node) {
+                f.nodes.push(node.clone());
+            }
+            if !run.code_version.is_empty()
+                && f.versions.len() < FINE_PER_KEY
+                && !f.versions.contains(&run.code_version)
+            {
+                f.versions.push(run.code_version.clone());
+            }
+        }
         for key in fine_keys {
             let Some(ids) = self.watch.get(&key) else {
                 continue;

@@ -192,6 +192,7 @@ pub struct Node {
     id: String,
     mesh: Arc<MeshNode>,
     escalator: Option<EscalatorHandle>,
+    market: Option<gemba_market::service::MarketHandle>,
     server: ServerRole,
     http_addr: Option<SocketAddr>,
     drain: Drain,
@@ -281,6 +282,7 @@ impl Node {
             id,
             mesh,
             escalator: server.escalator,
+            market: server.market,
             server: server.role,
             http_addr,
             drain,
@@ -302,6 +304,11 @@ impl Node {
     /// The escalator, on a node whose server role is on.
     pub fn escalator(&self) -> Option<&EscalatorHandle> {
         self.escalator.as_ref()
+    }
+
+    /// The review stage, on a server whose store opened.
+    pub fn market(&self) -> Option<&gemba_market::service::MarketHandle> {
+        self.market.as_ref()
     }
 
     pub fn server_role(&self) -> &ServerRole {

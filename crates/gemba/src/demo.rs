@@ -251,6 +251,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         nodes[service_node as usize].id,
         SocketAddr::new(IpAddr::V4(args.first_ip), args.http_port)
     );
+    if let Some(market) = nodes[0].node.market() {
+        let names: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let stored = crate::demo_market::feed(market, &names, market.now_ms()).await?;
+        println!(
+            "  market   {stored} sample Puppet runs fed; the morning market is at http://{}/market (or `gemba market --from http://{}`)",
+            SocketAddr::new(IpAddr::V4(args.first_ip), args.http_port),
+            SocketAddr::new(IpAddr::V4(args.first_ip), args.http_port)
+        );
+    }
     println!(
         "{} all nodes started; open any console above, they all draw the same graph",
         elapsed(start)

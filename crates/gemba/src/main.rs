@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod converge_cmd;
 mod demo;
+mod demo_market;
 mod demo_service;
 mod graph_cmd;
 mod market_cmd;
