@@ -11,11 +11,13 @@
 //!   per node.
 //! - `console`: one console page rendered for N nodes, every pair probed.
 //! - `identity`: signing and verifying published gossip values.
+//! - `ingest`: Puppet and Chef reports per second into a server over HTTP.
 
 mod console;
 mod escalator;
 mod grid;
 mod identity;
+mod ingest;
 mod sim;
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +87,19 @@ fn main() -> anyhow::Result<()> {
             let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
             escalator::reaction(&bin, rounds)
         }
+        Some("ingest") => {
+            let count = flag("--reports")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(20_000);
+            let clients = flag("--clients")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(4);
+            let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
+            let fixtures = flag("--fixtures").unwrap_or_else(|| "../shared/fixtures".into());
+            ingest::run(&bin, std::path::Path::new(&fixtures), count, clients)
+        }
         Some("sim") => {
             let nodes = flag("--nodes")
                 .map(|s| s.parse())
@@ -101,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps)
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures]");
             std::process::exit(2);
         }
     }

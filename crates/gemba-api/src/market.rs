@@ -28,12 +28,12 @@ pub(crate) const REPORT_PATHS: &[&str] = &[
     "/api/v1/chef/data-collector",
 ];
 
-fn market(s: &Shared) -> Result<&MarketHandle, Response> {
+fn market(s: &Shared) -> Result<&MarketHandle, Box<Response>> {
     s.market.as_ref().ok_or_else(|| {
-        error(
+        Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node runs no market: it is not a server, or its store could not be opened",
-        )
+        ))
     })
 }
 
@@ -52,7 +52,7 @@ fn market_error(e: MarketError) -> Response {
 async fn ingest(s: Shared, body: Bytes, expect: Expect) -> Response {
     let m = match market(&s) {
         Ok(m) => m.clone(),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let parsed = tokio::task::spawn_blocking(move || gemba_market::parse(&body, expect)).await;
     let (format, docs) = match parsed {
@@ -103,7 +103,7 @@ pub(crate) struct ProblemFilter {
 pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<ProblemFilter>) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match m.problems().await {
         Ok(list) => {
@@ -157,7 +157,7 @@ fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
 pub(crate) async fn problem(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = match problem_id(&id) {
         Ok(id) => id,
@@ -177,7 +177,7 @@ pub(crate) async fn change_problem(
 ) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = match problem_id(&id) {
         Ok(id) => id,
@@ -216,7 +216,7 @@ pub(crate) async fn market_report(
 ) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cfg = &s.market_config;
     let (since, until) = match gemba_market::market::window(
@@ -257,7 +257,7 @@ pub(crate) async fn market_report(
 pub(crate) async fn node_runs(State(s): State<Shared>, Path(node): Path<String>) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !gemba_core::ids::is_name(&node) {
         return error(StatusCode::BAD_REQUEST, "not a node name");
@@ -294,7 +294,7 @@ pub(crate) async fn run(
 ) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if key.len() > 300 {
         return error(StatusCode::BAD_REQUEST, "not a run key");
@@ -322,7 +322,7 @@ pub(crate) async fn run(
 pub(crate) async fn market_page(State(s): State<Shared>, Query(q): Query<MarketQuery>) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cfg = &s.market_config;
     let (since, until) = match gemba_market::market::window(
@@ -343,7 +343,7 @@ pub(crate) async fn market_page(State(s): State<Shared>, Query(q): Query<MarketQ
 pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = match problem_id(&id) {
         Ok(id) => id,
@@ -370,7 +370,7 @@ pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>
 pub(crate) async fn node_page(State(s): State<Shared>, Path(node): Path<String>) -> Response {
     let m = match market(&s) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !gemba_core::ids::is_name(&node) {
         return error(StatusCode::BAD_REQUEST, "not a node name");

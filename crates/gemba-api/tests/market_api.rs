@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode};
 use gemba_core::config::{Config, ConfigFile, Overrides};
 use gemba_mesh::{GridKey, MemNet, MeshNode, MeshSettings};
 use http_body_util::BodyExt;

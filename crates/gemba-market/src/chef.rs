@@ -23,7 +23,7 @@ pub struct RunStart {
 
 pub enum Message {
     Start(RunStart),
-    Converge(Run),
+    Converge(Box<Run>),
 }
 
 /// A data-collector message.
@@ -55,7 +55,9 @@ pub fn parse_message(v: &Value) -> Result<Message, String> {
             node,
             started_ms,
         })),
-        Some("run_converge") => converge(v, node, run_id, started_ms).map(Message::Converge),
+        Some("run_converge") => {
+            converge(v, node, run_id, started_ms).map(|r| Message::Converge(Box::new(r)))
+        }
         Some(other) => Err(format!(
             "message_type {:?} is not run_start or run_converge",
             cut_to(other, 32)

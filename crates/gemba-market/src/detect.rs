@@ -284,11 +284,7 @@ impl Detector {
                 );
             }
         }
-        let production = self
-            .thresholds
-            .production
-            .iter()
-            .any(|e| *e == run.environment);
+        let production = self.thresholds.production.contains(&run.environment);
 
         // Failures.
         let failures = failures_of(run);
@@ -921,6 +917,29 @@ fn failures_of(run: &Run) -> Vec<Failure> {
     out
 }
 
+impl Thresholds {
+    /// The detectors' settings from `[market]` (validated there).
+    pub fn from_config(c: &gemba_core::market::MarketConfig) -> Thresholds {
+        Thresholds {
+            clean_runs: c.clean_runs,
+            production: c.production.clone(),
+            rules: c
+                .rules
+                .iter()
+                .filter_map(|r| {
+                    Some(Rule {
+                        pattern: Regex::new(&r.pattern).ok()?,
+                        category: r.category.clone(),
+                        cause: r.cause.clone(),
+                        severity: r.severity.as_deref().and_then(Severity::parse),
+                    })
+                })
+                .collect(),
+            ..Thresholds::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -947,28 +966,5 @@ mod tests {
             tool_version: String::new(),
         };
         assert_eq!(failures_of(&run).len(), 1);
-    }
-}
-
-impl Thresholds {
-    /// The detectors' settings from `[market]` (validated there).
-    pub fn from_config(c: &gemba_core::market::MarketConfig) -> Thresholds {
-        Thresholds {
-            clean_runs: c.clean_runs,
-            production: c.production.clone(),
-            rules: c
-                .rules
-                .iter()
-                .filter_map(|r| {
-                    Some(Rule {
-                        pattern: Regex::new(&r.pattern).ok()?,
-                        category: r.category.clone(),
-                        cause: r.cause.clone(),
-                        severity: r.severity.as_deref().and_then(Severity::parse),
-                    })
-                })
-                .collect(),
-            ..Thresholds::default()
-        }
     }
 }

@@ -125,7 +125,7 @@ pub fn parse(body: &[u8], expect: Expect) -> Result<(Format, Vec<Parsed>), Parse
         },
         Format::ChefMessage => match chef::parse_message(&v).map_err(ParseError)? {
             Message::Start(s) => Ok((format, vec![Parsed::Start(s)])),
-            Message::Converge(r) => Ok((format, vec![Parsed::Run(Box::new(r))])),
+            Message::Converge(r) => Ok((format, vec![Parsed::Run(r)])),
         },
         Format::ChefJsonFile => one(format, chef::parse_json_file(&v)),
         Format::PuppetYaml => unreachable!("JSON documents are never YAML here"),

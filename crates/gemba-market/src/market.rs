@@ -196,7 +196,7 @@ pub fn human_ms(ms: u64) -> String {
     let s = ms / 1000;
     match s {
         0..=119 => format!("{s}s"),
-        _ if s % 3600 == 0 && s < 172_800 => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(3600) && s < 172_800 => format!("{}h", s / 3600),
         120..=7199 => format!("{}m", s / 60),
         7200..=172_799 => format!("{}h", s / 3600),
         _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),

@@ -53,7 +53,6 @@ fn with(
     outcome: ResourceOutcome,
     message: &str,
     change: &str,
-    refresh: bool,
     line: u32,
 ) -> Run {
     let key = format!("{kind}[{title}]");
@@ -64,7 +63,7 @@ fn with(
         outcome,
         message: message.into(),
         change: change.into(),
-        refresh,
+        refresh: change == "restarted",
         file: Some("/etc/puppetlabs/code/environments/production/manifests/site.pp".into()),
         line: Some(line),
     });
@@ -103,7 +102,6 @@ pub fn sample_runs(nodes: &[String], now_ms: u64) -> Vec<Run> {
                     ResourceOutcome::Changed,
                     "executed successfully",
                     "returns",
-                    false,
                     12,
                 );
                 r = with(
@@ -113,15 +111,14 @@ pub fn sample_runs(nodes: &[String], now_ms: u64) -> Vec<Run> {
                     ResourceOutcome::Changed,
                     "Triggered 'refresh' from 1 event",
                     "restarted",
-                    true,
                     20,
                 );
             }
             if n < 3 && at >= outage && at < outage + every {
-                r = with(r, "Exec", "fetch-from-scm", ResourceOutcome::Failed, "change from 'notrun' to ['0'] failed: 'git fetch origin' returned 128 instead of one of [0]: fatal: unable to access 'https://git.example.com/shop.git/': Could not resolve host: git.example.com", "returns", false, 31);
+                r = with(r, "Exec", "fetch-from-scm", ResourceOutcome::Failed, "change from 'notrun' to ['0'] failed: 'git fetch origin' returned 128 instead of one of [0]: fatal: unable to access 'https://git.example.com/shop.git/': Could not resolve host: git.example.com", "returns", 31);
             }
             if n == nodes.len() - 1 && nodes.len() > 1 && i % 16 == 5 {
-                r = with(r, "Exec", "deploy-app", ResourceOutcome::Failed, "change from 'notrun' to ['0'] failed: '/opt/shop/bin/deploy --release 2.3.1' returned 1 instead of one of [0]", "returns", false, 44);
+                r = with(r, "Exec", "deploy-app", ResourceOutcome::Failed, "change from 'notrun' to ['0'] failed: '/opt/shop/bin/deploy --release 2.3.1' returned 1 instead of one of [0]", "returns", 44);
             }
             runs.push(r);
         }
@@ -135,9 +132,7 @@ pub fn sample_runs(nodes: &[String], now_ms: u64) -> Vec<Run> {
             "app",
             ResourceOutcome::Failed,
             "change from 'stopped' to 'running' failed: Could not start Service[app]: Execution of '/usr/bin/systemctl start app' returned 1: Job for app.service failed",
-            "ensure",
-            false,
-            20,
+            "ensure", 20,
         ));
     }
     runs.sort_by_key(|r| r.started_ms);

@@ -39,9 +39,7 @@ fn files_under(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 fn content_type(path: &Path, body: &[u8]) -> &'static str {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if matches!(first, Some(b'{') | Some(b'[')) {
-        "application/json"
-    } else if path.extension().is_some_and(|e| e == "json") {
+    if matches!(first, Some(b'{') | Some(b'[')) || path.extension().is_some_and(|e| e == "json") {
         "application/json"
     } else {
         "application/x-yaml"

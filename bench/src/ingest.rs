@@ -1,0 +1,143 @@
+//! `ingest`: reports per second into a real `gemba run` server through
+//! HTTP, as Puppet's http processor and chef-client send them. Bodies are
+//! the shared fixtures with node names and run ids made unique, sent by
+//! `--clients` threads over keep-alive connections; every answer must be
+//! 200 with the run accepted. Also the store's size per run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+const HTTP: &str = "127.0.17.1:8777";
+
+fn send_all(
+    kind: &str,
+    path: &str,
+    ctype: &str,
+    bodies: Vec<Vec<u8>>,
+    clients: usize,
+) -> anyhow::Result<f64> {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..clients {
+            handles.push(s.spawn(|| -> anyhow::Result<()> {
+                let agent = ureq::Agent::new_with_defaults();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else {
+                        return Ok(());
+                    };
+                    let mut r = agent
+                        .post(&format!("http://{HTTP}{path}"))
+                        .header("content-type", ctype)
+                        .send(&body[..])?;
+                    let text = r.body_mut().read_to_string()?;
+                    if !text.contains("\"accepted\":1") {
+                        bail!("{kind} report {i} not accepted: {text}");
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.join().expect("client thread")?;
+        }
+        Ok(())
+    })?;
+    Ok(bodies.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn run(bin: &str, fixtures: &Path, count: usize, clients: usize) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("gemba-bench-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut server = Command::new(bin)
+        .args(["run", &format!("--http={HTTP}"), "--listen=127.0.17.1:7946"])
+        .arg(format!("--data-dir={}", dir.display()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {bin}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ureq::get(&format!("http://{HTTP}/healthz")).call().is_err() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            bail!("gemba did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let puppet = std::fs::read_to_string(fixtures.join("puppet7/web1-run1.yaml"))?;
+    let chef = std::fs::read_to_string(
+        fixtures.join("chef/chefdk-debian-8-tester-79e320_run_converge.json"),
+    )?;
+    let puppet_bodies: Vec<Vec<u8>> = (0..count)
+        .map(|i| {
+            puppet
+                .replace("web1.example.net", &format!("web{}.example.net", i % 1000))
+                .replace(
+                    "ec46532d-0667-461c-93a2-933b12fc6dc2",
+                    &format!("00000000-0000-4000-8000-{i:012}"),
+                )
+                .into_bytes()
+        })
+        .collect();
+    let chef_count = count / 4;
+    let chef_bodies: Vec<Vec<u8>> = (0..chef_count)
+        .map(|i| {
+            chef.replace(
+                "chefdk-debian-8-tester-79e320",
+                &format!("chef-node-{}", i % 500),
+            )
+            .replace(
+                "326cfc2a-c675-4d87-932a-3cc944ad4305",
+                &format!("11111111-0000-4000-8000-{i:012}"),
+            )
+            .into_bytes()
+        })
+        .collect();
+    let puppet_size = puppet_bodies[0].len();
+    let chef_size = chef_bodies[0].len();
+    let result = (|| -> anyhow::Result<(f64, f64)> {
+        let p = send_all(
+            "puppet",
+            "/api/v1/reports/puppet",
+            "application/x-yaml",
+            puppet_bodies,
+            clients,
+        )?;
+        let c = send_all(
+            "chef",
+            "/api/v1/chef/data-collector",
+            "application/json",
+            chef_bodies,
+            clients,
+        )?;
+        Ok((p, c))
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    let (p, c) = result?;
+    let db = dir.join("gemba.db");
+    let mut bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    bytes += std::fs::metadata(dir.join("gemba.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!("| what | reports | body | clients | reports/s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| Puppet 7 YAML → /api/v1/reports/puppet | {count} | {:.1} kB | {clients} | {p:.0} |",
+        puppet_size as f64 / 1000.0
+    );
+    println!("| Chef run_converge → /api/v1/chef/data-collector | {chef_count} | {:.1} kB | {clients} | {c:.0} |", chef_size as f64 / 1000.0);
+    println!(
+        "store: {:.1} MB for {} runs = {:.1} kB per run (SQLite file + WAL)",
+        bytes as f64 / 1e6,
+        count + chef_count,
+        bytes as f64 / 1000.0 / (count + chef_count) as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
