@@ -16,7 +16,7 @@ use crate::svg::esc;
 use crate::{error, holds_token, Shared};
 
 /// An error answer: status and message, rendered as JSON.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -39,7 +39,7 @@ impl From<EscalatorError> for ApiError {
     }
 }
 
-type Answer = Result<Response, ApiError>;
+pub(crate) type Answer = Result<Response, ApiError>;
 
 fn server(s: &Shared) -> Result<&EscalatorHandle, ApiError> {
     s.escalator.as_ref().ok_or_else(|| {

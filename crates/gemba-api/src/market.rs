@@ -9,15 +9,17 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse};
 use axum::Json;
+use gemba_market::market::Market;
 use gemba_market::problem::Problem;
 use gemba_market::service::{problem_id, MarketError, MarketHandle, ProblemChange};
 use gemba_market::{Expect, ParseError};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{error, Shared};
+use crate::converge::{Answer, ApiError};
+use crate::Shared;
 
 /// Paths that take reports: their senders may put the token in basic
 /// auth (Puppet's `reporturl`) or in `x-data-collector-token` (Chef).
@@ -28,69 +30,74 @@ pub(crate) const REPORT_PATHS: &[&str] = &[
     "/api/v1/chef/data-collector",
 ];
 
-fn market(s: &Shared) -> Result<&MarketHandle, Box<Response>> {
+fn market(s: &Shared) -> Result<&MarketHandle, ApiError> {
     s.market.as_ref().ok_or_else(|| {
-        Box::new(error(
+        ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
-            "this node runs no market: it is not a server, or its store could not be opened",
-        ))
+            "this node runs no market: it is not a server, or its store could not be opened".into(),
+        )
     })
 }
 
-fn market_error(e: MarketError) -> Response {
-    match e {
-        MarketError::NoProblem(id) => error(StatusCode::NOT_FOUND, format!("no problem {id}")),
-        MarketError::Invalid(why) => error(StatusCode::BAD_REQUEST, why),
-        MarketError::Store(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not stored, try again: {e}"),
-        ),
-        MarketError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "the market is stopping"),
-    }
-}
-
-async fn ingest(s: Shared, body: Bytes, expect: Expect) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m.clone(),
-        Err(r) => return *r,
-    };
-    let parsed = tokio::task::spawn_blocking(move || gemba_market::parse(&body, expect)).await;
-    let (format, docs) = match parsed {
-        Ok(Ok(p)) => p,
-        Ok(Err(ParseError(why))) => return error(StatusCode::BAD_REQUEST, why),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("the report could not be read: {e}"),
-            )
+impl From<MarketError> for ApiError {
+    fn from(e: MarketError) -> ApiError {
+        match e {
+            MarketError::NoProblem(id) => {
+                ApiError(StatusCode::NOT_FOUND, format!("no problem {id}"))
+            }
+            MarketError::Invalid(why) => ApiError(StatusCode::BAD_REQUEST, why),
+            MarketError::Store(e) => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not stored, try again: {e}"),
+            ),
+            MarketError::Stopped => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the market is stopping".into(),
+            ),
         }
-    };
-    match m.ingest(docs).await {
-        Ok(done) => Json(json!({
-            "format": format,
-            "accepted": done.accepted,
-            "duplicate": done.duplicate,
-            "started": done.started,
-            "runs": done.runs.iter().map(|(k, new)| json!({"key": k, "new": new})).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(e) => market_error(e),
     }
 }
 
-pub(crate) async fn puppet(State(s): State<Shared>, body: Bytes) -> Response {
+impl From<gemba_store::StoreError> for ApiError {
+    fn from(e: gemba_store::StoreError) -> ApiError {
+        MarketError::from(e).into()
+    }
+}
+
+fn bad_request(why: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, why.into())
+}
+
+async fn ingest(s: Shared, body: Bytes, expect: Expect) -> Answer {
+    let m = market(&s)?.clone();
+    let parsed = tokio::task::spawn_blocking(move || gemba_market::parse(&body, expect))
+        .await
+        .map_err(|e| bad_request(format!("the report could not be read: {e}")))?;
+    let (format, docs) = parsed.map_err(|ParseError(why)| bad_request(why))?;
+    let done = m.ingest(docs).await?;
+    Ok(Json(json!({
+        "format": format,
+        "accepted": done.accepted,
+        "duplicate": done.duplicate,
+        "started": done.started,
+        "runs": done.runs.iter().map(|(k, new)| json!({"key": k, "new": new})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+pub(crate) async fn puppet(State(s): State<Shared>, body: Bytes) -> Answer {
     ingest(s, body, Expect::Puppet).await
 }
 
-pub(crate) async fn puppetdb(State(s): State<Shared>, body: Bytes) -> Response {
+pub(crate) async fn puppetdb(State(s): State<Shared>, body: Bytes) -> Answer {
     ingest(s, body, Expect::PuppetDb).await
 }
 
-pub(crate) async fn chef(State(s): State<Shared>, body: Bytes) -> Response {
+pub(crate) async fn chef(State(s): State<Shared>, body: Bytes) -> Answer {
     ingest(s, body, Expect::Chef).await
 }
 
-pub(crate) async fn any(State(s): State<Shared>, body: Bytes) -> Response {
+pub(crate) async fn any(State(s): State<Shared>, body: Bytes) -> Answer {
     ingest(s, body, Expect::Any).await
 }
 
@@ -100,28 +107,22 @@ pub(crate) struct ProblemFilter {
     kind: Option<String>,
 }
 
-pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<ProblemFilter>) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    match m.problems().await {
-        Ok(list) => {
-            let now = m.now_ms();
-            let list: Vec<serde_json::Value> = list
-                .iter()
-                .filter(|p| {
-                    f.status.as_deref().is_none_or(|st| {
-                        st == p.status.as_str() || (st == "unresolved" && p.is_open())
-                    })
-                })
-                .filter(|p| f.kind.as_deref().is_none_or(|k| k == p.kind.as_str()))
-                .map(|p| problem_json(p, now, false))
-                .collect();
-            Json(json!({ "problems": list })).into_response()
-        }
-        Err(e) => market_error(e),
-    }
+pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<ProblemFilter>) -> Answer {
+    let m = market(&s)?;
+    let now = m.now_ms();
+    let list: Vec<serde_json::Value> = m
+        .problems()
+        .await?
+        .iter()
+        .filter(|p| {
+            f.status
+                .as_deref()
+                .is_none_or(|st| st == p.status.as_str() || (st == "unresolved" && p.is_open()))
+        })
+        .filter(|p| f.kind.as_deref().is_none_or(|k| k == p.kind.as_str()))
+        .map(|p| problem_json(p, now, false))
+        .collect();
+    Ok(Json(json!({ "problems": list })).into_response())
 }
 
 fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
@@ -154,54 +155,40 @@ fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
     v
 }
 
-pub(crate) async fn problem(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    let id = match problem_id(&id) {
-        Ok(id) => id,
-        Err(e) => return market_error(e),
-    };
-    match m.problem(id).await {
-        Ok(Some(p)) => Json(problem_json(&p, m.now_ms(), true)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no problem P-{id}")),
-        Err(e) => market_error(e),
-    }
+/// The problem a path names (`P-17` or `17`).
+async fn find_problem(m: &MarketHandle, id: &str) -> Result<Problem, ApiError> {
+    let id = problem_id(id)?;
+    m.problem(id)
+        .await?
+        .ok_or_else(|| MarketError::NoProblem(format!("P-{id}")).into())
+}
+
+pub(crate) async fn problem(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+    let m = market(&s)?;
+    let p = find_problem(m, &id).await?;
+    Ok(Json(problem_json(&p, m.now_ms(), true)).into_response())
 }
 
 pub(crate) async fn change_problem(
     State(s): State<Shared>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    let id = match problem_id(&id) {
-        Ok(id) => id,
-        Err(e) => return market_error(e),
-    };
+) -> Answer {
+    let m = market(&s)?;
+    let id = problem_id(&id)?;
     if body.len() > 16 * 1024 {
-        return error(
+        return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "a problem change is at most 16 KiB",
-        );
+            "a problem change is at most 16 KiB".into(),
+        ));
     }
-    let change: ProblemChange = match serde_json::from_slice(&body) {
-        Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"owner\", \"note\", \"cause\", \"severity\"}}: {e}"),
-            )
-        }
-    };
-    match m.change(id, change).await {
-        Ok(p) => Json(problem_json(&p, m.now_ms(), true)).into_response(),
-        Err(e) => market_error(e),
-    }
+    let change: ProblemChange = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(format!(
+            "expected {{\"owner\", \"note\", \"cause\", \"severity\"}}: {e}"
+        ))
+    })?;
+    let p = m.change(id, change).await?;
+    Ok(Json(problem_json(&p, m.now_ms(), true)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -210,64 +197,45 @@ pub(crate) struct MarketQuery {
     format: Option<String>,
 }
 
-pub(crate) async fn market_report(
-    State(s): State<Shared>,
-    Query(q): Query<MarketQuery>,
-) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
+/// The market of the day a query names (or of the last 24 hours).
+async fn market_of(s: &Shared, q: &MarketQuery) -> Result<Market, ApiError> {
+    let m = market(s)?;
     let cfg = &s.market_config;
-    let (since, until) = match gemba_market::market::window(
-        q.date.as_deref(),
-        cfg.market_at,
-        &cfg.timezone,
-        m.now_ms(),
-    ) {
-        Ok(w) => w,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
-    let report = match m.market(since, until).await {
-        Ok(r) => r,
-        Err(e) => return market_error(e),
-    };
+    let (since, until) =
+        gemba_market::market::window(q.date.as_deref(), cfg.market_at, &cfg.timezone, m.now_ms())
+            .map_err(bad_request)?;
+    Ok(m.market(since, until).await?)
+}
+
+pub(crate) async fn market_report(State(s): State<Shared>, Query(q): Query<MarketQuery>) -> Answer {
+    let report = market_of(&s, &q).await?;
+    let text =
+        |ctype: &'static str, body: String| ([(header::CONTENT_TYPE, ctype)], body).into_response();
     match q.format.as_deref().unwrap_or("json") {
-        "json" => Json(report).into_response(),
-        "text" => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            report.to_text(),
-        )
-            .into_response(),
-        "md" => (
-            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-            report.to_markdown(),
-        )
-            .into_response(),
-        other => error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "format {:?} is not json, text or md",
-                other.chars().take(20).collect::<String>()
-            ),
-        ),
+        "json" => Ok(Json(report).into_response()),
+        "text" => Ok(text("text/plain; charset=utf-8", report.to_text())),
+        "md" => Ok(text("text/markdown; charset=utf-8", report.to_markdown())),
+        other => Err(bad_request(format!(
+            "format {:?} is not json, text or md",
+            other.chars().take(20).collect::<String>()
+        ))),
     }
 }
 
-pub(crate) async fn node_runs(State(s): State<Shared>, Path(node): Path<String>) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    if !gemba_core::ids::is_name(&node) {
-        return error(StatusCode::BAD_REQUEST, "not a node name");
+fn node_name(node: &str) -> Result<(), ApiError> {
+    if gemba_core::ids::is_name(node) {
+        Ok(())
+    } else {
+        Err(bad_request("not a node name"))
     }
-    let runs = match m.store().node_runs(&node, 200).await {
-        Ok(r) => r,
-        Err(e) => return market_error(e.into()),
-    };
+}
+
+pub(crate) async fn node_runs(State(s): State<Shared>, Path(node): Path<String>) -> Answer {
+    let m = market(&s)?;
+    node_name(&node)?;
+    let runs = m.store().node_runs(&node, 200).await?;
     let history = m.node(&node).await.ok().flatten();
-    Json(json!({ "node": node, "summary": history, "runs": runs.iter().map(run_json).collect::<Vec<_>>() })).into_response()
+    Ok(Json(json!({ "node": node, "summary": history, "runs": runs.iter().map(run_json).collect::<Vec<_>>() })).into_response())
 }
 
 fn run_json(r: &gemba_store::RunRow) -> serde_json::Value {
@@ -291,94 +259,53 @@ pub(crate) async fn run(
     State(s): State<Shared>,
     Path(key): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
+) -> Answer {
+    let m = market(&s)?;
     if key.len() > 300 {
-        return error(StatusCode::BAD_REQUEST, "not a run key");
+        return Err(bad_request("not a run key"));
     }
-    match m.store().run(&key).await {
-        Ok(Some(r)) => {
-            let mut v = run_json(&r);
-            let mut body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-            if !crate::holds_token(&s, &headers) {
-                body["logs"] = json!("hidden: send the API token to see a run's logs");
-            }
-            v["node"] = json!(r.node);
-            v["run"] = body;
-            Json(v).into_response()
-        }
-        Ok(None) => error(
+    let r = m.store().run(&key).await?.ok_or_else(|| {
+        ApiError(
             StatusCode::NOT_FOUND,
             format!("no run {:?}", key.chars().take(80).collect::<String>()),
-        ),
-        Err(e) => market_error(e.into()),
+        )
+    })?;
+    let mut v = run_json(&r);
+    let mut body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+    if !crate::holds_token(&s, &headers) {
+        body["logs"] = json!("hidden: send the API token to see a run's logs");
     }
+    v["node"] = json!(r.node);
+    v["run"] = body;
+    Ok(Json(v).into_response())
 }
 
-/// The console's market page: today's market and every unresolved problem.
-pub(crate) async fn market_page(State(s): State<Shared>, Query(q): Query<MarketQuery>) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    let cfg = &s.market_config;
-    let (since, until) = match gemba_market::market::window(
-        q.date.as_deref(),
-        cfg.market_at,
-        &cfg.timezone,
-        m.now_ms(),
-    ) {
-        Ok(w) => w,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
-    match m.market(since, until).await {
-        Ok(report) => Html(crate::market_page::render(s.mesh.id(), &report)).into_response(),
-        Err(e) => market_error(e),
-    }
+/// The console's market page.
+pub(crate) async fn market_page(State(s): State<Shared>, Query(q): Query<MarketQuery>) -> Answer {
+    let report = market_of(&s, &q).await?;
+    Ok(Html(crate::market_page::render(s.mesh.id(), &report)).into_response())
 }
 
-pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    let id = match problem_id(&id) {
-        Ok(id) => id,
-        Err(e) => return market_error(e),
-    };
-    let p = match m.problem(id).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no problem P-{id}")),
-        Err(e) => return market_error(e),
-    };
+pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+    let m = market(&s)?;
+    let p = find_problem(m, &id).await?;
+    // The sample run's resources, when it is still stored.
     let run = match m.store().run(&p.sample.run).await {
         Ok(r) => r.and_then(|r| serde_json::from_str::<gemba_market::Run>(&r.body).ok()),
         Err(_) => None,
     };
-    Html(crate::market_page::render_problem(
+    Ok(Html(crate::market_page::render_problem(
         s.mesh.id(),
         &p,
         run.as_ref(),
         m.now_ms(),
     ))
-    .into_response()
+    .into_response())
 }
 
-pub(crate) async fn node_page(State(s): State<Shared>, Path(node): Path<String>) -> Response {
-    let m = match market(&s) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    if !gemba_core::ids::is_name(&node) {
-        return error(StatusCode::BAD_REQUEST, "not a node name");
-    }
-    match m.store().node_runs(&node, 100).await {
-        Ok(runs) => {
-            Html(crate::market_page::render_node(s.mesh.id(), &node, &runs)).into_response()
-        }
-        Err(e) => market_error(e.into()),
-    }
+pub(crate) async fn node_page(State(s): State<Shared>, Path(node): Path<String>) -> Answer {
+    let m = market(&s)?;
+    node_name(&node)?;
+    let runs = m.store().node_runs(&node, 100).await?;
+    Ok(Html(crate::market_page::render_node(s.mesh.id(), &node, &runs)).into_response())
 }

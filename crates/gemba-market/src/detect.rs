@@ -288,7 +288,8 @@ impl Detector {
 
         // Failures.
         let failures = failures_of(run);
-        let hit: HashSet<String> = failures.iter().map(|f| f.signature.clone()).collect();
+        // Signatures that occurred in this run: not clean runs for them.
+        let mut hit: HashSet<String> = failures.iter().map(|f| f.signature.clone()).collect();
         for f in &failures {
             let fine = f.resource.as_ref().and_then(|r| self.fine.get(r));
             let fine_nodes: Vec<String> = fine
@@ -324,13 +325,18 @@ impl Detector {
             .get(&node)
             .and_then(|h| h.established_ms)
             .is_some_and(|e| e <= run.started_ms);
-        let mut fine_keys: Vec<String> = run.ok_resources.clone();
-        fine_keys.extend(run.changed_resources().map(Resource::key));
-        for key in &fine_keys {
-            if !self.fine.contains_key(key) && self.fine.len() >= MAX_FINE_KEYS {
-                continue;
+        let changed_keys: Vec<String> = run.changed_resources().map(Resource::key).collect();
+        let fine_keys = || run.ok_resources.iter().chain(changed_keys.iter());
+        for key in fine_keys() {
+            if !self.fine.contains_key(key) {
+                if self.fine.len() >= MAX_FINE_KEYS {
+                    continue;
+                }
+                self.fine.insert(key.clone(), Fine::default());
             }
-            let f = self.fine.entry(key.clone()).or_default();
+            let Some(f) = self.fine.get_mut(key) else {
+                continue;
+            };
             if established && f.nodes.len() < FINE_PER_KEY && !f.nodes.contains(&node) {
                 f.nodes.push(node.clone());
             }
@@ -341,8 +347,8 @@ impl Detector {
                 f.versions.push(run.code_version.clone());
             }
         }
-        for key in fine_keys {
-            let Some(ids) = self.watch.get(&key) else {
+        for key in fine_keys() {
+            let Some(ids) = self.watch.get(key) else {
                 continue;
             };
             for id in ids.clone() {
@@ -412,6 +418,7 @@ impl Detector {
                     let refresh =
                         (r.refresh || digest.refreshed) && with.iter().all(|p| p.refreshed);
                     let signature = format!("not-idempotent|{}|{}", r.key(), r.change);
+                    hit.insert(signature.clone());
                     let id =
                         self.occurrence(run, Kind::NotIdempotent, &signature, production, |p| {
                             p.resource = Some(r.key());
@@ -462,6 +469,7 @@ impl Detector {
                     )
                 };
                 let signature = format!("slow-run|{node}");
+                hit.insert(signature.clone());
                 let id = self.occurrence(run, Kind::SlowRun, &signature, production, |p| {
                     p.sample.message = message.clone();
                 });
@@ -470,12 +478,7 @@ impl Detector {
         }
 
         // Clean runs count towards resolving what this node had.
-        let slow_now: HashSet<String> = touched
-            .iter()
-            .filter_map(|id| self.problems.get(id))
-            .map(|p| p.signature.clone())
-            .collect();
-        let changed_now: HashSet<String> = run.changed_resources().map(Resource::key).collect();
+        let changed_now: HashSet<&String> = changed_keys.iter().collect();
         let open: Vec<u64> = self
             .by_node
             .get(&node)
@@ -486,7 +489,7 @@ impl Detector {
             let Some(p) = self.problems.get_mut(&id) else {
                 continue;
             };
-            if slow_now.contains(&p.signature) || !p.is_open() {
+            if hit.contains(&p.signature) || !p.is_open() {
                 continue;
             }
             let counts = match p.kind {

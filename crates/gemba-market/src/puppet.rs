@@ -47,7 +47,7 @@ pub fn parse(v: &Value) -> Result<Run, String> {
             puppetdb_resource(r, &mut resources, &mut ok_resources);
         }
     } else if let Some(events) = wrapped(v, "resource_events") {
-        puppetdb_events(events, &mut resources);
+        puppetdb_events(events, &mut resources, &mut ok_resources);
     } else {
         resources_from_logs(&logs, &mut resources);
     }
@@ -212,24 +212,39 @@ fn resource_status(key: &str, st: &Value, out: &mut Vec<Resource>, ok: &mut Vec<
         split_key(key).unwrap_or((key.to_string(), String::new()));
     let kind = st.str_of("resource_type").unwrap_or(kind_from_key);
     let title = st.str_of("title").unwrap_or(title_from_key);
-    let events: &[Value] = st
-        .get("events")
+    from_events(kind, title, st, &events_of(st), out, ok);
+}
+
+fn events_of(v: &Value) -> Vec<&Value> {
+    v.get("events")
         .and_then(Value::as_array)
-        .map_or(&[], |e| &e[..]);
-    let failed_event = events
-        .iter()
-        .find(|e| e.str_of("status").as_deref() == Some("failure"));
-    // Events say what happened; the flags only where there are none
-    // (Puppet 2.6.0 set `failed: true` on resources whose every event
-    // succeeded).
-    let succeeded = events
-        .iter()
-        .any(|e| e.str_of("status").as_deref() == Some("success"));
+        .map_or_else(Vec::new, |e| e.iter().collect())
+}
+
+/// A resource and its events, however the report holds them
+/// (`resource_statuses`, PuppetDB's `resources`, PuppetDB's event rows):
+/// what happened comes from the events; the status flags of `flags` only
+/// where there are none (Puppet 2.6.0 set `failed: true` on resources whose
+/// every event succeeded). A resource that did nothing is only named in
+/// `ok`.
+fn from_events(
+    kind: String,
+    title: String,
+    flags: &Value,
+    events: &[&Value],
+    out: &mut Vec<Resource>,
+    ok: &mut Vec<String>,
+) {
+    let status_is =
+        |e: &&Value, s: &[&str]| e.str_of("status").is_some_and(|x| s.contains(&x.as_str()));
+    let failed_event = events.iter().find(|e| status_is(e, &["failure"]));
+    let flag = |name: &str| flags.bool_of(name).unwrap_or(false);
     let failed = failed_event.is_some()
-        || st.bool_of("failed_to_restart").unwrap_or(false)
-        || (events.is_empty() && st.bool_of("failed").unwrap_or(false));
-    let changed = succeeded || (events.is_empty() && st.bool_of("changed").unwrap_or(false));
-    let skipped = st.bool_of("skipped").unwrap_or(false);
+        || flag("failed_to_restart")
+        || (events.is_empty() && flag("failed"));
+    let changed =
+        events.iter().any(|e| status_is(e, &["success"])) || (events.is_empty() && flag("changed"));
+    let skipped = flag("skipped") || events.iter().any(|e| status_is(e, &["skipped", "noop"]));
     let outcome = if failed {
         ResourceOutcome::Failed
     } else if changed {
@@ -242,26 +257,30 @@ fn resource_status(key: &str, st: &Value, out: &mut Vec<Resource>, ok: &mut Vec<
         }
         return;
     };
-    let message = failed_event
-        .or_else(|| events.first())
-        .and_then(|e| e.str_of("message"))
-        .unwrap_or_default();
+    let first = failed_event.or(events.first()).copied();
     let refresh = events.iter().any(|e| {
         e.str_of("name").as_deref() == Some("restarted")
             || e.str_of("message")
                 .is_some_and(|m| m.starts_with("Triggered 'refresh'"))
     });
+    let located = if flags.get("file").is_some() {
+        Some(flags)
+    } else {
+        first
+    };
     push(
         out,
         Resource {
             kind,
             title,
             outcome,
-            message,
-            change: fingerprint(events.iter().map(event_name)),
+            message: first.and_then(|e| e.str_of("message")).unwrap_or_default(),
+            change: fingerprint(events.iter().map(|e| event_name(e))),
             refresh,
-            file: st.str_of("file"),
-            line: st.u64_of("line").map(|n| n.min(u32::MAX as u64) as u32),
+            file: located.and_then(|v| v.str_of("file")),
+            line: located
+                .and_then(|v| v.u64_of("line"))
+                .map(|n| n.min(u32::MAX as u64) as u32),
         },
     );
 }
@@ -284,56 +303,11 @@ fn fingerprint(names: impl Iterator<Item = String>) -> String {
 fn puppetdb_resource(r: &Value, out: &mut Vec<Resource>, ok: &mut Vec<String>) {
     let kind = r.str_of("resource_type").unwrap_or_default();
     let title = r.str_of("resource_title").unwrap_or_default();
-    let events: &[Value] = r
-        .get("events")
-        .and_then(Value::as_array)
-        .map_or(&[], |e| &e[..]);
-    let failed_event = events
-        .iter()
-        .find(|e| e.str_of("status").as_deref() == Some("failure"));
-    let outcome = if failed_event.is_some() {
-        ResourceOutcome::Failed
-    } else if events
-        .iter()
-        .any(|e| e.str_of("status").as_deref() == Some("success"))
-    {
-        ResourceOutcome::Changed
-    } else if r.bool_of("skipped").unwrap_or(false)
-        || events
-            .iter()
-            .any(|e| e.str_of("status").as_deref() == Some("skipped"))
-    {
-        ResourceOutcome::Skipped
-    } else {
-        if ok.len() < MAX_OK_RESOURCES {
-            ok.push(cut_to(&format!("{kind}[{title}]"), 512));
-        }
-        return;
-    };
-    let message = failed_event
-        .or_else(|| events.first())
-        .and_then(|e| e.str_of("message"))
-        .unwrap_or_default();
-    push(
-        out,
-        Resource {
-            refresh: events.iter().any(|e| {
-                e.str_of("message")
-                    .is_some_and(|m| m.starts_with("Triggered 'refresh'"))
-            }),
-            change: fingerprint(events.iter().map(event_name)),
-            kind,
-            title,
-            outcome,
-            message,
-            file: r.str_of("file"),
-            line: r.u64_of("line").map(|n| n.min(u32::MAX as u64) as u32),
-        },
-    );
+    from_events(kind, title, r, &events_of(r), out, ok);
 }
 
 /// PuppetDB's query answers: one event per row, grouped here by resource.
-fn puppetdb_events(events: &[Value], out: &mut Vec<Resource>) {
+fn puppetdb_events(events: &[Value], out: &mut Vec<Resource>, ok: &mut Vec<String>) {
     let mut by_key: Vec<(String, String, Vec<&Value>)> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     for e in events.iter().take(MAX_RESOURCES * 4) {
@@ -349,35 +323,8 @@ fn puppetdb_events(events: &[Value], out: &mut Vec<Resource>) {
         }
     }
     for (kind, title, evs) in by_key {
-        let failed = evs
-            .iter()
-            .find(|e| e.str_of("status").as_deref() == Some("failure"));
-        let outcome = if failed.is_some() {
-            ResourceOutcome::Failed
-        } else if evs
-            .iter()
-            .any(|e| e.str_of("status").as_deref() == Some("success"))
-        {
-            ResourceOutcome::Changed
-        } else {
-            ResourceOutcome::Skipped
-        };
-        let first = failed.or(evs.first()).copied();
-        push(
-            out,
-            Resource {
-                change: fingerprint(evs.iter().map(|e| event_name(e))),
-                refresh: false,
-                message: first.and_then(|e| e.str_of("message")).unwrap_or_default(),
-                file: first.and_then(|e| e.str_of("file")),
-                line: first
-                    .and_then(|e| e.u64_of("line"))
-                    .map(|n| n.min(u32::MAX as u64) as u32),
-                kind,
-                title,
-                outcome,
-            },
-        );
+        // An event row carries the resource's file and line itself.
+        from_events(kind, title, evs[0], &evs, out, ok);
     }
 }
 

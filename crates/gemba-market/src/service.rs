@@ -65,6 +65,7 @@ type Reply<T> = oneshot::Sender<Result<T, MarketError>>;
 enum Command {
     Ingest(Vec<Parsed>, Reply<Ingested>),
     Problems(Reply<Vec<Problem>>),
+    Problem(u64, Reply<Option<Problem>>),
     Change(u64, ProblemChange, Reply<Problem>),
     Market(u64, u64, Reply<Market>),
     Node(String, Reply<Option<NodeHistory>>),
@@ -102,11 +103,7 @@ impl MarketHandle {
     }
 
     pub async fn problem(&self, id: u64) -> Result<Option<Problem>, MarketError> {
-        Ok(self
-            .ask(Command::Problems)
-            .await?
-            .into_iter()
-            .find(|p| p.id == id))
+        self.ask(|r| Command::Problem(id, r)).await
     }
 
     /// Assigns, notes, records a cause or a severity; stored before it
@@ -259,6 +256,9 @@ impl Task {
                 if let Some(cmd) = other {
                     Box::pin(self.handle(cmd, rx)).await;
                 }
+            }
+            Command::Problem(id, reply) => {
+                let _ = reply.send(Ok(self.detector.problem(id).cloned()));
             }
             Command::Problems(reply) => {
                 let _ = reply.send(Ok(self.detector.problems().cloned().collect()));

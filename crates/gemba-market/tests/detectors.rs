@@ -432,3 +432,21 @@ fn the_shared_puppet_and_chef_fixtures_show_their_problems() {
     assert!(d.problems().any(|p| p.kind == Kind::NotIdempotent
         && p.resource.as_deref() == Some("file[/tmp/always-updated.txt]")));
 }
+
+#[test]
+fn a_run_where_the_failed_resource_runs_fine_counts_as_clean() {
+    let mut d = Detector::new(Thresholds::default());
+    d.apply(&failing(run("web-1", T0), "Exec", "migrate", "returned 1"));
+    let id = d.problems().next().unwrap().id;
+    for i in 1..=3 {
+        let mut fine = run("web-1", T0 + i * H);
+        fine.ok_resources.push("Exec[migrate]".into());
+        d.apply(&fine);
+        let status = d.problem(id).unwrap().status;
+        assert_eq!(
+            status == Status::Resolved,
+            i == 3,
+            "after {i} fine run(s): {status:?}"
+        );
+    }
+}

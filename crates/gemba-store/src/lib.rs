@@ -60,16 +60,20 @@ pub use gemba_core::StoreLocation;
 /// that a slow disk or a lock held by another server never stalls the
 /// async threads that answer probes.
 pub async fn open(location: &StoreLocation) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(std::sync::Arc::new(open_sqlite(location).await?))
+}
+
+/// Opens (creating and migrating) the SQLite file on a blocking thread.
+async fn open_sqlite(location: &StoreLocation) -> Result<SqliteStore, StoreError> {
     match location.clone() {
         StoreLocation::Sqlite(path) => {
             let shown = path.display().to_string();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            tokio::task::spawn_blocking(move || SqliteStore::open(&path))
                 .await
                 .map_err(|e| StoreError::Open {
                     path: shown,
                     reason: format!("opening task failed: {e}"),
-                })??;
-            Ok(std::sync::Arc::new(store))
+                })?
         }
     }
 }
@@ -80,18 +84,7 @@ pub async fn open(location: &StoreLocation) -> Result<std::sync::Arc<dyn Store>,
 pub async fn open_market(
     location: &StoreLocation,
 ) -> Result<std::sync::Arc<dyn MarketStore>, StoreError> {
-    match location.clone() {
-        StoreLocation::Sqlite(path) => {
-            let shown = path.display().to_string();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-                .await
-                .map_err(|e| StoreError::Open {
-                    path: shown,
-                    reason: format!("opening task failed: {e}"),
-                })??;
-            Ok(std::sync::Arc::new(store))
-        }
-    }
+    Ok(std::sync::Arc::new(open_sqlite(location).await?))
 }
 
 /// What [`Store::prune`] removed.
