@@ -51,24 +51,12 @@ fn send_all(
     Ok(bodies.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-pub fn run(bin: &str, fixtures: &Path, count: usize, clients: usize) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("gemba-bench-ingest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut server = Command::new(bin)
-        .args(["run", &format!("--http={HTTP}"), "--listen=127.0.17.1:7946"])
-        .arg(format!("--data-dir={}", dir.display()))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {bin}"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ureq::get(&format!("http://{HTTP}/healthz")).call().is_err() {
-        if Instant::now() > deadline {
-            let _ = server.kill();
-            bail!("gemba did not start");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// The fixtures with node names (1,000 Puppet nodes, 500 Chef nodes) and
+/// run ids made unique: `count` Puppet bodies, `count / 4` Chef ones.
+/// Report bodies: (Puppet, Chef).
+type Bodies = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn bodies(fixtures: &Path, count: usize) -> anyhow::Result<Bodies> {
     let puppet = std::fs::read_to_string(fixtures.join("puppet7/web1-run1.yaml"))?;
     let chef = std::fs::read_to_string(
         fixtures.join("chef/chefdk-debian-8-tester-79e320_run_converge.json"),
@@ -98,6 +86,94 @@ pub fn run(bin: &str, fixtures: &Path, count: usize, clients: usize) -> anyhow::
             .into_bytes()
         })
         .collect();
+    Ok((puppet_bodies, chef_bodies))
+}
+
+/// Where a report's time goes, in one thread: parsing (what the HTTP
+/// handler does on a blocking thread) and folding into the detectors plus
+/// making the rows to store (what the market task does).
+pub fn stages(fixtures: &Path, count: usize) -> anyhow::Result<()> {
+    use gemba_market::detect::{Detector, Thresholds};
+    let (puppet, chef) = bodies(fixtures, count)?;
+    println!("| stage | reports | µs per report (one core) |");
+    println!("|---|---|---|");
+    for (name, list, expect) in [
+        ("parse Puppet 7 YAML", &puppet, gemba_market::Expect::Puppet),
+        ("parse Chef run_converge", &chef, gemba_market::Expect::Chef),
+    ] {
+        let start = Instant::now();
+        let mut runs = Vec::with_capacity(list.len());
+        for b in list.iter() {
+            let (_, parsed) = gemba_market::parse(b, expect).map_err(|e| anyhow::anyhow!("{e}"))?;
+            runs.extend(parsed);
+        }
+        let parse = start.elapsed();
+        println!(
+            "| {name} | {} | {:.0} |",
+            list.len(),
+            parse.as_secs_f64() * 1e6 / list.len() as f64
+        );
+        let mut d = Detector::new(Thresholds::default());
+        let start = Instant::now();
+        let mut bytes = 0usize;
+        for chunk in runs.chunks(4) {
+            let mut touched = std::collections::BTreeSet::new();
+            for p in chunk {
+                if let gemba_market::Parsed::Run(r) = p {
+                    touched.extend(d.apply(r));
+                    bytes += serde_json::to_string(r)?.len();
+                }
+            }
+            // What the market task writes: each touched problem without
+            // its nodes, and the evidence of the nodes that changed.
+            let dirty = d.take_dirty();
+            for id in touched {
+                if let Some(p) = d.problem(id) {
+                    let mut shell = p.clone();
+                    shell.nodes.clear();
+                    bytes += serde_json::to_string(&shell)?.len();
+                    let changed: Vec<&String> = match dirty.get(&id) {
+                        Some(Some(set)) => set.iter().collect(),
+                        Some(None) => p.nodes.keys().collect(),
+                        None => Vec::new(),
+                    };
+                    for n in changed {
+                        bytes += serde_json::to_string(&p.nodes[n])?.len();
+                    }
+                }
+            }
+        }
+        let fold = start.elapsed();
+        println!(
+            "| detectors + rows, {name} (batches of 4) | {} | {:.0} ({:.1} kB written per report) |",
+            runs.len(),
+            fold.as_secs_f64() * 1e6 / runs.len() as f64,
+            bytes as f64 / 1000.0 / runs.len() as f64
+        );
+    }
+    Ok(())
+}
+
+pub fn run(bin: &str, fixtures: &Path, count: usize, clients: usize) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("gemba-bench-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut server = Command::new(bin)
+        .args(["run", &format!("--http={HTTP}"), "--listen=127.0.17.1:7946"])
+        .arg(format!("--data-dir={}", dir.display()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {bin}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ureq::get(&format!("http://{HTTP}/healthz")).call().is_err() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            bail!("gemba did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (puppet_bodies, chef_bodies) = bodies(fixtures, count)?;
+    let chef_count = chef_bodies.len();
     let puppet_size = puppet_bodies[0].len();
     let chef_size = chef_bodies[0].len();
     let result = (|| -> anyhow::Result<(f64, f64)> {

@@ -13,6 +13,12 @@
 //! - `identity`: signing and verifying published gossip values.
 //! - `ingest`: Puppet and Chef reports per second into a server over HTTP.
 
+/// mimalloc instead of glibc's malloc: parsing reports allocates a value
+/// per YAML or JSON node, and glibc's allocator took about a third of the
+/// parse time in profiles (BENCHMARKS.md, report ingestion).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod console;
 mod escalator;
 mod grid;
@@ -98,7 +104,11 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or(4);
             let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
             let fixtures = flag("--fixtures").unwrap_or_else(|| "../shared/fixtures".into());
-            ingest::run(&bin, std::path::Path::new(&fixtures), count, clients)
+            let fixtures = std::path::Path::new(&fixtures);
+            if args.iter().any(|a| a == "--stages") {
+                return ingest::stages(fixtures, count);
+            }
+            ingest::run(&bin, fixtures, count, clients)
         }
         Some("sim") => {
             let nodes = flag("--nodes")
@@ -116,7 +126,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps)
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures]");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages]");
             std::process::exit(2);
         }
     }

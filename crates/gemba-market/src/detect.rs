@@ -35,6 +35,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::problem::RECENT;
 use crate::problem::*;
 use crate::run::{Resource, Run, RunStatus};
 use crate::signature::{guess_category, normalize};
@@ -44,8 +45,6 @@ pub const HISTORY: usize = 32;
 const DAY_MS: u64 = 86_400_000;
 /// Slow-run floor: a run must be this much over its baseline too.
 const SLOW_FLOOR_MS: u64 = 10_000;
-/// Occurrences kept per problem for the outage window.
-const RECENT: usize = 1_000;
 
 /// Detector settings (`[market]` in the config).
 #[derive(Clone, Debug)]
@@ -185,9 +184,20 @@ pub struct Detector {
     by_node: HashMap<String, BTreeSet<u64>>,
     /// Resource key → a few established nodes it ran fine on and the code
     /// versions it ran fine at: what a failure that appears later is
-    /// compared with (kept in memory, rebuilt from runs after a restart).
+    /// compared with. Stored (see [`Detector::take_fine`]): it fills up
+    /// once and then rarely changes.
     fine: HashMap<String, Fine>,
+    /// Keys of `fine` changed since the last [`Detector::take_fine`].
+    fine_dirty: HashSet<String>,
     next_id: u64,
+    /// Per problem, the nodes whose evidence changed since the last
+    /// [`Detector::take_dirty`] (`None`: all of them): the store writes
+    /// those rows only, so a problem on a thousand nodes costs one row per
+    /// run, not a thousand.
+    dirty: HashMap<u64, Option<BTreeSet<String>>>,
+    /// The fleet size of [`Detector::active_nodes`], cached per minute of
+    /// run time: (minute, nodes known then, count).
+    fleet: Option<(u64, usize, u64)>,
 }
 
 /// Most resource keys remembered as having run fine.
@@ -195,7 +205,7 @@ const MAX_FINE_KEYS: usize = 200_000;
 /// Nodes and versions remembered per key.
 const FINE_PER_KEY: usize = 8;
 
-#[derive(Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct Fine {
     nodes: Vec<String>,
     versions: Vec<String>,
@@ -224,7 +234,8 @@ impl Detector {
         for (name, h) in nodes {
             self.nodes.insert(name, h);
         }
-        for p in problems {
+        for mut p in problems {
+            p.rebuild_derived();
             self.next_id = self.next_id.max(p.id + 1);
             self.index(&p);
             self.problems.insert(p.id, p);
@@ -248,6 +259,41 @@ impl Detector {
                 self.by_node.entry(n.clone()).or_default().insert(p.id);
             }
         }
+    }
+
+    /// Which nodes' evidence changed, per problem, since the last call
+    /// (`None`: every node of that problem).
+    pub fn take_dirty(&mut self) -> HashMap<u64, Option<BTreeSet<String>>> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// The entries of the index of resources that ran fine which changed
+    /// since the last call: (resource key, JSON) rows to store.
+    pub fn take_fine(&mut self) -> Vec<(String, String)> {
+        let keys = std::mem::take(&mut self.fine_dirty);
+        keys.into_iter()
+            .filter_map(|k| {
+                let body = serde_json::to_string(self.fine.get(&k)?).ok()?;
+                Some((k, body))
+            })
+            .collect()
+    }
+
+    /// Loads stored entries of the index of resources that ran fine.
+    pub fn restore_fine(&mut self, rows: Vec<(String, String)>) {
+        for (key, body) in rows {
+            if self.fine.len() >= MAX_FINE_KEYS {
+                break;
+            }
+            if let Ok(f) = serde_json::from_str::<Fine>(&body) {
+                self.fine.insert(key, f);
+            }
+        }
+    }
+
+    /// Has every node's evidence of problem `id` written at the next commit.
+    pub fn mark_all(&mut self, id: u64) {
+        mark(&mut self.dirty, id, None);
     }
 
     pub fn problem(&self, id: u64) -> Option<&Problem> {
@@ -337,14 +383,20 @@ impl Detector {
             let Some(f) = self.fine.get_mut(key) else {
                 continue;
             };
+            let mut grew = false;
             if established && f.nodes.len() < FINE_PER_KEY && !f.nodes.contains(&node) {
                 f.nodes.push(node.clone());
+                grew = true;
             }
             if !run.code_version.is_empty()
                 && f.versions.len() < FINE_PER_KEY
                 && !f.versions.contains(&run.code_version)
             {
                 f.versions.push(run.code_version.clone());
+                grew = true;
+            }
+            if grew && !self.fine_dirty.contains(key) {
+                self.fine_dirty.insert(key.clone());
             }
         }
         for key in fine_keys() {
@@ -363,6 +415,7 @@ impl Detector {
                     if run.started_ms > ev.last_ms && !ev.ok_since {
                         ev.ok_since = true;
                         changed = true;
+                        mark(&mut self.dirty, id, Some(&node));
                     }
                 }
                 if established
@@ -517,6 +570,7 @@ impl Detector {
             if p.kind.is_failure() && p.resource.is_none() {
                 ev.ok_since = true;
             }
+            mark(&mut self.dirty, id, Some(&node));
             touched.insert(id);
             if p.nodes.values().all(|e| e.clean_runs >= needed) {
                 resolve(p, run.started_ms);
@@ -588,6 +642,7 @@ impl Detector {
                     ok_versions: BTreeSet::new(),
                     burst_nodes: 0,
                     recent: VecDeque::new(),
+                    flaps: 0,
                     refresh: false,
                 };
                 self.by_signature.insert(signature.to_string(), id);
@@ -596,13 +651,15 @@ impl Detector {
             }
         };
         let p = self.problems.get_mut(&id).expect("just found or made");
-        if p.status == Status::Resolved {
+        let regressed = p.status == Status::Resolved;
+        if regressed {
             p.status = Status::Regressed;
             p.status_ms = at;
             p.regressed_ms = Some(at);
             for ev in p.nodes.values_mut() {
                 ev.clean_runs = 0;
             }
+            mark(&mut self.dirty, id, None);
         }
         p.occurrences += 1;
         p.first_seen_ms = p.first_seen_ms.min(at);
@@ -631,48 +688,72 @@ impl Detector {
             });
             if ev.ok_since {
                 ev.flaps += 1;
+                p.flaps += 1;
                 ev.ok_since = false;
             }
             ev.count += 1;
             ev.first_ms = ev.first_ms.min(at);
             ev.last_ms = ev.last_ms.max(at);
             ev.clean_runs = 0;
+            mark(&mut self.dirty, id, Some(&run.node));
         }
         if p.recent.len() >= RECENT {
             p.recent.pop_front();
         }
         p.recent.push_back((at, run.node.clone()));
         let window = self.thresholds.outage_window_ms;
-        let in_window: HashSet<&str> = p
+        // Distinct nodes within the window; counted only when there are
+        // more occurrences in it than the most nodes seen so far.
+        let in_window = p
             .recent
             .iter()
             .filter(|(t, _)| t.abs_diff(at) <= window)
-            .map(|(_, n)| n.as_str())
-            .collect();
-        p.burst_nodes = p.burst_nodes.max(in_window.len() as u64);
+            .count() as u64;
+        if in_window > p.burst_nodes {
+            let distinct: HashSet<&str> = p
+                .recent
+                .iter()
+                .filter(|(t, _)| t.abs_diff(at) <= window)
+                .map(|(_, n)| n.as_str())
+                .collect();
+            p.burst_nodes = p.burst_nodes.max(distinct.len() as u64);
+        }
         let resource = p.resource.clone();
-        let open = p.is_open();
-        let nodes: Vec<String> = p.nodes.keys().cloned().collect();
+        // A regressed problem affects all its nodes again; otherwise the
+        // others are indexed already.
+        let nodes: Vec<String> = match (p.is_open(), regressed) {
+            (false, _) => Vec::new(),
+            (true, true) => p.nodes.keys().cloned().collect(),
+            (true, false) => vec![run.node.clone()],
+        };
         if kind.is_failure() {
             if let Some(r) = resource {
                 self.watch.entry(r).or_default().insert(id);
             }
         }
-        if open {
-            for n in nodes {
-                self.by_node.entry(n).or_default().insert(id);
-            }
+        for n in nodes {
+            self.by_node.entry(n).or_default().insert(id);
         }
         id
     }
 
-    /// Nodes that reported within the last 7 days of `now_ms`.
-    fn active_nodes(&self, now_ms: u64) -> u64 {
+    /// Nodes that reported within the last 7 days of `now_ms` (counted
+    /// again when the minute or the number of known nodes changes).
+    fn active_nodes(&mut self, now_ms: u64) -> u64 {
+        let minute = now_ms / 60_000;
+        if let Some((m, known, count)) = self.fleet {
+            if m == minute && known == self.nodes.len() {
+                return count;
+            }
+        }
         let since = now_ms.saturating_sub(7 * DAY_MS);
-        self.nodes
+        let count = self
+            .nodes
             .values()
             .filter(|h| h.last_seen_ms >= since)
-            .count() as u64
+            .count() as u64;
+        self.fleet = Some((minute, self.nodes.len(), count));
+        count
     }
 
     /// Sets kind, title, category, severity and why from the evidence.
@@ -683,7 +764,9 @@ impl Detector {
         };
         if p.kind.is_failure() {
             let nodes = &self.nodes;
-            let all_bootstrap = !p.nodes.is_empty()
+            // Only compared with established nodes where it runs fine.
+            let all_bootstrap = !p.ok_established.is_empty()
+                && !p.nodes.is_empty()
                 && p.nodes.iter().all(|(n, ev)| {
                     nodes.get(n).is_some_and(|h| {
                         ev.first_ms <= h.first_seen_ms
@@ -698,8 +781,8 @@ impl Detector {
                 .intersection(&p.ok_versions)
                 .next()
                 .is_some();
-            let flaps: u32 = p.nodes.values().map(|e| e.flaps).sum();
-            let (kind, why) = if all_bootstrap && !p.ok_established.is_empty() {
+            let flaps = p.flaps;
+            let (kind, why) = if all_bootstrap {
                 (
                     Kind::BootstrapFailure,
                     format!(
@@ -864,6 +947,21 @@ impl Detector {
             self.classify(*id, fleet);
         }
         touched
+    }
+}
+
+fn mark(dirty: &mut HashMap<u64, Option<BTreeSet<String>>>, id: u64, node: Option<&str>) {
+    match (
+        dirty.entry(id).or_insert_with(|| Some(BTreeSet::new())),
+        node,
+    ) {
+        (Some(set), Some(n)) => {
+            if !set.contains(n) {
+                set.insert(n.to_string());
+            }
+        }
+        (all @ Some(_), None) => *all = None,
+        (None, _) => {}
     }
 }
 

@@ -13,6 +13,8 @@ pub const MAX_NODES: usize = 1_000;
 pub const MAX_NOTES: usize = 200;
 /// Most runs named per problem (the newest).
 pub const MAX_RUNS: usize = 20;
+/// Recent occurrences kept per problem for the outage window.
+pub const RECENT: usize = 1_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -215,8 +217,14 @@ pub struct Problem {
     pub ok_versions: BTreeSet<String>,
     #[serde(default)]
     pub burst_nodes: u64,
-    #[serde(default)]
+    /// Recent occurrences (time, node), for the outage window: rebuilt
+    /// from the nodes' evidence at start, not stored.
+    #[serde(skip)]
     pub recent: VecDeque<(u64, String)>,
+    /// Times it came back on a node after running fine there (the sum
+    /// over the nodes' evidence).
+    #[serde(skip)]
+    pub flaps: u32,
     /// A not-idempotent change that restarts or refreshes a service.
     #[serde(default)]
     pub refresh: bool,
@@ -243,6 +251,19 @@ impl Problem {
         let recency = 0.5f64.powf(days);
         let env = if self.production { 1.5 } else { 1.0 };
         ((severity * radius * recency * env) * 100.0).round() / 100.0
+    }
+
+    /// Rebuilds what is derived from the nodes' evidence and not stored.
+    pub fn rebuild_derived(&mut self) {
+        self.flaps = self.nodes.values().map(|e| e.flaps).sum();
+        let mut recent: Vec<(u64, String)> = self
+            .nodes
+            .iter()
+            .map(|(n, e)| (e.last_ms, n.clone()))
+            .collect();
+        recent.sort_unstable();
+        let skip = recent.len().saturating_sub(RECENT);
+        self.recent = recent.into_iter().skip(skip).collect();
     }
 
     /// Adds a note (the oldest go beyond [`MAX_NOTES`]).

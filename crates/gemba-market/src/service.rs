@@ -178,13 +178,31 @@ async fn load(
 ) -> Result<Detector, StoreError> {
     let mut d = Detector::new(thresholds);
     let mut problems = Vec::new();
+    // Problems stored whole, before evidence had rows of its own: written
+    // split at the next commit.
+    let mut whole = Vec::new();
     for row in store.problems().await? {
-        match serde_json::from_str::<Problem>(&row.body) {
-            Ok(p) => problems.push(p),
+        let mut p = match serde_json::from_str::<Problem>(&row.body) {
+            Ok(p) => p,
             Err(e) => {
-                tracing::warn!(problem = row.id, error = %e, "a stored problem is unreadable; skipped")
+                tracing::warn!(problem = row.id, error = %e, "a stored problem is unreadable; skipped");
+                continue;
+            }
+        };
+        if !p.nodes.is_empty() && row.nodes.is_empty() {
+            whole.push(p.id);
+        }
+        for (node, body) in row.nodes {
+            match serde_json::from_str(&body) {
+                Ok(ev) => {
+                    p.nodes.insert(node, ev);
+                }
+                Err(e) => {
+                    tracing::warn!(problem = row.id, node, error = %e, "a problem's evidence for a node is unreadable; skipped")
+                }
             }
         }
+        problems.push(p);
     }
     let mut nodes = Vec::new();
     for row in store.nodes().await? {
@@ -193,6 +211,10 @@ async fn load(
         }
     }
     d.restore(problems, nodes);
+    d.restore_fine(store.fine().await?);
+    for id in whole {
+        d.mark_all(id);
+    }
     let since = now_ms.saturating_sub(7 * 86_400_000);
     for (node, digest) in store.recent_digests(since, HISTORY).await? {
         if let Ok(dg) = serde_json::from_str::<Digest>(&digest) {
@@ -356,6 +378,7 @@ impl Task {
             answers.push((out, reply));
         }
         batch.problems = self.rows(&touched);
+        batch.fine = self.detector.take_fine();
         batch.nodes = nodes
             .into_iter()
             .filter_map(|n| {
@@ -383,19 +406,43 @@ impl Task {
         }
     }
 
-    fn rows(&self, ids: &BTreeSet<u64>) -> Vec<ProblemRow> {
-        ids.iter()
-            .filter_map(|id| self.detector.problem(*id))
-            .filter_map(|p| {
-                Some(ProblemRow {
-                    id: p.id,
-                    signature: p.signature.clone(),
-                    status: p.status.as_str().into(),
-                    last_seen_ms: p.last_seen_ms,
-                    body: serde_json::to_string(p).ok()?,
-                })
-            })
-            .collect()
+    /// The rows of the problems in `ids` and of every problem whose
+    /// evidence changed: each record without its nodes, and the evidence
+    /// rows of the nodes that changed.
+    fn rows(&mut self, ids: &BTreeSet<u64>) -> Vec<ProblemRow> {
+        let mut dirty = self.detector.take_dirty();
+        let mut all = ids.clone();
+        all.extend(dirty.keys().copied());
+        let mut out = Vec::with_capacity(all.len());
+        for id in all {
+            let Some(p) = self.detector.problem_mut(id) else {
+                continue;
+            };
+            let nodes = std::mem::take(&mut p.nodes);
+            let body = serde_json::to_string(&*p);
+            p.nodes = nodes;
+            let Ok(body) = body else { continue };
+            let p = &*p;
+            let evidence = |n: &String| {
+                let ev = p.nodes.get(n)?;
+                Some((n.clone(), serde_json::to_string(ev).ok()?))
+            };
+            let (replace_nodes, nodes) = match dirty.remove(&id) {
+                None => (false, Vec::new()),
+                Some(None) => (true, p.nodes.keys().filter_map(evidence).collect()),
+                Some(Some(set)) => (false, set.iter().filter_map(evidence).collect()),
+            };
+            out.push(ProblemRow {
+                id: p.id,
+                signature: p.signature.clone(),
+                status: p.status.as_str().into(),
+                last_seen_ms: p.last_seen_ms,
+                body,
+                nodes,
+                replace_nodes,
+            });
+        }
+        out
     }
 
     async fn change(&mut self, id: u64, change: ProblemChange) -> Result<Problem, MarketError> {

@@ -6,46 +6,97 @@
 //! grow beyond the input.
 
 use serde_json::{Map, Value};
-use serde_yaml_ng::Value as Yaml;
 
-/// A YAML document as JSON, tags dropped (their values kept).
+/// A YAML document as JSON, tags dropped (their values kept). The YAML
+/// events are read straight into JSON values: no YAML tree in between.
 pub fn yaml_to_json(text: &str) -> Result<Value, String> {
-    let y: Yaml = serde_yaml_ng::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    Ok(convert(y))
+    serde_yaml_ng::from_str::<Json>(text)
+        .map(|j| j.0)
+        .map_err(|e| format!("not valid YAML: {e}"))
 }
 
-fn convert(y: Yaml) -> Value {
-    match y {
-        Yaml::Null => Value::Null,
-        Yaml::Bool(b) => Value::Bool(b),
-        Yaml::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                n.as_f64()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or(Value::Null, Value::Number)
-            }
-        }
-        Yaml::String(s) => Value::String(s),
-        Yaml::Sequence(items) => Value::Array(items.into_iter().map(convert).collect()),
-        Yaml::Mapping(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                out.insert(key_text(k), convert(v));
-            }
-            Value::Object(out)
-        }
-        Yaml::Tagged(t) => convert(t.value),
+/// A JSON value read from YAML: a tagged node (`!ruby/object:...`,
+/// `!ruby/sym`), which YAML's reader presents as an enum variant named by
+/// the tag, becomes its content.
+struct Json(Value);
+
+impl<'de> serde::Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(JsonVisitor).map(Json)
     }
 }
 
-fn key_text(k: Yaml) -> String {
-    match convert(k) {
-        Value::String(s) => s,
-        other => other.to_string(),
+struct JsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::from(i))
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+        Ok(Value::from(u))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // The reader's hint is what the document says; the list grows as
+        // items really arrive.
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Json(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some((Json(k), Json(v))) = map.next_entry()? {
+            let key = match k {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        use serde::de::VariantAccess;
+        let (_tag, content): (serde::de::IgnoredAny, _) = data.variant()?;
+        content.newtype_variant::<Json>().map(|j| j.0)
     }
 }
 

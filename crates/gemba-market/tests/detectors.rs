@@ -8,72 +8,7 @@ use gemba_market::detect::{Detector, Thresholds};
 use gemba_market::problem::{Kind, Severity, Status};
 use gemba_market::run::*;
 
-const H: u64 = 3_600_000;
-const T0: u64 = 1_800_000_000_000;
-
-fn run(node: &str, at: u64) -> Run {
-    Run {
-        key: format!("puppet:{node}@{at}"),
-        tool: Tool::Puppet,
-        node: node.into(),
-        started_ms: at,
-        duration_ms: Some(30_000),
-        retrieval_ms: Some(2_000),
-        status: RunStatus::Unchanged,
-        environment: "production".into(),
-        code_version: "v1".into(),
-        noop: false,
-        catalog_failed: false,
-        counts: Counts {
-            total: 10,
-            ..Default::default()
-        },
-        resources: vec![],
-        ok_resources: vec![
-            "Service[app]".into(),
-            "Exec[fetch-code]".into(),
-            "File[/etc/app.conf]".into(),
-        ],
-        logs: vec![],
-        error: None,
-        tool_version: "7.23.0".into(),
-    }
-}
-
-fn failing(mut r: Run, kind: &str, title: &str, message: &str) -> Run {
-    let key = format!("{kind}[{title}]");
-    r.ok_resources.retain(|k| *k != key);
-    r.resources.push(Resource {
-        kind: kind.into(),
-        title: title.into(),
-        outcome: ResourceOutcome::Failed,
-        message: message.into(),
-        change: "ensure".into(),
-        refresh: false,
-        file: Some("/etc/puppet/code/site.pp".into()),
-        line: Some(4),
-    });
-    r.status = RunStatus::Failed;
-    r.counts.failed += 1;
-    r
-}
-
-fn changing(mut r: Run, kind: &str, title: &str, change: &str, refresh: bool) -> Run {
-    r.resources.push(Resource {
-        kind: kind.into(),
-        title: title.into(),
-        outcome: ResourceOutcome::Changed,
-        message: "executed successfully".into(),
-        change: change.into(),
-        refresh,
-        file: None,
-        line: None,
-    });
-    if r.status == RunStatus::Unchanged {
-        r.status = RunStatus::Changed;
-    }
-    r
-}
+use common::{changing, failing, run, H, T0};
 
 fn only(d: &Detector, kind: Kind) -> Vec<&gemba_market::problem::Problem> {
     d.problems().filter(|p| p.kind == kind).collect()
@@ -406,7 +341,7 @@ fn the_shared_puppet_and_chef_fixtures_show_their_problems() {
         "puppet7/web1-run2.yaml",
         "puppet7/web1-run3.yaml",
     ] {
-        d.apply(&common::run(f));
+        d.apply(&common::fixture_run(f));
     }
     let ni = only(&d, Kind::NotIdempotent);
     assert_eq!(ni.len(), 1);
@@ -421,7 +356,7 @@ fn the_shared_puppet_and_chef_fixtures_show_their_problems() {
 
     // The Chef file rewritten on every run: the success report replayed as
     // three runs of one node.
-    let base = common::run("chef/converge-success-report.json");
+    let base = common::fixture_run("chef/converge-success-report.json");
     let mut d = Detector::new(Thresholds::default());
     for i in 0..3 {
         let mut r = base.clone();

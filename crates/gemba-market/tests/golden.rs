@@ -41,7 +41,7 @@ fn old_puppet_yaml_counts_match_their_expectations() {
             "puppet-yaml/{}",
             path.file_name().unwrap().to_string_lossy()
         );
-        let run = common::run(&rel);
+        let run = common::fixture_run(&rel);
         assert_eq!(run.tool, gemba_market::run::Tool::Puppet);
         // A run is matched to its expectation by its time.
         if let Some((_, failed, changed, total, name)) =
@@ -72,7 +72,7 @@ fn puppet_7_reports_name_the_failing_and_changing_resources() {
     if common::fixtures().is_none() {
         return;
     }
-    let run = common::run("puppet7/web1-run1.yaml");
+    let run = common::fixture_run("puppet7/web1-run1.yaml");
     assert_eq!(run.node, "web1.example.net");
     assert_eq!(run.key, "puppet:ec46532d-0667-461c-93a2-933b12fc6dc2");
     assert_eq!(run.status, RunStatus::Failed);
@@ -160,7 +160,7 @@ fn chef_messages_and_the_malformed_one() {
     assert_eq!(format, Format::ChefMessage);
     assert!(matches!(&docs[0], Parsed::Start(s) if s.node == "test_node"));
 
-    let fail = common::run("chef/converge-failure-report.json");
+    let fail = common::fixture_run("chef/converge-failure-report.json");
     assert_eq!(fail.status, RunStatus::Failed);
     assert_eq!(fail.key, "chef:ba6acb91-1eaa-4c84-8d68-f19ee641e606");
     let failed: Vec<String> = fail.failed_resources().map(|r| r.key()).collect();
@@ -172,7 +172,7 @@ fn chef_messages_and_the_malformed_one() {
         .class
         .contains("EnclosingDirectoryDoesNotExist"));
 
-    let ok = common::run("chef/converge-success-report.json");
+    let ok = common::fixture_run("chef/converge-success-report.json");
     let always = ok
         .resources
         .iter()
@@ -195,7 +195,7 @@ fn chef_messages_and_the_malformed_one() {
         "chef/effortless_ccr.json",
         "chef/looping_roles_ccr.json",
     ] {
-        let r = common::run(f);
+        let r = common::fixture_run(f);
         assert!(r.counts.total > 0, "{f}");
     }
     let err = parse(&common::read("chef/converge-bad-report.json"), Expect::Chef).unwrap_err();

@@ -37,7 +37,9 @@ pub struct StartRow {
     pub started_ms: u64,
 }
 
-/// A problem: indexed fields and the whole record as JSON.
+/// A problem: indexed fields, the record as JSON, and its evidence per
+/// node in rows of their own (a problem on many nodes is rewritten one
+/// node at a time, not whole).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProblemRow {
     pub id: u64,
@@ -45,6 +47,11 @@ pub struct ProblemRow {
     pub status: String,
     pub last_seen_ms: u64,
     pub body: String,
+    /// (node, evidence as JSON): in a commit, the rows to write; loaded,
+    /// every row.
+    pub nodes: Vec<(String, String)>,
+    /// In a commit: `nodes` is all of them; drop the stored rows first.
+    pub replace_nodes: bool,
 }
 
 /// A node's summary as JSON.
@@ -61,6 +68,9 @@ pub struct MarketBatch {
     pub starts: Vec<StartRow>,
     pub problems: Vec<ProblemRow>,
     pub nodes: Vec<NodeRow>,
+    /// Changed entries of the detectors' index of resources that ran fine
+    /// (resource key, JSON).
+    pub fine: Vec<(String, String)>,
 }
 
 /// Counts over a window.
@@ -80,6 +90,8 @@ pub trait MarketStore: Send + Sync {
     async fn commit(&self, batch: MarketBatch) -> Result<(), StoreError>;
     async fn problems(&self) -> Result<Vec<ProblemRow>, StoreError>;
     async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError>;
+    /// The detectors' index of resources that ran fine (key, JSON).
+    async fn fine(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Digests of each node's newest `per_node` runs since `since_ms`
     /// (node, digest), oldest first.
     async fn recent_digests(

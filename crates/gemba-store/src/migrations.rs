@@ -63,6 +63,18 @@ const MARKET: &[&str] = &[
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 2: each problem's evidence per node in its own rows; the detectors'
+    // index of resources that ran fine.
+    "CREATE TABLE market_problem_nodes (
+        problem INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (problem, node)
+    ) WITHOUT ROWID;
+    CREATE TABLE market_fine (
+        key TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    );",
 ];
 
 /// The escalator's tables.

@@ -79,8 +79,20 @@ impl MarketStore for SqliteStore {
                     "INSERT INTO market_problems (id, signature, status, last_seen_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(id) DO UPDATE SET status = excluded.status, last_seen_ms = excluded.last_seen_ms, body = excluded.body",
                 )?;
+                let mut clear =
+                    tx.prepare_cached("DELETE FROM market_problem_nodes WHERE problem = ?1")?;
+                let mut evidence = tx.prepare_cached(
+                    "INSERT INTO market_problem_nodes (problem, node, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(problem, node) DO UPDATE SET body = excluded.body",
+                )?;
                 for p in &batch.problems {
                     prob.execute(params![p.id as i64, p.signature, p.status, p.last_seen_ms as i64, p.body])?;
+                    if p.replace_nodes {
+                        clear.execute([p.id as i64])?;
+                    }
+                    for (node, body) in &p.nodes {
+                        evidence.execute(params![p.id as i64, node, body])?;
+                    }
                 }
                 let mut node = tx.prepare_cached(
                     "INSERT INTO market_nodes (node, body) VALUES (?1, ?2)
@@ -88,6 +100,13 @@ impl MarketStore for SqliteStore {
                 )?;
                 for n in &batch.nodes {
                     node.execute(params![n.node, n.body])?;
+                }
+                let mut fine = tx.prepare_cached(
+                    "INSERT INTO market_fine (key, body) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET body = excluded.body",
+                )?;
+                for (key, body) in &batch.fine {
+                    fine.execute(params![key, body])?;
                 }
             }
             tx.commit()
@@ -107,9 +126,22 @@ impl MarketStore for SqliteStore {
                     status: r.get(2)?,
                     last_seen_ms: r.get::<_, i64>(3)? as u64,
                     body: r.get(4)?,
+                    nodes: Vec::new(),
+                    replace_nodes: false,
                 })
             })?;
-            rows.collect()
+            let mut list: Vec<ProblemRow> = rows.collect::<Result<_, _>>()?;
+            let at: std::collections::HashMap<u64, usize> =
+                list.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+            let mut stmt = c.prepare("SELECT problem, node, body FROM market_problem_nodes")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let id = r.get::<_, i64>(0)? as u64;
+                if let Some(&i) = at.get(&id) {
+                    list[i].nodes.push((r.get(1)?, r.get(2)?));
+                }
+            }
+            Ok(list)
         })
         .await
     }
@@ -123,6 +155,15 @@ impl MarketStore for SqliteStore {
                     body: r.get(1)?,
                 })
             })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn fine(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT key, body FROM market_fine")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
         .await

@@ -1,6 +1,12 @@
 //! `gemba`: parse the command line, start tracing, run the command, pick the
 //! exit code (0 ok, 1 failure, 2 usage, 64 bad configuration).
 
+/// mimalloc instead of glibc's malloc: parsing reports allocates a value
+/// per YAML or JSON node, and glibc's allocator took about a third of the
+/// parse time in profiles (BENCHMARKS.md, report ingestion).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod check_once;
 mod cli;
 mod client;

@@ -26,7 +26,7 @@ fn report(i: usize) -> (String, String) {
     let uuid = format!("9d1f0c3e-0000-4000-8000-{i:012}");
     // Every 7th run fails the same way, so problems are written in the same
     // transactions as the runs.
-    let (status, resource) = if i % 7 == 0 {
+    let (status, resource) = if i.is_multiple_of(7) {
         (
             "failed",
             "  Exec[fetch-from-scm]:\n    title: fetch-from-scm\n    resource_type: Exec\n    failed: true\n    changed: false\n    events:\n    - property: returns\n      status: failure\n      message: \"'/usr/bin/git fetch' returned 128 instead of one of [0]\"\n",
@@ -243,6 +243,6 @@ fn acknowledged_reports_survive_a_kill_and_none_is_stored_twice() {
         .find(|p| p["sample"]["resource"] == "Exec[fetch-from-scm]")
         .expect("the SCM problem");
     assert_eq!(scm["nodes"], 200, "{scm}");
-    let failing = (0..REPORTS).filter(|i| i % 7 == 0).count();
+    let failing = (0..REPORTS).filter(|i| i.is_multiple_of(7)).count();
     assert_eq!(scm["occurrences"], failing, "{scm}");
 }
