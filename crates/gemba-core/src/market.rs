@@ -31,6 +31,10 @@ pub struct MarketSection {
     pub run_retention: Option<String>,
     #[serde(default)]
     pub rule: Vec<RuleSection>,
+    /// Where the market goes every day at `market_at`: targets shaped as
+    /// `[[notify]]` (webhook, smtp, command).
+    #[serde(default)]
+    pub publish: Vec<crate::policy::NotifySection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +57,8 @@ pub struct MarketConfig {
     pub clean_runs: u32,
     pub run_retention: Duration,
     pub rules: Vec<MarketRule>,
+    /// Targets the daily market is sent to (none: it is only served).
+    pub publish: Vec<crate::policy::NotifyDef>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -189,7 +195,9 @@ pub(crate) fn market_config(c: &mut Checker, m: MarketSection) -> MarketConfig {
             severity: r.severity,
         });
     }
+    let publish = crate::policy::validate_targets(c, "market.publish", m.publish);
     MarketConfig {
+        publish,
         max_report_bytes,
         market_at,
         timezone,
@@ -231,6 +239,11 @@ mod tests {
                     severity: Some("urgent".into()),
                     ..Default::default()
                 }],
+                publish: vec![crate::policy::NotifySection {
+                    kind: Some("webhook".into()),
+                    url: Some("ftp://hooks.example.net/market".into()),
+                    ..Default::default()
+                }],
                 ..Default::default()
             },
         );
@@ -242,7 +255,8 @@ mod tests {
                 "market.market_at",
                 "market.timezone",
                 "market.rule[0].pattern",
-                "market.rule[0].severity"
+                "market.rule[0].severity",
+                "market.publish[0].url"
             ]
         );
     }

@@ -908,9 +908,18 @@ fn validate_escalator(c: &mut Checker, esc: EscalatorSection) -> EscalatorConfig
 
 /// `[[notify]]` sections.
 fn validate_notify(c: &mut Checker, notify: Vec<NotifySection>) -> Vec<NotifyDef> {
+    validate_targets(c, "notify", notify)
+}
+
+/// Notification targets under `section` (`notify`, `market.publish`).
+pub(crate) fn validate_targets(
+    c: &mut Checker,
+    section: &str,
+    notify: Vec<NotifySection>,
+) -> Vec<NotifyDef> {
     let mut notify_defs = Vec::new();
     for (i, n) in notify.into_iter().enumerate() {
-        let key = |k: &str| format!("notify[{i}].{k}");
+        let key = |k: &str| format!("{section}[{i}].{k}");
         match n.kind.as_deref() {
             Some("webhook") => match n.url {
                 Some(u) if u.starts_with("http://") => notify_defs.push(NotifyDef::Webhook { url: u }),

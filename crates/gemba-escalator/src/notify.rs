@@ -74,11 +74,60 @@ pub fn payload(n: &Notice, node: &str) -> serde_json::Value {
     })
 }
 
+/// One message for any target: what a webhook posts, what a mail says,
+/// what a command gets on stdin and in its environment.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// The mail subject and `GEMBA_TEXT`.
+    pub subject: String,
+    /// The mail body.
+    pub text: String,
+    /// The webhook body.
+    pub json: serde_json::Value,
+    /// A command's stdin.
+    pub stdin: Vec<u8>,
+    /// A command's environment, beside `GEMBA_TEXT`.
+    pub env: Vec<(String, String)>,
+}
+
 /// Sends `n` to `target`; returns a description of the failure, if any.
 pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), String> {
+    let text = format!(
+        "{}\n\nscope: {}\nescalation: {}\n",
+        body(n, node),
+        n.scope,
+        n.escalation
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    let json = payload(n, node);
+    deliver(
+        target,
+        Outgoing {
+            subject: headline(n, node),
+            text,
+            stdin: json.to_string().into_bytes(),
+            json,
+            env: vec![
+                ("GEMBA_NOTICE".into(), n.kind.as_str().into()),
+                ("GEMBA_SCOPE".into(), n.scope.to_string()),
+                (
+                    "GEMBA_ESCALATION_ID".into(),
+                    n.escalation.map(|i| i.to_string()).unwrap_or_default(),
+                ),
+                ("GEMBA_NEXT".into(), n.next.clone().unwrap_or_default()),
+                ("GEMBA_ACK".into(), n.ack.clone().unwrap_or_default()),
+            ],
+        },
+    )
+    .await
+}
+
+/// Sends one message to `target`; returns a description of the failure.
+pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
     match target {
         NotifyDef::Webhook { url } => {
-            let body = payload(n, node).to_string();
+            let body = m.json.to_string();
             let url = url.clone();
             tokio::task::spawn_blocking(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -96,36 +145,19 @@ pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), Stri
             .map_err(|e| e.to_string())?
         }
         NotifyDef::Smtp { server, from, to } => {
-            let subject = headline(n, node);
-            let body = format!(
-                "{}\n\nscope: {}\nescalation: {}\n",
-                body(n, node),
-                n.scope,
-                n.escalation
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "-".into())
-            );
             let (server, from, to) = (server.clone(), from.clone(), to.clone());
-            tokio::task::spawn_blocking(move || smtp(&server, &from, &to, &subject, &body))
+            tokio::task::spawn_blocking(move || smtp(&server, &from, &to, &m.subject, &m.text))
                 .await
                 .map_err(|e| e.to_string())?
         }
         NotifyDef::Command { run } => {
+            let mut env = m.env;
+            env.push(("GEMBA_TEXT".into(), m.subject));
             let o = exec::run(&ExecSpec {
                 argv: run.clone(),
-                env: vec![
-                    ("GEMBA_NOTICE".into(), n.kind.as_str().into()),
-                    ("GEMBA_SCOPE".into(), n.scope.to_string()),
-                    (
-                        "GEMBA_ESCALATION_ID".into(),
-                        n.escalation.map(|i| i.to_string()).unwrap_or_default(),
-                    ),
-                    ("GEMBA_TEXT".into(), headline(n, node)),
-                    ("GEMBA_NEXT".into(), n.next.clone().unwrap_or_default()),
-                    ("GEMBA_ACK".into(), n.ack.clone().unwrap_or_default()),
-                ],
+                env,
                 timeout: SEND_TIMEOUT,
-                stdin: Some(payload(n, node).to_string().into_bytes()),
+                stdin: Some(m.stdin),
             })
             .await;
             if o.success() {

@@ -20,6 +20,7 @@ pub mod detect;
 pub mod format;
 pub mod market;
 pub mod problem;
+pub mod publish;
 pub mod puppet;
 pub mod run;
 pub mod service;

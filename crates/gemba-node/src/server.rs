@@ -330,6 +330,26 @@ async fn start_market(
         }
     };
     stages.drain().spawn(Phase::Store, "market", task);
+    if !config.market.publish.is_empty() {
+        let targets = config.market.publish.clone();
+        let schedule = gemba_market::publish::Schedule {
+            at: config.market.market_at,
+            timezone: config.market.timezone.clone(),
+        };
+        let publisher = gemba_market::publish::run(
+            handle.clone(),
+            schedule,
+            config.node.id.to_string(),
+            clock,
+            move |ed| {
+                let targets = targets.clone();
+                async move { publish(&targets, ed).await }
+            },
+        );
+        stages
+            .drain()
+            .spawn(Phase::Store, "market-publish", publisher);
+    }
     let retention = config.market.run_retention;
     stages
         .drain()
@@ -349,6 +369,36 @@ async fn start_market(
             }
         });
     Some(handle)
+}
+
+/// Sends one edition of the market to every target: Markdown for mail and
+/// commands (stdin), JSON with a Slack-compatible `text` for webhooks.
+async fn publish(
+    targets: &[gemba_core::policy::NotifyDef],
+    ed: gemba_market::publish::Edition,
+) -> (usize, Vec<String>) {
+    let json = serde_json::json!({
+        "text": ed.markdown,
+        "date": ed.date,
+        "subject": ed.subject,
+        "market": ed.market,
+    });
+    let mut took = 0;
+    let mut errors = Vec::new();
+    for t in targets {
+        let m = gemba_escalator::notify::Outgoing {
+            subject: ed.subject.clone(),
+            text: ed.markdown.clone(),
+            json: json.clone(),
+            stdin: ed.markdown.clone().into_bytes(),
+            env: vec![("GEMBA_MARKET_DATE".into(), ed.date.clone())],
+        };
+        match gemba_escalator::notify::deliver(t, m).await {
+            Ok(()) => took += 1,
+            Err(e) => errors.push(e),
+        }
+    }
+    (took, errors)
 }
 
 /// Prunes journal lines and closed escalations past the retention, at
