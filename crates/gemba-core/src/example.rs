@@ -5,6 +5,7 @@
 //! this output and checks that it loads to exactly the defaults.
 
 use crate::config::defaults as d;
+use crate::market::defaults as gemba_market_defaults;
 use crate::policy::defaults as p;
 
 /// Returns the example configuration as TOML text.
@@ -147,7 +148,51 @@ journal_retention = "{journal_retention}"
 # [[notify]]
 # kind = "webhook"
 # url = "http://chat.internal/hooks/ops"
+
+[market]
+# Puppet (reports = http, reporturl = http://HOST:8777/api/v1/reports/puppet)
+# and chef-client (data_collector.server_url = .../api/v1/chef/data-collector)
+# report here; the morning market shows yesterday's rejects as problems.
+# Largest report accepted (413 above it).
+max_report_size = "{max_report_size}"
+# The daily market covers the 24 hours up to this local time.
+market_at = "{market_at}"
+timezone = "{timezone}"
+# Environments whose problems weigh more.
+production = ["production", "prod"]
+# Runs without the problem on every affected node that resolve it.
+clean_runs = {clean_runs}
+# Stored runs older than this are removed (problems stay).
+run_retention = "{run_retention}"
+# What a team already knows: a pattern over a problem's signature or message
+# sets its category, cause and/or severity.
+# [[market.rule]]
+# pattern = "git fetch"
+# category = "scm"
+# cause = "the Git mirror is rebooted on Sundays at 03:00"
+# severity = "low"
+# Where the market goes every day at market_at, as Markdown: webhook, smtp or
+# command, as [[notify]].
+# [[market.publish]]
+# kind = "smtp"
+# smtp_server = "localhost:25"
+# from = "gemba@example.net"
+# to = ["ops@example.net"]
+# Pull runs from a PuppetDB instead of (or beside) Puppet's http processor:
+# its v4 query API over http (PuppetDB's https port wants Puppet client
+# certificates, which gemba does not send), every interval, page reports at
+# a time, from where the last pull stopped.
+# [[market.source]]
+# kind = "puppetdb"
+# url = "http://puppetdb.example.net:8080"
+# interval = "60s"
+# page = 100
 "#,
+        max_report_size = gemba_market_defaults::MAX_REPORT_SIZE,
+        market_at = gemba_market_defaults::MARKET_AT,
+        timezone = gemba_market_defaults::TIMEZONE,
+        clean_runs = gemba_market_defaults::CLEAN_RUNS,
+        run_retention = gemba_market_defaults::RUN_RETENTION,
         site = d::SITE,
         data_dir = d::DATA_DIR,
         cluster = d::CLUSTER,

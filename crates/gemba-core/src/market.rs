@@ -35,6 +35,33 @@ pub struct MarketSection {
     /// `[[notify]]` (webhook, smtp, command).
     #[serde(default)]
     pub publish: Vec<crate::policy::NotifySection>,
+    /// Where runs are pulled from (`kind = "puppetdb"`).
+    #[serde(default)]
+    pub source: Vec<SourceSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    pub kind: Option<String>,
+    /// PuppetDB's base URL, `http://puppetdb.example.net:8080`.
+    pub url: Option<String>,
+    /// How often to ask for new reports (`60s`).
+    pub interval: Option<String>,
+    /// Reports per request (100).
+    pub page: Option<u32>,
+}
+
+/// A place runs are pulled from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceDef {
+    /// PuppetDB's v4 query API: `/pdb/query/v4/reports`, newest first
+    /// by `receive_time` after the stored cursor.
+    PuppetDb {
+        url: String,
+        interval: Duration,
+        page: u32,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +86,7 @@ pub struct MarketConfig {
     pub rules: Vec<MarketRule>,
     /// Targets the daily market is sent to (none: it is only served).
     pub publish: Vec<crate::policy::NotifyDef>,
+    pub sources: Vec<SourceDef>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +102,19 @@ impl Default for MarketConfig {
         let mut c = Checker { errors: Vec::new() };
         market_config(&mut c, MarketSection::default())
     }
+}
+
+/// `http://host[:port][/prefix]`, nothing after the path.
+fn valid_base_url(u: &str) -> bool {
+    let Some(rest) = u.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    !host.is_empty()
+        && !u.contains(['?', '#', ' ', '@'])
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
 }
 
 /// Parses `16MiB`, `512KiB`, `2MB`, `1000`.
@@ -196,8 +237,53 @@ pub(crate) fn market_config(c: &mut Checker, m: MarketSection) -> MarketConfig {
         });
     }
     let publish = crate::policy::validate_targets(c, "market.publish", m.publish);
+    let mut sources = Vec::new();
+    for (i, src) in m.source.into_iter().enumerate() {
+        let key = |k: &str| format!("market.source[{i}].{k}");
+        match src.kind.as_deref() {
+            Some("puppetdb") => {}
+            Some(other) => {
+                c.fail(
+                    &key("kind"),
+                    format!("unknown source kind {other:?}; use puppetdb"),
+                );
+                continue;
+            }
+            None => {
+                c.fail(&key("kind"), "required: puppetdb");
+                continue;
+            }
+        }
+        let url = match src.url {
+            Some(u) if valid_base_url(&u) => u.trim_end_matches('/').to_string(),
+            Some(u) => {
+                c.fail(
+                    &key("url"),
+                    format!("{u:?} is not an http:// base URL such as \"http://puppetdb.example.net:8080\" (PuppetDB's https port wants Puppet client certificates, which this build does not send)"),
+                );
+                continue;
+            }
+            None => {
+                c.fail(&key("url"), "required: PuppetDB's base URL");
+                continue;
+            }
+        };
+        let interval = c.duration(
+            &key("interval"),
+            src.interval.as_deref(),
+            "60s",
+            Duration::from_secs(10),
+        );
+        let page = c.count(&key("page"), src.page, 100, 1..=1000);
+        sources.push(SourceDef::PuppetDb {
+            url,
+            interval,
+            page,
+        });
+    }
     MarketConfig {
         publish,
+        sources,
         max_report_bytes,
         market_at,
         timezone,

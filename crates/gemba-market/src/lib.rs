@@ -22,6 +22,7 @@ pub mod market;
 pub mod problem;
 pub mod publish;
 pub mod puppet;
+pub mod puppetdb;
 pub mod run;
 pub mod service;
 pub mod signature;

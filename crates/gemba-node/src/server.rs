@@ -350,6 +350,25 @@ async fn start_market(
             .drain()
             .spawn(Phase::Store, "market-publish", publisher);
     }
+    for src in &config.market.sources {
+        let gemba_core::market::SourceDef::PuppetDb {
+            url,
+            interval,
+            page,
+        } = src;
+        let source = gemba_market::puppetdb::Source {
+            url: url.clone(),
+            interval: *interval,
+            page: *page,
+            max_bytes: (config.market.max_report_bytes as u64).saturating_mul(*page as u64),
+        };
+        stages.drain().spawn_in(
+            Phase::Store,
+            "market-puppetdb",
+            tracing::info_span!("source", url = %url),
+            gemba_market::puppetdb::run(handle.clone(), source, clock),
+        );
+    }
     let retention = config.market.run_retention;
     stages
         .drain()
