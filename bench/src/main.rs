@@ -12,6 +12,7 @@
 //! - `console`: one console page rendered for N nodes, every pair probed.
 //! - `identity`: signing and verifying published gossip values.
 //! - `ingest`: Puppet and Chef reports per second into a server over HTTP.
+//! - `market`: the morning market over 10,000 nodes × 48 runs/day × 7 days.
 
 /// mimalloc instead of glibc's malloc: parsing reports allocates a value
 /// per YAML or JSON node, and glibc's allocator took about a third of the
@@ -24,6 +25,7 @@ mod escalator;
 mod grid;
 mod identity;
 mod ingest;
+mod market;
 mod sim;
 
 fn main() -> anyhow::Result<()> {
@@ -110,6 +112,18 @@ fn main() -> anyhow::Result<()> {
             }
             ingest::run(&bin, fixtures, count, clients)
         }
+        Some("market") => {
+            let nodes = flag("--nodes")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(10_000);
+            let per_day = flag("--per-day")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(48);
+            let days = flag("--days").map(|s| s.parse()).transpose()?.unwrap_or(7);
+            market::run_bench(nodes, per_day, days)
+        }
         Some("sim") => {
             let nodes = flag("--nodes")
                 .map(|s| s.parse())
@@ -126,7 +140,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps)
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages]");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7]");
             std::process::exit(2);
         }
     }

@@ -356,22 +356,7 @@ impl Task {
                         out.runs.push((run.key.clone(), true));
                         touched.extend(self.detector.apply(&run));
                         nodes.insert(run.node.clone());
-                        batch.runs.push(RunRow {
-                            id: 0,
-                            key: run.key.clone(),
-                            node: run.node.clone(),
-                            tool: run.tool.as_str().into(),
-                            started_ms: run.started_ms,
-                            duration_ms: run.duration_ms,
-                            status: run.status.as_str().into(),
-                            environment: run.environment.clone(),
-                            code_version: run.code_version.clone(),
-                            total: run.counts.total,
-                            changed: run.counts.changed,
-                            failed: run.counts.failed,
-                            digest: serde_json::to_string(&Digest::of(&run)).unwrap_or_default(),
-                            body: serde_json::to_string(&run).unwrap_or_default(),
-                        });
+                        batch.runs.push(run_row(&run));
                     }
                 }
             }
@@ -406,43 +391,8 @@ impl Task {
         }
     }
 
-    /// The rows of the problems in `ids` and of every problem whose
-    /// evidence changed: each record without its nodes, and the evidence
-    /// rows of the nodes that changed.
     fn rows(&mut self, ids: &BTreeSet<u64>) -> Vec<ProblemRow> {
-        let mut dirty = self.detector.take_dirty();
-        let mut all = ids.clone();
-        all.extend(dirty.keys().copied());
-        let mut out = Vec::with_capacity(all.len());
-        for id in all {
-            let Some(p) = self.detector.problem_mut(id) else {
-                continue;
-            };
-            let nodes = std::mem::take(&mut p.nodes);
-            let body = serde_json::to_string(&*p);
-            p.nodes = nodes;
-            let Ok(body) = body else { continue };
-            let p = &*p;
-            let evidence = |n: &String| {
-                let ev = p.nodes.get(n)?;
-                Some((n.clone(), serde_json::to_string(ev).ok()?))
-            };
-            let (replace_nodes, nodes) = match dirty.remove(&id) {
-                None => (false, Vec::new()),
-                Some(None) => (true, p.nodes.keys().filter_map(evidence).collect()),
-                Some(Some(set)) => (false, set.iter().filter_map(evidence).collect()),
-            };
-            out.push(ProblemRow {
-                id: p.id,
-                signature: p.signature.clone(),
-                status: p.status.as_str().into(),
-                last_seen_ms: p.last_seen_ms,
-                body,
-                nodes,
-                replace_nodes,
-            });
-        }
-        out
+        problem_rows(&mut self.detector, ids)
     }
 
     async fn change(&mut self, id: u64, change: ProblemChange) -> Result<Problem, MarketError> {
@@ -510,4 +460,63 @@ impl Task {
             Err(e) => tracing::error!(error = %e, "cannot reload the market from the store"),
         }
     }
+}
+
+/// What is stored of a run.
+pub fn run_row(run: &crate::run::Run) -> RunRow {
+    RunRow {
+        id: 0,
+        key: run.key.clone(),
+        node: run.node.clone(),
+        tool: run.tool.as_str().into(),
+        started_ms: run.started_ms,
+        duration_ms: run.duration_ms,
+        status: run.status.as_str().into(),
+        environment: run.environment.clone(),
+        code_version: run.code_version.clone(),
+        total: run.counts.total,
+        changed: run.counts.changed,
+        failed: run.counts.failed,
+        digest: serde_json::to_string(&Digest::of(run)).unwrap_or_default(),
+        body: serde_json::to_string(run).unwrap_or_default(),
+    }
+}
+
+/// The rows of the problems in `ids` and of every problem whose
+/// evidence changed: each record without its nodes, and the evidence
+/// rows of the nodes that changed.
+pub fn problem_rows(detector: &mut Detector, ids: &BTreeSet<u64>) -> Vec<ProblemRow> {
+    let mut dirty = detector.take_dirty();
+    let mut all = ids.clone();
+    all.extend(dirty.keys().copied());
+    let mut out = Vec::with_capacity(all.len());
+    for id in all {
+        let Some(p) = detector.problem_mut(id) else {
+            continue;
+        };
+        let nodes = std::mem::take(&mut p.nodes);
+        let body = serde_json::to_string(&*p);
+        p.nodes = nodes;
+        let Ok(body) = body else { continue };
+        let p = &*p;
+        let evidence = |n: &String| {
+            let ev = p.nodes.get(n)?;
+            Some((n.clone(), serde_json::to_string(ev).ok()?))
+        };
+        let (replace_nodes, nodes) = match dirty.remove(&id) {
+            None => (false, Vec::new()),
+            Some(None) => (true, p.nodes.keys().filter_map(evidence).collect()),
+            Some(Some(set)) => (false, set.iter().filter_map(evidence).collect()),
+        };
+        out.push(ProblemRow {
+            id: p.id,
+            signature: p.signature.clone(),
+            status: p.status.as_str().into(),
+            last_seen_ms: p.last_seen_ms,
+            body,
+            nodes,
+            replace_nodes,
+        });
+    }
+    out
 }

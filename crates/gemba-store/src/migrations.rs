@@ -64,7 +64,8 @@ const MARKET: &[&str] = &[
         value TEXT NOT NULL
     );",
     // 2: each problem's evidence per node in its own rows; the detectors'
-    // index of resources that ran fine.
+    // index of resources that ran fine; runs by time (the market's counts
+    // and retention).
     "CREATE TABLE market_problem_nodes (
         problem INTEGER NOT NULL,
         node TEXT NOT NULL,
@@ -74,7 +75,8 @@ const MARKET: &[&str] = &[
     CREATE TABLE market_fine (
         key TEXT PRIMARY KEY,
         body TEXT NOT NULL
-    );",
+    );
+    CREATE INDEX market_runs_started ON market_runs(started_ms);",
 ];
 
 /// The escalator's tables.

@@ -174,18 +174,31 @@ impl MarketStore for SqliteStore {
         since_ms: u64,
         per_node: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
+        // Per node through the (node, started_ms) index: a window over
+        // every stored run took seconds once there were millions.
         self.with(move |c| {
+            let nodes: Vec<String> = {
+                let mut stmt = c.prepare("SELECT node FROM market_nodes")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
             let mut stmt = c.prepare(
-                "SELECT node, digest FROM (
-                    SELECT node, digest, started_ms,
-                           ROW_NUMBER() OVER (PARTITION BY node ORDER BY started_ms DESC) AS n
-                    FROM market_runs WHERE started_ms >= ?1
-                 ) WHERE n <= ?2 ORDER BY started_ms",
+                "SELECT started_ms, digest FROM market_runs
+                 WHERE node = ?1 AND started_ms >= ?2 ORDER BY started_ms DESC LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![since_ms as i64, per_node as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            rows.collect()
+            let mut out: Vec<(u64, String, String)> = Vec::new();
+            for node in nodes {
+                let rows = stmt
+                    .query_map(params![node, since_ms as i64, per_node as i64], |r| {
+                        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+                    })?;
+                for row in rows {
+                    let (at, digest) = row?;
+                    out.push((at, node.clone(), digest));
+                }
+            }
+            out.sort_by_key(|(at, _, _)| *at);
+            Ok(out.into_iter().map(|(_, n, d)| (n, d)).collect())
         })
         .await
     }
