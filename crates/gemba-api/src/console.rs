@@ -25,12 +25,25 @@ table{border-collapse:collapse}#matrix td,#matrix th{border:1px solid #fff;paddi
 .legend span{display:inline-block;margin-right:1em}.legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-1px;border-radius:2px}
 .muted{color:#57606a}
 header nav a{color:#fff;margin-right:1em}
-.page{padding:1em 1.2em}.page table td,.page table th{padding:3px 8px;border-bottom:1px solid #eaeef2;text-align:left;vertical-align:top}
+main.page{display:block}.page{padding:1em 1.2em}.nw{white-space:nowrap}table.problems{width:100%;max-width:90em}.page table td,.page table th{padding:3px 8px;border-bottom:1px solid #eaeef2;text-align:left;vertical-align:top}
 .st-OK,.st-passing,.ph-resolved{color:#1a7f37;font-weight:600}.st-WARNING,.ph-quiescing,.ph-verifying,.ph-backoff,.ph-awaiting-approval{color:#b87a00;font-weight:600}
 .st-CRITICAL,.st-failing,.ph-held{color:#d62728;font-weight:600}.st-UNKNOWN,.st-pending{color:#57606a;font-weight:600}.ph-running{color:#0969da;font-weight:600}
 pre{background:#f6f8fa;padding:.5em;max-height:16em;overflow:auto;white-space:pre-wrap;margin:.2em 0}
 .flap{background:#fff1d6;padding:0 .4em;border-radius:3px}
 "##;
+
+/// The frame of every console page but the grid's: header, navigation and
+/// one titled section. `refresh` reloads the page every so many seconds.
+pub(crate) fn shell(node: &str, title: &str, body: &str, refresh: Option<u32>) -> String {
+    let refresh = refresh
+        .map(|s| format!(r#"<meta http-equiv="refresh" content="{s}">"#))
+        .unwrap_or_default();
+    format!(
+        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">{refresh}<title>gemba · {title} · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node}</span>{NAV}</header><main class="page"><section><h2>{title}</h2>{body}</section></main></body></html>"##,
+        node = esc(node),
+        title = esc(title),
+    )
+}
 
 const SCRIPT: &str = r##"
 (function(){

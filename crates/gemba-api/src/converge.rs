@@ -11,7 +11,7 @@ use axum::Json;
 use gemba_escalator::{EscalatorError, EscalatorHandle, Phase};
 use serde_json::json;
 
-use crate::console::{ago, now_unix, utc_time, NAV, STYLE};
+use crate::console::{ago, now_unix, utc_time};
 use crate::svg::esc;
 use crate::{error, holds_token, Shared};
 
@@ -199,12 +199,7 @@ pub async fn ack(State(s): State<Shared>, Path(scope): Path<String>, req: Reques
 }
 
 fn page(s: &Shared, title: &str, body: &str) -> Response {
-    let node = esc(s.mesh.id());
-    Html(format!(
-        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta http-equiv="refresh" content="5"><title>gemba · {title} · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node}</span>{NAV}</header><main class="page"><section><h2>{title}</h2>{body}</section></main></body></html>"##,
-        title = esc(title),
-    ))
-    .into_response()
+    Html(crate::console::shell(s.mesh.id(), title, body, Some(5))).into_response()
 }
 
 fn when(ms: u64) -> String {

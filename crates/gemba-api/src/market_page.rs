@@ -9,15 +9,10 @@ use gemba_market::run::{ResourceOutcome, Run};
 use gemba_market::time::format_ms;
 use gemba_store::RunRow;
 
-use crate::console::{NAV, STYLE};
 use crate::svg::esc;
 
 fn page(node: &str, title: &str, body: &str) -> String {
-    format!(
-        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>gemba · {title} · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node}</span>{NAV}</header><main class="page"><section><h2>{title}</h2>{body}</section></main></body></html>"##,
-        node = esc(node),
-        title = esc(title),
-    )
+    crate::console::shell(node, title, body, None)
 }
 
 fn table(entries: &[Entry], heading: &str) -> String {
@@ -25,13 +20,13 @@ fn table(entries: &[Entry], heading: &str) -> String {
         return String::new();
     }
     let mut out = format!(
-        "<h3>{} ({})</h3><table><tr><th>id</th><th>severity</th><th>kind</th><th>problem</th><th>nodes</th><th>owner</th><th>age</th><th>cause</th></tr>",
+        "<h3>{} ({})</h3><table class=\"problems\"><tr><th>id</th><th>severity</th><th>kind</th><th>problem</th><th>nodes</th><th>owner</th><th>age</th><th>cause</th></tr>",
         esc(heading),
         entries.len()
     );
     for e in entries {
         out.push_str(&format!(
-            "<tr><td><a href=\"/market/problems/{id}\">{id}</a></td><td class=\"sev-{sev}\">{sev}</td><td>{kind}</td><td>{title}<br><span class=\"muted\">{why}</span></td><td>{nodes}</td><td>{owner}</td><td>{age}d</td><td>{cause}</td></tr>",
+            "<tr><td class=\"nw\"><a href=\"/market/problems/{id}\">{id}</a></td><td class=\"nw sev-{sev}\">{sev}</td><td class=\"nw\">{kind}</td><td>{title}<br><span class=\"muted\">{why}</span></td><td>{nodes}</td><td>{owner}</td><td>{age}d</td><td>{cause}</td></tr>",
             id = esc(&e.id),
             sev = e.severity,
             kind = e.kind,
