@@ -7,6 +7,7 @@
 
 mod console;
 mod converge;
+mod events;
 mod market;
 mod market_page;
 mod svg;
@@ -50,6 +51,8 @@ pub struct ApiState {
     /// The review stage, on servers whose store opened.
     pub market: Option<gemba_market::service::MarketHandle>,
     pub market_config: gemba_core::market::MarketConfig,
+    /// The learn stage's events, on servers whose store opened.
+    pub timeline: Option<gemba_timeline::TimelineHandle>,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -81,6 +84,7 @@ impl ApiState {
             allowed_hosts: Vec::new(),
             market: None,
             market_config: gemba_core::market::MarketConfig::default(),
+            timeline: None,
             responses,
         })
     }
@@ -118,6 +122,19 @@ impl ApiState {
         let s = Arc::get_mut(&mut self).expect("set before the state is shared");
         s.market = market;
         s.market_config = config;
+        self
+    }
+}
+
+impl ApiState {
+    /// The timeline (events), on servers.
+    pub fn with_timeline(
+        mut self: Arc<Self>,
+        timeline: Option<gemba_timeline::TimelineHandle>,
+    ) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set before the state is shared")
+            .timeline = timeline;
         self
     }
 }
@@ -176,7 +193,18 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
             state.market_config.max_report_bytes,
         ))
         .with_state(state.clone());
-    let own = own.merge(reports);
+    let events: Router = Router::new()
+        .route("/api/v1/events", get(events::list).post(events::add))
+        .route("/api/v1/events/{id}", get(events::one))
+        .route("/events", post(events::graphite))
+        .route("/events/", post(events::graphite))
+        .route("/api/annotations", post(events::grafana))
+        .route("/api/annotations/graphite", post(events::grafana_graphite))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            gemba_timeline::event::MAX_BODY,
+        ))
+        .with_state(state.clone());
+    let own = own.merge(reports).merge(events);
     own.merge(extra)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state, guard))
@@ -211,7 +239,7 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
     } else if changes_state && !authorized(&state, &req) {
         error(
             StatusCode::UNAUTHORIZED,
-            "this endpoint changes state and needs the API token: `Authorization: Bearer <token>` (report endpoints also take it as the password of basic auth, or in x-data-collector-token)",
+            "this endpoint changes state and needs the API token: `Authorization: Bearer <token>` (report and event endpoints also take it as the password of basic auth; Chef sends it in x-data-collector-token)",
         )
     } else {
         next.run(req).await
@@ -305,7 +333,16 @@ fn browser_refusal(
             ));
         }
     }
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+    // Graphite's clients post JSON with whatever content type their HTTP
+    // library picks (curl -d: form-urlencoded). A request with neither
+    // Origin nor Sec-Fetch-Site did not come from a current browser.
+    let graphite_client = events::GRAPHITE_PATHS.contains(&req.uri().path())
+        && headers.get(header::ORIGIN).is_none()
+        && headers.get("sec-fetch-site").is_none();
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .filter(|_| !graphite_client)
+    {
         let essence = ct
             .to_str()
             .unwrap_or("")
@@ -337,7 +374,8 @@ fn authorized(state: &ApiState, req: &Request) -> bool {
     let Some(expected) = &state.token else {
         return true;
     };
-    if !market::REPORT_PATHS.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    if !market::REPORT_PATHS.contains(&path) && !events::EVENT_PATHS.contains(&path) {
         return false;
     }
     let headers = req.headers();

@@ -193,6 +193,7 @@ pub struct Node {
     mesh: Arc<MeshNode>,
     escalator: Option<EscalatorHandle>,
     market: Option<gemba_market::service::MarketHandle>,
+    timeline: Option<gemba_timeline::TimelineHandle>,
     server: ServerRole,
     http_addr: Option<SocketAddr>,
     drain: Drain,
@@ -268,7 +269,8 @@ impl Node {
                 ),
             }
             .allowing_hosts(config.http.allowed_hosts.clone())
-            .with_market(server.market.clone(), config.market.clone());
+            .with_market(server.market.clone(), config.market.clone())
+            .with_timeline(server.timeline.clone());
             let stop = drain.token(Phase::Http);
             drain.spawn_graceful(Phase::Http, "http", async move {
                 if let Err(e) =
@@ -283,6 +285,7 @@ impl Node {
             mesh,
             escalator: server.escalator,
             market: server.market,
+            timeline: server.timeline,
             server: server.role,
             http_addr,
             drain,
@@ -309,6 +312,11 @@ impl Node {
     /// The review stage, on a server whose store opened.
     pub fn market(&self) -> Option<&gemba_market::service::MarketHandle> {
         self.market.as_ref()
+    }
+
+    /// The learn stage's events, on a server whose store opened.
+    pub fn timeline(&self) -> Option<&gemba_timeline::TimelineHandle> {
+        self.timeline.as_ref()
     }
 
     pub fn server_role(&self) -> &ServerRole {

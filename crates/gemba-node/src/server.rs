@@ -53,6 +53,8 @@ pub(crate) struct Server {
     pub escalator: Option<EscalatorHandle>,
     /// The review stage, when its tables opened.
     pub market: Option<gemba_market::service::MarketHandle>,
+    /// The learn stage's events, when its tables opened.
+    pub timeline: Option<gemba_timeline::TimelineHandle>,
     /// Where this node's own results go (into the tier fold), when on.
     pub results: Option<mpsc::Sender<CheckResult>>,
     pub subscriptions: Vec<ListenerHandle>,
@@ -64,6 +66,7 @@ impl Server {
             role: ServerRole::None,
             escalator: None,
             market: None,
+            timeline: None,
             results: None,
             subscriptions: Vec::new(),
         }
@@ -293,13 +296,15 @@ pub(crate) async fn start(
             }
         });
 
-    spawn_retention(stages, store, config.store.journal_retention, clock);
+    spawn_retention(stages, store.clone(), config.store.journal_retention, clock);
     let market = start_market(config, stages, clock).await;
+    let timeline = start_timeline(config, stages, clock, store).await;
 
     Server {
         role: ServerRole::On,
         escalator: Some(handle),
         market,
+        timeline,
         results: Some(fold_tx),
         subscriptions: vec![subscription],
     }
@@ -387,6 +392,45 @@ async fn start_market(
                 }
             }
         });
+    Some(handle)
+}
+
+/// How long events are kept.
+const EVENT_RETENTION: Duration = Duration::from_secs(400 * 86_400);
+
+/// The learn stage: its own connection to the store, and the followers
+/// that turn escalation steps and configuration runs into events. A
+/// timeline that cannot start leaves the rest of the server running.
+async fn start_timeline(
+    config: &Config,
+    stages: &mut Stages<'_>,
+    clock: Clock,
+    journal: Arc<dyn Store>,
+) -> Option<gemba_timeline::TimelineHandle> {
+    let store = match gemba_store::open_timeline(&config.store.location).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "the timeline's tables cannot be opened; events are refused");
+            return None;
+        }
+    };
+    let handle = gemba_timeline::TimelineHandle::new(store.clone(), clock);
+    let d = stages.drain();
+    d.spawn(
+        Phase::Store,
+        "events-from-journal",
+        gemba_timeline::service::follow_journal(handle.clone(), journal),
+    );
+    d.spawn(
+        Phase::Store,
+        "events-from-runs",
+        gemba_timeline::service::follow_runs(handle.clone(), store),
+    );
+    d.spawn(
+        Phase::Store,
+        "events-retention",
+        gemba_timeline::service::prune(handle.clone(), EVENT_RETENTION),
+    );
     Some(handle)
 }
 

@@ -20,10 +20,13 @@ mod market;
 mod migrations;
 mod sqlite;
 mod sqlite_market;
+mod sqlite_timeline;
+mod timeline;
 
 pub use market::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunCounts, RunRow, StartRow};
 pub use migrations::STAGES;
 pub use sqlite::SqliteStore;
+pub use timeline::{EventFilter, EventRow, TimelineStore};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +90,13 @@ pub async fn open_market(
     Ok(std::sync::Arc::new(open_sqlite(location).await?))
 }
 
+/// Opens the timeline's tables at `location` on their own connection.
+pub async fn open_timeline(
+    location: &StoreLocation,
+) -> Result<std::sync::Arc<SqliteStore>, StoreError> {
+    Ok(std::sync::Arc::new(open_sqlite(location).await?))
+}
+
 /// What [`Store::prune`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pruned {
@@ -142,6 +152,8 @@ pub trait Store: Send + Sync {
     async fn journal(&self, escalation: u64) -> Result<Vec<JournalRow>, StoreError>;
     /// The newest `limit` journal lines, newest first.
     async fn recent_journal(&self, limit: usize) -> Result<Vec<JournalRow>, StoreError>;
+    /// Journal lines after `seq`, oldest first, at most `limit`.
+    async fn journal_after(&self, seq: i64, limit: usize) -> Result<Vec<JournalRow>, StoreError>;
     /// Allocates a new escalation id.
     async fn next_escalation_id(&self) -> Result<u64, StoreError>;
     /// Inserts or replaces an escalation record.

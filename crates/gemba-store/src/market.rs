@@ -101,6 +101,8 @@ pub trait MarketStore: Send + Sync {
     ) -> Result<Vec<(String, String)>, StoreError>;
     /// A node's newest runs, without bodies.
     async fn node_runs(&self, node: &str, limit: usize) -> Result<Vec<RunRow>, StoreError>;
+    /// Runs stored after row `id`, oldest first, without bodies.
+    async fn runs_after(&self, id: i64, limit: usize) -> Result<Vec<RunRow>, StoreError>;
     /// One run with its body.
     async fn run(&self, key: &str) -> Result<Option<RunRow>, StoreError>;
     async fn run_counts(&self, since_ms: u64, until_ms: u64) -> Result<RunCounts, StoreError>;

@@ -20,6 +20,38 @@ pub const STAGES: &[StageSchema] = &[
         name: "market",
         sqlite: MARKET,
     },
+    StageSchema {
+        name: "timeline",
+        sqlite: TIMELINE,
+    },
+];
+
+/// The timeline's tables.
+const TIMELINE: &[&str] = &[
+    // 1: change events, their tags (for queries), named values.
+    "CREATE TABLE timeline_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        end_ms INTEGER,
+        kind TEXT NOT NULL,
+        what TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        text TEXT NOT NULL,
+        author TEXT NOT NULL,
+        link TEXT NOT NULL,
+        source TEXT NOT NULL,
+        origin TEXT UNIQUE
+    );
+    CREATE INDEX timeline_events_at ON timeline_events(at_ms);
+    CREATE TABLE timeline_event_tags (
+        tag TEXT NOT NULL,
+        event INTEGER NOT NULL,
+        PRIMARY KEY (tag, event)
+    ) WITHOUT ROWID;
+    CREATE TABLE timeline_values (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
 ];
 
 /// The market's tables.

@@ -243,6 +243,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn journal_after(&self, seq: i64, limit: usize) -> Result<Vec<JournalRow>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {JOURNAL_COLS} FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![seq, limit as i64], journal_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn next_escalation_id(&self) -> Result<u64, StoreError> {
         self.with(|c| {
             c.execute("INSERT INTO escalation_ids (at) VALUES (0)", [])?;
@@ -529,8 +540,12 @@ mod tests {
         assert_eq!(s.journal(1).await.unwrap()[0].text, "kept");
         assert_eq!(
             s.schema().await.unwrap(),
-            vec![("escalator".to_string(), 2), ("market".to_string(), 2)],
-            "migration 2 (the outbox) ran on top of the old schema, and the market's tables were added"
+            vec![
+                ("escalator".to_string(), 2),
+                ("market".to_string(), 2),
+                ("timeline".to_string(), 1)
+            ],
+            "migration 2 (the outbox) ran on top of the old schema, and the later stages' tables were added"
         );
         s.enqueue_notice("t", "{}", 1).await.unwrap();
         let _ = std::fs::remove_dir_all(d);

@@ -215,6 +215,17 @@ impl MarketStore for SqliteStore {
         .await
     }
 
+    async fn runs_after(&self, id: i64, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM market_runs WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![id, limit as i64], |r| run_row(r, false))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn run(&self, key: &str) -> Result<Option<RunRow>, StoreError> {
         let key = key.to_string();
         self.with(move |c| {

@@ -59,6 +59,12 @@ pub enum Command {
     /// The morning market: problems new, regressed, still open and resolved
     /// in the 24 hours up to the market time of a day (default: up to now).
     Market(MarketArgs),
+    /// Record a change event (a deploy, a config change, a note) or list
+    /// events: the markers on charts and the lines of a timeline.
+    Event {
+        #[command(subcommand)]
+        command: EventCommand,
+    },
     /// Print an example config or validate one.
     Config {
         #[command(subcommand)]
@@ -121,6 +127,60 @@ pub enum ProblemCommand {
         text: String,
         #[command(flatten)]
         write: WriteArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventCommand {
+    /// Record what changed, e.g. `gemba event add --kind deploy --tag
+    /// service=shop "v2.3.1 released"`.
+    Add {
+        /// What changed, in one line.
+        what: String,
+        /// deploy, puppet, chef, git, escalation or note.
+        #[arg(long)]
+        kind: Option<String>,
+        /// key=value (or a word), as often as needed: service=shop, env=prod, host=web-1.
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// When it happened: RFC 3339, unix seconds, or a duration back from
+        /// now (10m); default now.
+        #[arg(long)]
+        when: Option<String>,
+        /// When it ended, for a change that took a while.
+        #[arg(long)]
+        end: Option<String>,
+        /// More words: what, why, how to undo it.
+        #[arg(long)]
+        text: Option<String>,
+        /// Who made the change (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+        /// A link to the change (pull request, pipeline, ticket).
+        #[arg(long)]
+        link: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Events, newest first.
+    List {
+        /// From when: RFC 3339, unix seconds, or a duration back (2d). Default 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until when (default now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only events with this tag (key=value or a word); repeat to require several.
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Only events of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many (default 500).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        server: ServerArgs,
     },
 }
 

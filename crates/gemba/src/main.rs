@@ -14,6 +14,7 @@ mod converge_cmd;
 mod demo;
 mod demo_market;
 mod demo_service;
+mod event_cmd;
 mod graph_cmd;
 mod market_cmd;
 mod node;
@@ -85,6 +86,7 @@ fn main() -> ExitCode {
         Command::Import(args) => market_cmd::import(&args),
         Command::Problem { command } => market_cmd::problem(command),
         Command::Market(args) => market_cmd::market(&args),
+        Command::Event { command } => event_cmd::event(command),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());

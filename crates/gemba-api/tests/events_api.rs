@@ -1,0 +1,368 @@
+//! Change events over HTTP, in process: gemba's own shape, Graphite's and
+//! Grafana's bodies as their clients send them (with their ways of
+//! carrying the token and their content types), queries by time, tag and
+//! kind, and the refusals — each with its reason, none storing anything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use gemba_core::config::{Config, ConfigFile, Overrides};
+use gemba_mesh::{GridKey, MemNet, MeshNode, MeshSettings};
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const TOKEN: &str = "events-test-token-0123456789";
+
+async fn app() -> axum::Router {
+    let o = Overrides {
+        node_id: Some("srv".into()),
+        mesh_listen: Some("127.0.4.2:7946".into()),
+        ..Default::default()
+    };
+    let c = Config::from_file(ConfigFile::default(), &o, "test").unwrap();
+    let key = GridKey::new(b"events-test-grid-key-0123456789".to_vec()).unwrap();
+    let mut registry = Registry::default();
+    let mesh = MeshNode::start(
+        MeshSettings::from_config(&c, key, None),
+        Arc::new(MemNet::with_latency(Duration::from_micros(100))),
+        Some(&mut registry),
+    )
+    .await
+    .unwrap();
+    let store = Arc::new(gemba_store::SqliteStore::in_memory().unwrap());
+    let timeline = gemba_timeline::TimelineHandle::new(store, gemba_exec::Clock::new());
+    gemba_api::router(
+        gemba_api::ApiState::new(Arc::new(mesh), registry, Some(TOKEN.into()))
+            .with_timeline(Some(timeline)),
+    )
+}
+
+async fn send(
+    app: &axum::Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1:8777");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
+}
+
+const BEARER: (&str, &str) = ("authorization", "Bearer events-test-token-0123456789");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+async fn list(app: &axum::Router, query: &str) -> Vec<Value> {
+    let (s, v) = send(
+        app,
+        Method::GET,
+        &format!("/api/v1/events?{query}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["events"].as_array().unwrap().clone()
+}
+
+fn basic(password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("deploy:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn gembas_own_events_are_stored_and_found_by_time_tag_and_kind() {
+    let app = app().await;
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/events",
+        &[BEARER, JSON],
+        json!({
+            "what": "shop v2.3.1 released",
+            "kind": "deploy",
+            "tags": {"service": "shop", "env": "prod"},
+            "author": "alice",
+            "link": "https://ci.example.net/pipelines/812",
+            "text": "release notes:\n- connection pool rewritten",
+        })
+        .to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["kind"], "deploy");
+    assert_eq!(
+        v["tags"],
+        json!(["env=prod", "kind=deploy", "service=shop"])
+    );
+    let id = v["id"].as_i64().unwrap();
+
+    // A note an hour ago, on another service, tags as a list.
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/events",
+        &[BEARER, JSON],
+        json!({"what": "cache flushed", "tags": ["service=cart"], "when": an_hour_ago}).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["kind"], "note");
+
+    assert_eq!(list(&app, "").await.len(), 2);
+    let shop = list(&app, "tag=service%3Dshop").await;
+    assert_eq!(shop.len(), 1);
+    assert_eq!(shop[0]["what"], "shop v2.3.1 released");
+    assert_eq!(shop[0]["author"], "alice");
+    assert!(list(&app, "tag=service%3Dshop&tag=env%3Dstaging")
+        .await
+        .is_empty());
+    assert_eq!(list(&app, "kind=note").await[0]["what"], "cache flushed");
+    // The last 30 minutes hold only the release.
+    let recent = list(&app, "since=30m").await;
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0]["id"], id);
+    let (s, v) = send(&app, Method::GET, &format!("/api/v1/events/{id}"), &[], "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["text"], "release notes:\n- connection pool rewritten");
+}
+
+#[tokio::test]
+async fn graphite_clients_post_as_they_always_have() {
+    let app = app().await;
+    // curl -u deploy:TOKEN -X POST http://HOST/events/ -d '{...}' sends
+    // form-urlencoded and basic auth; tags as one string of words.
+    let auth = basic(TOKEN);
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        "/events/",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        r#"{"what": "Deploy shop 2.3.1", "tags": "deploy shop", "data": "deploy of master branch"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["id"].as_i64().is_some());
+    // Python requests with json=: a list of tags and a `when` in seconds.
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        "/events/",
+        &[BEARER, JSON],
+        r#"{"what": "Testing graphite events api", "tags": ["test", "epoch"], "when": 1795400000, "data": "at noon"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let all = list(&app, "since=2026-11-01T00:00:00Z").await;
+    let deploy = all
+        .iter()
+        .find(|e| e["what"] == "Deploy shop 2.3.1")
+        .unwrap();
+    assert_eq!(deploy["kind"], "deploy");
+    assert_eq!(deploy["tags"], json!(["deploy", "shop"]));
+    assert_eq!(deploy["text"], "deploy of master branch");
+    assert_eq!(deploy["source"], "graphite");
+    let test = all
+        .iter()
+        .find(|e| e["what"] == "Testing graphite events api")
+        .unwrap();
+    assert_eq!(test["when_ms"], 1_795_400_000_000u64);
+}
+
+#[tokio::test]
+async fn grafana_annotations_are_events() {
+    let app = app().await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        "/api/annotations",
+        &[BEARER, JSON],
+        json!({
+            "dashboardUID": "jcIIG-07z",
+            "panelId": 2,
+            "time": now_ms - 60_000,
+            "timeEnd": now_ms,
+            "tags": ["deploy", "service:shop"],
+            "text": "Annotation Description\nmore words",
+        })
+        .to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["message"], "Annotation added");
+    let e = &list(&app, "tag=service%3Dshop").await[0];
+    assert_eq!(e["what"], "Annotation Description");
+    assert_eq!(e["text"], "more words");
+    assert_eq!(e["kind"], "deploy");
+    assert_eq!(e["end_ms"], now_ms);
+    // Grafana's Graphite-shaped variant.
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        "/api/annotations/graphite",
+        &[BEARER, JSON],
+        r#"{"what": "Event - deploy", "tags": ["deploy", "production"], "data": "deploy of master branch"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["message"], "Graphite annotation added");
+}
+
+#[tokio::test]
+async fn bad_events_are_refused_with_the_reason_and_nothing_is_stored() {
+    let app = app().await;
+    let cases: &[(&str, &str, &str)] = &[
+        ("/api/v1/events", r#"{"tags": ["x"]}"#, "what is missing"),
+        (
+            "/api/v1/events",
+            r#"{"what": "x", "colour": "red"}"#,
+            "unknown field \"colour\"",
+        ),
+        (
+            "/api/v1/events",
+            r#"{"what": "x", "tags": ["service=sh op"]}"#,
+            "\"sh op\"",
+        ),
+        (
+            "/api/v1/events",
+            r#"{"what": "x", "when": "yesterday"}"#,
+            "RFC 3339",
+        ),
+        (
+            "/api/v1/events",
+            r#"{"what": "x", "when": 1, "end": 0.5}"#,
+            "before 2000",
+        ),
+        (
+            "/api/v1/events",
+            r#"{"what": "x", "link": "javascript:alert(1)"}"#,
+            "not an http",
+        ),
+        ("/api/v1/events", r#"["what"]"#, "not a JSON object"),
+        ("/api/v1/events", "{", "not JSON"),
+        ("/events/", r#"{"what": "x", "tags": "a;b"}"#, "\"a;b\""),
+        (
+            "/events/",
+            r#"{"what": "x", "who": "me"}"#,
+            "unknown field \"who\"",
+        ),
+        (
+            "/events/",
+            r#"{"what": "x", "when": 1795400000000}"#,
+            "milliseconds",
+        ),
+        (
+            "/api/annotations",
+            r#"{"text": "x", "time": 1795400000}"#,
+            "looks like seconds",
+        ),
+        (
+            "/api/annotations",
+            r#"{"text": "x", "dashboard": 1}"#,
+            "unknown field `dashboard`",
+        ),
+        (
+            "/api/annotations",
+            r#"{"tags": ["deploy"]}"#,
+            "what is missing",
+        ),
+    ];
+    for (path, body, why) in cases {
+        let (s, v) = send(&app, Method::POST, path, &[BEARER, JSON], *body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains(why), "{path} {body}: {e:?} should say {why:?}");
+    }
+    // Over the size cap, before it is read.
+    let big = format!(r#"{{"what": "x", "text": "{}"}}"#, "a".repeat(70_000));
+    let (s, _) = send(&app, Method::POST, "/api/v1/events", &[BEARER, JSON], big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // No token, a wrong one, a page on another site.
+    let ok = r#"{"what": "x"}"#;
+    let (s, _) = send(&app, Method::POST, "/api/v1/events", &[JSON], ok).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let wrong = basic("guess");
+    let (s, _) = send(
+        &app,
+        Method::POST,
+        "/events/",
+        &[("authorization", &wrong)],
+        ok,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = send(
+        &app,
+        Method::POST,
+        "/events/",
+        &[
+            BEARER,
+            ("origin", "http://evil.example"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        ok,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A browser's form post (it sends Sec-Fetch-Site) is no Graphite client.
+    let (s, _) = send(
+        &app,
+        Method::POST,
+        "/events/",
+        &[
+            BEARER,
+            ("sec-fetch-site", "same-origin"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        ok,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Nothing was stored by any of them.
+    assert!(list(&app, "since=3650d").await.is_empty());
+    // Bad queries are named too.
+    for (q, why) in [
+        ("since=soon", "since:"),
+        ("tag=a%3Bb", "\"a;b\""),
+        ("limit=0", "limit 0"),
+        ("colour=red", "unknown parameter"),
+        ("kind=party", "kind \"party\""),
+    ] {
+        let (s, v) = send(&app, Method::GET, &format!("/api/v1/events?{q}"), &[], "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(why), "{q}: {v}");
+    }
+}

@@ -1,0 +1,8 @@
+//! gemba's learn stage: change events and the followers that turn other
+//! stages' records (escalation steps, configuration runs) into events.
+
+pub mod event;
+pub mod service;
+
+pub use event::{EventError, NewEvent, Source};
+pub use service::{Query, TimelineError, TimelineHandle};

@@ -1,0 +1,162 @@
+//! `gemba event add` and `gemba event list`: change events through a
+//! server's HTTP API.
+
+use anyhow::bail;
+use serde_json::{json, Value};
+
+use crate::cli::EventCommand;
+use crate::client::Client;
+
+/// A time the user typed: a duration back from now (`10m`) becomes RFC
+/// 3339 here, so the server reads one clock; anything else goes as typed
+/// and the server names what is wrong with it.
+fn time_arg(t: &str) -> Value {
+    if let Ok(d) = t
+        .trim_start_matches('-')
+        .parse::<gemba_core::HumanDuration>()
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let at = now.saturating_sub(d.0);
+        return json!(at.as_secs_f64());
+    }
+    match t.parse::<f64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(t),
+    }
+}
+
+fn query_string(pairs: &[(&str, String)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+fn print_event(e: &Value) {
+    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+    let tags: Vec<&str> = e["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let end = e["end"]
+        .as_str()
+        .map(|x| format!(" → {x}"))
+        .unwrap_or_default();
+    println!(
+        "{:<6} {}{end}  {:<10} {}",
+        e["id"],
+        s("when"),
+        s("kind"),
+        s("what")
+    );
+    let mut more = Vec::new();
+    if !tags.is_empty() {
+        more.push(tags.join(" "));
+    }
+    if !s("author").is_empty() {
+        more.push(format!("by {}", s("author")));
+    }
+    if !s("link").is_empty() {
+        more.push(s("link"));
+    }
+    if !more.is_empty() {
+        println!("       {}", more.join(" · "));
+    }
+}
+
+pub fn event(cmd: EventCommand) -> anyhow::Result<()> {
+    match cmd {
+        EventCommand::Add {
+            what,
+            kind,
+            tags,
+            when,
+            end,
+            text,
+            author,
+            link,
+            write,
+        } => {
+            let mut body = json!({ "what": what, "tags": tags });
+            if let Some(k) = kind {
+                body["kind"] = json!(k);
+            }
+            if let Some(w) = when {
+                body["when"] = time_arg(&w);
+            }
+            if let Some(e) = end {
+                body["end"] = time_arg(&e);
+            }
+            if let Some(t) = text {
+                body["text"] = json!(t);
+            }
+            let author = author.or_else(|| std::env::var("USER").ok());
+            if let Some(a) = author {
+                body["author"] = json!(a);
+            }
+            if let Some(l) = link {
+                body["link"] = json!(l);
+            }
+            let client = Client::new(&write.server.from, write.token.as_deref());
+            let (status, answer) = client.send(
+                "/api/v1/events",
+                "application/json",
+                body.to_string().as_bytes(),
+            )?;
+            if status != 201 {
+                bail!(
+                    "{}/api/v1/events: HTTP {status}: {}",
+                    write.server.from.trim_end_matches('/'),
+                    Client::error_of(&answer)
+                );
+            }
+            if write.server.json {
+                println!("{answer}");
+            } else {
+                let e: Value = serde_json::from_str(&answer)?;
+                print_event(&e);
+            }
+            Ok(())
+        }
+        EventCommand::List {
+            since,
+            until,
+            tags,
+            kind,
+            limit,
+            server,
+        } => {
+            let mut pairs = Vec::new();
+            for (k, v) in [("since", since), ("until", until), ("kind", kind)] {
+                if let Some(v) = v {
+                    pairs.push((k, v));
+                }
+            }
+            if let Some(l) = limit {
+                pairs.push(("limit", l.to_string()));
+            }
+            for t in tags {
+                pairs.push(("tag", t));
+            }
+            let client = Client::new(&server.from, None);
+            let path = format!("/api/v1/events?{}", query_string(&pairs));
+            let raw = client.get_raw(&path)?;
+            if server.json {
+                println!("{raw}");
+                return Ok(());
+            }
+            let v: Value = serde_json::from_str(&raw)?;
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                println!("no events");
+            }
+            for e in &events {
+                print_event(e);
+            }
+            Ok(())
+        }
+    }
+}
