@@ -54,6 +54,9 @@ pub struct ConfigFile {
     pub escalator: Option<crate::policy::EscalatorSection>,
     pub store: Option<StoreSection>,
     pub market: Option<crate::market::MarketSection>,
+    pub metrics: Option<crate::metrics::MetricsSection>,
+    #[serde(default)]
+    pub process: Vec<crate::metrics::ProcessSection>,
     #[serde(default)]
     pub check: Vec<crate::policy::CheckSection>,
     #[serde(default)]
@@ -158,6 +161,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub store: StoreConfig,
     pub market: crate::market::MarketConfig,
+    pub metrics: crate::metrics::MetricsConfig,
     pub policy: crate::policy::Policy,
 }
 
@@ -374,6 +378,8 @@ impl Config {
         let http = http_config(&mut c, file.http.unwrap_or_default(), o);
         let store = store_config(&mut c, file.store.unwrap_or_default(), &node.data_dir);
         let market = crate::market::market_config(&mut c, file.market.unwrap_or_default());
+        let metrics =
+            crate::metrics::metrics_config(&mut c, file.metrics.unwrap_or_default(), file.process);
         // The key a node creates in its data directory is checked like a
         // configured one once it exists: someone may have copied it in.
         if let Some(m) = &mesh {
@@ -391,6 +397,7 @@ impl Config {
                 http,
                 store,
                 market,
+                metrics,
                 policy,
             }),
             _ => Err(ConfigError::Invalid {

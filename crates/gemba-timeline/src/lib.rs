@@ -2,6 +2,7 @@
 //! stages' records (escalation steps, configuration runs) into events.
 
 pub mod event;
+pub mod sample;
 pub mod service;
 
 pub use event::{EventError, NewEvent, Source};

@@ -1,0 +1,257 @@
+//! `[[process]]` and `[metrics]`: which processes every agent samples from
+//! /proc, how often, and how long a server keeps the series.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::validate::Checker;
+
+pub mod defaults {
+    pub const INTERVAL: &str = "10s";
+    pub const RAW_RETENTION: &str = "2d";
+    pub const MINUTE_RETENTION: &str = "30d";
+    pub const HOUR_RETENTION: &str = "365d";
+    pub const MAX_PROCESSES: u32 = 64;
+    pub const MAX_SERIES: u32 = 20_000;
+    pub const LOG_LINES: u32 = 200;
+}
+
+/// The most `[[process]]` entries a config may name.
+pub const PROCESS_LIMIT: usize = 256;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// How often agents sample (`10s`).
+    pub interval: Option<String>,
+    /// Raw samples are kept this long (`2d`)...
+    pub raw_retention: Option<String>,
+    /// ...1-minute averages this long (`30d`)...
+    pub minute_retention: Option<String>,
+    /// ...and 1-hour averages this long (`365d`).
+    pub hour_retention: Option<String>,
+    /// Processes an agent samples at most (the rest are reported, not sampled).
+    pub max_processes: Option<u32>,
+    /// Series a server stores at most (new ones past it are counted and refused).
+    pub max_series: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    /// The name the process is shown and charted under; without another
+    /// selector, also the program name it is found by.
+    pub name: Option<String>,
+    pub pidfile: Option<String>,
+    /// A cgroup (v2) path under /sys/fs/cgroup: every process in it.
+    pub cgroup: Option<String>,
+    /// A systemd unit (`shop.service`): the processes of its cgroup.
+    pub unit: Option<String>,
+    /// Log files whose last lines are kept (bounded) to attach to events.
+    #[serde(default)]
+    pub logs: Vec<String>,
+}
+
+/// How a process is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// Every process whose program name (comm or argv[0]) is this.
+    Program(String),
+    Pidfile(String),
+    /// Every process in this cgroup directory (absolute path).
+    Cgroup(String),
+    Unit(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessDef {
+    pub name: String,
+    pub selector: Selector,
+    pub logs: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsConfig {
+    pub interval: Duration,
+    pub raw_retention: Duration,
+    pub minute_retention: Duration,
+    pub hour_retention: Duration,
+    pub max_processes: u32,
+    pub max_series: u32,
+    pub log_lines: u32,
+    pub processes: Vec<ProcessDef>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        let mut c = Checker { errors: Vec::new() };
+        metrics_config(&mut c, MetricsSection::default(), Vec::new())
+    }
+}
+
+fn safe_path(p: &str) -> bool {
+    p.starts_with('/') && !p.split('/').any(|s| s == "..") && !p.contains('\0')
+}
+
+pub(crate) fn metrics_config(
+    c: &mut Checker,
+    m: MetricsSection,
+    processes: Vec<ProcessSection>,
+) -> MetricsConfig {
+    let interval = c.duration(
+        "metrics.interval",
+        m.interval.as_deref(),
+        defaults::INTERVAL,
+        Duration::from_secs(1),
+    );
+    let raw_retention = c.duration(
+        "metrics.raw_retention",
+        m.raw_retention.as_deref(),
+        defaults::RAW_RETENTION,
+        Duration::from_secs(3600),
+    );
+    let minute_retention = c.duration(
+        "metrics.minute_retention",
+        m.minute_retention.as_deref(),
+        defaults::MINUTE_RETENTION,
+        Duration::from_secs(3600),
+    );
+    let hour_retention = c.duration(
+        "metrics.hour_retention",
+        m.hour_retention.as_deref(),
+        defaults::HOUR_RETENTION,
+        Duration::from_secs(86_400),
+    );
+    let max_processes = c.count(
+        "metrics.max_processes",
+        m.max_processes,
+        defaults::MAX_PROCESSES,
+        1..=PROCESS_LIMIT as u32,
+    );
+    let max_series = c.count(
+        "metrics.max_series",
+        m.max_series,
+        defaults::MAX_SERIES,
+        10..=1_000_000,
+    );
+    if processes.len() > PROCESS_LIMIT {
+        c.fail(
+            "process",
+            format!(
+                "{} [[process]] entries; at most {PROCESS_LIMIT}",
+                processes.len()
+            ),
+        );
+    }
+    let mut defs: Vec<ProcessDef> = Vec::new();
+    for (i, p) in processes.into_iter().enumerate() {
+        let key = format!("process[{i}]");
+        let Some(name) = p.name else {
+            c.fail(
+                &format!("{key}.name"),
+                "missing: the name the process is shown under",
+            );
+            continue;
+        };
+        if !crate::ids::is_name(&name) {
+            c.fail(
+                &format!("{key}.name"),
+                format!("{name:?} is not a name (1-64 letters, digits, '-', '_', '.')"),
+            );
+            continue;
+        }
+        if name == "host" {
+            c.fail(
+                &format!("{key}.name"),
+                "\"host\" names the machine's own metrics",
+            );
+            continue;
+        }
+        if defs.iter().any(|d| d.name == name) {
+            c.fail(&format!("{key}.name"), format!("{name:?} is named twice"));
+            continue;
+        }
+        let given = [&p.pidfile, &p.cgroup, &p.unit]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
+        if given > 1 {
+            c.fail(&key, "name at most one of pidfile, cgroup and unit");
+            continue;
+        }
+        let selector = if let Some(f) = p.pidfile {
+            if !safe_path(&f) {
+                c.fail(
+                    &format!("{key}.pidfile"),
+                    format!("{f:?} is not an absolute path"),
+                );
+                continue;
+            }
+            Selector::Pidfile(f)
+        } else if let Some(g) = p.cgroup {
+            let full = if g.starts_with("/sys/fs/cgroup") {
+                g.clone()
+            } else {
+                format!("/sys/fs/cgroup/{}", g.trim_start_matches('/'))
+            };
+            if !safe_path(&full) {
+                c.fail(
+                    &format!("{key}.cgroup"),
+                    format!("{g:?} is not a cgroup path"),
+                );
+                continue;
+            }
+            Selector::Cgroup(full)
+        } else if let Some(u) = p.unit {
+            let ok = !u.is_empty()
+                && u.len() <= 256
+                && u.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ":-_.@\\".contains(ch));
+            if !ok {
+                c.fail(
+                    &format!("{key}.unit"),
+                    format!("{u:?} is not a systemd unit name"),
+                );
+                continue;
+            }
+            let u = if u.contains('.') {
+                u
+            } else {
+                format!("{u}.service")
+            };
+            Selector::Unit(u)
+        } else {
+            Selector::Program(name.clone())
+        };
+        let mut logs = Vec::new();
+        for (j, l) in p.logs.into_iter().enumerate() {
+            if safe_path(&l) {
+                logs.push(l);
+            } else {
+                c.fail(
+                    &format!("{key}.logs[{j}]"),
+                    format!("{l:?} is not an absolute path"),
+                );
+            }
+        }
+        if logs.len() > 8 {
+            c.fail(&format!("{key}.logs"), "at most 8 log files per process");
+        }
+        defs.push(ProcessDef {
+            name,
+            selector,
+            logs,
+        });
+    }
+    MetricsConfig {
+        interval,
+        raw_retention,
+        minute_retention,
+        hour_retention,
+        max_processes,
+        max_series,
+        log_lines: defaults::LOG_LINES,
+        processes: defs,
+    }
+}
