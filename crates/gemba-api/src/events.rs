@@ -166,3 +166,317 @@ pub(crate) async fn one(State(s): State<Shared>, Path(id): Path<String>) -> Answ
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("no event {n}"))),
     }
 }
+
+/// What a series query names: `node`, `process` (`host` for the machine)
+/// and `metric`, each optional but the metric; several of each overlay.
+pub(crate) struct SeriesQuery {
+    pub nodes: Vec<String>,
+    pub processes: Vec<String>,
+    pub metric: String,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Charts only: size, marker kinds, marker tags.
+    pub width: u32,
+    pub height: u32,
+    pub events: Option<Vec<String>>,
+    pub tags: Vec<String>,
+}
+
+pub(crate) fn series_query_of(raw: Option<&str>) -> Result<SeriesQuery, ApiError> {
+    let mut q = SeriesQuery {
+        nodes: Vec::new(),
+        processes: Vec::new(),
+        metric: String::new(),
+        since: None,
+        until: None,
+        width: 900,
+        height: 320,
+        events: None,
+        tags: Vec::new(),
+    };
+    let raw = raw.unwrap_or("");
+    if raw.len() > 8192 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the query string is longer than 8192 bytes".into(),
+        ));
+    }
+    let name = |what: &str, v: &str| -> Result<String, ApiError> {
+        if gemba_core::ids::is_name(v) {
+            Ok(v.to_string())
+        } else {
+            Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{what} {:?} is not a name (letters, digits, '-', '_', '.')",
+                    v.chars().take(64).collect::<String>()
+                ),
+            ))
+        }
+    };
+    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+        match k.as_ref() {
+            "node" => q.nodes.push(name("node", &v)?),
+            "process" => q.processes.push(name("process", &v)?),
+            "metric" => q.metric = name("metric", &v)?,
+            "since" | "from" => q.since = Some(v.into_owned()),
+            "until" | "to" => q.until = Some(v.into_owned()),
+            "width" | "height" => {
+                let n: u32 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (100..=4000).contains(n))
+                    .ok_or_else(|| {
+                        ApiError(
+                            StatusCode::BAD_REQUEST,
+                            format!("{k} {v:?} is not a number of pixels in 100..=4000"),
+                        )
+                    })?;
+                if k == "width" {
+                    q.width = n
+                } else {
+                    q.height = n
+                }
+            }
+            "events" => {
+                let mut kinds = Vec::new();
+                for kind in v.split(',').filter(|x| !x.is_empty() && *x != "none") {
+                    if !event::KINDS.contains(&kind) {
+                        return Err(ApiError(
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "events: {:?} is not one of none, {}",
+                                kind.chars().take(64).collect::<String>(),
+                                event::KINDS.join(", ")
+                            ),
+                        ));
+                    }
+                    kinds.push(kind.to_string());
+                }
+                q.events = Some(kinds);
+            }
+            "tag" => q.tags.push(
+                event::tag(&v).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.0))?,
+            ),
+            other => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown parameter {:?}; known: node, process, metric, since, until, width, height, events, tag",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                ))
+            }
+        }
+    }
+    if q.nodes.len() + q.processes.len() > 64 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "at most 64 nodes and processes in one query".into(),
+        ));
+    }
+    Ok(q)
+}
+
+/// The series a query names, with their points (the finest tier that
+/// holds the window), at most 50.
+pub(crate) async fn series_of(
+    t: &TimelineHandle,
+    q: &SeriesQuery,
+) -> Result<(u64, u64, Vec<gemba_timeline::series::Series>), ApiError> {
+    let now = t.now_ms();
+    let since = match &q.since {
+        Some(s) => gemba_timeline::service::point(s, now)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {}", e.0)))?,
+        None => now.saturating_sub(2 * 3600 * 1000),
+    };
+    let until = match &q.until {
+        Some(s) => gemba_timeline::service::point(s, now)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("until: {}", e.0)))?,
+        None => now,
+    };
+    if since >= until {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "since must be before until".into(),
+        ));
+    }
+    if q.metric.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "metric is missing (e.g. metric=tcp_established, or load1 for the host)".into(),
+        ));
+    }
+    let found = gemba_timeline::series::select(
+        t,
+        &q.nodes,
+        &q.processes,
+        &q.metric,
+        since / 1000,
+        until / 1000,
+        50,
+    )
+    .await?;
+    Ok((since, until, found))
+}
+
+pub(crate) async fn series(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+    let t = timeline(&s)?;
+    let q = series_query_of(raw.as_deref())?;
+    if q.metric.is_empty() {
+        // No metric: the catalogue of stored series.
+        let all = t.store().series().await.map_err(TimelineError::from)?;
+        let list: Vec<_> = all
+            .into_iter()
+            .filter(|(_, k)| q.nodes.is_empty() || q.nodes.contains(&k.node))
+            .filter(|(_, k)| q.processes.is_empty() || q.processes.contains(&k.process))
+            .map(|(_, k)| json!({"node": k.node, "process": k.process, "metric": k.metric}))
+            .collect();
+        return Ok(Json(json!({ "series": list })).into_response());
+    }
+    let (since, until, found) = series_of(t, &q).await?;
+    Ok(Json(json!({
+        "since": format_ms(since),
+        "until": format_ms(until),
+        "series": found.iter().map(|s| json!({
+            "node": s.key.node,
+            "process": s.key.process,
+            "metric": s.key.metric,
+            "tier": format!("{:?}", s.tier).to_lowercase(),
+            "points": s.points.iter().map(|p| json!([p.t, p.v, p.min, p.max])).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// The newest sample of every process on every node: values, or why it
+/// is unavailable.
+pub(crate) async fn processes(State(s): State<Shared>) -> Answer {
+    let t = timeline(&s)?;
+    let latest = t.latest.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut rows: Vec<_> = latest.into_iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let stats = &t.stats;
+    Ok(Json(json!({
+        "processes": rows.iter().map(|((node, name), s)| json!({
+            "node": node,
+            "process": name,
+            "at": format_ms(s.at_ms),
+            "unavailable": s.unavailable,
+            "partial": s.partial,
+            "values": s.values,
+        })).collect::<Vec<_>>(),
+        "points_written": stats.points.load(std::sync::atomic::Ordering::Relaxed),
+        "series_refused": stats.refused_series.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+    .into_response())
+}
+
+/// The chart a query names: its series, and the change events in the
+/// window as markers (by default deploys, git pushes, notes and
+/// escalation steps that ran; `events=` picks kinds, `tag=` narrows).
+/// Events tagged with a host show only on charts of that host.
+pub(crate) async fn chart_of(
+    t: &TimelineHandle,
+    q: &SeriesQuery,
+) -> Result<gemba_timeline::chart::Chart, ApiError> {
+    let (since, until, found) = series_of(t, q).await?;
+    let kinds = q.events.clone().unwrap_or_else(|| {
+        ["deploy", "git", "note", "escalation"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    let mut markers = Vec::new();
+    for kind in &kinds {
+        let mut tags = q.tags.clone();
+        if kind == "escalation" && q.events.is_none() {
+            tags.push("step=step-start".into());
+        }
+        let rows = t
+            .filtered(gemba_store::EventFilter {
+                since_ms: since,
+                until_ms: until,
+                tags,
+                kind: Some(kind.clone()),
+                limit: 200,
+            })
+            .await?;
+        for e in rows {
+            let host = e.tags.iter().find_map(|t| t.strip_prefix("host="));
+            if let Some(h) = host {
+                if !found.iter().any(|s| s.key.node == h) {
+                    continue;
+                }
+            }
+            markers.push(gemba_timeline::chart::Marker {
+                at_ms: e.at_ms,
+                end_ms: e.end_ms,
+                kind: e.kind.clone(),
+                label: e.what.clone(),
+            });
+        }
+    }
+    markers.sort_by_key(|m| m.at_ms);
+    markers.truncate(200);
+    let several_nodes = found
+        .iter()
+        .map(|s| &s.key.node)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        > 1;
+    let several_processes = found
+        .iter()
+        .map(|s| &s.key.process)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        > 1;
+    let lines = found
+        .iter()
+        .map(|s| gemba_timeline::chart::Line {
+            label: match (several_nodes, several_processes) {
+                (true, true) | (false, false) => format!("{} {}", s.key.node, s.key.process),
+                (true, false) => s.key.node.clone(),
+                (false, true) => s.key.process.clone(),
+            },
+            points: s.points.iter().map(|p| (p.t, p.v)).collect(),
+        })
+        .collect();
+    let what = match (q.processes.as_slice(), q.nodes.as_slice()) {
+        ([p], [n]) => format!("{} of {p} on {n}", q.metric),
+        ([p], _) => format!("{} of {p}", q.metric),
+        (_, [n]) => format!("{} on {n}", q.metric),
+        _ => q.metric.clone(),
+    };
+    Ok(gemba_timeline::chart::Chart {
+        title: format!("{what} · {} → {}", format_ms(since), format_ms(until)),
+        metric: q.metric.clone(),
+        since_ms: since,
+        until_ms: until,
+        width: q.width,
+        height: q.height,
+        lines,
+        markers,
+    })
+}
+
+pub(crate) async fn chart_svg(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+    let t = timeline(&s)?;
+    let q = series_query_of(raw.as_deref())?;
+    let chart = chart_of(t, &q).await?;
+    let svg = tokio::task::spawn_blocking(move || chart.svg())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+pub(crate) async fn chart_png(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+    let t = timeline(&s)?;
+    let q = series_query_of(raw.as_deref())?;
+    let chart = chart_of(t, &q).await?;
+    let png = tokio::task::spawn_blocking(move || chart.png())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
+}

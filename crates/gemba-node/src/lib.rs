@@ -187,6 +187,36 @@ impl<'a> Stages<'a> {
     }
 }
 
+/// The agent's metrics: host and `[[process]]` samples every `[metrics]
+/// interval`, in gossip (`x:`), on /metrics, and to this node's own
+/// server when it is one.
+fn start_sampling(
+    config: &Config,
+    mesh: &Arc<MeshNode>,
+    stages: &mut Stages<'_>,
+    to_server: Option<tokio::sync::mpsc::Sender<(String, gemba_timeline::sample::Sample)>>,
+) -> Result<(), NodeError> {
+    stages.gossip_prefix("timeline", gemba_timeline::sample::GOSSIP_PREFIX)?;
+    let exporter = gemba_timeline::agent::Exporter::register(stages.metrics());
+    let mesh = mesh.clone();
+    stages.drain().spawn(
+        Phase::Checks,
+        "sampling",
+        gemba_timeline::agent::run(
+            config.metrics.clone(),
+            gemba_exec::Clock::new(),
+            Some(exporter),
+            move |key, value| {
+                let mesh = mesh.clone();
+                async move { mesh.set_local(&key, &value).await }
+            },
+            to_server,
+            config.node.id.to_string(),
+        ),
+    );
+    Ok(())
+}
+
 /// A running node.
 pub struct Node {
     id: String,
@@ -248,6 +278,7 @@ impl Node {
             server::Server::none()
         };
         checks::start(config, &mesh, &mut stages, server.results.take())?;
+        start_sampling(config, &mesh, &mut stages, server.samples.take())?;
         let subscriptions = std::mem::take(&mut server.subscriptions);
         let routes = std::mem::take(&mut stages.routes);
         let gossip_keys = stages.gossip.clone();

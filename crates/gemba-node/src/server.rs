@@ -55,6 +55,8 @@ pub(crate) struct Server {
     pub market: Option<gemba_market::service::MarketHandle>,
     /// The learn stage's events, when its tables opened.
     pub timeline: Option<gemba_timeline::TimelineHandle>,
+    /// Where this node's own samples go (into the series), when on.
+    pub samples: Option<mpsc::Sender<(String, gemba_timeline::sample::Sample)>>,
     /// Where this node's own results go (into the tier fold), when on.
     pub results: Option<mpsc::Sender<CheckResult>>,
     pub subscriptions: Vec<ListenerHandle>,
@@ -67,6 +69,7 @@ impl Server {
             escalator: None,
             market: None,
             timeline: None,
+            samples: None,
             results: None,
             subscriptions: Vec::new(),
         }
@@ -298,15 +301,22 @@ pub(crate) async fn start(
 
     spawn_retention(stages, store.clone(), config.store.journal_retention, clock);
     let market = start_market(config, stages, clock).await;
-    let timeline = start_timeline(config, stages, clock, store).await;
+    let (timeline, samples, sample_subscription) =
+        match start_timeline(config, mesh, stages, clock, store).await {
+            Some((t, s, sub)) => (Some(t), Some(s), Some(sub)),
+            None => (None, None, None),
+        };
 
     Server {
         role: ServerRole::On,
         escalator: Some(handle),
         market,
         timeline,
+        samples,
         results: Some(fold_tx),
-        subscriptions: vec![subscription],
+        subscriptions: std::iter::once(subscription)
+            .chain(sample_subscription)
+            .collect(),
     }
 }
 
@@ -398,15 +408,19 @@ async fn start_market(
 /// How long events are kept.
 const EVENT_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 
-/// The learn stage: its own connection to the store, and the followers
-/// that turn escalation steps and configuration runs into events. A
-/// timeline that cannot start leaves the rest of the server running.
+type SampleTx = mpsc::Sender<(String, gemba_timeline::sample::Sample)>;
+
+/// The learn stage: its own connection to the store, the followers that
+/// turn escalation steps and configuration runs into events, and the
+/// metric series every agent's samples are written to. A timeline that
+/// cannot start leaves the rest of the server running.
 async fn start_timeline(
     config: &Config,
+    mesh: &Arc<MeshNode>,
     stages: &mut Stages<'_>,
     clock: Clock,
     journal: Arc<dyn Store>,
-) -> Option<gemba_timeline::TimelineHandle> {
+) -> Option<(gemba_timeline::TimelineHandle, SampleTx, ListenerHandle)> {
     let store = match gemba_store::open_timeline(&config.store.location).await {
         Ok(s) => s,
         Err(e) => {
@@ -414,8 +428,41 @@ async fn start_timeline(
             return None;
         }
     };
-    let handle = gemba_timeline::TimelineHandle::new(store.clone(), clock);
+    let retention = gemba_timeline::series::Retention::of(&config.metrics);
+    let handle =
+        gemba_timeline::TimelineHandle::new(store.clone(), clock).with_retention(retention);
+    let (samples_tx, samples_rx) = mpsc::channel(16_384);
+    // Other nodes' samples arrive by gossip; the callback runs under the
+    // gossip lock, so it only decodes and queues.
+    let from_gossip = samples_tx.clone();
+    let subscription = mesh
+        .subscribe(
+            gemba_timeline::sample::GOSSIP_PREFIX,
+            move |node, key, value| match gemba_timeline::sample::decode(key, value) {
+                Ok(s) => {
+                    let _ = from_gossip.try_send((node.to_string(), s));
+                }
+                Err(why) => tracing::debug!(node, key, reason = %why, "sample from gossip refused"),
+            },
+        )
+        .await;
     let d = stages.drain();
+    d.spawn(
+        Phase::Store,
+        "metrics-writer",
+        gemba_timeline::series::write(
+            store.clone(),
+            samples_rx,
+            config.metrics.max_series as u64,
+            handle.latest.clone(),
+            handle.stats.clone(),
+        ),
+    );
+    d.spawn(
+        Phase::Store,
+        "metrics-rollup",
+        gemba_timeline::series::roll(store.clone(), retention, clock),
+    );
     d.spawn(
         Phase::Store,
         "events-from-journal",
@@ -431,7 +478,7 @@ async fn start_timeline(
         "events-retention",
         gemba_timeline::service::prune(handle.clone(), EVENT_RETENTION),
     );
-    Some(handle)
+    Some((handle, samples_tx, subscription))
 }
 
 /// Sends one edition of the market to every target: Markdown for mail and

@@ -26,7 +26,7 @@ mod timeline;
 pub use market::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunCounts, RunRow, StartRow};
 pub use migrations::STAGES;
 pub use sqlite::SqliteStore;
-pub use timeline::{EventFilter, EventRow, TimelineStore};
+pub use timeline::{EventFilter, EventRow, Point, PointCounts, SeriesKey, Tier, TimelineStore};
 
 use serde::{Deserialize, Serialize};
 

@@ -52,6 +52,39 @@ const TIMELINE: &[&str] = &[
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 2: metric series (node, process, metric), raw points (unix seconds)
+    // and their 1-minute and 1-hour roll-ups.
+    "CREATE TABLE timeline_series (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node TEXT NOT NULL,
+        process TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        UNIQUE (node, process, metric)
+    );
+    CREATE TABLE timeline_raw (
+        series INTEGER NOT NULL,
+        t INTEGER NOT NULL,
+        v REAL NOT NULL,
+        PRIMARY KEY (series, t)
+    ) WITHOUT ROWID;
+    CREATE TABLE timeline_minute (
+        series INTEGER NOT NULL,
+        t INTEGER NOT NULL,
+        avg REAL NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (series, t)
+    ) WITHOUT ROWID;
+    CREATE TABLE timeline_hour (
+        series INTEGER NOT NULL,
+        t INTEGER NOT NULL,
+        avg REAL NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (series, t)
+    ) WITHOUT ROWID;",
 ];
 
 /// The market's tables.

@@ -153,4 +153,165 @@ impl TimelineStore for SqliteStore {
         })
         .await
     }
+
+    async fn series_ids(
+        &self,
+        keys: Vec<SeriesKey>,
+        max_series: u64,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(keys.len());
+            {
+                let mut count: u64 =
+                    tx.query_row("SELECT COUNT(*) FROM timeline_series", [], |r| {
+                        r.get::<_, i64>(0)
+                    })? as u64;
+                let mut find = tx.prepare_cached(
+                    "SELECT id FROM timeline_series WHERE node = ?1 AND process = ?2 AND metric = ?3",
+                )?;
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO timeline_series (node, process, metric) VALUES (?1, ?2, ?3)",
+                )?;
+                for k in &keys {
+                    let id: Option<i64> = find
+                        .query_row(params![k.node, k.process, k.metric], |r| r.get(0))
+                        .optional()?;
+                    match id {
+                        Some(id) => out.push(Some(id)),
+                        None if count < max_series => {
+                            ins.execute(params![k.node, k.process, k.metric])?;
+                            count += 1;
+                            out.push(Some(tx.last_insert_rowid()));
+                        }
+                        None => out.push(None),
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn series(&self) -> Result<Vec<(i64, SeriesKey)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, node, process, metric FROM timeline_series ORDER BY node, process, metric",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    SeriesKey {
+                        node: r.get(1)?,
+                        process: r.get(2)?,
+                        metric: r.get(3)?,
+                    },
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn write_points(&self, points: Vec<(i64, u64, f64)>) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO timeline_raw (series, t, v) VALUES (?1, ?2, ?3)",
+                )?;
+                for (s, t, v) in &points {
+                    ins.execute(params![s, *t as i64, v])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn roll_up(
+        &self,
+        from: Tier,
+        to: Tier,
+        start_s: u64,
+        end_s: u64,
+    ) -> Result<u64, StoreError> {
+        let width = to.seconds().max(1) as i64;
+        let sql = match from {
+            Tier::Raw => format!(
+                "INSERT OR REPLACE INTO {to} (series, t, avg, min, max, n)
+                 SELECT series, (t / {width}) * {width}, AVG(v), MIN(v), MAX(v), COUNT(*)
+                 FROM timeline_raw WHERE t >= ?1 AND t < ?2 GROUP BY series, t / {width}",
+                to = to.table()
+            ),
+            _ => format!(
+                "INSERT OR REPLACE INTO {to} (series, t, avg, min, max, n)
+                 SELECT series, (t / {width}) * {width}, SUM(avg * n) / SUM(n), MIN(min), MAX(max), SUM(n)
+                 FROM {from} WHERE t >= ?1 AND t < ?2 GROUP BY series, t / {width}",
+                to = to.table(),
+                from = from.table()
+            ),
+        };
+        self.with(move |c| {
+            c.execute(&sql, params![start_s as i64, end_s as i64])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn prune_points(&self, tier: Tier, before_s: u64) -> Result<u64, StoreError> {
+        let sql = format!("DELETE FROM {} WHERE t < ?1", tier.table());
+        self.with(move |c| c.execute(&sql, [before_s as i64]).map(|n| n as u64))
+            .await
+    }
+
+    async fn points(
+        &self,
+        series: i64,
+        tier: Tier,
+        since_s: u64,
+        until_s: u64,
+    ) -> Result<Vec<Point>, StoreError> {
+        let sql = match tier {
+            Tier::Raw => {
+                "SELECT t, v, v, v FROM timeline_raw WHERE series = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t".to_string()
+            }
+            _ => format!(
+                "SELECT t, avg, min, max FROM {} WHERE series = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t",
+                tier.table()
+            ),
+        };
+        self.with(move |c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(params![series, since_s as i64, until_s as i64], |r| {
+                Ok(Point {
+                    t: r.get::<_, i64>(0)? as u64,
+                    v: r.get(1)?,
+                    min: r.get(2)?,
+                    max: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn point_counts(&self) -> Result<PointCounts, StoreError> {
+        self.with(|c| {
+            let n = |c: &rusqlite::Connection, t: &str| -> rusqlite::Result<u64> {
+                c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n as u64)
+            };
+            Ok(PointCounts {
+                raw: n(c, "timeline_raw")?,
+                minute: n(c, "timeline_minute")?,
+                hour: n(c, "timeline_hour")?,
+                series: n(c, "timeline_series")?,
+            })
+        })
+        .await
+    }
 }

@@ -36,6 +36,60 @@ pub struct EventFilter {
     pub limit: usize,
 }
 
+/// A metric series: one metric of one process (or `host`) on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesKey {
+    pub node: String,
+    pub process: String,
+    pub metric: String,
+}
+
+/// How fine a stored point is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tier {
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl Tier {
+    /// The bucket width in seconds (raw: none).
+    pub fn seconds(self) -> u64 {
+        match self {
+            Tier::Raw => 0,
+            Tier::Minute => 60,
+            Tier::Hour => 3600,
+        }
+    }
+
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Tier::Raw => "timeline_raw",
+            Tier::Minute => "timeline_minute",
+            Tier::Hour => "timeline_hour",
+        }
+    }
+}
+
+/// A point: unix seconds and the value (roll-ups: the average, with the
+/// bucket's min and max).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub t: u64,
+    pub v: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// How many points each tier holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointCounts {
+    pub raw: u64,
+    pub minute: u64,
+    pub hour: u64,
+    pub series: u64,
+}
+
 #[async_trait::async_trait]
 pub trait TimelineStore: Send + Sync {
     /// Stores the events in one transaction; for each, its id, or `None`
@@ -47,4 +101,38 @@ pub trait TimelineStore: Send + Sync {
     async fn set_timeline_value(&self, name: &str, value: &str) -> Result<(), StoreError>;
     /// Removes events that ended before `before_ms`; returns how many.
     async fn prune_events(&self, before_ms: u64) -> Result<u64, StoreError>;
+
+    /// The ids of these series, creating the missing ones while fewer
+    /// than `max_series` exist; `None` for those refused by the cap.
+    async fn series_ids(
+        &self,
+        keys: Vec<SeriesKey>,
+        max_series: u64,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Every series, with its id.
+    async fn series(&self) -> Result<Vec<(i64, SeriesKey)>, StoreError>;
+    /// Writes raw points (series, unix seconds, value) in one transaction;
+    /// a second value for the same series and second replaces the first.
+    async fn write_points(&self, points: Vec<(i64, u64, f64)>) -> Result<(), StoreError>;
+    /// Rolls the points of `from` in `[start_s, end_s)` up into buckets of
+    /// `to` (Minute from Raw, Hour from Minute); rolling the same span
+    /// again gives the same buckets.
+    async fn roll_up(
+        &self,
+        from: Tier,
+        to: Tier,
+        start_s: u64,
+        end_s: u64,
+    ) -> Result<u64, StoreError>;
+    /// Removes a tier's points before `before_s`; returns how many.
+    async fn prune_points(&self, tier: Tier, before_s: u64) -> Result<u64, StoreError>;
+    /// A series' points of one tier in `[since_s, until_s]`, oldest first.
+    async fn points(
+        &self,
+        series: i64,
+        tier: Tier,
+        since_s: u64,
+        until_s: u64,
+    ) -> Result<Vec<Point>, StoreError>;
+    async fn point_counts(&self) -> Result<PointCounts, StoreError>;
 }

@@ -1,8 +1,11 @@
 //! gemba's learn stage: change events and the followers that turn other
 //! stages' records (escalation steps, configuration runs) into events.
 
+pub mod agent;
+pub mod chart;
 pub mod event;
 pub mod sample;
+pub mod series;
 pub mod service;
 
 pub use event::{EventError, NewEvent, Source};

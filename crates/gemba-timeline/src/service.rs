@@ -34,11 +34,15 @@ pub enum TimelineError {
     Store(#[from] StoreError),
 }
 
-/// Adds and queries events; cheap to clone.
+/// Adds and queries events, reads metric series; cheap to clone.
 #[derive(Clone)]
 pub struct TimelineHandle {
     store: Arc<dyn TimelineStore>,
     clock: Clock,
+    /// The newest sample of every process on every node.
+    pub latest: crate::series::Latest,
+    pub stats: Arc<crate::series::WriterStats>,
+    pub retention: crate::series::Retention,
 }
 
 /// A query as it arrives (strings from a URL or the CLI).
@@ -128,7 +132,19 @@ impl Query {
 
 impl TimelineHandle {
     pub fn new(store: Arc<dyn TimelineStore>, clock: Clock) -> TimelineHandle {
-        TimelineHandle { store, clock }
+        TimelineHandle {
+            store,
+            clock,
+            latest: Default::default(),
+            stats: Default::default(),
+            retention: crate::series::Retention::of(&Default::default()),
+        }
+    }
+
+    /// With the series kept as `[metrics]` says.
+    pub fn with_retention(mut self, retention: crate::series::Retention) -> TimelineHandle {
+        self.retention = retention;
+        self
     }
 
     pub fn now_ms(&self) -> u64 {

@@ -65,6 +65,9 @@ pub enum Command {
         #[command(subcommand)]
         command: EventCommand,
     },
+    /// Draw a metric over time with change events as markers, as SVG or
+    /// PNG (host metrics with no --process, e.g. --metric load1).
+    Chart(ChartArgs),
     /// Print an example config or validate one.
     Config {
         #[command(subcommand)]
@@ -128,6 +131,45 @@ pub enum ProblemCommand {
         #[command(flatten)]
         write: WriteArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ChartArgs {
+    /// The node (repeat to overlay several; default: every node).
+    #[arg(long)]
+    pub node: Vec<String>,
+    /// The [[process]] (repeat to overlay; default: host, the machine).
+    #[arg(long)]
+    pub process: Vec<String>,
+    /// tcp_established, rss_bytes, fds, cpu_percent, ... or a host metric
+    /// (load1, mem_available_bytes, ...).
+    #[arg(long)]
+    pub metric: String,
+    /// From when: a duration back (2d), RFC 3339 or unix seconds.
+    #[arg(long, default_value = "2h")]
+    pub since: String,
+    /// Until when (default now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Event kinds drawn as markers (deploy,git,note,escalation by default; none for none).
+    #[arg(long)]
+    pub events: Option<String>,
+    /// Only events with this tag (key=value) as markers.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    #[arg(long, default_value_t = 900)]
+    pub width: u32,
+    #[arg(long, default_value_t = 320)]
+    pub height: u32,
+    /// Write a PNG here.
+    #[arg(long, conflicts_with = "svg", required_unless_present = "svg")]
+    pub png: Option<PathBuf>,
+    /// Write an SVG here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Base URL of a server node.
+    #[arg(long, env = "GEMBA_SERVER", default_value = "http://127.0.0.1:8777")]
+    pub from: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use crate::cli::EventCommand;
+use crate::cli::{ChartArgs, EventCommand};
 use crate::client::Client;
 
 /// A time the user typed: a duration back from now (`10m`) becomes RFC
@@ -159,4 +159,65 @@ pub fn event(cmd: EventCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `gemba chart`: asks the server for the drawing and writes it.
+pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
+    let mut pairs: Vec<(&str, String)> = vec![
+        ("metric", a.metric.clone()),
+        ("since", a.since.clone()),
+        ("width", a.width.to_string()),
+        ("height", a.height.to_string()),
+    ];
+    for n in &a.node {
+        pairs.push(("node", n.clone()));
+    }
+    if a.process.is_empty() {
+        pairs.push(("process", "host".into()));
+    }
+    for p in &a.process {
+        pairs.push(("process", p.clone()));
+    }
+    if let Some(u) = &a.until {
+        pairs.push(("until", u.clone()));
+    }
+    if let Some(e) = &a.events {
+        pairs.push(("events", e.clone()));
+    }
+    for t in &a.tags {
+        pairs.push(("tag", t.clone()));
+    }
+    let (ext, out) = match (&a.png, &a.svg) {
+        (Some(p), _) => ("png", p),
+        (None, Some(s)) => ("svg", s),
+        (None, None) => bail!("say where to write the chart: --png FILE or --svg FILE"),
+    };
+    let url = format!(
+        "{}/api/v1/chart.{ext}?{}",
+        a.from.trim_end_matches('/'),
+        query_string(&pairs)
+    );
+    let mut r = ureq::get(&url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+    let status = r.status().as_u16();
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .map_err(|e| anyhow::anyhow!("cannot read the answer of {url}: {e}"))?;
+    if status != 200 {
+        bail!(
+            "{url}: HTTP {status}: {}",
+            Client::error_of(&String::from_utf8_lossy(&body))
+        );
+    }
+    std::fs::write(out, &body)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    println!("{} ({} bytes)", out.display(), body.len());
+    Ok(())
 }

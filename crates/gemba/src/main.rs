@@ -87,6 +87,7 @@ fn main() -> ExitCode {
         Command::Problem { command } => market_cmd::problem(command),
         Command::Market(args) => market_cmd::market(&args),
         Command::Event { command } => event_cmd::event(command),
+        Command::Chart(args) => event_cmd::chart(&args),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());
