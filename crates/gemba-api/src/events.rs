@@ -31,7 +31,7 @@ pub(crate) const EVENT_PATHS: &[&str] = &[
 /// their HTTP library picks (curl -d sends form-urlencoded).
 pub(crate) const GRAPHITE_PATHS: &[&str] = &["/events", "/events/", "/api/annotations/graphite"];
 
-fn timeline(s: &Shared) -> Result<&TimelineHandle, ApiError> {
+pub(crate) fn timeline(s: &Shared) -> Result<&TimelineHandle, ApiError> {
     s.timeline.as_ref().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -161,10 +161,25 @@ pub(crate) async fn one(State(s): State<Shared>, Path(id): Path<String>) -> Answ
     let n: i64 = id
         .parse()
         .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "an event id is a number".into()))?;
-    match t.event(n).await? {
-        Some(e) => Ok(Json(event_json(&e)).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no event {n}"))),
-    }
+    let Some(e) = t.event(n).await? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no event {n}")));
+    };
+    let callouts = gemba_timeline::trend::callouts(t, &e)
+        .await
+        .map_err(TimelineError::from)?;
+    let mut v = event_json(&e);
+    v["callouts"] = json!(callouts
+        .iter()
+        .map(|c| json!({
+            "text": c.text,
+            "process": c.process,
+            "metric": c.metric,
+            "nodes": c.nodes,
+            "started_growing": c.started,
+            "rate_per_hour": c.rate_per_h,
+        }))
+        .collect::<Vec<_>>());
+    Ok(Json(v).into_response())
 }
 
 /// What a series query names: `node`, `process` (`host` for the machine)
@@ -372,92 +387,28 @@ pub(crate) async fn processes(State(s): State<Shared>) -> Answer {
     .into_response())
 }
 
-/// The chart a query names: its series, and the change events in the
-/// window as markers (by default deploys, git pushes, notes and
-/// escalation steps that ran; `events=` picks kinds, `tag=` narrows).
-/// Events tagged with a host show only on charts of that host.
+/// The chart a query names (see gemba-timeline's `chart::build`).
 pub(crate) async fn chart_of(
     t: &TimelineHandle,
     q: &SeriesQuery,
 ) -> Result<gemba_timeline::chart::Chart, ApiError> {
     let (since, until, found) = series_of(t, q).await?;
-    let kinds = q.events.clone().unwrap_or_else(|| {
-        ["deploy", "git", "note", "escalation"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    });
-    let mut markers = Vec::new();
-    for kind in &kinds {
-        let mut tags = q.tags.clone();
-        if kind == "escalation" && q.events.is_none() {
-            tags.push("step=step-start".into());
-        }
-        let rows = t
-            .filtered(gemba_store::EventFilter {
-                since_ms: since,
-                until_ms: until,
-                tags,
-                kind: Some(kind.clone()),
-                limit: 200,
-            })
-            .await?;
-        for e in rows {
-            let host = e.tags.iter().find_map(|t| t.strip_prefix("host="));
-            if let Some(h) = host {
-                if !found.iter().any(|s| s.key.node == h) {
-                    continue;
-                }
-            }
-            markers.push(gemba_timeline::chart::Marker {
-                at_ms: e.at_ms,
-                end_ms: e.end_ms,
-                kind: e.kind.clone(),
-                label: e.what.clone(),
-            });
-        }
-    }
-    markers.sort_by_key(|m| m.at_ms);
-    markers.truncate(200);
-    let several_nodes = found
-        .iter()
-        .map(|s| &s.key.node)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
-        > 1;
-    let several_processes = found
-        .iter()
-        .map(|s| &s.key.process)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
-        > 1;
-    let lines = found
-        .iter()
-        .map(|s| gemba_timeline::chart::Line {
-            label: match (several_nodes, several_processes) {
-                (true, true) | (false, false) => format!("{} {}", s.key.node, s.key.process),
-                (true, false) => s.key.node.clone(),
-                (false, true) => s.key.process.clone(),
-            },
-            points: s.points.iter().map(|p| (p.t, p.v)).collect(),
-        })
-        .collect();
-    let what = match (q.processes.as_slice(), q.nodes.as_slice()) {
-        ([p], [n]) => format!("{} of {p} on {n}", q.metric),
-        ([p], _) => format!("{} of {p}", q.metric),
-        (_, [n]) => format!("{} on {n}", q.metric),
-        _ => q.metric.clone(),
-    };
-    Ok(gemba_timeline::chart::Chart {
-        title: format!("{what} · {} → {}", format_ms(since), format_ms(until)),
-        metric: q.metric.clone(),
-        since_ms: since,
-        until_ms: until,
-        width: q.width,
-        height: q.height,
-        lines,
-        markers,
-    })
+    Ok(gemba_timeline::chart::build(
+        t,
+        gemba_timeline::chart::Request {
+            nodes: q.nodes.clone(),
+            processes: q.processes.clone(),
+            metric: q.metric.clone(),
+            since_ms: since,
+            until_ms: until,
+            width: q.width,
+            height: q.height,
+            events: q.events.clone(),
+            tags: q.tags.clone(),
+        },
+        found,
+    )
+    .await?)
 }
 
 pub(crate) async fn chart_svg(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {

@@ -8,6 +8,7 @@
 mod console;
 mod converge;
 mod events;
+mod learn_page;
 mod market;
 mod market_page;
 mod svg;
@@ -200,7 +201,12 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/api/v1/processes", get(events::processes))
         .route("/api/v1/chart.svg", get(events::chart_svg))
         .route("/api/v1/chart.png", get(events::chart_png))
-        .route("/events", post(events::graphite))
+        .route("/charts", get(learn_page::charts_page))
+        .route(
+            "/events",
+            get(learn_page::events_page).post(events::graphite),
+        )
+        .route("/events/{id}", get(learn_page::event_page))
         .route("/events/", post(events::graphite))
         .route("/api/annotations", post(events::grafana))
         .route("/api/annotations/graphite", post(events::grafana_graphite))

@@ -133,6 +133,22 @@ fn nice_ticks(lo: f64, hi: f64, want: usize) -> Vec<f64> {
     out
 }
 
+/// Value ticks for the axis: round in the unit labels are printed in
+/// (bytes: 1, 2, 5 × KiB, MiB, GiB ...).
+fn value_ticks(lo: f64, hi: f64, bytes: bool) -> Vec<f64> {
+    if !bytes {
+        return nice_ticks(lo, hi, 5);
+    }
+    let mut unit = 1.0;
+    while hi.abs().max(lo.abs()) / unit >= 1024.0 && unit < 1024f64.powi(4) {
+        unit *= 1024.0;
+    }
+    nice_ticks(lo / unit, hi / unit, 5)
+        .into_iter()
+        .map(|t| t * unit)
+        .collect()
+}
+
 /// A time step for the x axis: at most `want` ticks over `span_s`.
 fn time_step(span_s: u64, want: u64) -> u64 {
     const STEPS: &[u64] = &[
@@ -188,7 +204,7 @@ impl Chart {
         if hi - lo < 1e-9 {
             hi = lo + 1.0;
         }
-        let ticks = nice_ticks(lo, hi, 5);
+        let ticks = value_ticks(lo, hi, self.bytes());
         let step = if ticks.len() > 1 {
             ticks[1] - ticks[0]
         } else {
@@ -217,7 +233,7 @@ impl Chart {
         );
         // Axes: horizontal grid lines with value labels, time ticks.
         s.push_str(r#"<g class="axes">"#);
-        for v in nice_ticks(lo, hi, 5) {
+        for v in value_ticks(lo, hi, bytes) {
             let y = y_of(v);
             let _ = write!(
                 s,
@@ -413,6 +429,114 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, String> {
     pixmap
         .encode_png()
         .map_err(|e| format!("cannot encode PNG: {e}"))
+}
+
+/// What a chart shows.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub nodes: Vec<String>,
+    pub processes: Vec<String>,
+    pub metric: String,
+    pub since_ms: u64,
+    pub until_ms: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Event kinds drawn as markers; `None`: deploys, git pushes, notes
+    /// and the escalation steps that ran (restarts and the like).
+    pub events: Option<Vec<String>>,
+    /// Only events with every one of these tags.
+    pub tags: Vec<String>,
+}
+
+/// The chart of `found` series (see `series::select`) with the change
+/// events of the window as markers. Events tagged with a host show only
+/// on charts that include that host.
+pub async fn build(
+    t: &crate::TimelineHandle,
+    r: Request,
+    found: Vec<crate::series::Series>,
+) -> Result<Chart, crate::TimelineError> {
+    let kinds = r.events.clone().unwrap_or_else(|| {
+        ["deploy", "git", "note", "escalation"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    let mut markers = Vec::new();
+    for kind in &kinds {
+        let mut tags = r.tags.clone();
+        if kind == "escalation" && r.events.is_none() {
+            tags.push("step=step-start".into());
+        }
+        let rows = t
+            .filtered(gemba_store::EventFilter {
+                since_ms: r.since_ms,
+                until_ms: r.until_ms,
+                tags,
+                kind: Some(kind.clone()),
+                limit: 200,
+            })
+            .await?;
+        for e in rows {
+            let host = e.tags.iter().find_map(|t| t.strip_prefix("host="));
+            if host.is_some_and(|h| !found.iter().any(|s| s.key.node == h)) {
+                continue;
+            }
+            markers.push(Marker {
+                at_ms: e.at_ms,
+                end_ms: e.end_ms,
+                kind: e.kind.clone(),
+                label: e.what.clone(),
+            });
+        }
+    }
+    markers.sort_by_key(|m| m.at_ms);
+    markers.truncate(200);
+    let distinct = |f: fn(&crate::series::Series) -> &String| {
+        found
+            .iter()
+            .map(f)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1
+    };
+    let several_nodes = distinct(|s| &s.key.node);
+    let several_processes = distinct(|s| &s.key.process);
+    let lines = found
+        .iter()
+        .map(|s| Line {
+            label: match (several_nodes, several_processes) {
+                _ if s.key.process == crate::sample::HOST && !several_processes => {
+                    s.key.node.clone()
+                }
+                (true, true) | (false, false) => format!("{} {}", s.key.node, s.key.process),
+                (true, false) => s.key.node.clone(),
+                (false, true) => s.key.process.clone(),
+            },
+            points: s.points.iter().map(|p| (p.t, p.v)).collect(),
+        })
+        .collect();
+    let what = match (r.processes.as_slice(), r.nodes.as_slice()) {
+        ([p], [n]) if p == crate::sample::HOST => format!("{} on {n}", r.metric),
+        ([p], [n]) => format!("{} of {p} on {n}", r.metric),
+        ([p], _) => format!("{} of {p}", r.metric),
+        (_, [n]) => format!("{} on {n}", r.metric),
+        _ => r.metric.clone(),
+    };
+    Ok(Chart {
+        title: format!(
+            "{what} · {} → {}",
+            crate::event::format_ms(r.since_ms),
+            crate::event::format_ms(r.until_ms)
+        ),
+        metric: r.metric,
+        since_ms: r.since_ms,
+        until_ms: r.until_ms,
+        width: r.width,
+        height: r.height,
+        lines,
+        markers,
+    })
 }
 
 #[cfg(test)]

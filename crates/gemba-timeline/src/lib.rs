@@ -7,6 +7,7 @@ pub mod event;
 pub mod sample;
 pub mod series;
 pub mod service;
+pub mod trend;
 
 pub use event::{EventError, NewEvent, Source};
 pub use service::{Query, TimelineError, TimelineHandle};

@@ -4,66 +4,12 @@
 //! a replaced process counts as a restart; a stopped one is unavailable
 //! with a reason.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+mod common;
+
+use common::{holding_listener, Leaky};
 
 use gemba_core::metrics::{ProcessDef, Selector};
 use gemba_timeline::sample::{decode, encode, Sample, Sampler, HOST};
-
-const CHILD: &str = r#"
-import socket, sys
-port = int(sys.argv[1])
-held = []
-for line in sys.stdin:
-    cmd = line.split()
-    if cmd[0] == "open":
-        for _ in range(int(cmd[1])):
-            held.append(socket.create_connection(("127.0.0.1", port)))
-            held.append(open("/dev/null"))
-    elif cmd[0] == "close":
-        for h in held:
-            h.close()
-        held = []
-    print("ok", flush=True)
-"#;
-
-struct Leaky {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Leaky {
-    fn start(port: u16, pidfile: &std::path::Path) -> Leaky {
-        let mut child = Command::new("python3")
-            .args(["-c", CHILD, &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        std::fs::write(pidfile, child.id().to_string()).unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Leaky {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn command(&mut self, c: &str) {
-        writeln!(self.stdin, "{c}").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ok");
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn of<'a>(samples: &'a [Sample], name: &str) -> &'a Sample {
     samples.iter().find(|s| s.name == name).unwrap()
@@ -80,15 +26,7 @@ fn connections_and_fds_rise_and_fall_restarts_count_and_a_stopped_process_is_una
     let dir = std::env::temp_dir().join(format!("gemba-sampler-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pidfile = dir.join("leaky.pid");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    // Accept and hold every connection, so they stay established.
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in listener.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    let port = holding_listener();
     let defs = vec![ProcessDef {
         name: "leaky".into(),
         selector: Selector::Pidfile(pidfile.display().to_string()),

@@ -1,0 +1,214 @@
+//! Console pages of the learn stage: charts of any sampled metric with
+//! change events as markers (pick node, process, metric and window; no
+//! script, the chart is inline SVG), the events of the last days, and
+//! one event with what changed after it.
+
+use std::fmt::Write;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use gemba_timeline::event::format_ms;
+use gemba_timeline::sample::{HOST, HOST_METRICS, PROCESS_METRICS};
+
+use crate::converge::{Answer, ApiError};
+use crate::events::{chart_of, series_query_of, timeline};
+use crate::svg::esc;
+use crate::Shared;
+
+const WINDOWS: &[&str] = &["15m", "1h", "6h", "1d", "2d", "7d", "30d"];
+
+fn page(node: &str, title: &str, body: &str) -> String {
+    crate::console::shell(node, title, body, None)
+}
+
+fn select(name: &str, options: &[String], chosen: &str) -> String {
+    let mut s = format!(r#"<select name="{name}">"#);
+    for o in options {
+        let _ = write!(
+            s,
+            r#"<option{}>{}</option>"#,
+            if o == chosen { " selected" } else { "" },
+            esc(o)
+        );
+    }
+    s.push_str("</select>");
+    s
+}
+
+/// `/charts?node=&process=&metric=&since=`: a form and the chart.
+pub(crate) async fn charts_page(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+    let t = timeline(&s)?;
+    let mut q = series_query_of(raw.as_deref())?;
+    let all = t
+        .store()
+        .series()
+        .await
+        .map_err(gemba_timeline::TimelineError::from)?;
+    let mut nodes: Vec<String> = all.iter().map(|(_, k)| k.node.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    let node = q
+        .nodes
+        .first()
+        .cloned()
+        .or_else(|| nodes.first().cloned())
+        .unwrap_or_default();
+    let mut processes: Vec<String> = all
+        .iter()
+        .filter(|(_, k)| k.node == node)
+        .map(|(_, k)| k.process.clone())
+        .collect();
+    processes.sort();
+    processes.dedup();
+    let process = q
+        .processes
+        .first()
+        .cloned()
+        .unwrap_or_else(|| HOST.to_string());
+    let metrics: Vec<String> = if process == HOST {
+        HOST_METRICS.iter().map(|m| m.to_string()).collect()
+    } else {
+        PROCESS_METRICS.iter().map(|m| m.to_string()).collect()
+    };
+    if q.metric.is_empty() || !metrics.contains(&q.metric) {
+        q.metric = if process == HOST {
+            "load1".into()
+        } else {
+            "tcp_established".into()
+        };
+    }
+    let since = q.since.clone().unwrap_or_else(|| "1h".into());
+    q.since = Some(since.clone());
+    if q.nodes.is_empty() && !node.is_empty() {
+        q.nodes = vec![node.clone()];
+    }
+    if q.processes.is_empty() {
+        q.processes = vec![process.clone()];
+    }
+    let windows: Vec<String> = WINDOWS.iter().map(|w| w.to_string()).collect();
+    let mut body = format!(
+        r#"<form method="get" action="/charts">node {} process {} metric {} window {} <button>show</button></form>"#,
+        select("node", &nodes, &node),
+        select("process", &processes, &process),
+        select("metric", &metrics, &q.metric),
+        select("since", &windows, &since),
+    );
+    if nodes.is_empty() {
+        body.push_str(r#"<p class="muted">No samples yet: agents sample the host and every [[process]] every [metrics] interval.</p>"#);
+    } else {
+        let chart = chart_of(t, &q).await?;
+        body.push_str(r#"<div class="chart">"#);
+        body.push_str(&chart.svg());
+        body.push_str("</div>");
+        let query = raw.unwrap_or_default();
+        let _ = write!(
+            body,
+            r#"<p class="muted">Markers: deploys, git pushes, notes and escalation steps (<a href="/events">events</a>). Download: <a href="/api/v1/chart.png?{q}">PNG</a> · <a href="/api/v1/chart.svg?{q}">SVG</a> · or <code>gemba chart --node {n} --process {p} --metric {m} --since {since} --png chart.png</code></p>"#,
+            q = esc(&query),
+            n = esc(&node),
+            p = esc(&process),
+            m = esc(&q.metric),
+            since = esc(&since),
+        );
+    }
+    Ok(Html(page(s.mesh.id(), "charts", &body)).into_response())
+}
+
+/// `/events?since=&tag=&kind=`: newest first.
+pub(crate) async fn events_page(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+    let t = timeline(&s)?;
+    let q = crate::events::query_of(raw.as_deref())?;
+    let events = t.query(&q).await?;
+    let mut body = String::from(
+        r#"<p class="muted">Deploys, configuration runs, escalation steps and notes. Add one with <code>gemba event add --kind deploy --tag service=shop "v2.3.1 released"</code>, or point a Graphite (<code>/events/</code>) or Grafana (<code>/api/annotations</code>) hook here.</p>"#,
+    );
+    if events.is_empty() {
+        body.push_str("<p>No events in this window.</p>");
+    } else {
+        body.push_str(
+            "<table><tr><th>when</th><th>kind</th><th>what</th><th>tags</th><th>by</th></tr>",
+        );
+        for e in &events {
+            let _ = write!(
+                body,
+                r#"<tr><td class="nw">{}</td><td>{}</td><td><a href="/events/{}">{}</a></td><td class="muted">{}</td><td>{}</td></tr>"#,
+                format_ms(e.at_ms),
+                esc(&e.kind),
+                e.id,
+                esc(&e.what),
+                esc(&e.tags.join(" ")),
+                esc(&e.author),
+            );
+        }
+        body.push_str("</table>");
+    }
+    Ok(Html(page(s.mesh.id(), "events", &body)).into_response())
+}
+
+/// `/events/{id}`: the event, what changed after it, and a chart for each.
+pub(crate) async fn event_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+    let t = timeline(&s)?;
+    let n: i64 = id
+        .parse()
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "an event id is a number".into()))?;
+    let Some(e) = t.event(n).await? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no event {n}")));
+    };
+    let mut body = format!(
+        r#"<p><b>{}</b></p><table><tr><th>when</th><td>{}{}</td></tr><tr><th>kind</th><td>{}</td></tr><tr><th>tags</th><td>{}</td></tr><tr><th>by</th><td>{}</td></tr><tr><th>source</th><td>{}</td></tr>"#,
+        esc(&e.what),
+        format_ms(e.at_ms),
+        e.end_ms
+            .map(|x| format!(" → {}", format_ms(x)))
+            .unwrap_or_default(),
+        esc(&e.kind),
+        esc(&e.tags.join(" ")),
+        esc(&e.author),
+        esc(&e.source),
+    );
+    if e.link.starts_with("http://") || e.link.starts_with("https://") || e.link.starts_with('/') {
+        let _ = write!(
+            body,
+            r#"<tr><th>link</th><td><a href="{0}">{0}</a></td></tr>"#,
+            esc(&e.link)
+        );
+    }
+    body.push_str("</table>");
+    if !e.text.is_empty() {
+        let _ = write!(body, "<pre>{}</pre>", esc(&e.text));
+    }
+    let callouts = gemba_timeline::trend::callouts(t, &e)
+        .await
+        .map_err(gemba_timeline::TimelineError::from)?;
+    body.push_str("<h3>What changed after it</h3>");
+    if callouts.is_empty() {
+        body.push_str(r#"<p class="muted">No watched metric (connections, fds, threads, ephemeral ports, memory) started or stopped growing around this event.</p>"#);
+    }
+    let now = t.now_ms();
+    for c in callouts.iter().take(12) {
+        let _ = write!(body, "<p>{}</p>", esc(&c.text));
+        let span = now
+            .saturating_sub(e.at_ms)
+            .clamp(10 * 60_000, 7 * 86_400_000);
+        let since = e.at_ms.saturating_sub(span);
+        let raw = format!(
+            "metric={}&process={}&since={}&until={}{}",
+            c.metric,
+            c.process,
+            since / 1000,
+            (e.at_ms + span).min(now) / 1000,
+            c.nodes
+                .iter()
+                .take(10)
+                .map(|n| format!("&node={n}"))
+                .collect::<String>()
+        );
+        let q = series_query_of(Some(&raw))?;
+        let chart = chart_of(t, &q).await?;
+        body.push_str(r#"<div class="chart">"#);
+        body.push_str(&chart.svg());
+        body.push_str("</div>");
+    }
+    Ok(Html(page(s.mesh.id(), &format!("event {n}"), &body)).into_response())
+}
