@@ -89,6 +89,7 @@ impl Instance {
                 max_fds: *max_fds,
                 max_threads: *max_threads,
             },
+            CheckKind::Metric { .. } => def.kind.clone(),
             CheckKind::MeshNode { node } => CheckKind::MeshNode { node: r(node) },
             CheckKind::MeshLink { source, target } => CheckKind::MeshLink {
                 source: r(source),
@@ -128,8 +129,13 @@ pub struct MeshView {
     pub self_id: String,
 }
 
-/// Runs `instance` once.
-pub async fn run(instance: &Instance, mesh: Option<&MeshView>) -> Observation {
+/// Runs `instance` once. `samples`: this node's recent metric samples,
+/// for metric checks (on agents).
+pub async fn run(
+    instance: &Instance,
+    mesh: Option<&MeshView>,
+    samples: Option<&gemba_core::metrics::RecentSamples>,
+) -> Observation {
     let started = Instant::now();
     let timeout = instance.def.timeout;
     let (status, output, perf, trusted) = match &instance.kind {
@@ -171,6 +177,19 @@ pub async fn run(instance: &Instance, mesh: Option<&MeshView>) -> Observation {
                     vec![],
                 )
             });
+            (s, o, p, true)
+        }
+        CheckKind::Metric { .. } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let (s, o, p) = crate::metric::check(
+                &instance.kind,
+                samples,
+                now,
+                instance.def.interval.as_millis() as u64,
+            );
             (s, o, p, true)
         }
         CheckKind::MeshNode { node } => mesh_node(node, mesh),

@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod kinds;
+pub mod metric;
 pub mod nagios;
 pub mod pipeline;
 pub mod placement;

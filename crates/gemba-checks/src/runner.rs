@@ -35,6 +35,8 @@ pub struct Runner {
     pub instances: watch::Receiver<Vec<Instance>>,
     pub reports: mpsc::Sender<Report>,
     pub mesh: Option<Arc<dyn MeshSource>>,
+    /// This node's recent metric samples (agents), for metric checks.
+    pub samples: Option<gemba_core::metrics::RecentSamples>,
     pub observer: String,
     pub max_concurrent: usize,
     pub clock: Clock,
@@ -64,6 +66,7 @@ impl Runner {
                         inst,
                         self.reports.clone(),
                         self.mesh.clone(),
+                        self.samples.clone(),
                         permits.clone(),
                         self.observer.clone(),
                         self.clock,
@@ -98,6 +101,7 @@ async fn run_instance(
     inst: Instance,
     reports: mpsc::Sender<Report>,
     mesh: Option<Arc<dyn MeshSource>>,
+    samples: Option<gemba_core::metrics::RecentSamples>,
     permits: Arc<Semaphore>,
     observer: String,
     clock: Clock,
@@ -114,7 +118,7 @@ async fn run_instance(
             Some(m) if inst.kind.reads_mesh() => Some(m.view().await),
             _ => None,
         };
-        let obs = kinds::run(&inst, view.as_ref()).await;
+        let obs = kinds::run(&inst, view.as_ref(), samples.as_ref()).await;
         drop(_permit);
         let report = result::record(&mut tracker, &inst, obs, &observer, clock.now_ms());
         if reports.send(report).await.is_err() {

@@ -1,6 +1,8 @@
 //! `[[process]]` and `[metrics]`: which processes every agent samples from
 //! /proc, how often, and how long a server keeps the series.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -253,5 +255,110 @@ pub(crate) fn metrics_config(
         max_series,
         log_lines: defaults::LOG_LINES,
         processes: defs,
+    }
+}
+
+/// Every metric a process sample may carry.
+pub const PROCESS_METRICS: &[&str] = &[
+    "up",
+    "processes",
+    "rss_bytes",
+    "fds",
+    "fd_limit",
+    "threads",
+    "cpu_percent",
+    "ctx_voluntary_per_s",
+    "ctx_involuntary_per_s",
+    "restarts",
+    "ephemeral_ports",
+    "tcp_established",
+    "tcp_syn_sent",
+    "tcp_syn_recv",
+    "tcp_fin_wait1",
+    "tcp_fin_wait2",
+    "tcp_time_wait",
+    "tcp_close",
+    "tcp_close_wait",
+    "tcp_last_ack",
+    "tcp_listen",
+    "tcp_closing",
+];
+
+/// Every metric the host sample may carry.
+pub const HOST_METRICS: &[&str] = &[
+    "load1",
+    "load5",
+    "load15",
+    "mem_total_bytes",
+    "mem_available_bytes",
+    "swap_total_bytes",
+    "swap_used_bytes",
+    "file_handles",
+    "file_handles_max",
+    "ephemeral_ports",
+    "ephemeral_range",
+    "tcp_established",
+    "tcp_syn_sent",
+    "tcp_syn_recv",
+    "tcp_fin_wait1",
+    "tcp_fin_wait2",
+    "tcp_time_wait",
+    "tcp_close",
+    "tcp_close_wait",
+    "tcp_last_ack",
+    "tcp_listen",
+    "tcp_closing",
+];
+
+/// The name host samples go under (a `[[process]]` may not take it).
+pub const HOST: &str = "host";
+
+/// One of this node's recent samples, as metric checks read them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentSample {
+    pub at_ms: u64,
+    pub values: BTreeMap<String, f64>,
+    pub unavailable: Option<String>,
+}
+
+/// This node's samples of the last hour, per process (and `host`): what
+/// the agent's sampler wrote and metric checks read. Bounded: an hour or
+/// [`RecentSamples::KEEP`] samples per name, whichever is fewer.
+#[derive(Clone, Default, Debug)]
+pub struct RecentSamples(Arc<Mutex<HashMap<String, VecDeque<RecentSample>>>>);
+
+impl RecentSamples {
+    pub const KEEP: usize = 3600;
+    const HOUR_MS: u64 = 3_600_000;
+
+    pub fn push(&self, name: &str, sample: RecentSample) {
+        let Ok(mut m) = self.0.lock() else { return };
+        let q = m.entry(name.to_string()).or_default();
+        let at = sample.at_ms;
+        q.push_back(sample);
+        while q.len() > Self::KEEP || q.front().is_some_and(|f| f.at_ms + Self::HOUR_MS < at) {
+            q.pop_front();
+        }
+    }
+
+    /// The samples of `name` at or after `since_ms`, oldest first, and the
+    /// oldest one before that (to tell whether a window is covered).
+    pub fn since(&self, name: &str, since_ms: u64) -> (Option<RecentSample>, Vec<RecentSample>) {
+        let Ok(m) = self.0.lock() else {
+            return (None, Vec::new());
+        };
+        let Some(q) = m.get(name) else {
+            return (None, Vec::new());
+        };
+        let before = q.iter().rev().find(|s| s.at_ms < since_ms).cloned();
+        (
+            before,
+            q.iter().filter(|s| s.at_ms >= since_ms).cloned().collect(),
+        )
+    }
+
+    /// The newest sample of `name`.
+    pub fn latest(&self, name: &str) -> Option<RecentSample> {
+        self.0.lock().ok()?.get(name)?.back().cloned()
     }
 }

@@ -79,6 +79,12 @@ pub struct CheckSection {
     pub max_rss_mb: Option<u64>,
     pub max_fds: Option<u64>,
     pub max_threads: Option<u64>,
+    // metric (process as above)
+    pub metric: Option<String>,
+    pub warn: Option<f64>,
+    pub crit: Option<f64>,
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
     // mesh-node / mesh-link
     pub node: Option<String>,
     pub source: Option<String>,
@@ -175,6 +181,17 @@ pub enum CheckKind {
         max_fds: Option<u64>,
         max_threads: Option<u64>,
     },
+    /// A sampled metric of a `[[process]]` (or `host`) on this node over
+    /// thresholds, for a while.
+    Metric {
+        process: String,
+        metric: String,
+        warn: Option<f64>,
+        crit: Option<f64>,
+        /// How long every sample must be over a threshold (0: the newest).
+        #[serde(with = "millis")]
+        for_: Duration,
+    },
     MeshNode {
         node: String,
     },
@@ -191,6 +208,7 @@ impl CheckKind {
             CheckKind::Http { .. } => "http",
             CheckKind::Command { .. } => "command",
             CheckKind::Process { .. } => "process",
+            CheckKind::Metric { .. } => "metric",
             CheckKind::MeshNode { .. } => "mesh-node",
             CheckKind::MeshLink { .. } => "mesh-link",
         }
@@ -696,6 +714,78 @@ fn validate_check_kind(
                 max_threads: s.max_threads,
             })
         }
+        "metric" => {
+            if !matches!(scope, ScopeRule::Node { .. }) {
+                c.fail(
+                    &key("scope"),
+                    "a metric check reads the samples of the node it runs on: use scope = \"node\"",
+                );
+            }
+            let process = s
+                .process
+                .clone()
+                .unwrap_or_else(|| crate::metrics::HOST.into());
+            if !crate::ids::is_name(&process) {
+                c.fail(
+                    &key("process"),
+                    format!("{process:?} is not a [[process]] name"),
+                );
+            }
+            let metric = s.metric.clone().unwrap_or_default();
+            let known = if process == crate::metrics::HOST {
+                crate::metrics::HOST_METRICS
+            } else {
+                crate::metrics::PROCESS_METRICS
+            };
+            if !known.contains(&metric.as_str()) {
+                c.fail(
+                    &key("metric"),
+                    format!(
+                        "{metric:?} is not a metric of {}; use one of {}",
+                        if process == crate::metrics::HOST {
+                            "the host"
+                        } else {
+                            "a process"
+                        },
+                        known.join(", ")
+                    ),
+                );
+            }
+            if s.warn.is_none() && s.crit.is_none() {
+                c.fail(&key("crit"), "a metric check needs `warn`, `crit` or both");
+            }
+            for (k, v) in [("warn", s.warn), ("crit", s.crit)] {
+                if v.is_some_and(|x| !x.is_finite()) {
+                    c.fail(&key(k), "must be a finite number");
+                }
+            }
+            if let (Some(w), Some(cr)) = (s.warn, s.crit) {
+                if w > cr {
+                    c.fail(&key("warn"), format!("{w} is above crit ({cr})"));
+                }
+            }
+            let for_ = match s.for_.as_deref() {
+                None => Duration::ZERO,
+                Some(text) => match text.parse::<crate::HumanDuration>() {
+                    Ok(d) if d.0 <= Duration::from_secs(3600) => d.0,
+                    Ok(_) => {
+                        c.fail(&key("for"), "at most 1h (agents keep an hour of samples)");
+                        Duration::ZERO
+                    }
+                    Err(e) => {
+                        c.fail(&key("for"), e);
+                        Duration::ZERO
+                    }
+                },
+            };
+            Some(CheckKind::Metric {
+                process,
+                metric,
+                warn: s.warn,
+                crit: s.crit,
+                for_,
+            })
+        }
         "mesh-node" => {
             let node = s.node.clone().unwrap_or_else(|| {
                 if t.can_fill("node") {
@@ -729,12 +819,12 @@ fn validate_check_kind(
         "" => {
             c.fail(
                 &key("kind"),
-                "required: tcp, http, command, process, mesh-node or mesh-link",
+                "required: tcp, http, command, process, metric, mesh-node or mesh-link",
             );
             None
         }
         other => {
-            c.fail(&key("kind"), format!("unknown check kind {other:?}; use tcp, http, command, process, mesh-node or mesh-link"));
+            c.fail(&key("kind"), format!("unknown check kind {other:?}; use tcp, http, command, process, metric, mesh-node or mesh-link"));
             None
         }
     }

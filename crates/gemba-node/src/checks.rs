@@ -27,6 +27,7 @@ pub(crate) fn start(
     mesh: &Arc<MeshNode>,
     stages: &mut Stages<'_>,
     to_server: Option<mpsc::Sender<CheckResult>>,
+    samples: gemba_core::metrics::RecentSamples,
 ) -> Result<(), NodeError> {
     stages.gossip_prefix("checks", RESULT_PREFIX)?;
     let me = entry_of(config);
@@ -43,6 +44,7 @@ pub(crate) fn start(
             instances: inst_rx,
             reports: reports_tx,
             mesh: None,
+            samples: Some(samples),
             observer: me.id.clone(),
             max_concurrent: 16,
             clock: Clock::new(),

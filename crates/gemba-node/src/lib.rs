@@ -195,6 +195,7 @@ fn start_sampling(
     mesh: &Arc<MeshNode>,
     stages: &mut Stages<'_>,
     to_server: Option<tokio::sync::mpsc::Sender<(String, gemba_timeline::sample::Sample)>>,
+    recent: gemba_core::metrics::RecentSamples,
 ) -> Result<(), NodeError> {
     stages.gossip_prefix("timeline", gemba_timeline::sample::GOSSIP_PREFIX)?;
     let exporter = gemba_timeline::agent::Exporter::register(stages.metrics());
@@ -211,6 +212,7 @@ fn start_sampling(
                 async move { mesh.set_local(&key, &value).await }
             },
             to_server,
+            Some(recent),
             config.node.id.to_string(),
         ),
     );
@@ -277,8 +279,16 @@ impl Node {
         } else {
             server::Server::none()
         };
-        checks::start(config, &mesh, &mut stages, server.results.take())?;
-        start_sampling(config, &mesh, &mut stages, server.samples.take())?;
+        // The sampler writes this node's recent samples; metric checks read them.
+        let recent = gemba_core::metrics::RecentSamples::default();
+        checks::start(
+            config,
+            &mesh,
+            &mut stages,
+            server.results.take(),
+            recent.clone(),
+        )?;
+        start_sampling(config, &mesh, &mut stages, server.samples.take(), recent)?;
         let subscriptions = std::mem::take(&mut server.subscriptions);
         let routes = std::mem::take(&mut stages.routes);
         let gossip_keys = stages.gossip.clone();

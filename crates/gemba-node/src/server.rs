@@ -263,6 +263,7 @@ pub(crate) async fn start(
             instances: inst_rx,
             reports: reports_tx,
             mesh: Some(Arc::new(MeshGraph(mesh.clone()))),
+            samples: None,
             observer: self_id.clone(),
             max_concurrent: 32,
             clock,

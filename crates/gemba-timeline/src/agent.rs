@@ -97,6 +97,7 @@ pub async fn run<P, Fut>(
     exporter: Option<Exporter>,
     publish: P,
     to_server: Option<mpsc::Sender<(String, Sample)>>,
+    recent: Option<gemba_core::metrics::RecentSamples>,
     node: String,
 ) where
     P: Fn(String, String) -> Fut,
@@ -133,6 +134,16 @@ pub async fn run<P, Fut>(
         for s in samples {
             if let Some(ex) = &exporter {
                 ex.show(&s);
+            }
+            if let Some(r) = &recent {
+                r.push(
+                    &s.name,
+                    gemba_core::metrics::RecentSample {
+                        at_ms: s.at_ms,
+                        values: s.values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                        unavailable: s.unavailable.clone(),
+                    },
+                );
             }
             publish(
                 format!("{}{}", sample::GOSSIP_PREFIX, s.name),

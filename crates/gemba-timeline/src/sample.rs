@@ -17,60 +17,7 @@ use procfs::net::{TcpNetEntry, TcpState};
 use procfs::process::{FDTarget, Process};
 use procfs::Current;
 
-/// Every metric a process sample may carry.
-pub const PROCESS_METRICS: &[&str] = &[
-    "up",
-    "processes",
-    "rss_bytes",
-    "fds",
-    "fd_limit",
-    "threads",
-    "cpu_percent",
-    "ctx_voluntary_per_s",
-    "ctx_involuntary_per_s",
-    "restarts",
-    "ephemeral_ports",
-    "tcp_established",
-    "tcp_syn_sent",
-    "tcp_syn_recv",
-    "tcp_fin_wait1",
-    "tcp_fin_wait2",
-    "tcp_time_wait",
-    "tcp_close",
-    "tcp_close_wait",
-    "tcp_last_ack",
-    "tcp_listen",
-    "tcp_closing",
-];
-
-/// Every metric the host sample may carry.
-pub const HOST_METRICS: &[&str] = &[
-    "load1",
-    "load5",
-    "load15",
-    "mem_total_bytes",
-    "mem_available_bytes",
-    "swap_total_bytes",
-    "swap_used_bytes",
-    "file_handles",
-    "file_handles_max",
-    "ephemeral_ports",
-    "ephemeral_range",
-    "tcp_established",
-    "tcp_syn_sent",
-    "tcp_syn_recv",
-    "tcp_fin_wait1",
-    "tcp_fin_wait2",
-    "tcp_time_wait",
-    "tcp_close",
-    "tcp_close_wait",
-    "tcp_last_ack",
-    "tcp_listen",
-    "tcp_closing",
-];
-
-/// The name host samples go under (a `[[process]]` may not take it).
-pub const HOST: &str = "host";
+pub use gemba_core::metrics::{HOST, HOST_METRICS, PROCESS_METRICS};
 
 /// Whether `metric` is one a sample of `process` may carry.
 pub fn known_metric(process: &str, metric: &str) -> bool {

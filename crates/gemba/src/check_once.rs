@@ -22,7 +22,7 @@ pub async fn run_once(
         let mesh = mesh.clone();
         let observer = me.id.clone();
         set.spawn(async move {
-            let obs = gemba_checks::kinds::run(&inst, mesh.as_ref()).await;
+            let obs = gemba_checks::kinds::run(&inst, mesh.as_ref(), None).await;
             // One run, judged on its own: fall and rise of one.
             let mut def = (*inst.def).clone();
             (def.fall, def.rise) = (1, 1);
