@@ -262,7 +262,11 @@ impl Chart {
             r##"<line x1="{x0}" x2="{x1}" y1="{y1}" y2="{y1}" stroke="#57606a"/><line x1="{x0}" x2="{x0}" y1="{y0}" y2="{y1}" stroke="#57606a"/><text x="{x1}" y="{:.1}" text-anchor="end" fill="#57606a">UTC</text></g>"##,
             h - 6.0
         );
-        // Markers behind the lines.
+        // Markers behind the lines. Labels run down the plot and are cut
+        // to its height; a label that would sit on its neighbour's goes to
+        // the other side of its line.
+        let label_chars = (((y1 - y0) - 8.0) / 6.6).max(4.0) as usize;
+        let mut last_label_x = f64::NEG_INFINITY;
         for m in &self.markers {
             if m.at_ms > self.until_ms || m.end_ms.unwrap_or(m.at_ms) < self.since_ms {
                 continue;
@@ -286,12 +290,17 @@ impl Chart {
             }
             // The label reads downwards just right of the line, on a
             // white halo so that lines under it do not hide it.
+            let label_x = if x - last_label_x < 14.0 {
+                x - 14.0
+            } else {
+                x + 3.0
+            };
+            last_label_x = x;
             let _ = write!(
                 s,
-                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{y0}" y2="{y1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="4 3"/><text x="0" y="0" fill="{colour}" stroke="#ffffff" stroke-width="3" paint-order="stroke" transform="translate({:.1} {:.1}) rotate(90)">{}</text></g>"##,
-                x + 3.0,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{y0}" y2="{y1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="4 3"/><text x="0" y="0" fill="{colour}" stroke="#ffffff" stroke-width="3" paint-order="stroke" transform="translate({label_x:.1} {:.1}) rotate(90)">{}</text></g>"##,
                 y0 + 4.0,
-                esc(&cut(&m.label, 48))
+                esc(&cut(&m.label, label_chars))
             );
         }
         // Lines: one point per pixel column at most (the column's mean),

@@ -216,7 +216,9 @@ pub fn journal_event(row: &gemba_store::JournalRow) -> Option<NewEvent> {
         tags.push(format!("escalation={id}"));
     }
     let first = row.text.lines().next().unwrap_or("");
-    let what: String = format!("{} {}: {first}", row.scope, row.kind)
+    // The journal's text says what happened ("attempt 1: running level 2
+    // (restart)"); the kind is in the tags.
+    let what: String = format!("{}: {first}", row.scope)
         .chars()
         .take(event::MAX_WHAT)
         .collect();

@@ -106,9 +106,47 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// The Theil–Sen fit of a window, or `None` with too few points.
+/// The fit of a window: a process manager restarting a leaking process
+/// turns its growth into a saw, so the window is cut at every reset (a
+/// fall of over half the window's range from one point to the next) and
+/// each long enough piece is fitted alone; the pieces' median slope,
+/// concordance and spread stand for the window, their spans add up.
 pub fn fit(points: &[(u64, f64)]) -> Option<Fit> {
     let p = buckets(points, BUCKETS);
+    if p.len() < MIN_POINTS {
+        return None;
+    }
+    let lo = p.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+    let hi = p.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+    let mut pieces: Vec<&[(f64, f64)]> = Vec::new();
+    let mut start = 0;
+    for i in 1..p.len() {
+        if p[i - 1].1 - p[i].1 > (hi - lo) / 2.0 && hi > lo {
+            pieces.push(&p[start..i]);
+            start = i;
+        }
+    }
+    pieces.push(&p[start..]);
+    let fits: Vec<Fit> = pieces
+        .iter()
+        .filter(|piece| piece.len() >= MIN_POINTS)
+        .filter_map(|piece| fit_piece(piece))
+        .collect();
+    if pieces.len() == 1 || fits.is_empty() {
+        return fit_piece(&p);
+    }
+    let mid = |f: fn(&Fit) -> f64| median(&mut fits.iter().map(f).collect::<Vec<_>>());
+    Some(Fit {
+        slope: mid(|f| f.slope),
+        rising: mid(|f| f.rising),
+        spread: mid(|f| f.spread),
+        span_s: fits.iter().map(|f| f.span_s).sum(),
+        points: fits.iter().map(|f| f.points).sum(),
+    })
+}
+
+/// The Theil–Sen fit of points with no reset in them.
+fn fit_piece(p: &[(f64, f64)]) -> Option<Fit> {
     if p.len() < MIN_POINTS {
         return None;
     }
@@ -419,4 +457,42 @@ pub async fn callouts(
             .then(b.rate_per_h.abs().total_cmp(&a.rate_per_h.abs()))
     });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flat for `flat` samples, then a leak of `rate` a sample reset to 0
+    /// every `every` samples (a process manager restarting it).
+    fn saw(flat: u64, leaking: u64, rate: f64, every: u64) -> Vec<(u64, f64)> {
+        (0..flat)
+            .map(|i| (i * 10, 5.0))
+            .chain((0..leaking).map(|i| ((flat + i) * 10, 5.0 + rate * (i % every) as f64)))
+            .collect()
+    }
+
+    #[test]
+    fn growth_through_restarts_is_growth_and_flat_is_flat() {
+        let all = saw(100, 120, 8.0, 40);
+        let (before, after) = all.split_at(100);
+        let v = judge(before, after, MIN_RISE).expect("a verdict");
+        let Verdict::StartedGrowing { after: a, .. } = v else {
+            panic!("{v:?}")
+        };
+        assert!((a.slope * 10.0 - 8.0).abs() < 0.01, "{a:?}");
+        // The reverse: growing (through restarts) before, flat after.
+        let v = judge(after, before, MIN_RISE).expect("a verdict");
+        assert!(matches!(v, Verdict::StoppedGrowing { .. }), "{v:?}");
+        // Noise around a level is no trend.
+        let noise: Vec<(u64, f64)> = (0..200)
+            .map(|i| (i * 10, 100.0 + ((i * 7919) % 13) as f64))
+            .collect();
+        let (b, a) = noise.split_at(100);
+        assert_eq!(judge(b, a, MIN_RISE), None);
+        // A rise under the floor is no trend either.
+        let tiny = saw(100, 100, 0.01, 1000);
+        let (b, a) = tiny.split_at(100);
+        assert_eq!(judge(b, a, MIN_RISE), None);
+    }
 }

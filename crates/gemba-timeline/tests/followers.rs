@@ -115,10 +115,10 @@ async fn escalation_steps_and_changing_runs_become_events_once() {
     assert_eq!(
         whats,
         [
-            "node:web-1 decision: opened: web-process failing; running levels 2:restart",
-            "node:web-1 step-start: attempt 1: running level 2 (restart)",
-            "node:web-1 step-end: level 2 (restart) succeeded",
-            "node:web-1 resolved: passing again after attempt 1",
+            "node:web-1: opened: web-process failing; running levels 2:restart",
+            "node:web-1: attempt 1: running level 2 (restart)",
+            "node:web-1: level 2 (restart) succeeded",
+            "node:web-1: passing again after attempt 1",
             "puppet run on web-1: 3 changed, 0 failed",
             "puppet run on web-2: 1 changed, 1 failed",
         ],
@@ -166,9 +166,6 @@ async fn escalation_steps_and_changing_runs_become_events_once() {
         "{:?}",
         events.iter().map(|e| &e.what).collect::<Vec<_>>()
     );
-    assert_eq!(
-        events[6].what,
-        "node:web-1 acknowledged: acknowledged by alice"
-    );
+    assert_eq!(events[6].what, "node:web-1: acknowledged by alice");
     assert_eq!(events[7].what, "puppet run on web-3: 2 changed, 0 failed");
 }

@@ -406,6 +406,14 @@ pub struct DemoServiceArgs {
     /// Exit when the process with this pid is gone (the demo that owns it).
     #[arg(long)]
     pub exit_with: Option<u32>,
+    /// With --detach: stop a running service first (a restart, not a start).
+    #[arg(long)]
+    pub restart: bool,
+    /// While this file exists the service leaks connections (the demo's
+    /// bad release): it opens 4 a second to a backend of its own and never
+    /// closes them.
+    #[arg(long)]
+    pub leak_flag: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -44,9 +44,9 @@ struct DemoNode {
 /// Port of the demo's toy web service.
 const SERVICE_PORT: u16 = 18080;
 
-/// The demo's checks and escalation pattern.
+/// The demo's checks and escalation pattern. Each service node keeps its
+/// pidfile (and, for the leaking one, its leak flag) under `dir` by node.
 fn demo_policy(exe: &str, dir: &std::path::Path) -> String {
-    let pidfile = dir.join("web.pid");
     format!(
         r#"
 [escalator]
@@ -65,7 +65,7 @@ quiesce = "5s"
 [[level]]
 level = 2
 name = "restart"
-run = ["{exe}", "demo-service", "--detach", "--listen", "{{node_addr}}:{SERVICE_PORT}", "--pidfile", "{pid}", "--exit-with", "{owner}"]
+run = ["{exe}", "demo-service", "--detach", "--restart", "--listen", "{{node_addr}}:{SERVICE_PORT}", "--pidfile", "{dir}/{{node}}.pid", "--leak-flag", "{dir}/{{node}}.leak", "--exit-with", "{owner}"]
 timeout = "10s"
 quiesce = "2s"
 
@@ -83,7 +83,7 @@ level = 2
 name = "web-process"
 kind = "process"
 tier = "web"
-pidfile = "{pid}"
+pidfile = "{dir}/{{node}}.pid"
 interval = "1s"
 fall = 2
 level = 2
@@ -95,11 +95,29 @@ tier = "web"
 interval = "1s"
 fall = 3
 level = 1
+
+# The shop leaks connections after a bad release: restart it when its
+# connections stay over 300 for 10 s (one check, one level).
+[[check]]
+name = "shop-connections"
+kind = "metric"
+tier = "shop"
+process = "shop"
+metric = "tcp_established"
+warn = 150
+crit = {SHOP_CRIT}
+for = "10s"
+interval = "2s"
+fall = 1
+level = 2
 "#,
-        pid = pidfile.display(),
+        dir = dir.display(),
         owner = std::process::id(),
     )
 }
+
+/// Connections at which the demo's metric check restarts the shop.
+const SHOP_CRIT: u32 = 300;
 
 fn demo_key() -> GridKey {
     // The demo lives in one process; a fresh random key per run keeps it
@@ -177,20 +195,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let exe = std::env::current_exe().context("cannot find the gemba executable")?;
     let policy = demo_policy(&exe.display().to_string(), &work);
+    let id_of = |i: u16| format!("{}-{}", SITE_NAMES[(i % sites) as usize], i / sites + 1);
     let service_node = 1u16.min(args.nodes - 1);
-    let service_addr = SocketAddr::new(
-        IpAddr::V4(nth_ip(args.first_ip, service_node)?),
-        SERVICE_PORT,
-    );
-    let pidfile = work.join("web.pid");
+    // The shop (the leak story) runs on a node of its own when there is one.
+    let shop_node = match args.nodes {
+        0..=2 => None,
+        3 => Some(2),
+        _ => Some(3),
+    };
+    let start_service = |i: u16, restart: bool| -> anyhow::Result<u32> {
+        let addr = SocketAddr::new(IpAddr::V4(nth_ip(args.first_ip, i)?), SERVICE_PORT);
+        crate::demo_service::start_detached(
+            addr,
+            &work.join(format!("{}.pid", id_of(i))),
+            &crate::demo_service::Start {
+                exit_with: Some(std::process::id()),
+                restart,
+                leak_flag: Some(work.join(format!("{}.leak", id_of(i)))),
+            },
+        )
+    };
+    let pidfile = work.join(format!("{}.pid", id_of(service_node)));
     let mut escalator = None;
-    // The service runs before its checks start, so the demo opens healthy.
-    let pid =
-        crate::demo_service::start_detached(service_addr, &pidfile, Some(std::process::id()))?;
+    let mut timeline = None;
+    // The services run before their checks start, so the demo opens healthy.
+    let pid = start_service(service_node, false)?;
+    if let Some(s) = shop_node {
+        start_service(s, false)?;
+    }
     for i in 0..args.nodes {
         let ip = IpAddr::V4(nth_ip(args.first_ip, i)?);
         let site = SITE_NAMES[(i % sites) as usize];
-        let id = format!("{site}-{}", i / sites + 1);
+        let id = id_of(i);
         let mesh_addr = SocketAddr::new(ip, args.mesh_port);
         let http_addr = SocketAddr::new(ip, args.http_port);
         let overrides = Overrides {
@@ -205,12 +241,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             },
             ..Default::default()
         };
-        let node_text = format!(
-            "[node]\nserver = {}\ntags = [{}]\ndata_dir = \"{}\"\n{policy}",
+        // The service nodes sample their service as a [[process]].
+        let (tag, process) = if i == service_node {
+            ("\"web\"", "web")
+        } else if Some(i) == shop_node {
+            ("\"shop\"", "shop")
+        } else {
+            ("", "")
+        };
+        let mut node_text = format!(
+            "[metrics]\ninterval = \"2s\"\n\n[node]\nserver = {}\ntags = [{tag}]\ndata_dir = \"{}\"\n{policy}",
             i == 0,
-            if i == service_node { "\"web\"" } else { "" },
             work.join(&id).display()
         );
+        if !process.is_empty() {
+            node_text.push_str(&format!(
+                "\n[[process]]\nname = \"{process}\"\npidfile = \"{}\"\n",
+                work.join(format!("{id}.pid")).display()
+            ));
+        }
         let file = ConfigFile::parse(std::path::Path::new("demo settings"), &node_text)?;
         let config = Config::from_file(file, &overrides, "demo settings")?;
         let listener = tokio::net::TcpListener::bind(http_addr)
@@ -231,6 +280,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start demo node {id}"))?;
         if let Some(h) = node.escalator() {
             escalator = Some(h.clone());
+        }
+        if let Some(t) = node.timeline() {
+            timeline = Some(t.clone());
         }
         let mesh = node.mesh().clone();
         consoles.push(format!(
@@ -388,8 +440,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             None => crate::node::shutdown_signal().await,
         }
     };
+    let http0 = SocketAddr::new(IpAddr::V4(args.first_ip), args.http_port);
+    let shop = async {
+        match (shop_node, &timeline, &escalator) {
+            (Some(i), Some(t), Some(e)) => {
+                shop_story(
+                    t,
+                    e,
+                    &id_of(i),
+                    &work,
+                    || start_service(i, true).map(|_| ()),
+                    http0,
+                    start,
+                    args.fault_after,
+                )
+                .await
+            }
+            _ => std::future::pending().await,
+        }
+    };
     let converge = service_kills(
-        escalator,
+        escalator.clone(),
         &pidfile,
         &nodes[service_node as usize].id,
         start,
@@ -398,6 +469,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = faults => {}
         _ = converge => {}
+        _ = shop => {}
         _ = stop => {}
     }
     // Leave nothing running behind: every node drains (the server's
@@ -406,11 +478,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         drop(n.mesh);
         n.node.shutdown().await;
     }
-    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
-        if let Ok(pid) = pid.trim().parse::<i32>() {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
+    for i in std::iter::once(service_node).chain(shop_node) {
+        let file = work.join(format!("{}.pid", id_of(i)));
+        if let Ok(pid) = std::fs::read_to_string(&file) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
             }
         }
     }
@@ -509,4 +584,87 @@ async fn service_kills(
             );
         }
     }
+}
+
+/// A change event the demo records, as `gemba event add` would.
+async fn record(t: &gemba_timeline::TimelineHandle, what: &str, host: &str) -> Option<i64> {
+    let body = serde_json::json!({
+        "what": what,
+        "kind": "deploy",
+        "tags": {"service": "shop", "host": host},
+        "author": "demo",
+    });
+    let e = gemba_timeline::event::from_api(body.to_string().as_bytes(), t.now_ms()).ok()?;
+    t.add(e).await.ok().flatten()
+}
+
+/// The leak story: a release makes the shop leak connections; the metric
+/// check has the escalator restart it each time they pass the limit; after
+/// two restarts the fixed release goes out and the climb stops; the trend
+/// detector then says so on both events.
+#[allow(clippy::too_many_arguments)]
+async fn shop_story(
+    t: &gemba_timeline::TimelineHandle,
+    e: &gemba_escalator::EscalatorHandle,
+    node: &str,
+    work: &std::path::Path,
+    redeploy: impl Fn() -> anyhow::Result<()>,
+    http: SocketAddr,
+    start: Instant,
+    first_after: Duration,
+) {
+    tokio::time::sleep(first_after + Duration::from_secs(15)).await;
+    let flag = work.join(format!("{node}.leak"));
+    let _ = std::fs::write(&flag, b"the v2.3.1 connection pool never releases\n");
+    let release = record(t, "shop v2.3.1 released", node).await;
+    let chart =
+        format!("http://{http}/charts?node={node}&process=shop&metric=tcp_established&since=15m");
+    println!(
+        "{} DEPLOY shop v2.3.1 on {node}: its connections now climb; the shop-connections check restarts it past {SHOP_CRIT} (chart: {chart})",
+        elapsed(start)
+    );
+    let scope = format!("node:{node}");
+    let restarts = || async {
+        e.store
+            .recent_journal(500)
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .filter(|r| r.scope == scope && r.kind == "step-end")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = restarts().await;
+    let waited = Instant::now();
+    while restarts().await < before + 2 && waited.elapsed() < Duration::from_secs(240) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = std::fs::remove_file(&flag);
+    let outcome = match redeploy() {
+        Ok(()) => "redeployed".to_string(),
+        Err(e) => format!("redeploy failed: {e}"),
+    };
+    let fix = record(t, "shop v2.3.2: connection leak fixed", node).await;
+    println!(
+        "{} DEPLOY shop v2.3.2 on {node} ({outcome}): the leak is fixed, the climb stops (chart: {chart})",
+        elapsed(start)
+    );
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    for id in [release, fix].into_iter().flatten() {
+        let Ok(Some(ev)) = t.event(id).await else {
+            continue;
+        };
+        let callouts = gemba_timeline::trend::callouts(t, &ev)
+            .await
+            .unwrap_or_default();
+        for c in callouts.iter().filter(|c| c.process == "shop").take(2) {
+            println!(
+                "{} TREND  {} (http://{http}/events/{id})",
+                elapsed(start),
+                c.text
+            );
+        }
+    }
+    std::future::pending::<()>().await
 }

@@ -13,7 +13,41 @@ use anyhow::{bail, Context};
 
 use crate::cli::DemoServiceArgs;
 
-fn serve(listen: SocketAddr, pidfile: &Path, exit_with: Option<u32>) -> anyhow::Result<()> {
+/// The bad release: while `flag` exists, open connections to a backend of
+/// this process and keep both ends, 4 a second (at most 20,000).
+fn leak(listen: SocketAddr, flag: std::path::PathBuf) {
+    let Ok(backend) = TcpListener::bind(SocketAddr::new(listen.ip(), 0)) else {
+        return;
+    };
+    let Ok(addr) = backend.local_addr() else {
+        return;
+    };
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let accepted = held.clone();
+    std::thread::spawn(move || {
+        for c in backend.incoming().flatten() {
+            if let Ok(mut h) = accepted.lock() {
+                h.push(c);
+            }
+        }
+    });
+    let mut clients = Vec::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if flag.exists() && clients.len() < 20_000 {
+            if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                clients.push(c);
+            }
+        }
+    }
+}
+
+fn serve(
+    listen: SocketAddr,
+    pidfile: &Path,
+    exit_with: Option<u32>,
+    leak_flag: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     if let Some(owner) = exit_with {
         // The demo may be killed without a chance to clean up; its service
         // must not outlive it.
@@ -25,6 +59,9 @@ fn serve(listen: SocketAddr, pidfile: &Path, exit_with: Option<u32>) -> anyhow::
         });
     }
     let l = TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    if let Some(flag) = leak_flag {
+        std::thread::spawn(move || leak(listen, flag));
+    }
     // Written only once listening: the pidfile names a working service.
     std::fs::write(pidfile, std::process::id().to_string())
         .with_context(|| format!("cannot write {}", pidfile.display()))?;
@@ -50,22 +87,36 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// How the demo service is started.
+#[derive(Clone, Debug, Default)]
+pub struct Start {
+    pub exit_with: Option<u32>,
+    /// Stop a running service first.
+    pub restart: bool,
+    pub leak_flag: Option<std::path::PathBuf>,
+}
+
 /// Starts the service in the background and returns its pid once it
 /// listens. If the pidfile names a live service that answers, it is left
-/// alone: a restart of a running service is a no-op, as with most init
-/// scripts.
-pub fn start_detached(
-    listen: SocketAddr,
-    pidfile: &Path,
-    exit_with: Option<u32>,
-) -> anyhow::Result<u32> {
+/// alone, as a start by most init scripts does; `restart` stops it first.
+pub fn start_detached(listen: SocketAddr, pidfile: &Path, how: &Start) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
+    let exit_with = how.exit_with;
     let answers = || TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok();
     if let Some(pid) = std::fs::read_to_string(pidfile)
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
     {
-        if alive(pid) && answers() {
+        if alive(pid) && how.restart {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+            let stopping = Instant::now();
+            while alive(pid) && stopping.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        } else if alive(pid) && answers() {
             return Ok(pid);
         }
     }
@@ -79,6 +130,10 @@ pub fn start_detached(
     ];
     if let Some(owner) = exit_with {
         args.push(format!("--exit-with={owner}"));
+    }
+    if let Some(flag) = &how.leak_flag {
+        args.push("--leak-flag".into());
+        args.push(flag.display().to_string());
     }
     let mut child = std::process::Command::new(exe)
         .args(&args)
@@ -108,9 +163,19 @@ pub fn start_detached(
 
 pub fn run(args: &DemoServiceArgs) -> anyhow::Result<()> {
     if args.detach {
-        let pid = start_detached(args.listen, &args.pidfile, args.exit_with)?;
+        let how = Start {
+            exit_with: args.exit_with,
+            restart: args.restart,
+            leak_flag: args.leak_flag.clone(),
+        };
+        let pid = start_detached(args.listen, &args.pidfile, &how)?;
         println!("started the demo service, pid {pid}, on {}", args.listen);
         return Ok(());
     }
-    serve(args.listen, &args.pidfile, args.exit_with)
+    serve(
+        args.listen,
+        &args.pidfile,
+        args.exit_with,
+        args.leak_flag.clone(),
+    )
 }
