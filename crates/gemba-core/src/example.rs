@@ -6,6 +6,7 @@
 
 use crate::config::defaults as d;
 use crate::market::defaults as gemba_market_defaults;
+use crate::metrics::defaults as gemba_metrics_defaults;
 use crate::policy::defaults as p;
 
 /// Returns the example configuration as TOML text.
@@ -187,7 +188,47 @@ run_retention = "{run_retention}"
 # url = "http://puppetdb.example.net:8080"
 # interval = "60s"
 # page = 100
+
+[metrics]
+# Every agent samples its host (load, memory, swap, TCP connections by state,
+# ephemeral ports, file handles) and each [[process]] from /proc this often,
+# publishes the samples in gossip and on /metrics; servers store them.
+interval = "{metrics_interval}"
+# Servers keep raw samples, 1-minute and 1-hour averages this long.
+raw_retention = "{raw_retention}"
+minute_retention = "{minute_retention}"
+hour_retention = "{hour_retention}"
+# Caps: processes an agent samples, series a server stores (over either is
+# logged and counted, not silent).
+max_processes = {max_processes}
+max_series = {max_series}
+
+# A process to sample, found by its program name, or by pidfile, cgroup (v2)
+# or systemd unit: RSS, open fds and their limit, threads, CPU, context
+# switches, TCP connections by state, ephemeral ports, restarts.
+# [[process]]
+# name = "shop"
+# unit = "shop.service"
+
+# A check on a sampled metric: restart the shop when its connections stay
+# over 500 for 5 minutes (node scope: it reads the node's own samples).
+# [[check]]
+# name = "shop-connections"
+# kind = "metric"
+# tier = "shop"
+# process = "shop"
+# metric = "tcp_established"
+# warn = 400
+# crit = 500
+# for = "5m"
+# level = 2
 "#,
+        metrics_interval = gemba_metrics_defaults::INTERVAL,
+        raw_retention = gemba_metrics_defaults::RAW_RETENTION,
+        minute_retention = gemba_metrics_defaults::MINUTE_RETENTION,
+        hour_retention = gemba_metrics_defaults::HOUR_RETENTION,
+        max_processes = gemba_metrics_defaults::MAX_PROCESSES,
+        max_series = gemba_metrics_defaults::MAX_SERIES,
         max_report_size = gemba_market_defaults::MAX_REPORT_SIZE,
         market_at = gemba_market_defaults::MARKET_AT,
         timezone = gemba_market_defaults::TIMEZONE,
