@@ -94,7 +94,9 @@ pub async fn open_market(
 pub async fn open_timeline(
     location: &StoreLocation,
 ) -> Result<std::sync::Arc<SqliteStore>, StoreError> {
-    Ok(std::sync::Arc::new(open_sqlite(location).await?))
+    let s = open_sqlite(location).await?;
+    s.tune_for_series().await?;
+    Ok(std::sync::Arc::new(s))
 }
 
 /// What [`Store::prune`] removed.

@@ -85,6 +85,15 @@ const TIMELINE: &[&str] = &[
         n INTEGER NOT NULL,
         PRIMARY KEY (series, t)
     ) WITHOUT ROWID;",
+    // 3: the head: new raw points in arrival (time) order, so that a
+    // batch appends to a few pages instead of touching a page per series;
+    // compaction moves them into timeline_raw ten minutes at a time.
+    "CREATE TABLE timeline_head (
+        t INTEGER NOT NULL,
+        series INTEGER NOT NULL,
+        v REAL NOT NULL,
+        PRIMARY KEY (t, series)
+    ) WITHOUT ROWID;",
 ];
 
 /// The market's tables.

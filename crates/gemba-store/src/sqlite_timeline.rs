@@ -5,6 +5,20 @@ use rusqlite::{params, OptionalExtension};
 use crate::timeline::*;
 use crate::{SqliteStore, StoreError};
 
+/// Rows per INSERT into the head: one statement per hundred points.
+const HEAD_ROWS: usize = 100;
+
+fn insert_many(rows: usize) -> String {
+    let mut sql = String::from("INSERT OR REPLACE INTO timeline_head (t, series, v) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?)");
+    }
+    sql
+}
+
 const EVENT_COLUMNS: &str =
     "id, at_ms, end_ms, kind, what, tags, text, author, link, source, origin";
 
@@ -23,6 +37,19 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         source: r.get(9)?,
         origin: r.get(10)?,
     })
+}
+
+/// Page cache of the timeline's connection: series points are written a
+/// batch at a time into a tree ordered by series, so each batch touches a
+/// page per series; with these pages cached it does not read them back.
+const SERIES_CACHE_KIB: i64 = 32 * 1024;
+
+impl SqliteStore {
+    /// Settings for the connection that writes series.
+    pub async fn tune_for_series(&self) -> Result<(), StoreError> {
+        self.with(|c| c.pragma_update(None, "cache_size", -SERIES_CACHE_KIB))
+            .await
+    }
 }
 
 #[async_trait::async_trait]
@@ -214,18 +241,45 @@ impl TimelineStore for SqliteStore {
         .await
     }
 
-    async fn write_points(&self, points: Vec<(i64, u64, f64)>) -> Result<(), StoreError> {
+    async fn write_points(&self, mut points: Vec<(i64, u64, f64)>) -> Result<(), StoreError> {
+        // In the head's key order: appends at its end.
+        points.sort_unstable_by_key(|p| (p.1, p.0));
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
-                let mut ins = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO timeline_raw (series, t, v) VALUES (?1, ?2, ?3)",
-                )?;
-                for (s, t, v) in &points {
-                    ins.execute(params![s, *t as i64, v])?;
+                let mut many = tx.prepare_cached(&insert_many(HEAD_ROWS))?;
+                let mut one = tx.prepare_cached(&insert_many(1))?;
+                let mut chunks = points.chunks_exact(HEAD_ROWS);
+                for chunk in &mut chunks {
+                    let args = chunk.iter().flat_map(|(s, t, v)| {
+                        [
+                            rusqlite::types::Value::Integer(*t as i64),
+                            rusqlite::types::Value::Integer(*s),
+                            rusqlite::types::Value::Real(*v),
+                        ]
+                    });
+                    many.execute(rusqlite::params_from_iter(args))?;
+                }
+                for (s, t, v) in chunks.remainder() {
+                    one.execute(params![*t as i64, s, v])?;
                 }
             }
             tx.commit()
+        })
+        .await
+    }
+
+    async fn compact(&self, before_s: u64) -> Result<u64, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "INSERT OR REPLACE INTO timeline_raw (series, t, v)
+                 SELECT series, t, v FROM timeline_head WHERE t < ?1 ORDER BY series, t",
+                [before_s as i64],
+            )?;
+            tx.execute("DELETE FROM timeline_head WHERE t < ?1", [before_s as i64])?;
+            tx.commit()?;
+            Ok(n as u64)
         })
         .await
     }
@@ -242,7 +296,9 @@ impl TimelineStore for SqliteStore {
             Tier::Raw => format!(
                 "INSERT OR REPLACE INTO {to} (series, t, avg, min, max, n)
                  SELECT series, (t / {width}) * {width}, AVG(v), MIN(v), MAX(v), COUNT(*)
-                 FROM timeline_raw WHERE t >= ?1 AND t < ?2 GROUP BY series, t / {width}",
+                 FROM (SELECT series, t, v FROM timeline_raw WHERE t >= ?1 AND t < ?2
+                       UNION ALL SELECT series, t, v FROM timeline_head WHERE t >= ?1 AND t < ?2)
+                 GROUP BY series, t / {width}",
                 to = to.table()
             ),
             _ => format!(
@@ -262,8 +318,14 @@ impl TimelineStore for SqliteStore {
 
     async fn prune_points(&self, tier: Tier, before_s: u64) -> Result<u64, StoreError> {
         let sql = format!("DELETE FROM {} WHERE t < ?1", tier.table());
-        self.with(move |c| c.execute(&sql, [before_s as i64]).map(|n| n as u64))
-            .await
+        self.with(move |c| {
+            let mut n = c.execute(&sql, [before_s as i64])? as u64;
+            if tier == Tier::Raw {
+                n += c.execute("DELETE FROM timeline_head WHERE t < ?1", [before_s as i64])? as u64;
+            }
+            Ok(n)
+        })
+        .await
     }
 
     async fn points(
@@ -274,9 +336,11 @@ impl TimelineStore for SqliteStore {
         until_s: u64,
     ) -> Result<Vec<Point>, StoreError> {
         let sql = match tier {
-            Tier::Raw => {
-                "SELECT t, v, v, v FROM timeline_raw WHERE series = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t".to_string()
-            }
+            Tier::Raw => "SELECT t, v, v, v FROM timeline_raw WHERE series = ?1 AND t >= ?2 AND t <= ?3
+                 UNION ALL
+                 SELECT t, v, v, v FROM timeline_head WHERE series = ?1 AND t >= ?2 AND t <= ?3
+                 ORDER BY 1"
+                .to_string(),
             _ => format!(
                 "SELECT t, avg, min, max FROM {} WHERE series = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t",
                 tier.table()
@@ -306,7 +370,7 @@ impl TimelineStore for SqliteStore {
                 .map(|n| n as u64)
             };
             Ok(PointCounts {
-                raw: n(c, "timeline_raw")?,
+                raw: n(c, "timeline_raw")? + n(c, "timeline_head")?,
                 minute: n(c, "timeline_minute")?,
                 hour: n(c, "timeline_hour")?,
                 series: n(c, "timeline_series")?,

@@ -113,7 +113,11 @@ pub trait TimelineStore: Send + Sync {
     async fn series(&self) -> Result<Vec<(i64, SeriesKey)>, StoreError>;
     /// Writes raw points (series, unix seconds, value) in one transaction;
     /// a second value for the same series and second replaces the first.
+    /// They land in the head (time order) until [`TimelineStore::compact`].
     async fn write_points(&self, points: Vec<(i64, u64, f64)>) -> Result<(), StoreError>;
+    /// Moves head points before `before_s` into the raw tier (series
+    /// order); returns how many. Reads see both, before and after.
+    async fn compact(&self, before_s: u64) -> Result<u64, StoreError>;
     /// Rolls the points of `from` in `[start_s, end_s)` up into buckets of
     /// `to` (Minute from Raw, Hour from Minute); rolling the same span
     /// again gives the same buckets.

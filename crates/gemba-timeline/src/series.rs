@@ -23,6 +23,10 @@ pub const FLUSH_POINTS: usize = 10_000;
 /// A bucket is rolled up this long after it ends, so late samples (gossip
 /// delay) are in it.
 pub const ROLL_LATE_S: u64 = 120;
+/// Head points move into the raw tier in spans of this many seconds:
+/// ten minutes of a series fill a page or so, so compaction writes each
+/// page about once.
+pub const COMPACT_EVERY_S: u64 = 600;
 /// How often roll-ups and retention run.
 pub const ROLL_EVERY: Duration = Duration::from_secs(60);
 
@@ -178,6 +182,20 @@ pub async fn roll_once(
     retention: Retention,
     now_s: u64,
 ) -> Result<(), StoreError> {
+    // The head is compacted every COMPACT_EVERY_S, keeping the newest
+    // ROLL_LATE_S in it for late samples.
+    let until = now_s.saturating_sub(ROLL_LATE_S) / COMPACT_EVERY_S * COMPACT_EVERY_S;
+    let done = store
+        .timeline_value("compacted")
+        .await?
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if until > done {
+        store.compact(until).await?;
+        store
+            .set_timeline_value("compacted", &until.to_string())
+            .await?;
+    }
     for (from, to, name, keep) in [
         (Tier::Raw, Tier::Minute, "rolled.minute", retention.raw),
         (Tier::Minute, Tier::Hour, "rolled.hour", retention.minute),
