@@ -431,3 +431,109 @@ pub(crate) async fn chart_png(State(s): State<Shared>, RawQuery(raw): RawQuery) 
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
 }
+
+/// `POST /api/v1/chart/send?<chart query>` with `{"to": ..., "note": ...}`:
+/// the chart as a PNG with the note, to the `[[notify]]` targets named by
+/// `to`: a kind (`smtp`, `webhook`, `command`), `all`, or a number (the
+/// n-th `[[notify]]`, from 1).
+pub(crate) async fn chart_send(
+    State(s): State<Shared>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Answer {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Send {
+        to: String,
+        #[serde(default)]
+        note: String,
+    }
+    let t = timeline(&s)?;
+    let req: Send = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not {{\"to\": ..., \"note\": ...}}: {e}"),
+        )
+    })?;
+    if req.note.chars().count() > 4000 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the note is longer than 4000 characters".into(),
+        ));
+    }
+    let targets: Vec<&gemba_core::policy::NotifyDef> = {
+        use gemba_core::policy::NotifyDef as N;
+        let kind = |n: &N| match n {
+            N::Webhook { .. } => "webhook",
+            N::Smtp { .. } => "smtp",
+            N::Command { .. } => "command",
+        };
+        match req.to.as_str() {
+            "all" => s.notify.iter().collect(),
+            k @ ("smtp" | "webhook" | "command") => {
+                s.notify.iter().filter(|n| kind(n) == k).collect()
+            }
+            n => match n.parse::<usize>() {
+                Ok(i) if i >= 1 && i <= s.notify.len() => vec![&s.notify[i - 1]],
+                _ => {
+                    return Err(ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "to {:?}: say smtp, webhook, command, all, or the number of a [[notify]] (1..={})",
+                            n.chars().take(40).collect::<String>(),
+                            s.notify.len()
+                        ),
+                    ))
+                }
+            },
+        }
+    };
+    if targets.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no [[notify]] target matches {:?} on this server",
+                req.to.chars().take(40).collect::<String>()
+            ),
+        ));
+    }
+    let q = series_query_of(raw.as_deref())?;
+    let chart = chart_of(t, &q).await?;
+    let title = chart.title.clone();
+    let png = tokio::task::spawn_blocking(move || chart.png())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let subject = format!("gemba chart: {title}");
+    let text = if req.note.is_empty() {
+        title.clone()
+    } else {
+        format!("{}\n\n{title}", req.note)
+    };
+    let mut sent = 0;
+    let mut errors = Vec::new();
+    for target in targets {
+        let m = gemba_escalator::notify::Outgoing {
+            subject: subject.clone(),
+            text: text.clone(),
+            json: json!({"text": text, "subject": subject}),
+            stdin: text.clone().into_bytes(),
+            env: vec![("GEMBA_CHART".into(), title.clone())],
+            image: Some(gemba_escalator::notify::Image {
+                name: "chart.png".into(),
+                png: png.clone(),
+            }),
+        };
+        match gemba_escalator::notify::deliver(target, m).await {
+            Ok(()) => sent += 1,
+            Err(e) => errors.push(e),
+        }
+    }
+    if sent == 0 {
+        return Err(ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!("not sent: {}", errors.join("; ")),
+        ));
+    }
+    Ok(Json(json!({"sent": sent, "failed": errors, "bytes": png.len()})).into_response())
+}

@@ -54,6 +54,8 @@ pub struct ApiState {
     pub market_config: gemba_core::market::MarketConfig,
     /// The learn stage's events, on servers whose store opened.
     pub timeline: Option<gemba_timeline::TimelineHandle>,
+    /// Where `POST /api/v1/chart/send` may send: the `[[notify]]` targets.
+    pub notify: Vec<gemba_core::policy::NotifyDef>,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -86,6 +88,7 @@ impl ApiState {
             market: None,
             market_config: gemba_core::market::MarketConfig::default(),
             timeline: None,
+            notify: Vec::new(),
             responses,
         })
     }
@@ -136,6 +139,17 @@ impl ApiState {
         Arc::get_mut(&mut self)
             .expect("set before the state is shared")
             .timeline = timeline;
+        self
+    }
+
+    /// The `[[notify]]` targets charts may be sent to.
+    pub fn with_notify(
+        mut self: Arc<Self>,
+        notify: Vec<gemba_core::policy::NotifyDef>,
+    ) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set before the state is shared")
+            .notify = notify;
         self
     }
 }
@@ -201,6 +215,7 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/api/v1/processes", get(events::processes))
         .route("/api/v1/chart.svg", get(events::chart_svg))
         .route("/api/v1/chart.png", get(events::chart_png))
+        .route("/api/v1/chart/send", post(events::chart_send))
         .route("/charts", get(learn_page::charts_page))
         .route(
             "/events",

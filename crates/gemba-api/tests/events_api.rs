@@ -366,3 +366,103 @@ async fn bad_events_are_refused_with_the_reason_and_nothing_is_stored() {
         assert!(v["error"].as_str().unwrap().contains(why), "{q}: {v}");
     }
 }
+
+#[tokio::test]
+async fn a_chart_goes_out_with_its_note_to_a_notify_command() {
+    let o = Overrides {
+        node_id: Some("srv".into()),
+        mesh_listen: Some("127.0.4.3:7946".into()),
+        ..Default::default()
+    };
+    let c = Config::from_file(ConfigFile::default(), &o, "test").unwrap();
+    let key = GridKey::new(b"events-test-grid-key-0123456789".to_vec()).unwrap();
+    let mut registry = Registry::default();
+    let mesh = MeshNode::start(
+        MeshSettings::from_config(&c, key, None),
+        Arc::new(MemNet::with_latency(Duration::from_micros(100))),
+        Some(&mut registry),
+    )
+    .await
+    .unwrap();
+    let store = Arc::new(gemba_store::SqliteStore::in_memory().unwrap());
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    use gemba_store::TimelineStore;
+    let id = store
+        .series_ids(
+            vec![gemba_store::SeriesKey {
+                node: "web-1".into(),
+                process: "shop".into(),
+                metric: "tcp_established".into(),
+            }],
+            10,
+        )
+        .await
+        .unwrap()[0]
+        .unwrap();
+    store
+        .write_points(
+            (0..60)
+                .map(|i| (id, now_s - 600 + i * 10, i as f64 * 4.0))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("gemba-send-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "cp \"$GEMBA_IMAGE\" {d}/got.png && cat > {d}/got.txt",
+        d = dir.display()
+    );
+    let timeline = gemba_timeline::TimelineHandle::new(store, gemba_exec::Clock::new());
+    let app = gemba_api::router(
+        gemba_api::ApiState::new(Arc::new(mesh), registry, Some(TOKEN.into()))
+            .with_timeline(Some(timeline))
+            .with_notify(vec![gemba_core::policy::NotifyDef::Command {
+                run: vec!["/bin/sh".into(), "-c".into(), script],
+            }]),
+    );
+    let uri = "/api/v1/chart/send?node=web-1&process=shop&metric=tcp_established&since=15m";
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        uri,
+        &[BEARER, JSON],
+        r#"{"to": "command", "note": "connections never released since v2.3.1"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["sent"], 1);
+    let png = std::fs::read(dir.join("got.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG went out");
+    assert!(png.len() > 2000);
+    let text = std::fs::read_to_string(dir.join("got.txt")).unwrap();
+    assert!(
+        text.starts_with(
+            "connections never released since v2.3.1\n\ntcp_established of shop on web-1"
+        ),
+        "{text}"
+    );
+    // No token, or a target the server does not have: refused, nothing sent.
+    let (s, _) = send(&app, Method::POST, uri, &[JSON], r#"{"to": "command"}"#).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        uri,
+        &[BEARER, JSON],
+        r#"{"to": "smtp"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no [[notify]] target"),
+        "{v}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -88,6 +88,17 @@ pub struct Outgoing {
     pub stdin: Vec<u8>,
     /// A command's environment, beside `GEMBA_TEXT`.
     pub env: Vec<(String, String)>,
+    /// A picture sent along (a chart): inline in mail, base64 in the
+    /// webhook's JSON (`image`), a file named by `GEMBA_IMAGE` for a
+    /// command.
+    pub image: Option<Image>,
+}
+
+/// A PNG picture and the file name it travels under.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub name: String,
+    pub png: Vec<u8>,
 }
 
 /// Sends `n` to `target`; returns a description of the failure, if any.
@@ -118,6 +129,7 @@ pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), Stri
                 ("GEMBA_NEXT".into(), n.next.clone().unwrap_or_default()),
                 ("GEMBA_ACK".into(), n.ack.clone().unwrap_or_default()),
             ],
+            image: None,
         },
     )
     .await
@@ -127,7 +139,16 @@ pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), Stri
 pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
     match target {
         NotifyDef::Webhook { url } => {
-            let body = m.json.to_string();
+            let mut json = m.json;
+            if let Some(img) = &m.image {
+                use base64::Engine;
+                json["image"] = serde_json::json!({
+                    "name": img.name,
+                    "content_type": "image/png",
+                    "base64": base64::engine::general_purpose::STANDARD.encode(&img.png),
+                });
+            }
+            let body = json.to_string();
             let url = url.clone();
             tokio::task::spawn_blocking(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -146,13 +167,31 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
         }
         NotifyDef::Smtp { server, from, to } => {
             let (server, from, to) = (server.clone(), from.clone(), to.clone());
-            tokio::task::spawn_blocking(move || smtp(&server, &from, &to, &m.subject, &m.text))
-                .await
-                .map_err(|e| e.to_string())?
+            tokio::task::spawn_blocking(move || {
+                smtp(&server, &from, &to, &m.subject, &m.text, m.image.as_ref())
+            })
+            .await
+            .map_err(|e| e.to_string())?
         }
         NotifyDef::Command { run } => {
             let mut env = m.env;
             env.push(("GEMBA_TEXT".into(), m.subject));
+            // The picture waits in a private file while the command runs.
+            let picture = match &m.image {
+                Some(img) => {
+                    let path = std::env::temp_dir().join(format!(
+                        "gemba-{}-{}-{}",
+                        std::process::id(),
+                        IMAGE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        img.name
+                    ));
+                    write_private(&path, &img.png)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    env.push(("GEMBA_IMAGE".into(), path.display().to_string()));
+                    Some(path)
+                }
+                None => None,
+            };
             let o = exec::run(&ExecSpec {
                 argv: run.clone(),
                 env,
@@ -160,6 +199,9 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
                 stdin: Some(m.stdin),
             })
             .await;
+            if let Some(p) = picture {
+                let _ = std::fs::remove_file(p);
+            }
             if o.success() {
                 Ok(())
             } else {
@@ -169,7 +211,61 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
     }
 }
 
-fn smtp(server: &str, from: &str, to: &[String], subject: &str, body: &str) -> Result<(), String> {
+static IMAGE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// The mail: plain text, or with a picture a text part and an HTML part
+/// that shows the text and the picture inline (`cid:`).
+fn mail_body(
+    msg: lettre::message::MessageBuilder,
+    body: &str,
+    image: Option<&Image>,
+) -> Result<lettre::Message, String> {
+    use lettre::message::{header::ContentType, Attachment, MultiPart, SinglePart};
+    let Some(img) = image else {
+        return msg
+            .body(body.to_string())
+            .map_err(|e| format!("cannot build mail: {e}"));
+    };
+    let escaped = body
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let html = format!(
+        "<html><body><pre style=\"font-family:sans-serif;white-space:pre-wrap\">{escaped}</pre><img src=\"cid:chart\" alt=\"{}\"></body></html>",
+        img.name.replace('"', "")
+    );
+    let png = ContentType::parse("image/png").map_err(|e| format!("cannot build mail: {e}"))?;
+    msg.multipart(
+        MultiPart::alternative()
+            .singlepart(SinglePart::plain(body.to_string()))
+            .multipart(
+                MultiPart::related()
+                    .singlepart(SinglePart::html(html))
+                    .singlepart(Attachment::new_inline("chart".into()).body(img.png.clone(), png)),
+            ),
+    )
+    .map_err(|e| format!("cannot build mail: {e}"))
+}
+
+fn smtp(
+    server: &str,
+    from: &str,
+    to: &[String],
+    subject: &str,
+    body: &str,
+    image: Option<&Image>,
+) -> Result<(), String> {
     use lettre::message::Mailbox;
     use lettre::{Message, SmtpTransport, Transport};
     let parse = |a: &str| {
@@ -180,9 +276,7 @@ fn smtp(server: &str, from: &str, to: &[String], subject: &str, body: &str) -> R
     for t in to {
         msg = msg.to(parse(t)?);
     }
-    let msg = msg
-        .body(body.to_string())
-        .map_err(|e| format!("cannot build mail: {e}"))?;
+    let msg = mail_body(msg, body, image)?;
     let (host, port) = server
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -195,4 +289,40 @@ fn smtp(server: &str, from: &str, to: &[String], subject: &str, body: &str) -> R
         .send(&msg)
         .map(|_| ())
         .map_err(|e| format!("smtp {server}: {e}"))
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+
+    #[test]
+    fn a_mail_with_a_chart_shows_it_inline() {
+        let msg = lettre::Message::builder()
+            .from("gemba@example.net".parse().unwrap())
+            .to("dev@example.net".parse().unwrap())
+            .subject("gemba chart: tcp_established of shop");
+        let img = Image {
+            name: "chart.png".into(),
+            png: b"\x89PNG\r\n\x1a\nnot really".to_vec(),
+        };
+        let m = mail_body(msg, "the leak began with <v2.3.1>", Some(&img)).unwrap();
+        let text = String::from_utf8_lossy(&m.formatted()).to_string();
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert!(text.contains("multipart/related"));
+        assert!(text.contains("Content-ID: <chart>"));
+        assert!(text.contains("Content-Disposition: inline"));
+        assert!(text.contains("image/png"));
+        assert!(text.contains("src=3D\"cid:chart\"") || text.contains("src=\"cid:chart\""));
+        assert!(
+            text.contains("&lt;v2.3.1&gt;"),
+            "the HTML part escapes the note"
+        );
+        // Without a picture the mail stays plain text.
+        let plain = lettre::Message::builder()
+            .from("gemba@example.net".parse().unwrap())
+            .to("dev@example.net".parse().unwrap())
+            .subject("s");
+        let m = mail_body(plain, "hello", None).unwrap();
+        assert!(!String::from_utf8_lossy(&m.formatted()).contains("multipart"));
+    }
 }

@@ -311,7 +311,8 @@ impl Node {
             }
             .allowing_hosts(config.http.allowed_hosts.clone())
             .with_market(server.market.clone(), config.market.clone())
-            .with_timeline(server.timeline.clone());
+            .with_timeline(server.timeline.clone())
+            .with_notify(config.policy.notify.clone());
             let stop = drain.token(Phase::Http);
             drain.spawn_graceful(Phase::Http, "http", async move {
                 if let Err(e) =

@@ -68,6 +68,9 @@ pub enum Command {
     /// Draw a metric over time with change events as markers, as SVG or
     /// PNG (host metrics with no --process, e.g. --metric load1).
     Chart(ChartArgs),
+    /// Send a chart (PNG) with a note to the server's [[notify]] targets:
+    /// inline in mail, base64 in a webhook, a file for a command.
+    SendChart(SendChartArgs),
     /// Print an example config or validate one.
     Config {
         #[command(subcommand)]
@@ -133,8 +136,9 @@ pub enum ProblemCommand {
     },
 }
 
+/// Which chart: shared by `gemba chart` and `gemba send-chart`.
 #[derive(Debug, Args)]
-pub struct ChartArgs {
+pub struct ChartSelect {
     /// The node (repeat to overlay several; default: every node).
     #[arg(long)]
     pub node: Vec<String>,
@@ -161,15 +165,37 @@ pub struct ChartArgs {
     pub width: u32,
     #[arg(long, default_value_t = 320)]
     pub height: u32,
+    /// Base URL of a server node.
+    #[arg(long, env = "GEMBA_SERVER", default_value = "http://127.0.0.1:8777")]
+    pub from: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ChartArgs {
+    #[command(flatten)]
+    pub select: ChartSelect,
     /// Write a PNG here.
     #[arg(long, conflicts_with = "svg", required_unless_present = "svg")]
     pub png: Option<PathBuf>,
     /// Write an SVG here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// Base URL of a server node.
-    #[arg(long, env = "GEMBA_SERVER", default_value = "http://127.0.0.1:8777")]
-    pub from: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SendChartArgs {
+    #[command(flatten)]
+    pub select: ChartSelect,
+    /// Which [[notify]] targets of the server: smtp, webhook, command, all,
+    /// or the number of one (from 1).
+    #[arg(long)]
+    pub to: String,
+    /// What to say with the chart.
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// API token (needed when the server has one).
+    #[arg(long, env = "GEMBA_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use crate::cli::{ChartArgs, EventCommand};
+use crate::cli::{ChartArgs, ChartSelect, EventCommand, SendChartArgs};
 use crate::client::Client;
 
 /// A time the user typed: a duration back from now (`10m`) becomes RFC
@@ -161,8 +161,8 @@ pub fn event(cmd: EventCommand) -> anyhow::Result<()> {
     }
 }
 
-/// `gemba chart`: asks the server for the drawing and writes it.
-pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
+/// The query string of a chart.
+fn chart_query(a: &ChartSelect) -> String {
     let mut pairs: Vec<(&str, String)> = vec![
         ("metric", a.metric.clone()),
         ("since", a.since.clone()),
@@ -187,6 +187,11 @@ pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
     for t in &a.tags {
         pairs.push(("tag", t.clone()));
     }
+    query_string(&pairs)
+}
+
+/// `gemba chart`: asks the server for the drawing and writes it.
+pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
     let (ext, out) = match (&a.png, &a.svg) {
         (Some(p), _) => ("png", p),
         (None, Some(s)) => ("svg", s),
@@ -194,8 +199,8 @@ pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
     };
     let url = format!(
         "{}/api/v1/chart.{ext}?{}",
-        a.from.trim_end_matches('/'),
-        query_string(&pairs)
+        a.select.from.trim_end_matches('/'),
+        chart_query(&a.select)
     );
     let mut r = ureq::get(&url)
         .config()
@@ -219,5 +224,37 @@ pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
     std::fs::write(out, &body)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     println!("{} ({} bytes)", out.display(), body.len());
+    Ok(())
+}
+
+/// `gemba send-chart`: the server draws the chart and sends it.
+pub fn send_chart(a: &SendChartArgs) -> anyhow::Result<()> {
+    let client = Client::new(&a.select.from, a.token.as_deref());
+    let path = format!("/api/v1/chart/send?{}", chart_query(&a.select));
+    let body = json!({"to": a.to, "note": a.note});
+    let (status, answer) = client.send(&path, "application/json", body.to_string().as_bytes())?;
+    if status != 200 {
+        bail!(
+            "{}{path}: HTTP {status}: {}",
+            a.select.from.trim_end_matches('/'),
+            Client::error_of(&answer)
+        );
+    }
+    let v: Value = serde_json::from_str(&answer)?;
+    println!(
+        "sent to {} target(s){}",
+        v["sent"],
+        v["failed"]
+            .as_array()
+            .filter(|f| !f.is_empty())
+            .map(|f| format!(
+                "; failed: {}",
+                f.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+            .unwrap_or_default()
+    );
     Ok(())
 }

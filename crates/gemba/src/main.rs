@@ -88,6 +88,7 @@ fn main() -> ExitCode {
         Command::Market(args) => market_cmd::market(&args),
         Command::Event { command } => event_cmd::event(command),
         Command::Chart(args) => event_cmd::chart(&args),
+        Command::SendChart(args) => event_cmd::send_chart(&args),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());
