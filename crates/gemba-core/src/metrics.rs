@@ -16,7 +16,6 @@ pub mod defaults {
     pub const HOUR_RETENTION: &str = "365d";
     pub const MAX_PROCESSES: u32 = 64;
     pub const MAX_SERIES: u32 = 20_000;
-    pub const LOG_LINES: u32 = 200;
 }
 
 /// The most `[[process]]` entries a config may name.
@@ -50,7 +49,7 @@ pub struct ProcessSection {
     pub cgroup: Option<String>,
     /// A systemd unit (`shop.service`): the processes of its cgroup.
     pub unit: Option<String>,
-    /// Log files whose last lines are kept (bounded) to attach to events.
+    /// Log files to keep excerpts of: refused for now (not read yet).
     #[serde(default)]
     pub logs: Vec<String>,
 }
@@ -81,7 +80,6 @@ pub struct MetricsConfig {
     pub hour_retention: Duration,
     pub max_processes: u32,
     pub max_series: u32,
-    pub log_lines: u32,
     pub processes: Vec<ProcessDef>,
 }
 
@@ -226,20 +224,15 @@ pub(crate) fn metrics_config(
         } else {
             Selector::Program(name.clone())
         };
-        let mut logs = Vec::new();
-        for (j, l) in p.logs.into_iter().enumerate() {
-            if safe_path(&l) {
-                logs.push(l);
-            } else {
-                c.fail(
-                    &format!("{key}.logs[{j}]"),
-                    format!("{l:?} is not an absolute path"),
-                );
-            }
+        // Log excerpts are not read yet: say so rather than accept a
+        // setting that does nothing.
+        if !p.logs.is_empty() {
+            c.fail(
+                &format!("{key}.logs"),
+                "log excerpts are not supported by this version of gemba; remove `logs`",
+            );
         }
-        if logs.len() > 8 {
-            c.fail(&format!("{key}.logs"), "at most 8 log files per process");
-        }
+        let logs = Vec::new();
         defs.push(ProcessDef {
             name,
             selector,
@@ -253,7 +246,6 @@ pub(crate) fn metrics_config(
         hour_retention,
         max_processes,
         max_series,
-        log_lines: defaults::LOG_LINES,
         processes: defs,
     }
 }
@@ -360,5 +352,95 @@ impl RecentSamples {
     /// The newest sample of `name`.
     pub fn latest(&self, name: &str) -> Option<RecentSample> {
         self.0.lock().ok()?.get(name)?.back().cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<MetricsConfig, Vec<String>> {
+        #[derive(Deserialize)]
+        struct F {
+            metrics: Option<MetricsSection>,
+            #[serde(default)]
+            process: Vec<ProcessSection>,
+        }
+        let f: F = toml::from_str(text).unwrap();
+        let mut c = Checker { errors: Vec::new() };
+        let m = metrics_config(&mut c, f.metrics.unwrap_or_default(), f.process);
+        if c.errors.is_empty() {
+            Ok(m)
+        } else {
+            Err(c
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.key, e.reason))
+                .collect())
+        }
+    }
+
+    #[test]
+    fn processes_are_found_one_way_each_and_named_once() {
+        let m = parse(
+            "[[process]]\nname = \"shop\"\nunit = \"shop\"\n[[process]]\nname = \"nginx\"\n[[process]]\nname = \"db\"\ncgroup = \"system.slice/db.service\"",
+        )
+        .unwrap();
+        assert_eq!(
+            m.processes[0].selector,
+            Selector::Unit("shop.service".into())
+        );
+        assert_eq!(m.processes[1].selector, Selector::Program("nginx".into()));
+        assert_eq!(
+            m.processes[2].selector,
+            Selector::Cgroup("/sys/fs/cgroup/system.slice/db.service".into())
+        );
+        for (text, why) in [
+            (
+                "[[process]]\nname = \"a\"\npidfile = \"/run/a.pid\"\nunit = \"a\"",
+                "at most one",
+            ),
+            ("[[process]]\nname = \"host\"", "machine's own"),
+            ("[[process]]\nname = \"a b\"", "not a name"),
+            (
+                "[[process]]\nname = \"a\"\n[[process]]\nname = \"a\"",
+                "named twice",
+            ),
+            (
+                "[[process]]\nname = \"a\"\npidfile = \"run/a.pid\"",
+                "absolute",
+            ),
+            (
+                "[[process]]\nname = \"a\"\ncgroup = \"../../etc\"",
+                "cgroup path",
+            ),
+            (
+                "[[process]]\nname = \"a\"\nlogs = [\"/var/log/a.log\"]",
+                "not supported",
+            ),
+            ("[metrics]\ninterval = \"100ms\"", "too short"),
+        ] {
+            let e = parse(text).unwrap_err().join("; ");
+            assert!(e.contains(why), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn recent_samples_keep_an_hour() {
+        let r = RecentSamples::default();
+        for i in 0..800u64 {
+            r.push(
+                "shop",
+                RecentSample {
+                    at_ms: i * 10_000,
+                    values: BTreeMap::new(),
+                    unavailable: None,
+                },
+            );
+        }
+        let (before, inside) = r.since("shop", 0);
+        assert!(before.is_none());
+        assert_eq!(inside.len(), 361, "an hour at 10 s, both ends");
+        assert_eq!(r.latest("shop").unwrap().at_ms, 7_990_000);
     }
 }

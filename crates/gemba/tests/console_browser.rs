@@ -246,8 +246,8 @@ async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
     client.goto("http://127.0.7.11:8777/checks").await.unwrap();
     assert_eq!(
         count(&client, "table#checks tr.check").await,
-        3,
-        "web-http, web-process, web-reachable"
+        4,
+        "web-http, web-process, web-reachable, shop-connections"
     );
     client.goto("http://127.0.7.12:8777/checks").await.unwrap();
     assert_eq!(
