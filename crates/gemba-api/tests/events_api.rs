@@ -18,6 +18,18 @@ use tower::ServiceExt;
 const TOKEN: &str = "events-test-token-0123456789";
 
 async fn app() -> axum::Router {
+    app_with(
+        Arc::new(gemba_store::SqliteStore::in_memory().unwrap()),
+        Vec::new(),
+    )
+    .await
+}
+
+/// A server's router over `store`, with `notify` as its [[notify]] targets.
+async fn app_with(
+    store: Arc<gemba_store::SqliteStore>,
+    notify: Vec<gemba_core::policy::NotifyDef>,
+) -> axum::Router {
     let o = Overrides {
         node_id: Some("srv".into()),
         mesh_listen: Some("127.0.4.2:7946".into()),
@@ -33,11 +45,11 @@ async fn app() -> axum::Router {
     )
     .await
     .unwrap();
-    let store = Arc::new(gemba_store::SqliteStore::in_memory().unwrap());
     let timeline = gemba_timeline::TimelineHandle::new(store, gemba_exec::Clock::new());
     gemba_api::router(
         gemba_api::ApiState::new(Arc::new(mesh), registry, Some(TOKEN.into()))
-            .with_timeline(Some(timeline)),
+            .with_timeline(Some(timeline))
+            .with_notify(notify),
     )
 }
 
@@ -369,21 +381,6 @@ async fn bad_events_are_refused_with_the_reason_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_chart_goes_out_with_its_note_to_a_notify_command() {
-    let o = Overrides {
-        node_id: Some("srv".into()),
-        mesh_listen: Some("127.0.4.3:7946".into()),
-        ..Default::default()
-    };
-    let c = Config::from_file(ConfigFile::default(), &o, "test").unwrap();
-    let key = GridKey::new(b"events-test-grid-key-0123456789".to_vec()).unwrap();
-    let mut registry = Registry::default();
-    let mesh = MeshNode::start(
-        MeshSettings::from_config(&c, key, None),
-        Arc::new(MemNet::with_latency(Duration::from_micros(100))),
-        Some(&mut registry),
-    )
-    .await
-    .unwrap();
     let store = Arc::new(gemba_store::SqliteStore::in_memory().unwrap());
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -416,14 +413,13 @@ async fn a_chart_goes_out_with_its_note_to_a_notify_command() {
         "cp \"$GEMBA_IMAGE\" {d}/got.png && cat > {d}/got.txt",
         d = dir.display()
     );
-    let timeline = gemba_timeline::TimelineHandle::new(store, gemba_exec::Clock::new());
-    let app = gemba_api::router(
-        gemba_api::ApiState::new(Arc::new(mesh), registry, Some(TOKEN.into()))
-            .with_timeline(Some(timeline))
-            .with_notify(vec![gemba_core::policy::NotifyDef::Command {
-                run: vec!["/bin/sh".into(), "-c".into(), script],
-            }]),
-    );
+    let app = app_with(
+        store,
+        vec![gemba_core::policy::NotifyDef::Command {
+            run: vec!["/bin/sh".into(), "-c".into(), script],
+        }],
+    )
+    .await;
     let uri = "/api/v1/chart/send?node=web-1&process=shop&metric=tcp_established&since=15m";
     let (s, v) = send(
         &app,
