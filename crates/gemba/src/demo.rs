@@ -303,6 +303,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         nodes[service_node as usize].id,
         SocketAddr::new(IpAddr::V4(args.first_ip), args.http_port)
     );
+    if let Some(i) = shop_node {
+        let http = SocketAddr::new(IpAddr::V4(args.first_ip), args.http_port);
+        println!(
+            "  shop     on {} (sampled as a [[process]], checked by shop-connections); a bad release is deployed {}s after the faults start: http://{http}/events, http://{http}/charts?node={}&process=shop&metric=tcp_established&since=15m",
+            id_of(i),
+            args.fault_after.as_secs() + 15,
+            id_of(i)
+        );
+    }
     if let Some(market) = nodes[0].node.market() {
         let names: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
         let stored = crate::demo_market::feed(market, &names, market.now_ms()).await?;
