@@ -374,8 +374,14 @@ pub async fn escalation_page(
     }
     b.push_str("</table>");
     b.push_str(
-        &crate::learn_page::escalation_charts(&s, &e.scope.to_string(), &e.checks, e.opened_ms)
-            .await,
+        &crate::learn_page::escalation_charts(
+            &s,
+            &e.scope.to_string(),
+            &e.checks,
+            e.opened_ms,
+            holds_token(&s, &headers),
+        )
+        .await,
     );
     Ok(page(&s, &format!("escalation {id}"), &b))
 }

@@ -156,7 +156,11 @@ pub(crate) async fn list(State(s): State<Shared>, RawQuery(raw): RawQuery) -> An
     .into_response())
 }
 
-pub(crate) async fn one(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+pub(crate) async fn one(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Answer {
     let t = timeline(&s)?;
     let n: i64 = id
         .parse()
@@ -179,6 +183,10 @@ pub(crate) async fn one(State(s): State<Shared>, Path(id): Path<String>) -> Answ
             "rate_per_hour": c.rate_per_h,
         }))
         .collect::<Vec<_>>());
+    // The lines around it, for requests that may see them.
+    if crate::holds_token(&s, &headers) {
+        v["logs"] = crate::logs::json(&crate::logs::around_event(&s, &e).await);
+    }
     Ok(Json(v).into_response())
 }
 
@@ -447,6 +455,9 @@ pub(crate) async fn chart_send(
         to: String,
         #[serde(default)]
         note: String,
+        /// Send the log lines around the newest marker too.
+        #[serde(default)]
+        logs: bool,
     }
     let t = timeline(&s)?;
     let req: Send = serde_json::from_slice(&body).map_err(|e| {
@@ -500,23 +511,39 @@ pub(crate) async fn chart_send(
     let q = series_query_of(raw.as_deref())?;
     let chart = chart_of(t, &q).await?;
     let title = chart.title.clone();
+    let newest_marker = chart
+        .markers
+        .iter()
+        .map(|m| m.at_ms)
+        .max()
+        .unwrap_or(chart.until_ms);
     let png = tokio::task::spawn_blocking(move || chart.png())
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let subject = format!("gemba chart: {title}");
-    let text = if req.note.is_empty() {
+    let mut text = if req.note.is_empty() {
         title.clone()
     } else {
         format!("{}\n\n{title}", req.note)
     };
+    let mut logs_json = serde_json::Value::Null;
+    if req.logs {
+        let gathered = chart_logs(&s, &q, newest_marker).await;
+        let lines = crate::logs::text(&gathered);
+        if !lines.is_empty() {
+            text.push_str("\n\n");
+            text.push_str(&lines);
+        }
+        logs_json = crate::logs::json(&gathered);
+    }
     let mut sent = 0;
     let mut errors = Vec::new();
     for target in targets {
         let m = gemba_escalator::notify::Outgoing {
             subject: subject.clone(),
             text: text.clone(),
-            json: json!({"text": text, "subject": subject}),
+            json: json!({"text": text, "subject": subject, "logs": logs_json}),
             stdin: text.clone().into_bytes(),
             env: vec![("GEMBA_CHART".into(), title.clone())],
             image: Some(gemba_escalator::notify::Image {
@@ -536,4 +563,27 @@ pub(crate) async fn chart_send(
         ));
     }
     Ok(Json(json!({"sent": sent, "failed": errors, "bytes": png.len()})).into_response())
+}
+
+/// The log lines sent with a chart: of its process (when it names one),
+/// on its nodes (or those sampling the process), around `at_ms` (its
+/// newest marker, or its end).
+async fn chart_logs(s: &Shared, q: &SeriesQuery, at_ms: u64) -> Vec<crate::logs::NodeExcerpts> {
+    let process = match q.processes.as_slice() {
+        [p] if p != gemba_timeline::sample::HOST => Some(p.clone()),
+        _ => None,
+    };
+    let mut nodes = q.nodes.clone();
+    if nodes.is_empty() {
+        let tags: Vec<String> = process.iter().map(|p| format!("service={p}")).collect();
+        nodes = crate::logs::event_scope(s, &tags).0;
+    }
+    let mut lq = gemba_timeline::logs::LogQuery::around(
+        process,
+        at_ms,
+        crate::logs::AROUND_EVENT,
+        crate::logs::AROUND_EVENT,
+    );
+    lq.limit = 30;
+    crate::logs::gather(s, &nodes, &lq).await
 }

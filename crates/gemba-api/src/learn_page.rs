@@ -147,7 +147,11 @@ pub(crate) async fn events_page(State(s): State<Shared>, RawQuery(raw): RawQuery
 }
 
 /// `/events/{id}`: the event, what changed after it, and a chart for each.
-pub(crate) async fn event_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+pub(crate) async fn event_page(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Answer {
     let t = timeline(&s)?;
     let n: i64 = id
         .parse()
@@ -210,6 +214,17 @@ pub(crate) async fn event_page(State(s): State<Shared>, Path(id): Path<String>) 
         body.push_str(&chart.svg());
         body.push_str("</div>");
     }
+    let shown = crate::holds_token(&s, &headers);
+    let gathered = if shown {
+        crate::logs::around_event(&s, &e).await
+    } else {
+        Vec::new()
+    };
+    body.push_str(&crate::logs::html(
+        &gathered,
+        shown,
+        "within 2 minutes of the event",
+    ));
     Ok(Html(page(s.mesh.id(), &format!("event {n}"), &body)).into_response())
 }
 
@@ -222,6 +237,7 @@ pub(crate) async fn escalation_charts(
     scope: &str,
     checks: &[String],
     opened_ms: u64,
+    shows_logs: bool,
 ) -> String {
     let (Some(t), Some(h)) = (s.timeline.as_ref(), s.escalator.as_ref()) else {
         return String::new();
@@ -258,5 +274,15 @@ pub(crate) async fn escalation_charts(
             out.push_str("</div>");
         }
     }
+    let gathered = if shows_logs {
+        crate::logs::around_escalation(s, node, opened_ms).await
+    } else {
+        Vec::new()
+    };
+    out.push_str(&crate::logs::html(
+        &gathered,
+        shows_logs,
+        "from 5 minutes before it opened to 5 minutes after",
+    ));
     out
 }

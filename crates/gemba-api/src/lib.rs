@@ -9,6 +9,7 @@ mod console;
 mod converge;
 mod events;
 mod learn_page;
+mod logs;
 mod market;
 mod market_page;
 mod svg;
@@ -56,6 +57,10 @@ pub struct ApiState {
     pub timeline: Option<gemba_timeline::TimelineHandle>,
     /// Where `POST /api/v1/chart/send` may send: the `[[notify]]` targets.
     pub notify: Vec<gemba_core::policy::NotifyDef>,
+    /// This node's log excerpts (`[[process]] logs`).
+    pub logs: Option<gemba_timeline::logs::LogBook>,
+    /// Where other nodes' excerpts are fetched from.
+    pub log_source: Option<gemba_timeline::logs::LogSource>,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -89,6 +94,8 @@ impl ApiState {
             market_config: gemba_core::market::MarketConfig::default(),
             timeline: None,
             notify: Vec::new(),
+            logs: None,
+            log_source: None,
             responses,
         })
     }
@@ -142,6 +149,18 @@ impl ApiState {
         self
     }
 
+    /// This node's log lines, and where other nodes' are fetched from.
+    pub fn with_logs(
+        mut self: Arc<Self>,
+        book: Option<gemba_timeline::logs::LogBook>,
+        source: Option<gemba_timeline::logs::LogSource>,
+    ) -> Arc<Self> {
+        let s = Arc::get_mut(&mut self).expect("set before the state is shared");
+        s.logs = book;
+        s.log_source = source;
+        self
+    }
+
     /// The `[[notify]]` targets charts may be sent to.
     pub fn with_notify(
         mut self: Arc<Self>,
@@ -175,6 +194,7 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/api/v1/links", get(links))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/links/{target}", get(link_history))
+        .route("/api/v1/logs", get(logs::logs))
         .route("/api/v1/checks", get(converge::checks))
         .route("/api/v1/plan", get(converge::plan))
         .route("/api/v1/journal", get(converge::journal))

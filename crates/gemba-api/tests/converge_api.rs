@@ -71,6 +71,7 @@ async fn server() -> (axum::Router, mpsc::Sender<CheckResult>) {
             directory: dir_rx,
             clock: gemba_checks::Clock::new(),
             tick: Duration::from_millis(20),
+            attach: None,
         },
         Some(&mut registry),
     );

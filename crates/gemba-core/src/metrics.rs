@@ -16,7 +16,11 @@ pub mod defaults {
     pub const HOUR_RETENTION: &str = "365d";
     pub const MAX_PROCESSES: u32 = 64;
     pub const MAX_SERIES: u32 = 20_000;
+    pub const LOG_LINES: u32 = 500;
 }
+
+/// The most log files one `[[process]]` may name.
+pub const LOGS_PER_PROCESS: usize = 8;
 
 /// The most `[[process]]` entries a config may name.
 pub const PROCESS_LIMIT: usize = 256;
@@ -36,6 +40,8 @@ pub struct MetricsSection {
     pub max_processes: Option<u32>,
     /// Series a server stores at most (new ones past it are counted and refused).
     pub max_series: Option<u32>,
+    /// Lines an agent keeps of each `[[process]]` log file (the newest).
+    pub log_lines: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,7 +55,8 @@ pub struct ProcessSection {
     pub cgroup: Option<String>,
     /// A systemd unit (`shop.service`): the processes of its cgroup.
     pub unit: Option<String>,
-    /// Log files to keep excerpts of: refused for now (not read yet).
+    /// Log files whose newest lines the agent keeps, to show and send the
+    /// lines around an event or an escalation.
     #[serde(default)]
     pub logs: Vec<String>,
 }
@@ -80,6 +87,7 @@ pub struct MetricsConfig {
     pub hour_retention: Duration,
     pub max_processes: u32,
     pub max_series: u32,
+    pub log_lines: u32,
     pub processes: Vec<ProcessDef>,
 }
 
@@ -134,6 +142,12 @@ pub(crate) fn metrics_config(
         m.max_series,
         defaults::MAX_SERIES,
         10..=1_000_000,
+    );
+    let log_lines = c.count(
+        "metrics.log_lines",
+        m.log_lines,
+        defaults::LOG_LINES,
+        1..=100_000,
     );
     if processes.len() > PROCESS_LIMIT {
         c.fail(
@@ -224,15 +238,29 @@ pub(crate) fn metrics_config(
         } else {
             Selector::Program(name.clone())
         };
-        // Log excerpts are not read yet: say so rather than accept a
-        // setting that does nothing.
-        if !p.logs.is_empty() {
+        if p.logs.len() > LOGS_PER_PROCESS {
             c.fail(
                 &format!("{key}.logs"),
-                "log excerpts are not supported by this version of gemba; remove `logs`",
+                format!(
+                    "{} log files; at most {LOGS_PER_PROCESS} per process",
+                    p.logs.len()
+                ),
             );
+            continue;
         }
-        let logs = Vec::new();
+        if let Some(bad) = p.logs.iter().find(|f| !safe_path(f) || f.ends_with('/')) {
+            c.fail(
+                &format!("{key}.logs"),
+                format!("{bad:?} is not an absolute path to a file"),
+            );
+            continue;
+        }
+        let mut logs: Vec<String> = Vec::new();
+        for f in p.logs {
+            if !logs.contains(&f) {
+                logs.push(f);
+            }
+        }
         defs.push(ProcessDef {
             name,
             selector,
@@ -246,6 +274,7 @@ pub(crate) fn metrics_config(
         hour_retention,
         max_processes,
         max_series,
+        log_lines,
         processes: defs,
     }
 }
@@ -391,6 +420,17 @@ mod tests {
             Selector::Unit("shop.service".into())
         );
         assert_eq!(m.processes[1].selector, Selector::Program("nginx".into()));
+        assert_eq!(m.log_lines, 500);
+        let with_logs = parse(
+            "[metrics]\nlog_lines = 50\n[[process]]\nname = \"shop\"\nlogs = [\"/var/log/shop.log\", \"/var/log/shop.err\", \"/var/log/shop.log\"]",
+        )
+        .unwrap();
+        assert_eq!(with_logs.log_lines, 50);
+        assert_eq!(
+            with_logs.processes[0].logs,
+            ["/var/log/shop.log", "/var/log/shop.err"],
+            "a file named twice is kept once"
+        );
         assert_eq!(
             m.processes[2].selector,
             Selector::Cgroup("/sys/fs/cgroup/system.slice/db.service".into())
@@ -415,9 +455,14 @@ mod tests {
                 "cgroup path",
             ),
             (
-                "[[process]]\nname = \"a\"\nlogs = [\"/var/log/a.log\"]",
-                "not supported",
+                "[[process]]\nname = \"a\"\nlogs = [\"var/log/a.log\"]",
+                "not an absolute path",
             ),
+            (
+                "[[process]]\nname = \"a\"\nlogs = [\"/var/log/../../etc/shadow\"]",
+                "not an absolute path",
+            ),
+            ("[metrics]\nlog_lines = 0", "log_lines"),
             ("[metrics]\ninterval = \"100ms\"", "too short"),
         ] {
             let e = parse(text).unwrap_err().join("; ");

@@ -101,9 +101,31 @@ pub struct Image {
     pub png: Vec<u8>,
 }
 
+/// What a notice carries beside its own words, gathered when it is sent:
+/// the log lines around it (the learn stage's excerpts).
+#[derive(Clone, Debug, Default)]
+pub struct Attachment {
+    /// Appended to the mail body and a command's text.
+    pub text: String,
+    /// The webhook's `logs` field.
+    pub json: serde_json::Value,
+}
+
+/// Gathers the [`Attachment`] of a notice; `None` when there is nothing
+/// to add. Must return within a few seconds (it delays the send).
+#[async_trait::async_trait]
+pub trait Attach: Send + Sync + 'static {
+    async fn attach(&self, n: &Notice) -> Option<Attachment>;
+}
+
 /// Sends `n` to `target`; returns a description of the failure, if any.
-pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), String> {
-    let text = format!(
+pub async fn send(
+    target: &NotifyDef,
+    n: &Notice,
+    node: &str,
+    extra: Option<&Attachment>,
+) -> Result<(), String> {
+    let mut text = format!(
         "{}\n\nscope: {}\nescalation: {}\n",
         body(n, node),
         n.scope,
@@ -111,7 +133,12 @@ pub async fn send(target: &NotifyDef, n: &Notice, node: &str) -> Result<(), Stri
             .map(|i| i.to_string())
             .unwrap_or_else(|| "-".into())
     );
-    let json = payload(n, node);
+    let mut json = payload(n, node);
+    if let Some(a) = extra {
+        text.push('\n');
+        text.push_str(&a.text);
+        json["logs"] = a.json.clone();
+    }
     deliver(
         target,
         Outgoing {

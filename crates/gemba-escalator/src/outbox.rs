@@ -43,12 +43,18 @@ pub trait Deliver: Send + Sync + 'static {
 pub struct Channels {
     /// This server's name, in every notice.
     pub node: String,
+    /// What is sent along (log lines around the notice).
+    pub attach: Option<Arc<dyn notify::Attach>>,
 }
 
 #[async_trait::async_trait]
 impl Deliver for Channels {
     async fn deliver(&self, target: &NotifyDef, n: &Notice) -> Result<(), String> {
-        notify::send(target, n, &self.node).await
+        let extra = match &self.attach {
+            Some(a) => a.attach(n).await,
+            None => None,
+        };
+        notify::send(target, n, &self.node, extra.as_ref()).await
     }
 }
 

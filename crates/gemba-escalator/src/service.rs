@@ -197,6 +197,8 @@ pub struct ServiceConfig {
     pub clock: Clock,
     /// How often the engine's timers are checked.
     pub tick: Duration,
+    /// What notices carry beside their text (log lines around them).
+    pub attach: Option<Arc<dyn crate::notify::Attach>>,
 }
 
 /// How a step's program is run: [`exec::run`], or a stand-in in tests.
@@ -243,6 +245,7 @@ pub fn spawn_with(
         targets: cfg.policy.notify.clone(),
         deliver: Arc::new(Channels {
             node: cfg.holder.clone(),
+            attach: cfg.attach.clone(),
         }),
         clock: cfg.clock,
         holder: cfg.holder.clone(),

@@ -52,7 +52,9 @@ async fn a_webhook_gets_json_with_a_slack_compatible_text() {
     let target = NotifyDef::Webhook {
         url: format!("http://{addr}/hook"),
     };
-    notify::send(&target, &notice(), "srv-1").await.unwrap();
+    notify::send(&target, &notice(), "srv-1", None)
+        .await
+        .unwrap();
     let body: serde_json::Value = serde_json::from_str(&server.join().unwrap()).unwrap();
     assert_eq!(body["kind"], "gave-up");
     assert_eq!(body["escalation"], 7);
@@ -116,9 +118,17 @@ async fn mail_goes_through_an_smtp_relay() {
         from: "gemba@example.test".into(),
         to: vec!["ops@example.test".into()],
     };
-    notify::send(&target, &notice(), "srv-1").await.unwrap();
+    // The log lines around the notice travel in the mail's text.
+    let logs = notify::Attachment {
+        text: "log lines (shop, /var/log/shop.log on web-1):\n  14:02:03 pool exhausted".into(),
+        json: serde_json::json!([]),
+    };
+    notify::send(&target, &notice(), "srv-1", Some(&logs))
+        .await
+        .unwrap();
     let t = server.join().unwrap();
     assert!(t.contains("RCPT TO:<ops@example.test>"), "{t}");
+    assert!(t.contains("14:02:03 pool exhausted"), "{t}");
     assert!(
         t.contains("Subject: [gemba srv-1] gave-up node:web-1 escalation 7"),
         "{t}"
@@ -141,7 +151,9 @@ async fn a_command_gets_the_notice_on_stdin_and_in_its_environment() {
             ),
         ],
     };
-    notify::send(&target, &notice(), "srv-1").await.unwrap();
+    notify::send(&target, &notice(), "srv-1", None)
+        .await
+        .unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.starts_with("gave-up node:web-1\n"), "{text}");
     let json: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
@@ -149,7 +161,7 @@ async fn a_command_gets_the_notice_on_stdin_and_in_its_environment() {
     let failing = NotifyDef::Command {
         run: vec!["/bin/false".into()],
     };
-    let e = notify::send(&failing, &notice(), "srv-1")
+    let e = notify::send(&failing, &notice(), "srv-1", None)
         .await
         .unwrap_err();
     assert!(e.contains("/bin/false") && e.contains("exit 1"), "{e}");

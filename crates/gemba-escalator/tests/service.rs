@@ -44,6 +44,7 @@ fn start_with(
             directory: dir_rx,
             clock: Clock::new(),
             tick: Duration::from_millis(20),
+            attach: None,
         },
         None,
         runner,

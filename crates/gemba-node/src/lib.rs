@@ -14,6 +14,7 @@
 
 mod checks;
 pub mod drain;
+mod logs;
 mod server;
 
 pub use checks::entry_of;
@@ -273,9 +274,31 @@ impl Node {
             .with_identity(identity, pins, Some(pins_file));
         let mesh = Arc::new(MeshNode::start(settings, net, Some(&mut registry)).await?);
 
+        // The agent's log excerpts, and where other nodes' are asked for.
+        let book = gemba_timeline::logs::LogBook::new(&id, &config.metrics);
+        let log_source = gemba_timeline::logs::LogSource::new(
+            &id,
+            Some(book.clone()),
+            config.http.token.clone(),
+            logs::resolver(mesh.clone()),
+        );
         let mut stages = Stages::new(&drain, &mut registry);
+        if !book.is_empty() {
+            stages.drain().spawn(
+                Phase::Checks,
+                "log-excerpts",
+                book.clone().run(gemba_exec::Clock::new()),
+            );
+        }
         let mut server = if config.node.server {
-            server::start(config, &mesh, &mut stages, options.escalator_tick).await
+            server::start(
+                config,
+                &mesh,
+                &mut stages,
+                options.escalator_tick,
+                log_source.clone(),
+            )
+            .await
         } else {
             server::Server::none()
         };
@@ -312,6 +335,7 @@ impl Node {
             .allowing_hosts(config.http.allowed_hosts.clone())
             .with_market(server.market.clone(), config.market.clone())
             .with_timeline(server.timeline.clone())
+            .with_logs(Some(book), Some(log_source))
             .with_notify(config.policy.notify.clone());
             let stop = drain.token(Phase::Http);
             drain.spawn_graceful(Phase::Http, "http", async move {

@@ -122,6 +122,7 @@ pub(crate) async fn start(
     mesh: &Arc<MeshNode>,
     stages: &mut Stages<'_>,
     tick: Duration,
+    logs: gemba_timeline::logs::LogSource,
 ) -> Server {
     let location = &config.store.location;
     let store = match gemba_store::open(location).await {
@@ -153,6 +154,7 @@ pub(crate) async fn start(
             directory: dir_rx,
             clock,
             tick,
+            attach: Some(Arc::new(crate::logs::NoticeLogs(logs))),
         },
         Some(stages.metrics()),
     );

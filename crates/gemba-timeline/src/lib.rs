@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod chart;
 pub mod event;
+pub mod logs;
 pub mod sample;
 pub mod series;
 pub mod service;
