@@ -30,6 +30,7 @@ main.page{display:block}.page{padding:1em 1.2em}.nw{white-space:nowrap}table.pro
 .st-CRITICAL,.st-failing,.ph-held{color:#d62728;font-weight:600}.st-UNKNOWN,.st-pending{color:#57606a;font-weight:600}.ph-running{color:#0969da;font-weight:600}
 pre{background:#f6f8fa;padding:.5em;max-height:16em;overflow:auto;white-space:pre-wrap;margin:.2em 0}
 .flap{background:#fff1d6;padding:0 .4em;border-radius:3px}
+.charts{display:flex;flex-wrap:wrap;gap:.5em}pre.log{max-height:24em;font-size:12px}
 "##;
 
 /// The frame of every console page but the grid's: header, navigation and
@@ -103,7 +104,7 @@ pub fn render_matrix(g: &Graph) -> String {
     for src in &g.nodes {
         let _ = write!(
             s,
-            r##"<tr data-source="{0}"><th scope="row">{0}</th>"##,
+            r##"<tr data-source="{0}"><th scope="row"><a href="/nodes/{0}">{0}</a></th>"##,
             esc(&src.id)
         );
         for dst in &g.nodes {
@@ -250,13 +251,13 @@ pub fn render_panel(served_by: &str, g: &Graph) -> String {
             Some(h) => {
                 let _ = write!(
                     s,
-                    r##"<li><a href="http://{0}/">{1}</a> <span class="muted">{0}</span></li>"##,
+                    r##"<li><a href="/nodes/{1}">{1}</a> <span class="muted">console <a href="http://{0}/">{0}</a></span></li>"##,
                     esc(h),
                     esc(&n.id)
                 );
             }
             None => {
-                let _ = write!(s, "<li>{}</li>", esc(&n.id));
+                let _ = write!(s, r#"<li><a href="/nodes/{0}">{0}</a></li>"#, esc(&n.id));
             }
         }
     }

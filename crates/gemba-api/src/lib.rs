@@ -12,6 +12,7 @@ mod learn_page;
 mod logs;
 mod market;
 mod market_page;
+mod node_page;
 mod svg;
 
 use std::net::SocketAddr;
@@ -237,6 +238,7 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/api/v1/chart.png", get(events::chart_png))
         .route("/api/v1/chart/send", post(events::chart_send))
         .route("/charts", get(learn_page::charts_page))
+        .route("/nodes/{node}", get(node_page::node_page))
         .route(
             "/events",
             get(learn_page::events_page).post(events::graphite),

@@ -30,6 +30,15 @@ async fn app_with(
     store: Arc<gemba_store::SqliteStore>,
     notify: Vec<gemba_core::policy::NotifyDef>,
 ) -> axum::Router {
+    app_with_logs(store, notify, None).await
+}
+
+/// [`app_with`], with this node's log lines.
+async fn app_with_logs(
+    store: Arc<gemba_store::SqliteStore>,
+    notify: Vec<gemba_core::policy::NotifyDef>,
+    logs: Option<gemba_timeline::logs::LogBook>,
+) -> axum::Router {
     let o = Overrides {
         node_id: Some("srv".into()),
         mesh_listen: Some("127.0.4.2:7946".into()),
@@ -49,7 +58,18 @@ async fn app_with(
     gemba_api::router(
         gemba_api::ApiState::new(Arc::new(mesh), registry, Some(TOKEN.into()))
             .with_timeline(Some(timeline))
-            .with_notify(notify),
+            .with_notify(notify)
+            .with_logs(
+                logs.clone(),
+                Some(gemba_timeline::logs::LogSource::new(
+                    "srv",
+                    logs,
+                    None,
+                    Arc::new(|n: String| {
+                        Box::pin(async move { Err(format!("{n} is not a member of the grid")) })
+                    }),
+                )),
+            ),
     )
 }
 
@@ -460,5 +480,98 @@ async fn a_chart_goes_out_with_its_note_to_a_notify_command() {
             .contains("no [[notify]] target"),
         "{v}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_chart_sent_with_logs_carries_the_lines_around_its_newest_marker() {
+    let store = Arc::new(gemba_store::SqliteStore::in_memory().unwrap());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    use gemba_store::TimelineStore;
+    let id = store
+        .series_ids(
+            vec![gemba_store::SeriesKey {
+                node: "srv".into(),
+                process: "shop".into(),
+                metric: "tcp_established".into(),
+            }],
+            10,
+        )
+        .await
+        .unwrap()[0]
+        .unwrap();
+    store
+        .write_points(
+            (0..60)
+                .map(|i| (id, now_ms / 1000 - 600 + i * 10, i as f64 * 4.0))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("gemba-send-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("shop.log");
+    std::fs::write(&log, "").unwrap();
+    let config = gemba_core::metrics::MetricsConfig {
+        processes: vec![gemba_core::metrics::ProcessDef {
+            name: "shop".into(),
+            selector: gemba_core::metrics::Selector::Program("shop".into()),
+            logs: vec![log.display().to_string()],
+        }],
+        ..Default::default()
+    };
+    // The agent has read the file once (empty), then the line arrives.
+    let book = gemba_timeline::logs::LogBook::new("srv", &config);
+    book.poll(now_ms);
+    std::fs::write(
+        &log,
+        "WARN backend pool: 240 connections open, 0 released\n",
+    )
+    .unwrap();
+    book.poll(now_ms);
+    let app = app_with_logs(
+        store,
+        vec![gemba_core::policy::NotifyDef::Command {
+            run: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("cat > {d}/got.txt", d = dir.display()),
+            ],
+        }],
+        Some(book),
+    )
+    .await;
+    let uri = "/api/v1/chart/send?node=srv&process=shop&metric=tcp_established&since=15m";
+    let (s, v) = send(
+        &app,
+        Method::POST,
+        uri,
+        &[BEARER, JSON],
+        r#"{"to": "command", "note": "the pool never releases", "logs": true}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = std::fs::read_to_string(dir.join("got.txt")).unwrap();
+    assert!(text.starts_with("the pool never releases"), "{text}");
+    assert!(
+        text.contains("log lines (shop, ")
+            && text.contains("WARN backend pool: 240 connections open, 0 released"),
+        "{text}"
+    );
+    // Without `logs`, none.
+    let (s, _) = send(
+        &app,
+        Method::POST,
+        uri,
+        &[BEARER, JSON],
+        r#"{"to": "command", "note": "just the chart"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = std::fs::read_to_string(dir.join("got.txt")).unwrap();
+    assert!(!text.contains("backend pool"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -202,13 +202,19 @@ hour_retention = "{hour_retention}"
 # logged and counted, not silent).
 max_processes = {max_processes}
 max_series = {max_series}
+# Lines an agent keeps of each [[process]] log file (newest; in memory).
+log_lines = {log_lines}
 
 # A process to sample, found by its program name, or by pidfile, cgroup (v2)
 # or systemd unit: RSS, open fds and their limit, threads, CPU, context
 # switches, TCP connections by state, ephemeral ports, restarts.
+# `logs` names files whose newest lines the agent keeps, to show and send
+# the lines around an event or an escalation (not indexed: use a log system
+# for search).
 # [[process]]
 # name = "shop"
 # unit = "shop.service"
+# logs = ["/var/log/shop/app.log"]
 
 # A check on a sampled metric: restart the shop when its connections stay
 # over 500 for 5 minutes (node scope: it reads the node's own samples).
@@ -229,6 +235,7 @@ max_series = {max_series}
         hour_retention = gemba_metrics_defaults::HOUR_RETENTION,
         max_processes = gemba_metrics_defaults::MAX_PROCESSES,
         max_series = gemba_metrics_defaults::MAX_SERIES,
+        log_lines = gemba_metrics_defaults::LOG_LINES,
         max_report_size = gemba_market_defaults::MAX_REPORT_SIZE,
         market_at = gemba_market_defaults::MARKET_AT,
         timezone = gemba_market_defaults::TIMEZONE,

@@ -264,6 +264,31 @@ run = ["/bin/sh", "-c", "cat >> {notices}"]
         "the escalation page shows them"
     );
 
+    // web-1's page on the server: its processes now (the shop is not
+    // running: unavailable, with why), its charts, the event, its lines.
+    wait_for(
+        "web-1's samples on the server",
+        Duration::from_secs(30),
+        || async {
+            http(srv_http, "GET", "/nodes/web-1", true, "")
+                .await
+                .1
+                .contains("unavailable: ")
+        },
+    )
+    .await;
+    let (code, page) = http(srv_http, "GET", "/nodes/web-1", true, "").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("<td>shop</td>"), "{page}");
+    assert!(page.contains("<svg"), "charts are drawn");
+    assert!(page.contains("shop v2.3.1 released"), "the event is listed");
+    assert!(
+        page.contains("pool exhausted"),
+        "the newest lines are shown"
+    );
+    let (code, _) = http(srv_http, "GET", "/nodes/..%2Fetc", true, "").await;
+    assert_eq!(code, 400);
+
     web.shutdown().await;
     srv.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

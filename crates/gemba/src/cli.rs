@@ -71,6 +71,9 @@ pub enum Command {
     /// Send a chart (PNG) with a note to the server's [[notify]] targets:
     /// inline in mail, base64 in a webhook, a file for a command.
     SendChart(SendChartArgs),
+    /// The newest lines of a node's [[process]] log files, as its agent
+    /// keeps them (needs the API token when the node has one).
+    Logs(LogsArgs),
     /// Print an example config or validate one.
     Config {
         #[command(subcommand)]
@@ -193,9 +196,36 @@ pub struct SendChartArgs {
     /// What to say with the chart.
     #[arg(long, default_value = "")]
     pub note: String,
+    /// Send the log lines around the chart's newest marker too.
+    #[arg(long)]
+    pub logs: bool,
     /// API token (needed when the server has one).
     #[arg(long, env = "GEMBA_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The node whose lines to show (default: the node asked).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only this [[process]].
+    #[arg(long)]
+    pub process: Option<String>,
+    /// From when: a duration back (10m), RFC 3339 or unix seconds.
+    #[arg(long, default_value = "10m")]
+    pub since: String,
+    /// Until when (default now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The newest this many lines per file.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// API token (needed when the node has one).
+    #[arg(long, env = "GEMBA_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -440,6 +470,9 @@ pub struct DemoServiceArgs {
     /// closes them.
     #[arg(long)]
     pub leak_flag: Option<PathBuf>,
+    /// Append the service's log lines to this file.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -65,7 +65,7 @@ quiesce = "5s"
 [[level]]
 level = 2
 name = "restart"
-run = ["{exe}", "demo-service", "--detach", "--restart", "--listen", "{{node_addr}}:{SERVICE_PORT}", "--pidfile", "{dir}/{{node}}.pid", "--leak-flag", "{dir}/{{node}}.leak", "--exit-with", "{owner}"]
+run = ["{exe}", "demo-service", "--detach", "--restart", "--listen", "{{node_addr}}:{SERVICE_PORT}", "--pidfile", "{dir}/{{node}}.pid", "--leak-flag", "{dir}/{{node}}.leak", "--log", "{dir}/{{node}}.log", "--exit-with", "{owner}"]
 timeout = "10s"
 quiesce = "2s"
 
@@ -212,6 +212,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 exit_with: Some(std::process::id()),
                 restart,
                 leak_flag: Some(work.join(format!("{}.leak", id_of(i)))),
+                log: Some(work.join(format!("{}.log", id_of(i)))),
             },
         )
     };
@@ -256,8 +257,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         if !process.is_empty() {
             node_text.push_str(&format!(
-                "\n[[process]]\nname = \"{process}\"\npidfile = \"{}\"\n",
-                work.join(format!("{id}.pid")).display()
+                "\n[[process]]\nname = \"{process}\"\npidfile = \"{}\"\nlogs = [\"{}\"]\n",
+                work.join(format!("{id}.pid")).display(),
+                work.join(format!("{id}.log")).display()
             ));
         }
         let file = ConfigFile::parse(std::path::Path::new("demo settings"), &node_text)?;
@@ -649,6 +651,10 @@ async fn shop_story(
     while restarts().await < before + 2 && waited.elapsed() < Duration::from_secs(240) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    println!(
+        "{} LOGS   what the shop wrote before its restarts: gemba logs --from http://{http} --node {node} --process shop (and on the event's and the escalation's pages)",
+        elapsed(start)
+    );
     let _ = std::fs::remove_file(&flag);
     let outcome = match redeploy() {
         Ok(()) => "redeployed".to_string(),

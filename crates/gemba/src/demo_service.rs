@@ -13,9 +13,31 @@ use anyhow::{bail, Context};
 
 use crate::cli::DemoServiceArgs;
 
+/// Appends one timestamped line to the service's log, if it has one.
+fn log(file: Option<&Path>, text: &str) {
+    let Some(path) = file else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(
+            f,
+            "{} [{}] {text}",
+            gemba_timeline::event::format_ms(now),
+            std::process::id()
+        );
+    }
+}
+
 /// The bad release: while `flag` exists, open connections to a backend of
-/// this process and keep both ends, 4 a second (at most 20,000).
-fn leak(listen: SocketAddr, flag: std::path::PathBuf) {
+/// this process and keep both ends, 4 a second (at most 20,000), and say
+/// so in the log every 40 connections, as a connection pool would.
+fn leak(listen: SocketAddr, flag: std::path::PathBuf, log_file: Option<std::path::PathBuf>) {
     let Ok(backend) = TcpListener::bind(SocketAddr::new(listen.ip(), 0)) else {
         return;
     };
@@ -37,6 +59,15 @@ fn leak(listen: SocketAddr, flag: std::path::PathBuf) {
         if flag.exists() && clients.len() < 20_000 {
             if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
                 clients.push(c);
+                if clients.len() % 40 == 0 {
+                    log(
+                        log_file.as_deref(),
+                        &format!(
+                            "WARN backend pool: {} connections open, 0 released since start",
+                            clients.len()
+                        ),
+                    );
+                }
             }
         }
     }
@@ -47,6 +78,7 @@ fn serve(
     pidfile: &Path,
     exit_with: Option<u32>,
     leak_flag: Option<std::path::PathBuf>,
+    log_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     if let Some(owner) = exit_with {
         // The demo may be killed without a chance to clean up; its service
@@ -59,8 +91,19 @@ fn serve(
         });
     }
     let l = TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    log(
+        log_file.as_deref(),
+        &format!(
+            "INFO started, listening on {listen}{}",
+            match &leak_flag {
+                Some(f) if f.exists() => " (release with the pooled backend client)",
+                _ => "",
+            }
+        ),
+    );
     if let Some(flag) = leak_flag {
-        std::thread::spawn(move || leak(listen, flag));
+        let log_file = log_file.clone();
+        std::thread::spawn(move || leak(listen, flag, log_file));
     }
     // Written only once listening: the pidfile names a working service.
     std::fs::write(pidfile, std::process::id().to_string())
@@ -94,6 +137,8 @@ pub struct Start {
     /// Stop a running service first.
     pub restart: bool,
     pub leak_flag: Option<std::path::PathBuf>,
+    /// Where the service writes its log.
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// Starts the service in the background and returns its pid once it
@@ -135,6 +180,10 @@ pub fn start_detached(listen: SocketAddr, pidfile: &Path, how: &Start) -> anyhow
         args.push("--leak-flag".into());
         args.push(flag.display().to_string());
     }
+    if let Some(l) = &how.log {
+        args.push("--log".into());
+        args.push(l.display().to_string());
+    }
     let mut child = std::process::Command::new(exe)
         .args(&args)
         .stdin(std::process::Stdio::null())
@@ -167,6 +216,7 @@ pub fn run(args: &DemoServiceArgs) -> anyhow::Result<()> {
             exit_with: args.exit_with,
             restart: args.restart,
             leak_flag: args.leak_flag.clone(),
+            log: args.log.clone(),
         };
         let pid = start_detached(args.listen, &args.pidfile, &how)?;
         println!("started the demo service, pid {pid}, on {}", args.listen);
@@ -177,5 +227,6 @@ pub fn run(args: &DemoServiceArgs) -> anyhow::Result<()> {
         &args.pidfile,
         args.exit_with,
         args.leak_flag.clone(),
+        args.log.clone(),
     )
 }

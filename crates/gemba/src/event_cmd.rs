@@ -4,7 +4,7 @@
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use crate::cli::{ChartArgs, ChartSelect, EventCommand, SendChartArgs};
+use crate::cli::{ChartArgs, ChartSelect, EventCommand, LogsArgs, SendChartArgs};
 use crate::client::Client;
 
 /// A time the user typed: a duration back from now (`10m`) becomes RFC
@@ -231,7 +231,7 @@ pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
 pub fn send_chart(a: &SendChartArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.select.from, a.token.as_deref());
     let path = format!("/api/v1/chart/send?{}", chart_query(&a.select));
-    let body = json!({"to": a.to, "note": a.note});
+    let body = json!({"to": a.to, "note": a.note, "logs": a.logs});
     let (status, answer) = client.send(&path, "application/json", body.to_string().as_bytes())?;
     if status != 200 {
         bail!(
@@ -256,5 +256,50 @@ pub fn send_chart(a: &SendChartArgs) -> anyhow::Result<()> {
             ))
             .unwrap_or_default()
     );
+    Ok(())
+}
+
+/// `gemba logs`: a node's log lines, file by file.
+pub fn logs(a: &LogsArgs) -> anyhow::Result<()> {
+    let mut pairs = vec![("since", a.since.clone()), ("limit", a.limit.to_string())];
+    if let Some(n) = &a.node {
+        pairs.push(("node", n.clone()));
+    }
+    if let Some(p) = &a.process {
+        pairs.push(("process", p.clone()));
+    }
+    if let Some(u) = &a.until {
+        pairs.push(("until", u.clone()));
+    }
+    let client = Client::new(&a.server.from, a.token.as_deref());
+    let raw = client.get_raw(&format!("/api/v1/logs?{}", query_string(&pairs)))?;
+    if a.server.json {
+        println!("{raw}");
+        return Ok(());
+    }
+    let v: Value = serde_json::from_str(&raw)?;
+    let excerpts = v["excerpts"].as_array().cloned().unwrap_or_default();
+    if excerpts.is_empty() {
+        println!("no [[process]] log files on that node");
+    }
+    for e in &excerpts {
+        let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+        let mut head = format!("== {} {} on {}", s("process"), s("file"), s("node"));
+        if let Some(u) = e["unavailable"].as_str() {
+            head.push_str(&format!(" (unavailable: {u})"));
+        }
+        if let Some(m) = e["more"].as_u64().filter(|m| *m > 0) {
+            head.push_str(&format!(" ({m} older lines left out; --limit shows more)"));
+        }
+        println!("{head}");
+        for l in e["lines"].as_array().into_iter().flatten() {
+            let at = l["at_ms"].as_u64().unwrap_or(0);
+            println!(
+                "{}  {}",
+                gemba_timeline::event::format_ms(at),
+                l["text"].as_str().unwrap_or("")
+            );
+        }
+    }
     Ok(())
 }

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
         Command::Event { command } => event_cmd::event(command),
         Command::Chart(args) => event_cmd::chart(&args),
         Command::SendChart(args) => event_cmd::send_chart(&args),
+        Command::Logs(args) => event_cmd::logs(&args),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());
