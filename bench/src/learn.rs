@@ -8,6 +8,9 @@
 //!   writer does (points/s); then a year of retention policy run over a
 //!   generated history (roll-ups and pruning every simulated hour) and
 //!   the bytes per stored point and per series once it stops growing.
+//! - `logs`: the agent's log excerpts: F files growing by L lines a
+//!   second each, polled once a simulated second: time per poll, the
+//!   share of one core, the bytes kept, and the time to answer a query.
 //! - `charts`: 7 days of 1-minute data, 10 series, 50 markers to SVG and
 //!   to PNG (`GEMBA_BENCH_CHART_PNG=file` keeps the picture).
 
@@ -312,5 +315,88 @@ pub fn charts(rounds: usize) -> anyhow::Result<()> {
         size.1
     );
     let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+pub fn logs(files: usize, lines_per_s: usize, seconds: usize) -> anyhow::Result<()> {
+    use gemba_timeline::logs::{LogBook, LogQuery};
+    let dir = std::env::temp_dir().join(format!("gemba-bench-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let paths: Vec<std::path::PathBuf> = (0..files).map(|i| dir.join(format!("f{i}.log"))).collect();
+    for p in &paths {
+        std::fs::write(p, "")?;
+    }
+    let config = gemba_core::metrics::MetricsConfig {
+        processes: paths
+            .chunks(8)
+            .enumerate()
+            .map(|(i, chunk)| ProcessDef {
+                name: format!("p{i}"),
+                selector: Selector::Program(format!("p{i}")),
+                logs: chunk.iter().map(|p| p.display().to_string()).collect(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let book = LogBook::new("bench", &config);
+    book.poll(0);
+    let mut handles: Vec<std::fs::File> = paths
+        .iter()
+        .map(|p| std::fs::OpenOptions::new().append(true).open(p))
+        .collect::<Result<_, _>>()?;
+    let mut busy = Vec::new();
+    let mut idle = Vec::new();
+    let mut n = 0u64;
+    for s in 0..seconds {
+        for f in handles.iter_mut() {
+            let mut chunk = String::with_capacity(lines_per_s * 130);
+            for _ in 0..lines_per_s {
+                n += 1;
+                chunk.push_str(&format!(
+                    "2026-11-23T10:00:00.000Z INFO request {n} served in 12 ms: GET /cart/items?page=3 200 user=u{n}\n"
+                ));
+            }
+            f.write_all(chunk.as_bytes())?;
+        }
+        // Wall time: one thread reading from the page cache, and finer
+        // than the CPU clock's ticks.
+        let t0 = Instant::now();
+        book.poll(1_000 + s as u64 * 1000);
+        busy.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let t0 = Instant::now();
+        book.poll(1_000 + s as u64 * 1000 + 500);
+        idle.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let q = LogQuery {
+        process: None,
+        since_ms: 0,
+        until_ms: u64::MAX,
+        limit: 40,
+    };
+    let t0 = Instant::now();
+    let rounds = 100;
+    let mut kept = 0usize;
+    for _ in 0..rounds {
+        kept = book
+            .excerpts(&LogQuery { limit: 1000, ..q.clone() })
+            .iter()
+            .map(|e| e.lines.iter().map(|l| l.text.len() + 8).sum::<usize>())
+            .sum();
+    }
+    let query_ms = t0.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    let t0 = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(book.excerpts(&q));
+    }
+    let page_ms = t0.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (b, i) = (median(&mut busy), median(&mut idle));
+    println!("files                    {files}, {lines_per_s} lines/s each (~110 B a line), {seconds} polls");
+    println!("time per poll, growing   {b:.3} ms (median, wall, one thread)");
+    println!("time per poll, idle      {i:.3} ms (median)");
+    println!("share of one core @ 1s   {:.2} %", b / 1000.0 * 100.0);
+    println!("kept (500 lines a file)  {:.1} KiB of text", kept as f64 / 1024.0);
+    println!("query, every line        {query_ms:.3} ms");
+    println!("query, 40 lines a file   {page_ms:.3} ms");
     Ok(())
 }

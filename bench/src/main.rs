@@ -13,7 +13,7 @@
 //! - `identity`: signing and verifying published gossip values.
 //! - `ingest`: Puppet and Chef reports per second into a server over HTTP.
 //! - `market`: the morning market over 10,000 nodes × 48 runs/day × 7 days.
-//! - `sampling`, `series`, `charts`: the learn stage (learn.rs).
+//! - `sampling`, `series`, `logs`, `charts`: the learn stage (learn.rs).
 
 /// mimalloc instead of glibc's malloc: parsing reports allocates a value
 /// per YAML or JSON node, and glibc's allocator took about a third of the
@@ -153,6 +153,21 @@ fn main() -> anyhow::Result<()> {
             let days = flag("--days").map(|s| s.parse()).transpose()?.unwrap_or(40);
             learn::series(points, batch, series, days)
         }
+        Some("logs") => {
+            let files = flag("--files")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(16);
+            let lines = flag("--lines-per-s")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(200);
+            let seconds = flag("--seconds")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(60);
+            learn::logs(files, lines, seconds)
+        }
         Some("charts") => {
             let rounds = flag("--rounds")
                 .map(|s| s.parse())
@@ -176,7 +191,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps)
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7]\n       gemba-bench sampling [--processes 50] [--samples 30]\n       gemba-bench series [--points 2000000] [--batch 10000] [--series 20] [--days 40]\n       gemba-bench charts [--rounds 20]");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7]\n       gemba-bench sampling [--processes 50] [--samples 30]\n       gemba-bench series [--points 2000000] [--batch 10000] [--series 20] [--days 40]\n       gemba-bench logs [--files 16] [--lines-per-s 200] [--seconds 60]\n       gemba-bench charts [--rounds 20]");
             std::process::exit(2);
         }
     }

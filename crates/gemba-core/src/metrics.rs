@@ -19,6 +19,9 @@ pub mod defaults {
     pub const LOG_LINES: u32 = 500;
 }
 
+/// The most log lines an agent keeps in all (each at most 1 KiB).
+pub const MAX_LOG_LINES_KEPT: usize = 200_000;
+
 /// The most log files one `[[process]]` may name.
 pub const LOGS_PER_PROCESS: usize = 8;
 
@@ -147,7 +150,7 @@ pub(crate) fn metrics_config(
         "metrics.log_lines",
         m.log_lines,
         defaults::LOG_LINES,
-        1..=100_000,
+        1..=10_000,
     );
     if processes.len() > PROCESS_LIMIT {
         c.fail(
@@ -266,6 +269,16 @@ pub(crate) fn metrics_config(
             selector,
             logs,
         });
+    }
+    // Kept lines live in memory: bound them all (a line is at most 1 KiB).
+    let files: usize = defs.iter().map(|d| d.logs.len()).sum();
+    if files * log_lines as usize > MAX_LOG_LINES_KEPT {
+        c.fail(
+            "metrics.log_lines",
+            format!(
+                "{log_lines} lines of each of {files} log files is over {MAX_LOG_LINES_KEPT} lines kept in memory; keep fewer lines or name fewer files"
+            ),
+        );
     }
     MetricsConfig {
         interval,
@@ -463,11 +476,27 @@ mod tests {
                 "not an absolute path",
             ),
             ("[metrics]\nlog_lines = 0", "log_lines"),
+
             ("[metrics]\ninterval = \"100ms\"", "too short"),
         ] {
             let e = parse(text).unwrap_err().join("; ");
             assert!(e.contains(why), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn log_lines_kept_in_all_are_bounded() {
+        let mut text = String::from("[metrics]\nlog_lines = 10000\n");
+        for p in 0..3 {
+            text.push_str(&format!("[[process]]\nname = \"p{p}\"\nlogs = ["));
+            for f in 0..7 {
+                text.push_str(&format!("\"/var/log/{p}-{f}.log\", "));
+            }
+            text.push_str("]\n");
+        }
+        let e = parse(&text).unwrap_err().join("; ");
+        assert!(e.contains("over 200000 lines kept"), "{e}");
+        assert!(parse(&text.replace("10000", "9000")).is_ok(), "189,000 lines fit");
     }
 
     #[test]
