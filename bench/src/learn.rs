@@ -322,7 +322,8 @@ pub fn logs(files: usize, lines_per_s: usize, seconds: usize) -> anyhow::Result<
     use gemba_timeline::logs::{LogBook, LogQuery};
     let dir = std::env::temp_dir().join(format!("gemba-bench-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let paths: Vec<std::path::PathBuf> = (0..files).map(|i| dir.join(format!("f{i}.log"))).collect();
+    let paths: Vec<std::path::PathBuf> =
+        (0..files).map(|i| dir.join(format!("f{i}.log"))).collect();
     for p in &paths {
         std::fs::write(p, "")?;
     }
@@ -378,7 +379,10 @@ pub fn logs(files: usize, lines_per_s: usize, seconds: usize) -> anyhow::Result<
     let mut kept = 0usize;
     for _ in 0..rounds {
         kept = book
-            .excerpts(&LogQuery { limit: 1000, ..q.clone() })
+            .excerpts(&LogQuery {
+                limit: 1000,
+                ..q.clone()
+            })
             .iter()
             .map(|e| e.lines.iter().map(|l| l.text.len() + 8).sum::<usize>())
             .sum();
@@ -395,7 +399,10 @@ pub fn logs(files: usize, lines_per_s: usize, seconds: usize) -> anyhow::Result<
     println!("time per poll, growing   {b:.3} ms (median, wall, one thread)");
     println!("time per poll, idle      {i:.3} ms (median)");
     println!("share of one core @ 1s   {:.2} %", b / 1000.0 * 100.0);
-    println!("kept (500 lines a file)  {:.1} KiB of text", kept as f64 / 1024.0);
+    println!(
+        "kept (500 lines a file)  {:.1} KiB of text",
+        kept as f64 / 1024.0
+    );
     println!("query, every line        {query_ms:.3} ms");
     println!("query, 40 lines a file   {page_ms:.3} ms");
     Ok(())

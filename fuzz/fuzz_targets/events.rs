@@ -1,13 +1,14 @@
 //! What the learn stage reads from outside: change events in gemba's,
 //! Graphite's and Grafana's shapes (`POST /api/v1/events`, `/events/`,
-//! `/api/annotations`), event queries, and metric samples from gossip.
-//! The first byte picks the reader. Whatever is accepted must hold what
+//! `/api/annotations`), event queries, metric samples from gossip, and an
+//! agent's answer with log lines (what a server fetches from a node).
+//! The first byte picks the reader (`L` the log answer). Whatever is accepted must hold what
 //! the readers promise: tags in the name grammar, sizes within the caps,
 //! an end after the start, a known kind; a sample only known metrics and
 //! finite values.
 #![no_main]
 
-use gemba_timeline::{event, sample, service};
+use gemba_timeline::{event, logs, sample, service};
 use libfuzzer_sys::fuzz_target;
 
 const NOW: u64 = 1_795_400_000_000;
@@ -33,6 +34,27 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
+    if which == b'L' {
+        let q = logs::LogQuery {
+            process: Some("shop".into()),
+            since_ms: 1_000,
+            until_ms: 2_000,
+            limit: 3,
+        };
+        if let Ok(list) = logs::checked("web-1", &q, rest) {
+            assert!(list.len() <= logs::MAX_EXCERPTS);
+            for e in &list {
+                assert_eq!((e.node.as_str(), e.process.as_str()), ("web-1", "shop"));
+                assert!(e.lines.len() <= 3);
+                for l in &e.lines {
+                    assert!((1_000..=2_000).contains(&l.at_ms));
+                    assert!(l.text.len() <= logs::LINE_BYTES + '…'.len_utf8());
+                    assert!(!l.text.chars().any(|c| c.is_control() && c != '\t'));
+                }
+            }
+        }
+        return;
+    }
     match which % 5 {
         0 => {
             if let Ok(e) = event::from_api(rest, NOW) {

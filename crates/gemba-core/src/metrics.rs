@@ -476,7 +476,6 @@ mod tests {
                 "not an absolute path",
             ),
             ("[metrics]\nlog_lines = 0", "log_lines"),
-
             ("[metrics]\ninterval = \"100ms\"", "too short"),
         ] {
             let e = parse(text).unwrap_err().join("; ");
@@ -496,7 +495,10 @@ mod tests {
         }
         let e = parse(&text).unwrap_err().join("; ");
         assert!(e.contains("over 200000 lines kept"), "{e}");
-        assert!(parse(&text.replace("10000", "9000")).is_ok(), "189,000 lines fit");
+        assert!(
+            parse(&text.replace("10000", "9000")).is_ok(),
+            "189,000 lines fit"
+        );
     }
 
     #[test]
