@@ -167,7 +167,17 @@ pub(crate) async fn event_page(
             .map(|x| format!(" → {}", format_ms(x)))
             .unwrap_or_default(),
         esc(&e.kind),
-        esc(&e.tags.join(" ")),
+        e.tags
+            .iter()
+            .map(|t| match t.strip_prefix("host=") {
+                // A node's page: its charts, events and lines.
+                Some(n) if gemba_core::ids::is_name(n) => {
+                    format!(r#"<a href="/nodes/{0}">host={0}</a>"#, esc(n))
+                }
+                _ => esc(t),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
         esc(&e.author),
         esc(&e.source),
     );

@@ -45,7 +45,7 @@ pub(crate) async fn node_page(
             "a node id is a name (letters, digits, '-', '_', '.')".into(),
         ));
     }
-    let mut since = "6h".to_string();
+    let mut since = "1h".to_string();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "since" if WINDOWS.contains(&v.as_ref()) => since = v.into_owned(),
@@ -181,7 +181,7 @@ pub(crate) async fn node_page(
         let _ = write!(b, "<h3>{}</h3><div class=\"charts\">", esc(p));
         for m in metrics {
             let raw =
-                format!("node={node}&process={p}&metric={m}&since={since}&width=460&height=220");
+                format!("node={node}&process={p}&metric={m}&since={since}&width=640&height=240");
             let Ok(q) = series_query_of(Some(&raw)) else {
                 continue;
             };

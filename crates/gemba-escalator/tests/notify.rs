@@ -71,11 +71,11 @@ async fn a_webhook_gets_json_with_a_slack_compatible_text() {
     assert_eq!(body["checks"][0]["id"], "smoke@node:web-1");
 }
 
-#[tokio::test]
-async fn mail_goes_through_an_smtp_relay() {
-    let l = TcpListener::bind("127.0.14.2:0").unwrap();
+/// A minimal SMTP relay on `ip`: enough of RFC 5321 for one message;
+/// the join handle gives the transcript.
+fn relay(ip: &str) -> (std::net::SocketAddr, std::thread::JoinHandle<String>) {
+    let l = TcpListener::bind(format!("{ip}:0")).unwrap();
     let addr = l.local_addr().unwrap();
-    // A minimal relay: enough of RFC 5321 for one message.
     let server = std::thread::spawn(move || {
         let (mut c, _) = l.accept().unwrap();
         let mut r = BufReader::new(c.try_clone().unwrap());
@@ -113,6 +113,12 @@ async fn mail_goes_through_an_smtp_relay() {
         }
         transcript
     });
+    (addr, server)
+}
+
+#[tokio::test]
+async fn mail_goes_through_an_smtp_relay() {
+    let (addr, server) = relay("127.0.14.2");
     let target = NotifyDef::Smtp {
         server: addr.to_string(),
         from: "gemba@example.test".into(),
@@ -166,4 +172,50 @@ async fn a_command_gets_the_notice_on_stdin_and_in_its_environment() {
         .unwrap_err();
     assert!(e.contains("/bin/false") && e.contains("exit 1"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_chart_goes_through_an_smtp_relay_as_an_inline_image() {
+    let (addr, server) = relay("127.0.14.3");
+    let target = NotifyDef::Smtp {
+        server: addr.to_string(),
+        from: "gemba@example.test".into(),
+        to: vec!["dev@example.test".into()],
+    };
+    // A PNG's signature and a little more: the relay sees what is sent.
+    let png = b"\x89PNG\r\n\x1a\n-chart-bytes-".to_vec();
+    notify::deliver(
+        &target,
+        notify::Outgoing {
+            subject: "gemba chart: tcp_established of shop".into(),
+            text: "connections never released since v2.3.1".into(),
+            json: serde_json::json!({}),
+            stdin: Vec::new(),
+            env: Vec::new(),
+            image: Some(notify::Image {
+                name: "chart.png".into(),
+                png,
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    let t = server.join().unwrap();
+    assert!(
+        t.contains("Subject: gemba chart: tcp_established of shop"),
+        "{t}"
+    );
+    assert!(t.contains("multipart/alternative"), "{t}");
+    assert!(t.contains("multipart/related"), "{t}");
+    assert!(t.contains("Content-ID: <chart>"), "{t}");
+    assert!(t.contains("Content-Disposition: inline"), "{t}");
+    // quoted-printable: `=` is `=3D`
+    assert!(
+        t.contains("src=3D\"cid:chart\""),
+        "the HTML part shows it: {t}"
+    );
+    assert!(t.contains("Content-Type: image/png"), "{t}");
+    // base64 of the PNG signature
+    assert!(t.contains("iVBORw0KGgo"), "{t}");
+    assert!(t.contains("connections never released since v2.3.1"), "{t}");
 }
