@@ -266,7 +266,7 @@ pub fn render_panel(served_by: &str, g: &Graph) -> String {
 }
 
 /// Links between the console's pages.
-pub(crate) const NAV: &str = r#"<nav><a href="/">grid</a><a href="/checks">checks</a><a href="/escalations">escalations</a><a href="/plan">plan</a><a href="/market">market</a><a href="/charts">charts</a><a href="/events">events</a></nav>"#;
+pub(crate) const NAV: &str = r#"<nav><a href="/">grid</a><a href="/checks">checks</a><a href="/escalations">escalations</a><a href="/plan">plan</a><a href="/market">market</a><a href="/charts">charts</a><a href="/events">events</a><a href="/incidents">incidents</a></nav>"#;
 
 /// The whole console page.
 pub fn render_page(node: &str, site: &str, g: &Graph) -> String {

@@ -8,6 +8,7 @@
 mod console;
 mod converge;
 mod events;
+mod incidents;
 mod learn_page;
 mod logs;
 mod market;
@@ -239,6 +240,16 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/api/v1/chart/send", post(events::chart_send))
         .route("/charts", get(learn_page::charts_page))
         .route("/nodes/{node}", get(node_page::node_page))
+        .route(
+            "/api/v1/incidents",
+            get(incidents::list).post(incidents::open),
+        )
+        .route(
+            "/api/v1/incidents/{id}",
+            get(incidents::one).post(incidents::change),
+        )
+        .route("/incidents", get(incidents::list_page))
+        .route("/incidents/{id}", get(incidents::page))
         .route(
             "/events",
             get(learn_page::events_page).post(events::graphite),

@@ -55,6 +55,7 @@ pub struct ConfigFile {
     pub store: Option<StoreSection>,
     pub market: Option<crate::market::MarketSection>,
     pub metrics: Option<crate::metrics::MetricsSection>,
+    pub incidents: Option<crate::incidents::IncidentsSection>,
     #[serde(default)]
     pub process: Vec<crate::metrics::ProcessSection>,
     #[serde(default)]
@@ -162,6 +163,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub market: crate::market::MarketConfig,
     pub metrics: crate::metrics::MetricsConfig,
+    pub incidents: crate::incidents::IncidentsConfig,
     pub policy: crate::policy::Policy,
 }
 
@@ -380,6 +382,8 @@ impl Config {
         let market = crate::market::market_config(&mut c, file.market.unwrap_or_default());
         let metrics =
             crate::metrics::metrics_config(&mut c, file.metrics.unwrap_or_default(), file.process);
+        let incidents =
+            crate::incidents::incidents_config(&mut c, file.incidents.unwrap_or_default());
         // The key a node creates in its data directory is checked like a
         // configured one once it exists: someone may have copied it in.
         if let Some(m) = &mesh {
@@ -398,6 +402,7 @@ impl Config {
                 store,
                 market,
                 metrics,
+                incidents,
                 policy,
             }),
             _ => Err(ConfigError::Invalid {

@@ -150,6 +150,15 @@ journal_retention = "{journal_retention}"
 # kind = "webhook"
 # url = "http://chat.internal/hooks/ops"
 
+[incidents]
+# An escalation opens an incident when it starts (start), only when the
+# escalator gives up and a human must act (give-up), or never; incidents
+# can always be opened by hand (`gemba incident open "title"`).
+open_on = "{open_on}"
+# An escalation starting within this long of an open incident's newest
+# one joins that incident (one outage, one incident).
+group_within = "{group_within}"
+
 [market]
 # Puppet (reports = http, reporturl = http://HOST:8777/api/v1/reports/puppet)
 # and chef-client (data_collector.server_url = .../api/v1/chef/data-collector)
@@ -236,6 +245,8 @@ log_lines = {log_lines}
         max_processes = gemba_metrics_defaults::MAX_PROCESSES,
         max_series = gemba_metrics_defaults::MAX_SERIES,
         log_lines = gemba_metrics_defaults::LOG_LINES,
+        open_on = crate::incidents::defaults::OPEN_ON,
+        group_within = crate::incidents::defaults::GROUP_WITHIN,
         max_report_size = gemba_market_defaults::MAX_REPORT_SIZE,
         market_at = gemba_market_defaults::MARKET_AT,
         timezone = gemba_market_defaults::TIMEZONE,

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod example;
 pub mod graph;
 pub mod ids;
+pub mod incidents;
 pub mod market;
 pub mod metrics;
 pub mod policy;

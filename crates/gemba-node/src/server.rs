@@ -305,7 +305,7 @@ pub(crate) async fn start(
     spawn_retention(stages, store.clone(), config.store.journal_retention, clock);
     let market = start_market(config, stages, clock).await;
     let (timeline, samples, sample_subscription) =
-        match start_timeline(config, mesh, stages, clock, store).await {
+        match start_timeline(config, mesh, stages, clock, store, handle.clone()).await {
             Some((t, s, sub)) => (Some(t), Some(s), Some(sub)),
             None => (None, None, None),
         };
@@ -423,6 +423,7 @@ async fn start_timeline(
     stages: &mut Stages<'_>,
     clock: Clock,
     journal: Arc<dyn Store>,
+    escalator: EscalatorHandle,
 ) -> Option<(gemba_timeline::TimelineHandle, SampleTx, ListenerHandle)> {
     let store = match gemba_store::open_timeline(&config.store.location).await {
         Ok(s) => s,
@@ -469,7 +470,17 @@ async fn start_timeline(
     d.spawn(
         Phase::Store,
         "events-from-journal",
-        gemba_timeline::service::follow_journal(handle.clone(), journal),
+        gemba_timeline::service::follow_journal(handle.clone(), journal.clone()),
+    );
+    d.spawn(
+        Phase::Store,
+        "incidents",
+        gemba_timeline::incident::follow(handle.clone(), journal, config.incidents.clone()),
+    );
+    d.spawn(
+        Phase::Store,
+        "state-changes",
+        record_changes(handle.clone(), mesh.clone(), escalator),
     );
     d.spawn(
         Phase::Store,
@@ -482,6 +493,76 @@ async fn start_timeline(
         gemba_timeline::service::prune(handle.clone(), EVENT_RETENTION),
     );
     Some((handle, samples_tx, subscription))
+}
+
+/// How often servers look for state changes of checks, nodes and links.
+const CHANGES_EVERY: Duration = Duration::from_secs(2);
+
+/// Records what changes state (check hard states, node and link states)
+/// for incident timelines, and prunes what is past the events' retention.
+async fn record_changes(
+    t: gemba_timeline::TimelineHandle,
+    mesh: Arc<MeshNode>,
+    escalator: EscalatorHandle,
+) {
+    use gemba_timeline::changes::{Recorder, Seen};
+    let mut recorder = Recorder::default();
+    let mut every = tokio::time::interval(CHANGES_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruned_ms = 0u64;
+    loop {
+        every.tick().await;
+        let now = t.now_ms();
+        let mut seen = Vec::new();
+        for r in escalator.checks().await {
+            let node = match &r.scope {
+                gemba_core::Scope::Node(n) => n.clone(),
+                _ => String::new(),
+            };
+            seen.push(Seen {
+                kind: "check",
+                subject: format!("{}@{}", r.check, r.scope),
+                node,
+                state: r.state.as_str().to_string(),
+                at_ms: r.since_ms,
+                detail: r.output.lines().next().unwrap_or("").to_string(),
+            });
+        }
+        let graph = mesh.graph().await;
+        for n in &graph.nodes {
+            seen.push(Seen {
+                kind: "node",
+                subject: n.id.clone(),
+                node: n.id.clone(),
+                state: n.state.as_str().to_string(),
+                at_ms: now,
+                detail: format!("{} of {} observers see it down", n.down_votes, n.observers),
+            });
+        }
+        for e in &graph.edges {
+            seen.push(Seen {
+                kind: "link",
+                subject: format!("{}>{}", e.source, e.target),
+                node: String::new(),
+                state: e.state.to_string(),
+                at_ms: e.since.map(|s| s * 1000).unwrap_or(now),
+                detail: e.reason.clone().unwrap_or_default(),
+            });
+        }
+        let changes = recorder.pass(seen, now);
+        if !changes.is_empty() {
+            if let Err(e) = t.store().add_changes(changes).await {
+                tracing::warn!(error = %e, "cannot record state changes");
+            }
+        }
+        if now.saturating_sub(pruned_ms) > 3_600_000 {
+            pruned_ms = now;
+            let before = now.saturating_sub(EVENT_RETENTION.as_millis() as u64);
+            if let Err(e) = t.store().prune_changes(before).await {
+                tracing::warn!(error = %e, "cannot prune state changes");
+            }
+        }
+    }
 }
 
 /// Sends one edition of the market to every target: Markdown for mail and

@@ -3,93 +3,14 @@
 //! shop, on web-1's escalation page and in the notice its failing step
 //! sends, and only to requests with the API token.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_core::{Config, ConfigFile, Overrides};
-use gemba_mesh::{GridKey, UdpNet};
+use common::*;
+use gemba_mesh::UdpNet;
 use gemba_node::Node;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
-
-const TOKEN: &str = "logs-test-token-0123456789";
-
-fn key() -> GridKey {
-    GridKey::new(b"logs-test-grid-key-0123456789abc".to_vec()).unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gemba-node-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn config(id: &str, ip: &str, seed: Option<&str>, dir: &Path, toml: &str) -> Config {
-    let o = Overrides {
-        node_id: Some(id.into()),
-        mesh_listen: Some(format!("{ip}:7946")),
-        http_listen: Some(format!("{ip}:0")),
-        seeds: seed.map(|s| vec![s.to_string()]).unwrap_or_default(),
-        data_dir: Some(dir.join(id)),
-        token: Some(TOKEN.into()),
-        ..Default::default()
-    };
-    let file = ConfigFile::parse(Path::new("test.toml"), toml).unwrap();
-    Config::from_file(file, &o, "test.toml").unwrap()
-}
-
-/// One HTTP/1.0 exchange: the status and the body.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: bool,
-    body: &str,
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = if token {
-        format!("Authorization: Bearer {TOKEN}\r\n")
-    } else {
-        String::new()
-    };
-    let content = if body.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        )
-    };
-    s.write_all(
-        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}{content}\r\n{body}").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (status, body.to_string())
-}
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_shows_and_sends_the_log_lines_of_another_node_only_with_the_token() {

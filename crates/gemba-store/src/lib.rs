@@ -26,7 +26,10 @@ mod timeline;
 pub use market::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunCounts, RunRow, StartRow};
 pub use migrations::STAGES;
 pub use sqlite::SqliteStore;
-pub use timeline::{EventFilter, EventRow, Point, PointCounts, SeriesKey, Tier, TimelineStore};
+pub use timeline::{
+    ChangeRow, EventFilter, EventRow, IncidentRow, Point, PointCounts, SeriesKey, Tier,
+    TimelineStore,
+};
 
 use serde::{Deserialize, Serialize};
 

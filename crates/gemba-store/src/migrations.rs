@@ -94,6 +94,32 @@ const TIMELINE: &[&str] = &[
         v REAL NOT NULL,
         PRIMARY KEY (t, series)
     ) WITHOUT ROWID;",
+    // 4: what changed state (checks, nodes, links), as servers saw it, for
+    // incident timelines; incidents (indexed fields, the rest as JSON, a
+    // version for updates that must not overwrite each other) and the
+    // escalations each one gathers.
+    "CREATE TABLE timeline_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        node TEXT NOT NULL,
+        state TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX timeline_changes_at ON timeline_changes (at_ms);
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        opened_ms INTEGER NOT NULL,
+        closed_ms INTEGER,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE incident_escalations (
+        escalation INTEGER PRIMARY KEY,
+        incident INTEGER NOT NULL
+    );",
 ];
 
 /// The market's tables.

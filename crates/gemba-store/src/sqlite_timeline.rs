@@ -39,6 +39,22 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
+/// Puts escalations into incident `id`; one another incident holds
+/// stays there.
+fn gather_escalations(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    escalations: &[u64],
+) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO incident_escalations (escalation, incident) VALUES (?1, ?2)",
+    )?;
+    for e in escalations {
+        st.execute(params![*e as i64, id])?;
+    }
+    Ok(())
+}
+
 /// Page cache of the timeline's connection: series points are written a
 /// batch at a time into a tree ordered by series, so each batch touches a
 /// page per series; with these pages cached it does not read them back.
@@ -377,5 +393,266 @@ impl TimelineStore for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn add_changes(&self, changes: Vec<ChangeRow>) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO timeline_changes (at_ms, kind, subject, node, state, previous, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for ch in &changes {
+                    st.execute(params![
+                        ch.at_ms as i64,
+                        ch.kind,
+                        ch.subject,
+                        ch.node,
+                        ch.state,
+                        ch.previous,
+                        ch.detail
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn changes(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRow>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT at_ms, kind, subject, node, state, previous, detail FROM timeline_changes
+                 WHERE at_ms >= ?1 AND at_ms <= ?2 ORDER BY at_ms, id LIMIT ?3",
+            )?;
+            let rows = st.query_map(
+                params![since_ms as i64, until_ms as i64, limit as i64],
+                |r| {
+                    Ok(ChangeRow {
+                        at_ms: r.get::<_, i64>(0)? as u64,
+                        kind: r.get(1)?,
+                        subject: r.get(2)?,
+                        node: r.get(3)?,
+                        state: r.get(4)?,
+                        previous: r.get(5)?,
+                        detail: r.get(6)?,
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn prune_changes(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM timeline_changes WHERE at_ms < ?1",
+                [before_ms as i64],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn add_incident(
+        &self,
+        opened_ms: u64,
+        body: String,
+        escalations: Vec<u64>,
+    ) -> Result<i64, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO incidents (opened_ms, closed_ms, version, body) VALUES (?1, NULL, 1, ?2)",
+                params![opened_ms as i64, body],
+            )?;
+            let id = tx.last_insert_rowid();
+            gather_escalations(&tx, id, &escalations)?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn incidents(
+        &self,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<IncidentRow>, StoreError> {
+        let ids: Vec<i64> = self
+            .with(move |c| {
+                let sql = if open_only {
+                    "SELECT id FROM incidents WHERE closed_ms IS NULL ORDER BY id DESC LIMIT ?1"
+                } else {
+                    "SELECT id FROM incidents ORDER BY id DESC LIMIT ?1"
+                };
+                let mut st = c.prepare_cached(sql)?;
+                let rows = st.query_map([limit as i64], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = self.incident(id).await? {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn incident(&self, id: i64) -> Result<Option<IncidentRow>, StoreError> {
+        self.with(move |c| {
+            let Some(mut row) = c
+                .query_row(
+                    "SELECT id, opened_ms, closed_ms, version, body FROM incidents WHERE id = ?1",
+                    [id],
+                    |r| {
+                        Ok(IncidentRow {
+                            id: r.get(0)?,
+                            opened_ms: r.get::<_, i64>(1)? as u64,
+                            closed_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                            version: r.get(3)?,
+                            body: r.get(4)?,
+                            escalations: Vec::new(),
+                        })
+                    },
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut st = c.prepare_cached(
+                "SELECT escalation FROM incident_escalations WHERE incident = ?1 ORDER BY escalation",
+            )?;
+            row.escalations = st
+                .query_map([id], |r| r.get::<_, i64>(0).map(|v| v as u64))?
+                .collect::<Result<_, _>>()?;
+            Ok(Some(row))
+        })
+        .await
+    }
+
+    async fn incident_of(&self, escalation: u64) -> Result<Option<i64>, StoreError> {
+        self.with(move |c| {
+            c.query_row(
+                "SELECT incident FROM incident_escalations WHERE escalation = ?1",
+                [escalation as i64],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn update_incident(
+        &self,
+        id: i64,
+        version: i64,
+        closed_ms: Option<u64>,
+        body: String,
+        escalations: Vec<u64>,
+    ) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE incidents SET closed_ms = ?1, body = ?2, version = version + 1
+                 WHERE id = ?3 AND version = ?4",
+                params![closed_ms.map(|v| v as i64), body, id, version],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            gather_escalations(&tx, id, &escalations)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(at_ms: u64, subject: &str) -> ChangeRow {
+        ChangeRow {
+            at_ms,
+            kind: "check".into(),
+            subject: subject.into(),
+            node: "web-1".into(),
+            state: "failing".into(),
+            previous: "passing".into(),
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_are_read_by_window_oldest_first_and_pruned() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.add_changes(vec![change(30, "c"), change(10, "a"), change(20, "b")])
+            .await
+            .unwrap();
+        let got: Vec<String> = s
+            .changes(10, 20, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.subject)
+            .collect();
+        assert_eq!(got, ["a", "b"]);
+        assert_eq!(s.prune_changes(20).await.unwrap(), 1);
+        assert_eq!(s.changes(0, 100, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_incident_update_names_the_version_it_read() {
+        let s = SqliteStore::in_memory().unwrap();
+        let id = s.add_incident(5, "{}".into(), vec![7]).await.unwrap();
+        assert_eq!(s.incident_of(7).await.unwrap(), Some(id));
+        let read = s.incident(id).await.unwrap().unwrap();
+        assert_eq!((read.version, read.escalations.clone()), (1, vec![7]));
+        // Two writers read version 1: the first wins, the second is told.
+        assert!(s
+            .update_incident(id, 1, None, "{\"a\":1}".into(), vec![8])
+            .await
+            .unwrap());
+        assert!(!s
+            .update_incident(id, 1, Some(9), "{\"b\":1}".into(), vec![])
+            .await
+            .unwrap());
+        let now = s.incident(id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                now.version,
+                now.body.as_str(),
+                now.closed_ms,
+                now.escalations
+            ),
+            (2, "{\"a\":1}", None, vec![7, 8])
+        );
+        // An escalation belongs to one incident.
+        let other = s.add_incident(6, "{}".into(), vec![8, 9]).await.unwrap();
+        assert_eq!(s.incident_of(8).await.unwrap(), Some(id));
+        assert_eq!(s.incident_of(9).await.unwrap(), Some(other));
+        assert_eq!(s.incidents(true, 10).await.unwrap().len(), 2);
+        assert!(s
+            .update_incident(other, 1, Some(10), "{}".into(), vec![])
+            .await
+            .unwrap());
+        let open: Vec<i64> = s
+            .incidents(true, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(open, [id]);
     }
 }

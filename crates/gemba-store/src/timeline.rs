@@ -90,6 +90,34 @@ pub struct PointCounts {
     pub series: u64,
 }
 
+/// A state change a server saw: a check, a node or a link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRow {
+    pub at_ms: u64,
+    /// `check`, `node` or `link`.
+    pub kind: String,
+    /// The check id (`name@scope`), the node id, or `from>to`.
+    pub subject: String,
+    /// The node it is about (`""` for tier and global checks).
+    pub node: String,
+    pub state: String,
+    pub previous: String,
+    pub detail: String,
+}
+
+/// A stored incident: indexed fields and the rest as JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncidentRow {
+    pub id: i64,
+    pub opened_ms: u64,
+    pub closed_ms: Option<u64>,
+    /// Bumped by every update; an update names the version it read.
+    pub version: i64,
+    pub body: String,
+    /// The escalations it gathers.
+    pub escalations: Vec<u64>,
+}
+
 #[async_trait::async_trait]
 pub trait TimelineStore: Send + Sync {
     /// Stores the events in one transaction; for each, its id, or `None`
@@ -139,4 +167,42 @@ pub trait TimelineStore: Send + Sync {
         until_s: u64,
     ) -> Result<Vec<Point>, StoreError>;
     async fn point_counts(&self) -> Result<PointCounts, StoreError>;
+
+    async fn add_changes(&self, changes: Vec<ChangeRow>) -> Result<(), StoreError>;
+    /// Changes in `[since_ms, until_ms]`, oldest first, at most `limit`.
+    async fn changes(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRow>, StoreError>;
+    async fn prune_changes(&self, before_ms: u64) -> Result<u64, StoreError>;
+
+    /// A new incident gathering `escalations` (those another incident
+    /// holds already are left there); its id.
+    async fn add_incident(
+        &self,
+        opened_ms: u64,
+        body: String,
+        escalations: Vec<u64>,
+    ) -> Result<i64, StoreError>;
+    /// Newest first; only open ones when `open_only`.
+    async fn incidents(
+        &self,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<IncidentRow>, StoreError>;
+    async fn incident(&self, id: i64) -> Result<Option<IncidentRow>, StoreError>;
+    /// The incident that gathers an escalation.
+    async fn incident_of(&self, escalation: u64) -> Result<Option<i64>, StoreError>;
+    /// Writes the incident if it is still at `version` (and gathers
+    /// `escalations` too); `false` when someone else wrote it first.
+    async fn update_incident(
+        &self,
+        id: i64,
+        version: i64,
+        closed_ms: Option<u64>,
+        body: String,
+        escalations: Vec<u64>,
+    ) -> Result<bool, StoreError>;
 }

@@ -152,6 +152,26 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
+/// Refuses control characters in a one-line field.
+pub fn no_controls(field: &str, s: &str) -> Result<(), EventError> {
+    if s.chars().any(char::is_control) {
+        return Err(bad(format!("{field} contains a control character")));
+    }
+    Ok(())
+}
+
+/// Refuses control characters but line breaks and tabs in a text.
+pub fn no_controls_but_lines(field: &str, s: &str) -> Result<(), EventError> {
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(bad(format!(
+            "{field} contains a control character other than a line break or a tab"
+        )));
+    }
+    Ok(())
+}
+
 fn line(field: &str, s: &str, max: usize) -> Result<String, EventError> {
     let s = s.trim();
     if s.chars().count() > max {

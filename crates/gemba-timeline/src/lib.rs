@@ -2,8 +2,10 @@
 //! stages' records (escalation steps, configuration runs) into events.
 
 pub mod agent;
+pub mod changes;
 pub mod chart;
 pub mod event;
+pub mod incident;
 pub mod logs;
 pub mod sample;
 pub mod series;

@@ -65,6 +65,12 @@ pub enum Command {
         #[command(subcommand)]
         command: EventCommand,
     },
+    /// Incidents: list them, show one with its timeline, open one by hand,
+    /// change or close one.
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
     /// Draw a metric over time with change events as markers, as SVG or
     /// PNG (host metrics with no --process, e.g. --metric load1).
     Chart(ChartArgs),
@@ -226,6 +232,58 @@ pub struct LogsArgs {
     pub token: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// Newest first.
+    List {
+        /// Only the open ones.
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One incident with its timeline.
+    Show {
+        /// I-12 or 12.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Open one by hand.
+    Open {
+        title: String,
+        /// critical, major or minor.
+        #[arg(long, default_value = "major")]
+        severity: String,
+        #[arg(long, default_value = "")]
+        summary: String,
+        /// A node it is about (repeat for several): its changes, log lines
+        /// and charts join the timeline.
+        #[arg(long)]
+        node: Vec<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Change its title, severity or summary.
+    Edit {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long)]
+        summary: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Close it (it stays, with its timeline).
+    Close {
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

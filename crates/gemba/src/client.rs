@@ -135,11 +135,13 @@ impl Client {
         body: &[u8],
     ) -> anyhow::Result<(u16, String)> {
         let url = self.url(path);
+        let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
         let mut req = ureq::post(&url)
             .config()
             .http_status_as_error(false)
             .build()
-            .header("content-type", content_type);
+            .header("content-type", content_type)
+            .header("x-gemba-user", &user);
         if let Some(t) = &self.token {
             req = req.header("authorization", &format!("Bearer {t}"));
         }

@@ -477,10 +477,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         start,
         args.fault_after,
     );
+    let incidents = tell_incidents(timeline.clone(), http0, start);
     tokio::select! {
         _ = faults => {}
         _ = converge => {}
         _ = shop => {}
+        _ = incidents => {}
         _ = stop => {}
     }
     // Leave nothing running behind: every node drains (the server's
@@ -593,6 +595,45 @@ async fn service_kills(
                 "{} KILLED the web service on {node} (pid {pid}); the escalator should restart it",
                 elapsed(start)
             );
+        }
+    }
+}
+
+/// Says when an escalation opens an incident and when it closes, with
+/// the incident's page.
+async fn tell_incidents(
+    timeline: Option<gemba_timeline::TimelineHandle>,
+    http: SocketAddr,
+    start: Instant,
+) {
+    let Some(t) = timeline else {
+        return std::future::pending().await;
+    };
+    let mut told: std::collections::HashMap<i64, bool> = std::collections::HashMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(all) = gemba_timeline::incident::list(&t, false, 50).await else {
+            continue;
+        };
+        for i in all.iter().rev() {
+            let was = told.insert(i.id, i.is_open());
+            match (was, i.is_open()) {
+                (None, true) => println!(
+                    "{} INCIDENT I-{} opened by {}: {} (timeline: http://{http}/incidents/{})",
+                    elapsed(start),
+                    i.id,
+                    i.body.opened_by,
+                    i.body.title,
+                    i.id
+                ),
+                (Some(true), false) | (None, false) => println!(
+                    "{} INCIDENT I-{} closed: {}",
+                    elapsed(start),
+                    i.id,
+                    i.body.closed_by.as_deref().unwrap_or("")
+                ),
+                _ => {}
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ mod demo_market;
 mod demo_service;
 mod event_cmd;
 mod graph_cmd;
+mod incident_cmd;
 mod market_cmd;
 mod node;
 mod node_cmd;
@@ -90,6 +91,7 @@ fn main() -> ExitCode {
         Command::Chart(args) => event_cmd::chart(&args),
         Command::SendChart(args) => event_cmd::send_chart(&args),
         Command::Logs(args) => event_cmd::logs(&args),
+        Command::Incident { command } => incident_cmd::run(command),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());

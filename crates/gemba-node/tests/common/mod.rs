@@ -1,0 +1,89 @@
+//! What the two-node tests share: a node's config on a loopback address,
+//! a raw HTTP/1.0 exchange, and waiting for a condition.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gemba_core::{Config, ConfigFile, Overrides};
+use gemba_mesh::GridKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+pub const TOKEN: &str = "logs-test-token-0123456789";
+
+pub fn key() -> GridKey {
+    GridKey::new(b"logs-test-grid-key-0123456789abc".to_vec()).unwrap()
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gemba-node-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn config(id: &str, ip: &str, seed: Option<&str>, dir: &Path, toml: &str) -> Config {
+    let o = Overrides {
+        node_id: Some(id.into()),
+        mesh_listen: Some(format!("{ip}:7946")),
+        http_listen: Some(format!("{ip}:0")),
+        seeds: seed.map(|s| vec![s.to_string()]).unwrap_or_default(),
+        data_dir: Some(dir.join(id)),
+        token: Some(TOKEN.into()),
+        ..Default::default()
+    };
+    let file = ConfigFile::parse(Path::new("test.toml"), toml).unwrap();
+    Config::from_file(file, &o, "test.toml").unwrap()
+}
+
+/// One HTTP/1.0 exchange: the status and the body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: bool,
+    body: &str,
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = if token {
+        format!("Authorization: Bearer {TOKEN}\r\n")
+    } else {
+        String::new()
+    };
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
+    s.write_all(
+        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}{content}\r\n{body}").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
+}
+
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
