@@ -23,6 +23,8 @@ pub const MAX_TITLE: usize = 200;
 pub const MAX_SUMMARY: usize = 8000;
 /// How far before an incident opened its timeline starts.
 pub const LEAD: u64 = 10 * 60_000;
+/// How long after it closed its timeline goes on (did it stay fixed?).
+pub const TAIL: u64 = 2 * 60_000;
 /// The most timeline entries of each source.
 const MAX_ENTRIES: usize = 2000;
 
@@ -391,12 +393,12 @@ pub struct Entry {
 }
 
 /// The window an incident's timeline covers: from `LEAD` before it opened
-/// to when it closed (or now), at least 10 minutes after it opened.
+/// to `TAIL` after it closed (or now, while it is open).
 pub fn window(i: &Incident, now_ms: u64) -> (u64, u64) {
     let until = i
         .closed_ms
+        .map(|c| c + TAIL)
         .unwrap_or(now_ms)
-        .max(i.opened_ms + LEAD)
         .min(now_ms.max(i.opened_ms));
     (i.opened_ms.saturating_sub(LEAD), until)
 }
