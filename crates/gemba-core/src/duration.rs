@@ -55,7 +55,11 @@ impl FromStr for HumanDuration {
                     ))
                 }
             };
-            total += part;
+            // Each part saturates; their sum must not overflow either
+            // (a query string may say `18446744073709551615d9d`).
+            total = total
+                .checked_add(part)
+                .ok_or_else(|| format!("invalid duration {text:?}: too long"))?;
         }
         Ok(HumanDuration(total))
     }
@@ -90,6 +94,15 @@ mod tests {
             "250ms".parse::<HumanDuration>().unwrap().to_string(),
             "250ms"
         );
+    }
+
+    #[test]
+    fn a_sum_too_long_is_an_error_not_a_panic() {
+        // Found by the `events` fuzz target through an event query.
+        let err = "18446744073709551615d6744073709551615d"
+            .parse::<HumanDuration>()
+            .unwrap_err();
+        assert!(err.contains("too long"), "{err}");
     }
 
     #[test]
