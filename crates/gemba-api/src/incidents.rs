@@ -174,10 +174,61 @@ async fn load(s: &Shared, id: i64) -> Result<(Incident, Vec<incident::Entry>), A
     let Some(i) = incident::get(t, id).await? else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")));
     };
-    let entries = incident::timeline(t, &journal(s)?, &i)
+    let mut entries = incident::timeline(t, &journal(s)?, &i)
         .await
         .map_err(|e: TimelineError| ApiError::from(e))?;
+    entries.extend(market_entries(s, &i).await);
+    entries.sort_by_key(|e| e.at_ms);
     Ok((i, entries))
+}
+
+/// Morning-market problems on its nodes that were not resolved before
+/// its window began: at when they were first seen, or at the window's
+/// start for older ones ("open since ...").
+async fn market_entries(s: &Shared, i: &Incident) -> Vec<incident::Entry> {
+    let (Some(m), Some(t)) = (&s.market, &s.timeline) else {
+        return Vec::new();
+    };
+    let nodes = i.nodes();
+    if nodes.is_empty() {
+        return Vec::new();
+    }
+    let (since, until) = incident::window(i, t.now_ms());
+    let Ok(problems) = m.problems().await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in problems {
+        let on: Vec<&String> = nodes.iter().filter(|n| p.nodes.contains_key(*n)).collect();
+        let resolved_before = p
+            .resolved_ms
+            .is_some_and(|r| r < since && p.status == gemba_market::problem::Status::Resolved);
+        if on.is_empty() || resolved_before || p.first_seen_ms > until {
+            continue;
+        }
+        let (at_ms, when) = if p.first_seen_ms >= since {
+            (p.first_seen_ms, "first seen".to_string())
+        } else {
+            (since, format!("open since {}", format_ms(p.first_seen_ms)))
+        };
+        out.push(incident::Entry {
+            at_ms,
+            source: "market".into(),
+            text: format!(
+                "problem P-{} {} ({}, {when}) on {}: {}",
+                p.id,
+                p.status.as_str(),
+                p.severity.as_str(),
+                on.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "),
+                p.title
+            ),
+            link: Some(format!("/market/problems/{}", p.id)),
+        });
+        if out.len() >= 50 {
+            break;
+        }
+    }
+    out
 }
 
 /// The log lines of its nodes from before it opened to a while after.

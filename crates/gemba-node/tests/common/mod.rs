@@ -38,6 +38,23 @@ pub fn config(id: &str, ip: &str, seed: Option<&str>, dir: &Path, toml: &str) ->
     Config::from_file(file, &o, "test.toml").unwrap()
 }
 
+/// A POST with the token and a body of `content_type`.
+pub async fn http_typed(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
 /// One HTTP/1.0 exchange: the status and the body.
 pub async fn http(
     addr: SocketAddr,
@@ -46,7 +63,6 @@ pub async fn http(
     token: bool,
     body: &str,
 ) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = if token {
         format!("Authorization: Bearer {TOKEN}\r\n")
     } else {
@@ -60,11 +76,17 @@ pub async fn http(
             body.len()
         )
     };
-    s.write_all(
-        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}{content}\r\n{body}").as_bytes(),
+    exchange(
+        addr,
+        &format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}{content}\r\n{body}"),
     )
     .await
-    .unwrap();
+}
+
+/// Sends `request` as written; the status and the body of the answer.
+async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let status = out
