@@ -520,6 +520,11 @@ pub fn encode(s: &Sample) -> String {
                 // Whole numbers print without a fraction.
                 if v.fract() == 0.0 && v.abs() < 1e15 {
                     let _ = write!(out, " {k}={}", *v as i64);
+                } else if v.abs() >= 1e15 {
+                    // Short enough for the decoder's 24 characters, whatever
+                    // the magnitude (the events fuzz target found 1e250
+                    // printed in full).
+                    let _ = write!(out, " {k}={:e}", v);
                 } else {
                     let _ = write!(out, " {k}={:.3}", v);
                 }

@@ -106,4 +106,17 @@ fn hostile_gossip_samples_are_refused() {
     }
     assert!(decode("leaky", &format!("12 ! {}", "x".repeat(300))).is_err());
     assert!(decode("leaky", &"1".repeat(5000)).is_err());
+    // What decodes encodes to what decodes, however large (found by the
+    // events fuzz target: 1e250 was printed in full, over 24 characters).
+    for v in [
+        "1e250",
+        "-1.7976931348623157e308",
+        "123456789012345.5",
+        "0.0001",
+    ] {
+        let s = decode("leaky", &format!("7 cpu_percent={v}")).unwrap();
+        let again = decode("leaky", &encode(&s)).unwrap();
+        let (a, b) = (s.values["cpu_percent"], again.values["cpu_percent"]);
+        assert!((a - b).abs() <= a.abs() * 1e-9 + 0.001, "{v}: {a} vs {b}");
+    }
 }
