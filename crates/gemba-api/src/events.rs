@@ -162,12 +162,7 @@ pub(crate) async fn one(
     headers: axum::http::HeaderMap,
 ) -> Answer {
     let t = timeline(&s)?;
-    let n: i64 = id
-        .parse()
-        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "an event id is a number".into()))?;
-    let Some(e) = t.event(n).await? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no event {n}")));
-    };
+    let e = event_of(t, &id).await?;
     let callouts = gemba_timeline::trend::callouts(t, &e)
         .await
         .map_err(TimelineError::from)?;
@@ -188,6 +183,31 @@ pub(crate) async fn one(
         v["logs"] = crate::logs::json(&crate::logs::around_event(&s, &e).await);
     }
     Ok(Json(v).into_response())
+}
+
+/// A query parameter that must be a name (the grid's one grammar).
+pub(crate) fn name_param(what: &str, v: &str) -> Result<String, ApiError> {
+    if gemba_core::ids::is_name(v) {
+        Ok(v.to_string())
+    } else {
+        Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{what} {:?} is not a name (letters, digits, '-', '_', '.')",
+                v.chars().take(64).collect::<String>()
+            ),
+        ))
+    }
+}
+
+/// The event an id in a path names.
+pub(crate) async fn event_of(t: &TimelineHandle, id: &str) -> Result<EventRow, ApiError> {
+    let n: i64 = id
+        .parse()
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "an event id is a number".into()))?;
+    t.event(n)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no event {n}")))
 }
 
 /// What a series query names: `node`, `process` (`host` for the machine)
@@ -224,24 +244,11 @@ pub(crate) fn series_query_of(raw: Option<&str>) -> Result<SeriesQuery, ApiError
             "the query string is longer than 8192 bytes".into(),
         ));
     }
-    let name = |what: &str, v: &str| -> Result<String, ApiError> {
-        if gemba_core::ids::is_name(v) {
-            Ok(v.to_string())
-        } else {
-            Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{what} {:?} is not a name (letters, digits, '-', '_', '.')",
-                    v.chars().take(64).collect::<String>()
-                ),
-            ))
-        }
-    };
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         match k.as_ref() {
-            "node" => q.nodes.push(name("node", &v)?),
-            "process" => q.processes.push(name("process", &v)?),
-            "metric" => q.metric = name("metric", &v)?,
+            "node" => q.nodes.push(name_param("node", &v)?),
+            "process" => q.processes.push(name_param("process", &v)?),
+            "metric" => q.metric = name_param("metric", &v)?,
             "since" | "from" => q.since = Some(v.into_owned()),
             "until" | "to" => q.until = Some(v.into_owned()),
             "width" | "height" => {
@@ -573,11 +580,14 @@ async fn chart_logs(s: &Shared, q: &SeriesQuery, at_ms: u64) -> Vec<crate::logs:
         [p] if p != gemba_timeline::sample::HOST => Some(p.clone()),
         _ => None,
     };
-    let mut nodes = q.nodes.clone();
-    if nodes.is_empty() {
-        let tags: Vec<String> = process.iter().map(|p| format!("service={p}")).collect();
-        nodes = crate::logs::event_scope(s, &tags).0;
-    }
+    let nodes = if q.nodes.is_empty() {
+        process
+            .as_deref()
+            .map(|p| crate::logs::nodes_sampling(s, p))
+            .unwrap_or_default()
+    } else {
+        q.nodes.clone()
+    };
     let mut lq = gemba_timeline::logs::LogQuery::around(
         process,
         at_ms,

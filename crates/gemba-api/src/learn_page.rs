@@ -6,12 +6,11 @@
 use std::fmt::Write;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use gemba_timeline::event::format_ms;
 use gemba_timeline::sample::{HOST, HOST_METRICS, PROCESS_METRICS};
 
-use crate::converge::{Answer, ApiError};
+use crate::converge::Answer;
 use crate::events::{chart_of, series_query_of, timeline};
 use crate::svg::esc;
 use crate::Shared;
@@ -153,12 +152,8 @@ pub(crate) async fn event_page(
     headers: axum::http::HeaderMap,
 ) -> Answer {
     let t = timeline(&s)?;
-    let n: i64 = id
-        .parse()
-        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "an event id is a number".into()))?;
-    let Some(e) = t.event(n).await? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no event {n}")));
-    };
+    let e = crate::events::event_of(t, &id).await?;
+    let n = e.id;
     let mut body = format!(
         r#"<p><b>{}</b></p><table><tr><th>when</th><td>{}{}</td></tr><tr><th>kind</th><td>{}</td></tr><tr><th>tags</th><td>{}</td></tr><tr><th>by</th><td>{}</td></tr><tr><th>source</th><td>{}</td></tr>"#,
         esc(&e.what),

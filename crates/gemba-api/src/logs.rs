@@ -64,27 +64,14 @@ pub(crate) async fn logs(
         limit: 100,
     };
     let mut node = None;
-    let name = |what: &str, v: &str| -> Result<String, ApiError> {
-        if gemba_core::ids::is_name(v) {
-            Ok(v.to_string())
-        } else {
-            Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{what} {:?} is not a name (letters, digits, '-', '_', '.')",
-                    v.chars().take(64).collect::<String>()
-                ),
-            ))
-        }
-    };
     let time = |what: &str, v: &str| {
         gemba_timeline::service::point(v, now)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{what}: {}", e.0)))
     };
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         match k.as_ref() {
-            "process" => q.process = Some(name("process", &v)?),
-            "node" => node = Some(name("node", &v)?),
+            "process" => q.process = Some(crate::events::name_param("process", &v)?),
+            "node" => node = Some(crate::events::name_param("node", &v)?),
             "since" | "from" => since = Some(time("since", &v)?),
             "until" | "to" => until = Some(time("until", &v)?),
             "limit" => {
@@ -161,20 +148,35 @@ pub(crate) fn event_scope(s: &Shared, tags: &[String]) -> (Vec<String>, Option<S
     let process = tag("service").into_iter().next();
     let mut nodes = tag("host");
     if nodes.is_empty() {
-        if let (Some(p), Some(t)) = (&process, &s.timeline) {
-            if let Ok(latest) = t.latest.lock() {
-                nodes = latest
-                    .keys()
-                    .filter(|(_, name)| name == p)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-            }
+        if let Some(p) = &process {
+            nodes = nodes_sampling(s, p);
         }
     }
     nodes.sort();
     nodes.dedup();
     nodes.truncate(8);
     (nodes, process)
+}
+
+/// The nodes whose agents sample `process` (at most 8).
+pub(crate) fn nodes_sampling(s: &Shared, process: &str) -> Vec<String> {
+    let Some(t) = &s.timeline else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<String> = t
+        .latest
+        .lock()
+        .map(|latest| {
+            latest
+                .keys()
+                .filter(|(_, name)| name == process)
+                .map(|(n, _)| n.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    nodes.sort();
+    nodes.truncate(8);
+    nodes
 }
 
 fn hhmmss(ms: u64) -> String {

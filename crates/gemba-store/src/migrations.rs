@@ -104,6 +104,7 @@ const TIMELINE: &[&str] = &[
         kind TEXT NOT NULL,
         subject TEXT NOT NULL,
         node TEXT NOT NULL,
+        peer TEXT NOT NULL,
         state TEXT NOT NULL,
         previous TEXT NOT NULL,
         detail TEXT NOT NULL

@@ -400,8 +400,8 @@ impl TimelineStore for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO timeline_changes (at_ms, kind, subject, node, state, previous, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO timeline_changes (at_ms, kind, subject, node, peer, state, previous, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for ch in &changes {
                     st.execute(params![
@@ -409,6 +409,7 @@ impl TimelineStore for SqliteStore {
                         ch.kind,
                         ch.subject,
                         ch.node,
+                        ch.peer,
                         ch.state,
                         ch.previous,
                         ch.detail
@@ -424,27 +425,36 @@ impl TimelineStore for SqliteStore {
         &self,
         since_ms: u64,
         until_ms: u64,
+        nodes: Vec<String>,
         limit: usize,
     ) -> Result<Vec<ChangeRow>, StoreError> {
         self.with(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT at_ms, kind, subject, node, state, previous, detail FROM timeline_changes
-                 WHERE at_ms >= ?1 AND at_ms <= ?2 ORDER BY at_ms, id LIMIT ?3",
-            )?;
-            let rows = st.query_map(
-                params![since_ms as i64, until_ms as i64, limit as i64],
-                |r| {
-                    Ok(ChangeRow {
-                        at_ms: r.get::<_, i64>(0)? as u64,
-                        kind: r.get(1)?,
-                        subject: r.get(2)?,
-                        node: r.get(3)?,
-                        state: r.get(4)?,
-                        previous: r.get(5)?,
-                        detail: r.get(6)?,
-                    })
-                },
-            )?;
+            let marks = vec!["?"; nodes.len()].join(",");
+            let sql = format!(
+                "SELECT at_ms, kind, subject, node, peer, state, previous, detail FROM timeline_changes
+                 WHERE at_ms >= ? AND at_ms <= ?
+                   AND (node = '' OR node IN ({marks}) OR peer IN ({marks}))
+                 ORDER BY at_ms, id LIMIT ?"
+            );
+            let mut args: Vec<rusqlite::types::Value> =
+                vec![(since_ms as i64).into(), (until_ms as i64).into()];
+            for _ in 0..2 {
+                args.extend(nodes.iter().map(|n| n.clone().into()));
+            }
+            args.push((limit as i64).into());
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(ChangeRow {
+                    at_ms: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    subject: r.get(2)?,
+                    node: r.get(3)?,
+                    peer: r.get(4)?,
+                    state: r.get(5)?,
+                    previous: r.get(6)?,
+                    detail: r.get(7)?,
+                })
+            })?;
             rows.collect()
         })
         .await
@@ -587,6 +597,7 @@ mod tests {
             kind: "check".into(),
             subject: subject.into(),
             node: "web-1".into(),
+            peer: String::new(),
             state: "failing".into(),
             previous: "passing".into(),
             detail: String::new(),
@@ -599,16 +610,34 @@ mod tests {
         s.add_changes(vec![change(30, "c"), change(10, "a"), change(20, "b")])
             .await
             .unwrap();
+        let web1 = || vec!["web-1".to_string()];
         let got: Vec<String> = s
-            .changes(10, 20, 10)
+            .changes(10, 20, web1(), 10)
             .await
             .unwrap()
             .into_iter()
             .map(|c| c.subject)
             .collect();
         assert_eq!(got, ["a", "b"]);
+        // Only the nodes asked for (as node or link peer), and what is
+        // about no node.
+        let mut link = change(25, "db-1>web-1");
+        (link.kind, link.node, link.peer) = ("link".into(), "db-1".into(), "web-1".into());
+        let mut other = change(26, "db-1>db-2");
+        (other.kind, other.node, other.peer) = ("link".into(), "db-1".into(), "db-2".into());
+        let mut tier = change(27, "smoke@tier:web");
+        tier.node = String::new();
+        s.add_changes(vec![link, other, tier]).await.unwrap();
+        let got: Vec<String> = s
+            .changes(21, 100, web1(), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.subject)
+            .collect();
+        assert_eq!(got, ["db-1>web-1", "smoke@tier:web", "c"], "{got:?}");
         assert_eq!(s.prune_changes(20).await.unwrap(), 1);
-        assert_eq!(s.changes(0, 100, 10).await.unwrap().len(), 2);
+        assert_eq!(s.changes(0, 100, web1(), 10).await.unwrap().len(), 4);
     }
 
     #[tokio::test]

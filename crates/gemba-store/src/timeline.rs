@@ -98,8 +98,11 @@ pub struct ChangeRow {
     pub kind: String,
     /// The check id (`name@scope`), the node id, or `from>to`.
     pub subject: String,
-    /// The node it is about (`""` for tier and global checks).
+    /// The node it is about (`""` for tier and global checks; a link's
+    /// observer).
     pub node: String,
+    /// A link's target (`""` otherwise).
+    pub peer: String,
     pub state: String,
     pub previous: String,
     pub detail: String,
@@ -169,11 +172,13 @@ pub trait TimelineStore: Send + Sync {
     async fn point_counts(&self) -> Result<PointCounts, StoreError>;
 
     async fn add_changes(&self, changes: Vec<ChangeRow>) -> Result<(), StoreError>;
-    /// Changes in `[since_ms, until_ms]`, oldest first, at most `limit`.
+    /// Changes in `[since_ms, until_ms]` about one of `nodes` (as node or
+    /// peer) or about no node, oldest first, at most `limit`.
     async fn changes(
         &self,
         since_ms: u64,
         until_ms: u64,
+        nodes: Vec<String>,
         limit: usize,
     ) -> Result<Vec<ChangeRow>, StoreError>;
     async fn prune_changes(&self, before_ms: u64) -> Result<u64, StoreError>;

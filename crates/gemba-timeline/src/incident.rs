@@ -25,6 +25,8 @@ pub const MAX_SUMMARY: usize = 8000;
 pub const LEAD: u64 = 10 * 60_000;
 /// How long after it closed its timeline goes on (did it stay fixed?).
 pub const TAIL: u64 = 2 * 60_000;
+/// Journal lines read per pass.
+const FOLLOW_BATCH: usize = 500;
 /// The most timeline entries of each source.
 const MAX_ENTRIES: usize = 2000;
 
@@ -260,7 +262,7 @@ pub async fn follow_once(
         .await?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let rows = journal.journal_after(cursor, 500).await?;
+    let rows = journal.journal_after(cursor, FOLLOW_BATCH).await?;
     let opening = match cfg.open_on {
         OpenOn::Start => "decision",
         OpenOn::GiveUp => "give-up",
@@ -372,7 +374,7 @@ pub async fn follow(t: TimelineHandle, journal: Arc<dyn Store>, cfg: IncidentsCo
     }
     loop {
         match follow_once(&t, &journal, &cfg).await {
-            Ok(500) => continue,
+            Ok(FOLLOW_BATCH) => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot follow escalations into incidents"),
         }
@@ -415,16 +417,13 @@ pub async fn timeline(
     let nodes: BTreeSet<String> = i.nodes().into_iter().collect();
     let scopes: BTreeSet<&str> = i.body.scopes.iter().map(String::as_str).collect();
     let mut out = Vec::new();
-    for c in t.store().changes(since, until, MAX_ENTRIES * 4).await? {
-        let about_us = nodes.contains(&c.node)
-            || (c.kind == "check"
-                && c.subject
-                    .split_once('@')
-                    .is_some_and(|(_, s)| scopes.contains(s)))
-            || (c.kind == "link"
-                && c.subject
-                    .split_once('>')
-                    .is_some_and(|(a, b)| nodes.contains(a) || nodes.contains(b)));
+    let asked: Vec<String> = nodes.iter().cloned().collect();
+    for c in t.store().changes(since, until, asked, MAX_ENTRIES).await? {
+        // What is about no node: only the checks of its own scopes.
+        let about_us = !c.node.is_empty()
+            || c.subject
+                .split_once('@')
+                .is_some_and(|(_, s)| scopes.contains(s));
         if !about_us {
             continue;
         }
@@ -449,9 +448,6 @@ pub async fn timeline(
             text,
             link: (!c.node.is_empty()).then(|| format!("/nodes/{}", c.node)),
         });
-        if out.len() >= MAX_ENTRIES {
-            break;
-        }
     }
     for e in &i.escalations {
         for r in journal.journal(*e).await?.into_iter().take(MAX_ENTRIES) {
