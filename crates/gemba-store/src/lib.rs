@@ -27,8 +27,8 @@ pub use market::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunCounts, RunRo
 pub use migrations::STAGES;
 pub use sqlite::SqliteStore;
 pub use timeline::{
-    ChangeRow, EventFilter, EventRow, IncidentRow, Point, PointCounts, SeriesKey, Tier,
-    TimelineStore,
+    ActionRow, BallotOutcome, ChangeRow, EventFilter, EventRow, IncidentRow, ParticipantRow, Point,
+    PointCounts, PostmortemRow, SeriesKey, Tier, TimelineStore,
 };
 
 use serde::{Deserialize, Serialize};

@@ -121,6 +121,43 @@ const TIMELINE: &[&str] = &[
         escalation INTEGER PRIMARY KEY,
         incident INTEGER NOT NULL
     );",
+    // 5: post-mortems. A participant is known by the hash of their link's
+    // token and a public key derived from it; while voting is open their
+    // row holds their ballot token sealed to that key. Ballots are keyed by the hash of the
+    // ballot token alone (stored in hash order, with no time and no
+    // participant), so the tables never tie a ballot to a person. Action
+    // items come from the winning proposals.
+    "CREATE TABLE postmortems (
+        incident INTEGER PRIMARY KEY,
+        phase TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE pm_participants (
+        token_hash TEXT PRIMARY KEY,
+        incident INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        seal_key TEXT NOT NULL,
+        slot TEXT,
+        UNIQUE (incident, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE pm_ballots (
+        token_hash TEXT PRIMARY KEY,
+        incident INTEGER NOT NULL,
+        content TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE pm_actions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident INTEGER NOT NULL,
+        proposal INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        due_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        done_ms INTEGER,
+        done_by TEXT
+    );",
 ];
 
 /// The market's tables.

@@ -121,6 +121,60 @@ pub struct IncidentRow {
     pub escalations: Vec<u64>,
 }
 
+/// A stored post-mortem: its phase (`round`, `voting`, `closed`) and
+/// expiry indexed, the rest as JSON; ballots are counted, not listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostmortemRow {
+    pub incident: i64,
+    pub phase: String,
+    pub expires_ms: u64,
+    pub version: i64,
+    pub body: String,
+    /// Ballots handed out, and how many of them were cast.
+    pub ballots: u64,
+    pub ballots_cast: u64,
+}
+
+/// A participant found by the hash of their link's token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParticipantRow {
+    pub token_hash: String,
+    pub incident: i64,
+    pub name: String,
+    /// The public key ballots are sealed to (its secret half is derived
+    /// from the link's token, which the store never holds).
+    pub seal_key: String,
+    /// Their ballot token, sealed to `seal_key`, while voting is open.
+    pub slot: Option<String>,
+}
+
+/// What became of a ballot handed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BallotOutcome {
+    /// Counted, for this incident's post-mortem.
+    Cast(i64),
+    /// This ballot was cast already.
+    Repeated,
+    /// Its post-mortem is not voting (not yet, or any more, or expired).
+    NotOpen,
+    /// No such ballot.
+    Unknown,
+}
+
+/// An action item from a post-mortem's proposal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionRow {
+    pub id: i64,
+    pub incident: i64,
+    pub proposal: i64,
+    pub text: String,
+    pub owner: String,
+    pub due_ms: u64,
+    pub created_ms: u64,
+    pub done_ms: Option<u64>,
+    pub done_by: Option<String>,
+}
+
 #[async_trait::async_trait]
 pub trait TimelineStore: Send + Sync {
     /// Stores the events in one transaction; for each, its id, or `None`
@@ -210,4 +264,64 @@ pub trait TimelineStore: Send + Sync {
         body: String,
         escalations: Vec<u64>,
     ) -> Result<bool, StoreError>;
+
+    /// A post-mortem for an incident, in phase `round`, with its
+    /// participants (their slots empty); `false` when it has one already.
+    async fn add_postmortem(
+        &self,
+        incident: i64,
+        expires_ms: u64,
+        body: String,
+        participants: Vec<ParticipantRow>,
+    ) -> Result<bool, StoreError>;
+    async fn postmortem(&self, incident: i64) -> Result<Option<PostmortemRow>, StoreError>;
+    async fn participant(&self, token_hash: String) -> Result<Option<ParticipantRow>, StoreError>;
+    /// A post-mortem's participants, in token-hash order.
+    async fn participants(&self, incident: i64) -> Result<Vec<ParticipantRow>, StoreError>;
+    /// Writes the body (and phase) if still at `version`; `false` when
+    /// someone else wrote first. Leaving `voting` forgets every sealed
+    /// ballot slot of the post-mortem in the same transaction, and
+    /// overwrites the freed pages.
+    async fn update_postmortem(
+        &self,
+        incident: i64,
+        version: i64,
+        phase: String,
+        body: String,
+    ) -> Result<bool, StoreError>;
+    /// Moves a post-mortem from `round` to `voting` if still at `version`:
+    /// stores the ballots' token hashes (and nothing else about them) and
+    /// each participant's sealed slot `(participant token hash, slot)`,
+    /// all in one transaction.
+    async fn open_voting(
+        &self,
+        incident: i64,
+        version: i64,
+        body: String,
+        ballots: Vec<String>,
+        slots: Vec<(String, String)>,
+    ) -> Result<bool, StoreError>;
+    /// Records a ballot's content once, while its post-mortem is voting
+    /// and `now_ms` is before its expiry.
+    async fn cast_ballot(
+        &self,
+        token_hash: String,
+        content: String,
+        now_ms: u64,
+    ) -> Result<BallotOutcome, StoreError>;
+    /// A ballot's post-mortem and whether it was cast.
+    async fn ballot(&self, token_hash: String) -> Result<Option<(i64, bool)>, StoreError>;
+    /// The contents of a post-mortem's cast ballots, in token-hash order.
+    async fn ballot_contents(&self, incident: i64) -> Result<Vec<String>, StoreError>;
+
+    async fn add_action(&self, action: ActionRow) -> Result<i64, StoreError>;
+    /// Action items, oldest first: only those not done when `open_only`;
+    /// only one incident's when given.
+    async fn actions(
+        &self,
+        open_only: bool,
+        incident: Option<i64>,
+    ) -> Result<Vec<ActionRow>, StoreError>;
+    /// Marks an action item done; `false` when there is none or it was.
+    async fn finish_action(&self, id: i64, done_ms: u64, by: String) -> Result<bool, StoreError>;
 }

@@ -7,6 +7,7 @@ pub mod chart;
 pub mod event;
 pub mod incident;
 pub mod logs;
+pub mod postmortem;
 pub mod sample;
 pub mod series;
 pub mod service;

@@ -1,0 +1,358 @@
+//! Post-mortems through the learn stage's functions: the round, proposals,
+//! a vote with one ballot each, the tally only after closing, action items;
+//! every refusal a participant could run into; concurrent writers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gemba_exec::Clock;
+use gemba_store::SqliteStore;
+use gemba_timeline::incident;
+use gemba_timeline::postmortem::{self, Actor, Change, NewAction, Phase, PmError, Setup, Vote};
+use gemba_timeline::TimelineHandle;
+
+const T0: u64 = 1_795_400_000_000;
+
+async fn with_incident() -> (TimelineHandle, i64) {
+    let db = Arc::new(SqliteStore::in_memory().unwrap());
+    let t = TimelineHandle::new(db, Clock::starting_at(T0));
+    let id = incident::open(&t, "shop down", "major", "", "ops", &["web-1".into()])
+        .await
+        .unwrap();
+    (t, id)
+}
+
+fn setup(people: &[&str]) -> Setup {
+    Setup {
+        facilitator: people[0].into(),
+        note_keeper: people[1].into(),
+        time_keeper: people[2].into(),
+        participants: people.iter().map(|p| p.to_string()).collect(),
+        open_for: None,
+    }
+}
+
+fn share(s: &str, f: &str, b: &str) -> Change {
+    Change::Share {
+        success: Some(s.into()),
+        failure: Some(f.into()),
+        better: Some(b.into()),
+    }
+}
+
+fn me(n: &str) -> Actor {
+    Actor::Participant(n.into())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_round_a_vote_and_an_action_item() {
+    let (t, id) = with_incident().await;
+    let links = postmortem::start(&t, id, &setup(&["ana", "bo", "cy", "dee"]), "ops")
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 4);
+    let link = |n: &str| links.iter().find(|(p, _)| p == n).unwrap().1.clone();
+    assert_eq!(
+        postmortem::seat(&t, &link("bo")).await.unwrap().name,
+        "bo",
+        "a link opens its own seat"
+    );
+    // A second post-mortem for the same incident is refused.
+    let again = postmortem::start(&t, id, &setup(&["ana", "bo", "cy"]), "ops").await;
+    assert!(matches!(again, Err(PmError::Conflict(_))), "{again:?}");
+
+    for (n, i) in [("ana", 0), ("bo", 1), ("cy", 2)] {
+        postmortem::change(&t, id, &me(n), &share(&format!("s{i}"), "f", "b"))
+            .await
+            .unwrap();
+    }
+    let pm = postmortem::get(&t, id).await.unwrap().unwrap();
+    assert_eq!(pm.missing(), vec!["dee"], "participation is known");
+    for (n, text) in [
+        ("ana", "alert on pool size"),
+        ("dee", "canary deploys"),
+        ("bo", "runbook for restarts"),
+    ] {
+        postmortem::change(&t, id, &me(n), &Change::Propose(text.into()))
+            .await
+            .unwrap();
+    }
+    // Voting opens by the facilitator only.
+    let refused = postmortem::change(&t, id, &me("bo"), &Change::OpenVoting).await;
+    assert!(matches!(refused, Err(PmError::Forbidden(_))), "{refused:?}");
+    let pm = postmortem::change(&t, id, &me("ana"), &Change::OpenVoting)
+        .await
+        .unwrap();
+    assert_eq!(pm.phase, Phase::Voting);
+    assert_eq!((pm.ballots, pm.ballots_cast), (4, 0));
+    let late = postmortem::change(&t, id, &me("cy"), &Change::Propose("more".into())).await;
+    assert!(matches!(late, Err(PmError::Conflict(_))), "{late:?}");
+
+    // Each participant's seat holds one ballot, all different.
+    let mut ballots = Vec::new();
+    for n in ["ana", "bo", "cy", "dee"] {
+        let seat = postmortem::seat(&t, &link(n)).await.unwrap();
+        assert!(!seat.ballot_cast);
+        ballots.push(seat.ballot.expect("a ballot while voting"));
+    }
+    let mut unique = ballots.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4);
+    // No tally while voting.
+    let pm = postmortem::get(&t, id).await.unwrap().unwrap();
+    assert!(postmortem::tally(&t, &pm).await.unwrap().is_none());
+
+    for (b, approve) in ballots
+        .iter()
+        .zip([vec![1, 3], vec![3], vec![2, 3], vec![]])
+    {
+        postmortem::cast(&t, b, &Vote { approve }).await.unwrap();
+    }
+    assert!(postmortem::seat(&t, &link("cy")).await.unwrap().ballot_cast);
+    let twice = postmortem::cast(&t, &ballots[0], &Vote { approve: vec![2] }).await;
+    assert!(
+        matches!(&twice, Err(PmError::Conflict(m)) if m.contains("cast already")),
+        "{twice:?}"
+    );
+    let wrong = postmortem::cast(&t, &"0".repeat(64), &Vote { approve: vec![1] }).await;
+    assert!(matches!(wrong, Err(PmError::NotFound(_))), "{wrong:?}");
+    let garbage = postmortem::cast(&t, "../x", &Vote { approve: vec![1] }).await;
+    assert!(matches!(garbage, Err(PmError::NotFound(_))), "{garbage:?}");
+    // A link token is not a ballot, a ballot not a link.
+    assert!(postmortem::cast(&t, &link("ana"), &Vote::default())
+        .await
+        .is_err());
+    assert!(postmortem::seat(&t, &ballots[0]).await.is_err());
+
+    let pm = postmortem::change(&t, id, &me("ana"), &Change::CloseVoting)
+        .await
+        .unwrap();
+    assert_eq!(pm.phase, Phase::Closed);
+    assert_eq!(pm.ballots_cast, 4);
+    // Closing forgets the sealed slots: a link no longer shows a ballot.
+    assert!(postmortem::seat(&t, &link("dee"))
+        .await
+        .unwrap()
+        .ballot
+        .is_none());
+
+    let tally = postmortem::tally(&t, &pm).await.unwrap().unwrap();
+    let counts: Vec<(i64, u64, bool)> = tally
+        .iter()
+        .map(|c| (c.proposal, c.approvals, c.winner))
+        .collect();
+    assert_eq!(counts, vec![(3, 3, true), (1, 1, false), (2, 1, false)]);
+
+    let write = postmortem::change(&t, id, &me("dee"), &share("a", "b", "c")).await;
+    assert!(
+        matches!(&write, Err(PmError::Conflict(m)) if m.contains("closed")),
+        "{write:?}"
+    );
+    let action = NewAction {
+        proposal: 3,
+        owner: "bo".into(),
+        due: "2026-12-15".into(),
+    };
+    let refused = postmortem::add_action(&t, id, &me("bo"), &action).await;
+    assert!(matches!(refused, Err(PmError::Forbidden(_))), "{refused:?}");
+    let aid = postmortem::add_action(&t, id, &me("ana"), &action)
+        .await
+        .unwrap();
+    let twice = postmortem::add_action(&t, id, &me("ana"), &action).await;
+    assert!(matches!(twice, Err(PmError::Conflict(_))), "{twice:?}");
+    let open = t.store().actions(true, None).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].text, "runbook for restarts");
+    assert_eq!(open[0].owner, "bo");
+    postmortem::finish_action(&t, aid, "bo").await.unwrap();
+    assert!(t.store().actions(true, None).await.unwrap().is_empty());
+    assert!(matches!(
+        postmortem::finish_action(&t, aid, "bo").await,
+        Err(PmError::Conflict(_))
+    ));
+    assert!(matches!(
+        postmortem::finish_action(&t, 999, "bo").await,
+        Err(PmError::NotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ballots_cast_after_closing_or_expiry_are_refused() {
+    let (t, id) = with_incident().await;
+    let mut s = setup(&["ana", "bo", "cy"]);
+    s.open_for = Some("2h".into());
+    let links = postmortem::start(&t, id, &s, "ops").await.unwrap();
+    postmortem::change(&t, id, &me("bo"), &Change::Propose("x".into()))
+        .await
+        .unwrap();
+    // Voting needs something to vote on; it is there now.
+    postmortem::change(&t, id, &Actor::Operator("ops".into()), &Change::OpenVoting)
+        .await
+        .unwrap();
+    let ballot = |n: usize| {
+        let t = t.clone();
+        let l = links[n].1.clone();
+        async move { postmortem::seat(&t, &l).await.unwrap().ballot.unwrap() }
+    };
+    let (b0, b1) = (ballot(0).await, ballot(1).await);
+    postmortem::cast(&t, &b0, &Vote { approve: vec![1] })
+        .await
+        .unwrap();
+    let bad = postmortem::cast(&t, &b1, &Vote { approve: vec![7] }).await;
+    assert!(
+        matches!(&bad, Err(PmError::Invalid(m)) if m.contains("no proposal 7")),
+        "{bad:?}"
+    );
+    let dup = postmortem::cast(
+        &t,
+        &b1,
+        &Vote {
+            approve: vec![1, 1],
+        },
+    )
+    .await;
+    assert!(matches!(dup, Err(PmError::Invalid(_))), "{dup:?}");
+    // A refused ballot was not used up.
+    tokio::time::advance(Duration::from_secs(7201)).await;
+    let expired = postmortem::cast(&t, &b1, &Vote { approve: vec![1] }).await;
+    assert!(
+        matches!(&expired, Err(PmError::Conflict(m)) if m.contains("expired")),
+        "{expired:?}"
+    );
+    let write = postmortem::change(&t, id, &me("cy"), &share("a", "b", "c")).await;
+    assert!(
+        matches!(&write, Err(PmError::Conflict(m)) if m.contains("expired")),
+        "{write:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_vote_takes_no_late_ballot() {
+    let (t, id) = with_incident().await;
+    let links = postmortem::start(&t, id, &setup(&["ana", "bo", "cy"]), "ops")
+        .await
+        .unwrap();
+    postmortem::change(&t, id, &me("cy"), &Change::Propose("x".into()))
+        .await
+        .unwrap();
+    postmortem::change(&t, id, &me("ana"), &Change::OpenVoting)
+        .await
+        .unwrap();
+    let late = postmortem::seat(&t, &links[2].1)
+        .await
+        .unwrap()
+        .ballot
+        .unwrap();
+    postmortem::change(&t, id, &me("ana"), &Change::CloseVoting)
+        .await
+        .unwrap();
+    let r = postmortem::cast(&t, &late, &Vote { approve: vec![1] }).await;
+    assert!(
+        matches!(&r, Err(PmError::Conflict(m)) if m.contains("closed")),
+        "{r:?}"
+    );
+    let pm = postmortem::get(&t, id).await.unwrap().unwrap();
+    assert_eq!(pm.ballots_cast, 0);
+    let tally = postmortem::tally(&t, &pm).await.unwrap().unwrap();
+    assert!(tally.iter().all(|c| c.approvals == 0 && !c.winner));
+}
+
+#[tokio::test]
+async fn writers_at_once_all_land() {
+    let (t, id) = with_incident().await;
+    let people: Vec<String> = (0..12).map(|i| format!("p{i}")).collect();
+    let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+    postmortem::start(&t, id, &setup(&refs), "ops")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (i, p) in people.iter().enumerate() {
+        let (t, p) = (t.clone(), p.clone());
+        tasks.push(tokio::spawn(async move {
+            postmortem::change(&t, id, &me(&p), &share(&format!("ok {i}"), "f", "b"))
+                .await
+                .unwrap();
+            postmortem::change(&t, id, &me(&p), &Change::Propose(format!("idea {i}")))
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let pm = postmortem::get(&t, id).await.unwrap().unwrap();
+    assert!(pm.missing().is_empty(), "lost a share: {:?}", pm.missing());
+    assert_eq!(pm.body.proposals.len(), 12, "lost a proposal");
+    let mut ids: Vec<i64> = pm.body.proposals.iter().map(|p| p.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "proposal ids are unique");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_by_name() {
+    let (t, id) = with_incident().await;
+    let bad_name = postmortem::start(&t, id, &setup(&["ana", "bo", "<b>"]), "ops").await;
+    assert!(
+        matches!(&bad_name, Err(PmError::Invalid(m)) if m.contains("time_keeper")),
+        "{bad_name:?}"
+    );
+    let mut s = setup(&["ana", "bo", "cy"]);
+    s.open_for = Some("400d".into());
+    assert!(matches!(
+        postmortem::start(&t, id, &s, "ops").await,
+        Err(PmError::Invalid(_))
+    ));
+    assert!(matches!(
+        postmortem::start(&t, 99, &setup(&["ana", "bo", "cy"]), "ops").await,
+        Err(PmError::NotFound(_))
+    ));
+    postmortem::start(&t, id, &setup(&["ana", "bo", "cy"]), "ops")
+        .await
+        .unwrap();
+    let long = postmortem::change(&t, id, &me("ana"), &share(&"x".repeat(2001), "f", "b")).await;
+    assert!(
+        matches!(&long, Err(PmError::Invalid(m)) if m.contains("success")),
+        "{long:?}"
+    );
+    let esc = postmortem::change(&t, id, &me("ana"), &share("ok\u{1b}[2J", "f", "b")).await;
+    assert!(matches!(esc, Err(PmError::Invalid(_))), "{esc:?}");
+    let stranger = postmortem::change(&t, id, &me("zed"), &share("a", "b", "c")).await;
+    assert!(
+        matches!(stranger, Err(PmError::Forbidden(_))),
+        "{stranger:?}"
+    );
+    let notes = postmortem::change(&t, id, &me("ana"), &Change::Notes("n".into())).await;
+    assert!(
+        matches!(&notes, Err(PmError::Forbidden(m)) if m.contains("note keeper")),
+        "{notes:?}"
+    );
+    postmortem::change(&t, id, &me("bo"), &Change::Notes("we met".into()))
+        .await
+        .unwrap();
+    let timer = Change::Timer {
+        section: "round".into(),
+        minutes: 0,
+    };
+    assert!(matches!(
+        postmortem::change(&t, id, &me("cy"), &timer).await,
+        Err(PmError::Invalid(_))
+    ));
+    let timer = Change::Timer {
+        section: "round".into(),
+        minutes: 10,
+    };
+    assert!(matches!(
+        postmortem::change(&t, id, &me("ana"), &timer).await,
+        Err(PmError::Forbidden(_))
+    ));
+    let pm = postmortem::change(&t, id, &me("cy"), &timer).await.unwrap();
+    assert_eq!(pm.body.timer.unwrap().minutes, 10);
+    let nothing = postmortem::change(&t, id, &me("ana"), &Change::OpenVoting).await;
+    assert!(
+        matches!(&nothing, Err(PmError::Conflict(m)) if m.contains("nothing to vote on")),
+        "{nothing:?}"
+    );
+    let bad_link = postmortem::seat(&t, &"f".repeat(64)).await;
+    assert!(matches!(bad_link, Err(PmError::NotFound(_))));
+}
