@@ -479,42 +479,7 @@ pub(crate) async fn chart_send(
             "the note is longer than 4000 characters".into(),
         ));
     }
-    let targets: Vec<&gemba_core::policy::NotifyDef> = {
-        use gemba_core::policy::NotifyDef as N;
-        let kind = |n: &N| match n {
-            N::Webhook { .. } => "webhook",
-            N::Smtp { .. } => "smtp",
-            N::Command { .. } => "command",
-        };
-        match req.to.as_str() {
-            "all" => s.notify.iter().collect(),
-            k @ ("smtp" | "webhook" | "command") => {
-                s.notify.iter().filter(|n| kind(n) == k).collect()
-            }
-            n => match n.parse::<usize>() {
-                Ok(i) if i >= 1 && i <= s.notify.len() => vec![&s.notify[i - 1]],
-                _ => {
-                    return Err(ApiError(
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "to {:?}: say smtp, webhook, command, all, or the number of a [[notify]] (1..={})",
-                            n.chars().take(40).collect::<String>(),
-                            s.notify.len()
-                        ),
-                    ))
-                }
-            },
-        }
-    };
-    if targets.is_empty() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no [[notify]] target matches {:?} on this server",
-                req.to.chars().take(40).collect::<String>()
-            ),
-        ));
-    }
+    let targets = notify_targets(&s, &req.to)?;
     let q = series_query_of(raw.as_deref())?;
     let chart = chart_of(t, &q).await?;
     let title = chart.title.clone();
@@ -553,10 +518,10 @@ pub(crate) async fn chart_send(
             json: json!({"text": text, "subject": subject, "logs": logs_json}),
             stdin: text.clone().into_bytes(),
             env: vec![("GEMBA_CHART".into(), title.clone())],
-            image: Some(gemba_escalator::notify::Image {
+            images: vec![gemba_escalator::notify::Image {
                 name: "chart.png".into(),
                 png: png.clone(),
-            }),
+            }],
         };
         match gemba_escalator::notify::deliver(target, m).await {
             Ok(()) => sent += 1,
@@ -596,4 +561,49 @@ async fn chart_logs(s: &Shared, q: &SeriesQuery, at_ms: u64) -> Vec<crate::logs:
     );
     lq.limit = 30;
     crate::logs::gather(s, &nodes, &lq).await
+}
+
+/// The [[notify]] targets `to` names: `all`, a kind (`smtp`, `webhook`,
+/// `command`) or the number of one; an error when none matches.
+pub(crate) fn notify_targets<'a>(
+    s: &'a Shared,
+    to: &str,
+) -> Result<Vec<&'a gemba_core::policy::NotifyDef>, ApiError> {
+    let targets: Vec<&gemba_core::policy::NotifyDef> = {
+        use gemba_core::policy::NotifyDef as N;
+        let kind = |n: &N| match n {
+            N::Webhook { .. } => "webhook",
+            N::Smtp { .. } => "smtp",
+            N::Command { .. } => "command",
+        };
+        match to {
+            "all" => s.notify.iter().collect(),
+            k @ ("smtp" | "webhook" | "command") => {
+                s.notify.iter().filter(|n| kind(n) == k).collect()
+            }
+            n => match n.parse::<usize>() {
+                Ok(i) if i >= 1 && i <= s.notify.len() => vec![&s.notify[i - 1]],
+                _ => {
+                    return Err(ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "to {:?}: say smtp, webhook, command, all, or the number of a [[notify]] (1..={})",
+                            n.chars().take(40).collect::<String>(),
+                            s.notify.len()
+                        ),
+                    ))
+                }
+            },
+        }
+    };
+    if targets.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no [[notify]] target matches {:?} on this server",
+                to.chars().take(40).collect::<String>()
+            ),
+        ));
+    }
+    Ok(targets)
 }

@@ -20,7 +20,7 @@ use crate::svg::esc;
 use crate::Shared;
 
 /// Who asked: `X-Gemba-User` when it is a name, else "api".
-fn who(headers: &HeaderMap) -> String {
+pub(crate) fn who(headers: &HeaderMap) -> String {
     headers
         .get("x-gemba-user")
         .and_then(|v| v.to_str().ok())
@@ -169,7 +169,10 @@ pub(crate) async fn change(
     }
 }
 
-async fn load(s: &Shared, id: i64) -> Result<(Incident, Vec<incident::Entry>), ApiError> {
+pub(crate) async fn load(
+    s: &Shared,
+    id: i64,
+) -> Result<(Incident, Vec<incident::Entry>), ApiError> {
     let t = timeline(s)?;
     let Some(i) = incident::get(t, id).await? else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")));
@@ -297,7 +300,6 @@ pub(crate) async fn page(
     headers: HeaderMap,
 ) -> Answer {
     let (i, entries) = load(&s, id_of(&id)?).await?;
-    let t = timeline(&s)?;
     let mut b = format!(
         r#"<p><b>{title}</b></p><table><tr><th>status</th><td>{st}</td></tr><tr><th>severity</th><td>{sev}</td></tr><tr><th>opened</th><td>{opened} by {by}</td></tr><tr><th>closed</th><td>{closed}</td></tr><tr><th>scopes</th><td>{scopes}</td></tr><tr><th>escalations</th><td>{escs}</td></tr></table>"#,
         title = esc(&i.body.title),
@@ -347,15 +349,49 @@ pub(crate) async fn page(
         );
     }
     b.push_str("</table>");
-    // Charts of its nodes' processes over the window.
-    let (since, until) = incident::window(&i, t.now_ms());
+    b.push_str(r#"<h2>charts</h2><div class="charts">"#);
+    let charts = charts(&s, &i).await;
+    for chart in &charts {
+        b.push_str(&chart.svg());
+    }
+    b.push_str("</div>");
+    if charts.is_empty() {
+        b.push_str(r#"<p class="muted">No sampled process on its nodes.</p>"#);
+    }
+    let shown = crate::holds_token(&s, &headers);
+    let gathered = if shown {
+        lines(&s, &i).await
+    } else {
+        Vec::new()
+    };
+    b.push_str(&crate::logs::html(
+        &gathered,
+        shown,
+        "from 5 minutes before it opened to 5 minutes after",
+    ));
+    b.push_str(&crate::postmortems::incident_section(&s, &i).await);
+    Ok(Html(crate::console::shell(
+        s.mesh.id(),
+        &format!("incident I-{}", i.id),
+        &b,
+        None,
+    ))
+    .into_response())
+}
+
+/// Charts of its nodes' processes (connections, restarts) over its window:
+/// up to 4 nodes, 3 processes each.
+pub(crate) async fn charts(s: &Shared, i: &Incident) -> Vec<gemba_timeline::chart::Chart> {
+    let Ok(t) = timeline(s) else {
+        return Vec::new();
+    };
+    let (since, until) = incident::window(i, t.now_ms());
     let latest: Vec<(String, String)> = t
         .latest
         .lock()
         .map(|l| l.keys().cloned().collect())
         .unwrap_or_default();
-    b.push_str(r#"<h2>charts</h2><div class="charts">"#);
-    let mut drawn = 0;
+    let mut out = Vec::new();
     for n in i.nodes().iter().take(4) {
         let mut procs: Vec<&String> = latest
             .iter()
@@ -374,32 +410,10 @@ pub(crate) async fn page(
                     continue;
                 };
                 if let Ok(chart) = chart_of(t, &q).await {
-                    b.push_str(&chart.svg());
-                    drawn += 1;
+                    out.push(chart);
                 }
             }
         }
     }
-    b.push_str("</div>");
-    if drawn == 0 {
-        b.push_str(r#"<p class="muted">No sampled process on its nodes.</p>"#);
-    }
-    let shown = crate::holds_token(&s, &headers);
-    let gathered = if shown {
-        lines(&s, &i).await
-    } else {
-        Vec::new()
-    };
-    b.push_str(&crate::logs::html(
-        &gathered,
-        shown,
-        "from 5 minutes before it opened to 5 minutes after",
-    ));
-    Ok(Html(crate::console::shell(
-        s.mesh.id(),
-        &format!("incident I-{}", i.id),
-        &b,
-        None,
-    ))
-    .into_response())
+    out
 }

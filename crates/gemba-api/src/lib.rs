@@ -14,6 +14,7 @@ mod logs;
 mod market;
 mod market_page;
 mod node_page;
+mod postmortems;
 mod svg;
 
 use std::net::SocketAddr;
@@ -248,6 +249,44 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
             "/api/v1/incidents/{id}",
             get(incidents::one).post(incidents::change),
         )
+        .route(
+            "/api/v1/incidents/{id}/postmortem",
+            get(postmortems::one).post(postmortems::start),
+        )
+        .route(
+            "/api/v1/incidents/{id}/postmortem/change",
+            post(postmortems::operator_change),
+        )
+        .route(
+            "/api/v1/incidents/{id}/postmortem/actions",
+            post(postmortems::operator_action),
+        )
+        .route(
+            "/api/v1/incidents/{id}/postmortem/send",
+            post(postmortems::operator_send),
+        )
+        .route(
+            "/api/v1/incidents/{id}/postmortem/export",
+            get(postmortems::export_json),
+        )
+        .route(
+            "/api/v1/incidents/{id}/postmortem.md",
+            get(postmortems::export_markdown),
+        )
+        .route(
+            "/api/v1/pm/{token}",
+            get(postmortems::seat).post(postmortems::seat_change),
+        )
+        .route("/api/v1/pm/{token}/actions", post(postmortems::seat_action))
+        .route("/api/v1/pm/{token}/send", post(postmortems::seat_send))
+        .route(
+            "/api/v1/ballots/{token}",
+            get(postmortems::ballot).post(postmortems::cast),
+        )
+        .route("/api/v1/actions", get(postmortems::actions))
+        .route("/api/v1/actions/{id}", post(postmortems::action_done))
+        .route("/pm/{token}", get(postmortems::seat_page))
+        .route("/ballots/{token}", get(postmortems::ballot_page))
         .route("/incidents", get(incidents::list_page))
         .route("/incidents/{id}", get(incidents::page))
         .route(
@@ -433,6 +472,11 @@ fn authorized(state: &ApiState, req: &Request) -> bool {
         return true;
     };
     let path = req.uri().path();
+    // A participant's link and a ballot are capabilities of their own:
+    // the handler checks the token in the path.
+    if postmortems::capability_path(path) {
+        return true;
+    }
     if !market::REPORT_PATHS.contains(&path) && !events::EVENT_PATHS.contains(&path) {
         return false;
     }

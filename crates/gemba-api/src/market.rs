@@ -211,10 +211,42 @@ pub(crate) async fn market_report(State(s): State<Shared>, Query(q): Query<Marke
     let report = market_of(&s, &q).await?;
     let text =
         |ctype: &'static str, body: String| ([(header::CONTENT_TYPE, ctype)], body).into_response();
+    // Action items from post-mortems stay on the market until done.
+    let actions = crate::postmortems::open_actions(&s).await;
+    let lines = |bullet: &str| {
+        let mut out = String::new();
+        if !actions.is_empty() {
+            out.push_str("\nAction items from post-mortems\n");
+            for a in &actions {
+                out.push_str(&format!(
+                    "{bullet}A-{} {} (owner {}, due {}, from I-{})\n",
+                    a.id,
+                    a.text.replace(['\n', '\r'], " "),
+                    a.owner,
+                    &gemba_timeline::event::format_ms(a.due_ms)[..10],
+                    a.incident
+                ));
+            }
+        }
+        out
+    };
     match q.format.as_deref().unwrap_or("json") {
-        "json" => Ok(Json(report).into_response()),
-        "text" => Ok(text("text/plain; charset=utf-8", report.to_text())),
-        "md" => Ok(text("text/markdown; charset=utf-8", report.to_markdown())),
+        "json" => {
+            let mut v = serde_json::to_value(&report).unwrap_or_default();
+            v["actions"] = json!(actions
+                .iter()
+                .map(crate::postmortems::action_json)
+                .collect::<Vec<_>>());
+            Ok(Json(v).into_response())
+        }
+        "text" => Ok(text(
+            "text/plain; charset=utf-8",
+            report.to_text() + &lines("  "),
+        )),
+        "md" => Ok(text(
+            "text/markdown; charset=utf-8",
+            report.to_markdown() + &lines("- "),
+        )),
         other => Err(bad_request(format!(
             "format {:?} is not json, text or md",
             other.chars().take(20).collect::<String>()
@@ -283,7 +315,8 @@ pub(crate) async fn run(
 /// The console's market page.
 pub(crate) async fn market_page(State(s): State<Shared>, Query(q): Query<MarketQuery>) -> Answer {
     let report = market_of(&s, &q).await?;
-    Ok(Html(crate::market_page::render(s.mesh.id(), &report)).into_response())
+    let actions = crate::postmortems::market_section(&s).await;
+    Ok(Html(crate::market_page::render(s.mesh.id(), &report, &actions)).into_response())
 }
 
 pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {

@@ -42,7 +42,8 @@ fn table(entries: &[Entry], heading: &str) -> String {
     out
 }
 
-pub fn render(node: &str, m: &Market) -> String {
+/// The market page; `actions` is the action items' section (HTML).
+pub fn render(node: &str, m: &Market, actions: &str) -> String {
     let mut body = format!(
         "<p>{} → {} · {} runs from {} nodes, {} failed · {} new, {} regressed, {} still open, {} resolved</p>",
         esc(&m.since),
@@ -62,6 +63,7 @@ pub fn render(node: &str, m: &Market) -> String {
     if m.new.len() + m.regressed.len() + m.open.len() + m.resolved.len() == 0 {
         body.push_str("<p>No problems: every run was clean.</p>");
     }
+    body.push_str(actions);
     body.push_str("<p class=\"muted\">Assign with <code>gemba problem assign P-1 alice</code> or <code>POST /api/v1/problems/P-1 {\"owner\": \"alice\"}</code>. Text: <a href=\"/api/v1/market?format=text\">/api/v1/market?format=text</a>.</p>");
     page(node, "Morning market", &body)
 }

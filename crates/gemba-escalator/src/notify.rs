@@ -88,10 +88,11 @@ pub struct Outgoing {
     pub stdin: Vec<u8>,
     /// A command's environment, beside `GEMBA_TEXT`.
     pub env: Vec<(String, String)>,
-    /// A picture sent along (a chart): inline in mail, base64 in the
-    /// webhook's JSON (`image`), a file named by `GEMBA_IMAGE` for a
-    /// command.
-    pub image: Option<Image>,
+    /// Pictures sent along (charts): inline in mail, base64 in the
+    /// webhook's JSON (`image`, the first, and `images`, all), files
+    /// named by `GEMBA_IMAGE` (the first) and `GEMBA_IMAGES` (all, one
+    /// per line) for a command.
+    pub images: Vec<Image>,
 }
 
 /// A PNG picture and the file name it travels under.
@@ -156,7 +157,7 @@ pub async fn send(
                 ("GEMBA_NEXT".into(), n.next.clone().unwrap_or_default()),
                 ("GEMBA_ACK".into(), n.ack.clone().unwrap_or_default()),
             ],
-            image: None,
+            images: Vec::new(),
         },
     )
     .await
@@ -167,13 +168,21 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
     match target {
         NotifyDef::Webhook { url } => {
             let mut json = m.json;
-            if let Some(img) = &m.image {
+            if !m.images.is_empty() {
                 use base64::Engine;
-                json["image"] = serde_json::json!({
-                    "name": img.name,
-                    "content_type": "image/png",
-                    "base64": base64::engine::general_purpose::STANDARD.encode(&img.png),
-                });
+                let all: Vec<serde_json::Value> = m
+                    .images
+                    .iter()
+                    .map(|img| {
+                        serde_json::json!({
+                            "name": img.name,
+                            "content_type": "image/png",
+                            "base64": base64::engine::general_purpose::STANDARD.encode(&img.png),
+                        })
+                    })
+                    .collect();
+                json["image"] = all[0].clone();
+                json["images"] = serde_json::Value::Array(all);
             }
             let body = json.to_string();
             let url = url.clone();
@@ -195,7 +204,7 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
         NotifyDef::Smtp { server, from, to } => {
             let (server, from, to) = (server.clone(), from.clone(), to.clone());
             tokio::task::spawn_blocking(move || {
-                smtp(&server, &from, &to, &m.subject, &m.text, m.image.as_ref())
+                smtp(&server, &from, &to, &m.subject, &m.text, &m.images)
             })
             .await
             .map_err(|e| e.to_string())?
@@ -203,22 +212,28 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
         NotifyDef::Command { run } => {
             let mut env = m.env;
             env.push(("GEMBA_TEXT".into(), m.subject));
-            // The picture waits in a private file while the command runs.
-            let picture = match &m.image {
-                Some(img) => {
-                    let path = std::env::temp_dir().join(format!(
-                        "gemba-{}-{}-{}",
-                        std::process::id(),
-                        IMAGE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                        img.name
-                    ));
-                    write_private(&path, &img.png)
-                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                    env.push(("GEMBA_IMAGE".into(), path.display().to_string()));
-                    Some(path)
+            // The pictures wait in private files while the command runs.
+            let mut pictures = Vec::new();
+            for img in &m.images {
+                let path = std::env::temp_dir().join(format!(
+                    "gemba-{}-{}-{}",
+                    std::process::id(),
+                    IMAGE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    img.name
+                ));
+                if let Err(e) = write_private(&path, &img.png) {
+                    for p in &pictures {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(format!("cannot write {}: {e}", path.display()));
                 }
-                None => None,
-            };
+                pictures.push(path);
+            }
+            if let Some(first) = pictures.first() {
+                env.push(("GEMBA_IMAGE".into(), first.display().to_string()));
+                let all: Vec<String> = pictures.iter().map(|p| p.display().to_string()).collect();
+                env.push(("GEMBA_IMAGES".into(), all.join("\n")));
+            }
             let o = exec::run(&ExecSpec {
                 argv: run.clone(),
                 env,
@@ -226,7 +241,7 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
                 stdin: Some(m.stdin),
             })
             .await;
-            if let Some(p) = picture {
+            for p in pictures {
                 let _ = std::fs::remove_file(p);
             }
             if o.success() {
@@ -251,36 +266,52 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-/// The mail: plain text, or with a picture a text part and an HTML part
-/// that shows the text and the picture inline (`cid:`).
+/// The mail: plain text, or with pictures a text part and an HTML part
+/// that shows the text and the pictures inline (`cid:chart`,
+/// `cid:chart-2`, ...).
 fn mail_body(
     msg: lettre::message::MessageBuilder,
     body: &str,
-    image: Option<&Image>,
+    images: &[Image],
 ) -> Result<lettre::Message, String> {
     use lettre::message::{header::ContentType, Attachment, MultiPart, SinglePart};
-    let Some(img) = image else {
+    if images.is_empty() {
         return msg
             .body(body.to_string())
             .map_err(|e| format!("cannot build mail: {e}"));
-    };
+    }
     let escaped = body
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
-    let html = format!(
-        "<html><body><pre style=\"font-family:sans-serif;white-space:pre-wrap\">{escaped}</pre><img src=\"cid:chart\" alt=\"{}\"></body></html>",
-        img.name.replace('"', "")
+    let cid = |i: usize| {
+        if i == 0 {
+            "chart".to_string()
+        } else {
+            format!("chart-{}", i + 1)
+        }
+    };
+    let mut html = format!(
+        "<html><body><pre style=\"font-family:sans-serif;white-space:pre-wrap\">{escaped}</pre>"
     );
+    for (i, img) in images.iter().enumerate() {
+        html.push_str(&format!(
+            "<p><img src=\"cid:{}\" alt=\"{}\"></p>",
+            cid(i),
+            img.name.replace(['"', '<', '>', '&'], "")
+        ));
+    }
+    html.push_str("</body></html>");
     let png = ContentType::parse("image/png").map_err(|e| format!("cannot build mail: {e}"))?;
+    let mut related = MultiPart::related().singlepart(SinglePart::html(html));
+    for (i, img) in images.iter().enumerate() {
+        related =
+            related.singlepart(Attachment::new_inline(cid(i)).body(img.png.clone(), png.clone()));
+    }
     msg.multipart(
         MultiPart::alternative()
             .singlepart(SinglePart::plain(body.to_string()))
-            .multipart(
-                MultiPart::related()
-                    .singlepart(SinglePart::html(html))
-                    .singlepart(Attachment::new_inline("chart".into()).body(img.png.clone(), png)),
-            ),
+            .multipart(related),
     )
     .map_err(|e| format!("cannot build mail: {e}"))
 }
@@ -291,7 +322,7 @@ fn smtp(
     to: &[String],
     subject: &str,
     body: &str,
-    image: Option<&Image>,
+    images: &[Image],
 ) -> Result<(), String> {
     use lettre::message::Mailbox;
     use lettre::{Message, SmtpTransport, Transport};
@@ -303,7 +334,7 @@ fn smtp(
     for t in to {
         msg = msg.to(parse(t)?);
     }
-    let msg = mail_body(msg, body, image)?;
+    let msg = mail_body(msg, body, images)?;
     let (host, port) = server
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -332,11 +363,19 @@ mod image_tests {
             name: "chart.png".into(),
             png: b"\x89PNG\r\n\x1a\nnot really".to_vec(),
         };
-        let m = mail_body(msg, "the leak began with <v2.3.1>", Some(&img)).unwrap();
+        let second = Image {
+            name: "chart-2.png".into(),
+            png: b"\x89PNG\r\n\x1a\nanother".to_vec(),
+        };
+        let m = mail_body(msg, "the leak began with <v2.3.1>", &[img, second]).unwrap();
         let text = String::from_utf8_lossy(&m.formatted()).to_string();
         assert!(text.contains("multipart/alternative"), "{text}");
         assert!(text.contains("multipart/related"));
         assert!(text.contains("Content-ID: <chart>"));
+        assert!(
+            text.contains("Content-ID: <chart-2>"),
+            "every picture inline"
+        );
         assert!(text.contains("Content-Disposition: inline"));
         assert!(text.contains("image/png"));
         assert!(text.contains("src=3D\"cid:chart\"") || text.contains("src=\"cid:chart\""));
@@ -349,7 +388,7 @@ mod image_tests {
             .from("gemba@example.net".parse().unwrap())
             .to("dev@example.net".parse().unwrap())
             .subject("s");
-        let m = mail_body(plain, "hello", None).unwrap();
+        let m = mail_body(plain, "hello", &[]).unwrap();
         assert!(!String::from_utf8_lossy(&m.formatted()).contains("multipart"));
     }
 }

@@ -192,10 +192,10 @@ async fn a_chart_goes_through_an_smtp_relay_as_an_inline_image() {
             json: serde_json::json!({}),
             stdin: Vec::new(),
             env: Vec::new(),
-            image: Some(notify::Image {
+            images: vec![notify::Image {
                 name: "chart.png".into(),
                 png,
-            }),
+            }],
         },
     )
     .await

@@ -589,7 +589,7 @@ async fn publish(
             json: json.clone(),
             stdin: ed.markdown.clone().into_bytes(),
             env: vec![("GEMBA_MARKET_DATE".into(), ed.date.clone())],
-            image: None,
+            images: Vec::new(),
         };
         match gemba_escalator::notify::deliver(t, m).await {
             Ok(()) => took += 1,

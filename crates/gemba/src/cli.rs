@@ -71,6 +71,17 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentCommand,
     },
+    /// An incident's post-mortem: start it (personal links for everyone),
+    /// open and close the vote, make action items, export the notes.
+    Postmortem {
+        #[command(subcommand)]
+        command: PostmortemCommand,
+    },
+    /// Action items from post-mortems (also on the morning market).
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
     /// Draw a metric over time with change events as markers, as SVG or
     /// PNG (host metrics with no --process, e.g. --metric load1).
     Chart(ChartArgs),
@@ -280,6 +291,100 @@ pub enum IncidentCommand {
     },
     /// Close it (it stays, with its timeline).
     Close {
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PostmortemCommand {
+    /// Start the post-mortem of an incident; prints each participant's
+    /// personal link (shown this once).
+    Start {
+        /// I-12 or 12.
+        id: String,
+        #[arg(long)]
+        facilitator: String,
+        #[arg(long)]
+        note_keeper: String,
+        #[arg(long)]
+        time_keeper: String,
+        /// Someone taking part (repeat, or separate with commas); the
+        /// three roles take part anyway.
+        #[arg(long, value_delimiter = ',')]
+        participant: Vec<String>,
+        /// How long it takes changes (default 14d, at most 90d).
+        #[arg(long)]
+        open_for: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Its phase, who has shared, proposals, ballots, tally, action items.
+    Show {
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Close the proposals and hand everyone a ballot.
+    OpenVoting {
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Close the vote and show the tally.
+    CloseVoting {
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Make an action item of a proposal, after the vote.
+    Action {
+        id: String,
+        /// The proposal's number.
+        #[arg(long)]
+        proposal: i64,
+        #[arg(long)]
+        owner: String,
+        /// 2026-12-01 (due by its end, UTC).
+        #[arg(long)]
+        due: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Write the notes as Markdown (ID.md) with the charts as PNG files
+    /// beside them.
+    Export {
+        id: String,
+        /// The directory to write into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Send the notes to the server's [[notify]] targets.
+    Send {
+        id: String,
+        /// all, smtp, webhook, command, or the number of a [[notify]].
+        #[arg(long, default_value = "all")]
+        to: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActionsCommand {
+    /// Action items not done yet (--all: done ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Mark one done.
+    Done {
+        /// A-3 or 3.
         id: String,
         #[command(flatten)]
         write: WriteArgs,

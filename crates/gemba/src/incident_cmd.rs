@@ -21,7 +21,7 @@ fn line(i: &Value) -> String {
     )
 }
 
-fn id_path(id: &str) -> anyhow::Result<String> {
+pub(crate) fn id_path(id: &str) -> anyhow::Result<String> {
     let n: u64 = id
         .trim_start_matches(['I', 'i', '-'])
         .parse()
@@ -29,7 +29,7 @@ fn id_path(id: &str) -> anyhow::Result<String> {
     Ok(format!("/api/v1/incidents/{n}"))
 }
 
-fn write(client: &Client, path: &str, body: Value, base: &str) -> anyhow::Result<Value> {
+pub(crate) fn write(client: &Client, path: &str, body: Value, base: &str) -> anyhow::Result<Value> {
     let (status, answer) = client.send(path, "application/json", body.to_string().as_bytes())?;
     if status != 200 && status != 201 {
         bail!(

@@ -20,6 +20,7 @@ mod incident_cmd;
 mod market_cmd;
 mod node;
 mod node_cmd;
+mod postmortem_cmd;
 
 use std::process::ExitCode;
 
@@ -92,6 +93,8 @@ fn main() -> ExitCode {
         Command::SendChart(args) => event_cmd::send_chart(&args),
         Command::Logs(args) => event_cmd::logs(&args),
         Command::Incident { command } => incident_cmd::run(command),
+        Command::Postmortem { command } => postmortem_cmd::run(command),
+        Command::Actions { command } => postmortem_cmd::actions(command),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());
