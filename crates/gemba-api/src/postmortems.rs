@@ -1035,7 +1035,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
         );
     }
     // The round.
-    b.push_str("<h2>your share</h2>");
+    b.push_str("<h2>the round</h2>");
     let mine = pm
         .body
         .participants
@@ -1046,7 +1046,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
     if open {
         let _ = write!(
             b,
-            r#"<form id="share" data-post="{post}"><label>a success <textarea name="success" maxlength="2000">{}</textarea></label><label>a failure <textarea name="failure" maxlength="2000">{}</textarea></label><label>something to do better <textarea name="better" maxlength="2000">{}</textarea></label><p><button>save my share</button><span class="out"></span></p></form>"#,
+            r#"<form id="share" data-post="{post}"><p class="muted">Your share: what went well, what did not, and something to do better.</p><label>a success <textarea name="success" maxlength="2000">{}</textarea></label><label>a failure <textarea name="failure" maxlength="2000">{}</textarea></label><label>something to do better <textarea name="better" maxlength="2000">{}</textarea></label><p><button>save my share</button><span class="out"></span></p></form>"#,
             esc(&mine.success),
             esc(&mine.failure),
             esc(&mine.better)

@@ -1,0 +1,289 @@
+//! A post-mortem in a real browser: headless Chromium, driven through
+//! chromedriver, starts the post-mortem of an incident from its page, then
+//! four participants each open their own link and fill in the round, three
+//! propose, the time keeper starts the clock, the facilitator opens voting,
+//! four ballots are cast on their own pages, the facilitator closes voting
+//! (the tally appears) and makes the winner an action item, which the
+//! morning market then shows. Screenshots are kept under `target/tmp/`.
+//!
+//! Skips with a message when chromium or chromedriver is not installed
+//! (`.ci/run` installs both).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const BASE: &str = "http://127.0.7.41:8777";
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn count(c: &Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
+}
+
+async fn wait_count(c: &Client, css: &str, want: usize) {
+    let start = Instant::now();
+    loop {
+        let n = count(c, css).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{css}: {n} elements, wanted {want}; page: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn type_into(c: &Client, css: &str, words: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(words)
+        .await
+        .unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot kept at {}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_people_fill_in_a_post_mortem_and_vote_in_the_browser() {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        eprintln!("SKIPPED: browser test needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)");
+        return;
+    }
+    let data = common::TempDir::new("pm-browser");
+    let profile = common::TempDir::new("pm-browser-profile");
+    let key = common::write_key(data.path());
+    let _node = common::NodeProcess::start("pm-1", "lab", "127.0.7.41", None, &key, data.path());
+    let start = Instant::now();
+    while common::get(&format!("{BASE}/healthz")).map(|r| r.0) != Ok(200) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the node did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An incident to look back on (on loopback a node takes writes without
+    // a token).
+    let answer = ureq::post(&format!("{BASE}/api/v1/incidents"))
+        .header("content-type", "application/json")
+        .send(r#"{"title": "checkout down", "severity": "major"}"#)
+        .expect("incident opened")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let incident: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let id = incident["id"].as_i64().unwrap();
+
+    let _driver = Killed(
+        Command::new(CHROMEDRIVER)
+            .args(["--port=19516", "--allowed-ips=127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-quic", "--window-size=1300,1600",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let start = Instant::now();
+    let c = loop {
+        match ClientBuilder::new(connector.clone())
+            .capabilities(caps.clone())
+            .connect("http://127.0.0.1:19516")
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "cannot reach chromedriver: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    // The incident's page starts the post-mortem and shows the links once.
+    c.goto(&format!("{BASE}/incidents/{id}")).await.unwrap();
+    type_into(&c, "#start input[name=facilitator]", "ana").await;
+    type_into(&c, "#start input[name=note_keeper]", "bo").await;
+    type_into(&c, "#start input[name=time_keeper]", "cy").await;
+    type_into(&c, "#start input[name=participants]", "ana, bo, cy dee").await;
+    click(&c, "#start button").await;
+    wait_count(&c, "#links li", 4).await;
+    let mut links = Vec::new();
+    for li in c.find_all(Locator::Css("#links li")).await.unwrap() {
+        let who = li.text().await.unwrap();
+        let a = li.find(Locator::Css("a")).await.unwrap();
+        let href = a.attr("href").await.unwrap().unwrap();
+        links.push((who.split(':').next().unwrap().trim().to_string(), href));
+    }
+    screenshot(&c, "postmortem-started.png").await;
+    let link = |n: &str| {
+        let (_, href) = links.iter().find(|(who, _)| who == n).unwrap();
+        format!("{BASE}{href}")
+    };
+
+    // The round: each in turn, on their own page.
+    for (i, n) in ["ana", "bo", "cy", "dee"].iter().enumerate() {
+        c.goto(&link(n)).await.unwrap();
+        assert_eq!(text(&c, "#you").await, *n);
+        assert_eq!(count(&c, "#participation td.yes").await, i);
+        type_into(
+            &c,
+            "#share textarea[name=success]",
+            &format!("{n}: the page came fast"),
+        )
+        .await;
+        type_into(&c, "#share textarea[name=failure]", "the <pool> filled up").await;
+        type_into(&c, "#share textarea[name=better]", "watch the pool").await;
+        click(&c, "#share button").await;
+        wait_count(&c, "#participation td.yes", i + 1).await;
+    }
+    assert!(
+        text(&c, "body").await.contains("the <pool> filled up"),
+        "shared text is shown as text"
+    );
+    for (n, idea) in [
+        ("ana", "alert on pool size"),
+        ("bo", "canary deploys"),
+        ("dee", "a runbook for restarts"),
+    ] {
+        c.goto(&link(n)).await.unwrap();
+        let before = count(&c, "#proposals li").await;
+        type_into(&c, "#propose input[name=proposal]", idea).await;
+        click(&c, "#propose button").await;
+        wait_count(&c, "#proposals li", before + 1).await;
+    }
+    // The time keeper's clock.
+    c.goto(&link("cy")).await.unwrap();
+    click(&c, "#timer button").await;
+    wait_count(&c, "[data-ends]", 1).await;
+    assert!(text(&c, "[data-ends]").await.contains("left"));
+    assert_eq!(
+        count(&c, "#open-voting").await,
+        0,
+        "only the facilitator opens voting"
+    );
+    screenshot(&c, "postmortem-time-keeper.png").await;
+
+    c.goto(&link("ana")).await.unwrap();
+    click(&c, "#open-voting button").await;
+    wait_count(&c, "#your-ballot a", 1).await;
+
+    // Four ballots, each on its own page.
+    let choices: [(&str, &[usize]); 4] = [
+        ("ana", &[1, 3]),
+        ("bo", &[3]),
+        ("cy", &[2, 3]),
+        ("dee", &[3]),
+    ];
+    for (n, approve) in choices {
+        c.goto(&link(n)).await.unwrap();
+        click(&c, "#your-ballot a").await;
+        wait_count(&c, "#vote", 1).await;
+        assert!(c
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/ballots/"));
+        for p in approve {
+            click(&c, &format!("#vote input[value=\"{p}\"]")).await;
+        }
+        click(&c, "#vote button").await;
+        wait_count(&c, "#cast", 1).await;
+    }
+    screenshot(&c, "postmortem-ballot-cast.png").await;
+    c.goto(&link("bo")).await.unwrap();
+    assert!(text(&c, "#ballots")
+        .await
+        .starts_with("4 of 4 ballots cast"));
+    assert_eq!(count(&c, "#tally").await, 0, "no tally before closing");
+
+    c.goto(&link("ana")).await.unwrap();
+    click(&c, "#close-voting button").await;
+    wait_count(&c, "#tally", 1).await;
+    let winner = text(&c, "#tally tr.winner").await;
+    assert!(
+        winner.contains("a runbook for restarts") && winner.ends_with('4'),
+        "{winner}"
+    );
+    // The winner is the first choice of the action form.
+    type_into(&c, "#action input[name=owner]", "bo").await;
+    c.execute(
+        "document.querySelector('#action input[name=due]').value='2026-12-15'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&c, "#action button").await;
+    wait_count(&c, "#actions tr.action", 1).await;
+    let action = text(&c, "#actions tr.action").await;
+    assert!(
+        action.contains("a runbook for restarts") && action.contains("bo"),
+        "{action}"
+    );
+    screenshot(&c, "postmortem-closed.png").await;
+
+    c.goto(&format!("{BASE}/market")).await.unwrap();
+    let market = text(&c, "#action-items").await;
+    assert!(market.contains("a runbook for restarts"), "{market}");
+    c.goto(&format!("{BASE}/incidents/{id}")).await.unwrap();
+    assert!(text(&c, "#tally").await.contains("a runbook for restarts"));
+    screenshot(&c, "postmortem-incident.png").await;
+    c.close().await.unwrap();
+}
