@@ -369,11 +369,11 @@ pub async fn start(
         )));
     }
     let mut names: Vec<String> = Vec::new();
-    for n in setup.participants.iter().chain([
-        &setup.facilitator,
-        &setup.note_keeper,
-        &setup.time_keeper,
-    ]) {
+    // The roles first, then everyone else in the order given.
+    for n in [&setup.facilitator, &setup.note_keeper, &setup.time_keeper]
+        .into_iter()
+        .chain(&setup.participants)
+    {
         check_person("participant", n)?;
         if !names.contains(n) {
             names.push(n.clone());

@@ -610,6 +610,7 @@ async fn tell_incidents(
         return std::future::pending().await;
     };
     let mut told: std::collections::HashMap<i64, bool> = std::collections::HashMap::new();
+    let mut looked_back = false;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let Ok(all) = gemba_timeline::incident::list(&t, false, 50).await else {
@@ -626,15 +627,53 @@ async fn tell_incidents(
                     i.body.title,
                     i.id
                 ),
-                (Some(true), false) | (None, false) => println!(
-                    "{} INCIDENT I-{} closed: {}",
-                    elapsed(start),
-                    i.id,
-                    i.body.closed_by.as_deref().unwrap_or("")
-                ),
+                (Some(true), false) | (None, false) => {
+                    println!(
+                        "{} INCIDENT I-{} closed: {}",
+                        elapsed(start),
+                        i.id,
+                        i.body.closed_by.as_deref().unwrap_or("")
+                    );
+                    if !looked_back {
+                        looked_back = true;
+                        post_mortem(&t, i.id, http, start).await;
+                    }
+                }
                 _ => {}
             }
         }
+    }
+}
+
+/// Starts the post-mortem of the first incident that closes, with a team
+/// of four, and prints their personal links to fill in in a browser.
+async fn post_mortem(
+    t: &gemba_timeline::TimelineHandle,
+    id: i64,
+    http: SocketAddr,
+    start: Instant,
+) {
+    let setup = gemba_timeline::postmortem::Setup {
+        facilitator: "ana".into(),
+        note_keeper: "bo".into(),
+        time_keeper: "cy".into(),
+        participants: vec!["dee".into()],
+        open_for: None,
+    };
+    match gemba_timeline::postmortem::start(t, id, &setup, "demo").await {
+        Ok(links) => {
+            println!(
+                "{} POSTMORTEM of I-{id} started: each link is one person's form (ana facilitates and opens the vote, bo keeps notes, cy keeps time):",
+                elapsed(start)
+            );
+            for (name, token) in links {
+                println!("      {name:<4} http://{http}/pm/{token}");
+            }
+            println!(
+                "      notes as Markdown: http://{http}/api/v1/incidents/{id}/postmortem.md (after the vote, or: gemba postmortem export {id} --from http://{http})"
+            );
+        }
+        Err(e) => println!("{} POSTMORTEM of I-{id} not started: {e}", elapsed(start)),
     }
 }
 
