@@ -223,7 +223,9 @@ pub(crate) async fn market_report(State(s): State<Shared>, Query(q): Query<Marke
                     a.id,
                     a.text.replace(['\n', '\r'], " "),
                     a.owner,
-                    &gemba_timeline::event::format_ms(a.due_ms)[..10],
+                    gemba_timeline::event::format_ms(a.due_ms)
+                        .get(..10)
+                        .unwrap_or("?"),
                     a.incident
                 ));
             }

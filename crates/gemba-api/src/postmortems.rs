@@ -46,6 +46,12 @@ impl From<PmError> for ApiError {
     }
 }
 
+/// The day of a time, `2026-12-15`.
+fn day(ms: u64) -> String {
+    let t = format_ms(ms);
+    t.get(..10).unwrap_or(&t).to_string()
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
@@ -769,9 +775,9 @@ fn markdown(
             if a.done_ms.is_some() { "x" } else { " " },
             md_item(&a.text),
             md(&a.owner),
-            &format_ms(a.due_ms)[..10],
+            day(a.due_ms),
             a.done_ms
-                .map(|d| format!(", done {}", &format_ms(d)[..10]))
+                .map(|d| format!(", done {}", day(d)))
                 .unwrap_or_default()
         );
     }
@@ -901,9 +907,9 @@ fn actions_html(actions: &[ActionRow]) -> String {
             r#"<tr class="action"><td>{}</td><td>{}</td><td class="nw">{}</td><td>{}</td></tr>"#,
             esc(&a.text),
             esc(&a.owner),
-            &format_ms(a.due_ms)[..10],
+            day(a.due_ms),
             a.done_ms
-                .map(|d| format_ms(d)[..10].to_string())
+                .map(|d| day(d).to_string())
                 .unwrap_or_else(|| "-".into())
         );
     }
@@ -1248,7 +1254,7 @@ pub(crate) async fn market_section(s: &Shared) -> String {
             text = esc(&a.text),
             owner = esc(&a.owner),
             late = if a.due_ms < now { " st-CRITICAL" } else { "" },
-            due = &format_ms(a.due_ms)[..10],
+            due = day(a.due_ms),
             inc = a.incident,
         );
     }

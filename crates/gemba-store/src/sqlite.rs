@@ -543,7 +543,7 @@ mod tests {
             vec![
                 ("escalator".to_string(), 2),
                 ("market".to_string(), 2),
-                ("timeline".to_string(), 4)
+                ("timeline".to_string(), 5)
             ],
             "migration 2 (the outbox) ran on top of the old schema, and the later stages' tables were added"
         );

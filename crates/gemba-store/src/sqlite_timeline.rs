@@ -972,4 +972,89 @@ mod tests {
             .collect();
         assert_eq!(open, [id]);
     }
+
+    fn person(hash: &str, name: &str) -> ParticipantRow {
+        ParticipantRow {
+            token_hash: hash.into(),
+            incident: 1,
+            name: name.into(),
+            seal_key: "k".into(),
+            slot: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ballot_counts_once_and_only_while_voting() {
+        let s = SqliteStore::in_memory().unwrap();
+        let people = vec![person("h-a", "ana"), person("h-b", "bo")];
+        assert!(s
+            .add_postmortem(1, 1000, "{}".into(), people.clone())
+            .await
+            .unwrap());
+        assert!(!s
+            .add_postmortem(1, 1000, "{}".into(), people)
+            .await
+            .unwrap());
+        assert_eq!(
+            s.cast_ballot("b1".into(), "x".into(), 5).await.unwrap(),
+            BallotOutcome::Unknown
+        );
+        let slots = vec![
+            ("h-a".to_string(), "s-a".to_string()),
+            ("h-b".into(), "s-b".into()),
+        ];
+        // Voting opens from the version read, once.
+        assert!(!s
+            .open_voting(1, 7, "{}".into(), vec!["b1".into()], slots.clone())
+            .await
+            .unwrap());
+        assert!(s
+            .open_voting(1, 1, "{}".into(), vec!["b1".into(), "b2".into()], slots)
+            .await
+            .unwrap());
+        assert_eq!(
+            s.participant("h-a".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .slot
+                .as_deref(),
+            Some("s-a")
+        );
+        assert_eq!(
+            s.cast_ballot("b1".into(), "x".into(), 5).await.unwrap(),
+            BallotOutcome::Cast(1)
+        );
+        assert_eq!(
+            s.cast_ballot("b1".into(), "y".into(), 5).await.unwrap(),
+            BallotOutcome::Repeated
+        );
+        assert_eq!(
+            s.cast_ballot("b2".into(), "y".into(), 1000).await.unwrap(),
+            BallotOutcome::NotOpen,
+            "expired"
+        );
+        let pm = s.postmortem(1).await.unwrap().unwrap();
+        assert_eq!(
+            (pm.phase.as_str(), pm.ballots, pm.ballots_cast),
+            ("voting", 2, 1)
+        );
+        // Closing forgets the slots; a late ballot is refused.
+        assert!(s
+            .update_postmortem(1, pm.version, "closed".into(), "{}".into())
+            .await
+            .unwrap());
+        assert!(s
+            .participants(1)
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.slot.is_none()));
+        assert_eq!(
+            s.cast_ballot("b2".into(), "y".into(), 5).await.unwrap(),
+            BallotOutcome::NotOpen
+        );
+        assert_eq!(s.ballot_contents(1).await.unwrap(), vec!["x".to_string()]);
+        assert_eq!(s.ballot("b2".into()).await.unwrap(), Some((1, false)));
+    }
 }
