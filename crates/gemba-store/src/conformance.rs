@@ -16,7 +16,7 @@ pub type Pair = (Arc<dyn Store>, Arc<dyn Store>);
 
 /// Runs every check on a fresh store each; panics naming the first check
 /// that fails.
-pub async fn run_all<F, Fut>(fresh: F)
+pub async fn run_all<F, Fut>(backend: crate::Backend, fresh: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Pair>,
@@ -29,7 +29,7 @@ where
     a_due_notice_is_claimed_by_one_server_and_retried_later(fresh().await).await;
     pruning_keeps_open_escalations_and_recent_lines(fresh().await).await;
     text_round_trips_unchanged(fresh().await).await;
-    every_stage_reports_a_schema(fresh().await).await;
+    every_stage_reports_a_schema(backend, fresh().await).await;
 }
 
 fn line(escalation: Option<u64>, at_ms: u64, text: &str) -> JournalRow {
@@ -307,13 +307,13 @@ pub async fn text_round_trips_unchanged((s, other): Pair) {
     );
 }
 
-pub async fn every_stage_reports_a_schema((s, _): Pair) {
+pub async fn every_stage_reports_a_schema(backend: crate::Backend, (s, _): Pair) {
     let schema = s.schema().await.unwrap();
-    for stage in crate::STAGES {
+    for stage in crate::STAGES.iter().filter(|st| st.newest(backend) > 0) {
         assert!(
             schema
                 .iter()
-                .any(|(name, v)| name == stage.name && *v as usize == stage.sqlite.len()),
+                .any(|(name, v)| name == stage.name && *v as usize == stage.newest(backend)),
             "stage {} is at its newest schema: {schema:?}",
             stage.name
         );

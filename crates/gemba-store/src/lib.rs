@@ -18,13 +18,15 @@
 pub mod conformance;
 mod market;
 mod migrations;
+mod postgres;
 mod sqlite;
 mod sqlite_market;
 mod sqlite_timeline;
 mod timeline;
 
 pub use market::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunCounts, RunRow, StartRow};
-pub use migrations::STAGES;
+pub use migrations::{Backend, StageSchema, STAGES};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use timeline::{
     ActionRow, BallotOutcome, ChangeRow, EventFilter, EventRow, IncidentRow, ParticipantRow, Point,

@@ -1,13 +1,32 @@
 //! The schema, per stage. Each stage numbers its own migrations from 1;
 //! a store records the version each stage has reached, so stages are added
-//! and grown independently. The SQL is SQLite's; a second implementation
-//! brings its own lists under the same stage names and versions.
+//! and grown independently. Each database has its own list per stage
+//! (SQLite's and PostgreSQL's numbers need not match: PostgreSQL started
+//! later, from the schema SQLite had then).
 
 /// One stage's migrations, applied in order; never edit a released one,
 /// append a new one.
 pub struct StageSchema {
     pub name: &'static str,
     pub sqlite: &'static [&'static str],
+    pub postgres: &'static [&'static str],
+}
+
+/// Which database a store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl StageSchema {
+    /// The newest schema version of this stage on `backend`.
+    pub fn newest(&self, backend: Backend) -> usize {
+        match backend {
+            Backend::Sqlite => self.sqlite.len(),
+            Backend::Postgres => self.postgres.len(),
+        }
+    }
 }
 
 /// Every stage with tables in the store.
@@ -15,14 +34,17 @@ pub const STAGES: &[StageSchema] = &[
     StageSchema {
         name: "escalator",
         sqlite: ESCALATOR,
+        postgres: PG_ESCALATOR,
     },
     StageSchema {
         name: "market",
         sqlite: MARKET,
+        postgres: &[],
     },
     StageSchema {
         name: "timeline",
         sqlite: TIMELINE,
+        postgres: &[],
     },
 ];
 
@@ -265,4 +287,56 @@ const ESCALATOR: &[&str] = &[
         last_error TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX outbox_due ON outbox(next_ms);",
+];
+
+/// The escalator's tables in PostgreSQL. Free text (journal lines, records,
+/// notices) is stored as UTF-8 bytes: PostgreSQL's TEXT refuses NUL, and a
+/// program's output may hold one.
+const PG_ESCALATOR: &[&str] = &[
+    // 1: the journal, records, ids, leases, step claims and notices.
+    "CREATE TABLE journal (
+        seq BIGSERIAL PRIMARY KEY,
+        escalation BIGINT,
+        scope TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        text BYTEA NOT NULL,
+        server TEXT NOT NULL
+    );
+    CREATE INDEX journal_escalation ON journal (escalation, seq);
+    CREATE INDEX journal_at ON journal (at_ms);
+    CREATE TABLE escalations (
+        id BIGINT PRIMARY KEY,
+        scope TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        open BOOLEAN NOT NULL,
+        opened_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        body BYTEA NOT NULL
+    );
+    CREATE INDEX escalations_open ON escalations (open, updated_ms);
+    CREATE SEQUENCE escalation_ids;
+    CREATE TABLE leases (
+        scope TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );
+    CREATE TABLE step_claims (
+        escalation BIGINT NOT NULL,
+        attempt BIGINT NOT NULL,
+        level BIGINT NOT NULL,
+        holder TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        PRIMARY KEY (escalation, attempt, level)
+    );
+    CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY,
+        target BYTEA NOT NULL,
+        body BYTEA NOT NULL,
+        created_ms BIGINT NOT NULL,
+        next_ms BIGINT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        last_error BYTEA NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_due ON outbox (next_ms);",
 ];

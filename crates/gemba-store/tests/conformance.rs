@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use gemba_store::conformance::{run_all, Pair};
-use gemba_store::{SqliteStore, Store, StoreLocation};
+use gemba_store::{Backend, SqliteStore, Store, StoreLocation};
 
 #[tokio::test]
 async fn sqlite_in_memory_meets_the_store_contract() {
-    run_all(|| async {
+    run_all(Backend::Sqlite, || async {
         let s = SqliteStore::in_memory().unwrap();
         let a: Arc<dyn Store> = Arc::new(s.clone());
         let b: Arc<dyn Store> = Arc::new(s);
@@ -21,7 +21,7 @@ async fn sqlite_in_memory_meets_the_store_contract() {
 async fn sqlite_file_shared_by_two_servers_meets_the_store_contract() {
     let root = std::env::temp_dir().join(format!("gemba-conformance-{}", std::process::id()));
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    run_all(|| {
+    run_all(Backend::Sqlite, || {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path = root.join(format!("{n}/gemba.db"));
         async move {

@@ -1,0 +1,189 @@
+//! A throwaway PostgreSQL server for tests: `initdb` into a temporary
+//! directory, `pg_ctl start` on a free loopback port (and a private socket
+//! directory), one fresh database per call of [`Cluster::database`], and
+//! `pg_ctl stop` plus the directory removed when dropped. As root the
+//! server runs as the `postgres` user (PostgreSQL refuses root).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+    next: AtomicUsize,
+}
+
+/// Where PostgreSQL's server programs are, if installed.
+fn bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn is_root() -> bool {
+    // SAFETY-free: read our own uid from /proc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+impl Cluster {
+    /// Starts one, or says why not (the caller skips with that message).
+    pub fn start(name: &str) -> Result<Cluster, String> {
+        let bin = bin_dir().ok_or("PostgreSQL is not installed (apt-get install postgresql)")?;
+        let dir = std::env::temp_dir().join(format!("gemba-pg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sock")).map_err(|e| e.to_string())?;
+        let as_postgres = is_root();
+        if as_postgres {
+            let out = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("chown: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let c = Cluster {
+            dir,
+            bin,
+            port,
+            as_postgres,
+            next: AtomicUsize::new(0),
+        };
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &c.data().display().to_string(),
+                "-U",
+                "gemba",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        c.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &c.data().display().to_string(),
+                "-l",
+                &c.dir.join("server.log").display().to_string(),
+                "-o",
+                &format!(
+                    "-h 127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=200",
+                    c.dir.join("sock").display()
+                ),
+                "-w",
+                "start",
+            ],
+        )?;
+        Ok(c)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let path = self.bin.join(program);
+        let out = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&path)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&path).args(args).output()
+        }
+        .map_err(|e| format!("{program}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// The URL of the server's `postgres` database.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://gemba@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A new, empty database; its URL.
+    pub async fn database(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t{n}");
+        let (client, conn) = tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
+            .await
+            .expect("the test server answers");
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+        format!("postgres://gemba@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server at once (as a crash would) and starts it again.
+    pub fn restart(&self) -> Result<(), String> {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "immediate",
+                "-w",
+                "restart",
+            ],
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
