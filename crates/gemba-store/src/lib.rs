@@ -19,6 +19,7 @@ pub mod conformance;
 mod market;
 mod migrations;
 mod postgres;
+mod postgres_market;
 mod sqlite;
 mod sqlite_market;
 mod sqlite_timeline;

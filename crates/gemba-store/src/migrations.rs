@@ -39,7 +39,7 @@ pub const STAGES: &[StageSchema] = &[
     StageSchema {
         name: "market",
         sqlite: MARKET,
-        postgres: &[],
+        postgres: PG_MARKET,
     },
     StageSchema {
         name: "timeline",
@@ -339,4 +339,62 @@ const PG_ESCALATOR: &[&str] = &[
         last_error BYTEA NOT NULL DEFAULT ''
     );
     CREATE INDEX outbox_due ON outbox (next_ms);",
+];
+
+/// The market's tables in PostgreSQL. What a report carries is stored as
+/// bytes (a hostile report may hold a NUL, which TEXT refuses and which
+/// would fail the whole batch); node names, checked against the name
+/// grammar, are TEXT.
+const PG_MARKET: &[&str] = &[
+    // 1: runs, Chef run starts, problems with their evidence per node, node
+    // summaries, the detectors' index of resources that ran fine, values.
+    "CREATE TABLE market_runs (
+        id BIGSERIAL PRIMARY KEY,
+        key BYTEA NOT NULL UNIQUE,
+        node TEXT NOT NULL,
+        tool BYTEA NOT NULL,
+        started_ms BIGINT NOT NULL,
+        duration_ms BIGINT,
+        status BYTEA NOT NULL,
+        environment BYTEA NOT NULL,
+        code_version BYTEA NOT NULL,
+        total BIGINT NOT NULL,
+        changed BIGINT NOT NULL,
+        failed BIGINT NOT NULL,
+        digest BYTEA NOT NULL,
+        body BYTEA NOT NULL
+    );
+    CREATE INDEX market_runs_node ON market_runs (node, started_ms);
+    CREATE INDEX market_runs_started ON market_runs (started_ms);
+    CREATE TABLE market_starts (
+        run_id BYTEA PRIMARY KEY,
+        node TEXT NOT NULL,
+        started_ms BIGINT NOT NULL
+    );
+    CREATE INDEX market_starts_started ON market_starts (started_ms);
+    CREATE TABLE market_problems (
+        id BIGINT PRIMARY KEY,
+        signature BYTEA NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        body BYTEA NOT NULL
+    );
+    CREATE TABLE market_problem_nodes (
+        problem BIGINT NOT NULL,
+        node TEXT NOT NULL,
+        body BYTEA NOT NULL,
+        PRIMARY KEY (problem, node)
+    );
+    CREATE TABLE market_nodes (
+        node TEXT PRIMARY KEY,
+        body BYTEA NOT NULL
+    );
+    CREATE TABLE market_fine (
+        key BYTEA PRIMARY KEY,
+        body BYTEA NOT NULL
+    );
+    CREATE TABLE market_values (
+        name TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );",
 ];

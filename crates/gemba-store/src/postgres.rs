@@ -20,6 +20,9 @@ use crate::{EscalationRow, JournalRow, OutboxRow, Pruned, Store, StoreError};
 /// is likely to use: "gemba" and a number).
 const MIGRATION_LOCK: i64 = 0x6765_6d62_6100_0001;
 const JOURNAL_LOCK: i64 = 0x6765_6d62_6100_0002;
+/// Market commits, one at a time: runs are followed by id too, and two
+/// batches updating one problem must not interleave.
+pub(crate) const MARKET_LOCK: i64 = 0x6765_6d62_6100_0003;
 
 /// Connections per server.
 const POOL_SIZE: usize = 8;
@@ -50,7 +53,7 @@ fn shown(cfg: &tokio_postgres::Config) -> String {
     )
 }
 
-fn text(bytes: Vec<u8>) -> String {
+pub(crate) fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
@@ -103,13 +106,13 @@ impl PgStore {
         &self.shown
     }
 
-    async fn client(&self) -> Result<Object, StoreError> {
+    pub(crate) async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|e| {
             StoreError::Query(format!("cannot reach PostgreSQL at {}: {e}", self.shown))
         })
     }
 
-    fn failed(&self, e: tokio_postgres::Error) -> StoreError {
+    pub(crate) fn failed(&self, e: tokio_postgres::Error) -> StoreError {
         StoreError::Query(format!("PostgreSQL at {}: {e}", self.shown))
     }
 
@@ -232,7 +235,7 @@ fn outbox_row(r: &Row) -> OutboxRow {
 }
 
 /// Milliseconds and counts as PostgreSQL's BIGINT.
-fn big(v: u64) -> i64 {
+pub(crate) fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 

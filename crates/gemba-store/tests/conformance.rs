@@ -35,3 +35,14 @@ async fn sqlite_file_shared_by_two_servers_meets_the_store_contract() {
     .await;
     let _ = std::fs::remove_dir_all(root);
 }
+
+#[tokio::test]
+async fn sqlite_meets_the_market_contract() {
+    gemba_store::conformance::run_market(|| async {
+        let s = SqliteStore::in_memory().unwrap();
+        let a: Arc<dyn gemba_store::MarketStore> = Arc::new(s.clone());
+        let b: Arc<dyn gemba_store::MarketStore> = Arc::new(s);
+        (a, b)
+    })
+    .await;
+}

@@ -1,0 +1,350 @@
+//! The market's tables in PostgreSQL.
+
+use tokio_postgres::Row;
+
+use crate::market::*;
+use crate::postgres::{big, text, MARKET_LOCK};
+use crate::{PgStore, StoreError};
+
+const RUN_COLUMNS: &str = "id, key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest";
+
+fn run_row(r: &Row, with_body: bool) -> RunRow {
+    RunRow {
+        id: r.get(0),
+        key: text(r.get(1)),
+        node: r.get(2),
+        tool: text(r.get(3)),
+        started_ms: r.get::<_, i64>(4) as u64,
+        duration_ms: r.get::<_, Option<i64>>(5).map(|v| v as u64),
+        status: text(r.get(6)),
+        environment: text(r.get(7)),
+        code_version: text(r.get(8)),
+        total: r.get::<_, i64>(9) as u64,
+        changed: r.get::<_, i64>(10) as u64,
+        failed: r.get::<_, i64>(11) as u64,
+        digest: text(r.get(12)),
+        body: if with_body {
+            text(r.get(13))
+        } else {
+            String::new()
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl MarketStore for PgStore {
+    async fn known_runs(&self, keys: Vec<String>) -> Result<Vec<String>, StoreError> {
+        let c = self.client().await?;
+        let bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let rows = c
+            .query("SELECT key FROM market_runs WHERE key = ANY($1)", &[&bytes])
+            .await
+            .map_err(|e| self.failed(e))?;
+        let found: std::collections::HashSet<String> =
+            rows.into_iter().map(|r| text(r.get(0))).collect();
+        Ok(keys.into_iter().filter(|k| found.contains(k)).collect())
+    }
+
+    async fn commit(&self, batch: MarketBatch) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.failed(e))?;
+        let f = |e| self.failed(e);
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MARKET_LOCK])
+            .await
+            .map_err(f)?;
+        let ins = tx
+            .prepare(
+                "INSERT INTO market_runs (key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .await
+            .map_err(f)?;
+        for r in &batch.runs {
+            tx.execute(
+                &ins,
+                &[
+                    &r.key.as_bytes(),
+                    &r.node,
+                    &r.tool.as_bytes(),
+                    &big(r.started_ms),
+                    &r.duration_ms.map(big),
+                    &r.status.as_bytes(),
+                    &r.environment.as_bytes(),
+                    &r.code_version.as_bytes(),
+                    &big(r.total),
+                    &big(r.changed),
+                    &big(r.failed),
+                    &r.digest.as_bytes(),
+                    &r.body.as_bytes(),
+                ],
+            )
+            .await
+            .map_err(f)?;
+        }
+        let start = tx
+            .prepare(
+                "INSERT INTO market_starts (run_id, node, started_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (run_id) DO NOTHING",
+            )
+            .await
+            .map_err(f)?;
+        for s in &batch.starts {
+            tx.execute(&start, &[&s.run_id.as_bytes(), &s.node, &big(s.started_ms)])
+                .await
+                .map_err(f)?;
+        }
+        let prob = tx
+            .prepare(
+                "INSERT INTO market_problems (id, signature, status, last_seen_ms, body) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, last_seen_ms = EXCLUDED.last_seen_ms, body = EXCLUDED.body",
+            )
+            .await
+            .map_err(f)?;
+        let clear = tx
+            .prepare("DELETE FROM market_problem_nodes WHERE problem = $1")
+            .await
+            .map_err(f)?;
+        let evidence = tx
+            .prepare(
+                "INSERT INTO market_problem_nodes (problem, node, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (problem, node) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .await
+            .map_err(f)?;
+        for p in &batch.problems {
+            let id = big(p.id);
+            tx.execute(
+                &prob,
+                &[
+                    &id,
+                    &p.signature.as_bytes(),
+                    &p.status,
+                    &big(p.last_seen_ms),
+                    &p.body.as_bytes(),
+                ],
+            )
+            .await
+            .map_err(f)?;
+            if p.replace_nodes {
+                tx.execute(&clear, &[&id]).await.map_err(f)?;
+            }
+            for (node, body) in &p.nodes {
+                tx.execute(&evidence, &[&id, node, &body.as_bytes()])
+                    .await
+                    .map_err(f)?;
+            }
+        }
+        let node = tx
+            .prepare(
+                "INSERT INTO market_nodes (node, body) VALUES ($1, $2)
+                 ON CONFLICT (node) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .await
+            .map_err(f)?;
+        for n in &batch.nodes {
+            tx.execute(&node, &[&n.node, &n.body.as_bytes()])
+                .await
+                .map_err(f)?;
+        }
+        let fine = tx
+            .prepare(
+                "INSERT INTO market_fine (key, body) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .await
+            .map_err(f)?;
+        for (key, body) in &batch.fine {
+            tx.execute(&fine, &[&key.as_bytes(), &body.as_bytes()])
+                .await
+                .map_err(f)?;
+        }
+        tx.commit().await.map_err(f)
+    }
+
+    async fn problems(&self) -> Result<Vec<ProblemRow>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, signature, status, last_seen_ms, body FROM market_problems ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut list: Vec<ProblemRow> = rows
+            .iter()
+            .map(|r| ProblemRow {
+                id: r.get::<_, i64>(0) as u64,
+                signature: text(r.get(1)),
+                status: r.get(2),
+                last_seen_ms: r.get::<_, i64>(3) as u64,
+                body: text(r.get(4)),
+                nodes: Vec::new(),
+                replace_nodes: false,
+            })
+            .collect();
+        let at: std::collections::HashMap<u64, usize> =
+            list.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+        let rows = c
+            .query("SELECT problem, node, body FROM market_problem_nodes", &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        for r in rows {
+            if let Some(&i) = at.get(&(r.get::<_, i64>(0) as u64)) {
+                list[i].nodes.push((r.get(1), text(r.get(2))));
+            }
+        }
+        Ok(list)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT node, body FROM market_nodes ORDER BY node", &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeRow {
+                node: r.get(0),
+                body: text(r.get(1)),
+            })
+            .collect())
+    }
+
+    async fn fine(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT key, body FROM market_fine", &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (text(r.get(0)), text(r.get(1))))
+            .collect())
+    }
+
+    async fn recent_digests(
+        &self,
+        since_ms: u64,
+        per_node: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        // Per node through the (node, started_ms) index, in one statement.
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT n.node, r.digest FROM market_nodes n
+                 CROSS JOIN LATERAL (
+                    SELECT started_ms, digest FROM market_runs
+                    WHERE node = n.node AND started_ms >= $1
+                    ORDER BY started_ms DESC LIMIT $2
+                 ) r
+                 ORDER BY r.started_ms",
+                &[&big(since_ms), &big(per_node as u64)],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), text(r.get(1))))
+            .collect())
+    }
+
+    async fn node_runs(&self, node: &str, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM market_runs WHERE node = $1 ORDER BY started_ms DESC LIMIT $2"
+                ),
+                &[&node, &big(limit as u64)],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows.iter().map(|r| run_row(r, false)).collect())
+    }
+
+    async fn runs_after(&self, id: i64, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM market_runs WHERE id > $1 ORDER BY id LIMIT $2"
+                ),
+                &[&id, &big(limit as u64)],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows.iter().map(|r| run_row(r, false)).collect())
+    }
+
+    async fn run(&self, key: &str) -> Result<Option<RunRow>, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_opt(
+                &format!("SELECT {RUN_COLUMNS}, body FROM market_runs WHERE key = $1"),
+                &[&key.as_bytes()],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(r.map(|r| run_row(&r, true)))
+    }
+
+    async fn run_counts(&self, since_ms: u64, until_ms: u64) -> Result<RunCounts, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'failed'::bytea), COUNT(DISTINCT node)
+                 FROM market_runs WHERE started_ms >= $1 AND started_ms < $2",
+                &[&big(since_ms), &big(until_ms)],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(RunCounts {
+            runs: r.get::<_, i64>(0) as u64,
+            failed: r.get::<_, i64>(1) as u64,
+            nodes: r.get::<_, i64>(2) as u64,
+        })
+    }
+
+    async fn get_value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_opt("SELECT value FROM market_values WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(r.map(|r| text(r.get(0))))
+    }
+
+    async fn set_value(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO market_values (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            &[&name, &value.as_bytes()],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    async fn prune_runs(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.failed(e))?;
+        let n = tx
+            .execute(
+                "DELETE FROM market_runs WHERE started_ms < $1",
+                &[&big(before_ms)],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        tx.execute(
+            "DELETE FROM market_starts WHERE started_ms < $1",
+            &[&big(before_ms)],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        tx.commit().await.map_err(|e| self.failed(e))?;
+        Ok(n)
+    }
+}
