@@ -20,6 +20,7 @@ mod market;
 mod migrations;
 mod postgres;
 mod postgres_market;
+mod postgres_timeline;
 mod sqlite;
 mod sqlite_market;
 mod sqlite_timeline;

@@ -44,7 +44,7 @@ pub const STAGES: &[StageSchema] = &[
     StageSchema {
         name: "timeline",
         sqlite: TIMELINE,
-        postgres: &[],
+        postgres: PG_TIMELINE,
     },
 ];
 
@@ -396,5 +396,131 @@ const PG_MARKET: &[&str] = &[
     CREATE TABLE market_values (
         name TEXT PRIMARY KEY,
         value BYTEA NOT NULL
+    );",
+];
+
+/// The timeline's tables in PostgreSQL: as SQLite's fifth schema. Texts
+/// that may come from a program's output (event texts follow journal
+/// lines; a change's detail is a check's output) are bytes.
+const PG_TIMELINE: &[&str] = &[
+    // 1: events and their tags, values, series with raw points (the head
+    // and the tier) and roll-ups, state changes, incidents, post-mortems.
+    "CREATE TABLE timeline_events (
+        id BIGSERIAL PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        end_ms BIGINT,
+        kind TEXT NOT NULL,
+        what BYTEA NOT NULL,
+        tags TEXT NOT NULL,
+        text BYTEA NOT NULL,
+        author TEXT NOT NULL,
+        link TEXT NOT NULL,
+        source TEXT NOT NULL,
+        origin TEXT UNIQUE
+    );
+    CREATE INDEX timeline_events_at ON timeline_events (at_ms);
+    CREATE TABLE timeline_event_tags (
+        tag TEXT NOT NULL,
+        event BIGINT NOT NULL,
+        PRIMARY KEY (tag, event)
+    );
+    CREATE TABLE timeline_values (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE timeline_series (
+        id BIGSERIAL PRIMARY KEY,
+        node TEXT NOT NULL,
+        process TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        UNIQUE (node, process, metric)
+    );
+    CREATE TABLE timeline_head (
+        t BIGINT NOT NULL,
+        series BIGINT NOT NULL,
+        v DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (t, series)
+    );
+    CREATE TABLE timeline_raw (
+        series BIGINT NOT NULL,
+        t BIGINT NOT NULL,
+        v DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (series, t)
+    );
+    CREATE INDEX timeline_raw_t ON timeline_raw (t);
+    CREATE TABLE timeline_minute (
+        series BIGINT NOT NULL,
+        t BIGINT NOT NULL,
+        avg DOUBLE PRECISION NOT NULL,
+        min DOUBLE PRECISION NOT NULL,
+        max DOUBLE PRECISION NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (series, t)
+    );
+    CREATE INDEX timeline_minute_t ON timeline_minute (t);
+    CREATE TABLE timeline_hour (
+        series BIGINT NOT NULL,
+        t BIGINT NOT NULL,
+        avg DOUBLE PRECISION NOT NULL,
+        min DOUBLE PRECISION NOT NULL,
+        max DOUBLE PRECISION NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (series, t)
+    );
+    CREATE INDEX timeline_hour_t ON timeline_hour (t);
+    CREATE TABLE timeline_changes (
+        id BIGSERIAL PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        node TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        state TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        detail BYTEA NOT NULL
+    );
+    CREATE INDEX timeline_changes_at ON timeline_changes (at_ms);
+    CREATE TABLE incidents (
+        id BIGSERIAL PRIMARY KEY,
+        opened_ms BIGINT NOT NULL,
+        closed_ms BIGINT,
+        version BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE incident_escalations (
+        escalation BIGINT PRIMARY KEY,
+        incident BIGINT NOT NULL
+    );
+    CREATE INDEX incident_escalations_incident ON incident_escalations (incident);
+    CREATE TABLE postmortems (
+        incident BIGINT PRIMARY KEY,
+        phase TEXT NOT NULL,
+        expires_ms BIGINT NOT NULL,
+        version BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE pm_participants (
+        token_hash TEXT PRIMARY KEY,
+        incident BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        seal_key TEXT NOT NULL,
+        slot TEXT,
+        UNIQUE (incident, name)
+    );
+    CREATE TABLE pm_ballots (
+        token_hash TEXT PRIMARY KEY,
+        incident BIGINT NOT NULL,
+        content TEXT
+    );
+    CREATE TABLE pm_actions (
+        id BIGSERIAL PRIMARY KEY,
+        incident BIGINT NOT NULL,
+        proposal BIGINT NOT NULL,
+        text TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        due_ms BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        done_ms BIGINT,
+        done_by TEXT
     );",
 ];

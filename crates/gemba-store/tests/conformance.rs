@@ -46,3 +46,14 @@ async fn sqlite_meets_the_market_contract() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sqlite_meets_the_timeline_contract() {
+    gemba_store::conformance::run_timeline(|| async {
+        let s = SqliteStore::in_memory().unwrap();
+        let a: Arc<dyn gemba_store::TimelineStore> = Arc::new(s.clone());
+        let b: Arc<dyn gemba_store::TimelineStore> = Arc::new(s);
+        (a, b)
+    })
+    .await;
+}

@@ -49,6 +49,26 @@ async fn postgres_shared_by_two_servers_meets_the_market_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_shared_by_two_servers_meets_the_timeline_contract() {
+    let cluster = match pg::Cluster::start("timeline") {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    gemba_store::conformance::run_timeline(|| async {
+        let url = cluster.database().await;
+        let a: Arc<dyn gemba_store::TimelineStore> =
+            Arc::new(PgStore::connect(&url, None).await.unwrap());
+        let b: Arc<dyn gemba_store::TimelineStore> =
+            Arc::new(PgStore::connect(&url, None).await.unwrap());
+        (a, b)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_starting_together_migrate_once_and_a_bad_location_is_named() {
     let cluster = match pg::Cluster::start("migrate") {
         Ok(c) => c,
@@ -66,7 +86,11 @@ async fn servers_starting_together_migrate_once_and_a_bad_location_is_named() {
     let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
     assert_eq!(
         a.schema().await.unwrap(),
-        vec![("escalator".to_string(), 1), ("market".to_string(), 1)]
+        vec![
+            ("escalator".to_string(), 1),
+            ("market".to_string(), 1),
+            ("timeline".to_string(), 1)
+        ]
     );
     // Nobody listens there: a clear error that names where, not the
     // password.
