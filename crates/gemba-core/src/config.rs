@@ -121,8 +121,12 @@ pub struct HttpSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// `sqlite:///var/lib/gemba/gemba.db` or a plain path.
+    /// `sqlite:///var/lib/gemba/gemba.db`, a plain path, or
+    /// `postgres://user@host:port/db`.
     pub url: Option<String>,
+    /// PostgreSQL's password, in a file readable by gemba only (else the
+    /// URL's, else `PGPASSWORD`).
+    pub password_file: Option<PathBuf>,
     /// Journal lines and closed escalations older than this are removed.
     pub journal_retention: Option<String>,
 }
@@ -170,31 +174,61 @@ pub struct Config {
 /// Where the server role keeps what must survive a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {
-    /// An SQLite file. Its WAL needs every server on one host: servers on
-    /// several machines wait for PostgreSQL.
+    /// An SQLite file. Its WAL needs every server on one host.
     Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by servers on any number of hosts.
+    Postgres {
+        /// `postgres://user@host:port/db` (libpq's URL form).
+        url: String,
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// A URL with its password (if it holds one) replaced by `***`.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 impl fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreLocation::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            StoreLocation::Postgres { url, .. } => f.write_str(&without_password(url)),
         }
     }
 }
 
 impl StoreLocation {
     /// `sqlite://<path>` (so `sqlite:///var/lib/gemba/gemba.db` is
-    /// absolute) or a plain path.
+    /// absolute), a plain path, or `postgres://user@host:port/db`.
     pub fn parse(text: &str) -> Result<StoreLocation, String> {
         let path = match text.split_once("://") {
             Some(("sqlite", path)) => path,
-            Some(("postgres" | "postgresql", _)) => {
-                return Err("PostgreSQL is not supported yet; use sqlite://<path>".into())
+            Some(("postgres" | "postgresql", rest)) => {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Err(
+                        "no host: use postgres://user@host:port/db".into(),
+                    );
+                }
+                return Ok(StoreLocation::Postgres {
+                    url: text.to_string(),
+                    password_file: None,
+                });
             }
             Some((scheme, _)) => {
                 return Err(format!(
-                    "unknown store scheme {scheme:?}; use sqlite://<path> or a plain path"
+                    "unknown store scheme {scheme:?}; use sqlite://<path>, postgres://user@host:port/db or a plain path"
                 ))
             }
             None => text,
@@ -751,13 +785,25 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
 
 /// `[store]`; the default file lives in the data directory.
 fn store_config(c: &mut Checker, store: StoreSection, data_dir: &Path) -> StoreConfig {
-    let location = match store.url.as_deref() {
+    let mut location = match store.url.as_deref() {
         None => StoreLocation::Sqlite(data_dir.join("gemba.db")),
         Some(text) => StoreLocation::parse(text).unwrap_or_else(|reason| {
-            c.fail("store.url", format!("{text:?}: {reason}"));
+            c.fail(
+                "store.url",
+                format!("{:?}: {reason}", without_password(text)),
+            );
             StoreLocation::Sqlite(data_dir.join("gemba.db"))
         }),
     };
+    if let Some(file) = store.password_file {
+        match &mut location {
+            StoreLocation::Postgres { password_file, .. } => *password_file = Some(file),
+            StoreLocation::Sqlite(_) => c.fail(
+                "store.password_file",
+                "only a postgres:// store takes a password",
+            ),
+        }
+    }
     let journal_retention = c.duration(
         "store.journal_retention",
         store.journal_retention.as_deref(),
@@ -824,11 +870,28 @@ mod tests {
                 "{url}"
             );
         }
-        let err = load("[store]\nurl = \"postgres://db/gemba\"\njournal_retention = \"1m\"\n[escalator]\nstore = \"/old/g.db\"\n")
+        let c = load("[store]\nurl = \"postgres://gemba:s3cret@db:5433/gemba\"\npassword_file = \"/etc/gemba/pg\"\n").unwrap();
+        assert_eq!(
+            c.store.location,
+            StoreLocation::Postgres {
+                url: "postgres://gemba:s3cret@db:5433/gemba".into(),
+                password_file: Some("/etc/gemba/pg".into())
+            }
+        );
+        assert_eq!(
+            c.store.location.to_string(),
+            "postgres://gemba:***@db:5433/gemba",
+            "shown without its password"
+        );
+        let err = load("[store]\nurl = \"postgres:///gemba\"\njournal_retention = \"1m\"\npassword_file = \"/p\"\n[escalator]\nstore = \"/old/g.db\"\n")
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("store.url: \"postgres://db/gemba\": PostgreSQL is not supported yet"),
+            err.contains("store.url: \"postgres:///gemba\": no host"),
+            "{err}"
+        );
+        assert!(
+            err.contains("store.password_file: only a postgres:// store takes a password"),
             "{err}"
         );
         assert!(

@@ -115,10 +115,15 @@ stale_after_intervals = {stale}
 step_grace = "{step_grace}"
 
 [store]
-# Where the server role keeps the journal, escalations, leases and notices:
-# sqlite:///var/lib/gemba/gemba.db or a plain path. Default: <data_dir>/gemba.db.
+# Where the server role keeps the journal, escalations, leases, notices,
+# reports, events, series and incidents: sqlite:///var/lib/gemba/gemba.db or a
+# plain path (default: <data_dir>/gemba.db), or a PostgreSQL database shared by
+# servers on several hosts: postgres://gemba@db.example.net:5432/gemba.
 # Servers sharing an SQLite file must run on one host (WAL needs shared memory).
 # url = "sqlite:///var/lib/gemba/gemba.db"
+# PostgreSQL's password: in a file only gemba can read (else the URL's, else
+# the PGPASSWORD environment variable).
+# password_file = "/etc/gemba/pg.password"
 # Journal lines and closed escalations older than this are removed (hourly).
 journal_retention = "{journal_retention}"
 

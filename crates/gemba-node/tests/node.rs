@@ -208,7 +208,9 @@ async fn probes_keep_answering_while_the_store_waits_for_another_servers_lock() 
     .await
     .unwrap();
     let b_config = config("b", b_addr, Some(a_addr), &dir, FAST_MESH);
-    let gemba_core::StoreLocation::Sqlite(db) = b_config.store.location.clone();
+    let gemba_core::StoreLocation::Sqlite(db) = b_config.store.location.clone() else {
+        panic!("the default store is SQLite")
+    };
     drop(gemba_store::SqliteStore::open(&db).unwrap());
     // Another server holds the write lock for 4 s.
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();

@@ -24,6 +24,7 @@ mod postgres_timeline;
 mod sqlite;
 mod sqlite_market;
 mod sqlite_timeline;
+pub mod throwaway;
 mod timeline;
 
 pub use market::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunCounts, RunRow, StartRow};
@@ -65,12 +66,53 @@ pub enum StoreError {
 
 pub use gemba_core::StoreLocation;
 
-/// Opens the store at `location`, creating and migrating it. The work
+/// Every table a server keeps, behind one handle: each stage takes the
+/// trait it needs from it.
+pub trait Stores: Store + MarketStore + TimelineStore {}
+impl<T: Store + MarketStore + TimelineStore> Stores for T {}
+
+/// Opens the store at `location`, creating and migrating it. SQLite's work
 /// (file creation, busy waits, migrations) runs on a blocking thread, so
 /// that a slow disk or a lock held by another server never stalls the
-/// async threads that answer probes.
+/// async threads that answer probes; PostgreSQL's is asynchronous.
 pub async fn open(location: &StoreLocation) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    Ok(std::sync::Arc::new(open_sqlite(location).await?))
+    Ok(open_any(location).await?)
+}
+
+/// Opens the store at `location` as every stage's tables.
+pub async fn open_any(location: &StoreLocation) -> Result<std::sync::Arc<dyn Stores>, StoreError> {
+    match location {
+        StoreLocation::Sqlite(_) => Ok(std::sync::Arc::new(open_sqlite(location).await?)),
+        StoreLocation::Postgres { url, password_file } => {
+            let password = match password_file {
+                Some(path) => Some(read_password(path)?),
+                None => None,
+            };
+            Ok(std::sync::Arc::new(PgStore::connect(url, password).await?))
+        }
+    }
+}
+
+/// A password file's first line; refused when others may read it.
+fn read_password(path: &std::path::Path) -> Result<String, StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("password file: {e}")))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(fail(format!(
+            "password file is open to group or others (mode {:o}); chmod 600 it",
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("password file: {e}")))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(fail("password file is empty".into()));
+    }
+    Ok(line)
 }
 
 /// Opens (creating and migrating) the SQLite file on a blocking thread.
@@ -85,25 +127,32 @@ async fn open_sqlite(location: &StoreLocation) -> Result<SqliteStore, StoreError
                     reason: format!("opening task failed: {e}"),
                 })?
         }
+        other => Err(StoreError::Open {
+            path: other.to_string(),
+            reason: "not an SQLite file".into(),
+        }),
     }
 }
 
-/// Opens the market's tables at `location`: its own connection, so that
-/// a large batch of reports never waits behind the escalator's lock (the
-/// database still writes one transaction at a time).
+/// Opens the market's tables at `location`: its own connection (or pool),
+/// so that a large batch of reports never waits behind the escalator.
 pub async fn open_market(
     location: &StoreLocation,
 ) -> Result<std::sync::Arc<dyn MarketStore>, StoreError> {
-    Ok(std::sync::Arc::new(open_sqlite(location).await?))
+    Ok(open_any(location).await?)
 }
 
-/// Opens the timeline's tables at `location` on their own connection.
+/// Opens the timeline's tables at `location` on their own connection (or
+/// pool); the handle also reads the market's runs.
 pub async fn open_timeline(
     location: &StoreLocation,
-) -> Result<std::sync::Arc<SqliteStore>, StoreError> {
-    let s = open_sqlite(location).await?;
-    s.tune_for_series().await?;
-    Ok(std::sync::Arc::new(s))
+) -> Result<std::sync::Arc<dyn Stores>, StoreError> {
+    if let StoreLocation::Sqlite(_) = location {
+        let s = open_sqlite(location).await?;
+        s.tune_for_series().await?;
+        return Ok(std::sync::Arc::new(s));
+    }
+    open_any(location).await
 }
 
 /// What [`Store::prune`] removed.

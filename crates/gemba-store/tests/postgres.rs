@@ -3,8 +3,6 @@
 //! server the test starts (skips with the reason when PostgreSQL is not
 //! installed; `.ci/run` installs it).
 
-mod pg;
-
 use std::sync::Arc;
 
 use gemba_store::conformance::{run_all, Pair};
@@ -12,7 +10,7 @@ use gemba_store::{Backend, PgStore, Store, StoreError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_shared_by_two_servers_meets_the_store_contract() {
-    let cluster = match pg::Cluster::start("conformance") {
+    let cluster = match gemba_store::throwaway::Cluster::start("conformance") {
         Ok(c) => c,
         Err(why) => {
             eprintln!("SKIPPED: {why}");
@@ -30,7 +28,7 @@ async fn postgres_shared_by_two_servers_meets_the_store_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_shared_by_two_servers_meets_the_market_contract() {
-    let cluster = match pg::Cluster::start("market") {
+    let cluster = match gemba_store::throwaway::Cluster::start("market") {
         Ok(c) => c,
         Err(why) => {
             eprintln!("SKIPPED: {why}");
@@ -50,7 +48,7 @@ async fn postgres_shared_by_two_servers_meets_the_market_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_shared_by_two_servers_meets_the_timeline_contract() {
-    let cluster = match pg::Cluster::start("timeline") {
+    let cluster = match gemba_store::throwaway::Cluster::start("timeline") {
         Ok(c) => c,
         Err(why) => {
             eprintln!("SKIPPED: {why}");
@@ -70,7 +68,7 @@ async fn postgres_shared_by_two_servers_meets_the_timeline_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_starting_together_migrate_once_and_a_bad_location_is_named() {
-    let cluster = match pg::Cluster::start("migrate") {
+    let cluster = match gemba_store::throwaway::Cluster::start("migrate") {
         Ok(c) => c,
         Err(why) => {
             eprintln!("SKIPPED: {why}");

@@ -1,9 +1,9 @@
-//! A throwaway PostgreSQL server for tests: `initdb` into a temporary
+//! A throwaway PostgreSQL server for tests and benchmarks (never for
+//! production): `initdb` into a temporary
 //! directory, `pg_ctl start` on a free loopback port (and a private socket
 //! directory), one fresh database per call of [`Cluster::database`], and
 //! `pg_ctl stop` plus the directory removed when dropped. As root the
 //! server runs as the `postgres` user (PostgreSQL refuses root).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,7 +30,7 @@ fn bin_dir() -> Option<PathBuf> {
 }
 
 fn is_root() -> bool {
-    // SAFETY-free: read our own uid from /proc.
+    // Our own uid, from /proc.
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
