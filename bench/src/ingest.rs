@@ -154,11 +154,33 @@ pub fn stages(fixtures: &Path, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(bin: &str, fixtures: &Path, count: usize, clients: usize) -> anyhow::Result<()> {
+/// With `postgres`, the server keeps its store in a throwaway PostgreSQL
+/// server on loopback (started here, removed at the end) instead of SQLite.
+pub fn run(
+    bin: &str,
+    fixtures: &Path,
+    count: usize,
+    clients: usize,
+    postgres: bool,
+) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("gemba-bench-ingest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let mut cluster = None;
+    let mut config_args = Vec::new();
+    if postgres {
+        let c = gemba_store::throwaway::Cluster::start("bench").map_err(|e| anyhow::anyhow!(e))?;
+        let url = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(c.database());
+        let file = dir.join("gemba.toml");
+        std::fs::write(&file, format!("[store]\nurl = \"{url}\"\n"))?;
+        config_args.push(format!("--config={}", file.display()));
+        cluster = Some(c);
+    }
     let mut server = Command::new(bin)
         .args(["run", &format!("--http={HTTP}"), "--listen=127.0.17.1:7946"])
+        .args(&config_args)
         .arg(format!("--data-dir={}", dir.display()))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -208,12 +230,35 @@ pub fn run(bin: &str, fixtures: &Path, count: usize, clients: usize) -> anyhow::
         puppet_size as f64 / 1000.0
     );
     println!("| Chef run_converge → /api/v1/chef/data-collector | {chef_count} | {:.1} kB | {clients} | {c:.0} |", chef_size as f64 / 1000.0);
-    println!(
-        "store: {:.1} MB for {} runs = {:.1} kB per run (SQLite file + WAL)",
-        bytes as f64 / 1e6,
-        count + chef_count,
-        bytes as f64 / 1000.0 / (count + chef_count) as f64
-    );
+    if let Some(c) = &cluster {
+        let size = dir_size(&c.dir().join("data"));
+        println!(
+            "store: PostgreSQL data directory {:.1} MB after {} runs (all databases, WAL included)",
+            size as f64 / 1e6,
+            count + chef_count
+        );
+    } else {
+        println!(
+            "store: {:.1} MB for {} runs = {:.1} kB per run (SQLite file + WAL)",
+            bytes as f64 / 1e6,
+            count + chef_count,
+            bytes as f64 / 1000.0 / (count + chef_count) as f64
+        );
+    }
+    drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }

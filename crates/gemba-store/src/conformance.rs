@@ -558,10 +558,39 @@ pub async fn market_values_nodes_fine_and_pruning((a, b): MarketPair) {
     .await
     .unwrap();
     assert_eq!(a.nodes().await.unwrap()[0].body, "{\"runs\":2}");
+    // One batch naming a node twice: the later row wins.
+    a.commit(crate::MarketBatch {
+        nodes: vec![
+            crate::NodeRow {
+                node: "web-9".into(),
+                body: "{\"v\":1}".into(),
+            },
+            crate::NodeRow {
+                node: "web-9".into(),
+                body: "{\"v\":2}".into(),
+            },
+        ],
+        fine: vec![("k".into(), "1".into()), ("k".into(), "2".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let nodes = b.nodes().await.unwrap();
     assert_eq!(
-        a.fine().await.unwrap(),
-        vec![("File[/etc/motd]".to_string(), "{\"n\":2}".to_string())]
+        nodes.iter().find(|n| n.node == "web-9").unwrap().body,
+        "{\"v\":2}"
     );
+    assert!(b
+        .fine()
+        .await
+        .unwrap()
+        .contains(&("k".to_string(), "2".to_string())));
+    let fine = a.fine().await.unwrap();
+    assert!(
+        fine.contains(&("File[/etc/motd]".to_string(), "{\"n\":2}".to_string())),
+        "{fine:?}"
+    );
+    assert_eq!(fine.len(), 2, "one row per key: {fine:?}");
     assert_eq!(b.prune_runs(500).await.unwrap(), 1);
     assert!(a.run("old").await.unwrap().is_none());
     assert!(a.run("new").await.unwrap().is_some());

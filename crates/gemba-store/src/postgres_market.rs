@@ -8,6 +8,17 @@ use crate::{PgStore, StoreError};
 
 const RUN_COLUMNS: &str = "id, key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest";
 
+/// The pairs with each key once, its last value kept (one statement may
+/// not update a row twice).
+fn last_wins<'a>(
+    pairs: impl DoubleEndedIterator<Item = (&'a str, &'a str)>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<(&str, &str)> = pairs.rev().filter(|(k, _)| seen.insert(*k)).collect();
+    out.reverse();
+    out
+}
+
 fn run_row(r: &Row, with_body: bool) -> RunRow {
     RunRow {
         id: r.get(0),
@@ -52,31 +63,32 @@ impl MarketStore for PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MARKET_LOCK])
             .await
             .map_err(f)?;
-        let ins = tx
-            .prepare(
-                "INSERT INTO market_runs (key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .await
-            .map_err(f)?;
-        for r in &batch.runs {
+        // Each table's rows in one statement (arrays unnested): a round
+        // trip per row cost more than the rows.
+        if !batch.runs.is_empty() {
+            let r = &batch.runs;
+            let col =
+                |f: &dyn Fn(&RunRow) -> Vec<u8>| -> Vec<Vec<u8>> { r.iter().map(f).collect() };
+            let keys = col(&|x| x.key.as_bytes().to_vec());
+            let nodes: Vec<&str> = r.iter().map(|x| x.node.as_str()).collect();
+            let tools = col(&|x| x.tool.as_bytes().to_vec());
+            let started: Vec<i64> = r.iter().map(|x| big(x.started_ms)).collect();
+            let durations: Vec<Option<i64>> = r.iter().map(|x| x.duration_ms.map(big)).collect();
+            let statuses = col(&|x| x.status.as_bytes().to_vec());
+            let envs = col(&|x| x.environment.as_bytes().to_vec());
+            let versions = col(&|x| x.code_version.as_bytes().to_vec());
+            let totals: Vec<i64> = r.iter().map(|x| big(x.total)).collect();
+            let changed: Vec<i64> = r.iter().map(|x| big(x.changed)).collect();
+            let failed: Vec<i64> = r.iter().map(|x| big(x.failed)).collect();
+            let digests = col(&|x| x.digest.as_bytes().to_vec());
+            let bodies = col(&|x| x.body.as_bytes().to_vec());
             tx.execute(
-                &ins,
+                "INSERT INTO market_runs (key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest, body)
+                 SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BYTEA[], $4::BIGINT[], $5::BIGINT[], $6::BYTEA[], $7::BYTEA[], $8::BYTEA[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::BYTEA[], $13::BYTEA[])
+                 ON CONFLICT (key) DO NOTHING",
                 &[
-                    &r.key.as_bytes(),
-                    &r.node,
-                    &r.tool.as_bytes(),
-                    &big(r.started_ms),
-                    &r.duration_ms.map(big),
-                    &r.status.as_bytes(),
-                    &r.environment.as_bytes(),
-                    &r.code_version.as_bytes(),
-                    &big(r.total),
-                    &big(r.changed),
-                    &big(r.failed),
-                    &r.digest.as_bytes(),
-                    &r.body.as_bytes(),
+                    &keys, &nodes, &tools, &started, &durations, &statuses, &envs, &versions,
+                    &totals, &changed, &failed, &digests, &bodies,
                 ],
             )
             .await
@@ -101,17 +113,6 @@ impl MarketStore for PgStore {
             )
             .await
             .map_err(f)?;
-        let clear = tx
-            .prepare("DELETE FROM market_problem_nodes WHERE problem = $1")
-            .await
-            .map_err(f)?;
-        let evidence = tx
-            .prepare(
-                "INSERT INTO market_problem_nodes (problem, node, body) VALUES ($1, $2, $3)
-                 ON CONFLICT (problem, node) DO UPDATE SET body = EXCLUDED.body",
-            )
-            .await
-            .map_err(f)?;
         for p in &batch.problems {
             let id = big(p.id);
             tx.execute(
@@ -127,37 +128,55 @@ impl MarketStore for PgStore {
             .await
             .map_err(f)?;
             if p.replace_nodes {
-                tx.execute(&clear, &[&id]).await.map_err(f)?;
+                tx.execute(
+                    "DELETE FROM market_problem_nodes WHERE problem = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(f)?;
             }
-            for (node, body) in &p.nodes {
-                tx.execute(&evidence, &[&id, node, &body.as_bytes()])
-                    .await
-                    .map_err(f)?;
+            if !p.nodes.is_empty() {
+                let rows = last_wins(p.nodes.iter().map(|(n, b)| (n.as_str(), b.as_str())));
+                let nodes: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
+                let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
+                tx.execute(
+                    "INSERT INTO market_problem_nodes (problem, node, body)
+                     SELECT $1, n, b FROM UNNEST($2::TEXT[], $3::BYTEA[]) AS e (n, b)
+                     ON CONFLICT (problem, node) DO UPDATE SET body = EXCLUDED.body",
+                    &[&id, &nodes, &bodies],
+                )
+                .await
+                .map_err(f)?;
             }
         }
-        let node = tx
-            .prepare(
-                "INSERT INTO market_nodes (node, body) VALUES ($1, $2)
+        if !batch.nodes.is_empty() {
+            let rows = last_wins(
+                batch
+                    .nodes
+                    .iter()
+                    .map(|n| (n.node.as_str(), n.body.as_str())),
+            );
+            let names: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
+            let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
+            tx.execute(
+                "INSERT INTO market_nodes (node, body) SELECT * FROM UNNEST($1::TEXT[], $2::BYTEA[])
                  ON CONFLICT (node) DO UPDATE SET body = EXCLUDED.body",
+                &[&names, &bodies],
             )
             .await
             .map_err(f)?;
-        for n in &batch.nodes {
-            tx.execute(&node, &[&n.node, &n.body.as_bytes()])
-                .await
-                .map_err(f)?;
         }
-        let fine = tx
-            .prepare(
-                "INSERT INTO market_fine (key, body) VALUES ($1, $2)
+        if !batch.fine.is_empty() {
+            let rows = last_wins(batch.fine.iter().map(|(k, b)| (k.as_str(), b.as_str())));
+            let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_bytes()).collect();
+            let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
+            tx.execute(
+                "INSERT INTO market_fine (key, body) SELECT * FROM UNNEST($1::BYTEA[], $2::BYTEA[])
                  ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body",
+                &[&keys, &bodies],
             )
             .await
             .map_err(f)?;
-        for (key, body) in &batch.fine {
-            tx.execute(&fine, &[&key.as_bytes(), &body.as_bytes()])
-                .await
-                .map_err(f)?;
         }
         tx.commit().await.map_err(f)
     }
