@@ -22,6 +22,15 @@ pub struct SqliteStore {
 /// rather than misreading the schema.
 const STAGED_USER_VERSION: i64 = 1000;
 
+/// How often opening is tried again while another server holds the file
+/// (100 ms apart).
+const OPEN_TRIES: u32 = 100;
+
+fn is_locked(e: &StoreError) -> bool {
+    let text = e.to_string();
+    text.contains("database is locked") || text.contains("database is busy")
+}
+
 fn reason(e: rusqlite::Error) -> String {
     e.to_string()
 }
@@ -37,11 +46,25 @@ impl SqliteStore {
                 reason: format!("cannot create directory {}: {e}", dir.display()),
             })?;
         }
-        let conn = Connection::open(path).map_err(|e| StoreError::Open {
-            path: p.clone(),
-            reason: reason(e),
-        })?;
-        Self::setup(conn, &p)
+        // Servers starting together on a new file race for it: switching
+        // it to WAL and the first migration can answer "locked" before the
+        // busy timeout applies. The loser waits and opens it again.
+        let mut tries = 0;
+        loop {
+            let opened = Connection::open(path)
+                .map_err(|e| StoreError::Open {
+                    path: p.clone(),
+                    reason: reason(e),
+                })
+                .and_then(|conn| Self::setup(conn, &p));
+            match opened {
+                Err(e) if tries < OPEN_TRIES && is_locked(&e) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A private in-memory store (tests, `gemba simulate`).
@@ -517,6 +540,22 @@ mod tests {
         assert!(a.claim_step(7, 1, 4, "s1", 1).await.unwrap());
         assert!(!b.claim_step(7, 1, 4, "s2", 2).await.unwrap());
         assert!(b.claim_step(7, 2, 4, "s2", 3).await.unwrap());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn servers_opening_a_new_file_at_once_all_get_it() {
+        let d = dir();
+        let path = d.join("gemba.db");
+        let opened: Vec<Result<SqliteStore, StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| SqliteStore::open(&path)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for o in opened {
+            assert!(o.is_ok(), "{:?}", o.err());
+        }
         let _ = std::fs::remove_dir_all(d);
     }
 
