@@ -53,6 +53,15 @@ fn shown(cfg: &tokio_postgres::Config) -> String {
     )
 }
 
+/// What went wrong, with the server's own message when it sent one
+/// (the driver's display says only "db error").
+pub(crate) fn reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 pub(crate) fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -113,7 +122,7 @@ impl PgStore {
     }
 
     pub(crate) fn failed(&self, e: tokio_postgres::Error) -> StoreError {
-        StoreError::Query(format!("PostgreSQL at {}: {e}", self.shown))
+        StoreError::Query(format!("PostgreSQL at {}: {}", self.shown, reason(&e)))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -121,25 +130,25 @@ impl PgStore {
             path: self.shown.clone(),
             reason: e.to_string(),
         })?;
-        c.batch_execute(
+        // Under the migration lock: two servers creating it at once would
+        // otherwise collide in the catalog.
+        let open = |e: tokio_postgres::Error| StoreError::Open {
+            path: self.shown.clone(),
+            reason: reason(&e),
+        };
+        let tx = c.transaction().await.map_err(open)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(open)?;
+        tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS gemba_schema_stages (
                 stage TEXT PRIMARY KEY,
                 version BIGINT NOT NULL
             )",
         )
         .await
-        .or_else(|e| {
-            // Two servers creating it at once: one wins, the other sees
-            // a unique violation on the catalog; the table is there.
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(StoreError::Open {
-                    path: self.shown.clone(),
-                    reason: e.to_string(),
-                })
-            }
-        })?;
+        .map_err(open)?;
+        tx.commit().await.map_err(open)?;
         for stage in STAGES {
             self.migrate_stage(&mut c, stage).await?;
         }
@@ -154,7 +163,7 @@ impl PgStore {
                 path: self.shown.clone(),
                 stage: stage.name,
                 version: v as usize,
-                reason: e.to_string(),
+                reason: reason(&e),
             };
             let tx = c.transaction().await.map_err(mig)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
