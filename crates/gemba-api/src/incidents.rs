@@ -29,7 +29,7 @@ pub(crate) fn who(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn id_of(raw: &str) -> Result<i64, ApiError> {
+pub(crate) fn id_of(raw: &str) -> Result<i64, ApiError> {
     raw.trim_start_matches(['I', 'i', '-'])
         .parse()
         .map_err(|_| {

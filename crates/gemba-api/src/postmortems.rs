@@ -56,12 +56,6 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-fn incident_id(raw: &str) -> Result<i64, ApiError> {
-    raw.trim_start_matches(['I', 'i', '-'])
-        .parse()
-        .map_err(|_| bad("an incident id is a number (or I-12)"))
-}
-
 fn operator(headers: &HeaderMap) -> Actor {
     Actor::Operator(crate::incidents::who(headers))
 }
@@ -249,7 +243,7 @@ pub(crate) async fn start(
     body: Bytes,
 ) -> Answer {
     let t = timeline(&s)?;
-    let id = incident_id(&id)?;
+    let id = crate::incidents::id_of(&id)?;
     let setup: Setup = serde_json::from_slice(&body).map_err(|e| {
         bad(format!("the body is {{\"facilitator\", \"note_keeper\", \"time_keeper\", \"participants\": [...], \"open_for\": \"14d\"}}: {e}"))
     })?;
@@ -275,7 +269,7 @@ pub(crate) async fn one(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    let pm = must_get(&s, incident_id(&id)?).await?;
+    let pm = must_get(&s, crate::incidents::id_of(&id)?).await?;
     let content = crate::holds_token(&s, &headers);
     Ok(Json(pm_json(&s, &pm, content).await?).into_response())
 }
@@ -287,7 +281,7 @@ pub(crate) async fn operator_change(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    let id = incident_id(&id)?;
+    let id = crate::incidents::id_of(&id)?;
     let change = change_of(&body)?;
     let pm = postmortem::change(timeline(&s)?, id, &operator(&headers), &change).await?;
     Ok(Json(pm_json(&s, &pm, true).await?).into_response())
@@ -300,7 +294,7 @@ pub(crate) async fn operator_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    let id = incident_id(&id)?;
+    let id = crate::incidents::id_of(&id)?;
     let new = action_of(&body)?;
     let aid = postmortem::add_action(timeline(&s)?, id, &operator(&headers), &new).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": aid}))).into_response())
@@ -398,7 +392,7 @@ pub(crate) async fn operator_send(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let id = incident_id(&id)?;
+    let id = crate::incidents::id_of(&id)?;
     must_get(&s, id).await?;
     send_notes(&s, id, &body).await
 }
@@ -562,7 +556,7 @@ pub(crate) async fn export_json(
     headers: HeaderMap,
 ) -> Answer {
     use base64::Engine;
-    let id = incident_id(&id)?;
+    let id = crate::incidents::id_of(&id)?;
     may_export(&s, id, &headers).await?;
     let e = export(&s, id).await?;
     Ok(Json(json!({
@@ -581,7 +575,7 @@ pub(crate) async fn export_markdown(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    let id = incident_id(&id)?;
+    let id = crate::incidents::id_of(&id)?;
     may_export(&s, id, &headers).await?;
     let e = export(&s, id).await?;
     Ok((
@@ -839,6 +833,13 @@ fn page(s: &Shared, title: &str, body: &str) -> axum::response::Response {
     Html(crate::console::shell(s.mesh.id(), title, &body, None)).into_response()
 }
 
+/// A link or ballot refused, as a page with the reason and its status.
+fn refused_page(s: &Shared, title: &str, e: PmError) -> axum::response::Response {
+    let e = ApiError::from(e);
+    let body = format!(r#"<p class="refused">{}</p>"#, esc(&e.1));
+    (e.0, page(s, title, &body)).into_response()
+}
+
 fn participation_html(pm: &Postmortem) -> String {
     let mut b = String::from(
         r#"<table id="participation"><tr><th>participant</th><th>role</th><th>shared</th></tr>"#,
@@ -985,18 +986,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
     let t = timeline(&s)?;
     let seat = match postmortem::seat(t, &token).await {
         Ok(seat) => seat,
-        Err(e) => {
-            let e = ApiError::from(e);
-            return Ok((
-                e.0,
-                page(
-                    &s,
-                    "post-mortem",
-                    &format!(r#"<p class="refused">{}</p>"#, esc(&e.1)),
-                ),
-            )
-                .into_response());
-        }
+        Err(e) => return Ok(refused_page(&s, "post-mortem", e)),
     };
     let pm = &seat.postmortem;
     let i = incident::get(t, pm.incident)
@@ -1184,18 +1174,7 @@ pub(crate) async fn ballot_page(State(s): State<Shared>, Path(token): Path<Strin
     let t = timeline(&s)?;
     let view = match postmortem::ballot(t, &token).await {
         Ok(v) => v,
-        Err(e) => {
-            let e = ApiError::from(e);
-            return Ok((
-                e.0,
-                page(
-                    &s,
-                    "ballot",
-                    &format!(r#"<p class="refused">{}</p>"#, esc(&e.1)),
-                ),
-            )
-                .into_response());
-        }
+        Err(e) => return Ok(refused_page(&s, "ballot", e)),
     };
     let pm = &view.postmortem;
     let mut b = format!(

@@ -10,23 +10,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fantoccini::{ClientBuilder, Locator};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::browser::{self, count, screenshot, Killed};
+use fantoccini::Locator;
 
 fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
@@ -38,13 +27,6 @@ fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> 
             Err(_) => panic!("the demo did not print {needle:?} within {limit:?}"),
         }
     }
-}
-
-async fn count(c: &fantoccini::Client, css: &str) -> usize {
-    c.find_all(Locator::Css(css))
-        .await
-        .map(|v| v.len())
-        .unwrap_or(0)
 }
 
 async fn wait_count(c: &fantoccini::Client, css: &str, want: usize, limit: Duration) -> Duration {
@@ -62,17 +44,10 @@ async fn wait_count(c: &fantoccini::Client, css: &str, want: usize, limit: Durat
     }
 }
 
-async fn screenshot(c: &fantoccini::Client, name: &str) {
-    let png = c.screenshot().await.expect("screenshot");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::write(&path, png).unwrap();
-    eprintln!("screenshot kept at {}", path.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        eprintln!("SKIPPED: browser test needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)");
+    if let Some(why) = browser::missing() {
+        eprintln!("SKIPPED: {why}");
         return;
     }
     let profile = common::TempDir::new("chromium-profile");
@@ -101,51 +76,13 @@ async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
             }
         }
     });
-    let _driver = Killed(
-        Command::new(CHROMEDRIVER)
-            .args(["--port=19515", "--allowed-ips=127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     wait_for_line(
         &rx,
         "every node sees all 20 links up",
         Duration::from_secs(30),
     );
 
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-quic", "--window-size=1400,1000",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let start = Instant::now();
-    let client = loop {
-        match ClientBuilder::new(connector.clone())
-            .capabilities(caps.clone())
-            .connect("http://127.0.0.1:19515")
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "cannot reach chromedriver: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let (_driver, client) = browser::start(19515, profile.path(), "1400,1000").await;
 
     client.goto("http://127.0.7.11:8777/").await.unwrap();
     assert_eq!(client.title().await.unwrap(), "gemba · ams-1");

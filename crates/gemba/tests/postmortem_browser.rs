@@ -11,30 +11,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use common::browser::{self, count, screenshot};
+use fantoccini::{Client, Locator};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const BASE: &str = "http://127.0.7.41:8777";
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn count(c: &Client, css: &str) -> usize {
-    c.find_all(Locator::Css(css))
-        .await
-        .map(|v| v.len())
-        .unwrap_or(0)
-}
 
 async fn wait_count(c: &Client, css: &str, want: usize) {
     let start = Instant::now();
@@ -79,17 +61,10 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
-async fn screenshot(c: &Client, name: &str) {
-    let png = c.screenshot().await.expect("screenshot");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::write(&path, png).unwrap();
-    eprintln!("screenshot kept at {}", path.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_people_fill_in_a_post_mortem_and_vote_in_the_browser() {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        eprintln!("SKIPPED: browser test needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)");
+    if let Some(why) = browser::missing() {
+        eprintln!("SKIPPED: {why}");
         return;
     }
     let data = common::TempDir::new("pm-browser");
@@ -116,45 +91,7 @@ async fn four_people_fill_in_a_post_mortem_and_vote_in_the_browser() {
     let incident: serde_json::Value = serde_json::from_str(&answer).unwrap();
     let id = incident["id"].as_i64().unwrap();
 
-    let _driver = Killed(
-        Command::new(CHROMEDRIVER)
-            .args(["--port=19516", "--allowed-ips=127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-quic", "--window-size=1300,1600",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let start = Instant::now();
-    let c = loop {
-        match ClientBuilder::new(connector.clone())
-            .capabilities(caps.clone())
-            .connect("http://127.0.0.1:19516")
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "cannot reach chromedriver: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let (_driver, c) = browser::start(19516, profile.path(), "1300,1600").await;
 
     // The incident's page starts the post-mortem and shows the links once.
     c.goto(&format!("{BASE}/incidents/{id}")).await.unwrap();

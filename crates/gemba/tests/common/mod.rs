@@ -221,3 +221,5 @@ pub fn edge<'a>(g: &'a serde_json::Value, s: &str, t: &str) -> Option<&'a serde_
         .iter()
         .find(|e| e["source"] == s && e["target"] == t)
 }
+
+pub mod browser;
