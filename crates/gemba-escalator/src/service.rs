@@ -17,7 +17,7 @@ use gemba_checks::CheckResult;
 use gemba_core::{template, Policy, Scope};
 use gemba_exec::Clock;
 use gemba_exec::{self as exec, ExecSpec};
-use gemba_store::{EscalationRow, JournalRow, Store};
+use gemba_store::{Claim, EscalationRow, Fence, JournalRow, Store};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -90,6 +90,19 @@ pub struct EscalatorHandle {
     tx: mpsc::Sender<Command>,
     pub store: Arc<dyn Store>,
     pub policy: Arc<Policy>,
+}
+
+/// Whether effect `f` belongs to escalation `id` (on `scope`): what a
+/// server drops once the store tells it the escalation is another's.
+fn touches(f: &Effect, id: u64, scope: &str) -> bool {
+    match f {
+        Effect::Run { id: i, .. } => *i == id,
+        Effect::Save(e) => e.id == id,
+        Effect::Journal(j) => j.escalation == Some(id),
+        Effect::Notify(n) => n.escalation == Some(id),
+        Effect::Release(s) => s.to_string() == scope,
+        Effect::Open(_) => false,
+    }
 }
 
 fn parse_row(r: &EscalationRow) -> Option<Escalation> {
@@ -264,6 +277,7 @@ pub fn spawn_with(
         run_step,
         notices: Some(notices),
         outbox_task: Some(outbox_task),
+        fences: Default::default(),
     };
     let task = tokio::spawn(service.run(results_rx, cmd_rx));
     (handle, results_tx, task)
@@ -289,6 +303,10 @@ struct Service {
     /// To the outbox, which stores and delivers notices; taken on drain.
     notices: Option<mpsc::Sender<Notice>>,
     outbox_task: Option<JoinHandle<()>>,
+    /// The fence of each lease this server holds, by scope: every step
+    /// claim and record write carries it, so a server whose lease passed
+    /// to another (while it was paused or cut off) changes nothing.
+    fences: std::collections::HashMap<String, Fence>,
 }
 
 impl Service {
@@ -530,12 +548,13 @@ impl Service {
             .acquire_lease(&scope, &self.holder, now, self.lease_ttl())
             .await
         {
-            Ok(true) => {
-                tracing::info!(escalation = esc.id, scope = %scope, "adopting escalation");
+            Ok(Some(fence)) => {
+                tracing::info!(escalation = esc.id, scope = %scope, fence = fence.token, "adopting escalation");
+                self.fences.insert(scope, fence);
                 let fx = self.engine.adopt(esc, now);
                 self.apply(fx).await;
             }
-            Ok(false) => self.engine.remember(&esc),
+            Ok(None) => self.engine.remember(&esc),
             Err(e) => tracing::warn!(scope = %scope, error = %e, "cannot take the lease"),
         }
     }
@@ -570,11 +589,24 @@ impl Service {
                 .acquire_lease(&scope, &self.holder, now, self.lease_ttl())
                 .await
             {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(escalation = id, scope = %scope, "lost the lease to another server; it takes over");
-                    self.engine.relinquish(id);
+                Ok(Some(fence)) => {
+                    if self
+                        .fences
+                        .get(&scope)
+                        .is_some_and(|f| f.token != fence.token)
+                    {
+                        // The lease lapsed (a pause, the store out of reach)
+                        // and this is a new term: someone may have acted in
+                        // between, so the record is re-read and verified.
+                        tracing::warn!(escalation = id, scope = %scope, "the lease lapsed before it was renewed; taking the escalation over afresh");
+                        self.fences.insert(scope, fence);
+                        self.engine.relinquish(id);
+                        self.readopt(id).await;
+                    } else {
+                        self.fences.insert(scope, fence);
+                    }
                 }
+                Ok(None) => self.lost(id, &scope),
                 Err(e) => tracing::warn!(scope = %scope, error = %e, "cannot renew the lease"),
             }
         }
@@ -593,8 +625,11 @@ impl Service {
                         .acquire_lease(&key, &self.holder, now, self.lease_ttl())
                         .await
                     {
-                        Ok(true) => match self.store.next_escalation_id().await {
-                            Ok(id) => queue.extend(self.engine.opened(id, req, now)),
+                        Ok(Some(fence)) => match self.store.next_escalation_id().await {
+                            Ok(id) => {
+                                self.fences.insert(key, fence);
+                                queue.extend(self.engine.opened(id, req, now))
+                            }
                             Err(e) => queue.extend(self.engine.deferred(
                                 scope,
                                 now + self.lease_ttl(),
@@ -602,7 +637,7 @@ impl Service {
                                 now,
                             )),
                         },
-                        Ok(false) => {
+                        Ok(None) => {
                             let holder = self
                                 .store
                                 .lease_holder(&key, now)
@@ -626,19 +661,22 @@ impl Service {
                     }
                 }
                 Effect::Run { id, attempt, level } => {
-                    match self
-                        .store
-                        .claim_step(id, attempt, level, &self.holder, now)
-                        .await
-                    {
-                        Ok(true) => self.start_step(id, attempt, level),
-                        Ok(false) => queue.extend(self.engine.step_done(
+                    let Some(fence) = self.fence_of(id) else {
+                        continue;
+                    };
+                    match self.store.claim_step(&fence, id, attempt, level, now).await {
+                        Ok(Claim::Claimed) => self.start_step(id, attempt, level),
+                        Ok(Claim::Taken) => queue.extend(self.engine.step_done(
                             id,
                             level,
                             StepOutcome::NotRun("another server already ran this step".into()),
                             String::new(),
                             now,
                         )),
+                        Ok(Claim::Fenced) => {
+                            self.lost(id, &fence.scope);
+                            queue.retain(|f| !touches(f, id, &fence.scope));
+                        }
                         Err(e) => queue.extend(self.engine.step_done(
                             id,
                             level,
@@ -658,8 +696,21 @@ impl Service {
                         updated_ms: esc.updated_ms,
                         body: serde_json::to_string(&esc).expect("escalation serializes"),
                     };
-                    if let Err(e) = self.store.save_escalation(row).await {
-                        tracing::error!(escalation = esc.id, error = %e, "cannot save escalation");
+                    let fence = self.fences.get(&row.scope).cloned();
+                    if fence.is_none() {
+                        tracing::error!(escalation = esc.id, scope = %row.scope, "no lease on the scope; the record is not saved");
+                        continue;
+                    }
+                    match self.store.save_escalation(row, fence.as_ref()).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let scope = esc.scope.to_string();
+                            self.lost(esc.id, &scope);
+                            queue.retain(|f| !touches(f, esc.id, &scope));
+                        }
+                        Err(e) => {
+                            tracing::error!(escalation = esc.id, error = %e, "cannot save escalation")
+                        }
                     }
                 }
                 Effect::Journal(e) => {
@@ -690,6 +741,7 @@ impl Service {
                     }
                 }
                 Effect::Release(scope) => {
+                    self.fences.remove(&scope.to_string());
                     if let Err(e) = self
                         .store
                         .release_lease(&scope.to_string(), &self.holder)
@@ -699,6 +751,40 @@ impl Service {
                     }
                 }
             }
+        }
+    }
+
+    /// The fence of the lease under which escalation `id` is managed.
+    fn fence_of(&self, id: u64) -> Option<Fence> {
+        let esc = self.engine.escalation(id)?;
+        let fence = self.fences.get(&esc.scope.to_string()).cloned();
+        if fence.is_none() {
+            tracing::error!(escalation = id, scope = %esc.scope, "no lease on the scope; nothing is run");
+        }
+        fence
+    }
+
+    /// The store refused this server's fence on `scope`: another server
+    /// took the lease over. Stop managing the escalation; write nothing more.
+    fn lost(&mut self, id: u64, scope: &str) {
+        tracing::warn!(escalation = id, scope = %scope, "lost the lease to another server; it takes over");
+        self.fences.remove(scope);
+        self.engine.relinquish(id);
+    }
+
+    /// Takes escalation `id` over again from its stored record, as another
+    /// server would: a step that was running is verified, not re-run.
+    async fn readopt(&mut self, id: u64) {
+        match self.store.escalation(id).await {
+            Ok(Some(row)) if row.open => {
+                if let Some(esc) = parse_row(&row) {
+                    let now = self.clock.now_ms();
+                    let fx = self.engine.adopt(esc, now);
+                    self.apply(fx).await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(escalation = id, error = %e, "cannot re-read the escalation"),
         }
     }
 

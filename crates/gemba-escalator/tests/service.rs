@@ -1,6 +1,8 @@
 //! The running service on an in-memory store: a stopping server lets a
 //! running step finish and journals it; a step whose task panics fails
-//! instead of running for ever; failed notifications are journaled.
+//! instead of running for ever; failed notifications are journaled; a
+//! server whose lease went to another while it was stuck in a step writes
+//! and runs nothing more (fencing).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,14 @@ fn start_with(
     policy: &str,
     runner: gemba_escalator::StepRunner,
 ) -> (EscalatorHandle, mpsc::Sender<CheckResult>) {
+    start_on(policy, runner, Arc::new(SqliteStore::in_memory().unwrap()))
+}
+
+fn start_on(
+    policy: &str,
+    runner: gemba_escalator::StepRunner,
+    store: Arc<dyn gemba_store::Store>,
+) -> (EscalatorHandle, mpsc::Sender<CheckResult>) {
     let o = Overrides {
         node_id: Some("srv".into()),
         ..Default::default()
@@ -39,7 +49,7 @@ fn start_with(
     let (h, tx, _) = gemba_escalator::spawn_with(
         ServiceConfig {
             policy: Arc::new(c.policy),
-            store: Arc::new(SqliteStore::in_memory().unwrap()),
+            store,
             holder: "srv".into(),
             directory: dir_rx,
             clock: Clock::new(),
@@ -164,5 +174,98 @@ async fn a_step_whose_task_panics_fails_and_the_escalation_moves_on() {
                 .as_str()
                 .is_some_and(|t| t.contains("the step's task panicked: runner bug"))),
         "{journal:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_whose_lease_was_taken_over_mid_step_runs_and_writes_nothing_more() {
+    use gemba_store::Store;
+    // A lease long enough that this server never notices on its own: only
+    // the store's fence stops it.
+    let policy = "[escalator]\nquiet_period = \"0s\"\nlease_ttl = \"1h\"\n\
+        [[check]]\nname = \"web\"\nkind = \"tcp\"\nport = 80\nlevel = 1\n\
+        [[level]]\nlevel = 1\nrun = [\"/bin/true\"]\nquiesce = \"0s\"\n\
+        [[level]]\nlevel = 2\nrun = [\"/bin/true\"]\nquiesce = \"0s\"\n";
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release_rx = Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let ran = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let runner: gemba_escalator::StepRunner = {
+        let ran = ran.clone();
+        Arc::new(move |spec: ExecSpec| {
+            let (ran, release_rx) = (ran.clone(), release_rx.clone());
+            Box::pin(async move {
+                let level = spec
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == "GEMBA_LEVEL")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                ran.lock().unwrap().push(level.clone());
+                if level == "1" {
+                    // Stuck in level 1 (a pause, a partition) until told.
+                    if let Some(rx) = release_rx.lock().await.take() {
+                        let _ = rx.await;
+                    }
+                }
+                exec::run(&spec).await
+            })
+        })
+    };
+    let (h, tx) = start_on(policy, runner, store.clone());
+    tx.send(failing()).await.unwrap();
+    until_phase(&h, "running").await;
+    // Another server finds the lease expired (its clock is past it) and
+    // takes the escalation over, writing its own record.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 2 * 3_600_000;
+    let theirs = store
+        .acquire_lease("node:web-1", "srv-2", later, 60_000)
+        .await
+        .unwrap()
+        .expect("the expired lease goes to srv-2");
+    let mut record = store.escalation(1).await.unwrap().unwrap();
+    record.phase = "verifying".into();
+    record.body = record.body.replace("\"running\"", "\"verifying\"");
+    assert!(store
+        .save_escalation(record.clone(), Some(&theirs))
+        .await
+        .unwrap());
+    // The stuck step ends; its server carries on as if it still led.
+    release_tx.send(()).unwrap();
+    // Level 1's end is journaled in the same pass that would claim level 2;
+    // a command answered after it shows that pass is over.
+    let mut ended = false;
+    for _ in 0..250 {
+        let j = store.journal(1).await.unwrap();
+        if j.iter().any(|j| j.kind == "step-end") {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ended, "level 1 ended");
+    h.plan().await;
+    assert_eq!(
+        ran.lock().unwrap().clone(),
+        ["1"],
+        "level 2 never ran: its claim carried a stale fence"
+    );
+    assert_eq!(
+        store.escalation(1).await.unwrap().unwrap(),
+        record,
+        "the record srv-2 wrote was not overwritten by the fenced server"
+    );
+    assert!(
+        store
+            .journal(1)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| !(j.kind == "step-start" && j.text.contains("level 2"))),
+        "no start of level 2 was journaled"
     );
 }

