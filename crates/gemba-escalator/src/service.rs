@@ -627,7 +627,15 @@ impl Service {
                     {
                         Ok(Some(fence)) => match self.store.next_escalation_id().await {
                             Ok(id) => {
-                                self.fences.insert(key, fence);
+                                self.fences.insert(key.clone(), fence);
+                                // A server that died left an escalation open
+                                // here: carry it on (its steps are not run
+                                // again) rather than open a second one.
+                                if let Some(orphan) = self.orphan_on(&key).await {
+                                    tracing::info!(escalation = orphan.id, scope = %key, "adopting escalation left open instead of opening another");
+                                    queue.extend(self.engine.adopt(orphan, now));
+                                    continue;
+                                }
                                 queue.extend(self.engine.opened(id, req, now))
                             }
                             Err(e) => queue.extend(self.engine.deferred(
@@ -752,6 +760,21 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// An open escalation on `scope` in the store that this server does
+    /// not manage.
+    async fn orphan_on(&self, scope: &str) -> Option<Escalation> {
+        let rows = match self.store.escalations(0).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(scope = %scope, error = %e, "cannot read open escalations");
+                return None;
+            }
+        };
+        rows.iter()
+            .filter(|r| r.open && r.scope == scope && self.engine.escalation(r.id).is_none())
+            .find_map(parse_row)
     }
 
     /// The fence of the lease under which escalation `id` is managed.

@@ -641,34 +641,55 @@ fn plan_mode_decides_and_journals_but_runs_nothing() {
 }
 
 #[test]
-fn a_restart_during_a_step_verifies_instead_of_re_running_it() {
+fn a_restart_during_a_step_verifies_after_its_quiescence_instead_of_re_running_it() {
     let p = policy("");
     let mut sim = Simulator::new(p.clone(), 0);
     sim.step_duration_ms = 60 * S;
     feed(
         &mut sim,
         "smoke",
-        "node:web-13",
+        "node:web-15",
         HardState::Failing,
         0,
         40 * S,
     );
     let esc = sim.engine.open_escalations().next().unwrap().clone();
     assert!(matches!(esc.phase, Phase::Running { level: 6, .. }));
-    // A new process takes over from the stored record.
     let mut after = Simulator::new(p.clone(), 45 * S);
     let fx = after.engine.adopt(esc, 45 * S);
     after.apply(fx);
+    // Still failing just after the take-over: the step may have ended a
+    // moment ago, and level 6 quiesces 30 s.
     after.observe(result(
         &p,
         "smoke",
-        "node:web-13",
-        HardState::Passing,
+        "node:web-15",
+        HardState::Failing,
         50 * S,
     ));
-    after.run_until(60 * S, S);
+    after.run_until(70 * S, S);
+    assert!(
+        !after
+            .events
+            .iter()
+            .any(|e| e.kind == "verify" || e.kind == "retry"),
+        "not judged within the quiescence: {:#?}",
+        after.events
+    );
+    after.observe(result(
+        &p,
+        "smoke",
+        "node:web-15",
+        HardState::Passing,
+        80 * S,
+    ));
+    after.run_until(90 * S, S);
     assert!(after.runs.is_empty(), "the interrupted step is not re-run");
-    assert!(after.events.iter().any(|e| e.kind == "resolved"));
+    assert!(
+        after.events.iter().any(|e| e.kind == "resolved"),
+        "{:#?}",
+        after.events
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The escalator end to end with real processes: a toy service watched by
 //! Debian's Nagios plugins (`check_tcp`, `check_procs`) and a `process`
 //! check, killed, and restarted by the escalation; then two servers on one
-//! store, where each step runs exactly once.
+//! store (a SQLite file, a PostgreSQL database), where each step runs
+//! exactly once; and a server killed during a step on PostgreSQL, whose
+//! escalation the other server takes over, verifies and does not repeat.
 
 mod common;
 
@@ -23,7 +25,9 @@ fn plugins_present() -> bool {
 
 /// A restart script (run through /bin/sh: executing a file another test
 /// thread may still hold open for writing fails with ETXTBSY): starts `python3 -m http.server` detached, writes its
-/// pid, and appends one line per run to `actions.log`.
+/// pid, and appends one line per run to `actions.log`. With a file `slow`
+/// beside it, level 6 waits 3 s before restarting (a window to kill its
+/// server in).
 fn write_service(dir: &Path, ip: &str, port: u16) -> std::path::PathBuf {
     let script = dir.join("restart.sh");
     std::fs::write(
@@ -32,7 +36,10 @@ fn write_service(dir: &Path, ip: &str, port: u16) -> std::path::PathBuf {
             r#"#!/bin/sh
 echo "$GEMBA_ESCALATION_ID $GEMBA_LEVEL $GEMBA_SERVER $GEMBA_NODE" >> {dir}/actions.log
 if [ "$GEMBA_LEVEL" = "5" ]; then echo "prepared $GEMBA_NODE"; exit 0; fi
+if [ -f {dir}/slow ]; then sleep 3; fi
 cd {dir}
+# A restart stops what is left of the old service first.
+pkill -9 -f "http.server {port} --bind {ip}"
 setsid python3 -m http.server {port} --bind {ip} >/dev/null 2>&1 &
 echo $! > {dir}/svc.pid
 # Wait until it listens, so the step's success means something.
@@ -281,29 +288,62 @@ fn a_killed_service_is_restarted_by_the_escalation_and_journaled() {
     );
 }
 
-#[test]
-fn two_servers_on_one_store_run_each_step_exactly_once() {
-    if !plugins_present() {
-        return;
+/// A throwaway PostgreSQL and a new database in it, or None (skipped,
+/// said why) where PostgreSQL is not installed.
+fn postgres(name: &str) -> Option<(gemba_store::throwaway::Cluster, String)> {
+    let cluster = match gemba_store::throwaway::Cluster::start(name) {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return None;
+        }
+    };
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(cluster.database());
+    Some((cluster, url))
+}
+
+/// An agent running the toy service and two servers sharing `store` (a
+/// `[store]` section), all checks passing.
+struct Grid {
+    dir: TempDir,
+    _svc: ServiceGuard,
+    _agent: NodeProcess,
+    servers: Vec<NodeProcess>,
+}
+
+/// Kills the toy service when the test ends, whichever step started it.
+struct ServiceGuard(String);
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-9", "-f", &self.0])
+            .status();
     }
-    let dir = TempDir::new("escalator-two");
+}
+
+fn grid(name: &str, net: u8, store: impl Fn(&Path) -> String) -> Grid {
+    let dir = TempDir::new(name);
     let key = write_key(dir.path());
-    let (agent_ip, port) = ("127.0.13.1", 18_131);
-    let script = write_service(dir.path(), agent_ip, port);
+    let agent_ip = format!("127.0.{net}.1");
+    let port = 18_000 + u16::from(net) * 10 + 1;
+    let script = write_service(dir.path(), &agent_ip, port);
     assert!(std::process::Command::new("/bin/sh")
         .arg(&script)
         .env("GEMBA_LEVEL", "0")
         .status()
         .unwrap()
         .success());
-    let _svc = Service(dir.path());
+    let svc = ServiceGuard(format!("http.server {port} --bind {agent_ip}"));
     std::fs::remove_file(dir.path().join("actions.log")).unwrap();
-    let store = dir.path().join("shared.db");
     let config = dir.path().join("gemba.toml");
     let shared = format!(
-        "{}[store]\nurl = \"sqlite://{}\"\n",
-        policy(dir.path(), agent_ip, port, &script, "web"),
-        store.display()
+        "{}{}",
+        policy(dir.path(), &agent_ip, port, &script, "web"),
+        store(dir.path())
     );
     std::fs::write(&config, shared).unwrap();
     let start = |id: &str, ip: &str, server: bool, tags: &str| {
@@ -328,10 +368,12 @@ fn two_servers_on_one_store_run_each_step_exactly_once() {
         }
         NodeProcess::with_args(id, ip, args)
     };
-    let _agent = start("web-1", agent_ip, false, "\"web\"");
-    let s1 = start("srv-1", "127.0.13.2", true, "");
-    let s2 = start("srv-2", "127.0.13.3", true, "");
-    for s in [&s1, &s2] {
+    let agent = start("web-1", &agent_ip, false, "\"web\"");
+    let servers = vec![
+        start("srv-1", &format!("127.0.{net}.2"), true, ""),
+        start("srv-2", &format!("127.0.{net}.3"), true, ""),
+    ];
+    for s in &servers {
         let base = s.http.clone();
         wait_for(
             &format!("{} sees the agent's checks pass", s.id),
@@ -339,8 +381,41 @@ fn two_servers_on_one_store_run_each_step_exactly_once() {
             || all_passing(&base, 3),
         );
     }
-    kill_service(dir.path());
-    let base = s1.http.clone();
+    Grid {
+        dir,
+        _svc: svc,
+        _agent: agent,
+        servers,
+    }
+}
+
+/// The steps that ran, as "escalation level server" lines, sorted; fails
+/// when one (escalation, level) ran twice.
+fn steps_ran_once(dir: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(dir.join("actions.log")).unwrap();
+    eprintln!("actions:\n{log}");
+    let mut lines: Vec<String> = log
+        .lines()
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    lines.sort();
+    let steps: Vec<String> = lines
+        .iter()
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut unique = steps.clone();
+    unique.dedup();
+    assert_eq!(steps, unique, "a step ran twice: {log}");
+    lines
+}
+
+fn two_servers_run_each_step_exactly_once(name: &str, net: u8, store: impl Fn(&Path) -> String) {
+    if !plugins_present() {
+        return;
+    }
+    let g = grid(name, net, store);
+    kill_service(g.dir.path());
+    let base = g.servers[0].http.clone();
     wait_for(
         "the escalation is resolved",
         Duration::from_secs(40),
@@ -352,21 +427,109 @@ fn two_servers_on_one_store_run_each_step_exactly_once() {
     );
     // Let the other server's deferral run out and show it does not act.
     std::thread::sleep(Duration::from_secs(5));
-    let log = std::fs::read_to_string(dir.path().join("actions.log")).unwrap();
-    let mut lines: Vec<&str> = log.lines().collect();
-    eprintln!("actions:\n{log}");
-    lines.sort();
-    let steps: Vec<String> = lines
+    let steps: Vec<String> = steps_ran_once(g.dir.path())
         .iter()
         .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
         .collect();
-    let mut unique = steps.clone();
-    unique.dedup();
-    assert_eq!(steps, unique, "a step ran twice: {log}");
-    assert_eq!(steps, ["1 5", "1 6"], "{log}");
+    assert_eq!(steps, ["1 5", "1 6"]);
     // Both servers serve the same record from the shared store.
-    let e1 = escalations(&s1.http);
-    let e2 = escalations(&s2.http);
+    let e1 = escalations(&g.servers[0].http);
+    let e2 = escalations(&g.servers[1].http);
     assert_eq!(e1.len(), 1);
     assert_eq!(e1, e2);
+}
+
+#[test]
+fn two_servers_on_one_sqlite_file_run_each_step_exactly_once() {
+    two_servers_run_each_step_exactly_once("escalator-two", 13, |dir| {
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n",
+            dir.join("shared.db").display()
+        )
+    });
+}
+
+#[test]
+fn two_servers_on_one_postgresql_run_each_step_exactly_once() {
+    let Some((_pg, url)) = postgres("escalator-two") else {
+        return;
+    };
+    two_servers_run_each_step_exactly_once("escalator-two-pg", 14, |_| {
+        format!("[store]\nurl = \"{url}\"\n")
+    });
+}
+
+#[test]
+fn a_server_killed_during_a_step_is_taken_over_verified_and_not_repeated() {
+    if !plugins_present() {
+        return;
+    }
+    let Some((_pg, url)) = postgres("escalator-kill") else {
+        return;
+    };
+    let mut g = grid("escalator-kill", 15, |_| {
+        format!("[store]\nurl = \"{url}\"\n")
+    });
+    std::fs::write(g.dir.path().join("slow"), "").unwrap();
+    kill_service(g.dir.path());
+    // Level 6 (restart) starts on one server and sleeps 3 s before acting:
+    // kill that server then. Its step goes on as an orphan and restarts the
+    // service; no server hears how it ended.
+    let log = g.dir.path().join("actions.log");
+    let mut runner = String::new();
+    wait_for("level 6 starts", Duration::from_secs(40), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        match text.lines().find(|l| l.starts_with("1 6 ")) {
+            Some(l) => {
+                runner = l.split(' ').nth(2).unwrap_or_default().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    let (dead, alive) = if runner == "srv-1" { (0, 1) } else { (1, 0) };
+    assert_eq!(g.servers[dead].id, runner, "{runner}");
+    g.servers[dead].kill();
+    let base = g.servers[alive].http.clone();
+    let start = Instant::now();
+    while !escalations(&base)
+        .first()
+        .is_some_and(|e| e["phase"]["phase"] == "resolved")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the other server did not take over and resolve it: {:#}",
+            json(&format!("{base}/api/v1/escalations/1")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("taken over and resolved after {:?}", start.elapsed());
+    let e = json(&format!("{base}/api/v1/escalations/1")).expect("the record");
+    let journal = e["journal"].as_array().unwrap();
+    let adopted = journal
+        .iter()
+        .find(|j| j["kind"] == "adopted")
+        .unwrap_or_else(|| panic!("no take-over in the journal: {e:#}"));
+    assert_eq!(adopted["server"], g.servers[alive].id.as_str(), "{e:#}");
+    assert!(
+        adopted["text"]
+            .as_str()
+            .unwrap()
+            .contains("level 6 was running; its outcome is unknown, so it is not re-run"),
+        "{e:#}"
+    );
+    let kinds: Vec<&str> = journal.iter().filter_map(|j| j["kind"].as_str()).collect();
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        ["adopted", "resolved"],
+        "resolved by the checks after the take-over: {e:#}"
+    );
+    // Give the survivor time to do anything it wrongly would.
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = steps_ran_once(g.dir.path());
+    assert_eq!(
+        lines,
+        [format!("1 5 {runner}"), format!("1 6 {runner}")],
+        "the completed level 5 and the interrupted level 6 ran once, both on the killed server"
+    );
 }

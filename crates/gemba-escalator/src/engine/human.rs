@@ -84,9 +84,16 @@ impl Engine {
                     "the server running it stopped before it reported".into(),
                 ));
             }
+            // The step may have ended just now: it gets its level's time
+            // to settle, as after any step, before the checks judge it.
+            let quiesce = self
+                .policy
+                .level(level)
+                .map(|l| l.quiesce.as_millis() as u64)
+                .unwrap_or(0);
             esc.phase = Phase::Verifying {
-                after_ms: now,
-                deadline_ms: now + 3 * 60_000,
+                after_ms: now + quiesce,
+                deadline_ms: now + quiesce + 3 * 60_000,
             };
             esc.updated_ms = now;
             self.journal(&mut fx, Some(&esc), &esc.scope, now, JournalKind::Adopted, format!("taken over while level {level} was running; its outcome is unknown, so it is not re-run: verifying the checks instead"));

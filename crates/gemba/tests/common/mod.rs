@@ -89,7 +89,10 @@ impl NodeProcess {
     fn spawn(&mut self) {
         let child = Command::new(BIN)
             .args(&self.args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("GEMBA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
