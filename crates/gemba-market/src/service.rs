@@ -24,6 +24,21 @@ use crate::problem::{Problem, Severity};
 
 /// Most runs folded into one commit.
 const BATCH_RUNS: usize = 512;
+/// How often a server that reads the market checks whether another server
+/// (sharing the store) wrote it; reads within this window may lag.
+const FRESH: Duration = Duration::from_secs(2);
+/// Times a batch is rebuilt when other servers keep writing in between.
+const RETRIES: u32 = 12;
+
+/// A random wait before redoing a refused batch, growing with each try, so
+/// servers that collided do not collide again in step.
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let ceiling_ms = (2u64 << attempt.min(6)).min(100);
+    Duration::from_millis(h.finish() % (ceiling_ms + 1))
+}
 /// How often time-driven detectors run.
 const TICK: Duration = Duration::from_secs(60);
 
@@ -154,6 +169,7 @@ pub async fn start(
     thresholds: Thresholds,
     clock: Clock,
 ) -> Result<(MarketHandle, impl std::future::Future<Output = ()>), StoreError> {
+    let generation = store.generation().await?;
     let detector = load(&*store, thresholds.clone(), clock.now_ms()).await?;
     let (tx, rx) = mpsc::channel(1024);
     let handle = MarketHandle {
@@ -166,6 +182,8 @@ pub async fn start(
         detector,
         thresholds,
         clock,
+        generation,
+        checked: tokio::time::Instant::now(),
     }
     .run(rx);
     Ok((handle, task))
@@ -229,6 +247,12 @@ struct Task {
     detector: Detector,
     thresholds: Thresholds,
     clock: Clock,
+    /// The store's market generation the detectors' memory reflects.
+    /// Servers sharing a store each keep such a memory: every commit names
+    /// it, and one refused as stale reloads the memory and is redone.
+    generation: u64,
+    /// When the generation was last compared with the store's.
+    checked: tokio::time::Instant,
 }
 
 impl Task {
@@ -242,10 +266,13 @@ impl Task {
                     self.handle(cmd, &mut rx).await;
                 }
                 _ = tick.tick() => {
+                    self.refresh(true).await;
                     let touched = self.detector.tick(self.clock.now_ms());
                     if !touched.is_empty() {
                         let batch = MarketBatch { problems: self.rows(&touched), ..Default::default() };
-                        if let Err(e) = self.store.commit(batch).await {
+                        // Refused as stale: the reload has the other
+                        // server's picture, and the next tick redoes this.
+                        if let Err(e) = self.commit(batch).await {
                             tracing::warn!(error = %e, "cannot store the market's time-driven changes");
                             self.reload().await;
                         }
@@ -256,6 +283,10 @@ impl Task {
     }
 
     async fn handle(&mut self, cmd: Command, rx: &mut mpsc::Receiver<Command>) {
+        if !matches!(cmd, Command::Ingest(..) | Command::Change(..)) {
+            // A read shows what other servers sharing the store wrote.
+            self.refresh(false).await;
+        }
         match cmd {
             Command::Ingest(docs, reply) => {
                 let mut waiting = vec![(docs, reply)];
@@ -286,7 +317,15 @@ impl Task {
                 let _ = reply.send(Ok(self.detector.problems().cloned().collect()));
             }
             Command::Change(id, change, reply) => {
-                let _ = reply.send(self.change(id, change).await);
+                let mut r = self.change(id, &change).await;
+                for attempt in 0..RETRIES {
+                    if !matches!(r, Err(MarketError::Store(StoreError::Conflict(_)))) {
+                        break;
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    r = self.change(id, &change).await;
+                }
+                let _ = reply.send(r);
             }
             Command::Market(since, until, reply) => {
                 let stats = self.store.run_counts(since, until).await;
@@ -311,6 +350,41 @@ impl Task {
     }
 
     async fn ingest(&mut self, waiting: Vec<(Vec<Parsed>, Reply<Ingested>)>) {
+        let mut result = self.fold_and_commit(&waiting).await;
+        for attempt in 0..RETRIES {
+            // Another server wrote the market since this memory was read:
+            // the reload has its picture, and the batch is folded again.
+            if !matches!(result, Err(StoreError::Conflict(_))) {
+                break;
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            self.reload().await;
+            result = self.fold_and_commit(&waiting).await;
+        }
+        match result {
+            Ok(outs) => {
+                for ((_, reply), out) in waiting.into_iter().zip(outs) {
+                    let _ = reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store reports; none of this batch is acknowledged");
+                let why = e.to_string();
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(MarketError::Store(StoreError::Query(why.clone()))));
+                }
+                self.reload().await;
+            }
+        }
+    }
+
+    /// Folds the waiting documents into the detectors and commits what
+    /// they changed; the answer for each document. On an error the memory
+    /// holds what the store does not: the caller reloads.
+    async fn fold_and_commit(
+        &mut self,
+        waiting: &[(Vec<Parsed>, Reply<Ingested>)],
+    ) -> Result<Vec<Ingested>, StoreError> {
         let keys: Vec<String> = waiting
             .iter()
             .flat_map(|(docs, _)| docs.iter())
@@ -319,30 +393,21 @@ impl Task {
                 Parsed::Start(_) => None,
             })
             .collect();
-        let known: HashSet<String> = match self.store.known_runs(keys).await {
-            Ok(k) => k.into_iter().collect(),
-            Err(e) => {
-                let why = e.to_string();
-                for (_, reply) in waiting {
-                    let _ = reply.send(Err(MarketError::Store(StoreError::Query(why.clone()))));
-                }
-                return;
-            }
-        };
+        let known: HashSet<String> = self.store.known_runs(keys).await?.into_iter().collect();
         let mut seen = HashSet::new();
         let mut batch = MarketBatch::default();
         let mut touched = BTreeSet::new();
         let mut nodes = BTreeSet::new();
-        let mut answers = Vec::with_capacity(waiting.len());
-        for (docs, reply) in waiting {
+        let mut outs = Vec::with_capacity(waiting.len());
+        for (docs, _) in waiting {
             let mut out = Ingested::default();
             for d in docs {
                 match d {
                     Parsed::Start(s) => {
                         out.started += 1;
                         batch.starts.push(StartRow {
-                            run_id: s.run_id,
-                            node: s.node,
+                            run_id: s.run_id.clone(),
+                            node: s.node.clone(),
                             started_ms: s.started_ms,
                         });
                     }
@@ -354,13 +419,13 @@ impl Task {
                         }
                         out.accepted += 1;
                         out.runs.push((run.key.clone(), true));
-                        touched.extend(self.detector.apply(&run));
+                        touched.extend(self.detector.apply(run));
                         nodes.insert(run.node.clone());
-                        batch.runs.push(run_row(&run));
+                        batch.runs.push(run_row(run));
                     }
                 }
             }
-            answers.push((out, reply));
+            outs.push(out);
         }
         batch.problems = self.rows(&touched);
         batch.fine = self.detector.take_fine();
@@ -374,20 +439,29 @@ impl Task {
                 })
             })
             .collect();
-        match self.store.commit(batch).await {
-            Ok(()) => {
-                for (out, reply) in answers {
-                    let _ = reply.send(Ok(out));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot store reports; none of this batch is acknowledged");
-                let why = e.to_string();
-                for (_, reply) in answers {
-                    let _ = reply.send(Err(MarketError::Store(StoreError::Query(why.clone()))));
-                }
-                self.reload().await;
-            }
+        self.commit(batch).await?;
+        Ok(outs)
+    }
+
+    /// Commits `batch` as built from this memory's generation.
+    async fn commit(&mut self, mut batch: MarketBatch) -> Result<(), StoreError> {
+        batch.generation = Some(self.generation);
+        self.store.commit(batch).await?;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Reloads the memory if another server wrote the market since it was
+    /// read; without `force`, at most once per [`FRESH`].
+    async fn refresh(&mut self, force: bool) {
+        if !force && self.checked.elapsed() < FRESH {
+            return;
+        }
+        self.checked = tokio::time::Instant::now();
+        match self.store.generation().await {
+            Ok(g) if g != self.generation => self.reload().await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the market's generation"),
         }
     }
 
@@ -395,7 +469,7 @@ impl Task {
         problem_rows(&mut self.detector, ids)
     }
 
-    async fn change(&mut self, id: u64, change: ProblemChange) -> Result<Problem, MarketError> {
+    async fn change(&mut self, id: u64, change: &ProblemChange) -> Result<Problem, MarketError> {
         let now = self.clock.now_ms();
         let severity = match change.severity.as_deref() {
             None => None,
@@ -428,13 +502,13 @@ impl Task {
             .detector
             .problem_mut(id)
             .ok_or_else(|| MarketError::NoProblem(format!("P-{id}")))?;
-        if let Some(o) = change.owner {
-            p.owner = (!o.is_empty()).then_some(o);
+        if let Some(o) = &change.owner {
+            p.owner = (!o.is_empty()).then(|| o.clone());
         }
-        if let Some(n) = change.note {
+        if let Some(n) = &change.note {
             p.add_note(now, n.trim());
         }
-        if let Some(c) = change.cause {
+        if let Some(c) = &change.cause {
             p.cause = Some(c.trim().to_string());
         }
         if let Some(s) = severity {
@@ -447,7 +521,7 @@ impl Task {
             problems: self.rows(&BTreeSet::from([id])),
             ..Default::default()
         };
-        if let Err(e) = self.store.commit(batch).await {
+        if let Err(e) = self.commit(batch).await {
             self.reload().await;
             return Err(e.into());
         }
@@ -455,8 +529,20 @@ impl Task {
     }
 
     async fn reload(&mut self) {
-        match load(&*self.store, self.thresholds.clone(), self.clock.now_ms()).await {
-            Ok(d) => self.detector = d,
+        // The generation is read first: a commit landing during the load is
+        // then seen as newer, and reloaded again, never missed.
+        let loaded = match self.store.generation().await {
+            Ok(g) => load(&*self.store, self.thresholds.clone(), self.clock.now_ms())
+                .await
+                .map(|d| (g, d)),
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok((g, d)) => {
+                self.generation = g;
+                self.detector = d;
+                self.checked = tokio::time::Instant::now();
+            }
             Err(e) => tracing::error!(error = %e, "cannot reload the market from the store"),
         }
     }

@@ -4,7 +4,9 @@
 //! store after every hour of runs. Their problems — kinds, statuses,
 //! evidence per node, counts — must stay the same at every step, through
 //! an outage that resolves and regresses, a failure that flaps, a
-//! non-idempotent resource and a failure on fresh nodes only.
+//! non-idempotent resource and a failure on fresh nodes only. Then two
+//! servers share one store, each taking half of every hour's runs at the
+//! same time: the market stored must be the one a single server builds.
 
 mod common;
 
@@ -170,6 +172,166 @@ async fn a_market_restarted_from_its_store_keeps_every_problem_as_it_was() {
 
     steady.stop().await;
     restarted.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Problems by signature, without their ids (one server and two number
+/// them in another order).
+async fn by_signature(m: &Market) -> BTreeMap<String, serde_json::Value> {
+    m.handle
+        .problems()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(&p).unwrap();
+            v.as_object_mut().unwrap().remove("id");
+            (p.signature.clone(), v)
+        })
+        .collect()
+}
+
+fn docs(runs: &[Run]) -> Vec<Parsed> {
+    runs.iter()
+        .map(|r| Parsed::Run(Box::new(r.clone())))
+        .collect()
+}
+
+/// Two servers share `shared()`: first they take turns, run by run, in the
+/// order one server gets them (the market stored must be exactly that
+/// server's: each write from an old picture is refused, reloaded, redone);
+/// then they take half of every hour each at the same time (arrival order
+/// differs, so details do; what problems exist, on which nodes, must not,
+/// and no run or id may be lost or doubled).
+async fn two_servers_build_the_market_one_server_builds(
+    shared: impl Fn() -> Arc<dyn MarketStore>,
+    dir: &Path,
+) {
+    let one = start(open(&dir.join("one.db")).await).await;
+    let a = start(shared()).await;
+    let b = start(shared()).await;
+    let check = |h: u64, exact: bool| {
+        let (one, shared) = (&one, &shared);
+        async move {
+            // A server started now reads the shared store.
+            let reader = start(shared()).await;
+            let (want, got) = (by_signature(one).await, by_signature(&reader).await);
+            assert_eq!(
+                want.keys().collect::<Vec<_>>(),
+                got.keys().collect::<Vec<_>>(),
+                "hour {h}: the same problems"
+            );
+            for (sig, w) in &want {
+                let g = &got[sig];
+                if exact {
+                    assert_eq!(w, g, "hour {h}: problem {sig}");
+                } else {
+                    let nodes = |v: &serde_json::Value| {
+                        v["nodes"]
+                            .as_object()
+                            .unwrap()
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(nodes(w), nodes(g), "hour {h}: nodes of {sig}");
+                    assert_eq!(w["occurrences"], g["occurrences"], "hour {h}: {sig}");
+                }
+            }
+            let ids: std::collections::BTreeSet<u64> = reader
+                .handle
+                .problems()
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.id)
+                .collect();
+            assert_eq!(ids.len(), got.len(), "hour {h}: problem ids are unique");
+            let stored = reader.handle.store().runs_after(0, 100_000).await.unwrap();
+            let local = one.handle.store().runs_after(0, 100_000).await.unwrap();
+            assert_eq!(stored.len(), local.len(), "hour {h}: every run stored once");
+            reader.stop().await;
+        }
+    };
+    for h in 0..5 {
+        for (i, r) in hour(h).iter().enumerate() {
+            one.handle
+                .ingest(docs(std::slice::from_ref(r)))
+                .await
+                .unwrap();
+            let m = if i % 2 == 0 { &a } else { &b };
+            let got = m
+                .handle
+                .ingest(docs(std::slice::from_ref(r)))
+                .await
+                .unwrap();
+            assert_eq!(got.accepted, 1, "hour {h}: run {i} acknowledged");
+        }
+        check(h, true).await;
+    }
+    for h in 5..10 {
+        let runs = hour(h);
+        one.handle.ingest(docs(&runs)).await.unwrap();
+        let half = |odd: bool| -> Vec<Run> {
+            runs.iter()
+                .enumerate()
+                .filter(|(i, _)| (i % 2 == 1) == odd)
+                .map(|(_, r)| r.clone())
+                .collect()
+        };
+        let send = |m: &MarketHandle, runs: Vec<Run>| {
+            let m = m.clone();
+            async move {
+                for r in runs {
+                    let got = m.ingest(docs(&[r])).await.expect("acknowledged");
+                    assert_eq!(got.accepted, 1);
+                }
+            }
+        };
+        tokio::join!(send(&a.handle, half(false)), send(&b.handle, half(true)));
+        check(h, false).await;
+    }
+    for m in [one, a, b] {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_sqlite_file_build_the_market_one_server_builds() {
+    let dir = std::env::temp_dir().join(format!("gemba-market-shared-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shared.db");
+    let stores: Vec<Arc<dyn MarketStore>> =
+        vec![open(&path).await, open(&path).await, open(&path).await];
+    let next = std::sync::Mutex::new(stores.into_iter().cycle());
+    two_servers_build_the_market_one_server_builds(|| next.lock().unwrap().next().unwrap(), &dir)
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgresql_build_the_market_one_server_builds() {
+    let cluster = match gemba_store::throwaway::Cluster::start("market-two") {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let url = cluster.database().await;
+    let mut stores: Vec<Arc<dyn MarketStore>> = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(
+            gemba_store::PgStore::connect(&url, None).await.unwrap(),
+        ));
+    }
+    let next = std::sync::Mutex::new(stores.into_iter().cycle());
+    let dir = std::env::temp_dir().join(format!("gemba-market-shared-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    two_servers_build_the_market_one_server_builds(|| next.lock().unwrap().next().unwrap(), &dir)
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -434,6 +434,40 @@ where
     market_problems_keep_their_evidence_per_node(fresh().await).await;
     market_reads_by_node_time_and_window(fresh().await).await;
     market_values_nodes_fine_and_pruning(fresh().await).await;
+    a_market_commit_from_an_old_picture_is_refused(fresh().await).await;
+}
+
+pub async fn a_market_commit_from_an_old_picture_is_refused((a, b): MarketPair) {
+    assert_eq!(a.generation().await.unwrap(), 0, "a new market");
+    let at = |g: u64, key: &str| crate::MarketBatch {
+        runs: vec![run(key, "web-1", 1000, "failed")],
+        generation: Some(g),
+        ..Default::default()
+    };
+    a.commit(at(0, "r1")).await.unwrap();
+    assert_eq!(
+        b.generation().await.unwrap(),
+        1,
+        "one commit, one generation"
+    );
+    // b built its picture at generation 0, before a's commit.
+    let err = b.commit(at(0, "r2")).await.expect_err("refused");
+    assert!(
+        matches!(err, crate::StoreError::Conflict(_)),
+        "a conflict, not a failure: {err}"
+    );
+    assert!(
+        b.run("r2").await.unwrap().is_none(),
+        "nothing of a refused batch is stored"
+    );
+    assert_eq!(a.generation().await.unwrap(), 1);
+    b.commit(at(1, "r2")).await.unwrap();
+    a.commit(crate::MarketBatch::default()).await.unwrap();
+    assert_eq!(
+        b.generation().await.unwrap(),
+        3,
+        "a write without a generation counts too, so others notice it"
+    );
 }
 
 fn run(key: &str, node: &str, started_ms: u64, status: &str) -> crate::RunRow {

@@ -60,6 +60,10 @@ pub enum StoreError {
     },
     #[error("store query failed: {0}")]
     Query(String),
+    /// A write built on a picture another server has changed since: read
+    /// again and redo it.
+    #[error("the store changed since it was read: {0}")]
+    Conflict(String),
     #[error("store task failed: {0}")]
     Task(String),
 }

@@ -71,6 +71,11 @@ pub struct MarketBatch {
     /// Changed entries of the detectors' index of resources that ran fine
     /// (resource key, JSON).
     pub fine: Vec<(String, String)>,
+    /// The market's generation the writer's memory was built from: the
+    /// commit is refused ([`StoreError::Conflict`]) when another server
+    /// committed since, so problems computed from an old picture never
+    /// overwrite newer ones. None writes regardless (tools, imports).
+    pub generation: Option<u64>,
 }
 
 /// Counts over a window.
@@ -81,13 +86,24 @@ pub struct RunCounts {
     pub nodes: u64,
 }
 
+/// Where the market's generation is kept, among the named values.
+pub(crate) const GENERATION: &str = "generation";
+
+pub(crate) fn conflict(now: u64) -> StoreError {
+    StoreError::Conflict(format!(
+        "another server wrote the market since (it is at generation {now})"
+    ))
+}
+
 #[async_trait::async_trait]
 pub trait MarketStore: Send + Sync {
     /// Which of `keys` are stored already.
     async fn known_runs(&self, keys: Vec<String>) -> Result<Vec<String>, StoreError>;
-    /// Writes the batch in one transaction. A run whose key is stored is
-    /// left as it is.
+    /// Writes the batch in one transaction, and counts one more market
+    /// generation. A run whose key is stored is left as it is.
     async fn commit(&self, batch: MarketBatch) -> Result<(), StoreError>;
+    /// The market's generation: how many commits it has seen.
+    async fn generation(&self) -> Result<u64, StoreError>;
     async fn problems(&self) -> Result<Vec<ProblemRow>, StoreError>;
     async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError>;
     /// The detectors' index of resources that ran fine (key, JSON).

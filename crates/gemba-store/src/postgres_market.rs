@@ -6,6 +6,22 @@ use crate::market::*;
 use crate::postgres::{big, text, MARKET_LOCK};
 use crate::{PgStore, StoreError};
 
+impl PgStore {
+    async fn read_generation(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+    ) -> Result<u64, StoreError> {
+        let r = c
+            .query_opt(
+                "SELECT value FROM market_values WHERE name = $1",
+                &[&GENERATION],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(r.and_then(|r| text(r.get(0)).parse().ok()).unwrap_or(0))
+    }
+}
+
 const RUN_COLUMNS: &str = "id, key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest";
 
 /// The pairs with each key once, its last value kept (one statement may
@@ -63,6 +79,17 @@ impl MarketStore for PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MARKET_LOCK])
             .await
             .map_err(f)?;
+        let current = self.read_generation(&tx).await?;
+        if batch.generation.is_some_and(|g| g != current) {
+            return Err(conflict(current));
+        }
+        tx.execute(
+            "INSERT INTO market_values (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            &[&GENERATION, &(current + 1).to_string().as_bytes()],
+        )
+        .await
+        .map_err(f)?;
         // Each table's rows in one statement (arrays unnested): a round
         // trip per row cost more than the rows.
         if !batch.runs.is_empty() {
@@ -179,6 +206,11 @@ impl MarketStore for PgStore {
             .map_err(f)?;
         }
         tx.commit().await.map_err(f)
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        self.read_generation(&c).await
     }
 
     async fn problems(&self) -> Result<Vec<ProblemRow>, StoreError> {

@@ -5,6 +5,17 @@ use rusqlite::{params, OptionalExtension};
 use crate::market::*;
 use crate::{SqliteStore, StoreError};
 
+fn generation(c: &rusqlite::Connection) -> Result<u64, rusqlite::Error> {
+    let v: Option<String> = c
+        .query_row(
+            "SELECT value FROM market_values WHERE name = ?1",
+            [GENERATION],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
 fn run_row(r: &rusqlite::Row<'_>, with_body: bool) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
         id: r.get(0)?,
@@ -43,8 +54,17 @@ impl MarketStore for SqliteStore {
     }
 
     async fn commit(&self, batch: MarketBatch) -> Result<(), StoreError> {
-        self.with(move |c| {
+        let stale = self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current = generation(&tx)?;
+            if batch.generation.is_some_and(|g| g != current) {
+                return Ok(Some(current));
+            }
+            tx.execute(
+                "INSERT INTO market_values (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![GENERATION, (current + 1).to_string()],
+            )?;
             {
                 let mut ins = tx.prepare_cached(
                     "INSERT INTO market_runs (key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest, body)
@@ -109,9 +129,18 @@ impl MarketStore for SqliteStore {
                     fine.execute(params![key, body])?;
                 }
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(None)
         })
-        .await
+        .await?;
+        match stale {
+            None => Ok(()),
+            Some(now) => Err(conflict(now)),
+        }
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        self.with(|c| generation(c)).await
     }
 
     async fn problems(&self) -> Result<Vec<ProblemRow>, StoreError> {
