@@ -369,9 +369,8 @@ impl Task {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot store reports; none of this batch is acknowledged");
-                let why = e.to_string();
                 for (_, reply) in waiting {
-                    let _ = reply.send(Err(MarketError::Store(StoreError::Query(why.clone()))));
+                    let _ = reply.send(Err(MarketError::Store(e.clone())));
                 }
                 self.reload().await;
             }
@@ -543,7 +542,15 @@ impl Task {
                 self.detector = d;
                 self.checked = tokio::time::Instant::now();
             }
-            Err(e) => tracing::error!(error = %e, "cannot reload the market from the store"),
+            Err(e) => {
+                // The memory may hold what was never stored: it matches no
+                // generation now, so the next commit is refused and the
+                // next read reloads, once the store answers again.
+                self.generation = u64::MAX;
+                let now = tokio::time::Instant::now();
+                self.checked = now.checked_sub(FRESH).unwrap_or(now);
+                tracing::error!(error = %e, "cannot reload the market from the store")
+            }
         }
     }
 }

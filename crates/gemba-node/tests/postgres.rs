@@ -159,3 +159,147 @@ level = 1
         "host samples stored"
     );
 }
+
+/// A Puppet report of node `n`, failing, unique by node and time.
+fn report(n: usize) -> String {
+    format!(
+        "--- !ruby/object:Puppet::Transaction::Report\nhost: node-{n}\ntime: '2026-11-22T01:{:02}:{:02}.0+00:00'\ntransaction_uuid: 5c0f0000-0000-4000-8000-{n:012}\nreport_format: 12\nstatus: failed\nenvironment: production\nconfiguration_version: 17\nlogs: []\nmetrics: {{}}\nresource_statuses:\n  Service[shop]:\n    title: shop\n    resource_type: Service\n    file: /etc/puppet/code/site.pp\n    line: 3\n    failed: true\n    changed: false\n    events:\n    - property: ensure\n      status: failure\n      message: \"Could not start Service[shop]\"\n",
+        n / 60,
+        n % 60
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_acknowledged_across_a_postgresql_outage_are_stored_once() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("GEMBA_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    let cluster = match gemba_store::throwaway::Cluster::start("outage") {
+        Ok(c) => Arc::new(c),
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let url = cluster.database().await;
+    let dir = temp_dir("postgres-outage");
+    let c = config(
+        "srv",
+        "127.0.97.1",
+        None,
+        &dir,
+        &format!("[store]\nurl = \"{url}\"\n"),
+    );
+    let node = Node::start(&c, Arc::new(UdpNet), key()).await.unwrap();
+    let addr = node.http_addr().unwrap();
+    const REPORTS: usize = 240;
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+    let refusals = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // Two senders, each posting its reports one by one and sending again
+    // what was not acknowledged (as a Puppet agent's next run would).
+    let sender = |first: usize| {
+        let (acked, refusals) = (acked.clone(), refusals.clone());
+        async move {
+            for n in (first..REPORTS).step_by(2) {
+                let start = tokio::time::Instant::now();
+                loop {
+                    let (code, body) = http_typed(
+                        addr,
+                        "/api/v1/reports/puppet",
+                        "application/x-yaml",
+                        &report(n),
+                    )
+                    .await;
+                    if code == 200 {
+                        acked.lock().unwrap().push(n);
+                        break;
+                    }
+                    refusals.lock().unwrap().push(format!("{code} {body}"));
+                    assert!(
+                        start.elapsed() < Duration::from_secs(60),
+                        "report {n} never acknowledged: {code} {body}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    let senders = tokio::spawn({
+        let (a, b) = (sender(0), sender(1));
+        async move {
+            tokio::join!(a, b);
+        }
+    });
+    let at = |count: usize| {
+        let acked = acked.clone();
+        async move {
+            wait_for(
+                &format!("{count} acknowledged"),
+                Duration::from_secs(60),
+                || async { acked.lock().unwrap().len() >= count },
+            )
+            .await
+        }
+    };
+    // An outage of a second and a half: requests meanwhile fail...
+    at(60).await;
+    eprintln!("stopping PostgreSQL");
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.stop().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.start_again().unwrap())
+        .await
+        .unwrap();
+    // ...then a crash and restart in the middle of the stream.
+    eprintln!("started again");
+    at(150).await;
+    eprintln!("restarting PostgreSQL");
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.restart().unwrap())
+        .await
+        .unwrap();
+    senders.await.unwrap();
+    let refusals = refusals.lock().unwrap().clone();
+    eprintln!("{} refusals, e.g. {:?}", refusals.len(), refusals.first());
+    assert!(!refusals.is_empty(), "the outage was seen by the senders");
+    for r in &refusals {
+        assert!(
+            r.starts_with("503 ") && r.contains("PostgreSQL"),
+            "a refusal is 503 and names the store: {r}"
+        );
+    }
+    // Everything acknowledged is stored, once.
+    let mut acked = acked.lock().unwrap().clone();
+    acked.sort();
+    assert_eq!(
+        acked,
+        (0..REPORTS).collect::<Vec<_>>(),
+        "every report acknowledged once"
+    );
+    let store = gemba_store::open_any(&gemba_core::StoreLocation::Postgres {
+        url: url.clone(),
+        password_file: None,
+    })
+    .await
+    .unwrap();
+    let runs = store.runs_after(0, 10_000).await.unwrap();
+    let mut nodes: Vec<String> = runs.iter().map(|r| r.node.clone()).collect();
+    nodes.sort();
+    let mut want: Vec<String> = (0..REPORTS).map(|n| format!("node-{n}")).collect();
+    want.sort();
+    assert_eq!(nodes, want, "each report stored exactly once");
+    // And the server works on, its memory as the store: one problem, every
+    // report counted once, though batches failed and were sent again.
+    let (code, body) = http(addr, "GET", "/api/v1/problems", true, "").await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{body}");
+    assert_eq!(problems[0]["occurrences"], REPORTS, "{body}");
+    assert_eq!(problems[0]["nodes"], REPORTS, "{body}");
+    node.shutdown().await;
+}

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why the store failed. Carries no driver types, so that callers (and a
 /// second implementation) see the same errors whatever database is behind.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open store {path}: {reason}")]
     Open { path: String, reason: String },

@@ -58,7 +58,18 @@ fn shown(cfg: &tokio_postgres::Config) -> String {
 pub(crate) fn reason(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => e.to_string(),
+        // The driver's own words are short ("error connecting to server"):
+        // the causes say what happened (connection refused, reset, ...).
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 
@@ -117,7 +128,14 @@ impl PgStore {
 
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|e| {
-            StoreError::Query(format!("cannot reach PostgreSQL at {}: {e}", self.shown))
+            let why = match e {
+                deadpool_postgres::PoolError::Backend(e) => reason(&e),
+                deadpool_postgres::PoolError::Timeout(_) => {
+                    format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())
+                }
+                e => e.to_string(),
+            };
+            StoreError::Query(format!("cannot reach PostgreSQL at {}: {why}", self.shown))
         })
     }
 

@@ -83,23 +83,45 @@ impl Cluster {
                 "--no-sync",
             ],
         )?;
-        c.run(
+        c.start_again()?;
+        Ok(c)
+    }
+
+    /// Starts the server (after [`Cluster::stop`]) on the same port.
+    pub fn start_again(&self) -> Result<(), String> {
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                &c.data().display().to_string(),
+                &self.data().display().to_string(),
                 "-l",
-                &c.dir.join("server.log").display().to_string(),
+                &self.dir.join("server.log").display().to_string(),
                 "-o",
                 &format!(
-                    "-h 127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=200",
-                    c.dir.join("sock").display()
+                    "-h 127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+                    self.port,
+                    self.dir.join("sock").display()
                 ),
                 "-w",
                 "start",
             ],
-        )?;
-        Ok(c)
+        )
+    }
+
+    /// Stops the server at once, as a crash would: connections drop and
+    /// nothing answers until [`Cluster::start_again`].
+    pub fn stop(&self) -> Result<(), String> {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )
     }
 
     fn data(&self) -> PathBuf {
@@ -156,34 +178,17 @@ impl Cluster {
     }
 
     /// Stops the server at once (as a crash would) and starts it again.
+    /// (Not `pg_ctl restart`: it would start the server without the log
+    /// file, writing to this process's pipes, which then never close.)
     pub fn restart(&self) -> Result<(), String> {
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data().display().to_string(),
-                "-m",
-                "immediate",
-                "-w",
-                "restart",
-            ],
-        )
+        self.stop()?;
+        self.start_again()
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data().display().to_string(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        let _ = self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
