@@ -1,4 +1,5 @@
-//! `market`: the morning market over a large generated history on SQLite.
+//! `market`: the morning market over a large generated history on SQLite
+//! (or, with `--postgres`, a throwaway PostgreSQL on loopback).
 //! Runs for N nodes × R runs a day × D days are folded through the real
 //! detectors and written with the rows the market task writes (in large
 //! batches, bypassing HTTP), then timed: a market task starting from that
@@ -141,19 +142,58 @@ fn run(n: usize, nodes: usize, slot: u64, slots: u64, at: u64) -> Option<Run> {
     Some(r)
 }
 
-pub fn run_bench(nodes: usize, per_day: u64, days: u64) -> anyhow::Result<()> {
+pub fn run_bench(nodes: usize, per_day: u64, days: u64, postgres: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(bench(nodes, per_day, days))
-}
-
-async fn bench(nodes: usize, per_day: u64, days: u64) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("gemba-bench-market-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let db = dir.join("gemba.db");
-    let store = gemba_store::open_market(&StoreLocation::Sqlite(db.clone())).await?;
+    let cluster = if postgres {
+        Some(gemba_store::throwaway::Cluster::start("bench-market").map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let location = match &cluster {
+        Some(c) => StoreLocation::Postgres {
+            url: rt.block_on(c.database()),
+            password_file: None,
+        },
+        None => StoreLocation::Sqlite(dir.join("gemba.db")),
+    };
+    let on_disk = cluster
+        .as_ref()
+        .map_or(dir.clone(), |c| c.dir().to_path_buf());
+    let r = rt.block_on(bench(nodes, per_day, days, location, &on_disk));
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// Bytes of every file under `dir`.
+fn size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+async fn bench(
+    nodes: usize,
+    per_day: u64,
+    days: u64,
+    location: StoreLocation,
+    on_disk: &std::path::Path,
+) -> anyhow::Result<()> {
+    let backend = match location {
+        StoreLocation::Postgres { .. } => "PostgreSQL",
+        _ => "SQLite",
+    };
+    let store = gemba_store::open_market(&location).await?;
     let slots = per_day * days;
     let interval = DAY / per_day;
     let start = END - days * DAY;
@@ -192,13 +232,10 @@ async fn bench(nodes: usize, per_day: u64, days: u64) -> anyhow::Result<()> {
     store.commit(batch).await?;
     let loading = t.elapsed();
     drop(store);
-    let mut bytes = 0;
-    for f in ["gemba.db", "gemba.db-wal"] {
-        bytes += std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
-    }
+    let bytes = size(on_disk);
 
     // A server starting on that store.
-    let store = gemba_store::open_market(&StoreLocation::Sqlite(db)).await?;
+    let store = gemba_store::open_market(&location).await?;
     let t = Instant::now();
     let (handle, task) = service::start(
         store,
@@ -237,9 +274,10 @@ async fn bench(nodes: usize, per_day: u64, days: u64) -> anyhow::Result<()> {
     println!("| what | figure |");
     println!("|---|---|");
     println!("| history | {nodes} nodes × {per_day} runs/day × {days} days = {runs} runs, {problems} problems |");
-    println!("| folding and storing it (detectors + SQLite, batches of 50,000) | {:.1} s ({:.0} runs/s) |", loading.as_secs_f64(), runs as f64 / loading.as_secs_f64());
+    println!("| store | {backend} |");
+    println!("| folding and storing it (detectors + store, batches of 50,000) | {:.1} s ({:.0} runs/s) |", loading.as_secs_f64(), runs as f64 / loading.as_secs_f64());
     println!(
-        "| store size | {:.0} MB = {:.0} bytes per run (file + WAL) |",
+        "| store size | {:.0} MB = {:.0} bytes per run (every file of the store) |",
         bytes as f64 / 1e6,
         bytes as f64 / runs as f64
     );
@@ -249,6 +287,5 @@ async fn bench(nodes: usize, per_day: u64, days: u64) -> anyhow::Result<()> {
     );
     println!("| the market of the last day, built + Markdown (median of 5; min–max) | {:.0} ms ({:.0}–{:.0}) |", ms(times[2]), ms(times[0]), ms(times[4]));
     println!("\nlast day: {summary}");
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -16,6 +16,7 @@
 //! implementation must pass, written against the trait alone.
 
 pub mod conformance;
+pub mod copy;
 mod market;
 mod migrations;
 mod postgres;
@@ -87,13 +88,25 @@ pub async fn open(location: &StoreLocation) -> Result<std::sync::Arc<dyn Store>,
 pub async fn open_any(location: &StoreLocation) -> Result<std::sync::Arc<dyn Stores>, StoreError> {
     match location {
         StoreLocation::Sqlite(_) => Ok(std::sync::Arc::new(open_sqlite(location).await?)),
+        StoreLocation::Postgres { .. } => Ok(std::sync::Arc::new(open_postgres(location).await?)),
+    }
+}
+
+/// Connects to (and migrates) the PostgreSQL store at `location`, its
+/// password read from its password file if it names one.
+pub async fn open_postgres(location: &StoreLocation) -> Result<PgStore, StoreError> {
+    match location {
         StoreLocation::Postgres { url, password_file } => {
             let password = match password_file {
                 Some(path) => Some(read_password(path)?),
                 None => None,
             };
-            Ok(std::sync::Arc::new(PgStore::connect(url, password).await?))
+            PgStore::connect(url, password).await
         }
+        other => Err(StoreError::Open {
+            path: other.to_string(),
+            reason: "not a PostgreSQL database (postgres://user@host:port/db)".into(),
+        }),
     }
 }
 

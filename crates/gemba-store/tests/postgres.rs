@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use gemba_store::conformance::{run_all, Pair};
-use gemba_store::{Backend, PgStore, Store, StoreError};
+use gemba_store::{Backend, MarketStore, PgStore, Store, StoreError, TimelineStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_shared_by_two_servers_meets_the_store_contract() {
@@ -105,4 +105,234 @@ async fn servers_starting_together_migrate_once_and_a_bad_location_is_named() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("connection string"), "{err}");
+}
+
+/// An SQLite store with something in every stage, as a server leaves it.
+async fn filled_sqlite(path: &std::path::Path) -> Arc<dyn gemba_store::Stores> {
+    use gemba_store::*;
+    let s = open_any(&StoreLocation::Sqlite(path.to_path_buf()))
+        .await
+        .unwrap();
+    for text in ["opened", "ran level 5 \u{0} with a NUL", "resolved"] {
+        s.append(JournalRow {
+            seq: 0,
+            escalation: Some(1),
+            scope: "node:web-1".into(),
+            at_ms: 1000,
+            kind: "decision".into(),
+            text: text.into(),
+            server: "srv-1".into(),
+        })
+        .await
+        .unwrap();
+    }
+    for _ in 0..3 {
+        s.next_escalation_id().await.unwrap();
+    }
+    s.save_escalation(
+        EscalationRow {
+            id: 1,
+            scope: "node:web-1".into(),
+            phase: "resolved".into(),
+            open: false,
+            opened_ms: 1000,
+            updated_ms: 2000,
+            body: "{\"id\":1}".into(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    s.acquire_lease("node:web-1", "srv-1", 1000, 60_000)
+        .await
+        .unwrap();
+    s.enqueue_notice("hook", "{\"n\":1}", 1000).await.unwrap();
+    s.commit(MarketBatch {
+        runs: vec![RunRow {
+            id: 0,
+            key: "puppet:web-1@1".into(),
+            node: "web-1".into(),
+            tool: "puppet".into(),
+            started_ms: 1000,
+            duration_ms: Some(30_000),
+            status: "failed".into(),
+            environment: "production".into(),
+            code_version: "17".into(),
+            total: 10,
+            changed: 0,
+            failed: 1,
+            digest: "{}".into(),
+            body: "{\"key\":\"puppet:web-1@1\"}".into(),
+        }],
+        problems: vec![ProblemRow {
+            id: 1,
+            signature: "failure|Service[shop]".into(),
+            status: "new".into(),
+            last_seen_ms: 1000,
+            body: "{\"id\":1}".into(),
+            nodes: vec![("web-1".into(), "{\"count\":1}".into())],
+            replace_nodes: true,
+        }],
+        nodes: vec![NodeRow {
+            node: "web-1".into(),
+            body: "{}".into(),
+        }],
+        fine: vec![("Service[shop]".into(), "{}".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.add_events(vec![EventRow {
+        id: 0,
+        at_ms: 1500,
+        end_ms: None,
+        kind: "deploy".into(),
+        what: "shop v2".into(),
+        tags: vec!["host:web-1".into()],
+        text: String::new(),
+        author: "ana".into(),
+        link: String::new(),
+        source: "api".into(),
+        origin: None,
+    }])
+    .await
+    .unwrap();
+    let ids = s
+        .series_ids(
+            vec![SeriesKey {
+                node: "web-1".into(),
+                process: "host".into(),
+                metric: "load1".into(),
+            }],
+            100,
+        )
+        .await
+        .unwrap();
+    s.write_points(vec![
+        (ids[0].unwrap(), 100, 0.5),
+        (ids[0].unwrap(), 110, 0.75),
+    ])
+    .await
+    .unwrap();
+    s.add_incident(1000, "{\"title\":\"shop down\"}".into(), vec![1])
+        .await
+        .unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_store_is_copied_into_postgresql_whole() {
+    use gemba_store::{EventFilter, Tier};
+    let cluster = match gemba_store::throwaway::Cluster::start("copy") {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("gemba-copy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gemba.db");
+    let from = filled_sqlite(&path).await;
+    let url = cluster.database().await;
+    let to = PgStore::connect(&url, None).await.unwrap();
+    let mut seen = Vec::new();
+    let copied = gemba_store::copy::sqlite_to_postgres(&path, &to, |t, done, total| {
+        seen.push((t.to_string(), done, total))
+    })
+    .await
+    .unwrap();
+    assert!(copied.rows() >= 15, "{copied:?}");
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (last.1, last.2),
+        (copied.rows(), copied.rows()),
+        "progress ends at the total"
+    );
+    // Every stage reads the same from both.
+    assert_eq!(from.journal(1).await.unwrap(), to.journal(1).await.unwrap());
+    assert_eq!(
+        from.escalations(10).await.unwrap(),
+        to.escalations(10).await.unwrap()
+    );
+    assert_eq!(
+        to.lease_holder("node:web-1", 2000)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("srv-1")
+    );
+    assert_eq!(
+        from.pending_notices().await.unwrap(),
+        to.pending_notices().await.unwrap()
+    );
+    assert_eq!(
+        to.next_escalation_id().await.unwrap(),
+        4,
+        "escalation ids go on after the copied ones"
+    );
+    assert_eq!(
+        from.runs_after(0, 10).await.unwrap(),
+        to.runs_after(0, 10).await.unwrap()
+    );
+    assert_eq!(from.problems().await.unwrap(), to.problems().await.unwrap());
+    assert_eq!(from.fine().await.unwrap(), to.fine().await.unwrap());
+    assert_eq!(
+        from.generation().await.unwrap(),
+        to.generation().await.unwrap()
+    );
+    let all = || EventFilter {
+        since_ms: 0,
+        until_ms: u64::MAX / 2,
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        from.events(all()).await.unwrap(),
+        to.events(all()).await.unwrap()
+    );
+    assert_eq!(from.series().await.unwrap(), to.series().await.unwrap());
+    assert_eq!(
+        from.points(1, Tier::Raw, 0, 1000).await.unwrap(),
+        to.points(1, Tier::Raw, 0, 1000).await.unwrap()
+    );
+    assert_eq!(
+        from.incidents(false, 10).await.unwrap(),
+        to.incidents(false, 10).await.unwrap()
+    );
+    // New rows get new ids after the copied ones.
+    to.append(gemba_store::JournalRow {
+        seq: 0,
+        escalation: Some(4),
+        scope: "node:web-2".into(),
+        at_ms: 3000,
+        kind: "decision".into(),
+        text: "after the copy".into(),
+        server: "srv-1".into(),
+    })
+    .await
+    .unwrap();
+    let lines = to.recent_journal(10).await.unwrap();
+    assert_eq!(
+        (lines[0].seq, lines[0].text.as_str()),
+        (4, "after the copy")
+    );
+
+    // A second copy into the same database is refused, naming why; the
+    // rows stay as they were.
+    let err = gemba_store::copy::sqlite_to_postgres(&path, &to, |_, _, _| {})
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("the destination is not empty"),
+        "{err}"
+    );
+    assert_eq!(to.recent_journal(10).await.unwrap().len(), 4);
+    // A missing source is named.
+    let err = gemba_store::copy::sqlite_to_postgres(&dir.join("nope.db"), &to, |_, _, _| {})
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("nope.db: no such file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

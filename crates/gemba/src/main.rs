@@ -21,6 +21,7 @@ mod market_cmd;
 mod node;
 mod node_cmd;
 mod postmortem_cmd;
+mod store_cmd;
 
 use std::process::ExitCode;
 
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
         Command::Incident { command } => incident_cmd::run(command),
         Command::Postmortem { command } => postmortem_cmd::run(command),
         Command::Actions { command } => postmortem_cmd::actions(command),
+        Command::Store { command } => store_cmd::run(command),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", gemba_core::example::example_toml());
