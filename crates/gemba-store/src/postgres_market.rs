@@ -6,6 +6,26 @@ use crate::market::*;
 use crate::postgres::{big, text, MARKET_LOCK};
 use crate::{PgStore, StoreError};
 
+/// A statement through the connection's statement cache: the second time
+/// it costs one round trip instead of two (parse, then execute).
+async fn exec(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let st = tx.prepare_cached(sql).await?;
+    tx.execute(&st, params).await
+}
+
+async fn exec_one(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    let st = tx.prepare_cached(sql).await?;
+    tx.query_one(&st, params).await
+}
+
 impl PgStore {
     async fn read_generation(
         &self,
@@ -76,14 +96,24 @@ impl MarketStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.failed(e))?;
         let f = |e| self.failed(e);
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MARKET_LOCK])
-            .await
-            .map_err(f)?;
-        let current = self.read_generation(&tx).await?;
+        // The lock and the generation in one round trip.
+        let row = exec_one(
+            &tx,
+            "SELECT pg_advisory_xact_lock($1)::TEXT,
+                    (SELECT value FROM market_values WHERE name = $2)",
+            &[&MARKET_LOCK, &GENERATION],
+        )
+        .await
+        .map_err(f)?;
+        let current: u64 = row
+            .get::<_, Option<Vec<u8>>>(1)
+            .and_then(|v| text(v).parse().ok())
+            .unwrap_or(0);
         if batch.generation.is_some_and(|g| g != current) {
             return Err(conflict(current));
         }
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO market_values (name, value) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             &[&GENERATION, &(current + 1).to_string().as_bytes()],
@@ -109,7 +139,8 @@ impl MarketStore for PgStore {
             let failed: Vec<i64> = r.iter().map(|x| big(x.failed)).collect();
             let digests = col(&|x| x.digest.as_bytes().to_vec());
             let bodies = col(&|x| x.body.as_bytes().to_vec());
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO market_runs (key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest, body)
                  SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BYTEA[], $4::BIGINT[], $5::BIGINT[], $6::BYTEA[], $7::BYTEA[], $8::BYTEA[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::BYTEA[], $13::BYTEA[])
                  ON CONFLICT (key) DO NOTHING",
@@ -155,7 +186,8 @@ impl MarketStore for PgStore {
             .await
             .map_err(f)?;
             if p.replace_nodes {
-                tx.execute(
+                exec(
+                    &tx,
                     "DELETE FROM market_problem_nodes WHERE problem = $1",
                     &[&id],
                 )
@@ -166,7 +198,8 @@ impl MarketStore for PgStore {
                 let rows = last_wins(p.nodes.iter().map(|(n, b)| (n.as_str(), b.as_str())));
                 let nodes: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
                 let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT INTO market_problem_nodes (problem, node, body)
                      SELECT $1, n, b FROM UNNEST($2::TEXT[], $3::BYTEA[]) AS e (n, b)
                      ON CONFLICT (problem, node) DO UPDATE SET body = EXCLUDED.body",
@@ -185,7 +218,8 @@ impl MarketStore for PgStore {
             );
             let names: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
             let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO market_nodes (node, body) SELECT * FROM UNNEST($1::TEXT[], $2::BYTEA[])
                  ON CONFLICT (node) DO UPDATE SET body = EXCLUDED.body",
                 &[&names, &bodies],
@@ -197,7 +231,8 @@ impl MarketStore for PgStore {
             let rows = last_wins(batch.fine.iter().map(|(k, b)| (k.as_str(), b.as_str())));
             let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_bytes()).collect();
             let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO market_fine (key, body) SELECT * FROM UNNEST($1::BYTEA[], $2::BYTEA[])
                  ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body",
                 &[&keys, &bodies],
