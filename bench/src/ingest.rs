@@ -250,7 +250,8 @@ pub fn run(
     Ok(())
 }
 
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes of every file under `dir`.
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

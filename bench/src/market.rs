@@ -169,19 +169,6 @@ pub fn run_bench(nodes: usize, per_day: u64, days: u64, postgres: bool) -> anyho
     r
 }
 
-/// Bytes of every file under `dir`.
-fn size(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => size(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
-}
-
 async fn bench(
     nodes: usize,
     per_day: u64,
@@ -232,7 +219,7 @@ async fn bench(
     store.commit(batch).await?;
     let loading = t.elapsed();
     drop(store);
-    let bytes = size(on_disk);
+    let bytes = crate::ingest::dir_size(on_disk);
 
     // A server starting on that store.
     let store = gemba_store::open_market(&location).await?;

@@ -599,9 +599,9 @@ impl Service {
                         // and this is a new term: someone may have acted in
                         // between, so the record is re-read and verified.
                         tracing::warn!(escalation = id, scope = %scope, "the lease lapsed before it was renewed; taking the escalation over afresh");
-                        self.fences.insert(scope, fence);
+                        self.fences.insert(scope.clone(), fence);
                         self.engine.relinquish(id);
-                        self.readopt(id).await;
+                        self.readopt(id, &scope).await;
                     } else {
                         self.fences.insert(scope, fence);
                     }
@@ -625,26 +625,26 @@ impl Service {
                         .acquire_lease(&key, &self.holder, now, self.lease_ttl())
                         .await
                     {
-                        Ok(Some(fence)) => match self.store.next_escalation_id().await {
-                            Ok(id) => {
-                                self.fences.insert(key.clone(), fence);
-                                // A server that died left an escalation open
-                                // here: carry it on (its steps are not run
-                                // again) rather than open a second one.
-                                if let Some(orphan) = self.orphan_on(&key).await {
-                                    tracing::info!(escalation = orphan.id, scope = %key, "adopting escalation left open instead of opening another");
-                                    queue.extend(self.engine.adopt(orphan, now));
-                                    continue;
-                                }
-                                queue.extend(self.engine.opened(id, req, now))
+                        Ok(Some(fence)) => {
+                            self.fences.insert(key.clone(), fence);
+                            // A server that died left an escalation open
+                            // here: carry it on (its steps are not run again)
+                            // rather than open a second one.
+                            if let Some(orphan) = self.orphan_on(&key).await {
+                                tracing::info!(escalation = orphan.id, scope = %key, "adopting escalation left open instead of opening another");
+                                queue.extend(self.engine.adopt(orphan, now));
+                                continue;
                             }
-                            Err(e) => queue.extend(self.engine.deferred(
-                                scope,
-                                now + self.lease_ttl(),
-                                format!("store error: {e}"),
-                                now,
-                            )),
-                        },
+                            match self.store.next_escalation_id().await {
+                                Ok(id) => queue.extend(self.engine.opened(id, req, now)),
+                                Err(e) => queue.extend(self.engine.deferred(
+                                    scope,
+                                    now + self.lease_ttl(),
+                                    format!("store error: {e}"),
+                                    now,
+                                )),
+                            }
+                        }
                         Ok(None) => {
                             let holder = self
                                 .store
@@ -704,12 +704,11 @@ impl Service {
                         updated_ms: esc.updated_ms,
                         body: serde_json::to_string(&esc).expect("escalation serializes"),
                     };
-                    let fence = self.fences.get(&row.scope).cloned();
-                    if fence.is_none() {
+                    let Some(fence) = self.fences.get(&row.scope).cloned() else {
                         tracing::error!(escalation = esc.id, scope = %row.scope, "no lease on the scope; the record is not saved");
                         continue;
-                    }
-                    match self.store.save_escalation(row, fence.as_ref()).await {
+                    };
+                    match self.store.save_escalation(row, Some(&fence)).await {
                         Ok(true) => {}
                         Ok(false) => {
                             let scope = esc.scope.to_string();
@@ -797,7 +796,7 @@ impl Service {
 
     /// Takes escalation `id` over again from its stored record, as another
     /// server would: a step that was running is verified, not re-run.
-    async fn readopt(&mut self, id: u64) {
+    async fn readopt(&mut self, id: u64, scope: &str) {
         match self.store.escalation(id).await {
             Ok(Some(row)) if row.open => {
                 if let Some(esc) = parse_row(&row) {
@@ -806,7 +805,14 @@ impl Service {
                     self.apply(fx).await;
                 }
             }
-            Ok(_) => {}
+            // Ended by the server that held it meanwhile: nothing to manage,
+            // so the lease just renewed is given back.
+            Ok(_) => {
+                self.fences.remove(scope);
+                if let Err(e) = self.store.release_lease(scope, &self.holder).await {
+                    tracing::warn!(scope = %scope, error = %e, "cannot release the lease");
+                }
+            }
             Err(e) => tracing::warn!(escalation = id, error = %e, "cannot re-read the escalation"),
         }
     }

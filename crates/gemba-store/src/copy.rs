@@ -382,12 +382,22 @@ async fn fix_sequences(
         .map_err(q)?
     {
         let (table, column): (String, String) = (r.get(0), r.get(1));
+        // SQLite's AUTOINCREMENT counter: ids of rows since deleted (pruned
+        // runs, delivered notices) are never handed out again, so cursors
+        // that followers keep by id stay behind every new row.
+        let counted: i64 = source
+            .query_row(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)",
+                [&table],
+                |r| r.get(0),
+            )
+            .map_err(failed)?;
         tx.execute(
             &format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', '{column}'),
-                               COALESCE((SELECT max({column}) FROM {table}), 0) + 1, false)"
+                               GREATEST(COALESCE((SELECT max({column}) FROM {table}), 0), $1) + 1, false)"
             ),
-            &[],
+            &[&counted],
         )
         .await
         .map_err(q)?;

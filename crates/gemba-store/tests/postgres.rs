@@ -147,6 +147,9 @@ async fn filled_sqlite(path: &std::path::Path) -> Arc<dyn gemba_store::Stores> {
         .await
         .unwrap();
     s.enqueue_notice("hook", "{\"n\":1}", 1000).await.unwrap();
+    // A delivered notice is deleted; its id is not handed out again.
+    let sent = s.enqueue_notice("mail", "{\"n\":2}", 1001).await.unwrap();
+    s.notice_done(sent).await.unwrap();
     s.commit(MarketBatch {
         runs: vec![RunRow {
             id: 0,
@@ -271,6 +274,11 @@ async fn an_sqlite_store_is_copied_into_postgresql_whole() {
         to.next_escalation_id().await.unwrap(),
         4,
         "escalation ids go on after the copied ones"
+    );
+    assert_eq!(
+        to.enqueue_notice("hook", "{}", 3000).await.unwrap(),
+        3,
+        "ids go on after the deleted ones too (the SQLite counter, not the largest row)"
     );
     assert_eq!(
         from.runs_after(0, 10).await.unwrap(),
