@@ -119,6 +119,8 @@ step_grace = "{step_grace}"
 # reports, events, series and incidents: sqlite:///var/lib/gemba/gemba.db or a
 # plain path (default: <data_dir>/gemba.db), or a PostgreSQL database shared by
 # servers on several hosts: postgres://gemba@db.example.net:5432/gemba.
+# TLS as in libpq: ?sslmode=prefer (default: encrypt when offered), require,
+# verify-ca or verify-full, with &sslrootcert=/etc/gemba/db-ca.pem (or system).
 # Servers sharing an SQLite file must run on one host (WAL needs shared memory).
 # url = "sqlite:///var/lib/gemba/gemba.db"
 # PostgreSQL's password: in a file only gemba can read (else the URL's, else

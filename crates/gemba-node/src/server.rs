@@ -140,6 +140,14 @@ pub(crate) async fn start(
             };
         }
     };
+    match store.connection_security() {
+        Some(t) if t.starts_with("plain:") => tracing::warn!(
+            store = %location,
+            "connections to the store are not encrypted ({t}); set sslmode=require or verify-full in [store] url once the database offers TLS"
+        ),
+        Some(t) => tracing::info!(store = %location, connection = %t, "store opened"),
+        None => tracing::info!(store = %location, "store opened"),
+    }
     let policy = Arc::new(config.policy.clone());
     let clock = Clock::new();
     let self_id = config.node.id.to_string();

@@ -19,6 +19,7 @@ pub mod conformance;
 pub mod copy;
 mod market;
 mod migrations;
+mod pg_tls;
 mod postgres;
 mod postgres_market;
 mod postgres_timeline;
@@ -330,4 +331,10 @@ pub trait Store: Send + Sync {
     async fn prune(&self, before_ms: u64) -> Result<Pruned, StoreError>;
     /// Each stage's schema version, as migrated (stage name, version).
     async fn schema(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// For a store across the network, how its connections are protected
+    /// ("TLSv1.3, certificate and host name checked (sslmode=verify-full)",
+    /// or starting "plain"); None for a local file.
+    fn connection_security(&self) -> Option<String> {
+        None
+    }
 }

@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
+
+use crate::pg_tls::{self, Check, SslModeName, TlsWish};
 
 use crate::migrations::{Backend, StageSchema, STAGES};
 use crate::{Claim, EscalationRow, Fence, JournalRow, OutboxRow, Pruned, Store, StoreError};
@@ -33,6 +35,10 @@ pub struct PgStore {
     pool: Pool,
     /// The location without its password, for messages.
     shown: String,
+    /// What TLS the connection string asked for.
+    tls: TlsWish,
+    /// The protocol the first connection got ("TLSv1.3"), None if plain.
+    tls_version: Option<String>,
 }
 
 /// Where a connection string points, without its password.
@@ -82,11 +88,21 @@ impl PgStore {
     /// every stage. The password: in the URL, else `password`, else the
     /// `PGPASSWORD` environment variable.
     pub async fn connect(url: &str, password: Option<String>) -> Result<PgStore, StoreError> {
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Open {
+        let bad = |reason: String| StoreError::Open {
             path: url.split('@').next_back().unwrap_or("").to_string(),
-            reason: format!("not a PostgreSQL connection string: {e}"),
-        })?;
+            reason,
+        };
+        let (rest, tls) =
+            pg_tls::split_url(url).map_err(|e| bad(format!("connection string: {e}")))?;
+        let mut cfg: tokio_postgres::Config = rest
+            .parse()
+            .map_err(|e| bad(format!("not a PostgreSQL connection string: {e}")))?;
+        cfg.ssl_mode(tls.driver_mode());
         let location = shown(&cfg);
+        let tls_config = pg_tls::client_config(&tls).map_err(|reason| StoreError::Open {
+            path: location.clone(),
+            reason,
+        })?;
         if cfg.get_password().is_none() {
             if let Some(p) = password.or_else(|| std::env::var("PGPASSWORD").ok()) {
                 cfg.password(p);
@@ -98,7 +114,7 @@ impl PgStore {
         cfg.application_name("gemba");
         let manager = Manager::from_config(
             cfg,
-            NoTls,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls_config),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -113,12 +129,51 @@ impl PgStore {
                 path: location.clone(),
                 reason: e.to_string(),
             })?;
-        let store = PgStore {
+        let mut store = PgStore {
             pool,
             shown: location,
+            tls,
+            tls_version: None,
         };
         store.migrate().await?;
+        store.tls_version = store.session_tls().await?;
         Ok(store)
+    }
+
+    /// The TLS version of a pooled connection, None when it is plain.
+    async fn session_tls(&self) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+                &[],
+            )
+            .await
+            .map_err(|e| StoreError::Query(reason(&e)))?;
+        Ok(row.map(|r| r.get::<_, String>(0)))
+    }
+
+    /// How the connection to the database is protected, in words: the
+    /// TLS version and how far the server's certificate is checked.
+    pub fn transport(&self) -> String {
+        let mode = self.tls.mode.as_str();
+        match &self.tls_version {
+            None if self.tls.mode == SslModeName::Disable => "plain (sslmode=disable)".into(),
+            None => format!("plain: the server offers no TLS (sslmode={mode})"),
+            Some(v) => {
+                let checked = match self.tls.check() {
+                    Check::Nothing => "certificate not checked",
+                    Check::Chain => "certificate chain checked",
+                    Check::ChainAndName => "certificate and host name checked",
+                };
+                format!("{v}, {checked} (sslmode={mode})")
+            }
+        }
+    }
+
+    /// Whether connections are encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.tls_version.is_some()
     }
 
     /// Where it is, without the password.
@@ -635,6 +690,10 @@ impl Store for PgStore {
             journal,
             escalations,
         })
+    }
+
+    fn connection_security(&self) -> Option<String> {
+        Some(self.transport())
     }
 
     async fn schema(&self) -> Result<Vec<(String, i64)>, StoreError> {

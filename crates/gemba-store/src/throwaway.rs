@@ -124,6 +124,46 @@ impl Cluster {
         )
     }
 
+    /// Turns TLS on with this certificate and key (PEM files), and with
+    /// `only_tls` refuses unencrypted TCP connections (pg_hba `hostssl`);
+    /// the server is restarted. Called again, it swaps the certificate.
+    pub fn enable_tls(&self, cert: &Path, key: &Path, only_tls: bool) -> Result<(), String> {
+        let data = self.data();
+        let copy = |from: &Path, to: &str| -> Result<(), String> {
+            std::fs::copy(from, data.join(to)).map_err(|e| format!("{}: {e}", from.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data.join(to), std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())
+        };
+        copy(cert, "server.crt")?;
+        copy(key, "server.key")?;
+        if self.as_postgres {
+            let out = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("chown: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        // postgresql.auto.conf is read last: its settings win, and it can
+        // be rewritten whole each time.
+        std::fs::write(
+            data.join("postgresql.auto.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let hba = if only_tls {
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
+        } else {
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+        };
+        std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
+        self.restart()
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -155,9 +195,14 @@ impl Cluster {
         }
     }
 
-    /// The URL of the server's `postgres` database.
+    /// The server's `postgres` database over its private Unix socket
+    /// (which needs no TLS even when TCP does).
     pub fn admin_url(&self) -> String {
-        format!("postgres://gemba@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "host={} port={} user=gemba dbname=postgres",
+            self.dir.join("sock").display(),
+            self.port
+        )
     }
 
     /// A new, empty database; its URL.

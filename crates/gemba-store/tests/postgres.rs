@@ -104,7 +104,11 @@ async fn servers_starting_together_migrate_once_and_a_bad_location_is_named() {
         .await
         .err()
         .expect("refused");
-    assert!(err.to_string().contains("connection string"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("connection string: sslmode=nonsense is not one of"),
+        "{err}"
+    );
 }
 
 /// An SQLite store with something in every stage, as a server leaves it.
@@ -343,4 +347,230 @@ async fn an_sqlite_store_is_copied_into_postgresql_whole() {
         .expect_err("refused");
     assert!(err.to_string().contains("nope.db: no such file"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .map_err(|e| format!("openssl: {e} (apt-get install openssl)"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A CA (`{ca}.pem`, `{ca}.key`), made once per name.
+fn make_ca(dir: &std::path::Path, ca: &str) -> Result<(), String> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+        ],
+    )
+}
+
+/// A server certificate `{name}.pem`/`{name}.key` signed by `ca`, for
+/// the subject alternative name `san` (e.g. "IP:127.0.0.1").
+fn make_leaf(dir: &std::path::Path, ca: &str, name: &str, san: &str) -> Result<(), String> {
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    )
+}
+
+/// TLS as libpq users know it: `sslmode` and `sslrootcert` in the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_used_when_the_server_offers_it_and_certificates_are_checked_as_asked() {
+    let cluster = match gemba_store::throwaway::Cluster::start("tls") {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let certs = cluster.dir().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let made = make_ca(&certs, "ca")
+        .and_then(|_| make_ca(&certs, "stranger"))
+        .and_then(|_| make_leaf(&certs, "ca", "by-ip", "IP:127.0.0.1"))
+        .and_then(|_| make_leaf(&certs, "ca", "by-name", "DNS:db.internal"));
+    if let Err(why) = made {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let url = cluster.database().await;
+    let with = |params: &str| format!("{url}?{params}");
+    let ca = certs.join("ca.pem").display().to_string();
+    let stranger = certs.join("stranger.pem").display().to_string();
+    let refused = |r: Result<PgStore, StoreError>| match r {
+        Ok(s) => panic!("connected: {}", s.transport()),
+        Err(e) => e.to_string(),
+    };
+
+    // A server without TLS: the default (prefer) connects in the clear
+    // and says so; require refuses.
+    let s = PgStore::connect(&url, None).await.unwrap();
+    assert!(!s.encrypted());
+    assert_eq!(
+        s.transport(),
+        "plain: the server offers no TLS (sslmode=prefer)"
+    );
+    drop(s);
+    let e = refused(PgStore::connect(&with("sslmode=require"), None).await);
+    assert!(e.contains("TLS") || e.contains("SSL"), "{e}");
+
+    // The server now takes TLS only. The default encrypts without
+    // checking the certificate; disable is turned away by the server.
+    cluster
+        .enable_tls(&certs.join("by-ip.pem"), &certs.join("by-ip.key"), true)
+        .unwrap();
+    let s = PgStore::connect(&url, None).await.unwrap();
+    assert!(s.encrypted());
+    assert!(
+        s.transport()
+            .starts_with("TLSv1.3, certificate not checked (sslmode=prefer)"),
+        "{}",
+        s.transport()
+    );
+    drop(s);
+    let e = refused(PgStore::connect(&with("sslmode=disable"), None).await);
+    assert!(e.contains("no encryption"), "{e}");
+
+    // verify-full: the right CA and a certificate for the address used.
+    let s = PgStore::connect(
+        &with(&format!("sslmode=verify-full&sslrootcert={ca}")),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.transport(),
+        "TLSv1.3, certificate and host name checked (sslmode=verify-full)"
+    );
+    // Everything works through it.
+    s.append(gemba_store::JournalRow {
+        seq: 0,
+        escalation: Some(1),
+        scope: "web".into(),
+        at_ms: 1,
+        kind: "note".into(),
+        text: "over TLS".into(),
+        server: "srv-1".into(),
+    })
+    .await
+    .unwrap();
+    drop(s);
+    // Another CA's trust: refused, naming why.
+    let e = refused(
+        PgStore::connect(
+            &with(&format!("sslmode=verify-full&sslrootcert={stranger}")),
+            None,
+        )
+        .await,
+    );
+    assert!(
+        e.contains("certificate") && e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    // A root file makes require check the chain too (as in libpq).
+    let e = refused(
+        PgStore::connect(
+            &with(&format!("sslmode=require&sslrootcert={stranger}")),
+            None,
+        )
+        .await,
+    );
+    assert!(e.contains("UnknownIssuer"), "{e}");
+
+    // A certificate for another name: verify-full refuses, verify-ca
+    // (chain only) accepts.
+    cluster
+        .enable_tls(&certs.join("by-name.pem"), &certs.join("by-name.key"), true)
+        .unwrap();
+    let e = refused(
+        PgStore::connect(
+            &with(&format!("sslmode=verify-full&sslrootcert={ca}")),
+            None,
+        )
+        .await,
+    );
+    assert!(
+        e.contains("certificate not valid for name \"127.0.0.1\""),
+        "{e}"
+    );
+    let s = PgStore::connect(&with(&format!("sslmode=verify-ca&sslrootcert={ca}")), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.transport(),
+        "TLSv1.3, certificate chain checked (sslmode=verify-ca)"
+    );
+    assert_eq!(s.journal(1).await.unwrap()[0].text, "over TLS");
+    // verify-ca still refuses a stranger's chain.
+    let e = refused(
+        PgStore::connect(
+            &with(&format!("sslmode=verify-ca&sslrootcert={stranger}")),
+            None,
+        )
+        .await,
+    );
+    assert!(e.contains("UnknownIssuer"), "{e}");
 }

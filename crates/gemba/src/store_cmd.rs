@@ -67,6 +67,9 @@ async fn migrate(args: &StoreArgs) -> anyhow::Result<()> {
         "store {location} is at this gemba's schema: {}",
         stages.join(", ")
     );
+    if let Some(t) = store.connection_security() {
+        println!("connection: {t}");
+    }
     Ok(())
 }
 
@@ -92,6 +95,7 @@ async fn copy(
     let dest = gemba_store::open_postgres(&target)
         .await
         .with_context(|| format!("--to {target}"))?;
+    println!("connection: {}", dest.transport());
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows · {msg}")

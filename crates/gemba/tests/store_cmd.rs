@@ -65,9 +65,26 @@ fn an_sqlite_store_is_migrated_then_copied_into_postgresql() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("copied "), "{out}");
     assert!(out.contains("journal 1"), "{out}");
+    // The test server offers no TLS: said, not hidden.
+    assert!(
+        out.contains("connection: plain: the server offers no TLS (sslmode=prefer)"),
+        "{out}"
+    );
     let (code, out, err) = gemba(&["store", "migrate", "--url", &url]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("escalator 2, market 1, timeline 1"), "{out}");
+    assert!(out.contains("connection: plain"), "{out}");
+    let (code, _, err) = gemba(&[
+        "store",
+        "migrate",
+        "--url",
+        &format!("{url}?sslmode=verify-full"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("sslmode=verify-full needs sslrootcert=FILE"),
+        "{err}"
+    );
     let journal = rt.block_on(async {
         let pg = gemba_store::open(&gemba_core::StoreLocation::Postgres {
             url: url.clone(),
