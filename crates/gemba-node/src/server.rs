@@ -483,7 +483,12 @@ async fn start_timeline(
     d.spawn(
         Phase::Store,
         "incidents",
-        gemba_timeline::incident::follow(handle.clone(), journal, config.incidents.clone()),
+        gemba_timeline::incident::follow(
+            handle.clone(),
+            journal,
+            config.incidents.clone(),
+            config.node.id.to_string(),
+        ),
     );
     d.spawn(
         Phase::Store,

@@ -968,7 +968,8 @@ pub async fn timeline_changes_are_read_by_window_and_node((a, b): TimelinePair) 
 }
 
 pub async fn timeline_incident_updates_name_the_version_they_read((a, b): TimelinePair) {
-    let id = a.add_incident(5, "{}".into(), vec![7]).await.unwrap();
+    let (id, new) = a.add_incident(5, "{}".into(), vec![7]).await.unwrap();
+    assert!(new);
     assert_eq!(b.incident_of(7).await.unwrap(), Some(id));
     let read = b.incident(id).await.unwrap().unwrap();
     assert_eq!((read.version, read.escalations.clone()), (1, vec![7]));
@@ -987,10 +988,31 @@ pub async fn timeline_incident_updates_name_the_version_they_read((a, b): Timeli
         (now.version, now.body.as_str(), now.escalations.clone()),
         (2, "{\"a\":1}", vec![7, 8])
     );
-    // An escalation belongs to one incident.
-    let other = b.add_incident(6, "{}".into(), vec![8, 9]).await.unwrap();
+    // An escalation belongs to one incident: opening another for it (a
+    // second server following the same journal) writes nothing and
+    // answers with the incident that holds it.
+    assert_eq!(
+        b.add_incident(6, "{}".into(), vec![9, 8]).await.unwrap(),
+        (id, false)
+    );
+    assert_eq!(a.incident_of(9).await.unwrap(), None);
+    let (other, new) = b.add_incident(6, "{}".into(), vec![9]).await.unwrap();
+    assert!(new);
     assert_eq!(a.incident_of(8).await.unwrap(), Some(id));
     assert_eq!(a.incident_of(9).await.unwrap(), Some(other));
+    // Both servers at once, for one escalation: one incident.
+    let (x, y) = tokio::join!(
+        a.add_incident(7, "{}".into(), vec![20]),
+        b.add_incident(7, "{}".into(), vec![20])
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.0, y.0, "one incident for escalation 20");
+    assert!(x.1 != y.1, "exactly one of them opened it");
+    let third = x.0;
+    assert!(a
+        .update_incident(third, 1, Some(11), "{}".into(), vec![])
+        .await
+        .unwrap());
     assert!(a
         .update_incident(other, 1, Some(10), "{}".into(), vec![])
         .await
@@ -1010,7 +1032,7 @@ pub async fn timeline_incident_updates_name_the_version_they_read((a, b): Timeli
         .iter()
         .map(|i| i.id)
         .collect();
-    assert_eq!(all, vec![other, id], "newest first");
+    assert_eq!(all, vec![third, other, id], "newest first");
     assert!(a.incident(999).await.unwrap().is_none());
 }
 

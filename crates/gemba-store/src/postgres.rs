@@ -25,6 +25,9 @@ const JOURNAL_LOCK: i64 = 0x6765_6d62_6100_0002;
 /// Market commits, one at a time: runs are followed by id too, and two
 /// batches updating one problem must not interleave.
 pub(crate) const MARKET_LOCK: i64 = 0x6765_6d62_6100_0003;
+/// Opening an incident: the check that its escalations are in none yet
+/// and the insert, one server at a time.
+pub(crate) const INCIDENT_LOCK: i64 = 0x6765_6d62_6100_0004;
 
 /// Connections per server.
 const POOL_SIZE: usize = 8;

@@ -3,7 +3,7 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Transaction};
 
-use crate::postgres::{big, text};
+use crate::postgres::{big, text, INCIDENT_LOCK};
 use crate::timeline::*;
 use crate::{PgStore, StoreError};
 
@@ -525,10 +525,28 @@ impl TimelineStore for PgStore {
         opened_ms: u64,
         body: String,
         escalations: Vec<u64>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<(i64, bool), StoreError> {
         let f = |e| self.failed(e);
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(f)?;
+        if !escalations.is_empty() {
+            // One opener at a time: the check below and the insert must not
+            // interleave with another server's.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INCIDENT_LOCK])
+                .await
+                .map_err(f)?;
+            let ids: Vec<i64> = escalations.iter().map(|e| big(*e)).collect();
+            if let Some(r) = tx
+                .query_opt(
+                    "SELECT incident FROM incident_escalations WHERE escalation = ANY($1) LIMIT 1",
+                    &[&ids],
+                )
+                .await
+                .map_err(f)?
+            {
+                return Ok((r.get(0), false));
+            }
+        }
         let id: i64 = tx
             .query_one(
                 "INSERT INTO incidents (opened_ms, closed_ms, version, body) VALUES ($1, NULL, 1, $2) RETURNING id",
@@ -539,7 +557,7 @@ impl TimelineStore for PgStore {
             .get(0);
         gather(&tx, id, &escalations).await.map_err(f)?;
         tx.commit().await.map_err(f)?;
-        Ok(id)
+        Ok((id, true))
     }
 
     async fn incidents(

@@ -237,14 +237,17 @@ pub trait TimelineStore: Send + Sync {
     ) -> Result<Vec<ChangeRow>, StoreError>;
     async fn prune_changes(&self, before_ms: u64) -> Result<u64, StoreError>;
 
-    /// A new incident gathering `escalations` (those another incident
-    /// holds already are left there); its id.
+    /// A new incident gathering `escalations`: its id and true. If one of
+    /// them is in an incident already (another server opened it first),
+    /// nothing is written and that incident's id comes back with false;
+    /// the check and the write are one step, so two servers opening an
+    /// incident for one escalation at once make one incident.
     async fn add_incident(
         &self,
         opened_ms: u64,
         body: String,
         escalations: Vec<u64>,
-    ) -> Result<i64, StoreError>;
+    ) -> Result<(i64, bool), StoreError>;
     /// Newest first; only open ones when `open_only`.
     async fn incidents(
         &self,

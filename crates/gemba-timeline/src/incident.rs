@@ -154,7 +154,8 @@ pub async fn open(
             serde_json::to_string(&body).unwrap_or_default(),
             Vec::new(),
         )
-        .await?)
+        .await?
+        .0)
 }
 
 pub async fn get(t: &TimelineHandle, id: i64) -> Result<Option<Incident>, TimelineError> {
@@ -248,14 +249,33 @@ async fn update(
     )))
 }
 
+/// The lease that lets one server at a time turn escalations into
+/// incidents, so that servers sharing a store group escalations as one
+/// server would. No check can have this scope (theirs are `global`,
+/// `tier:…` or `node:…`).
+pub const FOLLOWER_LEASE: &str = "task:incidents";
+/// How long a pass holds it: another server follows once it has passed
+/// without a renewal (the holder stopped or lost the store).
+const FOLLOWER_TTL_MS: u64 = 30_000;
+
 /// One pass over new journal lines: escalations open or join incidents,
-/// incidents whose escalations all ended close. Returns lines read.
+/// incidents whose escalations all ended close. Returns lines read; none
+/// while another server (`holder` names this one) holds the follower's
+/// lease.
 pub async fn follow_once(
     t: &TimelineHandle,
     journal: &Arc<dyn Store>,
     cfg: &IncidentsConfig,
+    holder: &str,
 ) -> Result<usize, TimelineError> {
     const CURSOR: &str = "cursor.incidents";
+    if journal
+        .acquire_lease(FOLLOWER_LEASE, holder, t.now_ms(), FOLLOWER_TTL_MS)
+        .await?
+        .is_none()
+    {
+        return Ok(0);
+    }
     let store = t.store();
     let cursor: i64 = store
         .timeline_value(CURSOR)
@@ -325,7 +345,7 @@ async fn gather(
         scopes: vec![scope.to_string()],
         last_start_ms: at_ms,
     };
-    let id = t
+    let (id, new) = t
         .store()
         .add_incident(
             at_ms,
@@ -333,7 +353,9 @@ async fn gather(
             vec![esc],
         )
         .await?;
-    tracing::info!(incident = id, escalation = esc, scope, "incident opened");
+    if new {
+        tracing::info!(incident = id, escalation = esc, scope, "incident opened");
+    }
     Ok(())
 }
 
@@ -366,14 +388,20 @@ async fn close_ended(t: &TimelineHandle, journal: &Arc<dyn Store>) -> Result<(),
     Ok(())
 }
 
-/// Follows the journal until dropped.
-pub async fn follow(t: TimelineHandle, journal: Arc<dyn Store>, cfg: IncidentsConfig) {
+/// Follows the journal until dropped, while this server (`holder`) holds
+/// the follower's lease.
+pub async fn follow(
+    t: TimelineHandle,
+    journal: Arc<dyn Store>,
+    cfg: IncidentsConfig,
+    holder: String,
+) {
     if cfg.open_on == OpenOn::Never {
         // Incidents opened by hand still close by hand only.
         return;
     }
     loop {
-        match follow_once(&t, &journal, &cfg).await {
+        match follow_once(&t, &journal, &cfg, &holder).await {
             Ok(FOLLOW_BATCH) => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot follow escalations into incidents"),
