@@ -402,6 +402,15 @@ const PG_MARKET: &[&str] = &[
         name TEXT PRIMARY KEY,
         value BYTEA NOT NULL
     );",
+    // 2: the market's counts of a day (runs, failed runs, distinct nodes)
+    // from the index alone: runs by time with their node and status, so
+    // a day of 100,000 nodes is counted without reading the runs' rows
+    // (an index-only scan; it also serves what the old time index did).
+    // Vacuumed after 1 % more rows instead of 20 %, so that the newest
+    // day's entries are marked visible and need no row visits either.
+    "CREATE INDEX market_runs_window ON market_runs (started_ms) INCLUDE (node, status);
+    DROP INDEX market_runs_started;
+    ALTER TABLE market_runs SET (autovacuum_vacuum_insert_scale_factor = 0.01);",
 ];
 
 /// The timeline's tables in PostgreSQL: as SQLite's fifth schema. Texts

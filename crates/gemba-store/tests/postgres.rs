@@ -86,7 +86,7 @@ async fn servers_starting_together_migrate_once_and_a_bad_location_is_named() {
         a.schema().await.unwrap(),
         vec![
             ("escalator".to_string(), 2),
-            ("market".to_string(), 1),
+            ("market".to_string(), 2),
             ("timeline".to_string(), 1)
         ]
     );

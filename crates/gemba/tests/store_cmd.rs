@@ -72,7 +72,7 @@ fn an_sqlite_store_is_migrated_then_copied_into_postgresql() {
     );
     let (code, out, err) = gemba(&["store", "migrate", "--url", &url]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("escalator 2, market 1, timeline 1"), "{out}");
+    assert!(out.contains("escalator 2, market 2, timeline 1"), "{out}");
     assert!(out.contains("connection: plain"), "{out}");
     let (code, _, err) = gemba(&[
         "store",
