@@ -43,6 +43,8 @@ use crate::signature::{guess_category, normalize};
 /// Runs remembered per node.
 pub const HISTORY: usize = 32;
 const DAY_MS: u64 = 86_400_000;
+/// Minutes of run time between two counts of the active fleet.
+const FLEET_RECOUNT_MIN: u64 = 10;
 /// Slow-run floor: a run must be this much over its baseline too.
 const SLOW_FLOOR_MS: u64 = 10_000;
 
@@ -195,8 +197,8 @@ pub struct Detector {
     /// those rows only, so a problem on a thousand nodes costs one row per
     /// run, not a thousand.
     dirty: HashMap<u64, Option<BTreeSet<String>>>,
-    /// The fleet size of [`Detector::active_nodes`], cached per minute of
-    /// run time: (minute, nodes known then, count).
+    /// The fleet size of [`Detector::active_nodes`]: (minute of run time
+    /// it was counted at, nodes known since, count).
     fleet: Option<(u64, usize, u64)>,
 }
 
@@ -742,7 +744,16 @@ impl Detector {
     fn active_nodes(&mut self, now_ms: u64) -> u64 {
         let minute = now_ms / 60_000;
         if let Some((m, known, count)) = self.fleet {
-            if m == minute && known == self.nodes.len() {
+            // Counting walks every node: at most once per FLEET_RECOUNT
+            // minutes of run time, not at every run whose minute differs
+            // from the last one's (runs arrive out of order: with 100,000
+            // nodes that was a walk of the fleet per run). Between counts,
+            // a node seen for the first time joins the count at once; a
+            // run from earlier than the count keeps it (a week's fleet
+            // barely moves in minutes).
+            if minute < m + FLEET_RECOUNT_MIN && self.nodes.len() >= known {
+                let count = count + (self.nodes.len() - known) as u64;
+                self.fleet = Some((m, self.nodes.len(), count));
                 return count;
             }
         }

@@ -178,6 +178,34 @@ fn one_signature_on_many_nodes_within_the_hour_is_an_external_outage() {
 }
 
 #[test]
+fn the_fleet_an_outage_is_measured_against_is_the_nodes_seen_this_week() {
+    let mut d = Detector::new(Thresholds::default());
+    // Twenty nodes, their runs arriving out of order within the hour.
+    for n in 0..20 {
+        d.apply(&run(&format!("app-{n}"), T0 + ((n * 37) % 20) * 60_000));
+    }
+    // Two fail together: of twenty nodes, not an outage (3 needed).
+    let fail = |d: &mut Detector, n: u64, at: u64| {
+        d.apply(&failing(
+            run(&format!("app-{n}"), at),
+            "Exec",
+            "fetch-code",
+            "'git fetch origin' returned 128",
+        ));
+    };
+    fail(&mut d, 0, T0 + H);
+    fail(&mut d, 1, T0 + H + 60_000);
+    let first = d.problems().next().unwrap().id;
+    assert_ne!(d.problem(first).unwrap().kind, Kind::ExternalOutage);
+    // Eight days on only those two still report: the week's fleet is
+    // two nodes, and two failing together is a fifth of it and more.
+    fail(&mut d, 0, T0 + 8 * 24 * H);
+    fail(&mut d, 1, T0 + 8 * 24 * H + 60_000);
+    let p = d.problem(first).unwrap();
+    assert_eq!(p.kind, Kind::ExternalOutage, "{}", p.why);
+}
+
+#[test]
 fn failures_spread_over_days_are_not_an_outage() {
     let mut d = Detector::new(Thresholds::default());
     for n in 0..4 {

@@ -83,10 +83,17 @@ impl MarketStore for PgStore {
     async fn known_runs(&self, keys: Vec<String>) -> Result<Vec<String>, StoreError> {
         let c = self.client().await?;
         let bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-        let rows = c
-            .query("SELECT key FROM market_runs WHERE key = ANY($1)", &[&bytes])
+        // A join with the unnested keys, not `key = ANY($1)`: as a cached
+        // statement PostgreSQL plans it once, generically, and for ANY that
+        // plan scanned the whole table; for the join it looks each key up.
+        let st = c
+            .prepare_cached(
+                "SELECT r.key FROM UNNEST($1::BYTEA[]) AS k (key)
+                 JOIN market_runs r ON r.key = k.key",
+            )
             .await
             .map_err(|e| self.failed(e))?;
+        let rows = c.query(&st, &[&bytes]).await.map_err(|e| self.failed(e))?;
         let found: std::collections::HashSet<String> =
             rows.into_iter().map(|r| text(r.get(0))).collect();
         Ok(keys.into_iter().filter(|k| found.contains(k)).collect())
@@ -153,7 +160,7 @@ impl MarketStore for PgStore {
             .map_err(f)?;
         }
         let start = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO market_starts (run_id, node, started_ms) VALUES ($1, $2, $3)
                  ON CONFLICT (run_id) DO NOTHING",
             )
@@ -165,7 +172,7 @@ impl MarketStore for PgStore {
                 .map_err(f)?;
         }
         let prob = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO market_problems (id, signature, status, last_seen_ms, body) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, last_seen_ms = EXCLUDED.last_seen_ms, body = EXCLUDED.body",
             )
