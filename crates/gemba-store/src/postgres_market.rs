@@ -8,15 +8,6 @@ use crate::{PgStore, StoreError};
 
 /// A statement through the connection's statement cache: the second time
 /// it costs one round trip instead of two (parse, then execute).
-async fn exec(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<u64, tokio_postgres::Error> {
-    let st = tx.prepare_cached(sql).await?;
-    tx.execute(&st, params).await
-}
-
 async fn exec_one(
     tx: &deadpool_postgres::Transaction<'_>,
     sql: &str,
@@ -119,134 +110,147 @@ impl MarketStore for PgStore {
         if batch.generation.is_some_and(|g| g != current) {
             return Err(conflict(current));
         }
-        exec(
-            &tx,
+        // Each table's rows in one statement (arrays unnested), and the
+        // statements pipelined: sent one after the other without waiting
+        // for each answer, run by the server in the order sent (the
+        // problem rows' deletes before their inserts). Prepared first (from
+        // the connection's cache), so that nothing is sent out of order.
+        let next = (current + 1).to_string();
+        let next = next.as_bytes();
+        let r = &batch.runs;
+        let bytes = |f: &dyn Fn(&RunRow) -> &str| -> Vec<&[u8]> {
+            r.iter().map(|x| f(x).as_bytes()).collect()
+        };
+        let keys = bytes(&|x| &x.key);
+        let nodes: Vec<&str> = r.iter().map(|x| x.node.as_str()).collect();
+        let tools = bytes(&|x| &x.tool);
+        let started: Vec<i64> = r.iter().map(|x| big(x.started_ms)).collect();
+        let durations: Vec<Option<i64>> = r.iter().map(|x| x.duration_ms.map(big)).collect();
+        let statuses = bytes(&|x| &x.status);
+        let envs = bytes(&|x| &x.environment);
+        let versions = bytes(&|x| &x.code_version);
+        let totals: Vec<i64> = r.iter().map(|x| big(x.total)).collect();
+        let changed: Vec<i64> = r.iter().map(|x| big(x.changed)).collect();
+        let failed: Vec<i64> = r.iter().map(|x| big(x.failed)).collect();
+        let digests = bytes(&|x| &x.digest);
+        let bodies = bytes(&|x| &x.body);
+
+        let start_ids: Vec<&[u8]> = batch.starts.iter().map(|s| s.run_id.as_bytes()).collect();
+        let start_nodes: Vec<&str> = batch.starts.iter().map(|s| s.node.as_str()).collect();
+        let start_ms: Vec<i64> = batch.starts.iter().map(|s| big(s.started_ms)).collect();
+
+        // One row per problem and per (problem, node): one statement may
+        // not update a row twice, so the last of each wins.
+        let mut seen = std::collections::HashSet::new();
+        let problems: Vec<&ProblemRow> = batch
+            .problems
+            .iter()
+            .rev()
+            .filter(|p| seen.insert(p.id))
+            .collect();
+        let p_ids: Vec<i64> = problems.iter().map(|p| big(p.id)).collect();
+        let p_sigs: Vec<&[u8]> = problems.iter().map(|p| p.signature.as_bytes()).collect();
+        let p_status: Vec<&str> = problems.iter().map(|p| p.status.as_str()).collect();
+        let p_seen: Vec<i64> = problems.iter().map(|p| big(p.last_seen_ms)).collect();
+        let p_bodies: Vec<&[u8]> = problems.iter().map(|p| p.body.as_bytes()).collect();
+        let replaced: Vec<i64> = problems
+            .iter()
+            .filter(|p| p.replace_nodes)
+            .map(|p| big(p.id))
+            .collect();
+        let (mut e_problems, mut e_nodes, mut e_bodies) = (Vec::new(), Vec::new(), Vec::new());
+        for p in &problems {
+            for (n, b) in last_wins(p.nodes.iter().map(|(n, b)| (n.as_str(), b.as_str()))) {
+                e_problems.push(big(p.id));
+                e_nodes.push(n);
+                e_bodies.push(b.as_bytes());
+            }
+        }
+        let node_rows = last_wins(
+            batch
+                .nodes
+                .iter()
+                .map(|n| (n.node.as_str(), n.body.as_str())),
+        );
+        let node_names: Vec<&str> = node_rows.iter().map(|(n, _)| *n).collect();
+        let node_bodies: Vec<&[u8]> = node_rows.iter().map(|(_, b)| b.as_bytes()).collect();
+        let fine_rows = last_wins(batch.fine.iter().map(|(k, b)| (k.as_str(), b.as_str())));
+        let fine_keys: Vec<&[u8]> = fine_rows.iter().map(|(k, _)| k.as_bytes()).collect();
+        let fine_bodies: Vec<&[u8]> = fine_rows.iter().map(|(_, b)| b.as_bytes()).collect();
+
+        type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
+        let mut work: Vec<(&str, Params)> = vec![(
             "INSERT INTO market_values (name, value) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-            &[&GENERATION, &(current + 1).to_string().as_bytes()],
-        )
-        .await
-        .map_err(f)?;
-        // Each table's rows in one statement (arrays unnested): a round
-        // trip per row cost more than the rows.
-        if !batch.runs.is_empty() {
-            let r = &batch.runs;
-            let col =
-                |f: &dyn Fn(&RunRow) -> Vec<u8>| -> Vec<Vec<u8>> { r.iter().map(f).collect() };
-            let keys = col(&|x| x.key.as_bytes().to_vec());
-            let nodes: Vec<&str> = r.iter().map(|x| x.node.as_str()).collect();
-            let tools = col(&|x| x.tool.as_bytes().to_vec());
-            let started: Vec<i64> = r.iter().map(|x| big(x.started_ms)).collect();
-            let durations: Vec<Option<i64>> = r.iter().map(|x| x.duration_ms.map(big)).collect();
-            let statuses = col(&|x| x.status.as_bytes().to_vec());
-            let envs = col(&|x| x.environment.as_bytes().to_vec());
-            let versions = col(&|x| x.code_version.as_bytes().to_vec());
-            let totals: Vec<i64> = r.iter().map(|x| big(x.total)).collect();
-            let changed: Vec<i64> = r.iter().map(|x| big(x.changed)).collect();
-            let failed: Vec<i64> = r.iter().map(|x| big(x.failed)).collect();
-            let digests = col(&|x| x.digest.as_bytes().to_vec());
-            let bodies = col(&|x| x.body.as_bytes().to_vec());
-            exec(
-                &tx,
+            vec![&GENERATION, &next],
+        )];
+        if !r.is_empty() {
+            work.push((
                 "INSERT INTO market_runs (key, node, tool, started_ms, duration_ms, status, environment, code_version, total, changed, failed, digest, body)
                  SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BYTEA[], $4::BIGINT[], $5::BIGINT[], $6::BYTEA[], $7::BYTEA[], $8::BYTEA[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::BYTEA[], $13::BYTEA[])
                  ON CONFLICT (key) DO NOTHING",
-                &[
+                vec![
                     &keys, &nodes, &tools, &started, &durations, &statuses, &envs, &versions,
                     &totals, &changed, &failed, &digests, &bodies,
                 ],
-            )
-            .await
-            .map_err(f)?;
+            ));
         }
-        let start = tx
-            .prepare_cached(
-                "INSERT INTO market_starts (run_id, node, started_ms) VALUES ($1, $2, $3)
+        if !start_ids.is_empty() {
+            work.push((
+                "INSERT INTO market_starts (run_id, node, started_ms)
+                 SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BIGINT[])
                  ON CONFLICT (run_id) DO NOTHING",
-            )
-            .await
-            .map_err(f)?;
-        for s in &batch.starts {
-            tx.execute(&start, &[&s.run_id.as_bytes(), &s.node, &big(s.started_ms)])
-                .await
-                .map_err(f)?;
+                vec![&start_ids, &start_nodes, &start_ms],
+            ));
         }
-        let prob = tx
-            .prepare_cached(
-                "INSERT INTO market_problems (id, signature, status, last_seen_ms, body) VALUES ($1, $2, $3, $4, $5)
+        if !p_ids.is_empty() {
+            work.push((
+                "INSERT INTO market_problems (id, signature, status, last_seen_ms, body)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::TEXT[], $4::BIGINT[], $5::BYTEA[])
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, last_seen_ms = EXCLUDED.last_seen_ms, body = EXCLUDED.body",
-            )
-            .await
-            .map_err(f)?;
-        for p in &batch.problems {
-            let id = big(p.id);
-            tx.execute(
-                &prob,
-                &[
-                    &id,
-                    &p.signature.as_bytes(),
-                    &p.status,
-                    &big(p.last_seen_ms),
-                    &p.body.as_bytes(),
-                ],
-            )
-            .await
-            .map_err(f)?;
-            if p.replace_nodes {
-                exec(
-                    &tx,
-                    "DELETE FROM market_problem_nodes WHERE problem = $1",
-                    &[&id],
-                )
-                .await
-                .map_err(f)?;
-            }
-            if !p.nodes.is_empty() {
-                let rows = last_wins(p.nodes.iter().map(|(n, b)| (n.as_str(), b.as_str())));
-                let nodes: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
-                let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
-                exec(
-                    &tx,
-                    "INSERT INTO market_problem_nodes (problem, node, body)
-                     SELECT $1, n, b FROM UNNEST($2::TEXT[], $3::BYTEA[]) AS e (n, b)
-                     ON CONFLICT (problem, node) DO UPDATE SET body = EXCLUDED.body",
-                    &[&id, &nodes, &bodies],
-                )
-                .await
-                .map_err(f)?;
-            }
+                vec![&p_ids, &p_sigs, &p_status, &p_seen, &p_bodies],
+            ));
         }
-        if !batch.nodes.is_empty() {
-            let rows = last_wins(
-                batch
-                    .nodes
-                    .iter()
-                    .map(|n| (n.node.as_str(), n.body.as_str())),
-            );
-            let names: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
-            let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
-            exec(
-                &tx,
+        if !replaced.is_empty() {
+            work.push((
+                "DELETE FROM market_problem_nodes WHERE problem = ANY($1::BIGINT[])",
+                vec![&replaced],
+            ));
+        }
+        if !e_problems.is_empty() {
+            work.push((
+                "INSERT INTO market_problem_nodes (problem, node, body)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BYTEA[])
+                 ON CONFLICT (problem, node) DO UPDATE SET body = EXCLUDED.body",
+                vec![&e_problems, &e_nodes, &e_bodies],
+            ));
+        }
+        if !node_names.is_empty() {
+            work.push((
                 "INSERT INTO market_nodes (node, body) SELECT * FROM UNNEST($1::TEXT[], $2::BYTEA[])
                  ON CONFLICT (node) DO UPDATE SET body = EXCLUDED.body",
-                &[&names, &bodies],
-            )
-            .await
-            .map_err(f)?;
+                vec![&node_names, &node_bodies],
+            ));
         }
-        if !batch.fine.is_empty() {
-            let rows = last_wins(batch.fine.iter().map(|(k, b)| (k.as_str(), b.as_str())));
-            let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_bytes()).collect();
-            let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_bytes()).collect();
-            exec(
-                &tx,
+        if !fine_keys.is_empty() {
+            work.push((
                 "INSERT INTO market_fine (key, body) SELECT * FROM UNNEST($1::BYTEA[], $2::BYTEA[])
                  ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body",
-                &[&keys, &bodies],
-            )
-            .await
-            .map_err(f)?;
+                vec![&fine_keys, &fine_bodies],
+            ));
         }
+        let statements =
+            futures_util::future::try_join_all(work.iter().map(|(sql, _)| tx.prepare_cached(sql)))
+                .await
+                .map_err(f)?;
+        futures_util::future::try_join_all(
+            statements
+                .iter()
+                .zip(&work)
+                .map(|(st, (_, params))| tx.execute(st, params)),
+        )
+        .await
+        .map_err(f)?;
         tx.commit().await.map_err(f)
     }
 
