@@ -42,6 +42,28 @@ pub struct PgStore {
     tls: TlsWish,
     /// The protocol the first connection got ("TLSv1.3"), None if plain.
     tls_version: Option<String>,
+    /// Connected over loopback or a Unix socket: plain is no exposure.
+    local: bool,
+}
+
+/// Whether every host of `cfg` is this machine (a Unix socket, a loopback
+/// address or `localhost`).
+fn is_local(cfg: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let addrs = cfg.get_hostaddrs();
+    if !addrs.is_empty() {
+        return addrs.iter().all(|a| a.is_loopback());
+    }
+    cfg.get_hosts().iter().all(|h| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback())
+        }
+    })
 }
 
 /// Where a connection string points, without its password.
@@ -102,6 +124,7 @@ impl PgStore {
             .map_err(|e| bad(format!("not a PostgreSQL connection string: {e}")))?;
         cfg.ssl_mode(tls.driver_mode());
         let location = shown(&cfg);
+        let local = is_local(&cfg);
         let tls_config = pg_tls::client_config(&tls).map_err(|reason| StoreError::Open {
             path: location.clone(),
             reason,
@@ -137,6 +160,7 @@ impl PgStore {
             shown: location,
             tls,
             tls_version: None,
+            local,
         };
         store.migrate().await?;
         store.tls_version = store.session_tls().await?;
@@ -162,6 +186,9 @@ impl PgStore {
         let mode = self.tls.mode.as_str();
         match &self.tls_version {
             None if self.tls.mode == SslModeName::Disable => "plain (sslmode=disable)".into(),
+            None if self.local => {
+                format!("plain, on this machine: the server offers no TLS (sslmode={mode})")
+            }
             None => format!("plain: the server offers no TLS (sslmode={mode})"),
             Some(v) => {
                 let checked = match self.tls.check() {
@@ -709,5 +736,22 @@ impl Store for PgStore {
             .await
             .map_err(|e| self.failed(e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local;
+
+    #[test]
+    fn a_database_on_this_machine_is_told_from_one_across_the_network() {
+        let local = |url: &str| is_local(&url.parse().unwrap());
+        assert!(local("postgres://g@127.0.0.1:5432/x"));
+        assert!(local("postgres://g@localhost/x"));
+        assert!(local("postgres://g@[::1]:5432/x"));
+        assert!(local("host=/run/postgresql user=g dbname=x"));
+        assert!(!local("postgres://g@db.example.net/x"));
+        assert!(!local("postgres://g@10.0.0.5/x"));
+        assert!(!local("postgres://g@127.0.0.1,db.example.net/x"));
     }
 }

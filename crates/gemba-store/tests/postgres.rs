@@ -471,7 +471,7 @@ async fn tls_is_used_when_the_server_offers_it_and_certificates_are_checked_as_a
     assert!(!s.encrypted());
     assert_eq!(
         s.transport(),
-        "plain: the server offers no TLS (sslmode=prefer)"
+        "plain, on this machine: the server offers no TLS (sslmode=prefer)"
     );
     drop(s);
     let e = refused(PgStore::connect(&with("sslmode=require"), None).await);

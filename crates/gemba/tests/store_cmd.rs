@@ -67,7 +67,9 @@ fn an_sqlite_store_is_migrated_then_copied_into_postgresql() {
     assert!(out.contains("journal 1"), "{out}");
     // The test server offers no TLS: said, not hidden.
     assert!(
-        out.contains("connection: plain: the server offers no TLS (sslmode=prefer)"),
+        out.contains(
+            "connection: plain, on this machine: the server offers no TLS (sslmode=prefer)"
+        ),
         "{out}"
     );
     let (code, out, err) = gemba(&["store", "migrate", "--url", &url]);
