@@ -74,17 +74,17 @@ impl MarketStore for PgStore {
     async fn known_runs(&self, keys: Vec<String>) -> Result<Vec<String>, StoreError> {
         let c = self.client().await?;
         let bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-        // A join with the unnested keys, not `key = ANY($1)`: as a cached
-        // statement PostgreSQL plans it once, generically, and for ANY that
-        // plan scanned the whole table; for the join it looks each key up.
-        let st = c
-            .prepare_cached(
-                "SELECT r.key FROM UNNEST($1::BYTEA[]) AS k (key)
-                 JOIN market_runs r ON r.key = k.key",
+        // Planned for these keys every time (an unnamed statement, sent
+        // with its parameter types in one round trip): a cached statement
+        // gets a generic plan, made once while the table was small, and
+        // that plan scanned the whole runs table for every batch.
+        let rows = c
+            .query_typed(
+                "SELECT key FROM market_runs WHERE key = ANY($1)",
+                &[(&bytes, tokio_postgres::types::Type::BYTEA_ARRAY)],
             )
             .await
             .map_err(|e| self.failed(e))?;
-        let rows = c.query(&st, &[&bytes]).await.map_err(|e| self.failed(e))?;
         let found: std::collections::HashSet<String> =
             rows.into_iter().map(|r| text(r.get(0))).collect();
         Ok(keys.into_iter().filter(|k| found.contains(k)).collect())
