@@ -266,8 +266,10 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(open)?;
+        // Quietly: "already exists, skipping" at every start is no news.
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS gemba_schema_stages (
+            "SET LOCAL client_min_messages = warning;
+            CREATE TABLE IF NOT EXISTS gemba_schema_stages (
                 stage TEXT PRIMARY KEY,
                 version BIGINT NOT NULL
             )",
