@@ -141,11 +141,12 @@ pub(crate) async fn start(
         }
     };
     match store.connection_security() {
-        Some(t) if t.starts_with("plain:") => tracing::warn!(
+        Some(c) if c.exposed() => tracing::warn!(
             store = %location,
-            "connections to the store are not encrypted ({t}); set sslmode=require or verify-full in [store] url once the database offers TLS"
+            "connections to the store on another host are not encrypted ({}); set sslmode=require or verify-full in [store] url once the database offers TLS",
+            c.text
         ),
-        Some(t) => tracing::info!(store = %location, connection = %t, "store opened"),
+        Some(c) => tracing::info!(store = %location, connection = %c.text, "store opened"),
         None => tracing::info!(store = %location, "store opened"),
     }
     let policy = Arc::new(config.policy.clone());

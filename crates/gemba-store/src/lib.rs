@@ -331,10 +331,27 @@ pub trait Store: Send + Sync {
     async fn prune(&self, before_ms: u64) -> Result<Pruned, StoreError>;
     /// Each stage's schema version, as migrated (stage name, version).
     async fn schema(&self) -> Result<Vec<(String, i64)>, StoreError>;
-    /// For a store across the network, how its connections are protected
-    /// ("TLSv1.3, certificate and host name checked (sslmode=verify-full)",
-    /// or starting "plain"); None for a local file.
-    fn connection_security(&self) -> Option<String> {
+    /// For a store across the network, how its connections are protected;
+    /// None for a local file.
+    fn connection_security(&self) -> Option<Connection> {
         None
+    }
+}
+
+/// How a server's connections to a networked store are protected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// In words: "TLSv1.3, certificate and host name checked
+    /// (sslmode=verify-full)", "plain: the server offers no TLS …".
+    pub text: String,
+    pub encrypted: bool,
+    /// The database is on this machine (loopback or a Unix socket).
+    pub local: bool,
+}
+
+impl Connection {
+    /// Plain text crossing a network: worth a warning.
+    pub fn exposed(&self) -> bool {
+        !self.encrypted && !self.local
     }
 }

@@ -16,7 +16,9 @@ use tokio_postgres::Row;
 use crate::pg_tls::{self, Check, SslModeName, TlsWish};
 
 use crate::migrations::{Backend, StageSchema, STAGES};
-use crate::{Claim, EscalationRow, Fence, JournalRow, OutboxRow, Pruned, Store, StoreError};
+use crate::{
+    Claim, Connection, EscalationRow, Fence, JournalRow, OutboxRow, Pruned, Store, StoreError,
+};
 
 /// Advisory lock keys (any 64-bit numbers no other tool on the database
 /// is likely to use: "gemba" and a number).
@@ -180,11 +182,11 @@ impl PgStore {
         Ok(row.map(|r| r.get::<_, String>(0)))
     }
 
-    /// How the connection to the database is protected, in words: the
-    /// TLS version and how far the server's certificate is checked.
-    pub fn transport(&self) -> String {
+    /// How the connections to the database are protected: the TLS
+    /// version and how far the server's certificate is checked, in words.
+    pub fn connection(&self) -> Connection {
         let mode = self.tls.mode.as_str();
-        match &self.tls_version {
+        let text = match &self.tls_version {
             None if self.tls.mode == SslModeName::Disable => "plain (sslmode=disable)".into(),
             None if self.local => {
                 format!("plain, on this machine: the server offers no TLS (sslmode={mode})")
@@ -198,12 +200,12 @@ impl PgStore {
                 };
                 format!("{v}, {checked} (sslmode={mode})")
             }
+        };
+        Connection {
+            text,
+            encrypted: self.tls_version.is_some(),
+            local: self.local,
         }
-    }
-
-    /// Whether connections are encrypted.
-    pub fn encrypted(&self) -> bool {
-        self.tls_version.is_some()
     }
 
     /// Where it is, without the password.
@@ -724,8 +726,8 @@ impl Store for PgStore {
         })
     }
 
-    fn connection_security(&self) -> Option<String> {
-        Some(self.transport())
+    fn connection_security(&self) -> Option<Connection> {
+        Some(self.connection())
     }
 
     async fn schema(&self) -> Result<Vec<(String, i64)>, StoreError> {

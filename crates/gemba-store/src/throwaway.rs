@@ -41,6 +41,21 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Makes `paths` (and what is under them) the `postgres` user's: the
+/// server, run as that user, reads and writes them.
+fn give_to_postgres(paths: &[&Path]) -> Result<(), String> {
+    let out = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .args(paths)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("chown: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
 impl Cluster {
     /// Starts one, or says why not (the caller skips with that message).
     pub fn start(name: &str) -> Result<Cluster, String> {
@@ -50,14 +65,7 @@ impl Cluster {
         std::fs::create_dir_all(dir.join("sock")).map_err(|e| e.to_string())?;
         let as_postgres = is_root();
         if as_postgres {
-            let out = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .output()
-                .map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!("chown: {}", String::from_utf8_lossy(&out.stderr)));
-            }
+            give_to_postgres(&[&dir])?;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -138,15 +146,7 @@ impl Cluster {
         copy(cert, "server.crt")?;
         copy(key, "server.key")?;
         if self.as_postgres {
-            let out = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(data.join("server.crt"))
-                .arg(data.join("server.key"))
-                .output()
-                .map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!("chown: {}", String::from_utf8_lossy(&out.stderr)));
-            }
+            give_to_postgres(&[&data.join("server.crt"), &data.join("server.key")])?;
         }
         // postgresql.auto.conf is read last: its settings win, and it can
         // be rewritten whole each time.

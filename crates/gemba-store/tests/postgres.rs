@@ -457,24 +457,30 @@ async fn tls_is_used_when_the_server_offers_it_and_certificates_are_checked_as_a
         return;
     }
     let url = cluster.database().await;
-    let with = |params: &str| format!("{url}?{params}");
     let ca = certs.join("ca.pem").display().to_string();
     let stranger = certs.join("stranger.pem").display().to_string();
+    let open = |params: String| {
+        let url = if params.is_empty() {
+            url.clone()
+        } else {
+            format!("{url}?{params}")
+        };
+        async move { PgStore::connect(&url, None).await }
+    };
     let refused = |r: Result<PgStore, StoreError>| match r {
-        Ok(s) => panic!("connected: {}", s.transport()),
+        Ok(s) => panic!("connected: {}", s.connection().text),
         Err(e) => e.to_string(),
     };
 
     // A server without TLS: the default (prefer) connects in the clear
     // and says so; require refuses.
-    let s = PgStore::connect(&url, None).await.unwrap();
-    assert!(!s.encrypted());
+    let c = open(String::new()).await.unwrap().connection();
+    assert!(!c.encrypted && c.local && !c.exposed());
     assert_eq!(
-        s.transport(),
+        c.text,
         "plain, on this machine: the server offers no TLS (sslmode=prefer)"
     );
-    drop(s);
-    let e = refused(PgStore::connect(&with("sslmode=require"), None).await);
+    let e = refused(open("sslmode=require".into()).await);
     assert!(e.contains("TLS") || e.contains("SSL"), "{e}");
 
     // The server now takes TLS only. The default encrypts without
@@ -482,27 +488,18 @@ async fn tls_is_used_when_the_server_offers_it_and_certificates_are_checked_as_a
     cluster
         .enable_tls(&certs.join("by-ip.pem"), &certs.join("by-ip.key"), true)
         .unwrap();
-    let s = PgStore::connect(&url, None).await.unwrap();
-    assert!(s.encrypted());
-    assert!(
-        s.transport()
-            .starts_with("TLSv1.3, certificate not checked (sslmode=prefer)"),
-        "{}",
-        s.transport()
-    );
-    drop(s);
-    let e = refused(PgStore::connect(&with("sslmode=disable"), None).await);
+    let c = open(String::new()).await.unwrap().connection();
+    assert!(c.encrypted);
+    assert_eq!(c.text, "TLSv1.3, certificate not checked (sslmode=prefer)");
+    let e = refused(open("sslmode=disable".into()).await);
     assert!(e.contains("no encryption"), "{e}");
 
     // verify-full: the right CA and a certificate for the address used.
-    let s = PgStore::connect(
-        &with(&format!("sslmode=verify-full&sslrootcert={ca}")),
-        None,
-    )
-    .await
-    .unwrap();
+    let s = open(format!("sslmode=verify-full&sslrootcert={ca}"))
+        .await
+        .unwrap();
     assert_eq!(
-        s.transport(),
+        s.connection().text,
         "TLSv1.3, certificate and host name checked (sslmode=verify-full)"
     );
     // Everything works through it.
@@ -518,59 +515,34 @@ async fn tls_is_used_when_the_server_offers_it_and_certificates_are_checked_as_a
     .await
     .unwrap();
     drop(s);
-    // Another CA's trust: refused, naming why.
-    let e = refused(
-        PgStore::connect(
-            &with(&format!("sslmode=verify-full&sslrootcert={stranger}")),
-            None,
-        )
-        .await,
-    );
-    assert!(
-        e.contains("certificate") && e.contains("UnknownIssuer"),
-        "{e}"
-    );
-    // A root file makes require check the chain too (as in libpq).
-    let e = refused(
-        PgStore::connect(
-            &with(&format!("sslmode=require&sslrootcert={stranger}")),
-            None,
-        )
-        .await,
-    );
-    assert!(e.contains("UnknownIssuer"), "{e}");
+    // Another CA's trust: refused, naming why; a root file makes require
+    // check the chain too (as in libpq).
+    for mode in ["verify-full", "require"] {
+        let e = refused(open(format!("sslmode={mode}&sslrootcert={stranger}")).await);
+        assert!(
+            e.contains("certificate") && e.contains("UnknownIssuer"),
+            "{mode}: {e}"
+        );
+    }
 
     // A certificate for another name: verify-full refuses, verify-ca
-    // (chain only) accepts.
+    // (chain only) accepts, and still refuses a stranger's chain.
     cluster
         .enable_tls(&certs.join("by-name.pem"), &certs.join("by-name.key"), true)
         .unwrap();
-    let e = refused(
-        PgStore::connect(
-            &with(&format!("sslmode=verify-full&sslrootcert={ca}")),
-            None,
-        )
-        .await,
-    );
+    let e = refused(open(format!("sslmode=verify-full&sslrootcert={ca}")).await);
     assert!(
         e.contains("certificate not valid for name \"127.0.0.1\""),
         "{e}"
     );
-    let s = PgStore::connect(&with(&format!("sslmode=verify-ca&sslrootcert={ca}")), None)
+    let s = open(format!("sslmode=verify-ca&sslrootcert={ca}"))
         .await
         .unwrap();
     assert_eq!(
-        s.transport(),
+        s.connection().text,
         "TLSv1.3, certificate chain checked (sslmode=verify-ca)"
     );
     assert_eq!(s.journal(1).await.unwrap()[0].text, "over TLS");
-    // verify-ca still refuses a stranger's chain.
-    let e = refused(
-        PgStore::connect(
-            &with(&format!("sslmode=verify-ca&sslrootcert={stranger}")),
-            None,
-        )
-        .await,
-    );
+    let e = refused(open(format!("sslmode=verify-ca&sslrootcert={stranger}")).await);
     assert!(e.contains("UnknownIssuer"), "{e}");
 }

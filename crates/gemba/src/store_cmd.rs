@@ -67,8 +67,8 @@ async fn migrate(args: &StoreArgs) -> anyhow::Result<()> {
         "store {location} is at this gemba's schema: {}",
         stages.join(", ")
     );
-    if let Some(t) = store.connection_security() {
-        println!("connection: {t}");
+    if let Some(c) = store.connection_security() {
+        println!("connection: {}", c.text);
     }
     Ok(())
 }
@@ -95,7 +95,7 @@ async fn copy(
     let dest = gemba_store::open_postgres(&target)
         .await
         .with_context(|| format!("--to {target}"))?;
-    println!("connection: {}", dest.transport());
+    println!("connection: {}", dest.connection().text);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows · {msg}")
