@@ -121,17 +121,6 @@ fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
     Some((ticks / 100.0, rss_kb * 1024))
 }
 
-/// UDP probes sent so far, summed over every target.
-fn probes_sent(agent: &ureq::Agent, p: &Proc) -> Option<f64> {
-    let text = fetch(agent, &format!("http://{}:8777/metrics", p.ip))?;
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with("gemba_mesh_probes_sent_total{"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum(),
-    )
-}
-
 /// An application's view of a link: `count` TCP connections opened at
 /// once from `from` (ephemeral source ports, so they hash over the paths
 /// like any client's) to `to`; how many failed within `timeout`.
@@ -178,16 +167,6 @@ fn link_is_up(s: &Value, src: &str, dst: &str) -> bool {
     s["broken_links"]
         .as_array()
         .is_some_and(|v| !v.iter().any(|e| e["source"] == src && e["target"] == dst))
-}
-
-fn gossip_sent(agent: &ureq::Agent, p: &Proc) -> Option<f64> {
-    let text = fetch(agent, &format!("http://{}:8777/metrics", p.ip))?;
-    text.lines()
-        .find(|l| l.starts_with("gemba_mesh_gossip_bytes_total{direction=\"sent\"}"))?
-        .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
 }
 
 fn nft(args: &str) -> bool {
@@ -253,11 +232,135 @@ struct Row {
     /// failed / tried connections over the same dead path.
     path_flows: Option<(u64, u64)>,
     app_failed: Option<(usize, usize)>,
-    probes_per_peer: (f64, f64),
     kill: Option<Duration>,
-    rss_mb: (f64, f64),
-    cpu_pct: (f64, f64),
-    gossip_bps: (f64, f64),
+    /// Edge-seconds shown down or degraded before every node first showed
+    /// every edge up, summed over the nodes' views, and how many nodes
+    /// ever showed one.
+    false_alarms: (f64, usize),
+    /// The largest p99 RTT of any node's links at the end of the steady
+    /// window (ms).
+    worst_p99: f64,
+    agents: Steady,
+    server: Steady,
+}
+
+/// One role's figures over the steady window, one entry per node.
+#[derive(Default)]
+struct Steady {
+    cpu: Vec<f64>,
+    rss: Vec<f64>,
+    gossip: Vec<f64>,
+    probes: Vec<f64>,
+    verified: Vec<f64>,
+    /// % of one core spent verifying signatures.
+    verify_cpu: Vec<f64>,
+    published: Vec<f64>,
+}
+
+/// Counters read from a node's /metrics.
+#[derive(Default)]
+struct Counters {
+    gossip_sent: f64,
+    probes_sent: f64,
+    verified: f64,
+    verify_cpu: f64,
+    published: f64,
+}
+
+fn counters(agent: &ureq::Agent, p: &Proc) -> Counters {
+    let Some(text) = fetch(agent, &format!("http://{}:8777/metrics", p.ip)) else {
+        return Counters::default();
+    };
+    let sum = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    };
+    Counters {
+        gossip_sent: sum("gemba_mesh_gossip_bytes_total{direction=\"sent\"}"),
+        probes_sent: sum("gemba_mesh_probes_sent_total{"),
+        verified: sum("gemba_mesh_signatures_verified_total"),
+        verify_cpu: sum("gemba_mesh_signature_verify_cpu_seconds_total"),
+        published: sum("gemba_mesh_values_published_total"),
+    }
+}
+
+/// What the start of a grid looked like from every node.
+struct StartUp {
+    /// Start → every node shows every edge up or degraded.
+    measured: Option<Duration>,
+    /// Start → every node has shown every edge up.
+    all_up: Option<Duration>,
+    false_alarms: (f64, usize),
+}
+
+/// Polls every node in its own thread from the start until every node has
+/// shown every edge up (or `limit`), adding up the edge-seconds each node
+/// showed down or degraded on the way: on a healthy grid, each is a false
+/// alarm.
+fn watch_start(procs: &[&Proc], n: usize, start: Instant, limit: Duration) -> StartUp {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let up_nodes = AtomicUsize::new(0);
+    let alarm = Mutex::new((0.0f64, 0usize));
+    let every = Duration::from_millis(POLL_MS.load(Ordering::Relaxed));
+    let times: Vec<(Option<Duration>, Option<Duration>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = procs
+            .iter()
+            .map(|p| {
+                let (up_nodes, alarm) = (&up_nodes, &alarm);
+                scope.spawn(move || {
+                    let agent = agent();
+                    let (mut measured, mut up) = (None, None);
+                    let mut last = start;
+                    let mut alarmed = false;
+                    while start.elapsed() < limit && up_nodes.load(Ordering::Relaxed) < n {
+                        if let Some(s) = summary(&agent, p) {
+                            let now = Instant::now();
+                            let states = &s["edge_states"];
+                            let bad = states["down"].as_u64().unwrap_or(0)
+                                + states["degraded"].as_u64().unwrap_or(0);
+                            if bad > 0 {
+                                let mut a = alarm.lock().expect("alarm lock");
+                                a.0 += bad as f64 * now.duration_since(last).as_secs_f64();
+                                if !alarmed {
+                                    a.1 += 1;
+                                    alarmed = true;
+                                }
+                            }
+                            last = now;
+                            if measured.is_none() && all_measured(&s, n) {
+                                measured = Some(start.elapsed());
+                            }
+                            if up.is_none() && all_up(&s, n) {
+                                up = Some(start.elapsed());
+                                up_nodes.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        std::thread::sleep(every);
+                    }
+                    (measured, up)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((None, None)))
+            .collect()
+    });
+    let last = |pick: fn(&(Option<Duration>, Option<Duration>)) -> Option<Duration>| {
+        times
+            .iter()
+            .map(pick)
+            .try_fold(Duration::ZERO, |m, t| t.map(|t| m.max(t)))
+    };
+    let false_alarms = *alarm.lock().expect("alarm lock");
+    StartUp {
+        measured: last(|t| t.0),
+        all_up: last(|t| t.1),
+        false_alarms,
+    }
 }
 
 fn secs(d: Option<Duration>) -> String {
@@ -288,6 +391,12 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
             "run",
             &format!("--node-id={id}"),
             &format!("--site=site{}", i % 5),
+            // The first node is the grid's server, the others agents.
+            if i == 0 {
+                "--role=server"
+            } else {
+                "--role=agent"
+            },
         ])
         .arg(format!("--listen={ip}:7946"))
         .arg(format!("--http={ip}:8777"))
@@ -302,51 +411,46 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
         procs.push(Proc { id, ip, child });
     }
     let refs: Vec<&Proc> = procs.iter().collect();
-    let converge = wait_all(&agent, &refs, Duration::from_secs(120), |s| {
-        all_measured(s, n)
-    })
-    .map(|_| start.elapsed());
+    let start_up = watch_start(&refs, n, start, Duration::from_secs(120));
+    let converge = start_up.measured;
     if converge.is_none() {
         bail!("N={n}: the grid did not converge within 120 s");
     }
-    let all_up =
-        wait_all(&agent, &refs, Duration::from_secs(60), |s| all_up(s, n)).map(|_| start.elapsed());
+    let all_up = start_up.all_up;
 
     // Steady state: nobody polls the nodes during the window.
     std::thread::sleep(Duration::from_secs(3));
-    let before: Vec<(f64, u64, f64, f64)> = procs
+    let before: Vec<(f64, u64, Counters)> = procs
         .iter()
         .map(|p| {
             let (cpu, rss) = cpu_and_rss(p.child.id()).unwrap_or_default();
-            (
-                cpu,
-                rss,
-                gossip_sent(&agent, p).unwrap_or(0.0),
-                probes_sent(&agent, p).unwrap_or(0.0),
-            )
+            (cpu, rss, counters(&agent, p))
         })
         .collect();
     std::thread::sleep(STEADY);
-    let mut cpu = Vec::new();
-    let mut rss = Vec::new();
-    let mut gossip = Vec::new();
-    let mut probes = Vec::new();
-    for (p, (c0, _, g0, p0)) in procs.iter().zip(&before) {
+    let secs = STEADY.as_secs_f64();
+    let mut agents = Steady::default();
+    let mut server = Steady::default();
+    for (i, (p, (c0, _, k0))) in procs.iter().zip(&before).enumerate() {
         let (c1, r1) = cpu_and_rss(p.child.id()).unwrap_or_default();
-        let g1 = gossip_sent(&agent, p).unwrap_or(0.0);
-        let p1 = probes_sent(&agent, p).unwrap_or(0.0);
-        cpu.push((c1 - c0) / STEADY.as_secs_f64() * 100.0);
-        rss.push(r1 as f64 / 1_048_576.0);
-        gossip.push((g1 - g0) / STEADY.as_secs_f64());
-        probes.push((p1 - p0) / STEADY.as_secs_f64() / (n - 1) as f64);
+        let k1 = counters(&agent, p);
+        let into = if i == 0 { &mut server } else { &mut agents };
+        into.cpu.push((c1 - c0) / secs * 100.0);
+        into.rss.push(r1 as f64 / 1_048_576.0);
+        into.gossip.push((k1.gossip_sent - k0.gossip_sent) / secs);
+        into.probes
+            .push((k1.probes_sent - k0.probes_sent) / secs / (n - 1) as f64);
+        into.verified.push((k1.verified - k0.verified) / secs);
+        into.verify_cpu
+            .push((k1.verify_cpu - k0.verify_cpu) / secs * 100.0);
+        into.published.push((k1.published - k0.published) / secs);
     }
     let rtt = rtt_of(&agent, &procs[0]);
-    let mean_max = |v: &[f64]| {
-        (
-            v.iter().sum::<f64>() / v.len() as f64,
-            v.iter().cloned().fold(0.0, f64::max),
-        )
-    };
+    let worst_p99 = procs
+        .iter()
+        .map(|p| rtt_of(&agent, p).1)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
 
     // One of two ECMP paths b01 -> b02 black-holed at the kernel: drop what
     // 127.0.8.2 sends to 127.0.8.3 whose flow hash is in one half.
@@ -433,12 +537,19 @@ fn one(bin: &str, n: usize) -> anyhow::Result<Row> {
         path_repaired,
         path_flows,
         app_failed,
-        probes_per_peer: mean_max(&probes),
         kill,
-        rss_mb: mean_max(&rss),
-        cpu_pct: mean_max(&cpu),
-        gossip_bps: mean_max(&gossip),
+        false_alarms: start_up.false_alarms,
+        worst_p99,
+        agents,
+        server,
     })
+}
+
+fn mean_max(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().sum::<f64>() / v.len().max(1) as f64,
+        v.iter().cloned().fold(0.0, f64::max),
+    )
 }
 
 pub fn run(bin: &str, sizes: &[usize]) -> anyhow::Result<()> {
@@ -446,22 +557,29 @@ pub fn run(bin: &str, sizes: &[usize]) -> anyhow::Result<()> {
         std::path::Path::new(bin).exists(),
         "{bin} not found: run `cargo build --release` first"
     );
-    println!("gemba grid benchmark: nodes as processes on 127.0.8.x, default config (probe interval 1 s, 2 probes per interval over 8 flows, gossip interval 1 s), steady window {}s; each node polled in its own thread every 100 ms (N <= 20) or 250 ms (N > 20)", STEADY.as_secs());
-    println!("| N | start → every edge measured on every node (s) | start → every edge up on every node (s) | RTT of node 0's links, median p50 / max p99 (ms) | one of two paths black-holed → path loss on the first / every node (s) | path repaired → up on every node (s) | flows failing (node 0's view) / application connections failing | black-holed link → down on the first / on every node (s) | SIGKILL → down on every survivor (s) | UDP probes per peer per s (mean / max) | RSS per node MB (mean / max) | CPU per node % of one core (mean / max) | gossip bytes sent per node per s (mean / max) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("gemba grid benchmark: nodes as processes on 127.0.8.x, default config (probe interval 1 s, 2 probes per interval over 8 flows, gossip interval 1 s); b00 is the server, every other node an agent (--role agent); steady window {}s; each node polled in its own thread every 100 ms (N <= 20) or 250 ms (N > 20)", STEADY.as_secs());
     let pair = |d: Option<(Duration, Duration)>| {
         d.map(|(a, b)| format!("{:.2} / {:.2}", a.as_secs_f64(), b.as_secs_f64()))
             .unwrap_or_else(|| "-".into())
     };
+    let mut rows = Vec::new();
     for &n in sizes {
-        let r = one(bin, n)?;
+        rows.push(one(bin, n)?);
+    }
+    println!();
+    println!("| N | start → every edge measured on every node (s) | start → every edge up on every node (s) | false down/degraded edge-seconds before that (nodes that showed one) | RTT of node 0's links, median p50 / max p99 (ms) | largest p99 RTT of any link, steady (ms) | one of two paths black-holed → path loss on the first / every node (s) | path repaired → up on every node (s) | flows failing (node 0's view) / application connections failing | black-holed link → down on the first / on every node (s) | SIGKILL → down on every survivor (s) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
         println!(
-            "| {} | {} | {} | {:.2} / {:.1} | {}{} | {} | {} | {}{} | {} | {:.2} / {:.2} | {:.1} / {:.1} | {:.2} / {:.2} | {:.0} / {:.0} |",
+            "| {} | {} | {} | {:.1} ({}) | {:.2} / {:.1} | {:.1} | {}{} | {} | {} | {}{} | {} |",
             r.n,
             secs(r.converge),
-            r.all_up.map(|d| format!("{:.2}", d.as_secs_f64())).unwrap_or_else(|| "not within 60 s more".into()),
+            r.all_up.map(|d| format!("{:.2}", d.as_secs_f64())).unwrap_or_else(|| "not within 120 s".into()),
+            r.false_alarms.0,
+            r.false_alarms.1,
             r.rtt.0,
             r.rtt.1,
+            r.worst_p99,
             pair(r.path),
             r.blackhole_note,
             secs(r.path_repaired),
@@ -473,15 +591,29 @@ pub fn run(bin: &str, sizes: &[usize]) -> anyhow::Result<()> {
             pair(r.blackhole),
             r.blackhole_note,
             secs(r.kill),
-            r.probes_per_peer.0,
-            r.probes_per_peer.1,
-            r.rss_mb.0,
-            r.rss_mb.1,
-            r.cpu_pct.0,
-            r.cpu_pct.1,
-            r.gossip_bps.0,
-            r.gossip_bps.1
         );
+    }
+    println!();
+    println!("| N | role | nodes | CPU % of one core (mean / max) | signature verification, % of one core (mean / max) | signatures verified per s (mean / max) | values published per s (mean / max) | RSS MB (mean / max) | gossip bytes sent per s (mean / max) | UDP probes per peer per s (mean / max) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        for (role, st) in [("agent", &r.agents), ("server", &r.server)] {
+            let (c, vc, v, p, m, g, pr) = (
+                mean_max(&st.cpu),
+                mean_max(&st.verify_cpu),
+                mean_max(&st.verified),
+                mean_max(&st.published),
+                mean_max(&st.rss),
+                mean_max(&st.gossip),
+                mean_max(&st.probes),
+            );
+            println!(
+                "| {} | {role} | {} | {:.2} / {:.2} | {:.3} / {:.3} | {:.1} / {:.1} | {:.2} / {:.2} | {:.1} / {:.1} | {:.0} / {:.0} | {:.2} / {:.2} |",
+                r.n,
+                st.cpu.len(),
+                c.0, c.1, vc.0, vc.1, v.0, v.1, p.0, p.1, m.0, m.1, g.0, g.1, pr.0, pr.1
+            );
+        }
     }
     Ok(())
 }

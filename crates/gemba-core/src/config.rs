@@ -74,7 +74,9 @@ pub struct NodeSection {
     pub data_dir: Option<PathBuf>,
     /// Tiers (groups) this node belongs to.
     pub tags: Option<Vec<String>>,
-    /// Whether this node runs the server role (store, escalator).
+    /// Whether this node runs the server role (store, escalator, market,
+    /// timeline) besides the agent. Default: yes for a node without seeds,
+    /// no for a node that joins a grid through seeds.
     pub server: Option<bool>,
 }
 
@@ -146,6 +148,8 @@ pub struct Overrides {
     pub token_file: Option<PathBuf>,
     /// The token itself, from `GEMBA_API_TOKEN`.
     pub token: Option<String>,
+    /// `--role server` (true) or `--role agent` (false).
+    pub server: Option<bool>,
 }
 
 /// Which peers a node probes.
@@ -252,7 +256,33 @@ pub struct NodeConfig {
     pub site: SiteName,
     pub data_dir: PathBuf,
     pub tags: Vec<String>,
+    /// Whether the node runs the server role besides the agent.
     pub server: bool,
+    /// How the role was decided.
+    pub role_origin: RoleOrigin,
+}
+
+/// Why a node has the role it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleOrigin {
+    /// `[node] server` or `--role` said so.
+    Set,
+    /// Not said, and the node has no seeds: on its own, it is its own
+    /// server.
+    Alone,
+    /// Not said, and the node joins a grid through seeds: an agent.
+    Joining,
+}
+
+impl RoleOrigin {
+    /// Why, in words for the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleOrigin::Set => "set by [node] server or --role",
+            RoleOrigin::Alone => "no seeds: a node on its own runs every role",
+            RoleOrigin::Joining => "joins a grid through seeds: an agent unless told otherwise (--role server)",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -402,7 +432,7 @@ impl Config {
     /// error messages.
     pub fn from_file(file: ConfigFile, o: &Overrides, origin: &str) -> Result<Config, ConfigError> {
         let mut c = Checker { errors: Vec::new() };
-        let node = node_config(&mut c, file.node.unwrap_or_default(), o);
+        let mut node = node_config(&mut c, file.node.unwrap_or_default(), o);
         let policy = crate::policy::validate(
             &mut c,
             file.check,
@@ -411,6 +441,12 @@ impl Config {
             file.notify,
         );
         let mesh = mesh_config(&mut c, file.mesh.unwrap_or_default(), o);
+        if let Some(m) = &mesh {
+            if node.role_origin != RoleOrigin::Set && !m.seeds.is_empty() {
+                node.server = false;
+                node.role_origin = RoleOrigin::Joining;
+            }
+        }
         let http = http_config(&mut c, file.http.unwrap_or_default(), o);
         let store = store_config(&mut c, file.store.unwrap_or_default(), &node.data_dir);
         let market = crate::market::market_config(&mut c, file.market.unwrap_or_default());
@@ -481,13 +517,18 @@ fn node_config(c: &mut Checker, node: NodeSection, o: &Overrides) -> NodeConfig 
             );
         }
     }
-    let server = node.server.unwrap_or(true);
+    // Without a word on it, the role follows the seeds (see from_file).
+    let (server, role_origin) = match o.server.or(node.server) {
+        Some(s) => (s, RoleOrigin::Set),
+        None => (true, RoleOrigin::Alone),
+    };
     NodeConfig {
         id,
         site,
         data_dir,
         tags,
         server,
+        role_origin,
     }
 }
 

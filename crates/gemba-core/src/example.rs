@@ -24,8 +24,11 @@ site = "{site}"
 data_dir = "{data_dir}"
 # Tiers (groups) this node belongs to; node checks with a `tier` run where it matches.
 tags = []
-# Whether this node runs the server role: the store, server checks, the escalator.
-server = true
+# Whether this node runs the server role besides the agent: the store, server
+# checks, the escalator, the market and the timeline. Default: true for a node
+# without seeds (on its own, it is its own server), false for a node that joins
+# a grid through seeds (an agent: the mesh, its checks and samples, no store).
+# server = true
 
 [mesh]
 # Nodes only talk to nodes of the same cluster name.

@@ -19,7 +19,8 @@ pub mod template;
 mod validate;
 
 pub use config::{
-    Config, ConfigError, ConfigFile, Invalid, Overrides, StoreConfig, StoreLocation, Topology,
+    Config, ConfigError, ConfigFile, Invalid, Overrides, RoleOrigin, StoreConfig, StoreLocation,
+    Topology,
 };
 pub use duration::HumanDuration;
 pub use ids::{NodeId, SiteName};

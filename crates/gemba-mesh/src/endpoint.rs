@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::gossip_guard::GossipGuard;
+use crate::gossip_guard::{GossipGuard, VerifyStats};
 use crate::metrics::{kind_label, DirectionLabel, MeshMetrics, ReasonLabel};
 use crate::net::Datagrams;
 use crate::wire::{
@@ -171,6 +171,12 @@ impl Endpoint {
         }
     }
 
+    /// Sends `payload` to node `recipient` at `to` from the mesh socket.
+    pub async fn send_to(&self, kind: Kind, to: SocketAddr, recipient: &str, payload: &[u8]) {
+        self.send_on(&self.socket, kind, to, recipient, payload)
+            .await
+    }
+
     /// Sends a probe to node `target` at `to` on `flow` (its own source
     /// port).
     pub async fn send_probe(&self, flow: usize, to: SocketAddr, target: &str, probe_id: u64) {
@@ -243,22 +249,71 @@ impl Reassembly {
     }
 }
 
+/// A gossip datagram the probe path passed on: authenticated, signed for
+/// this node and not a replay. Reassembly and the gossip guard happen on
+/// the node's main runtime, never on the probe path.
+#[derive(Debug)]
+pub struct InboundGossip {
+    pub from: SocketAddr,
+    pub session: u64,
+    pub counter: u64,
+    pub frag_index: u8,
+    pub frag_count: u8,
+    pub payload: Vec<u8>,
+    pub received_at: Instant,
+}
+
+impl InboundGossip {
+    fn packet(&self) -> wire::Packet<'_> {
+        wire::Packet {
+            kind: Kind::Gossip,
+            session: self.session,
+            counter: self.counter,
+            unix_ms: 0,
+            frag_index: self.frag_index,
+            frag_count: self.frag_count,
+            sender: "",
+            recipient: "",
+            payload: &self.payload,
+        }
+    }
+}
+
+/// Gossip datagrams waiting for the main runtime, at most.
+const INBOUND_GOSSIP: usize = 256;
+
+/// Samples an agent sent this node (a server), authenticated by the grid
+/// key and signed for this node; the agent's own signature is checked on
+/// the main runtime.
+#[derive(Debug)]
+pub struct InboundSamples {
+    /// The node id the datagram names as its sender.
+    pub sender: String,
+    pub payload: Vec<u8>,
+}
+
+/// Sample datagrams waiting for the main runtime, at most.
+const INBOUND_SAMPLES: usize = 1024;
+
 /// What [`open`] returns.
 pub struct Opened {
     /// For sending.
     pub endpoint: Arc<Endpoint>,
-    /// chitchat's view of the mesh socket.
-    pub transport: GossipTransport,
+    /// Gossip datagrams, for [`gossip_path`].
+    pub inbound: mpsc::Receiver<InboundGossip>,
+    /// Agents' samples (on a server).
+    pub samples: mpsc::Receiver<InboundSamples>,
     /// Probe replies, for the prober.
     pub replies: mpsc::Receiver<ProbeReply>,
-    /// The mesh socket's receive task (stop it last: chitchat reads a
-    /// closed channel as a broken socket).
+    /// The mesh socket's receive task, on the probe runtime.
     pub receive_task: tokio::task::JoinHandle<()>,
-    /// One receive task per probe flow.
+    /// One receive task per probe flow, on the probe runtime.
     pub flow_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Opens the mesh socket and the probe flow sockets.
+/// Opens the mesh socket and the probe flow sockets: their receive tasks
+/// run on `probe_rt`, where probe requests are answered and replies
+/// timed; gossip is handed on through [`Opened::inbound`].
 ///
 /// # Panics
 ///
@@ -269,8 +324,8 @@ pub fn open(
     flows: Vec<Arc<dyn Datagrams>>,
     key: GridKey,
     packet_max_age: Duration,
-    gossip_guard: Arc<Mutex<GossipGuard>>,
     metrics: Arc<MeshMetrics>,
+    probe_rt: &tokio::runtime::Handle,
 ) -> Opened {
     assert!(
         !flows.is_empty(),
@@ -286,7 +341,8 @@ pub fn open(
         counter: AtomicU64::new(1),
         metrics,
     });
-    let (gossip_tx, gossip_rx) = mpsc::channel(1024);
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_GOSSIP);
+    let (samples_tx, samples_rx) = mpsc::channel(INBOUND_SAMPLES);
     let (reply_tx, reply_rx) = mpsc::channel(8192);
     let guard = Arc::new(Mutex::new(ReplayGuard::new(
         packet_max_age.as_millis() as u64,
@@ -294,7 +350,7 @@ pub fn open(
     )));
     let flow_tasks = (0..endpoint.flows.len())
         .map(|flow| {
-            tokio::spawn(
+            probe_rt.spawn(
                 FlowReceiver {
                     endpoint: endpoint.clone(),
                     flow,
@@ -314,26 +370,18 @@ pub fn open(
     let receiver = Receiver {
         endpoint: endpoint.clone(),
         guard,
-        gossip_guard,
-        grid_full_logged_ms: 0,
-        reassembly: Reassembly::default(),
-        gossip_tx,
+        inbound_tx,
+        samples_tx,
     };
-    let receive_task = tokio::spawn(receiver.run().instrument(tracing::info_span!(
+    let receive_task = probe_rt.spawn(receiver.run().instrument(tracing::info_span!(
         "task",
         stage = "mesh",
         task = "receive"
     )));
-    let transport = GossipTransport {
-        socket: Mutex::new(Some(GossipSocket {
-            endpoint: endpoint.clone(),
-            rx: gossip_rx,
-            buf: Vec::new(),
-        })),
-    };
     Opened {
         endpoint,
-        transport,
+        inbound: inbound_rx,
+        samples: samples_rx,
         replies: reply_rx,
         receive_task,
         flow_tasks,
@@ -418,17 +466,17 @@ impl FlowReceiver {
     }
 }
 
+/// Reads the mesh socket on the probe path: answers probe requests at
+/// once and passes gossip on, so that no gossip work ever delays a probe.
 struct Receiver {
     endpoint: Arc<Endpoint>,
     guard: Arc<Mutex<ReplayGuard>>,
-    gossip_guard: Arc<Mutex<GossipGuard>>,
-    grid_full_logged_ms: u64,
-    reassembly: Reassembly,
-    gossip_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
+    inbound_tx: mpsc::Sender<InboundGossip>,
+    samples_tx: mpsc::Sender<InboundSamples>,
 }
 
 impl Receiver {
-    async fn run(mut self) {
+    async fn run(self) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         loop {
             let (len, from) = match self.endpoint.socket.recv_from(&mut buf).await {
@@ -442,7 +490,7 @@ impl Receiver {
                     continue;
                 }
             };
-            if self.gossip_tx.is_closed() {
+            if self.inbound_tx.is_closed() {
                 return;
             }
             if let Err(reason) = self.handle(&buf[..len], from).await {
@@ -452,10 +500,9 @@ impl Receiver {
         }
     }
 
-    async fn handle(&mut self, datagram: &[u8], from: SocketAddr) -> Result<(), DropReason> {
+    async fn handle(&self, datagram: &[u8], from: SocketAddr) -> Result<(), DropReason> {
         let received_at = Instant::now();
         let packet = accept(&self.endpoint, &self.guard, datagram)?;
-        let m = &self.endpoint.metrics;
         match packet.kind {
             Kind::ProbeRequest => {
                 if packet.payload.len() != PROBE_PAYLOAD {
@@ -475,71 +522,185 @@ impl Receiver {
             // Probes leave from the flow sockets only, so a reply here did
             // not take the path of any flow and measures nothing.
             Kind::ProbeReply => return Err(DropReason::Undecodable),
+            Kind::Samples => {
+                // One datagram each, never fragmented.
+                if packet.frag_count != 1 {
+                    return Err(DropReason::Undecodable);
+                }
+                self.samples_tx
+                    .try_send(InboundSamples {
+                        sender: packet.sender.to_string(),
+                        payload: packet.payload.to_vec(),
+                    })
+                    .map_err(|_| DropReason::Overloaded)?;
+            }
             Kind::Gossip => {
-                m.gossip_bytes
+                self.endpoint
+                    .metrics
+                    .gossip_bytes
                     .get_or_create(&DirectionLabel {
                         direction: "received",
                     })
                     .inc_by(datagram.len() as u64);
-                let Some(message) = self.reassembly.add(from, &packet, received_at) else {
-                    return Ok(());
-                };
-                let (checked, unverified) = {
-                    let mut g = self
-                        .gossip_guard
-                        .lock()
-                        .map_err(|_| DropReason::Overloaded)?;
-                    let checked = g.check(&message, unix_ms());
-                    (checked, g.take_unverified())
-                };
-                for (node, reason) in unverified {
-                    // A node whose values do not verify may be an impostor
-                    // or a reinstalled node with a new key.
-                    tracing::debug!(%from, node, reason, "left out a node's values that do not verify");
-                    m.gossip_refused
-                        .get_or_create(&ReasonLabel { reason })
-                        .inc();
-                }
-                let checked = match checked {
-                    Ok(c) => c,
-                    Err(refusal) => {
-                        tracing::warn!(%from, reason = %refusal, "refused gossip message");
-                        m.gossip_refused
-                            .get_or_create(&ReasonLabel {
-                                reason: refusal.label(),
-                            })
-                            .inc();
-                        return Err(DropReason::Undecodable);
-                    }
-                };
-                if !checked.grid_full.is_empty() {
-                    // Said once a minute; the counter has every case.
-                    let now = unix_ms();
-                    let last = self.grid_full_logged_ms;
-                    if now.saturating_sub(last) >= 60_000 {
-                        self.grid_full_logged_ms = now;
-                        tracing::warn!(
-                        %from,
-                        left_out = ?checked.grid_full,
-                        "the grid is full (1,000 nodes, or a digest that would outgrow one datagram): nodes it does not know yet are left out"
-                        );
-                    }
-                    m.gossip_refused
-                        .get_or_create(&ReasonLabel {
-                            reason: "grid_full",
-                        })
-                        .inc_by(checked.grid_full.len() as u64);
-                }
-                if checked.dropped_self > 0 {
-                    tracing::debug!(%from, deltas = checked.dropped_self, "left out deltas about this node");
-                    m.gossip_self_deltas.inc_by(checked.dropped_self as u64);
-                }
-                self.gossip_tx
-                    .try_send((from, checked.message))
+                self.inbound_tx
+                    .try_send(InboundGossip {
+                        from,
+                        session: packet.session,
+                        counter: packet.counter,
+                        frag_index: packet.frag_index,
+                        frag_count: packet.frag_count,
+                        payload: packet.payload.to_vec(),
+                        received_at,
+                    })
                     .map_err(|_| DropReason::Overloaded)?;
             }
         }
         Ok(())
+    }
+}
+
+/// What [`gossip_path`] returns.
+pub struct GossipPath {
+    /// chitchat's view of the mesh socket.
+    pub transport: GossipTransport,
+    /// The task that checks gossip (stop it last: chitchat reads a closed
+    /// receive channel as a broken socket).
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts, on the current runtime, the task that reassembles gossip,
+/// checks every message with the guard (signatures included) and hands
+/// what passed to chitchat. `stall_ms` holds the thread for that long per
+/// message, as slow verification would (tests only).
+pub fn gossip_path(
+    endpoint: Arc<Endpoint>,
+    inbound: mpsc::Receiver<InboundGossip>,
+    gossip_guard: Arc<Mutex<GossipGuard>>,
+    stall_ms: Arc<AtomicU64>,
+) -> GossipPath {
+    let (gossip_tx, gossip_rx) = mpsc::channel(1024);
+    let checker = GossipChecker {
+        endpoint: endpoint.clone(),
+        gossip_guard,
+        grid_full_logged_ms: 0,
+        reassembly: Reassembly::default(),
+        gossip_tx,
+        stall_ms,
+        verify_seen: Default::default(),
+    };
+    let task = tokio::spawn(checker.run(inbound).instrument(tracing::info_span!(
+        "task",
+        stage = "mesh",
+        task = "gossip-check"
+    )));
+    GossipPath {
+        transport: GossipTransport {
+            socket: Mutex::new(Some(GossipSocket {
+                endpoint,
+                rx: gossip_rx,
+                buf: Vec::new(),
+            })),
+        },
+        task,
+    }
+}
+
+struct GossipChecker {
+    endpoint: Arc<Endpoint>,
+    gossip_guard: Arc<Mutex<GossipGuard>>,
+    grid_full_logged_ms: u64,
+    reassembly: Reassembly,
+    gossip_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
+    stall_ms: Arc<AtomicU64>,
+    /// The guard's verification figures already counted in the metrics.
+    verify_seen: VerifyStats,
+}
+
+impl GossipChecker {
+    async fn run(mut self, mut inbound: mpsc::Receiver<InboundGossip>) {
+        while let Some(g) = inbound.recv().await {
+            if self.gossip_tx.is_closed() {
+                return;
+            }
+            if let Err(reason) = self.handle(g) {
+                self.endpoint.metrics.drop_packet(reason);
+            }
+            // Let chitchat and the rest of the node run between messages.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn handle(&mut self, g: InboundGossip) -> Result<(), DropReason> {
+        let from = g.from;
+        let Some(message) = self.reassembly.add(from, &g.packet(), g.received_at) else {
+            return Ok(());
+        };
+        let stall = self.stall_ms.load(Ordering::Relaxed);
+        if stall > 0 {
+            // Blocks the thread, as CPU-bound verification does.
+            std::thread::sleep(Duration::from_millis(stall));
+        }
+        let m = &self.endpoint.metrics;
+        let (checked, unverified, stats) = {
+            let mut g = self
+                .gossip_guard
+                .lock()
+                .map_err(|_| DropReason::Overloaded)?;
+            let checked = g.check(&message, unix_ms());
+            (checked, g.take_unverified(), g.verify_stats())
+        };
+        let seen = std::mem::replace(&mut self.verify_seen, stats);
+        m.signatures_verified
+            .inc_by(stats.verified.saturating_sub(seen.verified));
+        m.signature_cache_hits
+            .inc_by(stats.cache_hits.saturating_sub(seen.cache_hits));
+        m.signature_cpu_seconds
+            .inc_by(stats.cpu_ns.saturating_sub(seen.cpu_ns) as f64 / 1e9);
+        for (node, reason) in unverified {
+            // A node whose values do not verify may be an impostor
+            // or a reinstalled node with a new key.
+            tracing::debug!(%from, node, reason, "left out a node's values that do not verify");
+            m.gossip_refused
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        }
+        let checked = match checked {
+            Ok(c) => c,
+            Err(refusal) => {
+                tracing::warn!(%from, reason = %refusal, "refused gossip message");
+                m.gossip_refused
+                    .get_or_create(&ReasonLabel {
+                        reason: refusal.label(),
+                    })
+                    .inc();
+                return Err(DropReason::Undecodable);
+            }
+        };
+        if !checked.grid_full.is_empty() {
+            // Said once a minute; the counter has every case.
+            let now = unix_ms();
+            let last = self.grid_full_logged_ms;
+            if now.saturating_sub(last) >= 60_000 {
+                self.grid_full_logged_ms = now;
+                tracing::warn!(
+                %from,
+                left_out = ?checked.grid_full,
+                "the grid is full (1,000 nodes, or a digest that would outgrow one datagram): nodes it does not know yet are left out"
+                );
+            }
+            m.gossip_refused
+                .get_or_create(&ReasonLabel {
+                    reason: "grid_full",
+                })
+                .inc_by(checked.grid_full.len() as u64);
+        }
+        if checked.dropped_self > 0 {
+            tracing::debug!(%from, deltas = checked.dropped_self, "left out deltas about this node");
+            m.gossip_self_deltas.inc_by(checked.dropped_self as u64);
+        }
+        self.gossip_tx
+            .try_send((from, checked.message))
+            .map_err(|_| DropReason::Overloaded)
     }
 }
 

@@ -79,6 +79,10 @@ pub struct GossipLimits {
     /// How far in the future (ms) a generation may lie: generations are
     /// start times.
     pub max_generation_skew_ms: u64,
+    /// Verified values remembered (by fingerprint), so that a copy of a
+    /// value relayed again by other peers is not verified again. Up to
+    /// twice this many are held.
+    pub verified_cache: usize,
 }
 
 impl Default for GossipLimits {
@@ -91,6 +95,7 @@ impl Default for GossipLimits {
             max_value_len: 8_192,
             max_inflated: 1 << 20,
             max_generation_skew_ms: 24 * 3600 * 1000,
+            verified_cache: 1 << 16,
         }
     }
 }
@@ -153,6 +158,82 @@ pub struct Checked {
     pub grid_full: HashSet<String>,
 }
 
+/// What the guard's signature checks cost so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyStats {
+    /// Ed25519 verifications done.
+    pub verified: u64,
+    /// Values that arrived again and were found in the cache instead.
+    pub cache_hits: u64,
+    /// CPU time the verifications took on this thread, in nanoseconds.
+    pub cpu_ns: u64,
+}
+
+/// Fingerprints of values whose signatures verified, bounded: when the
+/// newer half fills, the older half is dropped. A fingerprint is SHA-256
+/// over what a signature covers and the signed value itself, so a value
+/// that differs in any byte (a forged payload, another signature) is
+/// verified afresh.
+#[derive(Default)]
+struct VerifiedValues {
+    newer: HashSet<[u8; 16]>,
+    older: HashSet<[u8; 16]>,
+}
+
+impl VerifiedValues {
+    fn fingerprint(node: &str, generation: u64, key: &str, version: u64, value: &str) -> [u8; 16] {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(node.as_bytes())
+            .chain_update([0])
+            .chain_update(generation.to_be_bytes())
+            .chain_update(key.as_bytes())
+            .chain_update([0])
+            .chain_update(version.to_be_bytes())
+            .chain_update(value.as_bytes())
+            .finalize();
+        digest[..16].try_into().expect("16 bytes")
+    }
+
+    fn contains(&mut self, fp: &[u8; 16], cap: usize) -> bool {
+        if self.newer.contains(fp) {
+            return true;
+        }
+        if self.older.remove(fp) {
+            self.insert(*fp, cap);
+            return true;
+        }
+        false
+    }
+
+    fn insert(&mut self, fp: [u8; 16], cap: usize) {
+        if self.newer.len() >= cap.max(1) {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(fp);
+    }
+
+    fn clear(&mut self) {
+        self.newer.clear();
+        self.older.clear();
+    }
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+    if ok {
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    } else {
+        0
+    }
+}
+
 /// The state the guard keeps between messages: which node ids it has heard
 /// of and which keys each holds (hashed), both bounded.
 pub struct GossipGuard {
@@ -166,6 +247,11 @@ pub struct GossipGuard {
     /// Whose keys values are verified with.
     pins: Arc<Pins>,
     unverified: Vec<(String, &'static str)>,
+    verified: VerifiedValues,
+    /// The pins' epoch the cache was filled under: a key replaced or
+    /// revoked empties it.
+    pins_epoch: u64,
+    stats: VerifyStats,
 }
 
 struct Reader<'a> {
@@ -219,9 +305,17 @@ impl GossipGuard {
             hasher: Default::default(),
             keys: HashMap::new(),
             digest_bytes: DIGEST_ENTRY + self_id.len(),
+            pins_epoch: pins.epoch(),
             pins,
             unverified: Vec::new(),
+            verified: VerifiedValues::default(),
+            stats: VerifyStats::default(),
         }
+    }
+
+    /// What verification has cost so far.
+    pub fn verify_stats(&self) -> VerifyStats {
+        self.stats
     }
 
     /// Node deltas left out because their values could not be verified,
@@ -517,9 +611,11 @@ impl GossipGuard {
     }
 
     /// Whether a node delta's values were signed by the node they are
-    /// about, as far as this node knows who that is.
+    /// about, as far as this node knows who that is. A value verified
+    /// before (the same bytes for the same node, generation, key and
+    /// version) is not verified again.
     fn verify(
-        &self,
+        &mut self,
         id: &str,
         generation: u64,
         kvs: &[(&str, &str, u64, u8)],
@@ -528,24 +624,66 @@ impl GossipGuard {
         if kvs.iter().any(|kv| kv.3 == DELETED) {
             return Err("unsigned_deletion");
         }
+        let epoch = self.pins.epoch();
+        if epoch != self.pins_epoch {
+            self.verified.clear();
+            self.pins_epoch = epoch;
+        }
+        let cap = self.limits.verified_cache;
+        let mut fresh = Vec::new();
+        for &(k, v, version, _) in kvs {
+            let fp = VerifiedValues::fingerprint(id, generation, k, version, v);
+            if self.verified.contains(&fp, cap) {
+                self.stats.cache_hits += 1;
+            } else {
+                fresh.push((fp, k, v, version));
+            }
+        }
+        if fresh.is_empty() {
+            // Nothing new; still refused when the node is not believed.
+            return match self.pins.decide(id, None) {
+                Pinned::NotEnrolled => Err("not_enrolled"),
+                _ => Ok(()),
+            };
+        }
+        let cpu_start = thread_cpu_ns();
+        let result = self.verify_fresh(id, generation, &fresh);
+        self.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start);
+        result
+    }
+
+    fn verify_fresh(
+        &mut self,
+        id: &str,
+        generation: u64,
+        fresh: &[([u8; 16], &str, &str, u64)],
+    ) -> Result<(), &'static str> {
         // The key the node offers for itself, if it signed it with itself.
-        let offered =
-            kvs.iter()
-                .find(|kv| kv.0 == identity::ID_KEY)
-                .and_then(|&(k, v, version, _)| {
-                    let pk = identity::parse_public(identity::payload(v)?)?;
-                    identity::verify(&pk, id, generation, k, version, v).then_some(pk)
-                });
+        let offered = fresh
+            .iter()
+            .find(|kv| kv.1 == identity::ID_KEY)
+            .and_then(|&(_, k, v, version)| {
+                let pk = identity::parse_public(identity::payload(v)?)?;
+                self.stats.verified += 1;
+                identity::verify(&pk, id, generation, k, version, v).then_some(pk)
+            });
         let key = match self.pins.decide(id, offered) {
             Pinned::Key(k) => k,
             Pinned::NotEnrolled => return Err("not_enrolled"),
-            Pinned::Unknown if kvs.is_empty() => return Ok(()),
             Pinned::Unknown => return Err("unknown_identity"),
         };
-        for &(k, v, version, _) in kvs {
-            if !identity::verify(&key, id, generation, k, version, v) {
-                return Err("bad_signature");
+        let cap = self.limits.verified_cache;
+        for &(fp, k, v, version) in fresh {
+            // The offered key verified its own value already when it is
+            // the pinned one.
+            let done = k == identity::ID_KEY && offered == Some(key);
+            if !done {
+                self.stats.verified += 1;
+                if !identity::verify(&key, id, generation, k, version, v) {
+                    return Err("bad_signature");
+                }
             }
+            self.verified.insert(fp, cap);
         }
         Ok(())
     }
@@ -962,6 +1100,38 @@ mod tests {
             g.take_unverified(),
             vec![("newcomer".to_string(), "bad_signature")]
         );
+    }
+
+    #[test]
+    fn a_value_relayed_by_three_peers_is_verified_once() {
+        let mut g = guard();
+        let value = Craft::default().node("c").kv("e:0/1", "d=u3,3,0cn0/8@1", 4);
+        // The same signed value, as three peers relay it.
+        for _ in 0..3 {
+            let checked = g.check(&value.ack(), NOW).unwrap();
+            assert!(plain(&checked).contains("d=u3,3,0cn0/8@1"));
+        }
+        let stats = g.verify_stats();
+        assert_eq!((stats.verified, stats.cache_hits), (1, 2), "{stats:?}");
+        // A copy that differs in any byte is verified afresh (and refused).
+        let mut forged = Craft {
+            forge: true,
+            ..Craft::default()
+        }
+        .node("c")
+        .kv("e:0/1", "d=u3,3,0cn0/8@1", 4);
+        forged.forge = false;
+        g.check(&forged.ack(), NOW).unwrap();
+        assert_eq!(g.verify_stats().verified, 2);
+        assert_eq!(
+            g.take_unverified(),
+            vec![("c".to_string(), "bad_signature")]
+        );
+        // A key replaced or revoked empties the cache.
+        g.pins.forget("c");
+        g.pins.decide("c", identity::parse_public(&ident("c").public()));
+        g.check(&value.ack(), NOW).unwrap();
+        assert_eq!(g.verify_stats().verified, 3);
     }
 
     #[test]

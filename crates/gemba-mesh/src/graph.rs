@@ -28,6 +28,8 @@ pub struct Member {
     pub generation: u64,
     /// Tiers the node belongs to.
     pub tags: Vec<String>,
+    /// Whether it says it runs the server role.
+    pub server: bool,
     /// Outgoing links by target id.
     pub edges: BTreeMap<String, EdgeValue>,
 }
@@ -216,6 +218,7 @@ mod tests {
             live,
             generation: 1,
             tags: vec![],
+            server: false,
             edges: edges
                 .iter()
                 .map(|(t, s)| {

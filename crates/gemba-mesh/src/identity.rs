@@ -50,7 +50,47 @@ fn message(node: &str, generation: u64, key: &str, version: u64, payload: &str) 
     m
 }
 
+/// What the signature of an agent's samples covers: the node, when they
+/// were sent and the body, so they cannot be passed off as another node's
+/// or another moment's.
+fn samples_message(node: &str, unix_ms: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(24 + node.len() + body.len());
+    m.extend_from_slice(b"gemba-samples-1\0");
+    m.extend_from_slice(node.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&unix_ms.to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Bytes before the body of signed samples: the signature and the time.
+pub const SAMPLES_HEADER: usize = 64 + 8;
+
+/// The body of signed samples, if `key` signed them for `node`, with the
+/// time they were signed at.
+pub fn open_samples<'a>(key: &VerifyingKey, node: &str, signed: &'a [u8]) -> Option<(u64, &'a [u8])> {
+    if signed.len() < SAMPLES_HEADER {
+        return None;
+    }
+    let sig: [u8; 64] = signed[..64].try_into().ok()?;
+    let unix_ms = u64::from_be_bytes(signed[64..72].try_into().ok()?);
+    let body = &signed[SAMPLES_HEADER..];
+    key.verify_strict(&samples_message(node, unix_ms, body), &Signature::from_bytes(&sig))
+        .ok()?;
+    Some((unix_ms, body))
+}
+
 impl NodeIdentity {
+    /// `body` signed for sending to servers: signature, time, body.
+    pub fn sign_samples(&self, node: &str, unix_ms: u64, body: &[u8]) -> Vec<u8> {
+        let sig = self.key.sign(&samples_message(node, unix_ms, body));
+        let mut out = Vec::with_capacity(SAMPLES_HEADER + body.len());
+        out.extend_from_slice(&sig.to_bytes());
+        out.extend_from_slice(&unix_ms.to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
     /// A fresh identity that lives as long as the process (tests, demo).
     pub fn ephemeral() -> NodeIdentity {
         let raw = gemba_core::secret::random32().expect("/dev/urandom is readable");
@@ -160,6 +200,9 @@ pub fn verify(
 #[derive(Default)]
 pub struct Pins {
     inner: RwLock<PinsInner>,
+    /// Counts the times a believed key was replaced or dropped: what was
+    /// verified with the old keys is verified again.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -254,6 +297,7 @@ impl Pins {
                 enrolled_only: false,
                 known_file,
             }),
+            epoch: Default::default(),
         })
     }
 
@@ -265,6 +309,7 @@ impl Pins {
                 enrolled_only: true,
                 known_file: None,
             }),
+            epoch: Default::default(),
         })
     }
 
@@ -273,6 +318,7 @@ impl Pins {
         if let Ok(mut p) = self.inner.write() {
             p.keys = keys;
         }
+        self.bump();
     }
 
     /// Forgets a node id's key (revoked); it is pinned anew when seen.
@@ -280,6 +326,18 @@ impl Pins {
         if let Ok(mut p) = self.inner.write() {
             p.keys.remove(id);
         }
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes whenever a believed key is replaced or dropped (pinning a
+    /// new node id leaves it as it is).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn get(&self, id: &str) -> Option<VerifyingKey> {
@@ -351,6 +409,22 @@ mod tests {
             &v
         ));
         assert_eq!(payload("unsigned"), None);
+    }
+
+    #[test]
+    fn samples_open_only_for_their_node_and_body() {
+        let me = NodeIdentity::ephemeral();
+        let pk = parse_public(&me.public()).unwrap();
+        let signed = me.sign_samples("web-1", 1_800_000_000_000, b"host 1 up=1");
+        assert_eq!(
+            open_samples(&pk, "web-1", &signed),
+            Some((1_800_000_000_000, &b"host 1 up=1"[..]))
+        );
+        assert_eq!(open_samples(&pk, "db-1", &signed), None);
+        let mut tampered = signed.clone();
+        *tampered.last_mut().unwrap() = b'2';
+        assert_eq!(open_samples(&pk, "web-1", &tampered), None);
+        assert_eq!(open_samples(&pk, "web-1", &signed[..10]), None);
     }
 
     #[test]

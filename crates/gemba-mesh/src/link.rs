@@ -47,6 +47,10 @@
 //! window is never enough. It is left when that lower bound falls to half
 //! the threshold (hysteresis).
 //!
+//! *Too few probes.* A window holding fewer than [`MIN_JUDGED`] probes
+//! gives no verdict: a new link is `unknown` until a reply shows it up,
+//! and is never called down or degraded on a handful of probes.
+//!
 //! *The reported loss* is the share of the window's probes that were lost,
 //! including a down period or a dead path that has since recovered: the
 //! figure is what the probes saw. For path loss it is the share of flows
@@ -156,6 +160,11 @@ const ALPHA_FLOW: f64 = 1e-5;
 const ALPHA_DOWN: f64 = 1e-6;
 /// The Wilson interval's z for the random-loss verdict (99 %).
 const WILSON_Z: f64 = 2.576;
+/// Probes a window must hold before a link can be called down or
+/// degraded: fewer say too little, and a link that just started being
+/// probed is `unknown` (or `up`, once it answered) until then. The prober
+/// sends this many at once to a new peer, so the wait is short.
+pub const MIN_JUDGED: usize = 8;
 /// The most flows a link is probed over (a bit mask holds them).
 pub const MAX_FLOWS: usize = 64;
 
@@ -560,6 +569,17 @@ impl LinkTracker {
     /// The state, loss kind and dead flows the window shows; `rtts` are
     /// the window's RTTs, sorted.
     fn decide(&self, policy: &LinkPolicy, rtts: &[Duration]) -> (LinkState, LossKind, u64) {
+        // Too few probes for any verdict: a reply shows the link up, and
+        // nothing shows it down or degraded yet.
+        if self.samples.len() < MIN_JUDGED {
+            let replied = self.samples.iter().any(|s| !s.outcome.lost());
+            return match self.state {
+                LinkState::Unknown | LinkState::Stale if replied => {
+                    (LinkState::Up, LossKind::None, 0)
+                }
+                state => (state, self.kind, self.failing),
+            };
+        }
         let q = self.random_loss_rate();
         let probed = self.probed_mask();
         let n = probed.count_ones().max(1);
@@ -757,7 +777,7 @@ impl LinkTracker {
             state: s.state,
             p50,
             p99,
-            loss: loss_bucket(s.loss),
+            loss: loss_bucket_near(s.loss, prev.map(|p| p.loss)),
             tcp: s.tcp,
             kind: s.loss_kind,
             failing: s.flows_failing,
@@ -784,9 +804,11 @@ fn bucket_bounds(b: u8) -> (f64, f64) {
 
 fn rtt_bucket(ms: Option<f64>, previous: Option<u8>) -> u8 {
     let Some(ms) = ms else { return 0 };
+    // The published bucket stands while the figure stays within a factor
+    // of two beyond its bounds: jitter is not news.
     if let Some(p) = previous.filter(|p| *p > 0) {
         let (lo, hi) = bucket_bounds(p);
-        if ms >= lo / 1.5 && ms < hi * 1.5 {
+        if ms >= lo / 2.0 && ms < hi * 2.0 {
             return p;
         }
     }
@@ -816,6 +838,17 @@ fn loss_bucket(loss: f64) -> u8 {
         .iter()
         .position(|u| loss <= *u + 1e-9)
         .unwrap_or(8) as u8
+}
+
+/// The loss bucket, keeping `previous` while the figure stays in a
+/// neighbouring bucket: a probe or two entering or leaving the window is
+/// not news.
+fn loss_bucket_near(loss: f64, previous: Option<u8>) -> u8 {
+    let b = loss_bucket(loss);
+    match previous {
+        Some(p) if b.abs_diff(p) <= 1 => p,
+        _ => b,
+    }
 }
 
 /// The loss a bucket stands for (its upper bound).
@@ -989,6 +1022,26 @@ mod tests {
         assert_eq!(t.state(), LinkState::Unknown);
         probe(&mut t, &mut now, 1, |_| false);
         assert_eq!(t.state(), LinkState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handful_of_probes_never_calls_a_link_down_or_degraded() {
+        let policy = policy();
+        // Lost, slow or both: fewer than MIN_JUDGED probes say nothing bad.
+        let mut now = Instant::now();
+        let mut lossy = LinkTracker::new(0, 8);
+        let mut slow = LinkTracker::new(0, 8);
+        for k in 0..MIN_JUDGED - 1 {
+            now += Duration::from_millis(5);
+            lossy.record(now, 0, k, Outcome::Lost, &policy);
+            slow.record(now, 0, k, Outcome::Reply(Duration::from_millis(400)), &policy);
+            assert_eq!(lossy.state(), LinkState::Unknown, "after {} probes", k + 1);
+            assert_eq!(slow.state(), LinkState::Up, "after {} probes", k + 1);
+        }
+        // The probe that completes the first window gives the verdict.
+        now += Duration::from_millis(5);
+        slow.record(now, 0, 7, Outcome::Reply(Duration::from_millis(400)), &policy);
+        assert_eq!(slow.state(), LinkState::Degraded);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1172,7 +1225,7 @@ mod tests {
     async fn slow_p99_is_degraded_and_recovers_with_hysteresis() {
         let mut now = Instant::now();
         let mut t = LinkTracker::new(0, 1);
-        replies(&mut t, &mut now, 150, 5);
+        replies(&mut t, &mut now, 150, MIN_JUDGED);
         assert_eq!(t.state(), LinkState::Degraded);
         assert_eq!(
             t.summary(now, &policy()).reason.as_deref(),
@@ -1180,10 +1233,10 @@ mod tests {
         );
         // 90 ms is below the 100 ms threshold but above the 80 ms release.
         now += Duration::from_secs(31);
-        replies(&mut t, &mut now, 90, 5);
+        replies(&mut t, &mut now, 90, MIN_JUDGED);
         assert_eq!(t.state(), LinkState::Degraded);
         now += Duration::from_secs(31);
-        replies(&mut t, &mut now, 10, 5);
+        replies(&mut t, &mut now, 10, MIN_JUDGED);
         assert_eq!(t.state(), LinkState::Up);
     }
 

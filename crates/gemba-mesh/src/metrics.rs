@@ -72,6 +72,21 @@ pub struct MeshMetrics {
     pub confirm_bursts: Family<TargetLabel, Counter>,
     pub gossip_refused: Family<ReasonLabel, Counter>,
     pub gossip_self_deltas: Counter,
+    /// Ed25519 verifications of peers' gossip values.
+    pub signatures_verified: Counter,
+    /// Peers' values found already verified (a relayed or re-sent copy).
+    pub signature_cache_hits: Counter,
+    /// CPU time spent verifying signatures.
+    pub signature_cpu_seconds: Counter<f64, AtomicU64>,
+    /// Values this node published in its own gossip state, by class.
+    pub values_published: Family<ClassLabel, Counter>,
+    /// Agents' samples refused (on a server), by reason.
+    pub samples_refused: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
 }
 
 pub fn kind_label(kind: Kind) -> KindLabel {
@@ -80,6 +95,7 @@ pub fn kind_label(kind: Kind) -> KindLabel {
             Kind::Gossip => "gossip",
             Kind::ProbeRequest => "probe_request",
             Kind::ProbeReply => "probe_reply",
+            Kind::Samples => "samples",
         },
     }
 }
@@ -103,6 +119,11 @@ impl MeshMetrics {
             confirm_bursts: Family::default(),
             gossip_refused: Family::default(),
             gossip_self_deltas: Counter::default(),
+            signatures_verified: Counter::default(),
+            signature_cache_hits: Counter::default(),
+            signature_cpu_seconds: Counter::default(),
+            values_published: Family::default(),
+            samples_refused: Family::default(),
         }
     }
 
@@ -189,6 +210,31 @@ impl MeshMetrics {
             "confirm_bursts",
             "Confirmation bursts sent after a lost probe or a dead flow's reply, by target node",
             self.confirm_bursts.clone(),
+        );
+        r.register(
+            "signatures_verified",
+            "Ed25519 signatures of peers' gossip values verified (each distinct value once)",
+            self.signatures_verified.clone(),
+        );
+        r.register(
+            "signature_cache_hits",
+            "Peers' gossip values that arrived again and were already verified",
+            self.signature_cache_hits.clone(),
+        );
+        r.register(
+            "signature_verify_cpu_seconds",
+            "CPU time spent verifying the signatures of peers' gossip values",
+            self.signature_cpu_seconds.clone(),
+        );
+        r.register(
+            "values_published",
+            "Values this node published (signed) in its gossip state, by class: link, check, node",
+            self.values_published.clone(),
+        );
+        r.register(
+            "samples_refused",
+            "Agents' samples a server refused, by reason (unknown_identity, bad_signature, expired, not_a_server, ...)",
+            self.samples_refused.clone(),
         );
         for reason in DropReason::ALL {
             // Present from the start, so a scrape shows zero rather than nothing.

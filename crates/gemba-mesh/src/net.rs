@@ -39,6 +39,14 @@ pub trait Net: Send + Sync + 'static {
     async fn bind_flow(&self, owner: SocketAddr, port: u16) -> io::Result<Arc<dyn Datagrams>> {
         self.bind(SocketAddr::new(owner.ip(), port)).await
     }
+    /// Whether a node's probe path (its sockets, the prober, probe
+    /// answers) runs on a thread of its own, so that nothing else the node
+    /// does (gossip, verification, HTTP, the store) delays a probe or its
+    /// timing. A real network wants it; the in-memory one runs everything
+    /// on the caller's runtime, so that paused test time covers probes too.
+    fn probe_thread(&self) -> bool {
+        false
+    }
 }
 
 /// The ECMP path a flow takes when a router spreads flows over `paths`
@@ -91,6 +99,10 @@ impl Net for UdpNet {
         let socket = tokio::net::UdpSocket::bind(addr).await?;
         let local = socket.local_addr()?;
         Ok(Arc::new(OsSocket { socket, local }))
+    }
+
+    fn probe_thread(&self) -> bool {
+        true
     }
 
     async fn listen_tcp(&self, addr: SocketAddr, stop: CancellationToken) -> io::Result<()> {
@@ -488,6 +500,9 @@ impl<N: Net> Net for FaultNet<N> {
     }
     async fn listen_tcp(&self, addr: SocketAddr, stop: CancellationToken) -> io::Result<()> {
         self.inner.listen_tcp(addr, stop).await
+    }
+    fn probe_thread(&self) -> bool {
+        self.inner.probe_thread()
     }
     async fn tcp_connect(&self, from: SocketAddr, to: SocketAddr) -> io::Result<()> {
         let dropped = self.faults.lock().expect("faultnet lock").drops(from, to);

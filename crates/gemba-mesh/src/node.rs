@@ -21,6 +21,8 @@ use crate::gossip_guard::{GossipGuard, GossipLimits};
 use crate::graph::{self, Graph, Member};
 use crate::identity::{self, NodeIdentity, Pins};
 use crate::link::{EdgeValue, LinkPolicy, LinkSummary, ProbeOutcome};
+use crate::link_gossip::{decode_links, LinkPublisher, EDGE_PREFIX};
+use crate::metrics::ClassLabel;
 use crate::metrics::MeshMetrics;
 use crate::net::Net;
 use crate::prober::{link_summaries, ProbeTiming, Prober, SharedLinks, Target};
@@ -31,11 +33,20 @@ const KEY_SITE: &str = "site";
 const KEY_HTTP: &str = "http";
 const KEY_VERSION: &str = "version";
 const KEY_TAGS: &str = "tags";
-const EDGE_PREFIX: &str = "e:";
+/// `server` on nodes that run the server role: where agents send their
+/// samples. Nothing else is decided by it.
+const KEY_ROLE: &str = "role";
 
 /// The gossip keys (and key prefixes) the mesh publishes; other stages
 /// must pick keys that neither start with nor are the start of these.
-pub const GOSSIP_KEYS: &[&str] = &[KEY_SITE, KEY_HTTP, KEY_VERSION, KEY_TAGS, EDGE_PREFIX];
+pub const GOSSIP_KEYS: &[&str] = &[
+    KEY_SITE,
+    KEY_HTTP,
+    KEY_VERSION,
+    KEY_TAGS,
+    KEY_ROLE,
+    EDGE_PREFIX,
+];
 
 /// A generation id for chitchat: the start time in ms, strictly increasing
 /// within the process so a node restarted in the same millisecond (tests,
@@ -78,6 +89,9 @@ pub struct MeshSettings {
     pub key: GridKey,
     /// Tiers this node belongs to, published for servers.
     pub tags: Vec<String>,
+    /// Whether this node runs the server role (agents send it their
+    /// samples).
+    pub server: bool,
     /// Signs what this node publishes.
     pub identity: Arc<NodeIdentity>,
     /// The keys peers' values are verified with.
@@ -85,6 +99,11 @@ pub struct MeshSettings {
     /// The file `pins` come from (enrolled nodes, or first-seen keys),
     /// re-read when it changes.
     pub pins_file: Option<PathBuf>,
+    /// Holds the thread that checks gossip this long (ms) per message, as
+    /// slow verification would: for tests that show probes never wait for
+    /// gossip ([`MeshNode::stall_gossip`] sets it while running). Zero in
+    /// every real node.
+    pub stall_gossip: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MeshSettings {
@@ -114,9 +133,11 @@ impl MeshSettings {
             packet_max_age: m.packet_max_age,
             key,
             tags: c.node.tags.clone(),
+            server: c.node.server,
             identity: Arc::new(NodeIdentity::ephemeral()),
             pins: Arc::new(Pins::default()),
             pins_file: None,
+            stall_gossip: Default::default(),
         }
     }
 
@@ -138,19 +159,19 @@ impl MeshSettings {
 /// Signs `payload` for this node's next version and sets it under `key`;
 /// an empty payload with `gone` marks the key deleted (it is dropped after
 /// chitchat's grace period). Nothing changes when the payload is already
-/// published.
+/// published; returns whether something was.
 fn publish(
     chitchat: &mut chitchat::Chitchat,
     identity: &NodeIdentity,
     key: &str,
     payload: &str,
     gone: bool,
-) {
+) -> bool {
     let me = chitchat.self_chitchat_id().clone();
     let state = chitchat.self_node_state();
     match state.get(key).map(identity::payload) {
-        Some(Some(current)) if !gone && current == payload => return,
-        None if gone => return,
+        Some(Some(current)) if !gone && current == payload => return false,
+        None if gone => return false,
         _ => {}
     }
     let version = state.max_version() + 1;
@@ -159,6 +180,75 @@ fn publish(
         state.set_with_ttl(key, value);
     } else {
         state.set(key, value);
+    }
+    true
+}
+
+/// Runs `f` on the probe path's runtime: sockets bound there are driven by
+/// it.
+async fn on_probe_path<T: Send + 'static>(
+    rt: &tokio::runtime::Handle,
+    f: impl std::future::Future<Output = std::io::Result<T>> + Send + 'static,
+) -> std::io::Result<T> {
+    rt.spawn(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
+/// Where a node's probe path runs: a thread of its own with a one-thread
+/// runtime, or the caller's runtime (see [`Net::probe_thread`]).
+struct ProbePath {
+    handle: tokio::runtime::Handle,
+    /// Ends the thread; its runtime stops with every task on it.
+    stop: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProbePath {
+    fn own_thread(node: &str) -> std::io::Result<ProbePath> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let ended = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("probe-{}", node.chars().take(9).collect::<String>()))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(rt.handle().clone()));
+                rt.block_on(ended.cancelled());
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the probe thread did not start"))??;
+        Ok(ProbePath {
+            handle,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn shared() -> ProbePath {
+        ProbePath {
+            handle: tokio::runtime::Handle::current(),
+            stop: Default::default(),
+            thread: None,
+        }
+    }
+
+    /// Stops the thread, if the path has one, and waits for it.
+    async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
 }
 
@@ -192,6 +282,9 @@ pub struct MeshNode {
     seen_states: SeenStates,
     /// Stops what the network layer spawned for this node.
     stop: tokio_util::sync::CancellationToken,
+    probe: tokio::sync::Mutex<ProbePath>,
+    endpoint: Arc<endpoint::Endpoint>,
+    sample_subscriber: SampleSubscriber,
     graph_cache: tokio::sync::Mutex<Option<(Instant, Arc<Graph>)>>,
 }
 
@@ -214,20 +307,32 @@ impl MeshNode {
             addr: settings.listen,
             source,
         };
-        let socket = net.bind(settings.listen).await.map_err(bind_err)?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        net.listen_tcp(socket.local_addr(), stop.clone())
+        // The probe path (sockets, probe answers, the prober) runs apart
+        // from everything else the node does.
+        let probe = if net.probe_thread() {
+            ProbePath::own_thread(&settings.id).map_err(bind_err)?
+        } else {
+            ProbePath::shared()
+        };
+        let rt = &probe.handle;
+        let n = net.clone();
+        let listen = settings.listen;
+        let socket = on_probe_path(rt, async move { n.bind(listen).await })
             .await
             .map_err(bind_err)?;
-        let owner = socket.local_addr();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (n, owner, s) = (net.clone(), socket.local_addr(), stop.clone());
+        on_probe_path(rt, async move { n.listen_tcp(owner, s).await })
+            .await
+            .map_err(bind_err)?;
         let mut flows = Vec::with_capacity(settings.probe_flows);
         for flow in 0..settings.probe_flows.max(1) {
             let port = settings
                 .probe_ports
                 .map(|(first, _)| first + flow as u16)
                 .unwrap_or(0);
-            let f = net
-                .bind_flow(owner, port)
+            let n = net.clone();
+            let f = on_probe_path(rt, async move { n.bind_flow(owner, port).await })
                 .await
                 .map_err(|source| MeshError::BindFlow {
                     flow,
@@ -244,7 +349,8 @@ impl MeshNode {
         )));
         let endpoint::Opened {
             endpoint,
-            transport,
+            inbound,
+            samples,
             replies,
             receive_task,
             flow_tasks,
@@ -254,8 +360,17 @@ impl MeshNode {
             flows,
             settings.key.clone(),
             settings.packet_max_age,
-            gossip_guard.clone(),
             metrics.clone(),
+            &probe.handle,
+        );
+        let endpoint::GossipPath {
+            transport,
+            task: gossip_task,
+        } = endpoint::gossip_path(
+            endpoint.clone(),
+            inbound,
+            gossip_guard.clone(),
+            settings.stall_gossip.clone(),
         );
 
         let generation = next_generation();
@@ -289,6 +404,9 @@ impl MeshNode {
         }
         if !settings.tags.is_empty() {
             initial.push((KEY_TAGS.to_string(), settings.tags.join(",")));
+        }
+        if settings.server {
+            initial.push((KEY_ROLE.to_string(), "server".to_string()));
         }
         // chitchat sets the initial values in order, at versions 1, 2, ...
         let initial: Vec<(String, String)> = initial
@@ -326,10 +444,9 @@ impl MeshNode {
                 .await
                 .subscribe_event(EDGE_PREFIX, move |event| {
                     use std::hash::BuildHasher;
-                    let state = identity::payload(event.value)
-                        .and_then(|v| v.as_bytes().first().copied())
-                        .unwrap_or(b'n');
-                    let key = hasher.hash_one(event.key);
+                    let links = identity::payload(event.value)
+                        .map(|v| decode_links(event.key, v))
+                        .unwrap_or_default();
                     let changed = seen
                         .lock()
                         .map(|mut seen| {
@@ -337,7 +454,19 @@ impl MeshNode {
                                 Some(m) => m,
                                 None => seen.entry(event.node.node_id.to_string()).or_default(),
                             };
-                            observer.insert(key, state) != Some(state)
+                            // News worth passing on at once: a state that
+                            // changed, or a link first seen in trouble. A
+                            // link first seen up (a grid starting) travels
+                            // with the next rounds.
+                            let mut changed = false;
+                            for (target, edge) in &links {
+                                let state = edge.state as u8;
+                                changed |= match observer.insert(hasher.hash_one(target), state) {
+                                    Some(before) => before != state,
+                                    None => edge.state != crate::link::LinkState::Up,
+                                };
+                            }
+                            changed
                         })
                         .unwrap_or(false);
                     if changed {
@@ -345,14 +474,18 @@ impl MeshNode {
                     }
                 });
         // A node joining is news of the same kind: its peers must start
-        // probing it, so its arrival is pushed too.
+        // probing it, so its arrival is pushed too, and this node's
+        // targets are brought up to date at once.
+        let changes = Arc::new(Notify::new());
         let join_push = push_tx.clone();
+        let joined = changes.clone();
         let join_listener = chitchat
             .chitchat()
             .lock()
             .await
             .subscribe_event(KEY_SITE, move |_| {
                 let _ = join_push.try_send(());
+                joined.notify_one();
             });
         let span = |task: &'static str| tracing::info_span!("task", node = %settings.id, stage = "mesh", task);
         let pusher_task =
@@ -360,7 +493,6 @@ impl MeshNode {
 
         let links = SharedLinks::default();
         links.lock().expect("link table lock").flow_ports = flow_ports;
-        let changes = Arc::new(Notify::new());
         let (targets_tx, targets_rx) = watch::channel(Vec::new());
         let prober = Prober {
             endpoint: endpoint.clone(),
@@ -373,7 +505,9 @@ impl MeshNode {
             metrics: metrics.clone(),
             changes: changes.clone(),
         };
-        let prober_task = tokio::spawn(prober.run().instrument(span("prober")));
+        let prober_task = probe
+            .handle
+            .spawn(prober.run().instrument(span("prober")));
         let maintainer = Maintainer {
             chitchat: chitchat.chitchat(),
             settings: settings.clone(),
@@ -381,7 +515,8 @@ impl MeshNode {
             targets: targets_tx,
             changes,
             push: push_tx,
-            published: HashMap::new(),
+            publisher: LinkPublisher::default(),
+            metrics: metrics.clone(),
             seen_states: seen_states.clone(),
             gossip_guard,
             endpoint: endpoint.clone(),
@@ -389,6 +524,17 @@ impl MeshNode {
             pins_read: None,
         };
         let maintain_task = tokio::spawn(maintainer.run().instrument(span("maintainer")));
+        let sample_subscriber: SampleSubscriber = Default::default();
+        let intake_task = tokio::spawn(
+            SampleIntake {
+                pins: settings.pins.clone(),
+                subscriber: sample_subscriber.clone(),
+                metrics: metrics.clone(),
+                max_age_ms: settings.packet_max_age.as_millis() as u64,
+            }
+            .run(samples)
+            .instrument(span("sample-intake")),
+        );
         tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
         Ok(MeshNode {
             settings,
@@ -396,13 +542,24 @@ impl MeshNode {
             _listeners: [edge_listener, join_listener],
             links,
             metrics,
-            tasks: [receive_task, prober_task, maintain_task, pusher_task]
+            // The gossip check goes first: it stops last.
+            tasks: [
+                gossip_task,
+                receive_task,
+                prober_task,
+                maintain_task,
+                pusher_task,
+                intake_task,
+            ]
                 .into_iter()
                 .chain(flow_tasks)
                 .collect::<Vec<_>>()
                 .into(),
             seen_states,
             stop,
+            probe: tokio::sync::Mutex::new(probe),
+            endpoint,
+            sample_subscriber,
             graph_cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -482,7 +639,12 @@ impl MeshNode {
     pub async fn set_local(&self, key: &str, value: &str) {
         let chitchat = self.chitchat.chitchat();
         let mut guard = chitchat.lock().await;
-        publish(&mut guard, &self.settings.identity, key, value, false);
+        if publish(&mut guard, &self.settings.identity, key, value, false) {
+            self.metrics
+                .values_published
+                .get_or_create(&ClassLabel { class: "other" })
+                .inc();
+        }
     }
 
     /// Every value under `prefix` in every node's gossip state (newest
@@ -512,6 +674,53 @@ impl MeshNode {
             }
         }
         out
+    }
+
+    /// Holds the thread that checks gossip for `per_message` on every
+    /// message from now on (zero: no more), as CPU-bound verification would
+    /// hold it. For tests.
+    pub fn stall_gossip(&self, per_message: Duration) {
+        self.settings.stall_gossip.store(
+            per_message.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Sends one sample (`name`, and its value as the timeline encodes it)
+    /// to every live server of the grid, signed with this node's key:
+    /// samples go to servers directly instead of through gossip, where
+    /// every node would relay and verify every node's samples.
+    pub async fn send_sample(&self, name: &str, value: &str) {
+        let servers: Vec<(String, SocketAddr)> = {
+            let chitchat = self.chitchat.chitchat();
+            let guard = chitchat.lock().await;
+            members_of(&guard, false)
+                .into_iter()
+                .filter(|m| m.server && m.live && m.id != self.settings.id)
+                .map(|m| (m.id, m.addr))
+                .collect()
+        };
+        if servers.is_empty() {
+            return;
+        }
+        let body = format!("{name} {value}");
+        let signed =
+            self.settings
+                .identity
+                .sign_samples(&self.settings.id, endpoint::unix_ms(), body.as_bytes());
+        for (id, addr) in servers {
+            self.endpoint
+                .send_to(crate::wire::Kind::Samples, addr, &id, &signed)
+                .await;
+        }
+    }
+
+    /// Where agents' samples go once verified: (node, name, value). A
+    /// server calls this once; before it does, samples are dropped.
+    pub fn subscribe_samples(&self, to: mpsc::Sender<AgentSample>) {
+        if let Ok(mut s) = self.sample_subscriber.lock() {
+            *s = Some(to);
+        }
     }
 
     /// Calls `f(node, key without prefix, value)` whenever a gossip value
@@ -571,7 +780,7 @@ impl MeshNode {
         if tasks.is_empty() {
             return;
         }
-        // The receive task goes last: chitchat reads a closed receive
+        // The gossip check goes last: chitchat reads a closed receive
         // channel as a broken socket.
         let receive = tasks.remove(0);
         for t in &tasks {
@@ -590,6 +799,7 @@ impl MeshNode {
         }
         receive.abort();
         let _ = receive.await;
+        self.probe.lock().await.stop().await;
     }
 }
 
@@ -627,10 +837,8 @@ fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
         let edges: BTreeMap<String, EdgeValue> = if with_edges {
             state
                 .key_values()
-                .filter_map(|(k, v)| {
-                    let target = k.strip_prefix(EDGE_PREFIX)?;
-                    Some((target.to_string(), identity::payload(v)?.parse().ok()?))
-                })
+                .filter_map(|(k, v)| Some((k.strip_prefix(EDGE_PREFIX)?, identity::payload(v)?)))
+                .flat_map(|(k, v)| decode_links(k, v))
                 .collect()
         } else {
             BTreeMap::new()
@@ -642,6 +850,7 @@ fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
             http: get(KEY_HTTP).map(str::to_string),
             live: live.contains(cid),
             generation: cid.generation_id,
+            server: get(KEY_ROLE) == Some("server"),
             tags: get(KEY_TAGS)
                 .map(|t| {
                     t.split(',')
@@ -657,6 +866,61 @@ fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
     out
 }
 
+/// An agent's sample as a server receives it, its signature checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSample {
+    pub node: String,
+    pub name: String,
+    pub value: String,
+}
+
+type SampleSubscriber = Arc<std::sync::Mutex<Option<mpsc::Sender<AgentSample>>>>;
+
+/// Checks agents' samples (the sender's own key, the time it signed them)
+/// and hands them to the server stage.
+struct SampleIntake {
+    pins: Arc<Pins>,
+    subscriber: SampleSubscriber,
+    metrics: Arc<MeshMetrics>,
+    max_age_ms: u64,
+}
+
+impl SampleIntake {
+    async fn run(self, mut samples: mpsc::Receiver<endpoint::InboundSamples>) {
+        while let Some(s) = samples.recv().await {
+            if let Err(reason) = self.take(s) {
+                self.metrics
+                    .samples_refused
+                    .get_or_create(&crate::metrics::ReasonLabel { reason })
+                    .inc();
+            }
+        }
+    }
+
+    fn take(&self, s: endpoint::InboundSamples) -> Result<(), &'static str> {
+        let to = self
+            .subscriber
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or("not_a_server")?;
+        let key = self.pins.get(&s.sender).ok_or("unknown_identity")?;
+        let (at, body) =
+            identity::open_samples(&key, &s.sender, &s.payload).ok_or("bad_signature")?;
+        if endpoint::unix_ms().abs_diff(at) > self.max_age_ms {
+            return Err("expired");
+        }
+        let body = std::str::from_utf8(body).map_err(|_| "malformed")?;
+        let (name, value) = body.split_once(' ').ok_or("malformed")?;
+        to.try_send(AgentSample {
+            node: s.sender,
+            name: name.to_string(),
+            value: value.to_string(),
+        })
+        .map_err(|_| "overloaded")
+    }
+}
+
 /// Keeps probe targets in line with membership and publishes links.
 struct Maintainer {
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
@@ -665,8 +929,9 @@ struct Maintainer {
     targets: watch::Sender<Vec<Target>>,
     changes: Arc<Notify>,
     push: mpsc::Sender<()>,
-    /// What this node last published, by target, and when.
-    published: HashMap<String, (EdgeValue, Instant)>,
+    /// What of this node's links to publish, and when.
+    publisher: LinkPublisher,
+    metrics: Arc<MeshMetrics>,
     seen_states: SeenStates,
     gossip_guard: Arc<std::sync::Mutex<GossipGuard>>,
     /// Datagrams are signed for their recipient: the endpoint learns who
@@ -772,92 +1037,66 @@ impl Maintainer {
                 }
             });
             let now = Instant::now();
-            let (values, gone): (Vec<(String, EdgeValue)>, Vec<String>) = {
+            let current: Vec<(String, EdgeValue)> = {
                 let mut table = self.links.lock().expect("link table lock");
-                let values = table
+                table
                     .trackers
                     .iter_mut()
-                    .filter_map(|(id, t)| {
-                        let last = self.published.get(id);
-                        let v = t.edge_value(now, &self.settings.policy, last.map(|(p, _)| p));
-                        let send = match last {
-                            None => true,
-                            // A new state, loss kind, count of failing
-                            // flows or TCP result goes out at once;
-                            // new RTT or loss figures at most every
-                            // FIGURES_REFRESH, so a loaded network's jitter
-                            // does not turn into gossip load that adds more
-                            // jitter.
-                            Some((p, at)) => {
-                                p.state != v.state
-                                    || p.tcp != v.tcp
-                                    || p.kind != v.kind
-                                    || p.failing != v.failing
-                                    || (*p != v && now.duration_since(*at) >= FIGURES_REFRESH)
-                            }
-                        };
-                        send.then(|| (id.clone(), v))
+                    .map(|(id, t)| {
+                        let last = self.publisher.previous(id);
+                        (id.clone(), t.edge_value(now, &self.settings.policy, last))
                     })
-                    .collect();
-                let gone = self
-                    .published
-                    .keys()
-                    .filter(|t| !table.trackers.contains_key(*t))
-                    .cloned()
-                    .collect();
-                (values, gone)
+                    .collect()
             };
-            if values.is_empty() && gone.is_empty() {
+            let out = self.publisher.plan(now, current);
+            if out.is_empty() {
                 continue;
             }
-            let state_changed = values.iter().any(|(id, v)| {
-                self.published
-                    .get(id)
-                    .is_none_or(|(p, _)| p.state != v.state)
-            });
+            let mut published = 0;
             {
                 let mut guard = self.chitchat.lock().await;
                 let identity = &self.settings.identity;
-                for t in &gone {
-                    publish(&mut guard, identity, &format!("{EDGE_PREFIX}{t}"), "", true);
+                for key in &out.delete {
+                    published += publish(&mut guard, identity, key, "", true) as u64;
                 }
-                for (target, value) in &values {
-                    publish(
-                        &mut guard,
-                        identity,
-                        &format!("{EDGE_PREFIX}{target}"),
-                        &value.to_string(),
-                        false,
-                    );
+                for (key, value) in &out.set {
+                    published += publish(&mut guard, identity, key, value, false) as u64;
                 }
             }
-            for t in gone {
-                self.published.remove(&t);
-            }
-            self.published
-                .extend(values.into_iter().map(|(id, v)| (id, (v, now))));
-            if state_changed {
+            self.metrics
+                .values_published
+                .get_or_create(&ClassLabel { class: "link" })
+                .inc_by(published);
+            if out.state_changed {
                 let _ = self.push.try_send(());
             }
         }
     }
 }
 
-/// How often changed RTT and loss figures of an unchanged link state are
-/// published.
-const FIGURES_REFRESH: Duration = Duration::from_secs(30);
-
 /// Peers a push goes to.
 const PUSH_FANOUT: usize = 3;
+/// The least time between two pushes of one node.
+const PUSH_GAP: Duration = Duration::from_millis(200);
 
 /// Gossips with a few random live peers whenever a link state changed here
 /// or was learned from a peer; bursts are coalesced.
 async fn push_changes(chitchat: Arc<ChitchatHandle>, mut pushes: mpsc::Receiver<()>) {
     let mut rng = endpoint::unix_ms() ^ 0x9e37_79b9_7f4a_7c15;
+    let mut last: Option<Instant> = None;
     while pushes.recv().await.is_some() {
-        // Let the changes of one event (one probe round) arrive together.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Let the changes of one event (one probe round) arrive together,
+        // and never push more often than every PUSH_GAP: each push is a
+        // full exchange with three peers, and a grid where every node
+        // pushes on every change it hears of floods itself with copies of
+        // the same values.
+        let wait = last
+            .map(|at| (at + PUSH_GAP).saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+            .max(Duration::from_millis(10));
+        tokio::time::sleep(wait).await;
         while pushes.try_recv().is_ok() {}
+        last = Some(Instant::now());
         let peers: Vec<SocketAddr> = {
             let c = chitchat.chitchat();
             let guard = c.lock().await;

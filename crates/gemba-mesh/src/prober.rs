@@ -32,7 +32,9 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::endpoint::{unix_ms, Endpoint, ProbeReply};
-use crate::link::{LinkPolicy, LinkState, LinkSummary, LinkTracker, LossKind, Outcome};
+use crate::link::{
+    LinkPolicy, LinkState, LinkSummary, LinkTracker, LossKind, Outcome, MIN_JUDGED,
+};
 use crate::metrics::{FlowLabel, LinkStateLabel, LossKindLabel, MeshMetrics, TargetLabel};
 use crate::net::Net;
 
@@ -40,6 +42,8 @@ use crate::net::Net;
 pub const BURST_SPACING: Duration = Duration::from_millis(5);
 /// The least time between two bursts to one target.
 pub const BURST_GAP: Duration = Duration::from_secs(1);
+/// How far apart the first probes of new peers start.
+pub const INTRO_SPREAD: Duration = Duration::from_millis(1);
 /// The shortest timeout a fast link's probes get (see
 /// [`LinkTracker::probe_timeout`]).
 pub const TIMEOUT_FLOOR: Duration = Duration::from_millis(100);
@@ -189,14 +193,18 @@ impl Prober {
         let (tcp_tx, mut tcp_rx) = mpsc::channel::<(Arc<str>, usize, Option<Outcome>)>(1024);
         let mut tcp_in_flight: HashSet<(Arc<str>, usize)> = HashSet::new();
         let targets: Vec<Target> = self.targets.borrow().clone();
+        let (schedules, new) = self.sync_trackers(&targets, HashMap::new());
         let mut run = Run {
-            schedules: self.sync_trackers(&targets, HashMap::new()),
+            schedules,
             outstanding: HashMap::new(),
             deadlines: BTreeSet::new(),
             queued: BTreeMap::new(),
             next_id: 1,
         };
+        Self::introduce(&mut run, &new, flows);
         let flow_addrs = self.endpoint.flow_addrs();
+        let (_, closed) = mpsc::channel(1);
+        let mut replies = std::mem::replace(&mut self.replies, closed);
 
         loop {
             let next_deadline = run.deadlines.first().map(|(d, _)| *d);
@@ -218,28 +226,13 @@ impl Prober {
                         self.send(&mut run, &q.target, Some(q.flow)).await;
                     }
                 }
-                Some(reply) = self.replies.recv() => {
-                    // A reply after the timeout is a loss, even when it
-                    // arrives before the deadline branch has run; one from
-                    // another address or on another flow is no reply.
-                    let matches = run.outstanding.get(&reply.probe_id).is_some_and(|o| {
-                        reply.flow == o.flow
-                            && run.schedules.get(&o.target).is_some_and(|s| s.addr == reply.from)
-                            && reply.received_at.saturating_duration_since(o.sent_at) <= o.timeout
-                    });
-                    if matches {
-                        let o = run.outstanding.remove(&reply.probe_id).expect("checked");
-                        run.deadlines.remove(&(o.sent_at + o.timeout, reply.probe_id));
-                        let rtt = reply.received_at.saturating_duration_since(o.sent_at);
-                        let s = run.schedules.get(&o.target).expect("checked");
-                        s.metrics.rtt.observe(rtt.as_secs_f64());
-                        let was_dead = self.record(&o.target, s, o.flow, Outcome::Reply(rtt));
-                        if was_dead {
-                            self.burst_over_dead(&mut run, &o.target, o.flow);
-                        }
-                    }
-                }
+                Some(reply) = replies.recv() => self.on_reply(&mut run, reply),
                 _ = sleep_until_opt(next_deadline) => {
+                    // Replies that arrived in time but wait in the queue
+                    // are taken first: they are no loss.
+                    while let Ok(reply) = replies.try_recv() {
+                        self.on_reply(&mut run, reply);
+                    }
                     let now = Instant::now();
                     while run.deadlines.first().is_some_and(|(d, _)| *d <= now) {
                         let (_, id) = run.deadlines.pop_first().expect("checked");
@@ -299,7 +292,9 @@ impl Prober {
                         return; // the node is shutting down
                     }
                     let targets = self.targets.borrow_and_update().clone();
-                    run.schedules = self.sync_trackers(&targets, std::mem::take(&mut run.schedules));
+                    let (schedules, new) = self.sync_trackers(&targets, std::mem::take(&mut run.schedules));
+                    run.schedules = schedules;
+                    Self::introduce(&mut run, &new, flows);
                     let schedules = &run.schedules;
                     run.outstanding.retain(|_, o| schedules.contains_key(&o.target));
                     let outstanding = &run.outstanding;
@@ -307,6 +302,33 @@ impl Prober {
                     run.queued.retain(|_, q| schedules.contains_key(&q.target));
                 }
             }
+        }
+    }
+
+    /// A probe reply: a loss if it came after the probe's timeout, even
+    /// when it is read before the deadline was handled; no reply at all
+    /// when it came from another address or on another flow.
+    fn on_reply(&self, run: &mut Run, reply: ProbeReply) {
+        let matches = run.outstanding.get(&reply.probe_id).is_some_and(|o| {
+            reply.flow == o.flow
+                && run
+                    .schedules
+                    .get(&o.target)
+                    .is_some_and(|s| s.addr == reply.from)
+                && reply.received_at.saturating_duration_since(o.sent_at) <= o.timeout
+        });
+        if !matches {
+            return;
+        }
+        let o = run.outstanding.remove(&reply.probe_id).expect("checked");
+        run.deadlines
+            .remove(&(o.sent_at + o.timeout, reply.probe_id));
+        let rtt = reply.received_at.saturating_duration_since(o.sent_at);
+        let s = run.schedules.get(&o.target).expect("checked");
+        s.metrics.rtt.observe(rtt.as_secs_f64());
+        let was_dead = self.record(&o.target, s, o.flow, Outcome::Reply(rtt));
+        if was_dead {
+            self.burst_over_dead(run, &o.target, o.flow);
         }
     }
 
@@ -371,9 +393,36 @@ impl Prober {
         })
     }
 
+    /// Probes new peers at once, [`MIN_JUDGED`] probes each over every
+    /// flow, so that their links have a verdict within a fraction of a
+    /// second instead of several probe intervals. Peers start a
+    /// millisecond apart, so a node joining a large grid does not send
+    /// them all in the same instant.
+    fn introduce(run: &mut Run, new: &[Arc<str>], flows: usize) {
+        for (i, target) in new.iter().enumerate() {
+            let offset = INTRO_SPREAD * i as u32;
+            Self::burst_at(
+                run,
+                target,
+                offset,
+                (0..MIN_JUDGED.max(flows)).map(|k| k % flows.max(1)),
+            );
+        }
+    }
+
     /// Queues a burst over `flows` to `target`, unless one went out less
     /// than [`BURST_GAP`] ago.
     fn burst(run: &mut Run, target: &Arc<str>, flows: impl IntoIterator<Item = usize>) {
+        Self::burst_at(run, target, Duration::ZERO, flows)
+    }
+
+    /// [`Self::burst`], starting `offset` from now.
+    fn burst_at(
+        run: &mut Run,
+        target: &Arc<str>,
+        offset: Duration,
+        flows: impl IntoIterator<Item = usize>,
+    ) {
         let now = Instant::now();
         let Some(s) = run.schedules.get_mut(target) else {
             return;
@@ -389,7 +438,7 @@ impl Prober {
             let seq = run.next_id;
             run.next_id += 1;
             run.queued.insert(
-                (now + BURST_SPACING * k as u32, seq),
+                (now + offset + BURST_SPACING * k as u32, seq),
                 Queued {
                     target: target.clone(),
                     flow,
@@ -428,12 +477,13 @@ impl Prober {
     }
 
     /// Keeps trackers and metrics in line with `targets`; a target whose
-    /// address is unchanged keeps its schedule from `old`.
+    /// address is unchanged keeps its schedule from `old`. Also returns the
+    /// targets that are new (or moved).
     fn sync_trackers(
         &self,
         targets: &[Target],
         mut old: HashMap<Arc<str>, Schedule>,
-    ) -> HashMap<Arc<str>, Schedule> {
+    ) -> (HashMap<Arc<str>, Schedule>, Vec<Arc<str>>) {
         let mut table = self.links.lock().expect("link table lock");
         let flows = self.endpoint.flow_count();
         let wanted: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
@@ -480,13 +530,15 @@ impl Prober {
                 .entry(t.id.clone())
                 .or_insert_with(|| LinkTracker::new(now, flows));
         }
-        targets
+        let mut new = Vec::new();
+        let schedules = targets
             .iter()
             .map(|t| {
                 let kept = old
                     .remove_entry(t.id.as_str())
                     .filter(|(_, s)| s.addr == t.addr);
                 kept.unwrap_or_else(|| {
+                    new.push(Arc::from(t.id.as_str()));
                     let schedule = Schedule {
                         addr: t.addr,
                         metrics: TargetMetrics::new(&self.metrics, &t.id, flows),
@@ -501,7 +553,8 @@ impl Prober {
                     (Arc::from(t.id.as_str()), schedule)
                 })
             })
-            .collect()
+            .collect();
+        (schedules, new)
     }
 
     /// Records an outcome; returns whether `flow` was called dead before.

@@ -49,6 +49,9 @@ pub enum Kind {
     Gossip = 1,
     ProbeRequest = 2,
     ProbeReply = 3,
+    /// An agent's metric samples, sent to each server directly (not
+    /// gossiped), signed by the agent's own key.
+    Samples = 4,
 }
 
 impl Kind {
@@ -57,6 +60,7 @@ impl Kind {
             1 => Some(Kind::Gossip),
             2 => Some(Kind::ProbeRequest),
             3 => Some(Kind::ProbeReply),
+            4 => Some(Kind::Samples),
             _ => None,
         }
     }

@@ -184,6 +184,63 @@ async fn five_nodes_converge_to_one_graph_through_a_single_seed() {
     assert!(graphs[0].nodes.iter().all(|n| n.state == NodeState::Up));
 }
 
+/// Every value a node publishes reaches each peer many times (gossip
+/// rounds, pushes, relays); each peer verifies it once. A healthy grid
+/// publishes nothing once it is up, so it verifies nothing either.
+#[tokio::test(start_paused = true)]
+async fn each_published_value_is_verified_once_per_node_and_a_quiet_grid_verifies_nothing() {
+    let n = 8;
+    let grid = Grid::start(n, 2, "").await;
+    grid.wait_all(Duration::from_secs(10), all_up(n)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let nodes: Vec<&MeshNode> = grid.nodes.iter().flatten().collect();
+    let published = |node: &MeshNode| -> u64 {
+        let m = node.metrics();
+        ["link", "other"]
+            .iter()
+            .map(|class| {
+                m.values_published
+                    .get_or_create(&gemba_mesh::metrics::ClassLabel { class })
+                    .get()
+            })
+            .sum::<u64>()
+            // id, site and version, published at start.
+            + 3
+    };
+    let verified = |node: &MeshNode| node.metrics().signatures_verified.get();
+    for (i, node) in nodes.iter().enumerate() {
+        let by_others: u64 = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, o)| published(o))
+            .sum();
+        let m = node.metrics();
+        assert!(
+            verified(node) <= by_others,
+            "{} verified {} signatures of {by_others} values its peers published",
+            node.id(),
+            verified(node)
+        );
+        assert!(
+            m.signature_cache_hits.get() > 0,
+            "{} received no value twice",
+            node.id()
+        );
+    }
+    // Quiet: a minute of a healthy grid publishes and verifies nothing.
+    let before: Vec<(u64, u64)> = nodes.iter().map(|n| (published(n), verified(n))).collect();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    for (node, (p, v)) in nodes.iter().zip(before) {
+        assert_eq!(
+            (published(node), verified(node)),
+            (p, v),
+            "{} published or verified values on a quiet grid",
+            node.id()
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn cut_link_turns_red_on_every_node_within_three_seconds_and_green_after_heal() {
     let grid = Grid::start(5, 3, "").await;

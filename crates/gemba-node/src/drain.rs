@@ -157,6 +157,17 @@ impl Drain {
         self.lock()[&phase].set.len()
     }
 
+    /// Every task spawned and not yet stopped, by phase then name.
+    pub fn tasks(&self) -> Vec<(Phase, &'static str)> {
+        let phases = self.lock();
+        let mut out: Vec<(Phase, &'static str)> = phases
+            .iter()
+            .flat_map(|(phase, p)| p.names.values().map(move |n| (*phase, *n)))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Stops one phase: cancel, await until `grace`, abort the rest.
     pub async fn stop_phase(&self, phase: Phase, grace: Duration, report: &mut DrainReport) {
         let (token, mut set, names) = {

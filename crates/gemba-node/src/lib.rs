@@ -189,8 +189,8 @@ impl<'a> Stages<'a> {
 }
 
 /// The agent's metrics: host and `[[process]]` samples every `[metrics]
-/// interval`, in gossip (`x:`), on /metrics, and to this node's own
-/// server when it is one.
+/// interval`, sent to the grid's servers (not gossiped), on /metrics, and
+/// to this node's own server when it is one.
 fn start_sampling(
     config: &Config,
     mesh: &Arc<MeshNode>,
@@ -198,7 +198,6 @@ fn start_sampling(
     to_server: Option<tokio::sync::mpsc::Sender<(String, gemba_timeline::sample::Sample)>>,
     recent: gemba_core::metrics::RecentSamples,
 ) -> Result<(), NodeError> {
-    stages.gossip_prefix("timeline", gemba_timeline::sample::GOSSIP_PREFIX)?;
     let exporter = gemba_timeline::agent::Exporter::register(stages.metrics());
     let mesh = mesh.clone();
     stages.drain().spawn(
@@ -208,9 +207,9 @@ fn start_sampling(
             config.metrics.clone(),
             gemba_exec::Clock::new(),
             Some(exporter),
-            move |key, value| {
+            move |name, value| {
                 let mesh = mesh.clone();
-                async move { mesh.set_local(&key, &value).await }
+                async move { mesh.send_sample(&name, &value).await }
             },
             to_server,
             Some(recent),
@@ -402,6 +401,12 @@ impl Node {
     /// Tasks running in `phase`.
     pub fn running(&self, phase: Phase) -> usize {
         self.drain.running(phase)
+    }
+
+    /// The node's tasks, by phase then name (what `gemba run` logs at
+    /// start).
+    pub fn tasks(&self) -> Vec<(Phase, &'static str)> {
+        self.drain.tasks()
     }
 
     /// Stops the node: HTTP stops accepting and finishes in-flight

@@ -313,10 +313,10 @@ pub(crate) async fn start(
 
     spawn_retention(stages, store.clone(), config.store.journal_retention, clock);
     let market = start_market(config, stages, clock).await;
-    let (timeline, samples, sample_subscription) =
+    let (timeline, samples) =
         match start_timeline(config, mesh, stages, clock, store, handle.clone()).await {
-            Some((t, s, sub)) => (Some(t), Some(s), Some(sub)),
-            None => (None, None, None),
+            Some((t, s)) => (Some(t), Some(s)),
+            None => (None, None),
         };
 
     Server {
@@ -326,9 +326,7 @@ pub(crate) async fn start(
         timeline,
         samples,
         results: Some(fold_tx),
-        subscriptions: std::iter::once(subscription)
-            .chain(sample_subscription)
-            .collect(),
+        subscriptions: vec![subscription],
     }
 }
 
@@ -433,7 +431,7 @@ async fn start_timeline(
     clock: Clock,
     journal: Arc<dyn Store>,
     escalator: EscalatorHandle,
-) -> Option<(gemba_timeline::TimelineHandle, SampleTx, ListenerHandle)> {
+) -> Option<(gemba_timeline::TimelineHandle, SampleTx)> {
     let store = match gemba_store::open_timeline(&config.store.location).await {
         Ok(s) => s,
         Err(e) => {
@@ -445,20 +443,27 @@ async fn start_timeline(
     let handle =
         gemba_timeline::TimelineHandle::new(store.clone(), clock).with_retention(retention);
     let (samples_tx, samples_rx) = mpsc::channel(16_384);
-    // Other nodes' samples arrive by gossip; the callback runs under the
-    // gossip lock, so it only decodes and queues.
-    let from_gossip = samples_tx.clone();
-    let subscription = mesh
-        .subscribe(
-            gemba_timeline::sample::GOSSIP_PREFIX,
-            move |node, key, value| match gemba_timeline::sample::decode(key, value) {
-                Ok(s) => {
-                    let _ = from_gossip.try_send((node.to_string(), s));
+    // Agents send their samples to every server directly; the mesh checks
+    // each agent's signature before they arrive here.
+    let (agent_tx, mut agent_rx) = mpsc::channel::<gemba_mesh::AgentSample>(4096);
+    mesh.subscribe_samples(agent_tx);
+    let from_agents = samples_tx.clone();
+    stages
+        .drain()
+        .spawn(Phase::Store, "samples-from-agents", async move {
+            while let Some(a) = agent_rx.recv().await {
+                match gemba_timeline::sample::decode(&a.name, &a.value) {
+                    Ok(s) => {
+                        if from_agents.send((a.node, s)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(why) => {
+                        tracing::debug!(node = %a.node, sample = %a.name, reason = %why, "sample from an agent refused")
+                    }
                 }
-                Err(why) => tracing::debug!(node, key, reason = %why, "sample from gossip refused"),
-            },
-        )
-        .await;
+            }
+        });
     let d = stages.drain();
     d.spawn(
         Phase::Store,
@@ -506,7 +511,7 @@ async fn start_timeline(
         "events-retention",
         gemba_timeline::service::prune(handle.clone(), EVENT_RETENTION),
     );
-    Some((handle, samples_tx, subscription))
+    Some((handle, samples_tx))
 }
 
 /// How often servers look for state changes of checks, nodes and links.

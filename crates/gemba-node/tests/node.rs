@@ -267,3 +267,60 @@ async fn probes_keep_answering_while_the_store_waits_for_another_servers_lock() 
     a.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An agent is the mesh, its own checks and its samples: it opens no
+/// store and runs nothing of the server's stages, which a server does.
+#[tokio::test(flavor = "current_thread")]
+async fn an_agent_starts_no_store_market_or_timeline_task() {
+    let dir = temp_dir("agent-tasks");
+    let net: Arc<dyn Net> = Arc::new(MemNet::new());
+    let server_addr: SocketAddr = "10.9.2.1:7946".parse().unwrap();
+    let agent_addr: SocketAddr = "10.9.2.2:7946".parse().unwrap();
+    let opts = || NodeOptions {
+        http: HttpListen::Off,
+        ..Default::default()
+    };
+    let server = Node::start_with(
+        &config("srv", server_addr, None, &dir, FAST_MESH),
+        net.clone(),
+        key(),
+        opts(),
+    )
+    .await
+    .unwrap();
+    // Joining through a seed without a word on its role: an agent.
+    let agent_config = config(
+        "agent",
+        agent_addr,
+        Some(server_addr),
+        &dir,
+        &format!("{FAST_MESH}{CLOSED_PORT_CHECK}[[process]]\nname = \"init\"\npidfile = \"/nonexistent.pid\"\n"),
+    );
+    assert!(!agent_config.node.server);
+    let agent = Node::start_with(&agent_config, net.clone(), key(), opts())
+        .await
+        .unwrap();
+    assert_eq!(agent.server_role(), &ServerRole::None);
+    let tasks = agent.tasks();
+    let names: Vec<&str> = tasks.iter().map(|(_, n)| *n).collect();
+    for (phase, name) in &tasks {
+        assert!(
+            !matches!(phase, Phase::Store | Phase::Escalator),
+            "an agent runs {name} in {phase:?}: {names:?}"
+        );
+    }
+    assert!(names.contains(&"agent-checks") && names.contains(&"sampling"), "{names:?}");
+    // The server runs its stages; none of them runs on the agent.
+    let server_tasks: Vec<&str> = server.tasks().iter().map(|(_, n)| *n).collect();
+    for stage_task in ["market", "metrics-writer", "incidents", "escalator", "samples-from-agents"] {
+        assert!(server_tasks.contains(&stage_task), "{server_tasks:?}");
+        assert!(!names.contains(&stage_task), "the agent runs {stage_task}");
+    }
+    assert!(
+        !dir.join("agent").join("gemba.db").exists(),
+        "the agent created a store"
+    );
+    agent.shutdown().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

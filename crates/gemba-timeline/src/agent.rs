@@ -1,7 +1,8 @@
 //! The agent's side of metrics: sample every `[metrics] interval` (on a
-//! blocking thread: it reads /proc), publish each sample in gossip for
-//! the servers, hand it to this node's own server when it is one, and
-//! keep the newest values on `/metrics` for Prometheus.
+//! blocking thread: it reads /proc), send each sample to the grid's
+//! servers (directly, not through gossip: every node relaying every node's
+//! samples would cost the grid N²), hand it to this node's own server when
+//! it is one, and keep the newest values on `/metrics` for Prometheus.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -89,8 +90,8 @@ impl Exporter {
     }
 }
 
-/// Samples until dropped. `publish` puts a gossip value; `to_server`
-/// takes this node's samples when it is a server.
+/// Samples until dropped. `publish(name, value)` sends a sample to the
+/// servers; `to_server` takes this node's samples when it is a server.
 pub async fn run<P, Fut>(
     config: MetricsConfig,
     clock: Clock,
@@ -145,11 +146,7 @@ pub async fn run<P, Fut>(
                     },
                 );
             }
-            publish(
-                format!("{}{}", sample::GOSSIP_PREFIX, s.name),
-                sample::encode(&s),
-            )
-            .await;
+            publish(s.name.to_string(), sample::encode(&s)).await;
             if let Some(tx) = &to_server {
                 let _ = tx.try_send((node.clone(), s));
             }

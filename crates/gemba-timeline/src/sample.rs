@@ -493,14 +493,12 @@ impl Sampler {
     }
 }
 
-/// The gossip key prefix of samples: `x:host`, `x:<process>`.
-pub const GOSSIP_PREFIX: &str = "x:";
-/// The longest sample value accepted from gossip.
-pub const MAX_GOSSIP_VALUE: usize = 2048;
+/// The longest sample value a server accepts from an agent.
+pub const MAX_SAMPLE_VALUE: usize = 2048;
 /// The longest reason carried for an unavailable process.
 const MAX_REASON: usize = 200;
 
-/// A sample as its gossip value: `<at_ms> k=v k=v ...`, or `<at_ms> !
+/// A sample as it travels from an agent to the servers: `<at_ms> k=v k=v ...`, or `<at_ms> !
 /// <reason>` for an unavailable process. Values are printed with as few
 /// digits as read back exactly.
 pub fn encode(s: &Sample) -> String {
@@ -534,10 +532,10 @@ pub fn encode(s: &Sample) -> String {
     out
 }
 
-/// A sample read back from another node's gossip: every field checked
+/// A sample read back from what an agent sent: every field checked
 /// (known metric names only, finite values, bounded sizes).
 pub fn decode(name: &str, value: &str) -> Result<Sample, String> {
-    if value.len() > MAX_GOSSIP_VALUE {
+    if value.len() > MAX_SAMPLE_VALUE {
         return Err(format!("sample of {} bytes", value.len()));
     }
     if name != HOST && !gemba_core::ids::is_name(name) {

@@ -590,6 +590,19 @@ pub struct NodeArgs {
     /// File holding the API token for endpoints that change state.
     #[arg(long, env = "GEMBA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// agent: the mesh, this node's checks and samples, no store; server:
+    /// the agent and the server role (store, escalator, market, timeline).
+    /// Default: [node] server, else server for a node without seeds and
+    /// agent for one that joins through seeds.
+    #[arg(long, env = "GEMBA_ROLE", value_enum)]
+    pub role: Option<Role>,
+}
+
+/// What a node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Agent,
+    Server,
 }
 
 impl NodeArgs {
@@ -605,6 +618,7 @@ impl NodeArgs {
             http_listen: self.http.clone(),
             token_file: self.token_file.clone(),
             token: std::env::var("GEMBA_API_TOKEN").ok(),
+            server: self.role.map(|r| r == Role::Server),
         };
         Config::load(self.config.as_deref(), &overrides)
     }

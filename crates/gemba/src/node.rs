@@ -28,7 +28,7 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
         tracing::info!(
             http = %config.http.listen,
             data_dir = %config.node.data_dir.display(),
-            "no --config given: running a single node with every role on built-in defaults"
+            "no --config given: running on built-in defaults"
         );
     }
     let grid_key = match &config.mesh.grid_key_file {
@@ -42,14 +42,26 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
         }
     };
     let node = Node::start(&config, Arc::new(UdpNet), grid_key).await?;
+    let tasks: Vec<String> = node
+        .tasks()
+        .into_iter()
+        .map(|(phase, name)| format!("{}/{name}", phase.as_str()))
+        .collect();
+    tracing::info!(
+        role = if config.node.server { "server" } else { "agent" },
+        why = config.node.role_origin.as_str(),
+        tasks = %tasks.join(" "),
+        "node started"
+    );
     let http = node
         .http_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| config.http.listen.to_string());
     println!(
-        "gemba node {} (site {}) running: console http://{http}/ · mesh {} udp+tcp{}",
+        "gemba node {} (site {}) running as {}: console http://{http}/ · mesh {} udp+tcp{}",
         config.node.id,
         config.node.site,
+        if config.node.server { "server" } else { "agent" },
         config.mesh.listen,
         match node.server_role() {
             ServerRole::Off(why) => format!(" · SERVER ROLE OFF: {why}"),
