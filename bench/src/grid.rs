@@ -574,7 +574,9 @@ pub fn run(bin: &str, sizes: &[usize]) -> anyhow::Result<()> {
             "| {} | {} | {} | {:.1} ({}) | {:.2} / {:.1} | {:.1} | {}{} | {} | {} | {}{} | {} |",
             r.n,
             secs(r.converge),
-            r.all_up.map(|d| format!("{:.2}", d.as_secs_f64())).unwrap_or_else(|| "not within 120 s".into()),
+            r.all_up
+                .map(|d| format!("{:.2}", d.as_secs_f64()))
+                .unwrap_or_else(|| "not within 120 s".into()),
             r.false_alarms.0,
             r.false_alarms.1,
             r.rtt.0,
@@ -584,7 +586,11 @@ pub fn run(bin: &str, sizes: &[usize]) -> anyhow::Result<()> {
             r.blackhole_note,
             secs(r.path_repaired),
             match (r.path_flows, r.app_failed) {
-                (Some((f, p)), Some((a, t))) => format!("{f}/{p} = {:.0} % / {a}/{t} = {:.0} %", f as f64 * 100.0 / p as f64, a as f64 * 100.0 / t as f64),
+                (Some((f, p)), Some((a, t))) => format!(
+                    "{f}/{p} = {:.0} % / {a}/{t} = {:.0} %",
+                    f as f64 * 100.0 / p as f64,
+                    a as f64 * 100.0 / t as f64
+                ),
                 (None, Some((a, t))) => format!("- / {a}/{t}"),
                 _ => "-".into(),
             },

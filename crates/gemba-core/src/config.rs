@@ -280,7 +280,9 @@ impl RoleOrigin {
         match self {
             RoleOrigin::Set => "set by [node] server or --role",
             RoleOrigin::Alone => "no seeds: a node on its own runs every role",
-            RoleOrigin::Joining => "joins a grid through seeds: an agent unless told otherwise (--role server)",
+            RoleOrigin::Joining => {
+                "joins a grid through seeds: an agent unless told otherwise (--role server)"
+            }
         }
     }
 }

@@ -659,14 +659,15 @@ impl GossipGuard {
         fresh: &[([u8; 16], &str, &str, u64)],
     ) -> Result<(), &'static str> {
         // The key the node offers for itself, if it signed it with itself.
-        let offered = fresh
-            .iter()
-            .find(|kv| kv.1 == identity::ID_KEY)
-            .and_then(|&(_, k, v, version)| {
-                let pk = identity::parse_public(identity::payload(v)?)?;
-                self.stats.verified += 1;
-                identity::verify(&pk, id, generation, k, version, v).then_some(pk)
-            });
+        let offered =
+            fresh
+                .iter()
+                .find(|kv| kv.1 == identity::ID_KEY)
+                .and_then(|&(_, k, v, version)| {
+                    let pk = identity::parse_public(identity::payload(v)?)?;
+                    self.stats.verified += 1;
+                    identity::verify(&pk, id, generation, k, version, v).then_some(pk)
+                });
         let key = match self.pins.decide(id, offered) {
             Pinned::Key(k) => k,
             Pinned::NotEnrolled => return Err("not_enrolled"),
@@ -1129,7 +1130,8 @@ mod tests {
         );
         // A key replaced or revoked empties the cache.
         g.pins.forget("c");
-        g.pins.decide("c", identity::parse_public(&ident("c").public()));
+        g.pins
+            .decide("c", identity::parse_public(&ident("c").public()));
         g.check(&value.ack(), NOW).unwrap();
         assert_eq!(g.verify_stats().verified, 3);
     }

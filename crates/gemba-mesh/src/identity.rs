@@ -68,15 +68,22 @@ pub const SAMPLES_HEADER: usize = 64 + 8;
 
 /// The body of signed samples, if `key` signed them for `node`, with the
 /// time they were signed at.
-pub fn open_samples<'a>(key: &VerifyingKey, node: &str, signed: &'a [u8]) -> Option<(u64, &'a [u8])> {
+pub fn open_samples<'a>(
+    key: &VerifyingKey,
+    node: &str,
+    signed: &'a [u8],
+) -> Option<(u64, &'a [u8])> {
     if signed.len() < SAMPLES_HEADER {
         return None;
     }
     let sig: [u8; 64] = signed[..64].try_into().ok()?;
     let unix_ms = u64::from_be_bytes(signed[64..72].try_into().ok()?);
     let body = &signed[SAMPLES_HEADER..];
-    key.verify_strict(&samples_message(node, unix_ms, body), &Signature::from_bytes(&sig))
-        .ok()?;
+    key.verify_strict(
+        &samples_message(node, unix_ms, body),
+        &Signature::from_bytes(&sig),
+    )
+    .ok()?;
     Some((unix_ms, body))
 }
 

@@ -1034,13 +1034,25 @@ mod tests {
         for k in 0..MIN_JUDGED - 1 {
             now += Duration::from_millis(5);
             lossy.record(now, 0, k, Outcome::Lost, &policy);
-            slow.record(now, 0, k, Outcome::Reply(Duration::from_millis(400)), &policy);
+            slow.record(
+                now,
+                0,
+                k,
+                Outcome::Reply(Duration::from_millis(400)),
+                &policy,
+            );
             assert_eq!(lossy.state(), LinkState::Unknown, "after {} probes", k + 1);
             assert_eq!(slow.state(), LinkState::Up, "after {} probes", k + 1);
         }
         // The probe that completes the first window gives the verdict.
         now += Duration::from_millis(5);
-        slow.record(now, 0, 7, Outcome::Reply(Duration::from_millis(400)), &policy);
+        slow.record(
+            now,
+            0,
+            7,
+            Outcome::Reply(Duration::from_millis(400)),
+            &policy,
+        );
         assert_eq!(slow.state(), LinkState::Degraded);
     }
 

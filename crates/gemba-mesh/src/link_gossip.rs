@@ -270,7 +270,8 @@ impl LinkPublisher {
             let key = bucket_key(b, count);
             match grouped.get(&b) {
                 Some(links) => {
-                    out.set.push((key.clone(), encode_bucket(links.iter().copied())));
+                    out.set
+                        .push((key.clone(), encode_bucket(links.iter().copied())));
                     for (t, v) in links {
                         self.published.insert(
                             t.to_string(),
@@ -388,7 +389,15 @@ mod tests {
         // Every link's figures move: nothing before the gap.
         let moved: Vec<(String, EdgeValue)> = now
             .iter()
-            .map(|(t, e)| (t.clone(), EdgeValue { p99: e.p99 + 3, ..*e }))
+            .map(|(t, e)| {
+                (
+                    t.clone(),
+                    EdgeValue {
+                        p99: e.p99 + 3,
+                        ..*e
+                    },
+                )
+            })
             .collect();
         assert!(p
             .plan(t0 + Duration::from_secs(30), moved.clone())
@@ -403,7 +412,15 @@ mod tests {
         assert_eq!(q.buckets(), 16);
         let moved: Vec<(String, EdgeValue)> = links(250, LinkState::Up)
             .into_iter()
-            .map(|(t, e)| (t, EdgeValue { p99: e.p99 + 3, ..e }))
+            .map(|(t, e)| {
+                (
+                    t,
+                    EdgeValue {
+                        p99: e.p99 + 3,
+                        ..e
+                    },
+                )
+            })
             .collect();
         let start = t0 + FIGURES_GAP;
         let counts: Vec<usize> = (0..5)

@@ -210,7 +210,10 @@ impl ProbePath {
         let stop = tokio_util::sync::CancellationToken::new();
         let ended = stop.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("probe-{}", node.chars().take(9).collect::<String>()))
+            .name(format!(
+                "probe-{}",
+                node.chars().take(9).collect::<String>()
+            ))
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -505,9 +508,7 @@ impl MeshNode {
             metrics: metrics.clone(),
             changes: changes.clone(),
         };
-        let prober_task = probe
-            .handle
-            .spawn(prober.run().instrument(span("prober")));
+        let prober_task = probe.handle.spawn(prober.run().instrument(span("prober")));
         let maintainer = Maintainer {
             chitchat: chitchat.chitchat(),
             settings: settings.clone(),
@@ -551,10 +552,10 @@ impl MeshNode {
                 pusher_task,
                 intake_task,
             ]
-                .into_iter()
-                .chain(flow_tasks)
-                .collect::<Vec<_>>()
-                .into(),
+            .into_iter()
+            .chain(flow_tasks)
+            .collect::<Vec<_>>()
+            .into(),
             seen_states,
             stop,
             probe: tokio::sync::Mutex::new(probe),
@@ -704,10 +705,11 @@ impl MeshNode {
             return;
         }
         let body = format!("{name} {value}");
-        let signed =
-            self.settings
-                .identity
-                .sign_samples(&self.settings.id, endpoint::unix_ms(), body.as_bytes());
+        let signed = self.settings.identity.sign_samples(
+            &self.settings.id,
+            endpoint::unix_ms(),
+            body.as_bytes(),
+        );
         for (id, addr) in servers {
             self.endpoint
                 .send_to(crate::wire::Kind::Samples, addr, &id, &signed)

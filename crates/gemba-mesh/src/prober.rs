@@ -32,9 +32,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::endpoint::{unix_ms, Endpoint, ProbeReply};
-use crate::link::{
-    LinkPolicy, LinkState, LinkSummary, LinkTracker, LossKind, Outcome, MIN_JUDGED,
-};
+use crate::link::{LinkPolicy, LinkState, LinkSummary, LinkTracker, LossKind, Outcome, MIN_JUDGED};
 use crate::metrics::{FlowLabel, LinkStateLabel, LossKindLabel, MeshMetrics, TargetLabel};
 use crate::net::Net;
 

@@ -207,7 +207,13 @@ async fn probes_keep_answering_while_the_store_waits_for_another_servers_lock() 
     )
     .await
     .unwrap();
-    let b_config = config("b", b_addr, Some(a_addr), &dir, FAST_MESH);
+    let b_config = config(
+        "b",
+        b_addr,
+        Some(a_addr),
+        &dir,
+        &format!("{FAST_MESH}[node]\nserver = true\n"),
+    );
     let gemba_core::StoreLocation::Sqlite(db) = b_config.store.location.clone() else {
         panic!("the default store is SQLite")
     };
@@ -309,10 +315,19 @@ async fn an_agent_starts_no_store_market_or_timeline_task() {
             "an agent runs {name} in {phase:?}: {names:?}"
         );
     }
-    assert!(names.contains(&"agent-checks") && names.contains(&"sampling"), "{names:?}");
+    assert!(
+        names.contains(&"agent-checks") && names.contains(&"sampling"),
+        "{names:?}"
+    );
     // The server runs its stages; none of them runs on the agent.
     let server_tasks: Vec<&str> = server.tasks().iter().map(|(_, n)| *n).collect();
-    for stage_task in ["market", "metrics-writer", "incidents", "escalator", "samples-from-agents"] {
+    for stage_task in [
+        "market",
+        "metrics-writer",
+        "incidents",
+        "escalator",
+        "samples-from-agents",
+    ] {
         assert!(server_tasks.contains(&stage_task), "{server_tasks:?}");
         assert!(!names.contains(&stage_task), "the agent runs {stage_task}");
     }

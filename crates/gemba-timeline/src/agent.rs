@@ -90,6 +90,16 @@ impl Exporter {
     }
 }
 
+/// A fraction in [0, 1) that stays the same for a node id.
+fn phase_of(node: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 1_000) as f64 / 1_000.0
+}
+
 /// Samples until dropped. `publish(name, value)` sends a sample to the
 /// servers; `to_server` takes this node's samples when it is a server.
 pub async fn run<P, Fut>(
@@ -113,10 +123,18 @@ pub async fn run<P, Fut>(
         );
     }
     let mut sampler = Some(sampler);
-    let mut every = tokio::time::interval(config.interval.max(Duration::from_secs(1)));
+    // The first sample at once, the next ones at a phase of this node's
+    // own: nodes started together (a fleet rebooted, a benchmark on one
+    // machine) do not all read /proc in the same instant.
+    let period = config.interval.max(Duration::from_secs(1));
+    let phase = period.mul_f64(phase_of(&node));
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
-        every.tick().await;
+        if !std::mem::take(&mut first) {
+            every.tick().await;
+        }
         let Some(mut s) = sampler.take() else { return };
         let at = clock.now_ms();
         let (back, samples) = match tokio::task::spawn_blocking(move || {

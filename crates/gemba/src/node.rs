@@ -61,7 +61,11 @@ pub async fn run(config: Config, defaults: bool) -> anyhow::Result<()> {
         "gemba node {} (site {}) running as {}: console http://{http}/ · mesh {} udp+tcp{}",
         config.node.id,
         config.node.site,
-        if config.node.server { "server" } else { "agent" },
+        if config.node.server {
+            "server"
+        } else {
+            "agent"
+        },
         config.mesh.listen,
         match node.server_role() {
             ServerRole::Off(why) => format!(" · SERVER ROLE OFF: {why}"),
