@@ -171,6 +171,11 @@ impl Endpoint {
         }
     }
 
+    /// Sends a gossip message of gemba's own (a pushed rumour) to `to`.
+    pub async fn send_gossip(&self, to: SocketAddr, payload: &[u8]) {
+        self.send(Kind::Gossip, to, payload).await
+    }
+
     /// Sends `payload` to node `recipient` at `to` from the mesh socket.
     pub async fn send_to(&self, kind: Kind, to: SocketAddr, recipient: &str, payload: &[u8]) {
         self.send_on(&self.socket, kind, to, recipient, payload)

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod prober;
+pub mod sched;
 pub mod topology;
 pub mod wire;
 

@@ -49,7 +49,8 @@
 //!
 //! *Too few probes.* A window holding fewer than [`MIN_JUDGED`] probes
 //! gives no verdict: a new link is `unknown` until a reply shows it up,
-//! and is never called down or degraded on a handful of probes.
+//! and is never called down or degraded on a handful of probes. RTTs and
+//! losses of a link's first [`WARMUP`] never call it slow or lossy.
 //!
 //! *The reported loss* is the share of the window's probes that were lost,
 //! including a down period or a dead path that has since recovered: the
@@ -160,11 +161,20 @@ const ALPHA_FLOW: f64 = 1e-5;
 const ALPHA_DOWN: f64 = 1e-6;
 /// The Wilson interval's z for the random-loss verdict (99 %).
 const WILSON_Z: f64 = 2.576;
+/// How long after a link's first probe its RTTs and scattered losses start
+/// to count towards calling it slow or lossy: both ends may be starting (a
+/// process loading, a grid joining at once), and what that costs is not
+/// the network's. The figures still show them, and a link that answers
+/// nothing is still called down.
+pub const WARMUP: Duration = Duration::from_secs(5);
 /// Probes a window must hold before a link can be called down or
 /// degraded: fewer say too little, and a link that just started being
 /// probed is `unknown` (or `up`, once it answered) until then. The prober
 /// sends this many at once to a new peer, so the wait is short.
 pub const MIN_JUDGED: usize = 8;
+/// Probes after the warm-up a random-loss verdict needs: with fewer, two
+/// chance losses would already clear the Wilson bound.
+pub const MIN_LOSS_JUDGED: usize = 20;
 /// The most flows a link is probed over (a bit mask holds them).
 pub const MAX_FLOWS: usize = 64;
 
@@ -294,6 +304,8 @@ pub struct LinkTracker {
     timeout_p99: Option<Duration>,
     /// When the last down period ended.
     down_ended: Option<Instant>,
+    /// When the first probe was recorded.
+    first_at: Option<Instant>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
@@ -346,6 +358,7 @@ impl LinkTracker {
             tcp_connect: None,
             timeout_p99: None,
             down_ended: None,
+            first_at: None,
         }
     }
 
@@ -393,6 +406,23 @@ impl LinkTracker {
                 break;
             }
         }
+    }
+
+    /// The window's RTTs that may call the link slow: those measured
+    /// after [`WARMUP`], sorted.
+    fn judged_rtts_sorted(&self) -> Vec<Duration> {
+        let Some(first) = self.first_at else {
+            return Vec::new();
+        };
+        let after = first + WARMUP;
+        let mut v: Vec<Duration> = self
+            .samples
+            .iter()
+            .filter(|s| s.at >= after)
+            .filter_map(Sample::rtt)
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     fn rtts_sorted(&self) -> Vec<Duration> {
@@ -455,6 +485,7 @@ impl LinkTracker {
         policy: &LinkPolicy,
     ) {
         let flow = flow % self.flows;
+        self.first_at.get_or_insert(now);
         self.prune(now, policy.window);
         let lost = outcome.lost();
         if self.state == LinkState::Down
@@ -520,7 +551,8 @@ impl LinkTracker {
         });
         let rtts = self.rtts_sorted();
         self.timeout_p99 = (rtts.len() >= 5).then(|| percentile(&rtts, 0.99)).flatten();
-        let (next, kind, failing) = self.decide(policy, &rtts);
+        let judged = self.judged_rtts_sorted();
+        let (next, kind, failing) = self.decide(policy, &judged);
         if kind == LossKind::Total || next == LinkState::Down {
             self.explain_current_run();
         }
@@ -612,9 +644,15 @@ impl LinkTracker {
             return (LinkState::Degraded, LossKind::Path, failing);
         }
         let was_degraded = self.state == LinkState::Degraded;
-        // Random loss, over the losses no fault explains.
+        // Random loss, over the losses no fault explains, after the
+        // warm-up.
         let (mut probes, mut lost) = (0usize, 0usize);
-        for s in &self.samples {
+        let after = self.first_at.map(|f| f + WARMUP);
+        for s in self
+            .samples
+            .iter()
+            .filter(|s| after.is_some_and(|a| s.at >= a))
+        {
             if !(s.explained && s.outcome.lost()) {
                 probes += 1;
                 lost += s.outcome.lost() as usize;
@@ -626,7 +664,9 @@ impl LinkTracker {
         } else {
             policy.degraded_loss
         };
-        let lossy = lost >= 2 && lower > loss_limit;
+        // After the warm-up, too, a handful of probes is no verdict: a
+        // fresh window at 2 % loss must not read as lossy.
+        let lossy = probes >= MIN_LOSS_JUDGED && lost >= 2 && lower > loss_limit;
         // Hysteresis: leaving slow needs the figures clearly back below.
         let rtt_limit = if was_degraded {
             policy.degraded_rtt_p99.mul_f64(0.8)
@@ -636,7 +676,8 @@ impl LinkTracker {
         // p99 over a short window is close to the maximum; one late packet
         // must not make a link slow, so a few must be over the limit.
         let over = rtts.iter().rev().take_while(|r| **r > rtt_limit).count();
-        let slow = percentile(rtts, 0.99).is_some_and(|p99| p99 > rtt_limit)
+        let slow = rtts.len() >= MIN_JUDGED
+            && percentile(rtts, 0.99).is_some_and(|p99| p99 > rtt_limit)
             && over
                 >= if was_degraded {
                     1
@@ -1031,6 +1072,8 @@ mod tests {
         let mut now = Instant::now();
         let mut lossy = LinkTracker::new(0, 8);
         let mut slow = LinkTracker::new(0, 8);
+        slow.record(now, 0, 0, Outcome::Reply(Duration::from_millis(1)), &policy);
+        now += WARMUP;
         for k in 0..MIN_JUDGED - 1 {
             now += Duration::from_millis(5);
             lossy.record(now, 0, k, Outcome::Lost, &policy);
@@ -1042,9 +1085,10 @@ mod tests {
                 &policy,
             );
             assert_eq!(lossy.state(), LinkState::Unknown, "after {} probes", k + 1);
-            assert_eq!(slow.state(), LinkState::Up, "after {} probes", k + 1);
+            assert_eq!(slow.state(), LinkState::Up, "after {} probes", k + 2);
         }
-        // The probe that completes the first window gives the verdict.
+        // The probe that completes the first window after the warm-up
+        // gives the verdict.
         now += Duration::from_millis(5);
         slow.record(
             now,
@@ -1054,6 +1098,21 @@ mod tests {
             &policy,
         );
         assert_eq!(slow.state(), LinkState::Degraded);
+        // Slow replies in a link's first seconds (both ends starting) never
+        // call it slow, however many.
+        let mut starting = LinkTracker::new(0, 8);
+        let t0 = Instant::now();
+        for k in 0..40 {
+            let at = t0 + Duration::from_millis(100 * k);
+            starting.record(
+                at,
+                0,
+                k as usize,
+                Outcome::Reply(Duration::from_millis(400)),
+                &policy,
+            );
+        }
+        assert_eq!(starting.state(), LinkState::Up);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1237,6 +1296,8 @@ mod tests {
     async fn slow_p99_is_degraded_and_recovers_with_hysteresis() {
         let mut now = Instant::now();
         let mut t = LinkTracker::new(0, 1);
+        replies(&mut t, &mut now, 1, 1);
+        now += WARMUP;
         replies(&mut t, &mut now, 150, MIN_JUDGED);
         assert_eq!(t.state(), LinkState::Degraded);
         assert_eq!(

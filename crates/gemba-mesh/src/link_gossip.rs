@@ -12,8 +12,10 @@
 //!   starting up verifies a sixteenth of what one value per link would
 //!   cost.
 //! - **Only news is published.** A link goes out when it is first
-//!   measured (never while it is unknown), when its state, loss kind,
-//!   failing flows or TCP path change, and when its figures move across a
+//!   measured (never while it is unknown; first measured up, it waits up
+//!   to [`INTRO_BATCH`] for the links measured after it), when its state, loss kind,
+//!   failing flows or TCP path change (a first TCP result that it connects
+//!   counts as figures), and when its figures move across a
 //!   bucket boundary by more than the hysteresis of [`EdgeValue`]; a
 //!   figures-only change waits at least [`FIGURES_GAP`] per link and
 //!   spends from a budget of [`FIGURE_VALUES_PER_S`] values a second per
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::link::{EdgeValue, LinkState};
+use crate::link::{EdgeValue, LinkState, TcpPath};
 
 /// The prefix of link keys.
 pub const EDGE_PREFIX: &str = "e:";
@@ -37,6 +39,11 @@ pub const PER_BUCKET: usize = 16;
 pub const FIGURES_GAP: Duration = Duration::from_secs(60);
 /// Figures-only values a node may publish a second, on average.
 pub const FIGURE_VALUES_PER_S: f64 = 1.0;
+/// How long links first measured up wait for others to go out with them:
+/// a node that is joining a grid measures its links one after another as
+/// it hears of its peers, and each bucket published once beats each
+/// published for every link. Links in trouble never wait.
+pub const INTRO_BATCH: Duration = Duration::from_millis(250);
 /// Figures-only values a node may publish at once.
 const FIGURE_BURST: f64 = 8.0;
 /// A bucket value longer than this makes the node use more buckets (the
@@ -109,7 +116,8 @@ pub struct Publication {
     pub set: Vec<(String, String)>,
     /// Keys to delete.
     pub delete: Vec<String>,
-    /// Whether some link's state changed (worth pushing at once).
+    /// Whether some link's state changed, or a link was first measured in
+    /// trouble (worth pushing at once).
     pub state_changed: bool,
 }
 
@@ -136,6 +144,8 @@ pub struct LinkPublisher {
     live: HashSet<String>,
     tokens: f64,
     refilled: Option<Instant>,
+    /// Since when links first measured up have been waiting.
+    intro_since: Option<Instant>,
 }
 
 impl Default for LinkPublisher {
@@ -146,6 +156,7 @@ impl Default for LinkPublisher {
             live: HashSet::new(),
             tokens: FIGURE_BURST,
             refilled: None,
+            intro_since: None,
         }
     }
 }
@@ -201,13 +212,20 @@ impl LinkPublisher {
             }
             count *= 2;
         }
-        let regrouped = count != self.count;
+        // Regrouping republishes what is published under the new count.
+        let regrouped = count != self.count && !self.live.is_empty();
         let mut news = HashSet::new();
+        let mut intros = HashSet::new();
         let mut figures = HashSet::new();
         let mut state_changed = false;
         for (t, v) in &current {
             let b = bucket_of(t, count);
             match self.published.get(t) {
+                // First measured up: waits a little for the others.
+                None if v.state == LinkState::Up => {
+                    intros.insert(b);
+                }
+                // First measured in trouble: news, pushed at once.
                 None => {
                     news.insert(b);
                     state_changed = true;
@@ -216,11 +234,15 @@ impl LinkPublisher {
                     news.insert(b);
                     state_changed = true;
                 }
+                // A first TCP result that the link connects confirms what
+                // the UDP probes said: it waits with the figures.
                 Some(p)
                     if p.value.kind != v.kind
                         || p.value.failing != v.failing
                         || p.value.probed != v.probed
-                        || p.value.tcp != v.tcp =>
+                        || (p.value.tcp != v.tcp
+                            && !(p.value.tcp == TcpPath::Unknown
+                                && v.tcp == TcpPath::Connects)) =>
                 {
                     news.insert(b);
                 }
@@ -234,6 +256,17 @@ impl LinkPublisher {
         for t in self.published.keys() {
             if !current.contains_key(t) {
                 news.insert(bucket_of(t, count));
+            }
+        }
+        if intros.is_empty() {
+            self.intro_since = None;
+        } else {
+            let since = *self.intro_since.get_or_insert(now);
+            // Out with other news, or after the batch time.
+            if !news.is_empty() || now.duration_since(since) >= INTRO_BATCH {
+                news.extend(intros.iter().copied());
+                self.intro_since = None;
+                state_changed = true;
             }
         }
         let mut dirty: HashSet<usize> = if regrouped {
@@ -314,7 +347,7 @@ impl LinkPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::{LossKind, TcpPath};
+    use crate::link::LossKind;
 
     fn v(state: LinkState, p50: u8) -> EdgeValue {
         EdgeValue {
@@ -332,6 +365,19 @@ mod tests {
 
     fn links(n: usize, state: LinkState) -> Vec<(String, EdgeValue)> {
         (0..n).map(|i| (format!("n{i:02}"), v(state, 3))).collect()
+    }
+
+    /// Links first measured up go out once their batch time is over.
+    fn first_up(
+        p: &mut LinkPublisher,
+        now: Instant,
+        links: Vec<(String, EdgeValue)>,
+    ) -> Publication {
+        assert!(
+            p.plan(now, links.clone()).is_empty(),
+            "first-up links waited"
+        );
+        p.plan(now + INTRO_BATCH, links)
     }
 
     #[test]
@@ -359,9 +405,9 @@ mod tests {
         let now = Instant::now();
         // Unknown links are not published.
         assert!(p.plan(now, links(49, LinkState::Unknown)).is_empty());
-        let first = p.plan(now, links(49, LinkState::Up));
+        let first = first_up(&mut p, now, links(49, LinkState::Up));
         assert_eq!(first.set.len(), 4, "{first:?}");
-        assert!(first.state_changed);
+        assert!(first.state_changed, "a node's first links are pushed");
         let mut seen: Vec<(String, EdgeValue)> = first
             .set
             .iter()
@@ -378,8 +424,8 @@ mod tests {
     async fn news_goes_out_at_once_and_figures_wait_for_their_gap_and_budget() {
         let mut p = LinkPublisher::default();
         let t0 = Instant::now();
-        p.plan(t0, links(40, LinkState::Up));
-        // One link down: only its bucket.
+        first_up(&mut p, t0, links(40, LinkState::Up));
+        // One link down: only its bucket, at once.
         let mut now = links(40, LinkState::Up);
         now[7].1 = v(LinkState::Down, 0);
         let news = p.plan(t0 + Duration::from_secs(1), now.clone());
@@ -408,7 +454,7 @@ mod tests {
         // Many buckets whose figures all move: the burst, then one value
         // a second.
         let mut q = LinkPublisher::default();
-        q.plan(t0, links(250, LinkState::Up));
+        first_up(&mut q, t0, links(250, LinkState::Up));
         assert_eq!(q.buckets(), 16);
         let moved: Vec<(String, EdgeValue)> = links(250, LinkState::Up)
             .into_iter()
@@ -422,7 +468,7 @@ mod tests {
                 )
             })
             .collect();
-        let start = t0 + FIGURES_GAP;
+        let start = t0 + FIGURES_GAP + INTRO_BATCH;
         let counts: Vec<usize> = (0..5)
             .map(|s| {
                 q.plan(start + Duration::from_secs(s), moved.clone())
@@ -434,18 +480,54 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn links_measured_one_by_one_go_out_together_and_trouble_at_once() {
+        let mut p = LinkPublisher::default();
+        let t0 = Instant::now();
+        // A joining node measures its peers one after another.
+        let mut links = links(10, LinkState::Unknown);
+        let mut published = 0;
+        for k in 0..links.len() {
+            links[k].1 = v(LinkState::Up, 3);
+            published += p
+                .plan(t0 + Duration::from_millis(20 * k as u64), links.clone())
+                .set
+                .len();
+        }
+        assert_eq!(published, 0, "none of them waited the batch time yet");
+        assert_eq!(p.plan(t0 + INTRO_BATCH, links.clone()).set.len(), 1);
+        // More peers heard of: their links wait for the batch time...
+        let mut more = links.clone();
+        more.extend((10..14).map(|i| (format!("n{i:02}"), v(LinkState::Unknown, 0))));
+        more[10].1 = v(LinkState::Up, 3);
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(p.plan(t1, more.clone()).is_empty());
+        // ...unless a link in trouble goes out at once and takes them along.
+        more[11].1 = v(LinkState::Down, 0);
+        let out = p.plan(t1 + Duration::from_millis(100), more.clone());
+        assert!(out.state_changed);
+        assert!(out.set.iter().any(|(_, val)| val.contains("n10=u")));
+        // Alone, they go out after the batch time.
+        more[12].1 = v(LinkState::Up, 3);
+        let t2 = t1 + Duration::from_secs(1);
+        assert!(p.plan(t2, more.clone()).is_empty());
+        let out = p.plan(t2 + INTRO_BATCH, more);
+        assert!(out.set.iter().any(|(_, val)| val.contains("n12=u")));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_growing_grid_regroups_and_deletes_the_old_buckets() {
         let mut p = LinkPublisher::default();
         let now = Instant::now();
-        let first = p.plan(now, links(10, LinkState::Up));
+        let first = first_up(&mut p, now, links(10, LinkState::Up));
         assert_eq!(first.set.len(), 1);
         assert_eq!(first.set[0].0, "e:0/1");
-        let grown = p.plan(now, links(20, LinkState::Up));
+        // Regrouping republishes everything at once, the new links along.
+        let grown = p.plan(now + Duration::from_secs(1), links(20, LinkState::Up));
         assert_eq!(p.buckets(), 2);
         assert_eq!(grown.delete, vec!["e:0/1".to_string()]);
         assert_eq!(grown.set.len(), 2);
         // A link that goes away leaves its bucket, which is republished.
-        let fewer = p.plan(now, links(19, LinkState::Up));
+        let fewer = p.plan(now + Duration::from_secs(2), links(19, LinkState::Up));
         assert_eq!(fewer.set.len(), 1);
         assert!(!fewer.set[0].1.contains("n19="));
         // Long ids spread over more buckets so that each value fits.
@@ -453,7 +535,7 @@ mod tests {
         let long: Vec<(String, EdgeValue)> = (0..100)
             .map(|i| (format!("{i:0>64}"), v(LinkState::Up, 3)))
             .collect();
-        let out = q.plan(now, long);
+        let out = first_up(&mut q, now, long);
         assert!(out.set.iter().all(|(_, val)| val.len() <= MAX_BUCKET_BYTES));
     }
 }

@@ -93,10 +93,83 @@ impl Datagrams for OsSocket {
     }
 }
 
+/// The receive buffer a mesh socket asks for. Gossip messages are up to
+/// 64 KiB each, and several peers answer at once when a grid starts: with
+/// the kernel's usual 208 KiB, two or three of them fill the buffer and the
+/// rest are dropped, and the grid converges round by round instead.
+pub const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Asks for `bytes` of receive buffer (beyond `net.core.rmem_max` where
+/// the process may, else up to it); returns what the kernel granted.
+#[cfg(target_os = "linux")]
+fn grow_receive_buffer(socket: &tokio::net::UdpSocket, bytes: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let value = bytes.min(i32::MAX as usize) as libc::c_int;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads one c_int through a valid pointer on a
+        // socket this function borrows.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                &value as *const libc::c_int as *const libc::c_void,
+                len,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+    }
+    let mut granted: libc::c_int = 0;
+    let mut glen = len;
+    // SAFETY: getsockopt writes one c_int and its length through valid
+    // pointers.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &mut granted as *mut libc::c_int as *mut libc::c_void,
+            &mut glen,
+        )
+    };
+    // The kernel reports twice what it accounts for payload.
+    if rc == 0 {
+        granted.max(0) as usize / 2
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn grow_receive_buffer(_socket: &tokio::net::UdpSocket, _bytes: usize) -> usize {
+    0
+}
+
 #[async_trait]
 impl Net for UdpNet {
     async fn bind(&self, addr: SocketAddr) -> io::Result<Arc<dyn Datagrams>> {
         let socket = tokio::net::UdpSocket::bind(addr).await?;
+        let local = socket.local_addr()?;
+        let granted = grow_receive_buffer(&socket, RECEIVE_BUFFER);
+        if granted < RECEIVE_BUFFER / 4 {
+            tracing::warn!(
+                %local,
+                granted,
+                wanted = RECEIVE_BUFFER,
+                "the kernel gave the mesh socket a small receive buffer: gossip may be dropped while a grid starts; raise net.core.rmem_max (sysctl) to at least {RECEIVE_BUFFER}"
+            );
+        }
+        Ok(Arc::new(OsSocket { socket, local }))
+    }
+
+    /// Probe flow sockets receive only probe replies: the kernel's default
+    /// buffer is plenty.
+    async fn bind_flow(&self, owner: SocketAddr, port: u16) -> io::Result<Arc<dyn Datagrams>> {
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(owner.ip(), port)).await?;
         let local = socket.local_addr()?;
         Ok(Arc::new(OsSocket { socket, local }))
     }

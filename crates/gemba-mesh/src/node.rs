@@ -215,6 +215,10 @@ impl ProbePath {
                 node.chars().take(9).collect::<String>()
             ))
             .spawn(move || {
+                // Ahead of the node's batch work (see sched).
+                if let Err(e) = crate::sched::interactive_thread() {
+                    tracing::debug!(error = %e, "the probe thread keeps its scheduling class");
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -288,6 +292,7 @@ pub struct MeshNode {
     probe: tokio::sync::Mutex<ProbePath>,
     endpoint: Arc<endpoint::Endpoint>,
     sample_subscriber: SampleSubscriber,
+    joining: Arc<Joining>,
     graph_cache: tokio::sync::Mutex<Option<(Instant, Arc<Graph>)>>,
 }
 
@@ -432,7 +437,7 @@ impl MeshNode {
         // Link changes are pushed at once (rumour spreading) rather than
         // waiting for the next anti-entropy round: a node that learns a
         // changed link state gossips with a few peers right away.
-        let (push_tx, push_rx) = mpsc::channel::<()>(1);
+        let (push_tx, push_rx) = mpsc::channel::<Arc<str>>(PUSH_QUEUE);
         // Last state seen per observer and edge key (hashed): 16 bytes an
         // edge, which matters with 100,000 edges. Observers that left the
         // grid are forgotten by the maintainer.
@@ -473,26 +478,29 @@ impl MeshNode {
                         })
                         .unwrap_or(false);
                     if changed {
-                        let _ = remote_push.try_send(());
+                        let _ = remote_push.try_send(event.node.node_id.clone());
                     }
                 });
-        // A node joining is news of the same kind: its peers must start
-        // probing it, so its arrival is pushed too, and this node's
-        // targets are brought up to date at once.
+        // A node joining: this node's targets are brought up to date at
+        // once, so it is probed as soon as it is heard of. Its arrival
+        // travels with the gossip rounds: a grid starting all at once
+        // would otherwise push (each push a full exchange) on every one of
+        // N² arrivals.
         let changes = Arc::new(Notify::new());
-        let join_push = push_tx.clone();
         let joined = changes.clone();
         let join_listener = chitchat
             .chitchat()
             .lock()
             .await
             .subscribe_event(KEY_SITE, move |_| {
-                let _ = join_push.try_send(());
                 joined.notify_one();
             });
         let span = |task: &'static str| tracing::info_span!("task", node = %settings.id, stage = "mesh", task);
-        let pusher_task =
-            tokio::spawn(push_changes(chitchat.clone(), push_rx).instrument(span("gossip-push")));
+        let joining: Arc<Joining> = Default::default();
+        let pusher_task = tokio::spawn(
+            push_changes(chitchat.clone(), endpoint.clone(), joining.clone(), push_rx)
+                .instrument(span("gossip-push")),
+        );
 
         let links = SharedLinks::default();
         links.lock().expect("link table lock").flow_ports = flow_ports;
@@ -511,6 +519,7 @@ impl MeshNode {
         let prober_task = probe.handle.spawn(prober.run().instrument(span("prober")));
         let maintainer = Maintainer {
             chitchat: chitchat.chitchat(),
+            joining: joining.clone(),
             settings: settings.clone(),
             links: links.clone(),
             targets: targets_tx,
@@ -561,6 +570,7 @@ impl MeshNode {
             probe: tokio::sync::Mutex::new(probe),
             endpoint,
             sample_subscriber,
+            joining,
             graph_cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -581,7 +591,7 @@ impl MeshNode {
     pub async fn members(&self) -> Vec<Member> {
         let chitchat = self.chitchat.chitchat();
         let guard = chitchat.lock().await;
-        members_of(&guard, true)
+        members_of(&guard, &self.joining, true)
     }
 
     /// The grid graph as this node sees it. Computed at most every
@@ -695,7 +705,7 @@ impl MeshNode {
         let servers: Vec<(String, SocketAddr)> = {
             let chitchat = self.chitchat.chitchat();
             let guard = chitchat.lock().await;
-            members_of(&guard, false)
+            members_of(&guard, &self.joining, false)
                 .into_iter()
                 .filter(|m| m.server && m.live && m.id != self.settings.id)
                 .map(|m| (m.id, m.addr))
@@ -824,8 +834,47 @@ fn newest_generations(chitchat: &chitchat::Chitchat) -> HashMap<&str, &ChitchatI
     newest
 }
 
-fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
-    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+/// How long a node just heard of counts as live before chitchat has
+/// judged it (see [`Joining`]).
+const JOIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Nodes heard of that chitchat has not called live yet. chitchat judges a
+/// node by the intervals between its heartbeats, so only after two of them
+/// and at its next gossip round: for its first seconds a node that just
+/// joined would look dead, its links stale and the node down on every
+/// console. Such a node counts as live for [`JOIN_GRACE`] after it was
+/// first heard of; once chitchat has called it live, chitchat's word holds.
+#[derive(Default)]
+struct Joining(std::sync::Mutex<HashMap<ChitchatId, (Instant, bool)>>);
+
+impl Joining {
+    /// Whether `cid` counts as live, given what chitchat says.
+    fn live(&self, cid: &ChitchatId, chitchat_live: bool, now: Instant) -> bool {
+        let Ok(mut seen) = self.0.lock() else {
+            return chitchat_live;
+        };
+        let (first, confirmed) = match seen.get_mut(cid) {
+            Some(e) => e,
+            None => seen.entry(cid.clone()).or_insert((now, false)),
+        };
+        if chitchat_live {
+            *confirmed = true;
+            return true;
+        }
+        !*confirmed && now.duration_since(*first) < JOIN_GRACE
+    }
+
+    /// Forgets the nodes chitchat no longer holds.
+    fn retain(&self, held: impl Fn(&ChitchatId) -> bool) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.retain(|cid, _| held(cid));
+        }
+    }
+}
+
+fn members_of(chitchat: &chitchat::Chitchat, joining: &Joining, with_edges: bool) -> Vec<Member> {
+    let chitchat_live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let now = Instant::now();
     let newest = newest_generations(chitchat);
     let mut out = Vec::with_capacity(newest.len());
     for (_, cid) in newest {
@@ -850,7 +899,7 @@ fn members_of(chitchat: &chitchat::Chitchat, with_edges: bool) -> Vec<Member> {
             site: site.to_string(),
             addr: cid.gossip_advertise_addr,
             http: get(KEY_HTTP).map(str::to_string),
-            live: live.contains(cid),
+            live: joining.live(cid, chitchat_live.contains(cid), now),
             generation: cid.generation_id,
             server: get(KEY_ROLE) == Some("server"),
             tags: get(KEY_TAGS)
@@ -926,11 +975,13 @@ impl SampleIntake {
 /// Keeps probe targets in line with membership and publishes links.
 struct Maintainer {
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    joining: Arc<Joining>,
     settings: MeshSettings,
     links: SharedLinks,
     targets: watch::Sender<Vec<Target>>,
     changes: Arc<Notify>,
-    push: mpsc::Sender<()>,
+    /// Node ids with news to push (this node's own, here).
+    push: mpsc::Sender<Arc<str>>,
     /// What of this node's links to publish, and when.
     publisher: LinkPublisher,
     metrics: Arc<MeshMetrics>,
@@ -1005,7 +1056,8 @@ impl Maintainer {
                         g.retain(|id| ids.contains(id));
                     }
                 }
-                members_of(&guard, false)
+                self.joining.retain(|cid| guard.node_state(cid).is_some());
+                members_of(&guard, &self.joining, false)
             };
             if let Ok(mut seen) = self.seen_states.lock() {
                 if seen.len() > members.len() {
@@ -1032,6 +1084,7 @@ impl Maintainer {
                     .collect();
             self.targets.send_if_modified(|current| {
                 if *current != wanted {
+                    tracing::debug!(targets = wanted.len(), "probe targets changed");
                     *current = wanted;
                     true
                 } else {
@@ -1054,6 +1107,12 @@ impl Maintainer {
             if out.is_empty() {
                 continue;
             }
+            tracing::debug!(
+                set = out.set.len(),
+                deleted = out.delete.len(),
+                push = out.state_changed,
+                "links published"
+            );
             let mut published = 0;
             {
                 let mut guard = self.chitchat.lock().await;
@@ -1070,7 +1129,7 @@ impl Maintainer {
                 .get_or_create(&ClassLabel { class: "link" })
                 .inc_by(published);
             if out.state_changed {
-                let _ = self.push.try_send(());
+                let _ = self.push.try_send(Arc::from(self.settings.id.as_str()));
             }
         }
     }
@@ -1079,35 +1138,78 @@ impl Maintainer {
 /// Peers a push goes to.
 const PUSH_FANOUT: usize = 3;
 /// The least time between two pushes of one node.
-const PUSH_GAP: Duration = Duration::from_millis(200);
+const PUSH_GAP: Duration = Duration::from_millis(100);
 
-/// Gossips with a few random live peers whenever a link state changed here
-/// or was learned from a peer; bursts are coalesced.
-async fn push_changes(chitchat: Arc<ChitchatHandle>, mut pushes: mpsc::Receiver<()>) {
+/// News a push may carry, at most: a datagram's worth.
+const PUSH_MAX_BYTES: usize = 60_000;
+/// Node ids with news waiting to be pushed, at most (more is news the
+/// gossip rounds carry).
+const PUSH_QUEUE: usize = 1024;
+
+/// Pushes news at once instead of waiting for the gossip rounds: whenever
+/// a link state changed here or was learned from a peer, the whole state of
+/// each node with news goes to a few random live peers, as a rumour (see
+/// [`crate::gossip_guard::rumour`]). Bursts are coalesced.
+async fn push_changes(
+    chitchat: Arc<ChitchatHandle>,
+    endpoint: Arc<endpoint::Endpoint>,
+    joining: Arc<Joining>,
+    mut pushes: mpsc::Receiver<Arc<str>>,
+) {
     let mut rng = endpoint::unix_ms() ^ 0x9e37_79b9_7f4a_7c15;
     let mut last: Option<Instant> = None;
-    while pushes.recv().await.is_some() {
+    let gap = PUSH_GAP;
+    let mut news: Vec<Arc<str>> = Vec::new();
+    while let Some(first) = pushes.recv().await {
+        news.push(first);
         // Let the changes of one event (one probe round) arrive together,
-        // and never push more often than every PUSH_GAP: each push is a
-        // full exchange with three peers, and a grid where every node
-        // pushes on every change it hears of floods itself with copies of
-        // the same values.
+        // and never push more often than the gap. A node that pushed
+        // nothing lately pushes at once.
         let wait = last
-            .map(|at| (at + PUSH_GAP).saturating_duration_since(Instant::now()))
+            .map(|at| (at + gap).saturating_duration_since(Instant::now()))
             .unwrap_or_default()
             .max(Duration::from_millis(10));
         tokio::time::sleep(wait).await;
-        while pushes.try_recv().is_ok() {}
+        while let Ok(id) = pushes.try_recv() {
+            news.push(id);
+        }
+        news.sort();
+        news.dedup();
         last = Some(Instant::now());
-        let peers: Vec<SocketAddr> = {
+        let (message, peers) = {
             let c = chitchat.chitchat();
             let guard = c.lock().await;
-            let me = guard.self_chitchat_id().clone();
-            guard
-                .live_nodes()
-                .filter(|id| **id != me)
-                .map(|id| id.gossip_advertise_addr)
-                .collect()
+            let me = guard.self_chitchat_id().node_id.clone();
+            let newest = newest_generations(&guard);
+            let mut nodes = Vec::new();
+            let mut bytes = 0;
+            // What does not fit waits for the next push.
+            while let Some(id) = news.last() {
+                let Some(state) = newest.get(&**id).and_then(|cid| guard.node_state(cid)) else {
+                    news.pop();
+                    continue;
+                };
+                let rumour = rumour_of(state);
+                let size: usize = rumour
+                    .kvs
+                    .iter()
+                    .map(|kv| kv.0.len() + kv.1.len() + 16)
+                    .sum();
+                if !nodes.is_empty() && bytes + size > PUSH_MAX_BYTES {
+                    break;
+                }
+                bytes += size;
+                nodes.push(rumour);
+                news.pop();
+            }
+            // Live as this node counts it: a grid that is starting has no
+            // node chitchat calls live yet, and its news must travel too.
+            let peers: Vec<SocketAddr> = members_of(&guard, &joining, false)
+                .into_iter()
+                .filter(|m| m.live && *m.id != *me)
+                .map(|m| m.addr)
+                .collect();
+            (crate::gossip_guard::rumour(&nodes), peers)
         };
         let mut peers = peers;
         for _ in 0..PUSH_FANOUT.min(peers.len()) {
@@ -1116,7 +1218,29 @@ async fn push_changes(chitchat: Arc<ChitchatHandle>, mut pushes: mpsc::Receiver<
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let pick = peers.swap_remove((rng % peers.len() as u64) as usize);
-            let _ = chitchat.gossip(pick);
+            endpoint.send_gossip(pick, &message).await;
         }
+    }
+}
+
+/// A node's whole state, as a rumour carries it.
+fn rumour_of(state: &chitchat::NodeState) -> crate::gossip_guard::NodeRumour {
+    let mut kvs: Vec<(String, String, u64, u8)> = state
+        .key_values_including_deleted()
+        .filter_map(|(k, v)| {
+            let status = match v.status {
+                chitchat::DeletionStatus::Set => 0,
+                chitchat::DeletionStatus::DeleteAfterTtl(_) => 2,
+                // Never sent by gemba, and refused by the guard.
+                chitchat::DeletionStatus::Deleted(_) => return None,
+            };
+            Some((k.to_string(), v.value.clone(), v.version, status))
+        })
+        .collect();
+    kvs.sort_by_key(|kv| kv.2);
+    crate::gossip_guard::NodeRumour {
+        id: state.chitchat_id().clone(),
+        last_gc_version: state.last_gc_version(),
+        kvs,
     }
 }

@@ -245,7 +245,15 @@ impl Prober {
                     }
                 }
                 _ = tcp_tick.tick() => {
-                    for (name, s) in &mut run.schedules {
+                    // Spread over the interval: one node's connects (and
+                    // a grid's, when its nodes started together) do not
+                    // all hit the kernels at the same instant.
+                    // Each connect is over (done or timed out) before the
+                    // next tick.
+                    let count = run.schedules.len().max(1) as u32;
+                    let spread = self.timing.tcp_interval.saturating_sub(self.timing.tcp_timeout);
+                    for (k, (name, s)) in run.schedules.iter_mut().enumerate() {
+                        let offset = spread / count * k as u32;
                         let flow = s.next_tcp_flow % flows;
                         s.next_tcp_flow = s.next_tcp_flow.wrapping_add(1);
                         if !tcp_in_flight.insert((name.clone(), flow)) {
@@ -256,6 +264,7 @@ impl Prober {
                         let tx = tcp_tx.clone();
                         let (name, addr, timeout) = (name.clone(), s.addr, self.timing.tcp_timeout);
                         tokio::spawn(async move {
+                            tokio::time::sleep(offset).await;
                             let start = Instant::now();
                             let outcome = match tokio::time::timeout(timeout, net.tcp_connect(from, addr)).await {
                                 Ok(Ok(())) => Some(Outcome::TcpReached(start.elapsed())),
