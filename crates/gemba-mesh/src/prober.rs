@@ -150,7 +150,21 @@ struct Schedule {
     /// Alternates scheduled probes between the rotation and dead flows.
     dead_turn: bool,
     next_dead: usize,
+    /// When the last burst confirming a loss went out.
     last_burst: Option<Instant>,
+    /// When the last burst checking dead flows went out.
+    last_check: Option<Instant>,
+}
+
+/// Why a burst of probes goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Burst {
+    /// A scheduled probe was lost: the other flows, at once.
+    Confirm,
+    /// A dead flow answered: the other dead flows, at once.
+    Recheck,
+    /// A new peer: every flow, so that its link has a verdict soon.
+    Introduce,
 }
 
 struct Outstanding {
@@ -411,22 +425,30 @@ impl Prober {
             Self::burst_at(
                 run,
                 target,
+                Burst::Introduce,
                 offset,
                 (0..MIN_JUDGED.max(flows)).map(|k| k % flows.max(1)),
             );
         }
     }
 
-    /// Queues a burst over `flows` to `target`, unless one went out less
-    /// than [`BURST_GAP`] ago.
-    fn burst(run: &mut Run, target: &Arc<str>, flows: impl IntoIterator<Item = usize>) {
-        Self::burst_at(run, target, Duration::ZERO, flows)
+    /// Queues a burst over `flows` to `target`, unless one of the same kind
+    /// went out less than [`BURST_GAP`] ago: a check of dead flows does not
+    /// hold back the confirmation of a new loss, nor the other way round.
+    fn burst(
+        run: &mut Run,
+        target: &Arc<str>,
+        kind: Burst,
+        flows: impl IntoIterator<Item = usize>,
+    ) {
+        Self::burst_at(run, target, kind, Duration::ZERO, flows)
     }
 
     /// [`Self::burst`], starting `offset` from now.
     fn burst_at(
         run: &mut Run,
         target: &Arc<str>,
+        kind: Burst,
         offset: Duration,
         flows: impl IntoIterator<Item = usize>,
     ) {
@@ -434,12 +456,15 @@ impl Prober {
         let Some(s) = run.schedules.get_mut(target) else {
             return;
         };
-        if s.last_burst
-            .is_some_and(|at| now.duration_since(at) < BURST_GAP)
-        {
+        let last = match kind {
+            Burst::Confirm => &mut s.last_burst,
+            Burst::Recheck => &mut s.last_check,
+            Burst::Introduce => &mut None,
+        };
+        if last.is_some_and(|at| now.duration_since(at) < BURST_GAP) {
             return;
         }
-        s.last_burst = Some(now);
+        *last = Some(now);
         s.metrics.bursts.inc();
         for (k, flow) in flows.into_iter().enumerate() {
             let seq = run.next_id;
@@ -460,6 +485,7 @@ impl Prober {
             Self::burst(
                 run,
                 target,
+                Burst::Confirm,
                 (1..flows).map(move |k| (lost_flow + k) % flows),
             );
         }
@@ -479,7 +505,7 @@ impl Prober {
                 .collect()
         };
         if !dead.is_empty() {
-            Self::burst(run, target, dead);
+            Self::burst(run, target, Burst::Recheck, dead);
         }
     }
 
@@ -556,6 +582,7 @@ impl Prober {
                         dead_turn: false,
                         next_dead: 0,
                         last_burst: None,
+                        last_check: None,
                     };
                     (Arc::from(t.id.as_str()), schedule)
                 })
