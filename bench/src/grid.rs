@@ -338,6 +338,9 @@ struct StartUp {
     false_alarms: (f64, usize),
 }
 
+/// When one node first measured every edge, and when it first saw them all up.
+type Times = (Option<Duration>, Option<Duration>);
+
 /// Polls every node in its own thread from the start until every node has
 /// shown every edge up (or `limit`), adding up the edge-seconds each node
 /// showed down or degraded on the way: on a healthy grid, each is a false
@@ -407,7 +410,7 @@ fn watch_start(procs: &[&Proc], n: usize, start: Instant, limit: Duration) -> St
             .map(|h| h.join().unwrap_or((None, None)))
             .collect()
     });
-    let last = |pick: fn(&(Option<Duration>, Option<Duration>)) -> Option<Duration>| {
+    let last = |pick: fn(&Times) -> Option<Duration>| {
         times
             .iter()
             .map(pick)
