@@ -3,9 +3,16 @@
 //! gossip to chitchat.
 //!
 //! A single receive task owns the mesh socket's read side and
-//! demultiplexes, so a slow gossip round never delays a probe reply (which
-//! would show up as RTT), and nothing a peer sends can block or crash the
-//! node: every datagram is either used or dropped and counted.
+//! demultiplexes. On a real network it runs on the node's probe thread
+//! (see `node::ProbePath`), beside the flow receivers and the prober, on a
+//! runtime of its own: a probe request is answered and a reply timed
+//! there, never behind gossip decoding, signature checks, compression, the
+//! store or HTTP, so RTT measures the network and not the node's backlog.
+//! Gossip fragments are handed over a bounded channel to [`gossip_path`],
+//! which reassembles them and runs the gossip guard on the node's main
+//! runtime; when that side falls behind, gossip is dropped and counted,
+//! probes are not. Nothing a peer sends can block or crash the node: every
+//! datagram is either used or dropped and counted.
 //!
 //! Probes leave from the flow sockets, one source port per flow, and the
 //! peer answers from its mesh port to the port the probe came from: the
@@ -13,6 +20,9 @@
 //! being measured. Each flow socket has a small receive task that accepts
 //! only probe replies. All receive tasks share one replay guard, because a
 //! peer's counters are one sequence whichever socket they arrive on.
+//!
+//! Agents' samples arrive as their own kind of datagram, signed with the
+//! agent's node key, and go to the one subscriber a server registers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,6 +1,18 @@
 //! A mesh node: one socket, chitchat gossip over it, the prober, and the
 //! loop that keeps targets in line with membership and publishes this
 //! node's links into its gossip state.
+//!
+//! What a node costs is kept to what changed. The probe path (mesh socket,
+//! probe answers, flow receivers, prober) runs on a thread of its own so
+//! nothing else delays it. Links are published in buckets of about 16
+//! targets, and only news goes out at once: a state, a loss kind, the
+//! failing flows; RTT and loss figures wait for a budget (see
+//! `link_gossip`). News is pushed to a few live peers as a rumour (the
+//! state of the nodes that changed, nothing asked back) instead of
+//! waiting for the next gossip round. Each value is verified once per node
+//! however many peers relay it (the gossip guard's cache). Samples do not
+//! travel in gossip at all: [`MeshNode::send_sample`] sends them to the
+//! servers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -1160,8 +1172,15 @@ async fn push_changes(
     let mut last: Option<Instant> = None;
     let gap = PUSH_GAP;
     let mut news: Vec<Arc<str>> = Vec::new();
-    while let Some(first) = pushes.recv().await {
-        news.push(first);
+    loop {
+        // News that did not fit the last push goes in the next one, without
+        // waiting for more news to arrive.
+        if news.is_empty() {
+            match pushes.recv().await {
+                Some(first) => news.push(first),
+                None => break,
+            }
+        }
         // Let the changes of one event (one probe round) arrive together,
         // and never push more often than the gap. A node that pushed
         // nothing lately pushes at once.

@@ -15,9 +15,18 @@
 //! rate stays the configured one. A reply on a flow called dead likewise
 //! sends a burst over the other dead flows, so a repaired path is seen
 //! repaired at once. Bursts are not sent for losses that are already
-//! explained (a dead flow, a down link), and at most one per target per
+//! explained (a dead flow, a down link), and at most one of each kind
+//! (confirming a loss, rechecking dead flows) per target per
 //! [`BURST_GAP`]: a link with heavy random loss costs at most one probe
-//! per flow per second more.
+//! per flow per second more, and a recheck of dead flows never holds back
+//! the confirmation of a new loss. A peer seen for the first time gets one
+//! probe on every flow at once, so its link is judged within a second of
+//! joining instead of after a whole rotation.
+//!
+//! Replies waiting in the channel are taken before any deadline is judged,
+//! so a probe whose reply has arrived is never counted lost because the
+//! prober woke late. TCP connects are spread over their interval instead
+//! of starting all at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
