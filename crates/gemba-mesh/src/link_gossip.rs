@@ -161,6 +161,14 @@ impl Default for LinkPublisher {
     }
 }
 
+impl LinkPublisher {
+    /// When links first measured up are due to go out, if some wait: the
+    /// caller plans again then, so they never wait for its next tick.
+    pub fn intro_due(&self) -> Option<Instant> {
+        self.intro_since.map(|since| since + INTRO_BATCH)
+    }
+}
+
 /// Buckets for `links` links, keeping `current` unless it is too few or
 /// four times too many (so the count does not flap at a boundary).
 fn bucket_count(links: usize, current: usize) -> usize {
@@ -270,6 +278,13 @@ impl LinkPublisher {
             }
         }
         let mut dirty: HashSet<usize> = if regrouped {
+            // Regrouping publishes every link now, those first measured up
+            // too: their news goes out with it, pushed, or it would wait
+            // for the gossip rounds.
+            if !intros.is_empty() {
+                self.intro_since = None;
+                state_changed = true;
+            }
             (0..count).collect()
         } else {
             news
@@ -494,6 +509,8 @@ mod tests {
                 .len();
         }
         assert_eq!(published, 0, "none of them waited the batch time yet");
+        // The caller is told when to plan again.
+        assert_eq!(p.intro_due(), Some(t0 + INTRO_BATCH));
         assert_eq!(p.plan(t0 + INTRO_BATCH, links.clone()).set.len(), 1);
         // More peers heard of: their links wait for the batch time...
         let mut more = links.clone();
@@ -526,6 +543,10 @@ mod tests {
         assert_eq!(p.buckets(), 2);
         assert_eq!(grown.delete, vec!["e:0/1".to_string()]);
         assert_eq!(grown.set.len(), 2);
+        // The new links were news to the peers: pushed, not left to the
+        // gossip rounds, and nothing waits for the batch time any more.
+        assert!(grown.state_changed, "regrouped first-up links are pushed");
+        assert_eq!(p.intro_due(), None);
         // A link that goes away leaves its bucket, which is republished.
         let fewer = p.plan(now + Duration::from_secs(2), links(19, LinkState::Up));
         assert_eq!(fewer.set.len(), 1);

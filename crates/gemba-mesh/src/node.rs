@@ -509,14 +509,21 @@ impl MeshNode {
             });
         let span = |task: &'static str| tracing::info_span!("task", node = %settings.id, stage = "mesh", task);
         let joining: Arc<Joining> = Default::default();
+        let (targets_tx, targets_rx) = watch::channel(Vec::new());
         let pusher_task = tokio::spawn(
-            push_changes(chitchat.clone(), endpoint.clone(), joining.clone(), push_rx)
-                .instrument(span("gossip-push")),
+            push_changes(
+                chitchat.clone(),
+                endpoint.clone(),
+                joining.clone(),
+                targets_rx.clone(),
+                settings.topology,
+                push_rx,
+            )
+            .instrument(span("gossip-push")),
         );
 
         let links = SharedLinks::default();
         links.lock().expect("link table lock").flow_ports = flow_ports;
-        let (targets_tx, targets_rx) = watch::channel(Vec::new());
         let prober = Prober {
             endpoint: endpoint.clone(),
             net,
@@ -1051,9 +1058,16 @@ impl Maintainer {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let intro_due = self.publisher.intro_due();
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.changes.notified() => {}
+                _ = async {
+                    match intro_due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
             self.refresh_pins();
             let members = {
@@ -1147,8 +1161,13 @@ impl Maintainer {
     }
 }
 
-/// Peers a push goes to.
+/// Peers a push of other nodes' news goes to.
 const PUSH_FANOUT: usize = 3;
+/// A node's own news goes straight to the peers it probes, at most this
+/// many (random ones beyond): every peer hears of a changed link within
+/// one hop, at the cost of about one probe round, instead of waiting for
+/// the rumour to find it.
+const PUSH_DIRECT_MAX: usize = 64;
 /// The least time between two pushes of one node.
 const PUSH_GAP: Duration = Duration::from_millis(100);
 
@@ -1161,11 +1180,15 @@ const PUSH_QUEUE: usize = 1024;
 /// Pushes news at once instead of waiting for the gossip rounds: whenever
 /// a link state changed here or was learned from a peer, the whole state of
 /// each node with news goes to a few random live peers, as a rumour (see
-/// [`crate::gossip_guard::rumour`]). Bursts are coalesced.
+/// [`crate::gossip_guard::rumour`]). This node's own news also goes, alone,
+/// to every peer it probes (up to [`PUSH_DIRECT_MAX`]). Bursts are
+/// coalesced.
 async fn push_changes(
     chitchat: Arc<ChitchatHandle>,
     endpoint: Arc<endpoint::Endpoint>,
     joining: Arc<Joining>,
+    targets: watch::Receiver<Vec<Target>>,
+    topology: Topology,
     mut pushes: mpsc::Receiver<Arc<str>>,
 ) {
     let mut rng = endpoint::unix_ms() ^ 0x9e37_79b9_7f4a_7c15;
@@ -1195,12 +1218,21 @@ async fn push_changes(
         news.sort();
         news.dedup();
         last = Some(Instant::now());
-        let (message, peers) = {
+        let (message, peers, own) = {
             let c = chitchat.chitchat();
             let guard = c.lock().await;
             let me = guard.self_chitchat_id().node_id.clone();
+            // This node's own news, on its own: small, and for every peer
+            // it probes.
+            let own = news
+                .iter()
+                .any(|id| **id == *me)
+                .then(|| guard.node_state(guard.self_chitchat_id()))
+                .flatten()
+                .map(|state| crate::gossip_guard::rumour(&[rumour_of(state)]));
             let newest = newest_generations(&guard);
             let mut nodes = Vec::new();
+            let mut origins: Vec<(Arc<str>, HashSet<String>)> = Vec::new();
             let mut bytes = 0;
             // What does not fit waits for the next push.
             while let Some(id) = news.last() {
@@ -1219,27 +1251,88 @@ async fn push_changes(
                 }
                 bytes += size;
                 nodes.push(rumour);
-                news.pop();
+                // The peers it has trouble reaching may not have got its
+                // own push either.
+                let troubled: HashSet<String> = state
+                    .key_values()
+                    .filter_map(|(k, v)| {
+                        Some((k.strip_prefix(EDGE_PREFIX)?, identity::payload(v)?))
+                    })
+                    .flat_map(|(k, v)| decode_links(k, v))
+                    .filter(|(_, e)| e.state != crate::link::LinkState::Up)
+                    .map(|(t, _)| t)
+                    .collect();
+                origins.extend(news.pop().map(|id| (id, troubled)));
             }
             // Live as this node counts it: a grid that is starting has no
             // node chitchat calls live yet, and its news must travel too.
-            let peers: Vec<SocketAddr> = members_of(&guard, &joining, false)
+            let members: Vec<Member> = members_of(&guard, &joining, false)
                 .into_iter()
-                .filter(|m| m.live && *m.id != *me)
-                .map(|m| m.addr)
+                .filter(|m| m.live)
                 .collect();
-            (crate::gossip_guard::rumour(&nodes), peers)
+            let peers = relay_peers(&members, &me, &origins, topology);
+            (crate::gossip_guard::rumour(&nodes), peers, own)
         };
-        let mut peers = peers;
-        for _ in 0..PUSH_FANOUT.min(peers.len()) {
-            // xorshift: cheap, and good enough to spread pushes.
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let pick = peers.swap_remove((rng % peers.len() as u64) as usize);
+        let mut direct: Vec<SocketAddr> = Vec::new();
+        if let Some(own) = own {
+            let mut probed: Vec<SocketAddr> = targets.borrow().iter().map(|t| t.addr).collect();
+            direct = pick_random(&mut rng, &mut probed, PUSH_DIRECT_MAX);
+            for &addr in &direct {
+                endpoint.send_gossip(addr, &own).await;
+            }
+        }
+        let mut peers: Vec<SocketAddr> =
+            peers.into_iter().filter(|p| !direct.contains(p)).collect();
+        for pick in pick_random(&mut rng, &mut peers, PUSH_FANOUT) {
             endpoint.send_gossip(pick, &message).await;
         }
     }
+}
+
+/// Where a rumour about `origins` is passed on: the live peers that some
+/// origin does not probe, since each origin pushed its own news straight to
+/// the peers it probes (up to [`PUSH_DIRECT_MAX`]; all peers when it probes
+/// more), and the peers its links to are not up (its push to them may
+/// have been lost on that link). In a healthy full mesh that is nobody,
+/// and a grid that loses a node does not relay every survivor's news to
+/// everyone; with sites, the news crosses to the other sites.
+fn relay_peers(
+    members: &[Member],
+    me: &str,
+    origins: &[(Arc<str>, HashSet<String>)],
+    topology: Topology,
+) -> Vec<SocketAddr> {
+    let mut unreached: HashSet<usize> = HashSet::new();
+    for (origin, troubled) in origins {
+        let probed: HashSet<usize> = topology::targets(origin, members, topology)
+            .into_iter()
+            .collect();
+        let all = probed.len() > PUSH_DIRECT_MAX;
+        unreached.extend(
+            (0..members.len())
+                .filter(|i| all || !probed.contains(i) || troubled.contains(&members[*i].id))
+                .filter(|&i| *members[i].id != **origin),
+        );
+    }
+    let mut out: Vec<usize> = unreached
+        .into_iter()
+        .filter(|&i| members[i].id != me)
+        .collect();
+    out.sort_unstable();
+    out.into_iter().map(|i| members[i].addr).collect()
+}
+
+/// Takes up to `k` random elements out of `from`.
+fn pick_random(rng: &mut u64, from: &mut Vec<SocketAddr>, k: usize) -> Vec<SocketAddr> {
+    let mut out = Vec::with_capacity(k.min(from.len()));
+    while out.len() < k && !from.is_empty() {
+        // xorshift: cheap, and good enough to spread pushes.
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        out.push(from.swap_remove((*rng % from.len() as u64) as usize));
+    }
+    out
 }
 
 /// A node's whole state, as a rumour carries it.
@@ -1261,5 +1354,69 @@ fn rumour_of(state: &chitchat::NodeState) -> crate::gossip_guard::NodeRumour {
         id: state.chitchat_id().clone(),
         last_gc_version: state.last_gc_version(),
         kvs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize, sites: usize) -> Vec<Member> {
+        (0..n)
+            .map(|i| Member {
+                id: format!("n{i:02}"),
+                site: format!("s{}", i % sites),
+                addr: SocketAddr::from(([127, 0, 9, i as u8 + 1], 7946)),
+                http: None,
+                live: true,
+                generation: 1,
+                tags: vec![],
+                server: false,
+                edges: BTreeMap::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn news_is_relayed_only_to_peers_its_origin_did_not_push_to() {
+        // A full mesh: every origin pushed its news to everyone, so a node
+        // that lost a peer does not have every survivor's news relayed.
+        let full = members(20, 1);
+        let origin = |id: &str, troubled: &[&str]| {
+            (
+                Arc::<str>::from(id),
+                troubled
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<HashSet<String>>(),
+            )
+        };
+        let origins = vec![origin("n03", &[]), origin("n07", &[])];
+        assert!(relay_peers(&full, "n05", &origins, Topology::Full).is_empty());
+        // ...except to a peer the origin cannot reach: its push was lost.
+        let origins = vec![origin("n03", &["n09"])];
+        assert_eq!(
+            relay_peers(&full, "n05", &origins, Topology::Full),
+            vec![full[9].addr]
+        );
+        // Sites: the news crosses to the peers the origin does not probe.
+        let sites = members(12, 3);
+        let topo = Topology::Sites { representatives: 1 };
+        let probed: HashSet<SocketAddr> = topology::targets("n04", &sites, topo)
+            .into_iter()
+            .map(|i| sites[i].addr)
+            .collect();
+        let relayed = relay_peers(&sites, "n01", &[origin("n04", &[])], topo);
+        assert!(!relayed.is_empty());
+        for addr in &relayed {
+            assert!(!probed.contains(addr), "{addr} heard it from n04 itself");
+            assert_ne!(*addr, sites[4].addr, "back to the origin");
+            assert_ne!(*addr, sites[1].addr, "to this node itself");
+        }
+        // An origin that probes more peers than it pushes to leaves nobody
+        // out.
+        let big = members(PUSH_DIRECT_MAX + 10, 1);
+        let relayed = relay_peers(&big, "n00", &[origin("n01", &[])], Topology::Full);
+        assert_eq!(relayed.len(), big.len() - 2);
     }
 }
