@@ -117,8 +117,11 @@ pub struct Publication {
     /// Keys to delete.
     pub delete: Vec<String>,
     /// Whether some link's state changed, or a link was first measured in
-    /// trouble (worth pushing at once).
+    /// trouble, or links first measured up go out (worth pushing).
     pub state_changed: bool,
+    /// Whether that news is more than links first measured up: trouble
+    /// (or a recovery), pushed at once.
+    pub trouble: bool,
 }
 
 impl Publication {
@@ -226,6 +229,7 @@ impl LinkPublisher {
         let mut intros = HashSet::new();
         let mut figures = HashSet::new();
         let mut state_changed = false;
+        let mut trouble = false;
         for (t, v) in &current {
             let b = bucket_of(t, count);
             match self.published.get(t) {
@@ -237,10 +241,12 @@ impl LinkPublisher {
                 None => {
                     news.insert(b);
                     state_changed = true;
+                    trouble = true;
                 }
                 Some(p) if p.value.state != v.state => {
                     news.insert(b);
                     state_changed = true;
+                    trouble = true;
                 }
                 // A first TCP result that the link connects confirms what
                 // the UDP probes said: it waits with the figures.
@@ -299,6 +305,7 @@ impl LinkPublisher {
         }
         let mut out = Publication {
             state_changed,
+            trouble,
             ..Publication::default()
         };
         if dirty.is_empty() {
@@ -423,6 +430,7 @@ mod tests {
         let first = first_up(&mut p, now, links(49, LinkState::Up));
         assert_eq!(first.set.len(), 4, "{first:?}");
         assert!(first.state_changed, "a node's first links are pushed");
+        assert!(!first.trouble, "links first up are no trouble");
         let mut seen: Vec<(String, EdgeValue)> = first
             .set
             .iter()
@@ -445,7 +453,7 @@ mod tests {
         now[7].1 = v(LinkState::Down, 0);
         let news = p.plan(t0 + Duration::from_secs(1), now.clone());
         assert_eq!(news.set.len(), 1);
-        assert!(news.state_changed);
+        assert!(news.state_changed && news.trouble);
         assert!(news.set[0].1.contains("n07=d"));
         // Every link's figures move: nothing before the gap.
         let moved: Vec<(String, EdgeValue)> = now

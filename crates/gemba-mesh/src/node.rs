@@ -551,6 +551,8 @@ impl MeshNode {
             endpoint: endpoint.clone(),
             peers: HashMap::new(),
             pins_read: None,
+            intro_pushed: None,
+            intro_push_due: None,
         };
         let maintain_task = tokio::spawn(maintainer.run().instrument(span("maintainer")));
         let sample_subscriber: SampleSubscriber = Default::default();
@@ -1012,7 +1014,17 @@ struct Maintainer {
     peers: HashMap<SocketAddr, Arc<str>>,
     /// When the pins file was last read, and its modification time then.
     pins_read: Option<(Instant, Option<std::time::SystemTime>)>,
+    /// When links first measured up were last pushed, and when the next
+    /// such push is due if some wait (see [`INTRO_PUSH_GAP`]).
+    intro_pushed: Option<Instant>,
+    intro_push_due: Option<Instant>,
 }
+
+/// The least time between two pushes of links first measured up: a grid
+/// that starts measures its links batch after batch as it learns of its
+/// members, and each push goes to every peer probed. Trouble is pushed at
+/// once.
+const INTRO_PUSH_GAP: Duration = Duration::from_secs(1);
 
 /// The last link state seen in gossip, by observer, then by edge key hash.
 type SeenStates = Arc<std::sync::Mutex<HashMap<String, HashMap<u64, u8>>>>;
@@ -1059,15 +1071,14 @@ impl Maintainer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let intro_due = self.publisher.intro_due();
+            let push_due = self.intro_push_due;
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.changes.notified() => {}
-                _ = async {
-                    match intro_due {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
+                _ = sleep_until_opt(intro_due) => {}
+                _ = sleep_until_opt(push_due) => {
+                    self.push_own(false);
+                }
             }
             self.refresh_pins();
             let members = {
@@ -1155,9 +1166,34 @@ impl Maintainer {
                 .get_or_create(&ClassLabel { class: "link" })
                 .inc_by(published);
             if out.state_changed {
-                let _ = self.push.try_send(Arc::from(self.settings.id.as_str()));
+                self.push_own(out.trouble);
             }
         }
+    }
+
+    /// Pushes this node's news: trouble at once, links first measured up
+    /// at most once per [`INTRO_PUSH_GAP`] (the rest when it is due).
+    fn push_own(&mut self, trouble: bool) {
+        let now = Instant::now();
+        if !trouble {
+            if let Some(at) = self.intro_pushed {
+                if now < at + INTRO_PUSH_GAP {
+                    self.intro_push_due = Some(at + INTRO_PUSH_GAP);
+                    return;
+                }
+            }
+            self.intro_pushed = Some(now);
+        }
+        // Whatever waited goes along: a push carries the whole state.
+        self.intro_push_due = None;
+        let _ = self.push.try_send(Arc::from(self.settings.id.as_str()));
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
