@@ -7,9 +7,11 @@
 //! nothing else delays it. Links are published in buckets of about 16
 //! targets, and only news goes out at once: a state, a loss kind, the
 //! failing flows; RTT and loss figures wait for a budget (see
-//! `link_gossip`). News is pushed to a few live peers as a rumour (the
-//! state of the nodes that changed, nothing asked back) instead of
-//! waiting for the next gossip round. Each value is verified once per node
+//! `link_gossip`). A state change is pushed instead of waiting for the
+//! next gossip round, as a rumour (the whole state of the nodes with news,
+//! nothing asked back): a node's own news straight to every peer it
+//! probes, others' news passed on only to peers its origin did not reach
+//! (see [`relay_peers`]). Each value is verified once per node
 //! however many peers relay it (the gossip guard's cache). Samples do not
 //! travel in gossip at all: [`MeshNode::send_sample`] sends them to the
 //! servers.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gemba_checks::pipeline::{result_key, RESULT_PREFIX};
 use gemba_checks::placement::{self, NodeEntry};
-use gemba_checks::{CheckResult, Clock, Runner};
+use gemba_checks::{CheckResult, Runner};
 use gemba_core::Config;
 use gemba_mesh::MeshNode;
 use tokio::sync::{mpsc, watch};
@@ -47,7 +47,7 @@ pub(crate) fn start(
             samples: Some(samples),
             observer: me.id.clone(),
             max_concurrent: 16,
-            clock: Clock::new(),
+            clock: stages.clock(),
         }
         .run(),
     );

@@ -132,6 +132,10 @@ pub struct Stages<'a> {
     registry: &'a mut Registry,
     routes: Router,
     gossip: Vec<(&'static str, String)>,
+    /// One clock for every stage of the node: a check's time and the
+    /// escalation step it ends are read from the same clock, so they never
+    /// come out of order by a rounding.
+    clock: gemba_exec::Clock,
 }
 
 impl<'a> Stages<'a> {
@@ -141,11 +145,17 @@ impl<'a> Stages<'a> {
             registry,
             routes: Router::new(),
             gossip: Vec::new(),
+            clock: gemba_exec::Clock::new(),
         };
         for key in gemba_mesh::GOSSIP_KEYS {
             s.gossip.push(("mesh", key.to_string()));
         }
         s
+    }
+
+    /// The node's clock, shared by its stages.
+    pub fn clock(&self) -> gemba_exec::Clock {
+        self.clock
     }
 
     /// The node's drain, to spawn the stage's tasks into.
@@ -205,7 +215,7 @@ fn start_sampling(
         "sampling",
         gemba_timeline::agent::run(
             config.metrics.clone(),
-            gemba_exec::Clock::new(),
+            stages.clock(),
             Some(exporter),
             move |name, value| {
                 let mesh = mesh.clone();
@@ -286,7 +296,7 @@ impl Node {
             stages.drain().spawn(
                 Phase::Checks,
                 "log-excerpts",
-                book.clone().run(gemba_exec::Clock::new()),
+                book.clone().run(stages.clock()),
             );
         }
         let mut server = if config.node.server {

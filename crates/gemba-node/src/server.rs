@@ -150,7 +150,7 @@ pub(crate) async fn start(
         None => tracing::info!(store = %location, "store opened"),
     }
     let policy = Arc::new(config.policy.clone());
-    let clock = Clock::new();
+    let clock = stages.clock();
     let self_id = config.node.id.to_string();
 
     let (dir_tx, dir_rx) = watch::channel(Directory::new());
