@@ -592,6 +592,7 @@ pub fn gossip_path(
     inbound: mpsc::Receiver<InboundGossip>,
     gossip_guard: Arc<Mutex<GossipGuard>>,
     stall_ms: Arc<AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> GossipPath {
     let (gossip_tx, gossip_rx) = mpsc::channel(1024);
     let checker = GossipChecker {
@@ -603,7 +604,7 @@ pub fn gossip_path(
         stall_ms,
         verify_seen: Default::default(),
     };
-    let task = tokio::spawn(checker.run(inbound).instrument(tracing::info_span!(
+    let task = tokio::spawn(checker.run(inbound, stop).instrument(tracing::info_span!(
         "task",
         stage = "mesh",
         task = "gossip-check"
@@ -632,7 +633,11 @@ struct GossipChecker {
 }
 
 impl GossipChecker {
-    async fn run(mut self, mut inbound: mpsc::Receiver<InboundGossip>) {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<InboundGossip>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         while let Some(g) = inbound.recv().await {
             if self.gossip_tx.is_closed() {
                 return;
@@ -642,6 +647,14 @@ impl GossipChecker {
             }
             // Let chitchat and the rest of the node run between messages.
             tokio::task::yield_now().await;
+        }
+        // The probe thread stops first when the node stops. chitchat reads
+        // a closed channel as a broken socket (and says so in the log), so
+        // then its channel stays open until the node's shutdown has stopped
+        // chitchat and ends this task. A socket lost while the node runs
+        // closes it: that is reported.
+        if stop.is_cancelled() {
+            std::future::pending::<()>().await;
         }
     }
 

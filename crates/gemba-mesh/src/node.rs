@@ -393,6 +393,7 @@ impl MeshNode {
             inbound,
             gossip_guard.clone(),
             settings.stall_gossip.clone(),
+            stop.clone(),
         );
 
         let generation = next_generation();
