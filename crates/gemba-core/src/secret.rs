@@ -14,12 +14,43 @@ pub fn random32() -> std::io::Result<[u8; 32]> {
     Ok(raw)
 }
 
-/// Creates `path` (and its directory) holding `line`, readable by its
-/// owner only; fails if it exists.
+/// Creates `dir` and the directories above it that are missing, each
+/// open to its owner only (0700) whatever the umask; directories that
+/// exist keep their mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates `path` empty and open to its owner only (0600) if it does not
+/// exist; a file that exists is left as it is.
+pub fn touch_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `path` (and its directory, private) holding `line`, readable
+/// by its owner only; fails if it exists.
 pub fn create_private(path: &Path, line: &str) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -98,5 +129,23 @@ mod tests {
         let err = read_key_file(&path).unwrap_err();
         assert!(err.contains("holds 16 bytes"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_data_directory_created_for_a_key_is_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = std::env::temp_dir().join(format!("gemba-secret-dir-{}", std::process::id()));
+        let data = top.join("data");
+        create_private(&data.join("grid.key"), "0123456789abcdef0123456789abcdef").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&top), 0o700);
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("grid.key")), 0o600);
+        // A second file in it is created alone; the first stays.
+        touch_private(&data.join("gemba.db")).unwrap();
+        touch_private(&data.join("gemba.db")).unwrap();
+        assert_eq!(mode(&data.join("gemba.db")), 0o600);
+        std::fs::remove_dir_all(&top).unwrap();
     }
 }

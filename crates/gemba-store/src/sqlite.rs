@@ -41,11 +41,17 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let p = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            gemba_core::secret::create_private_dir(dir).map_err(|e| StoreError::Open {
                 path: p.clone(),
                 reason: format!("cannot create directory {}: {e}", dir.display()),
             })?;
         }
+        // A new store is open to its owner only; SQLite gives its -wal and
+        // -shm files the mode of the store file.
+        gemba_core::secret::touch_private(path).map_err(|e| StoreError::Open {
+            path: p.clone(),
+            reason: format!("cannot create {}: {e}", path.display()),
+        })?;
         // Servers starting together on a new file race for it: switching
         // it to WAL and the first migration can answer "locked" before the
         // busy timeout applies. The loser waits and opens it again.
@@ -574,6 +580,30 @@ mod tests {
         let d = std::env::temp_dir().join(format!("gemba-store-{}-{suffix}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_and_its_directory_are_open_to_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir();
+        // Under the usual umask (022), files would be readable by all.
+        let data = d.join("data").join("store");
+        let path = data.join("gemba.db");
+        let store = SqliteStore::open(&path).unwrap();
+        // Something written while the store is open, so the WAL and its
+        // index exist.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE probe_write(x); INSERT INTO probe_write VALUES (1);")
+            .unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d.join("data")), 0o700);
+        assert_eq!(mode(&data), 0o700);
+        for f in ["gemba.db", "gemba.db-wal", "gemba.db-shm"] {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+        }
+        drop((c, store));
+        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
