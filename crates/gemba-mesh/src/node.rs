@@ -39,7 +39,7 @@ use crate::link_gossip::{decode_links, LinkPublisher, EDGE_PREFIX};
 use crate::metrics::ClassLabel;
 use crate::metrics::MeshMetrics;
 use crate::net::Net;
-use crate::prober::{link_summaries, ProbeTiming, Prober, SharedLinks, Target};
+use crate::prober::{link_summaries, sleep_until_opt, ProbeTiming, Prober, SharedLinks, Target};
 use crate::topology;
 use crate::wire::GridKey;
 
@@ -896,6 +896,14 @@ impl Joining {
     }
 }
 
+/// The links a node publishes, decoded from its signed values.
+fn links_of(state: &chitchat::NodeState) -> impl Iterator<Item = (String, EdgeValue)> + '_ {
+    state
+        .key_values()
+        .filter_map(|(k, v)| Some((k.strip_prefix(EDGE_PREFIX)?, identity::payload(v)?)))
+        .flat_map(|(k, v)| decode_links(k, v))
+}
+
 fn members_of(chitchat: &chitchat::Chitchat, joining: &Joining, with_edges: bool) -> Vec<Member> {
     let chitchat_live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
     let now = Instant::now();
@@ -910,11 +918,7 @@ fn members_of(chitchat: &chitchat::Chitchat, joining: &Joining, with_edges: bool
             continue;
         };
         let edges: BTreeMap<String, EdgeValue> = if with_edges {
-            state
-                .key_values()
-                .filter_map(|(k, v)| Some((k.strip_prefix(EDGE_PREFIX)?, identity::payload(v)?)))
-                .flat_map(|(k, v)| decode_links(k, v))
-                .collect()
+            links_of(state).collect()
         } else {
             BTreeMap::new()
         };
@@ -1193,13 +1197,6 @@ impl Maintainer {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Peers a push of other nodes' news goes to.
 const PUSH_FANOUT: usize = 3;
 /// A node's own news goes straight to the peers it probes, at most this
@@ -1232,7 +1229,6 @@ async fn push_changes(
 ) {
     let mut rng = endpoint::unix_ms() ^ 0x9e37_79b9_7f4a_7c15;
     let mut last: Option<Instant> = None;
-    let gap = PUSH_GAP;
     let mut news: Vec<Arc<str>> = Vec::new();
     loop {
         // News that did not fit the last push goes in the next one, without
@@ -1247,7 +1243,7 @@ async fn push_changes(
         // and never push more often than the gap. A node that pushed
         // nothing lately pushes at once.
         let wait = last
-            .map(|at| (at + gap).saturating_duration_since(Instant::now()))
+            .map(|at| (at + PUSH_GAP).saturating_duration_since(Instant::now()))
             .unwrap_or_default()
             .max(Duration::from_millis(10));
         tokio::time::sleep(wait).await;
@@ -1292,12 +1288,7 @@ async fn push_changes(
                 nodes.push(rumour);
                 // The peers it has trouble reaching may not have got its
                 // own push either.
-                let troubled: HashSet<String> = state
-                    .key_values()
-                    .filter_map(|(k, v)| {
-                        Some((k.strip_prefix(EDGE_PREFIX)?, identity::payload(v)?))
-                    })
-                    .flat_map(|(k, v)| decode_links(k, v))
+                let troubled: HashSet<String> = links_of(state)
                     .filter(|(_, e)| e.state != crate::link::LinkState::Up)
                     .map(|(t, _)| t)
                     .collect();
