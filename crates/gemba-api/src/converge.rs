@@ -105,10 +105,17 @@ pub async fn checks(State(s): State<Shared>, headers: HeaderMap) -> Answer {
     Ok(Json(json!({ "served_by": s.mesh.id(), "checks": checks })).into_response())
 }
 
-pub async fn plan(State(s): State<Shared>) -> Answer {
+pub async fn plan(State(s): State<Shared>, headers: HeaderMap) -> Answer {
     let h = server(&s)?;
     match h.plan().await {
-        Some(p) => Ok(Json(json!({ "served_by": s.mesh.id(), "plan": p })).into_response()),
+        Some(mut p) => {
+            if !holds_token(&s, &headers) {
+                for c in p.scopes.iter_mut().flat_map(|sp| sp.checks.iter_mut()) {
+                    c.output = OUTPUT_HIDDEN.into();
+                }
+            }
+            Ok(Json(json!({ "served_by": s.mesh.id(), "plan": p })).into_response())
+        }
         None => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "the escalator is not running".into(),
