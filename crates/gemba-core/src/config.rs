@@ -772,16 +772,15 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
     }
     if token.is_none() {
         if let Some(p) = &token_file {
-            match std::fs::read_to_string(p) {
+            match crate::secret::check_private(p).and_then(|()| {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            }) {
                 Ok(t) if t.trim().len() >= 16 => token = Some(t.trim().to_string()),
                 Ok(_) => c.fail(
                     "http.token_file",
                     format!("{}: the token must be at least 16 characters", p.display()),
                 ),
-                Err(e) => c.fail(
-                    "http.token_file",
-                    format!("cannot read {}: {e}", p.display()),
-                ),
+                Err(e) => c.fail("http.token_file", e),
             }
         }
     }
@@ -1052,6 +1051,33 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::from_file(file, &o, "x").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_others_can_read_is_refused_like_a_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("gemba-token-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.token");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        let load_with = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let text = format!(
+                "[http]\nlisten = \"0.0.0.0:8777\"\ntoken_file = \"{}\"\n",
+                path.display()
+            );
+            let file = ConfigFile::parse(Path::new("x"), &text).unwrap();
+            Config::from_file(file, &Overrides::default(), "x")
+        };
+        let err = load_with(0o644).unwrap_err().to_string();
+        assert!(
+            err.contains("http.token_file") && err.contains("mode 0644") && err.contains("chmod 600"),
+            "{err}"
+        );
+        let c = load_with(0o600).unwrap();
+        assert_eq!(c.http.token.as_deref(), Some("0123456789abcdef0123"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
