@@ -8,6 +8,7 @@
 //! their own capability and do not need the API token; the browser checks
 //! (same origin, JSON bodies) still apply to them.
 
+use gemba_core::markdown::{cell as md_cell, item as md_item, text as md};
 use std::fmt::Write;
 
 use axum::body::Bytes;
@@ -529,23 +530,6 @@ pub(crate) struct Export {
     pub title: String,
     pub markdown: String,
     pub charts: Vec<(String, Vec<u8>)>,
-}
-
-/// Text for Markdown: no HTML gets through, and it stays on its lines.
-fn md(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Text for a Markdown table cell: one line, no column breaks.
-fn md_cell(s: &str) -> String {
-    md(s).replace(['\n', '\r'], " ").replace('|', "\\|")
-}
-
-/// Text under a list item: continuation lines indented.
-fn md_item(s: &str) -> String {
-    md(s).replace("\r\n", "\n").replace('\n', "\n  ")
 }
 
 /// `GET /api/v1/incidents/{id}/postmortem/export`: the notes as Markdown

@@ -1072,7 +1072,9 @@ mod tests {
         };
         let err = load_with(0o644).unwrap_err().to_string();
         assert!(
-            err.contains("http.token_file") && err.contains("mode 0644") && err.contains("chmod 600"),
+            err.contains("http.token_file")
+                && err.contains("mode 0644")
+                && err.contains("chmod 600"),
             "{err}"
         );
         let c = load_with(0o600).unwrap();

@@ -2,6 +2,7 @@
 //! market — new, regressed, still open (with owner and age), resolved —
 //! most severe first, short enough for one screen on a normal day.
 
+use gemba_core::markdown::cell as md_cell;
 use serde::Serialize;
 
 use crate::problem::{Problem, Status};
@@ -161,10 +162,6 @@ impl Market {
         }
         out
     }
-}
-
-fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
 }
 
 fn entry(p: &Problem, now_ms: u64) -> Entry {

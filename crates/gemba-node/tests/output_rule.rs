@@ -89,8 +89,13 @@ logs = ["{log}"]
     let addr = node.http_addr().unwrap();
 
     let report = format!("--- !ruby/object:Puppet::Transaction::Report\nhost: srv\ntime: '2026-11-22T01:11:57.7+00:00'\ntransaction_uuid: 5c0f0000-0000-4000-8000-000000000002\nreport_format: 12\nstatus: changed\nenvironment: production\nconfiguration_version: 17\nlogs:\n- level: notice\n  source: Puppet\n  message: \"Applied catalog {RUN_OUT}\"\n  time: '2026-11-22T01:11:58.0+00:00'\nmetrics: {{}}\nresource_statuses: {{}}\n");
-    let (code, body) =
-        http_typed(addr, "/api/v1/reports/puppet", "application/x-yaml", &report).await;
+    let (code, body) = http_typed(
+        addr,
+        "/api/v1/reports/puppet",
+        "application/x-yaml",
+        &report,
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     // The escalation's step has run: every kind of output now exists.
     wait_for("the step's output", Duration::from_secs(30), || async {
@@ -102,7 +107,10 @@ logs = ["{log}"]
     .await;
     let (_, runs) = http(addr, "GET", "/api/v1/market/nodes/srv", true, "").await;
     let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
-    let run_key = runs["runs"][0]["key"].as_str().expect("the run").to_string();
+    let run_key = runs["runs"][0]["key"]
+        .as_str()
+        .expect("the run")
+        .to_string();
     let run_key = form_urlencoded::byte_serialize(run_key.as_bytes()).collect::<String>();
 
     let routes = get_routes();

@@ -207,7 +207,7 @@ run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c
         "POST",
         me("dee"),
         false,
-        json!({"success": "the timeline was there", "failure": "alert came late", "better": "alert on the pool"}),
+        json!({"success": "the timeline was there", "failure": "alert came late\n# Forged heading\n[x](javascript:alert(1)) ![](https://tracker.example/p.png)", "better": "alert on the pool"}),
     )
     .await;
     assert_eq!(code, 200, "{v}");
@@ -432,12 +432,14 @@ run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c
     let md = md.1;
     for part in [
         "# Post-mortem: I-",
-        "checkout &lt;b&gt;down&lt;/b&gt;",
+        "checkout \\<b>down\\</b>",
         "## Timeline",
         "## The round",
         "### ana (facilitator)",
         "- **Success:** paged fast 0",
-        "&lt;script&gt;",
+        "\\<script>alert(1)\\</script>",
+        // A share is read as typed: no heading, link or remote image.
+        "- **Failure:** alert came late\n  \\# Forged heading\n  \\[x\\](javascript:alert(1)) \\![\\](https://tracker.example/p.png)",
         "## The vote",
         "3 of 4 ballots cast",
         "| **a runbook for shop restarts** (chosen) | 3 |",
