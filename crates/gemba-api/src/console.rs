@@ -46,7 +46,10 @@ pub(crate) fn shell(node: &str, title: &str, body: &str, refresh: Option<u32>) -
     )
 }
 
-const SCRIPT: &str = r##"
+/// The console's script, served as `/assets/console.js`: the pages carry
+/// no inline script, so the Content-Security-Policy allows only this
+/// node's own files.
+pub(crate) const SCRIPT: &str = r##"
 (function(){
   async function refresh(){
     try{
@@ -271,7 +274,7 @@ pub(crate) const NAV: &str = r#"<nav><a href="/">grid</a><a href="/checks">check
 /// The whole console page.
 pub fn render_page(node: &str, site: &str, g: &Graph) -> String {
     format!(
-        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>gemba · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node} · site {site}</span>{NAV}<span id="status" class="muted"></span></header><div id="panel">{panel}</div><script>{SCRIPT}</script></body></html>"##,
+        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>gemba · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node} · site {site}</span>{NAV}<span id="status" class="muted"></span></header><div id="panel">{panel}</div><script src="/assets/console.js"></script></body></html>"##,
         node = esc(node),
         site = esc(site),
         panel = render_panel(node, g),

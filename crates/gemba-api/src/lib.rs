@@ -191,6 +191,8 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/", get(console_page))
         .route("/console/panel", get(console_panel))
         .route("/healthz", get(healthz))
+        .route("/assets/console.js", get(console_js))
+        .route("/assets/forms.js", get(forms_js))
         .route("/metrics", get(metrics))
         .route("/api/v1/graph", get(graph))
         .route("/api/v1/nodes", get(nodes))
@@ -330,6 +332,7 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
 /// Counts every response, refuses what a browser on another site could
 /// have sent, and enforces the token on methods that change state.
 async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let response = if let Some((code, why)) = browser_refusal(&state, &req, changes_state) {
         error(code, why)
@@ -341,6 +344,8 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
     } else {
         next.run(req).await
     };
+    let mut response = response;
+    security_headers(&path, response.headers_mut());
     state
         .responses
         .get_or_create(&CodeLabel {
@@ -348,6 +353,45 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
         })
         .inc();
     response
+}
+
+/// What every answer says to a browser: scripts only from this node's
+/// own files (the pages carry no inline script), no framing, no sniffing,
+/// no referrer (a capability link in a URL must not leak to another
+/// site). Capability pages and their API are never stored by a cache.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn security_headers(path: &str, headers: &mut axum::http::HeaderMap) {
+    use axum::http::HeaderValue;
+    let set = |h: &mut axum::http::HeaderMap, name: header::HeaderName, value: &'static str| {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
+    };
+    set(headers, header::CONTENT_SECURITY_POLICY, CSP);
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    if postmortems::capability_path(path) || postmortems::capability_page(path) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+async fn console_js() -> Response {
+    script(console::SCRIPT)
+}
+
+async fn forms_js() -> Response {
+    script(postmortems::FORMS_JS)
+}
+
+fn script(body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// The host part of a `Host` header (no port, no IPv6 brackets).

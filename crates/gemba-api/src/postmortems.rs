@@ -34,6 +34,11 @@ pub(crate) fn capability_path(path: &str) -> bool {
     path.starts_with("/api/v1/pm/") || path.starts_with("/api/v1/ballots/")
 }
 
+/// The console pages a participant's link or a ballot opens.
+pub(crate) fn capability_page(path: &str) -> bool {
+    path.starts_with("/pm/") || path.starts_with("/ballots/")
+}
+
 impl From<PmError> for ApiError {
     fn from(e: PmError) -> ApiError {
         let code = match &e {
@@ -810,10 +815,13 @@ pub(crate) const FORMS_JS: &str = r##"
 })();
 "##;
 
+/// How a page loads [`FORMS_JS`] (served as `/assets/forms.js`).
+const FORMS_SCRIPT: &str = r#"<script src="/assets/forms.js"></script>"#;
+
 const PM_STYLE: &str = "<style>textarea{width:100%;max-width:46em;min-height:3.2em;font:inherit}form{margin:.4em 0 1em}.out{margin-left:.6em}.refused{color:#d62728;font-weight:600}.clock{font:600 1.6em ui-monospace,monospace}.over{color:#d62728}.yes{color:#1a7f37;font-weight:600}.no{color:#b87a00;font-weight:600}.card{border:1px solid #d0d7de;border-radius:6px;padding:.5em .8em;margin:.5em 0;max-width:60em}label{display:block;margin-top:.4em;font-weight:600}</style>";
 
 fn page(s: &Shared, title: &str, body: &str) -> axum::response::Response {
-    let body = format!("{PM_STYLE}{body}<script>{FORMS_JS}</script>");
+    let body = format!("{PM_STYLE}{body}{FORMS_SCRIPT}");
     Html(crate::console::shell(s.mesh.id(), title, &body, None)).into_response()
 }
 
@@ -921,7 +929,7 @@ pub(crate) async fn incident_section(s: &Shared, i: &Incident) -> String {
 <label>note keeper <input name="note_keeper" required></label>
 <label>time keeper <input name="time_keeper" required></label>
 <label>participants (names, separated by spaces or commas) <input name="participants" data-list size="60"></label>
-<p><button>start the post-mortem</button><span class="out"></span></p></form><script>{FORMS_JS}</script>"#,
+<p><button>start the post-mortem</button><span class="out"></span></p></form>{FORMS_SCRIPT}"#,
                 id = i.id
             );
             return b;

@@ -1,8 +1,15 @@
+//! What every answer of the HTTP API and console holds to, walked over
+//! every GET route the HTTP crate registers.
+//!
 //! The output rule: whatever a program printed (a check plugin, an
 //! escalation step, a shop's log file, a configuration run's log) is shown
-//! only to requests that send the API token. The test walks every GET
-//! route the HTTP crate registers, without the token and then with it,
-//! on a server that has all four kinds of output to show.
+//! only to requests that send the API token. The test walks the routes
+//! without the token and then with it, on a server that has all four
+//! kinds of output to show.
+//!
+//! Browser headers: a Content-Security-Policy that allows no inline
+//! script and no framing, nosniff, no referrer, and no caching of
+//! capability pages.
 
 mod common;
 
@@ -154,6 +161,58 @@ logs = ["{log}"]
             seen_with_token[CHECK_OUT].iter().any(|p| p == must),
             "{must} shows the check's output to a token holder: {seen_with_token:?}"
         );
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_tells_browsers_no_inline_script_no_framing_no_referrer() {
+    let dir = temp_dir("browser-headers");
+    let c = config("srv", "127.0.96.2", None, &dir, "");
+    let node = Node::start(&c, Arc::new(UdpNet), key()).await.unwrap();
+    let addr = node.http_addr().unwrap();
+    let mut paths: Vec<String> = get_routes().iter().map(|r| concrete(r, "x")).collect();
+    paths.extend(["/no-such-page".into(), "/pm/not-a-link".into()]);
+    for path in &paths {
+        let answer = get_raw(addr, path).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        for want in [
+            "content-security-policy: default-src 'none'; script-src 'self';",
+            "frame-ancestors 'none'",
+            "x-frame-options: deny",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+        ] {
+            assert!(head.contains(want), "GET {path}: no {want:?} in\n{head}");
+        }
+        let capability = path.starts_with("/pm/")
+            || path.starts_with("/api/v1/pm/")
+            || path.starts_with("/ballots/")
+            || path.starts_with("/api/v1/ballots/");
+        assert_eq!(
+            head.contains("cache-control: no-store"),
+            capability,
+            "GET {path}: cache-control\n{head}"
+        );
+        // The pages carry no inline script: each script is a file of
+        // this node's, which the policy allows.
+        let mut rest = body;
+        while let Some(i) = rest.find("<script") {
+            rest = &rest[i..];
+            let tag = &rest[..rest.find('>').unwrap()];
+            assert!(
+                tag.contains(r#"src="/assets/"#),
+                "GET {path}: inline script {tag}"
+            );
+            let src = tag.split('"').nth(1).unwrap();
+            let js = get_raw(addr, src).await;
+            assert!(
+                js.starts_with("HTTP/1.0 200") && js.contains("text/javascript"),
+                "{src}: {js}"
+            );
+            rest = &rest[1..];
+        }
     }
     node.shutdown().await;
 }

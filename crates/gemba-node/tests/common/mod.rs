@@ -83,12 +83,26 @@ pub async fn http(
     .await
 }
 
-/// Sends `request` as written; the status and the body of the answer.
-async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+/// A GET without the token: the whole answer, head and body.
+pub async fn get_raw(addr: SocketAddr, path: &str) -> String {
+    raw_exchange(
+        addr,
+        &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+    )
+    .await
+}
+
+async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Sends `request` as written; the status and the body of the answer.
+async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+    let out = raw_exchange(addr, request).await;
     let status = out
         .split(' ')
         .nth(1)
