@@ -14,6 +14,7 @@ mod logs;
 mod market;
 mod market_page;
 mod node_page;
+pub mod parse_budget;
 mod postmortems;
 mod svg;
 
@@ -64,6 +65,8 @@ pub struct ApiState {
     pub logs: Option<gemba_timeline::logs::LogBook>,
     /// Where other nodes' excerpts are fetched from.
     pub log_source: Option<gemba_timeline::logs::LogSource>,
+    /// Threads, fair shares and a deadline for reading reports.
+    pub parse_budget: parse_budget::ParseBudget,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -86,6 +89,12 @@ impl ApiState {
             "HTTP responses by status code (rejected paths and methods included)",
             responses.clone(),
         );
+        let parse_budget = parse_budget::ParseBudget::for_this_machine();
+        registry.register(
+            "gemba_report_parses_over_deadline",
+            "Reports answered 503 because waiting for a parse thread and reading took longer than the deadline",
+            parse_budget.over_deadline.clone(),
+        );
         Arc::new(ApiState {
             mesh,
             registry,
@@ -99,6 +108,7 @@ impl ApiState {
             notify: Vec::new(),
             logs: None,
             log_source: None,
+            parse_budget,
             responses,
         })
     }

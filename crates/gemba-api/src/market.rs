@@ -68,11 +68,27 @@ fn bad_request(why: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, why.into())
 }
 
-async fn ingest(s: Shared, body: Bytes, expect: Expect) -> Answer {
+/// The address a request came from, when it came over a socket.
+pub(crate) type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+async fn ingest(s: Shared, peer: Peer, body: Bytes, expect: Expect) -> Answer {
     let m = market(&s)?.clone();
-    let parsed = tokio::task::spawn_blocking(move || gemba_market::parse(&body, expect))
+    let client = peer.map(|p| p.0 .0.ip());
+    let deadline = crate::parse_budget::PARSE_DEADLINE.as_secs();
+    let Ok(parsed) = s
+        .parse_budget
+        .run(client, move || gemba_market::parse(&body, expect))
         .await
-        .map_err(|e| bad_request(format!("the report could not be read: {e}")))?;
+    else {
+        let mut r = ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the report was not read within {deadline} s (too many reports at once, or one too slow to read); send it again later"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, deadline.into());
+        return Ok(r);
+    };
     let (format, docs) = parsed.map_err(|ParseError(why)| bad_request(why))?;
     let done = m.ingest(docs).await?;
     Ok(Json(json!({
@@ -85,20 +101,20 @@ async fn ingest(s: Shared, body: Bytes, expect: Expect) -> Answer {
     .into_response())
 }
 
-pub(crate) async fn puppet(State(s): State<Shared>, body: Bytes) -> Answer {
-    ingest(s, body, Expect::Puppet).await
+pub(crate) async fn puppet(State(s): State<Shared>, peer: Peer, body: Bytes) -> Answer {
+    ingest(s, peer, body, Expect::Puppet).await
 }
 
-pub(crate) async fn puppetdb(State(s): State<Shared>, body: Bytes) -> Answer {
-    ingest(s, body, Expect::PuppetDb).await
+pub(crate) async fn puppetdb(State(s): State<Shared>, peer: Peer, body: Bytes) -> Answer {
+    ingest(s, peer, body, Expect::PuppetDb).await
 }
 
-pub(crate) async fn chef(State(s): State<Shared>, body: Bytes) -> Answer {
-    ingest(s, body, Expect::Chef).await
+pub(crate) async fn chef(State(s): State<Shared>, peer: Peer, body: Bytes) -> Answer {
+    ingest(s, peer, body, Expect::Chef).await
 }
 
-pub(crate) async fn any(State(s): State<Shared>, body: Bytes) -> Answer {
-    ingest(s, body, Expect::Any).await
+pub(crate) async fn any(State(s): State<Shared>, peer: Peer, body: Bytes) -> Answer {
+    ingest(s, peer, body, Expect::Any).await
 }
 
 #[derive(Deserialize)]

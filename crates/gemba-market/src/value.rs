@@ -4,15 +4,59 @@
 //! serves the YAML and the JSON form of a report. The YAML loader refuses
 //! alias bombs and deep nesting itself; this module adds nothing that could
 //! grow beyond the input.
+//!
+//! Nesting is checked before the loader runs: libyaml's scanner costs
+//! time in proportion to the flow nesting for every token, so a body of
+//! `logs: [[[[...` (200 KB) took half a minute before the loader reached
+//! its own depth limit. A linear scan first measures the nesting and
+//! refuses a document deeper than [`MAX_DEPTH`].
 
 use serde_json::{Map, Value};
 
 /// A YAML document as JSON, tags dropped (their values kept). The YAML
 /// events are read straight into JSON values: no YAML tree in between.
 pub fn yaml_to_json(text: &str) -> Result<Value, String> {
+    check_nesting(text)?;
     serde_yaml_ng::from_str::<Json>(text)
         .map(|j| j.0)
         .map_err(|e| format!("not valid YAML: {e}"))
+}
+
+/// How deep collections may nest in a YAML report. Puppet's reports nest
+/// about 6 deep.
+pub const MAX_DEPTH: usize = 64;
+
+/// Refuses a YAML document whose collections nest deeper than
+/// [`MAX_DEPTH`], in time linear in its length (the scanner stops at the
+/// first collection too deep, or at the first error).
+fn check_nesting(text: &str) -> Result<(), String> {
+    use saphyr_parser::{Event, Parser};
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(text) {
+        match event {
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), span)) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!(
+                        "not a report: collections nest deeper than {MAX_DEPTH} levels (line {})",
+                        span.start.line()
+                    ));
+                }
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => depth = depth.saturating_sub(1),
+            Ok(_) => {}
+            // The scanner's own limit on flow nesting (it looks ahead),
+            // or YAML the loader would refuse as well.
+            Err(e) if e.info().contains("recursion limit") => {
+                return Err(format!(
+                    "not a report: collections nest deeper than {MAX_DEPTH} levels (line {})",
+                    e.marker().line()
+                ))
+            }
+            Err(e) => return Err(format!("not valid YAML: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// A JSON value read from YAML: a tagged node (`!ruby/object:...`,
@@ -170,6 +214,36 @@ mod tests {
         assert_eq!(v["external_times"].f64_of("config_retrieval"), Some(1.5));
         assert_eq!(v["logs"][0].str_of("level").as_deref(), Some("err"));
         assert_eq!(v["logs"][1].str_of("level").as_deref(), Some("info"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_loader_runs() {
+        // 200 KB of unclosed flow sequences: the loader alone spent most
+        // of a minute on this.
+        for body in [
+            format!("logs: {}", "[".repeat(200_000)),
+            format!("logs:\n{}", "  [\n".repeat(50_000)),
+            format!("logs: {}", "{a: ".repeat(50_000)),
+            format!(
+                "logs:\n{}x",
+                (1..80)
+                    .map(|i| format!("{}- \n", "  ".repeat(i)))
+                    .collect::<String>()
+            ),
+        ] {
+            let err = yaml_to_json(&body).unwrap_err();
+            assert!(
+                err.contains("nest deeper than 64") || err.contains("not valid YAML"),
+                "{err}"
+            );
+        }
+        // 64 levels are still a document.
+        let ok = format!("a: {}1{}", "[".repeat(63), "]".repeat(63));
+        assert!(yaml_to_json(&ok).is_ok());
+        let deep = format!("a: {}1{}", "[".repeat(64), "]".repeat(64));
+        assert!(yaml_to_json(&deep)
+            .unwrap_err()
+            .contains("nest deeper than 64"));
     }
 
     #[test]
