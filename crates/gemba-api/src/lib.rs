@@ -16,6 +16,7 @@ mod market_page;
 mod node_page;
 pub mod parse_budget;
 mod postmortems;
+pub mod serve;
 mod svg;
 
 use std::net::SocketAddr;
@@ -67,7 +68,15 @@ pub struct ApiState {
     pub log_source: Option<gemba_timeline::logs::LogSource>,
     /// Threads, fair shares and a deadline for reading reports.
     pub parse_budget: parse_budget::ParseBudget,
+    pub(crate) connections: ConnectionMetrics,
     responses: Family<CodeLabel, Counter>,
+}
+
+#[derive(Default)]
+pub(crate) struct ConnectionMetrics {
+    pub(crate) open: prometheus_client::metrics::gauge::Gauge,
+    pub(crate) cap: prometheus_client::metrics::gauge::Gauge,
+    pub(crate) refused: Counter,
 }
 
 impl ApiState {
@@ -95,6 +104,22 @@ impl ApiState {
             "Reports answered 503 because waiting for a parse thread and reading took longer than the deadline",
             parse_budget.over_deadline.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "gemba_http_connections_open",
+            "HTTP connections being served",
+            connections.open.clone(),
+        );
+        registry.register(
+            "gemba_http_connections_max",
+            "HTTP connections served at once before the reserve ([http] max_connections)",
+            connections.cap.clone(),
+        );
+        registry.register(
+            "gemba_http_connections_refused",
+            "HTTP connections closed at once: the cap and the reserve were full",
+            connections.refused.clone(),
+        );
         Arc::new(ApiState {
             mesh,
             registry,
@@ -109,6 +134,7 @@ impl ApiState {
             logs: None,
             log_source: None,
             parse_budget,
+            connections,
             responses,
         })
     }
@@ -320,19 +346,17 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
 }
 
 /// Serves the router (with the stages' `extra` routes) on `listener`
-/// until `shutdown` resolves; in-flight requests finish first.
+/// within `limits` until `shutdown` resolves; in-flight requests finish
+/// first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
     extra: Router,
+    limits: serve::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router_with(state, extra).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let app = router_with(state.clone(), extra);
+    serve::run(listener, state, app, limits, shutdown).await
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -344,7 +368,14 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
 async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let response = if let Some((code, why)) = browser_refusal(&state, &req, changes_state) {
+    let response = if let Some(why) = reserve_refusal(&req) {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why);
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        r
+    } else if let Some((code, why)) = browser_refusal(&state, &req, changes_state) {
         error(code, why)
     } else if changes_state && !authorized(&state, &req) {
         error(
@@ -402,6 +433,20 @@ fn script(body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Why a request on a reserve connection (the node is at its connection
+/// cap) is not served: only health and metrics, or a loopback client.
+fn reserve_refusal(req: &Request) -> Option<&'static str> {
+    req.extensions().get::<serve::OnReserve>()?;
+    let loopback = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    if loopback || serve::reserve_allows(req.uri().path()) {
+        return None;
+    }
+    Some("this node is serving as many connections as it may; only /healthz and /metrics answer now: try again shortly")
 }
 
 /// The host part of a `Host` header (no port, no IPv6 brackets).

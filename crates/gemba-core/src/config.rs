@@ -118,6 +118,12 @@ pub struct HttpSection {
     /// Host names (besides IP addresses and localhost) browsers may use to
     /// reach this node, e.g. behind a reverse proxy.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Connections served at once (besides a small reserve); by default
+    /// half the process's file limit, at most 16384.
+    pub max_connections: Option<u32>,
+    /// How long a connection may take to send a request's head, or stay
+    /// idle between requests.
+    pub header_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +331,9 @@ pub struct HttpConfig {
     /// Host names a request's `Host` may carry besides IP addresses and
     /// localhost (lowercase).
     pub allowed_hosts: Vec<String>,
+    /// `[http] max_connections`, if set.
+    pub max_connections: Option<usize>,
+    pub header_timeout: std::time::Duration,
 }
 
 /// One invalid setting: where it is and what is wrong with it.
@@ -818,10 +827,21 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
             );
         }
     }
+    let max_connections = http
+        .max_connections
+        .map(|n| c.count("http.max_connections", Some(n), n, 16..=1_000_000) as usize);
+    let header_timeout = c.duration(
+        "http.header_timeout",
+        http.header_timeout.as_deref(),
+        "10s",
+        std::time::Duration::from_millis(100),
+    );
     Some(HttpConfig {
         listen: http_listen?,
         token,
         allowed_hosts,
+        max_connections,
+        header_timeout,
     })
 }
 

@@ -88,6 +88,14 @@ representatives = {representatives}
 listen = "{http_listen}"
 # File holding the bearer token for endpoints that change state (or set GEMBA_API_TOKEN).
 # token_file = "/etc/gemba/api.token"
+# Connections served at once; beyond them a reserve of 32 answers only /healthz,
+# /metrics and loopback clients, and further connections are closed at once.
+# By default half the process's file limit (at most 16384), so that the mesh
+# always has descriptors left.
+# max_connections = 4096
+# A connection must send a request's head within this time, and may stay idle
+# between requests no longer.
+header_timeout = "10s"
 
 [escalator]
 # "act": run escalations. "plan": decide and journal, run nothing.

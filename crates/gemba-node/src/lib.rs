@@ -347,9 +347,13 @@ impl Node {
             .with_logs(Some(book), Some(log_source))
             .with_notify(config.policy.notify.clone());
             let stop = drain.token(Phase::Http);
+            let limits = gemba_api::serve::Limits {
+                max_connections: config.http.max_connections,
+                header_timeout: config.http.header_timeout,
+            };
             drain.spawn_graceful(Phase::Http, "http", async move {
                 if let Err(e) =
-                    gemba_api::serve(listener, state, routes, stop.cancelled_owned()).await
+                    gemba_api::serve(listener, state, routes, limits, stop.cancelled_owned()).await
                 {
                     tracing::error!(error = %e, "the HTTP server stopped");
                 }

@@ -92,6 +92,27 @@ pub async fn get_raw(addr: SocketAddr, path: &str) -> String {
     .await
 }
 
+/// A GET without the token that may fail (a refused or reset
+/// connection): the status, 0 if there was none.
+pub async fn try_get(addr: SocketAddr, path: &str) -> u16 {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(out)) => out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
 async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
