@@ -19,7 +19,8 @@ use crate::tracker::HardState;
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeEntry {
     pub id: String,
-    /// Address without port.
+    /// Address without port: on a server, the address the node proved it
+    /// sends from; empty when it proved none.
     pub addr: String,
     pub tiers: Vec<String>,
 }
@@ -86,7 +87,12 @@ pub fn server_instances(policy: &Policy, nodes: &[NodeEntry]) -> Vec<Instance> {
                 tier,
                 min_passing: Some(_),
             } => {
-                for n in nodes.iter().filter(|n| in_tier(n, &Some(tier.clone()))) {
+                // A node with no proven address is not checked at an
+                // address it merely claims: it counts as not passing.
+                for n in nodes
+                    .iter()
+                    .filter(|n| in_tier(n, &Some(tier.clone())) && !n.addr.is_empty())
+                {
                     let mut member = (*def).clone();
                     member.name = format!("{}{MEMBER_SEPARATOR}{}", c.name, n.id);
                     // Members are observed; only the tier verdict acts.

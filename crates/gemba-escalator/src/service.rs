@@ -862,6 +862,27 @@ impl Service {
             ("GEMBA_ATTEMPT".to_string(), attempt.to_string()),
             ("GEMBA_SERVER".to_string(), self.holder.clone()),
         ];
+        // A step that names the node's address runs only with one the node
+        // proved (a server never acts on an address a node merely claims).
+        let names_addr = def.run.iter().any(|a| a.contains("{node_addr}"));
+        if matches!(esc.scope, Scope::Node(_)) && names_addr && node_addr.is_empty() {
+            let why = format!(
+                "not run: {node} has not proved its address to this server (a signed presence from it), and the step names {{node_addr}}"
+            );
+            tracing::warn!(escalation = id, level, "{why}");
+            let task = self.steps.spawn(async move {
+                (
+                    id,
+                    level,
+                    StepOutcome::Failed(why.clone()),
+                    why,
+                    Duration::ZERO,
+                )
+            });
+            self.step_tasks
+                .insert(task.id(), (id, level, tokio::time::Instant::now()));
+            return;
+        }
         tracing::info!(escalation = id, level, argv = ?argv, "running step");
         let spec = ExecSpec {
             argv,

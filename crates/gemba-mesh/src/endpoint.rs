@@ -304,6 +304,8 @@ const INBOUND_GOSSIP: usize = 256;
 pub struct InboundSamples {
     /// The node id the datagram names as its sender.
     pub sender: String,
+    /// Where the datagram came from: the address a presence proves.
+    pub from: SocketAddr,
     pub payload: Vec<u8>,
 }
 
@@ -545,6 +547,7 @@ impl Receiver {
                 self.samples_tx
                     .try_send(InboundSamples {
                         sender: packet.sender.to_string(),
+                        from,
                         payload: packet.payload.to_vec(),
                     })
                     .map_err(|_| DropReason::Overloaded)?;

@@ -215,6 +215,8 @@ pub struct Pins {
 #[derive(Default)]
 struct PinsInner {
     keys: HashMap<String, VerifyingKey>,
+    /// Tiers of enrolled nodes, from the nodes file.
+    tags: HashMap<String, Vec<String>>,
     /// With an enrolled list, only its keys are believed.
     enrolled_only: bool,
     /// Where first-seen keys are kept across restarts.
@@ -232,51 +234,74 @@ pub enum Pinned {
     Unknown,
 }
 
+/// A list of node keys, as a nodes file (enrolled) or `known_nodes`
+/// (first seen) holds it: `node-id key [tags]` lines.
+#[derive(Clone, Debug, Default)]
+pub struct NodeList {
+    pub keys: HashMap<String, VerifyingKey>,
+    /// The tiers an enrolled node is in (`app,db`), as the administrator
+    /// wrote them: servers take a node's tiers from here, not from what
+    /// the node says about itself.
+    pub tags: HashMap<String, Vec<String>>,
+}
+
 /// Reads `node-id key` lines (`#` starts a comment).
 pub fn read_list(path: &Path) -> Result<HashMap<String, VerifyingKey>, String> {
+    read_node_list(path).map(|l| l.keys)
+}
+
+/// Reads `node-id key [tag,tag...]` lines (`#` starts a comment).
+pub fn read_node_list(path: &Path) -> Result<NodeList, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(NodeList::default()),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let mut out = HashMap::new();
+    let mut out = NodeList::default();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
+        let at = || format!("{}:{}", path.display(), i + 1);
         let mut words = line.split_whitespace();
-        let (Some(id), Some(key), None) = (words.next(), words.next(), words.next()) else {
-            return Err(format!(
-                "{}:{}: expected `node-id public-key`",
-                path.display(),
-                i + 1
-            ));
+        let (Some(id), Some(key), tags, None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(format!("{}: expected `node-id public-key [tags]`", at()));
         };
         if !gemba_core::ids::is_name(id) {
-            return Err(format!(
-                "{}:{}: {id:?} is not a node id",
-                path.display(),
-                i + 1
-            ));
+            return Err(format!("{}: {id:?} is not a node id", at()));
         }
-        let key = parse_public(key)
-            .ok_or_else(|| format!("{}:{}: {key:?} is not a node key", path.display(), i + 1))?;
-        out.insert(id.to_string(), key);
+        let key =
+            parse_public(key).ok_or_else(|| format!("{}: {key:?} is not a node key", at()))?;
+        if let Some(tags) = tags {
+            let tags: Vec<String> = tags.split(',').map(str::to_string).collect();
+            if let Some(bad) = tags.iter().find(|t| !gemba_core::ids::is_name(t)) {
+                return Err(format!("{}: {bad:?} is not a tier name", at()));
+            }
+            out.tags.insert(id.to_string(), tags);
+        }
+        out.keys.insert(id.to_string(), key);
     }
     Ok(out)
 }
 
-/// Writes `entries` as a node list (sorted by id).
-pub fn write_list(path: &Path, entries: &HashMap<String, VerifyingKey>) -> Result<(), String> {
-    let mut ids: Vec<&String> = entries.keys().collect();
+/// Writes `list` as a node list (sorted by id).
+pub fn write_list(path: &Path, list: &NodeList) -> Result<(), String> {
+    let mut ids: Vec<&String> = list.keys.keys().collect();
     ids.sort();
-    let mut text = String::from("# node-id public-key (gemba node key prints a node's)\n");
+    let mut text = String::from("# node-id public-key [tiers] (gemba node key prints a node's)\n");
     for id in ids {
         text.push_str(&format!(
-            "{id} {}\n",
-            URL_SAFE_NO_PAD.encode(entries[id].as_bytes())
+            "{id} {}",
+            URL_SAFE_NO_PAD.encode(list.keys[id].as_bytes())
         ));
+        if let Some(tags) = list.tags.get(id).filter(|t| !t.is_empty()) {
+            text.push(' ');
+            text.push_str(&tags.join(","));
+        }
+        text.push('\n');
     }
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)
@@ -301,6 +326,7 @@ impl Pins {
         Ok(Pins {
             inner: RwLock::new(PinsInner {
                 keys,
+                tags: HashMap::new(),
                 enrolled_only: false,
                 known_file,
             }),
@@ -310,9 +336,11 @@ impl Pins {
 
     /// Only the keys in `nodes_file` are believed.
     pub fn enrolled(nodes_file: &Path) -> Result<Pins, String> {
+        let list = read_node_list(nodes_file)?;
         Ok(Pins {
             inner: RwLock::new(PinsInner {
-                keys: read_list(nodes_file)?,
+                keys: list.keys,
+                tags: list.tags,
                 enrolled_only: true,
                 known_file: None,
             }),
@@ -320,12 +348,22 @@ impl Pins {
         })
     }
 
-    /// Replaces the enrolled keys (the nodes file changed).
-    pub fn reload(&self, keys: HashMap<String, VerifyingKey>) {
+    /// Replaces the enrolled keys and tiers (the nodes file changed).
+    pub fn reload(&self, list: NodeList) {
         if let Ok(mut p) = self.inner.write() {
-            p.keys = keys;
+            p.keys = list.keys;
+            p.tags = list.tags;
         }
         self.bump();
+    }
+
+    /// The tiers the nodes file gives `id` (none if it gives none), when
+    /// nodes are enrolled; `None` in first-seen mode, where a node's tiers
+    /// are only what it declares.
+    pub fn enrolled_tags(&self, id: &str) -> Option<Vec<String>> {
+        let p = self.inner.read().ok()?;
+        p.enrolled_only
+            .then(|| p.tags.get(id).cloned().unwrap_or_default())
     }
 
     /// Forgets a node id's key (revoked); it is pinned anew when seen.

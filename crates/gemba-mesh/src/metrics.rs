@@ -82,6 +82,11 @@ pub struct MeshMetrics {
     pub values_published: Family<ClassLabel, Counter>,
     /// Agents' samples refused (on a server), by reason.
     pub samples_refused: Family<ReasonLabel, Counter>,
+    /// Presences verified: a node proved the address it sends from.
+    pub presences: Counter,
+    /// Nodes whose gossip claims an address other than the one they
+    /// proved, or that proved none (a server's directory leaves them out).
+    pub addresses_unproven: prometheus_client::metrics::gauge::Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,6 +129,8 @@ impl MeshMetrics {
             signature_cpu_seconds: Counter::default(),
             values_published: Family::default(),
             samples_refused: Family::default(),
+            presences: Counter::default(),
+            addresses_unproven: Default::default(),
         }
     }
 
@@ -230,6 +237,16 @@ impl MeshMetrics {
             "values_published",
             "Values this node published (signed) in its gossip state, by class: link, check, node",
             self.values_published.clone(),
+        );
+        r.register(
+            "presences",
+            "Signed presences verified: a node proved to this server the address it sends from",
+            self.presences.clone(),
+        );
+        r.register(
+            "addresses_unproven",
+            "Members whose advertised address is not the one they proved to this server, or that proved none yet; steps, log fetches and tier checks do not use a claimed address",
+            self.addresses_unproven.clone(),
         );
         r.register(
             "samples_refused",

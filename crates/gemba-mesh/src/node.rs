@@ -306,6 +306,8 @@ pub struct MeshNode {
     probe: tokio::sync::Mutex<ProbePath>,
     endpoint: Arc<endpoint::Endpoint>,
     sample_subscriber: SampleSubscriber,
+    /// Where each node has proved it sends from (servers hear presences).
+    proven: Proven,
     joining: Arc<Joining>,
     graph_cache: tokio::sync::Mutex<Option<(Instant, Arc<Graph>)>>,
 }
@@ -559,8 +561,11 @@ impl MeshNode {
         };
         let maintain_task = tokio::spawn(maintainer.run().instrument(span("maintainer")));
         let sample_subscriber: SampleSubscriber = Default::default();
+        let proven: Proven = Default::default();
         let intake_task = tokio::spawn(
             SampleIntake {
+                own_id: settings.id.to_string(),
+                proven: proven.clone(),
                 pins: settings.pins.clone(),
                 subscriber: sample_subscriber.clone(),
                 metrics: metrics.clone(),
@@ -568,6 +573,16 @@ impl MeshNode {
             }
             .run(samples)
             .instrument(span("sample-intake")),
+        );
+        let presence_task = tokio::spawn(
+            Presence {
+                chitchat: chitchat.chitchat(),
+                joining: joining.clone(),
+                settings: settings.clone(),
+                endpoint: endpoint.clone(),
+            }
+            .run()
+            .instrument(span("presence")),
         );
         tracing::info!(node = %settings.id, site = %settings.site, listen = %settings.listen, seeds = ?settings.seeds, "mesh node started");
         Ok(MeshNode {
@@ -584,6 +599,7 @@ impl MeshNode {
                 maintain_task,
                 pusher_task,
                 intake_task,
+                presence_task,
             ]
             .into_iter()
             .chain(flow_tasks)
@@ -594,6 +610,7 @@ impl MeshNode {
             probe: tokio::sync::Mutex::new(probe),
             endpoint,
             sample_subscriber,
+            proven,
             joining,
             graph_cache: tokio::sync::Mutex::new(None),
         })
@@ -616,6 +633,24 @@ impl MeshNode {
         let chitchat = self.chitchat.chitchat();
         let guard = chitchat.lock().await;
         members_of(&guard, &self.joining, true)
+    }
+
+    /// The address `id` has proved it sends from (a signed presence
+    /// within [`PRESENCE_VALID`]), heard by this node as a server; this
+    /// node's own advertised address for itself.
+    pub fn proven_address(&self, id: &str) -> Option<std::net::IpAddr> {
+        if id == self.settings.id.as_ref() as &str {
+            return Some(self.settings.advertise.ip());
+        }
+        let proven = self.proven.lock().ok()?;
+        let (ip, at) = proven.get(id)?;
+        (at.elapsed() < PRESENCE_VALID).then_some(*ip)
+    }
+
+    /// The tiers the nodes file gives `id`, when nodes are enrolled; `None`
+    /// in first-seen mode.
+    pub fn enrolled_tags(&self, id: &str) -> Option<Vec<String>> {
+        self.settings.pins.enrolled_tags(id)
     }
 
     /// The grid graph as this node sees it. Computed at most every
@@ -955,9 +990,74 @@ pub struct AgentSample {
 
 type SampleSubscriber = Arc<std::sync::Mutex<Option<mpsc::Sender<AgentSample>>>>;
 
+/// How often a node proves its address to each server it knows.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(15);
+/// How long a proof holds: a node that stops sending them has no proven
+/// address after this.
+pub const PRESENCE_VALID: Duration = Duration::from_secs(60);
+/// The body of a presence, followed by the recipient server's id.
+const PRESENCE: &str = "presence ";
+/// Nodes whose proven address a server keeps at most.
+const MAX_PROVEN: usize = 100_000;
+
+/// Where each node has proved it sends from, and when.
+type Proven = Arc<std::sync::Mutex<HashMap<String, (std::net::IpAddr, Instant)>>>;
+
+/// Proves this node's address to every live server: a signed presence
+/// (this node's key, the time, the server's id) sent straight to each, so
+/// the server learns the address the node's packets come from. What a
+/// node advertises in gossip is only a claim; a server acts on proven
+/// addresses only (remediation steps, log fetches, tier checks).
+struct Presence {
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    joining: Arc<Joining>,
+    settings: MeshSettings,
+    endpoint: Arc<endpoint::Endpoint>,
+}
+
+impl Presence {
+    async fn run(self) {
+        let mut sent: HashMap<String, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let servers: Vec<(String, SocketAddr)> = {
+                let guard = self.chitchat.lock().await;
+                members_of(&guard, &self.joining, false)
+                    .into_iter()
+                    .filter(|m| m.server && m.live && m.id != self.settings.id)
+                    .map(|m| (m.id, m.addr))
+                    .collect()
+            };
+            let now = Instant::now();
+            sent.retain(|id, _| servers.iter().any(|(s, _)| s == id));
+            for (id, addr) in servers {
+                if sent
+                    .get(&id)
+                    .is_some_and(|at| now.duration_since(*at) < PRESENCE_INTERVAL)
+                {
+                    continue;
+                }
+                let signed = self.settings.identity.sign_samples(
+                    &self.settings.id,
+                    endpoint::unix_ms(),
+                    format!("{PRESENCE}{id}").as_bytes(),
+                );
+                self.endpoint
+                    .send_to(crate::wire::Kind::Samples, addr, &id, &signed)
+                    .await;
+                sent.insert(id, now);
+            }
+        }
+    }
+}
+
 /// Checks agents' samples (the sender's own key, the time it signed them)
 /// and hands them to the server stage.
 struct SampleIntake {
+    own_id: String,
+    proven: Proven,
     pins: Arc<Pins>,
     subscriber: SampleSubscriber,
     metrics: Arc<MeshMetrics>,
@@ -990,6 +1090,24 @@ impl SampleIntake {
             return Err("expired");
         }
         let body = std::str::from_utf8(body).map_err(|_| "malformed")?;
+        if let Some(recipient) = body.strip_prefix(PRESENCE) {
+            // Signed for this server only: another server that heard it
+            // cannot pass it on from its own address.
+            if recipient != self.own_id {
+                return Err("not_for_this_node");
+            }
+            let mut proven = self.proven.lock().map_err(|_| "overloaded")?;
+            if proven.len() >= MAX_PROVEN && !proven.contains_key(&s.sender) {
+                let now = Instant::now();
+                proven.retain(|_, (_, at)| now.duration_since(*at) < PRESENCE_VALID);
+                if proven.len() >= MAX_PROVEN {
+                    return Err("overloaded");
+                }
+            }
+            proven.insert(s.sender, (s.from.ip(), Instant::now()));
+            self.metrics.presences.inc();
+            return Ok(());
+        }
         let (name, value) = body.split_once(' ').ok_or("malformed")?;
         to.try_send(AgentSample {
             node: s.sender,
@@ -1059,10 +1177,10 @@ impl Maintainer {
         if !changed {
             return;
         }
-        match identity::read_list(file) {
-            Ok(keys) => {
-                tracing::info!(file = %file.display(), nodes = keys.len(), "node keys re-read");
-                self.settings.pins.reload(keys);
+        match identity::read_node_list(file) {
+            Ok(list) => {
+                tracing::info!(file = %file.display(), nodes = list.keys.len(), "node keys re-read");
+                self.settings.pins.reload(list);
             }
             Err(e) => tracing::warn!(error = %e, "node keys not re-read; the previous ones stay"),
         }

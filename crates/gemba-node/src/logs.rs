@@ -29,15 +29,17 @@ pub(crate) fn resolver(mesh: Arc<MeshNode>) -> Resolve {
                 .as_deref()
                 .and_then(|h| h.parse().ok())
                 .ok_or_else(|| format!("{node} publishes no HTTP address"))?;
-            let ip = if http.ip().is_unspecified() {
-                m.addr.ip()
-            } else if http.ip() == m.addr.ip() {
-                http.ip()
+            // The token goes only to the address the node proved it sends
+            // from, never to one it merely advertises.
+            let proven = mesh.proven_address(&node).ok_or_else(|| {
+                format!("{node} has not proved its address to this server yet (a signed presence every 15 s): not asked")
+            })?;
+            let ip = if http.ip().is_unspecified() || http.ip() == proven {
+                proven
             } else {
                 return Err(format!(
-                    "{node} publishes HTTP on {}, not on its gossip address {}: not asked",
+                    "{node} publishes HTTP on {}, not on the address it proved, {proven}: not asked",
                     http.ip(),
-                    m.addr.ip()
                 ));
             };
             Ok(SocketAddr::new(ip, http.port()))

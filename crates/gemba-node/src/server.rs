@@ -89,17 +89,33 @@ impl MeshSource for MeshGraph {
     }
 }
 
-/// The grid's nodes as gossip describes them.
+/// The grid's nodes as this server may act on them: each with the
+/// address it proved (a signed presence from it), never the one it
+/// advertises (a node that proved none has no address, an empty one, and
+/// steps and checks that need it do not run), and with enrolled nodes the
+/// tiers the nodes file gives it.
 pub(crate) async fn nodes_of(mesh: &MeshNode) -> Vec<NodeEntry> {
-    mesh.members()
-        .await
+    let members = mesh.members().await;
+    let mut unproven = 0;
+    let nodes = members
         .into_iter()
-        .map(|m| NodeEntry {
-            id: m.id,
-            addr: m.addr.ip().to_string(),
-            tiers: m.tags,
+        .map(|m| {
+            let proven = mesh.proven_address(&m.id);
+            if proven != Some(m.addr.ip()) {
+                unproven += 1;
+            }
+            // With enrolled nodes the nodes file says which tiers a node
+            // is in; what it declares counts only in first-seen mode.
+            let tiers = mesh.enrolled_tags(&m.id).unwrap_or(m.tags);
+            NodeEntry {
+                id: m.id,
+                addr: proven.map(|ip| ip.to_string()).unwrap_or_default(),
+                tiers,
+            }
         })
-        .collect()
+        .collect();
+    mesh.metrics().addresses_unproven.set(unproven);
+    nodes
 }
 
 fn directory_of(nodes: &[NodeEntry]) -> Directory {

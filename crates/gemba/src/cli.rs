@@ -530,6 +530,11 @@ pub enum NodeCommand {
         /// The nodes file (`[mesh] nodes_file`); created if missing.
         #[arg(long)]
         nodes_file: PathBuf,
+        /// The tiers the node is in (`app,db`). With enrolled nodes,
+        /// servers take a node's tiers from here, never from what the node
+        /// declares; without --tags an enrolled node is in no tier.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
     },
     /// Stop believing a node's key: remove it from a nodes file, or from a
     /// node's first-seen keys (`--data-dir`). A node reinstalled with a new

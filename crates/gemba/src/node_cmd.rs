@@ -32,6 +32,7 @@ pub fn run(command: NodeCommand) -> Result<(), Failure> {
             id,
             key,
             nodes_file,
+            tags,
         } => {
             if !gemba_core::ids::is_name(&id) {
                 return Err(Failure::Config(format!(
@@ -43,15 +44,28 @@ pub fn run(command: NodeCommand) -> Result<(), Failure> {
                     "{key:?} is not a node key (print one with `gemba node key` on the node)"
                 ))
             })?;
-            let mut list = identity::read_list(&nodes_file).map_err(Failure::Config)?;
-            let replaced = list.insert(id.clone(), pk).is_some();
+            if let Some(bad) = tags.iter().find(|t| !gemba_core::ids::is_name(t)) {
+                return Err(Failure::Config(format!("{bad:?} is not a tier name")));
+            }
+            let mut list = identity::read_node_list(&nodes_file).map_err(Failure::Config)?;
+            let replaced = list.keys.insert(id.clone(), pk).is_some();
+            if tags.is_empty() {
+                list.tags.remove(&id);
+            } else {
+                list.tags.insert(id.clone(), tags.clone());
+            }
             identity::write_list(&nodes_file, &list)
                 .map_err(|e| Failure::Other(anyhow::anyhow!(e)))?;
             println!(
-                "{} {id} in {} ({} node(s) enrolled)",
+                "{} {id}{} in {} ({} node(s) enrolled)",
                 if replaced { "replaced" } else { "enrolled" },
+                if tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (tiers {})", tags.join(","))
+                },
                 nodes_file.display(),
-                list.len()
+                list.keys.len()
             );
             Ok(())
         }
@@ -65,8 +79,9 @@ pub fn run(command: NodeCommand) -> Result<(), Failure> {
                 (None, Some(d)) => d.join("known_nodes"),
                 (None, None) => unreachable!("clap requires one of them"),
             };
-            let mut list = identity::read_list(&file).map_err(Failure::Config)?;
-            if list.remove(&id).is_none() {
+            let mut list = identity::read_node_list(&file).map_err(Failure::Config)?;
+            list.tags.remove(&id);
+            if list.keys.remove(&id).is_none() {
                 return Err(Failure::Other(anyhow::anyhow!(
                     "{id} has no key in {}",
                     file.display()
