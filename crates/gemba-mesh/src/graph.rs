@@ -121,13 +121,44 @@ pub fn build(members: &[Member], topology: Topology, isolated_fraction: f64) -> 
     }
 
     // Isolation: a live observer that has measured at least two peers and
-    // sees more than `isolated_fraction` of them down.
+    // sees more than `isolated_fraction` of them down. A peer counts
+    // against an observer only if another member reaches it: a node nobody
+    // reaches (down, or an id claimed at an address where nothing answers)
+    // is evidence against itself, not against everyone who probes it.
+    // Witnesses use what each member last published, live or not: a
+    // node cut off from everyone still knows its peers answered each other.
+    let mut reached_by: HashMap<&str, Vec<&str>> = HashMap::new();
+    for m in &members {
+        for (target, v) in &m.edges {
+            if matches!(v.state, LinkState::Up | LinkState::Degraded) && *target != m.id {
+                reached_by
+                    .entry(target.as_str())
+                    .or_default()
+                    .push(m.id.as_str());
+            }
+        }
+    }
+    // A witness that `target` answers is a member other than the one
+    // judged, itself reached by someone other than `target`: two claimed
+    // ids vouching for each other witness nothing.
+    let reached_by_another = |source: &str, target: &str| {
+        reached_by.get(target).is_some_and(|by| {
+            by.iter().any(|o| {
+                *o != source
+                    && reached_by
+                        .get(o)
+                        .is_some_and(|by_o| by_o.iter().any(|w| *w != target))
+            })
+        })
+    };
     let mut measured: HashMap<&str, (usize, usize)> = HashMap::new();
     for e in &edges {
-        if matches!(
-            e.state,
-            LinkState::Up | LinkState::Degraded | LinkState::Down
-        ) {
+        let counts = match e.state {
+            LinkState::Up | LinkState::Degraded => true,
+            LinkState::Down => reached_by_another(&e.source, &e.target),
+            _ => false,
+        };
+        if counts {
             let c = measured.entry(e.source.as_str()).or_default();
             c.0 += 1;
             if e.state == LinkState::Down {
@@ -295,6 +326,53 @@ mod tests {
             );
             assert_eq!(n.observers, 3);
         }
+    }
+
+    #[test]
+    fn ids_nobody_reaches_do_not_isolate_the_nodes_that_probe_them() {
+        // Two real nodes reach each other; two claimed ids answer nobody
+        // (live in gossip, kept alive by whoever claims them).
+        let real = |me: &str, other: &str| {
+            member(
+                me,
+                "s1",
+                true,
+                &[(other, U), ("ghost-1", D), ("ghost-2", D)],
+            )
+        };
+        let m = vec![
+            real("a", "b"),
+            real("b", "a"),
+            member("ghost-1", "s1", true, &[]),
+            member("ghost-2", "s1", true, &[]),
+        ];
+        let g = build(&m, Topology::Full, 0.5);
+        for id in ["a", "b"] {
+            let n = g.node(id).unwrap();
+            assert_eq!((n.state, n.observers), (NodeState::Up, 1), "{id}");
+        }
+        assert_eq!(g.node("ghost-1").unwrap().state, NodeState::Down);
+        // Nor when the two claim to reach each other: a witness must be
+        // reached by someone besides the node it vouches for.
+        let mut m2 = m.clone();
+        m2[2] = member("ghost-1", "s1", true, &[("ghost-2", U)]);
+        m2[3] = member("ghost-2", "s1", true, &[("ghost-1", U)]);
+        let g = build(&m2, Topology::Full, 0.5);
+        assert_eq!(g.node("a").unwrap().state, NodeState::Up);
+        assert_eq!(g.node("b").unwrap().state, NodeState::Up);
+    }
+
+    #[test]
+    fn a_node_cut_off_long_enough_to_judge_everyone_dead_is_still_isolated() {
+        // a's own view: it hears nobody (all others not live), and what
+        // they last published says they reached each other.
+        let mut m = five(&[]);
+        m[0] = member("a", "s1", true, &[("b", D), ("c", D), ("d", D), ("e", D)]);
+        for o in &mut m[1..] {
+            o.live = false;
+        }
+        let g = build(&m, Topology::Full, 0.5);
+        assert_eq!(g.node("a").unwrap().state, NodeState::Isolated);
     }
 
     #[test]

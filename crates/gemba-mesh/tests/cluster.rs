@@ -23,12 +23,24 @@ fn addr(i: usize) -> SocketAddr {
 }
 
 fn settings(i: usize, sites: usize, extra: &str) -> MeshSettings {
+    settings_advertising(i, sites, extra, None)
+}
+
+/// A node that says it is at `advertise` (where nothing answers, in the
+/// tests that use it) while it sends from its own address.
+fn settings_advertising(
+    i: usize,
+    sites: usize,
+    extra: &str,
+    advertise: Option<SocketAddr>,
+) -> MeshSettings {
     let text = format!("[mesh]\n{extra}\n");
     let file = ConfigFile::parse(std::path::Path::new("test.toml"), &text).unwrap();
     let o = Overrides {
         node_id: Some(format!("n{i}")),
         site: Some(format!("s{}", i % sites)),
         mesh_listen: Some(addr(i).to_string()),
+        mesh_advertise: advertise.map(|a| a.to_string()),
         seeds: if i == 0 {
             vec![]
         } else {
@@ -687,4 +699,71 @@ async fn half_the_packets_lost_at_random_is_steadily_degraded_never_down() {
     assert_eq!(s.loss_kind, LossKind::Random);
     assert!((s.loss - 0.5).abs() < 0.15, "loss {}", s.loss);
     assert_eq!(s.flows_failing, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ids_claimed_at_addresses_where_nothing_answers_do_not_isolate_real_nodes() {
+    let net = MemNet::with_latency(Duration::from_micros(200));
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        nodes.push(
+            MeshNode::start(settings(i, 1, ""), Arc::new(net.clone()), None)
+                .await
+                .unwrap(),
+        );
+    }
+    // Two more ids join through the seed but name addresses where nothing
+    // answers a probe.
+    let mut ghosts = Vec::new();
+    for i in 2..4 {
+        let nowhere: SocketAddr = format!("127.0.1.{}:7946", 100 + i).parse().unwrap();
+        ghosts.push(
+            MeshNode::start(
+                settings_advertising(i, 1, "", Some(nowhere)),
+                Arc::new(net.clone()),
+                None,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let start = Instant::now();
+    loop {
+        let mut seen_ghosts_down = true;
+        for n in &nodes {
+            let g = n.graph().await;
+            seen_ghosts_down &= ["n2", "n3"]
+                .iter()
+                .all(|id| g.node(id).is_some_and(|n| n.state == NodeState::Down));
+        }
+        if seen_ghosts_down {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the ghosts never looked down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // For a while, and after the ghosts stop: the real two stay up.
+    for round in 0..2 {
+        for _ in 0..20 {
+            for n in &nodes {
+                let g = n.graph().await;
+                for id in ["n0", "n1"] {
+                    let s = g.node(id).unwrap().state;
+                    assert_eq!(
+                        s,
+                        NodeState::Up,
+                        "{id} in {}'s view (round {round})",
+                        n.id()
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for g in ghosts.drain(..) {
+            g.shutdown().await;
+        }
+    }
 }
