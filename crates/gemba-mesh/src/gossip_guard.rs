@@ -23,6 +23,10 @@
 //! - keys are printable ASCII up to `max_key_len`, values up to
 //!   `max_value_len` without control characters, and one node id may hold
 //!   at most `max_keys_per_node` distinct keys;
+//! - what the keys and values of one node id take is capped
+//!   (`max_bytes_per_node`), and so is what all node ids together take
+//!   (`max_total_bytes`): a node delta that would pass either is left out
+//!   and counted, the rest of the message passes;
 //! - within a node's delta, versions are non-zero and increase, and its
 //!   max version is not below any of its keys' versions (chitchat asserts
 //!   this and would stop gossiping otherwise);
@@ -79,6 +83,10 @@ pub struct GossipLimits {
     /// How far in the future (ms) a generation may lie: generations are
     /// start times.
     pub max_generation_skew_ms: u64,
+    /// Bytes (keys and values) one node id's state may take.
+    pub max_bytes_per_node: usize,
+    /// Bytes the states of all node ids together may take.
+    pub max_total_bytes: usize,
     /// Verified values remembered (by fingerprint), so that a copy of a
     /// value relayed again by other peers is not verified again. Up to
     /// twice this many are held.
@@ -94,6 +102,8 @@ impl Default for GossipLimits {
             max_key_len: 128,
             max_value_len: 8_192,
             max_inflated: 1 << 20,
+            max_bytes_per_node: 1 << 20,
+            max_total_bytes: 256 << 20,
             max_generation_skew_ms: 24 * 3600 * 1000,
             verified_cache: 1 << 16,
         }
@@ -240,8 +250,11 @@ pub struct GossipGuard {
     self_id: String,
     limits: GossipLimits,
     hasher: std::collections::hash_map::RandomState,
-    /// Each node id's keys (hashed), with when each was last seen (ms).
-    keys: HashMap<String, HashMap<u64, u64>>,
+    /// Each node id's keys (hashed), with when each was last seen (ms) and
+    /// what its key and value take.
+    keys: HashMap<String, NodeKeys>,
+    /// What all node ids' keys and values take.
+    total_bytes: usize,
     /// What this node's digest would take: itself and every member.
     digest_bytes: usize,
     /// Whose keys values are verified with.
@@ -252,6 +265,33 @@ pub struct GossipGuard {
     /// revoked empties it.
     pins_epoch: u64,
     stats: VerifyStats,
+}
+
+/// One node id's keys as the guard accounts for them.
+#[derive(Default)]
+struct NodeKeys {
+    /// Key hash → (last seen, ms; bytes of key and value).
+    keys: HashMap<u64, (u64, usize)>,
+    bytes: usize,
+}
+
+impl NodeKeys {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Forgets keys not seen for [`KEY_MEMORY_MS`]; returns the bytes freed.
+    fn expire(&mut self, now_ms: u64) -> usize {
+        let before = self.bytes;
+        self.keys.retain(|_, (seen, size)| {
+            let keep = now_ms.saturating_sub(*seen) < KEY_MEMORY_MS;
+            if !keep {
+                self.bytes -= *size;
+            }
+            keep
+        });
+        before - self.bytes
+    }
 }
 
 struct Reader<'a> {
@@ -304,6 +344,7 @@ impl GossipGuard {
             limits,
             hasher: Default::default(),
             keys: HashMap::new(),
+            total_bytes: 0,
             digest_bytes: DIGEST_ENTRY + self_id.len(),
             pins_epoch: pins.epoch(),
             pins,
@@ -318,8 +359,8 @@ impl GossipGuard {
         self.stats
     }
 
-    /// Node deltas left out because their values could not be verified,
-    /// since the last call, with the reason.
+    /// Node deltas left out because their values could not be verified or
+    /// would pass a byte cap, since the last call, with the reason.
     pub fn take_unverified(&mut self) -> Vec<(String, &'static str)> {
         std::mem::take(&mut self.unverified)
     }
@@ -331,9 +372,16 @@ impl GossipGuard {
 
     /// Forgets a node id that left the grid, with its keys.
     pub fn forget(&mut self, node_id: &str) {
-        if self.keys.remove(node_id).is_some() {
+        if let Some(k) = self.keys.remove(node_id) {
             self.digest_bytes -= DIGEST_ENTRY + node_id.len();
+            self.total_bytes -= k.bytes;
         }
+    }
+
+    /// What the states of all node ids take, as the guard accounts for
+    /// them (keys and values).
+    pub fn total_bytes(&self) -> usize {
+        self.total_bytes
     }
 
     /// Keeps only the node ids `keep` says are still on the grid.
@@ -375,7 +423,7 @@ impl GossipGuard {
     fn remember(&mut self, newcomers: Vec<&str>) {
         for id in newcomers {
             self.digest_bytes += DIGEST_ENTRY + id.len();
-            self.keys.insert(id.to_string(), HashMap::new());
+            self.keys.insert(id.to_string(), NodeKeys::default());
         }
     }
 
@@ -464,7 +512,8 @@ impl GossipGuard {
             max_version: Option<u64>,
             /// Where the max-version operation lies: never passed on.
             max_op: Option<(usize, usize)>,
-            new_keys: Vec<u64>,
+            /// (key hash, bytes of key and value)
+            new_keys: Vec<(u64, usize)>,
             /// (key, value, version, deletion status)
             kvs: Vec<(&'a str, &'a str, u64, u8)>,
         }
@@ -527,7 +576,8 @@ impl GossipGuard {
                         return Err(Refusal::Versions(d.id.to_string()));
                     }
                     d.last_version = version;
-                    d.new_keys.push(self.hasher.hash_one(key));
+                    d.new_keys
+                        .push((self.hasher.hash_one(key), key.len() + value.len()));
                     d.kvs.push((key, value, version, status));
                 }
                 OP_MAX_VERSION => {
@@ -562,14 +612,15 @@ impl GossipGuard {
                 // Keys a node stopped sending (links to peers long gone)
                 // stop counting after a while: the cap is on keys in use.
                 if known.len() + d.new_keys.len() > cap {
-                    known.retain(|_, seen| now_ms.saturating_sub(*seen) < KEY_MEMORY_MS);
+                    self.total_bytes -= known.expire(now_ms);
                 }
             }
             let known = self.keys.get(d.id);
             let added = d
                 .new_keys
                 .iter()
-                .filter(|k| known.is_none_or(|s| !s.contains_key(k)))
+                .filter(|(k, _)| known.is_none_or(|s| !s.keys.contains_key(k)))
+                .map(|(k, _)| k)
                 .collect::<HashSet<_>>()
                 .len();
             if known.map_or(0, |s| s.len()) + added > cap {
@@ -587,14 +638,39 @@ impl GossipGuard {
             if refused.contains(d.id) {
                 continue;
             }
+            // What the node's state would take with this delta.
+            let (node_bytes, grows) = {
+                let known = self.keys.get(d.id);
+                let mut sizes: HashMap<u64, usize> = HashMap::new();
+                for &(k, size) in &d.new_keys {
+                    sizes.insert(k, size);
+                }
+                let before = known.map_or(0, |n| n.bytes);
+                let mut after = before;
+                for (k, size) in &sizes {
+                    let old = known.and_then(|n| n.keys.get(k)).map_or(0, |x| x.1);
+                    after = after + size - old;
+                }
+                (after, after.saturating_sub(before))
+            };
+            if node_bytes > self.limits.max_bytes_per_node {
+                self.unverified.push((d.id.to_string(), "node_bytes_cap"));
+                continue;
+            }
+            if self.total_bytes + grows > self.limits.max_total_bytes {
+                self.unverified.push((d.id.to_string(), "grid_bytes_cap"));
+                continue;
+            }
             if let Err(why) = self.verify(d.id, d.generation, &d.kvs) {
                 self.unverified.push((d.id.to_string(), why));
                 continue;
             }
-            self.keys
-                .entry(d.id.to_string())
-                .or_default()
-                .extend(d.new_keys.into_iter().map(|k| (k, now_ms)));
+            let entry = self.keys.entry(d.id.to_string()).or_default();
+            for (k, size) in d.new_keys {
+                let old = entry.keys.insert(k, (now_ms, size)).map_or(0, |x| x.1);
+                entry.bytes = entry.bytes + size - old;
+                self.total_bytes = self.total_bytes + size - old;
+            }
             // Everything but the max-version operation, which no signature
             // covers: a forged one would make peers ignore the node's next
             // values.
@@ -1056,6 +1132,55 @@ mod tests {
             guard().check(&takeover, NOW),
             Err(Refusal::FutureGeneration(_))
         ));
+    }
+
+    #[test]
+    fn what_one_node_and_the_whole_grid_hold_is_capped_in_bytes() {
+        // Signed values are about 90 bytes longer than their payload.
+        let limits = GossipLimits {
+            max_bytes_per_node: 1_000,
+            max_total_bytes: 1_200,
+            ..GossipLimits::default()
+        };
+        let mut g = GossipGuard::new("me", limits, pins());
+        let big = "x".repeat(300);
+        let m = Craft::default()
+            .node("a")
+            .kv("k1", &big, 1)
+            .kv("k2", &big, 2)
+            .ack();
+        g.check(&m, NOW).unwrap();
+        assert!(g.take_unverified().is_empty());
+        let a_bytes = g.total_bytes();
+        assert!((700..1000).contains(&a_bytes), "{a_bytes}");
+        // A third value would take a past its cap: its delta is left out
+        // and counted; the rest of the message passes.
+        let m = Craft::default()
+            .node("a")
+            .kv("k3", &big, 3)
+            .node("b")
+            .kv("k1", "small", 1)
+            .ack();
+        g.check(&m, NOW).unwrap();
+        assert_eq!(g.take_unverified(), [("a".to_string(), "node_bytes_cap")]);
+        assert!(g.total_bytes() > a_bytes, "b's value passed");
+        // Replacing a value counts its new size, not both.
+        let m = Craft::default().node("a").kv("k1", "tiny", 4).ack();
+        g.check(&m, NOW).unwrap();
+        assert!(g.total_bytes() < a_bytes);
+        // The grid's cap: c may not take what is left and more.
+        let m = Craft::default()
+            .node("c")
+            .kv("k1", &big, 1)
+            .kv("k2", &big, 2)
+            .ack();
+        g.check(&m, NOW).unwrap();
+        assert_eq!(g.take_unverified(), [("c".to_string(), "grid_bytes_cap")]);
+        assert!(g.total_bytes() <= 1_200);
+        // A node that leaves gives its bytes back.
+        let before = g.total_bytes();
+        g.forget("a");
+        assert!(g.total_bytes() < before);
     }
 
     #[test]
