@@ -316,6 +316,7 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
             get(postmortems::seat).post(postmortems::seat_change),
         )
         .route("/api/v1/pm/{token}/actions", post(postmortems::seat_action))
+        .route("/api/v1/pm/{token}/claim", post(postmortems::claim))
         .route("/api/v1/pm/{token}/send", post(postmortems::seat_send))
         .route(
             "/api/v1/ballots/{token}",

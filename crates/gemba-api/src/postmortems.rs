@@ -46,6 +46,7 @@ impl From<PmError> for ApiError {
             PmError::Forbidden(_) => StatusCode::FORBIDDEN,
             PmError::NotFound(_) => StatusCode::NOT_FOUND,
             PmError::Conflict(_) => StatusCode::CONFLICT,
+            PmError::Unclaimed(_) => StatusCode::FORBIDDEN,
             PmError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(code, e.to_string())
@@ -241,7 +242,8 @@ async fn must_get(s: &Shared, id: i64) -> Result<Postmortem, ApiError> {
 }
 
 /// `POST /api/v1/incidents/{id}/postmortem`: starts it; the answer holds
-/// every participant's link, shown this once.
+/// every participant's one-time link, shown this once. Each claims its
+/// seat once and gets a link of its own, which the starter never sees.
 pub(crate) async fn start(
     State(s): State<Shared>,
     Path(id): Path<String>,
@@ -263,7 +265,7 @@ pub(crate) async fn start(
                 "token": token,
                 "path": format!("/pm/{token}"),
             })).collect::<Vec<_>>(),
-            "note": "each link is shown only now: hand each participant theirs",
+            "note": "hand each participant theirs: a link works once, to claim the seat, and gives its holder a link of their own (if someone finds theirs claimed already, it was not them who claimed it)",
         })),
     )
         .into_response())
@@ -336,6 +338,19 @@ pub(crate) async fn seat(State(s): State<Shared>, Path(token): Path<String>) -> 
     Ok(Json(seat_json(&seat, v)).into_response())
 }
 
+/// `POST /api/v1/pm/{token}/claim`: claims a seat with its one-time
+/// token; the answer holds the seat's own link, shown this once.
+pub(crate) async fn claim(State(s): State<Shared>, Path(token): Path<String>) -> Answer {
+    let (name, new) = postmortem::claim(timeline(&s)?, &token).await?;
+    Ok(Json(json!({
+        "you": name,
+        "token": new,
+        "path": format!("/pm/{new}"),
+        "note": "this is your link, shown only now: keep it (bookmark it); the one you claimed with no longer works",
+    }))
+    .into_response())
+}
+
 /// `POST /api/v1/pm/{token}`: a participant's change.
 pub(crate) async fn seat_change(
     State(s): State<Shared>,
@@ -345,7 +360,12 @@ pub(crate) async fn seat_change(
     let seat = seat_of(&s, &token).await?;
     let change = change_of(&body)?;
     let actor = Actor::Participant(seat.name.clone());
-    postmortem::change(timeline(&s)?, seat.postmortem.incident, &actor, &change).await?;
+    if change == postmortem::Change::CloseVoting {
+        // The facilitator's link opens the sealed ballots.
+        postmortem::close_with_link(timeline(&s)?, &token).await?;
+    } else {
+        postmortem::change(timeline(&s)?, seat.postmortem.incident, &actor, &change).await?;
+    }
     let seat = seat_of(&s, &token).await?;
     let v = pm_json(&s, &seat.postmortem, true).await?;
     Ok(Json(seat_json(&seat, v)).into_response())
@@ -770,7 +790,8 @@ fn markdown(
 /// The little script behind the forms: each `form[data-post]` sends its
 /// fields as JSON to that path (checkboxes named alike become a list of
 /// numbers, a `data-list` field a list of words), then reloads, goes to
-/// `data-done`, or shows the answer's links (`data-show="links"`); a
+/// `data-done` or to the path the answer names in `data-go`, or shows the
+/// answer's links (`data-show="links"`); a
 /// refusal is shown beside the form. Timers count down.
 pub(crate) const FORMS_JS: &str = r##"
 (function(){
@@ -801,6 +822,7 @@ pub(crate) const FORMS_JS: &str = r##"
           a.href=l.path;a.textContent=location.origin+l.path;li.textContent=l.name+': ';li.appendChild(a);ul.appendChild(li);});
         out.appendChild(ul);return;
       }
+      if(f.dataset.go&&typeof j[f.dataset.go]==='string'&&j[f.dataset.go].startsWith('/')){location.href=j[f.dataset.go];return;}
       if(f.dataset.done){location.href=f.dataset.done;}else{location.reload();}
     });
   });
@@ -978,6 +1000,16 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
     let t = timeline(&s)?;
     let seat = match postmortem::seat(t, &token).await {
         Ok(seat) => seat,
+        Err(PmError::Unclaimed(name)) => {
+            let body = format!(
+                r#"<p>This link is for <b id="claim-for">{name}</b>, and it works once: claim the seat to get a link of your own, which nobody else has seen. This one then stops working.</p>
+<form id="claim" data-post="/api/v1/pm/{token}/claim" data-go="path"><p><button>claim {name}'s seat</button><span class="out"></span></p></form>
+<p class="muted">If you are not {name}, do not claim it. If {name}'s seat turns out claimed already and {name} did not claim it, tell the facilitator.</p>"#,
+                name = esc(&name),
+                token = esc(&token),
+            );
+            return Ok(page(&s, "claim your seat", &body));
+        }
         Err(e) => return Ok(refused_page(&s, "post-mortem", e)),
     };
     let pm = &seat.postmortem;

@@ -155,7 +155,7 @@ run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c
     assert_eq!(code, 401);
     let (code, started) = call("POST", pm_path.clone(), true, setup.clone()).await;
     assert_eq!(code, 201, "{started}");
-    let links: BTreeMap<String, String> = started["links"]
+    let once: BTreeMap<String, String> = started["links"]
         .as_array()
         .unwrap()
         .iter()
@@ -166,7 +166,60 @@ run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c
             )
         })
         .collect();
-    assert_eq!(links.len(), 4);
+    assert_eq!(once.len(), 4);
+    // The starter was shown one-time links: they open no seat, and each
+    // claims its seat once, giving a link the starter never saw.
+    let (code, v) = call(
+        "GET",
+        format!("/api/v1/pm/{}", once["dee"]),
+        false,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("one-time link"),
+        "{v}"
+    );
+    let page = http(addr, "GET", &format!("/pm/{}", once["dee"]), false, "")
+        .await
+        .1;
+    assert!(page.contains(r#"<form id="claim""#), "{page}");
+    let mut links = BTreeMap::new();
+    for (name, token) in &once {
+        let (code, v) = call(
+            "POST",
+            format!("/api/v1/pm/{token}/claim"),
+            false,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["you"], name.as_str());
+        let link = v["token"].as_str().unwrap().to_string();
+        assert_ne!(&link, token);
+        assert!(
+            !started.to_string().contains(&link),
+            "the starter never saw it"
+        );
+        links.insert(name.clone(), link);
+    }
+    let (code, _) = call(
+        "POST",
+        format!("/api/v1/pm/{}/claim", once["dee"]),
+        false,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 404, "a one-time link works once");
+    let (code, _) = call(
+        "GET",
+        format!("/api/v1/pm/{}", once["dee"]),
+        false,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 404);
     let me = |n: &str| format!("/api/v1/pm/{}", links[n]);
 
     // Each shares through their own link, without the API token.
@@ -416,7 +469,9 @@ run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c
     // After closing, the database holds no slot at all.
     let d = dump(&db);
     assert!(
-        d["pm_participants"].iter().all(|r| r.ends_with("Null")),
+        d["pm_participants"]
+            .iter()
+            .all(|r| r.split(" | ").nth(4) == Some("Null")),
         "slots forgotten: {:?}",
         d["pm_participants"]
     );

@@ -1037,14 +1037,15 @@ pub async fn timeline_incident_updates_name_the_version_they_read((a, b): Timeli
 }
 
 pub async fn timeline_a_ballot_counts_once_and_only_while_voting((a, b): TimelinePair) {
-    let person = |hash: &str, name: &str| crate::ParticipantRow {
+    let person = |hash: &str, name: &str, claimed: bool| crate::ParticipantRow {
         token_hash: hash.into(),
         incident: 1,
         name: name.into(),
         seal_key: "k".into(),
         slot: None,
+        claimed,
     };
-    let people = vec![person("h-a", "ana"), person("h-b", "bo")];
+    let people = vec![person("h-a", "ana", true), person("c-b", "bo", false)];
     assert!(a
         .add_postmortem(1, 1000, "{}".into(), people.clone())
         .await
@@ -1053,20 +1054,42 @@ pub async fn timeline_a_ballot_counts_once_and_only_while_voting((a, b): Timelin
         .add_postmortem(1, 1000, "{}".into(), people)
         .await
         .unwrap());
+    // bo claims the seat once: the claim token stops working.
+    assert!(b
+        .claim_seat("c-b".into(), None, "h-b".into(), "k2".into(), None)
+        .await
+        .unwrap());
+    assert!(!a
+        .claim_seat("c-b".into(), None, "h-x".into(), "k3".into(), None)
+        .await
+        .unwrap());
+    assert!(
+        !a.claim_seat("h-a".into(), None, "h-y".into(), "k3".into(), None)
+            .await
+            .unwrap(),
+        "a claimed seat is not claimed again"
+    );
+    let bo = a.participant("h-b".into()).await.unwrap().unwrap();
     assert_eq!(
-        a.cast_ballot("b1".into(), "x".into(), 5).await.unwrap(),
+        (bo.name.as_str(), bo.seal_key.as_str(), bo.claimed),
+        ("bo", "k2", true)
+    );
+    assert!(a.participant("c-b".into()).await.unwrap().is_none());
+    assert_eq!(
+        a.cast_ballot("b1".into(), "s1111".into(), 5).await.unwrap(),
         crate::BallotOutcome::Unknown
     );
     let slots = vec![
         ("h-a".to_string(), "s-a".to_string()),
         ("h-b".into(), "s-b".into()),
     ];
+    let fill = |h: &str| (h.to_string(), "u0000".to_string());
     assert!(!a
-        .open_voting(1, 7, "{}".into(), vec!["b1".into()], slots.clone())
+        .open_voting(1, 7, "{}".into(), vec![fill("b1")], slots.clone())
         .await
         .unwrap());
     assert!(b
-        .open_voting(1, 1, "{}".into(), vec!["b2".into(), "b1".into()], slots)
+        .open_voting(1, 1, "{}".into(), vec![fill("b2"), fill("b1")], slots)
         .await
         .unwrap());
     assert_eq!(
@@ -1079,16 +1102,19 @@ pub async fn timeline_a_ballot_counts_once_and_only_while_voting((a, b): Timelin
         Some("s-a")
     );
     assert_eq!(a.participants(1).await.unwrap().len(), 2);
+    assert_eq!(a.ballot("b1".into()).await.unwrap(), Some((1, false)));
     assert_eq!(
-        a.cast_ballot("b1".into(), "x".into(), 5).await.unwrap(),
+        a.cast_ballot("b1".into(), "s1111".into(), 5).await.unwrap(),
         crate::BallotOutcome::Cast(1)
     );
     assert_eq!(
-        b.cast_ballot("b1".into(), "y".into(), 5).await.unwrap(),
+        b.cast_ballot("b1".into(), "s2222".into(), 5).await.unwrap(),
         crate::BallotOutcome::Repeated
     );
     assert_eq!(
-        b.cast_ballot("b2".into(), "y".into(), 1000).await.unwrap(),
+        b.cast_ballot("b2".into(), "s2222".into(), 1000)
+            .await
+            .unwrap(),
         crate::BallotOutcome::NotOpen,
         "expired"
     );
@@ -1097,8 +1123,31 @@ pub async fn timeline_a_ballot_counts_once_and_only_while_voting((a, b): Timelin
         (pm.phase.as_str(), pm.ballots, pm.ballots_cast),
         ("voting", 2, 1)
     );
+    assert_eq!(
+        b.ballot_contents(1).await.unwrap(),
+        vec!["s1111".to_string()]
+    );
+    // Closing counts on the ballots it read: one more cast, read again.
+    assert!(!a
+        .close_voting(
+            1,
+            pm.version,
+            "{}".into(),
+            0,
+            "u----".into(),
+            "x----".into()
+        )
+        .await
+        .unwrap());
     assert!(a
-        .update_postmortem(1, pm.version, "closed".into(), "{}".into())
+        .close_voting(
+            1,
+            pm.version,
+            "{}".into(),
+            1,
+            "u----".into(),
+            "x----".into()
+        )
         .await
         .unwrap());
     assert!(b
@@ -1108,10 +1157,16 @@ pub async fn timeline_a_ballot_counts_once_and_only_while_voting((a, b): Timelin
         .iter()
         .all(|p| p.slot.is_none()));
     assert_eq!(
-        b.cast_ballot("b2".into(), "y".into(), 5).await.unwrap(),
+        b.cast_ballot("b2".into(), "s2222".into(), 5).await.unwrap(),
         crate::BallotOutcome::NotOpen
     );
-    assert_eq!(b.ballot_contents(1).await.unwrap(), vec!["x".to_string()]);
+    // Every content is overwritten; the count of cast ballots stays.
+    assert_eq!(
+        b.ballot_contents(1).await.unwrap(),
+        vec!["x----".to_string()]
+    );
+    let pm = b.postmortem(1).await.unwrap().unwrap();
+    assert_eq!((pm.phase.as_str(), pm.ballots_cast), ("closed", 1));
     assert_eq!(a.ballot("b2".into()).await.unwrap(), Some((1, false)));
 }
 

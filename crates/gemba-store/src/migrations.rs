@@ -180,6 +180,10 @@ const TIMELINE: &[&str] = &[
         done_ms INTEGER,
         done_by TEXT
     );",
+    // 6: a seat is claimed once with the token its starter was shown,
+    // which then stops working (seats of existing post-mortems count as
+    // claimed).
+    "ALTER TABLE pm_participants ADD COLUMN claimed INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// The market's tables.
@@ -537,4 +541,6 @@ const PG_TIMELINE: &[&str] = &[
         done_ms BIGINT,
         done_by TEXT
     );",
+    // 2: claimed seats, as SQLite's sixth.
+    "ALTER TABLE pm_participants ADD COLUMN claimed BOOLEAN NOT NULL DEFAULT TRUE;",
 ];

@@ -9,7 +9,11 @@ use crate::{PgStore, StoreError};
 
 const EVENT_COLUMNS: &str =
     "id, at_ms, end_ms, kind, what, tags, text, author, link, source, origin";
-const PARTICIPANT_COLUMNS: &str = "token_hash, incident, name, seal_key, slot";
+const PARTICIPANT_COLUMNS: &str = "token_hash, incident, name, seal_key, slot, claimed";
+
+/// Whether a ballot row's content is a cast ballot: an uncast one holds
+/// NULL (before fillers) or a filler starting with `u`.
+const CAST: &str = "(content IS NOT NULL AND substr(content, 1, 1) <> 'u')";
 
 fn event_row(r: &Row) -> EventRow {
     EventRow {
@@ -34,6 +38,7 @@ fn participant_row(r: &Row) -> ParticipantRow {
         name: r.get(2),
         seal_key: r.get(3),
         slot: r.get(4),
+        claimed: r.get(5),
     }
 }
 
@@ -657,9 +662,9 @@ impl TimelineStore for PgStore {
         }
         for p in &participants {
             tx.execute(
-                "INSERT INTO pm_participants (token_hash, incident, name, seal_key, slot)
-                 VALUES ($1, $2, $3, $4, NULL)",
-                &[&p.token_hash, &incident, &p.name, &p.seal_key],
+                "INSERT INTO pm_participants (token_hash, incident, name, seal_key, slot, claimed)
+                 VALUES ($1, $2, $3, $4, NULL, $5)",
+                &[&p.token_hash, &incident, &p.name, &p.seal_key, &p.claimed],
             )
             .await
             .map_err(f)?;
@@ -672,10 +677,12 @@ impl TimelineStore for PgStore {
         let c = self.client().await?;
         let r = c
             .query_opt(
-                "SELECT incident, phase, expires_ms, version, body,
+                &format!(
+                    "SELECT incident, phase, expires_ms, version, body,
                     (SELECT COUNT(*) FROM pm_ballots WHERE incident = $1),
-                    (SELECT COUNT(*) FROM pm_ballots WHERE incident = $1 AND content IS NOT NULL)
-                 FROM postmortems WHERE incident = $1",
+                    (SELECT COUNT(*) FROM pm_ballots WHERE incident = $1 AND {CAST})
+                 FROM postmortems WHERE incident = $1"
+                ),
                 &[&incident],
             )
             .await
@@ -755,7 +762,7 @@ impl TimelineStore for PgStore {
         incident: i64,
         version: i64,
         body: String,
-        ballots: Vec<String>,
+        ballots: Vec<(String, String)>,
         slots: Vec<(String, String)>,
     ) -> Result<bool, StoreError> {
         let f = |e| self.failed(e);
@@ -776,10 +783,11 @@ impl TimelineStore for PgStore {
         // holds which.
         let mut ballots = ballots;
         ballots.sort();
+        let (hashes, fillers): (Vec<String>, Vec<String>) = ballots.into_iter().unzip();
         tx.execute(
             "INSERT INTO pm_ballots (token_hash, incident, content)
-             SELECT h, $2, NULL FROM UNNEST($1::TEXT[]) AS h ORDER BY h",
-            &[&ballots, &incident],
+             SELECT h, $3, f FROM UNNEST($1::TEXT[], $2::TEXT[]) AS t(h, f) ORDER BY h",
+            &[&hashes, &fillers, &incident],
         )
         .await
         .map_err(f)?;
@@ -808,7 +816,8 @@ impl TimelineStore for PgStore {
         // this ballot sees it closed.
         let found = tx
             .query_opt(
-                "SELECT b.incident, b.content IS NOT NULL, p.phase, p.expires_ms
+                "SELECT b.incident, (b.content IS NOT NULL AND substr(b.content, 1, 1) <> 'u'),
+                    p.phase, p.expires_ms
                  FROM pm_ballots b JOIN postmortems p ON p.incident = b.incident
                  WHERE b.token_hash = $1 FOR UPDATE",
                 &[&token_hash],
@@ -827,7 +836,8 @@ impl TimelineStore for PgStore {
             return Ok(BallotOutcome::Repeated);
         }
         tx.execute(
-            "UPDATE pm_ballots SET content = $1 WHERE token_hash = $2 AND content IS NULL",
+            "UPDATE pm_ballots SET content = $1 WHERE token_hash = $2
+             AND (content IS NULL OR substr(content, 1, 1) = 'u')",
             &[&content, &token_hash],
         )
         .await
@@ -836,11 +846,86 @@ impl TimelineStore for PgStore {
         Ok(BallotOutcome::Cast(incident))
     }
 
+    async fn close_voting(
+        &self,
+        incident: i64,
+        version: i64,
+        body: String,
+        cast: u64,
+        scrub_uncast: String,
+        scrub_cast: String,
+    ) -> Result<bool, StoreError> {
+        let f = |e| self.failed(e);
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(f)?;
+        // The post-mortem's row first: a ballot being cast holds it, and
+        // once this holds it no ballot gets in.
+        let n = tx
+            .execute(
+                "UPDATE postmortems SET phase = 'closed', body = $1, version = version + 1
+                 WHERE incident = $2 AND version = $3 AND phase = 'voting'",
+                &[&body, &incident, &version],
+            )
+            .await
+            .map_err(f)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let now_cast: i64 = tx
+            .query_one(
+                &format!("SELECT COUNT(*) FROM pm_ballots WHERE incident = $1 AND {CAST}"),
+                &[&incident],
+            )
+            .await
+            .map_err(f)?
+            .get(0);
+        if now_cast as u64 != cast {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE pm_participants SET slot = NULL WHERE incident = $1 AND slot IS NOT NULL",
+            &[&incident],
+        )
+        .await
+        .map_err(f)?;
+        tx.execute(
+            &format!(
+                "UPDATE pm_ballots SET content = CASE WHEN {CAST} THEN $1 ELSE $2 END
+                 WHERE incident = $3"
+            ),
+            &[&scrub_cast, &scrub_uncast, &incident],
+        )
+        .await
+        .map_err(f)?;
+        tx.commit().await.map_err(f)?;
+        Ok(true)
+    }
+
+    async fn claim_seat(
+        &self,
+        old_hash: String,
+        old_slot: Option<String>,
+        new_hash: String,
+        seal_key: String,
+        slot: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE pm_participants SET token_hash = $1, seal_key = $2, slot = $3, claimed = TRUE
+                 WHERE token_hash = $4 AND NOT claimed AND slot IS NOT DISTINCT FROM $5",
+                &[&new_hash, &seal_key, &slot, &old_hash, &old_slot],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(n == 1)
+    }
+
     async fn ballot(&self, token_hash: String) -> Result<Option<(i64, bool)>, StoreError> {
         let c = self.client().await?;
         let r = c
             .query_opt(
-                "SELECT incident, content IS NOT NULL FROM pm_ballots WHERE token_hash = $1",
+                &format!("SELECT incident, {CAST} FROM pm_ballots WHERE token_hash = $1"),
                 &[&token_hash],
             )
             .await
@@ -852,7 +937,9 @@ impl TimelineStore for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT content FROM pm_ballots WHERE incident = $1 AND content IS NOT NULL ORDER BY token_hash",
+                &format!(
+                    "SELECT content FROM pm_ballots WHERE incident = $1 AND {CAST} ORDER BY token_hash"
+                ),
                 &[&incident],
             )
             .await

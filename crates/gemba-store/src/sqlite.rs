@@ -650,7 +650,7 @@ mod tests {
             vec![
                 ("escalator".to_string(), 3),
                 ("market".to_string(), 2),
-                ("timeline".to_string(), 5)
+                ("timeline".to_string(), 6)
             ],
             "migrations 2 and 3 (the outbox, fences) ran on top of the old schema, and the later stages' tables were added"
         );

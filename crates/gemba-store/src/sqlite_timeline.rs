@@ -39,7 +39,11 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
-const PARTICIPANT_COLUMNS: &str = "token_hash, incident, name, seal_key, slot";
+const PARTICIPANT_COLUMNS: &str = "token_hash, incident, name, seal_key, slot, claimed";
+
+/// Whether a ballot row's content is a cast ballot: an uncast one holds
+/// NULL (before fillers) or a filler starting with `u`.
+const CAST: &str = "(content IS NOT NULL AND substr(content, 1, 1) <> 'u')";
 
 fn participant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ParticipantRow> {
     Ok(ParticipantRow {
@@ -48,6 +52,7 @@ fn participant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ParticipantRow> {
         name: r.get(2)?,
         seal_key: r.get(3)?,
         slot: r.get(4)?,
+        claimed: r.get(5)?,
     })
 }
 
@@ -629,11 +634,11 @@ impl TimelineStore for SqliteStore {
             }
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO pm_participants (token_hash, incident, name, seal_key, slot)
-                     VALUES (?1, ?2, ?3, ?4, NULL)",
+                    "INSERT INTO pm_participants (token_hash, incident, name, seal_key, slot, claimed)
+                     VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
                 )?;
                 for p in &participants {
-                    st.execute(params![p.token_hash, incident, p.name, p.seal_key])?;
+                    st.execute(params![p.token_hash, incident, p.name, p.seal_key, p.claimed])?;
                 }
             }
             tx.commit()?;
@@ -645,10 +650,12 @@ impl TimelineStore for SqliteStore {
     async fn postmortem(&self, incident: i64) -> Result<Option<PostmortemRow>, StoreError> {
         self.with(move |c| {
             c.query_row(
-                "SELECT incident, phase, expires_ms, version, body,
+                &format!(
+                    "SELECT incident, phase, expires_ms, version, body,
                     (SELECT COUNT(*) FROM pm_ballots WHERE incident = ?1),
-                    (SELECT COUNT(*) FROM pm_ballots WHERE incident = ?1 AND content IS NOT NULL)
-                 FROM postmortems WHERE incident = ?1",
+                    (SELECT COUNT(*) FROM pm_ballots WHERE incident = ?1 AND {CAST})
+                 FROM postmortems WHERE incident = ?1"
+                ),
                 [incident],
                 |r| {
                     Ok(PostmortemRow {
@@ -734,7 +741,7 @@ impl TimelineStore for SqliteStore {
         incident: i64,
         version: i64,
         body: String,
-        ballots: Vec<String>,
+        ballots: Vec<(String, String)>,
         slots: Vec<(String, String)>,
     ) -> Result<bool, StoreError> {
         self.with(move |c| {
@@ -749,10 +756,12 @@ impl TimelineStore for SqliteStore {
             }
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO pm_ballots (token_hash, incident, content) VALUES (?1, ?2, NULL)",
+                    "INSERT INTO pm_ballots (token_hash, incident, content) VALUES (?1, ?2, ?3)",
                 )?;
-                for hash in &ballots {
-                    st.execute(params![hash, incident])?;
+                let mut ballots = ballots;
+                ballots.sort();
+                for (hash, filler) in &ballots {
+                    st.execute(params![hash, incident, filler])?;
                 }
                 let mut st = tx.prepare_cached(
                     "UPDATE pm_participants SET slot = ?1 WHERE token_hash = ?2 AND incident = ?3",
@@ -777,7 +786,8 @@ impl TimelineStore for SqliteStore {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let found: Option<(i64, bool, String, i64)> = tx
                 .query_row(
-                    "SELECT b.incident, b.content IS NOT NULL, p.phase, p.expires_ms
+                    "SELECT b.incident, (b.content IS NOT NULL AND substr(b.content, 1, 1) <> 'u'),
+                        p.phase, p.expires_ms
                      FROM pm_ballots b JOIN postmortems p ON p.incident = b.incident
                      WHERE b.token_hash = ?1",
                     [&token_hash],
@@ -793,12 +803,85 @@ impl TimelineStore for SqliteStore {
             if cast {
                 return Ok(BallotOutcome::Repeated);
             }
+            // In place: the content has its filler's length, so the row
+            // keeps its place in the page (storage order stays hash order).
+            tx.pragma_update(None, "secure_delete", true)?;
             tx.execute(
-                "UPDATE pm_ballots SET content = ?1 WHERE token_hash = ?2 AND content IS NULL",
+                "UPDATE pm_ballots SET content = ?1 WHERE token_hash = ?2
+                 AND (content IS NULL OR substr(content, 1, 1) = 'u')",
                 params![content, token_hash],
             )?;
             tx.commit()?;
+            c.pragma_update(None, "secure_delete", false)?;
             Ok(BallotOutcome::Cast(incident))
+        })
+        .await
+    }
+
+    async fn close_voting(
+        &self,
+        incident: i64,
+        version: i64,
+        body: String,
+        cast: u64,
+        scrub_uncast: String,
+        scrub_cast: String,
+    ) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now_cast: i64 = tx.query_row(
+                &format!("SELECT COUNT(*) FROM pm_ballots WHERE incident = ?1 AND {CAST}"),
+                [incident],
+                |r| r.get(0),
+            )?;
+            if now_cast as u64 != cast {
+                return Ok(false);
+            }
+            let n = tx.execute(
+                "UPDATE postmortems SET phase = 'closed', body = ?1, version = version + 1
+                 WHERE incident = ?2 AND version = ?3 AND phase = 'voting'",
+                params![body, incident, version],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            tx.pragma_update(None, "secure_delete", true)?;
+            tx.execute(
+                "UPDATE pm_participants SET slot = NULL WHERE incident = ?1 AND slot IS NOT NULL",
+                [incident],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE pm_ballots SET content = CASE WHEN {CAST} THEN ?1 ELSE ?2 END
+                     WHERE incident = ?3"
+                ),
+                params![scrub_cast, scrub_uncast, incident],
+            )?;
+            tx.commit()?;
+            c.pragma_update(None, "secure_delete", false)?;
+            // The write-ahead log still holds the pages as they were: copy
+            // them home and empty it.
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn claim_seat(
+        &self,
+        old_hash: String,
+        old_slot: Option<String>,
+        new_hash: String,
+        seal_key: String,
+        slot: Option<String>,
+    ) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE pm_participants SET token_hash = ?1, seal_key = ?2, slot = ?3, claimed = 1
+                 WHERE token_hash = ?4 AND claimed = 0 AND slot IS ?5",
+                params![new_hash, seal_key, slot, old_hash, old_slot],
+            )?;
+            Ok(n == 1)
         })
         .await
     }
@@ -806,7 +889,7 @@ impl TimelineStore for SqliteStore {
     async fn ballot(&self, token_hash: String) -> Result<Option<(i64, bool)>, StoreError> {
         self.with(move |c| {
             c.query_row(
-                "SELECT incident, content IS NOT NULL FROM pm_ballots WHERE token_hash = ?1",
+                &format!("SELECT incident, {CAST} FROM pm_ballots WHERE token_hash = ?1"),
                 [token_hash],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -817,9 +900,9 @@ impl TimelineStore for SqliteStore {
 
     async fn ballot_contents(&self, incident: i64) -> Result<Vec<String>, StoreError> {
         self.with(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT content FROM pm_ballots WHERE incident = ?1 AND content IS NOT NULL ORDER BY token_hash",
-            )?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT content FROM pm_ballots WHERE incident = ?1 AND {CAST} ORDER BY token_hash"
+            ))?;
             let rows = st.query_map([incident], |r| r.get(0))?;
             rows.collect()
         })

@@ -146,6 +146,9 @@ pub struct ParticipantRow {
     pub seal_key: String,
     /// Their ballot token, sealed to `seal_key`, while voting is open.
     pub slot: Option<String>,
+    /// Whether the seat's holder has claimed it: the token the starter was
+    /// shown works once, to claim the seat and get a link of its own.
+    pub claimed: bool,
 }
 
 /// What became of a ballot handed in.
@@ -293,19 +296,47 @@ pub trait TimelineStore: Send + Sync {
         body: String,
     ) -> Result<bool, StoreError>;
     /// Moves a post-mortem from `round` to `voting` if still at `version`:
-    /// stores the ballots' token hashes (and nothing else about them) and
-    /// each participant's sealed slot `(participant token hash, slot)`,
-    /// all in one transaction.
+    /// stores the ballots `(token hash, filler)` (and nothing else about
+    /// them) and each participant's sealed slot `(participant token hash,
+    /// slot)`, all in one transaction. A filler starts with `u` and has the
+    /// length of a cast ballot's content, so that casting rewrites a row
+    /// in place.
     async fn open_voting(
         &self,
         incident: i64,
         version: i64,
         body: String,
-        ballots: Vec<String>,
+        ballots: Vec<(String, String)>,
         slots: Vec<(String, String)>,
     ) -> Result<bool, StoreError>;
-    /// Records a ballot's content once, while its post-mortem is voting
-    /// and `now_ms` is before its expiry.
+    /// Closes a post-mortem's voting if still at `version` and exactly
+    /// `cast` of its ballots were cast (else `false`: read again): writes
+    /// the body, forgets every slot, and overwrites every ballot's content
+    /// with `scrub_uncast` or `scrub_cast`, all in one transaction, the
+    /// freed bytes overwritten.
+    async fn close_voting(
+        &self,
+        incident: i64,
+        version: i64,
+        body: String,
+        cast: u64,
+        scrub_uncast: String,
+        scrub_cast: String,
+    ) -> Result<bool, StoreError>;
+    /// Gives an unclaimed seat its own link: the row of `old_hash` (still
+    /// unclaimed, its slot still `old_slot`) takes `new_hash`, `seal_key`
+    /// and `slot` (its ballot resealed to the new key, while voting);
+    /// `false` when there is no such seat.
+    async fn claim_seat(
+        &self,
+        old_hash: String,
+        old_slot: Option<String>,
+        new_hash: String,
+        seal_key: String,
+        slot: Option<String>,
+    ) -> Result<bool, StoreError>;
+    /// Records a ballot's content once (its filler is replaced in place),
+    /// while its post-mortem is voting and `now_ms` is before its expiry.
     async fn cast_ballot(
         &self,
         token_hash: String,

@@ -87,7 +87,7 @@ async fn servers_starting_together_migrate_once_and_a_bad_location_is_named() {
         vec![
             ("escalator".to_string(), 2),
             ("market".to_string(), 2),
-            ("timeline".to_string(), 1)
+            ("timeline".to_string(), 2)
         ]
     );
     // Nobody listens there: a clear error that names where, not the

@@ -16,29 +16,38 @@
 //!
 //! ## Anonymous ballots: how, and against whom
 //!
-//! When voting opens the server draws one random ballot token per
-//! participant and, in the same step, seals each to one participant's
-//! public key (X25519; the secret half is derived from the participant's
-//! link token, which the store never holds, only its hash). The store
-//! keeps, in one transaction: the SHA-256 of every ballot token (a table
-//! keyed and ordered by that hash, with no time, no sequence and no
-//! participant), and each participant's sealed slot. Raw ballot tokens
-//! are not kept anywhere. A participant's page opens their slot with the
-//! token in their link and shows their ballot's own link; a ballot is cast
-//! with the ballot token alone. Closing forgets every slot (the freed
-//! bytes are overwritten and the write-ahead log emptied).
+//! Seats are claimed: the starter is shown one-time tokens, and each
+//! claims its seat once, giving the seat a link token the starter never
+//! sees ([`claim`]). When voting opens the server draws one random ballot
+//! token per participant and, in the same step, seals each to one
+//! participant's public key (X25519; the secret half is derived from the
+//! participant's link token, which the store never holds, only its hash).
+//! It also draws a voting key: each cast ballot is sealed to it (padded to
+//! one length), and its secret half is sealed to the facilitator's link.
+//! The store keeps, in one transaction: the SHA-256 of every ballot token
+//! (a table keyed and ordered by that hash, with no time, no sequence and
+//! no participant), each row holding a filler of a sealed ballot's length
+//! until it is cast, so casting rewrites the row in place and storage
+//! order stays hash order; and each participant's sealed slot. Raw ballot
+//! tokens are not kept anywhere. A participant's page opens their slot
+//! with the token in their link and shows their ballot's own link; a
+//! ballot is cast with the ballot token alone. Closing takes the
+//! facilitator's link ([`close_with_link`]): it opens the voting key,
+//! counts, keeps only the counts, and overwrites every ballot and slot
+//! (the freed bytes too, and the write-ahead log is emptied).
 //!
 //! So, from the stored data alone (a backup, a stolen disk, a curious
 //! administrator with `sqlite3`), no ballot can be tied to a participant,
-//! during voting or after. What this does not protect against, said
-//! plainly: someone holding a participant's link can open their slot and
-//! vote as them (the link is the identity); a server process that is
-//! modified or watched while it runs sees which slot it opens and which
-//! ballot then arrives, and could log it (the code does not; request paths
-//! are not logged); whoever watches the network or the browser at the
-//! moment a person votes sees who sends which ballot. Ballot contents are
-//! stored in the clear, so an administrator can count early; the API and
-//! console show no tally before voting closes.
+//! and no ballot can be read, during voting or after; copies taken over
+//! time show when anonymous rows were cast, nothing more. What this does
+//! not protect against, said plainly: someone holding a participant's
+//! link can open their slot and vote as them (the link is the identity);
+//! a server process that is modified or watched while it runs sees which
+//! slot it opens and which ballot then arrives, and could log it (the
+//! code does not; request paths are not logged); whoever watches the
+//! network or the browser at the moment a person votes sees who sends
+//! which ballot; the facilitator's link with a copy of the store taken
+//! during voting reads each anonymous ballot.
 
 use std::collections::BTreeSet;
 
@@ -152,6 +161,17 @@ pub struct Body {
     pub closed_ms: Option<u64>,
     #[serde(default)]
     pub closed_by: Option<String>,
+    /// While voting: the public key ballots are sealed to (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote_key: Option<String>,
+    /// While voting: the secret half of `vote_key`, sealed to the
+    /// facilitator's link (only their link closes the vote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote_secret: Option<String>,
+    /// Once closed: approvals per proposal id, counted when the vote
+    /// closed (the ballots themselves are then overwritten).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<Vec<(i64, u64)>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -220,6 +240,9 @@ pub enum PmError {
     /// The post-mortem's phase or expiry does not allow it.
     #[error("{0}")]
     Conflict(String),
+    /// A seat's one-time token, not claimed yet: the seat's name.
+    #[error("this link is {0}'s one-time link: claim the seat (POST .../claim, or open it in a browser) to get a link of your own; this one then stops working")]
+    Unclaimed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -351,8 +374,9 @@ fn check_person(field: &str, name: &str) -> Result<(), PmError> {
     Ok(())
 }
 
-/// Starts the post-mortem of an incident; each participant's link token,
-/// which only this answer ever shows.
+/// Starts the post-mortem of an incident; each participant's one-time
+/// token, which only this answer ever shows. A token claims its seat once
+/// ([`claim`]): the seat then has a link its starter never saw.
 pub async fn start(
     t: &TimelineHandle,
     incident_id: i64,
@@ -409,6 +433,7 @@ pub async fn start(
             name: name.clone(),
             seal_key: hex(x25519_dalek::PublicKey::from(&seal_secret(&token)).as_bytes()),
             slot: None,
+            claimed: false,
         });
         links.push((name.clone(), hex(&token)));
     }
@@ -465,6 +490,9 @@ pub async fn seat(t: &TimelineHandle, token: &str) -> Result<Seat, PmError> {
         .participant(link_hash(&link))
         .await?
         .ok_or_else(|| PmError::NotFound(NOT_A_LINK.into()))?;
+    if !row.claimed {
+        return Err(PmError::Unclaimed(row.name));
+    }
     let postmortem = get(t, row.incident)
         .await?
         .ok_or_else(|| PmError::NotFound(NOT_A_LINK.into()))?;
@@ -486,6 +514,118 @@ pub async fn seat(t: &TimelineHandle, token: &str) -> Result<Seat, PmError> {
         ballot,
         ballot_cast,
     })
+}
+
+/// Claims a seat with its one-time token: the seat gets a new link, which
+/// only this answer shows (and so not whoever started the post-mortem),
+/// and the token stops working. While voting, the seat's ballot is
+/// resealed to the new link. Returns the seat's name and its new token.
+pub async fn claim(t: &TimelineHandle, token: &str) -> Result<(String, String), PmError> {
+    let raw = token_bytes(token).ok_or_else(|| PmError::NotFound(NOT_A_LINK.into()))?;
+    // Twice at most: voting may open between reading the seat and
+    // claiming it, which seals a ballot to the one-time token's key.
+    for _ in 0..2 {
+        let row = t
+            .store()
+            .participant(link_hash(&raw))
+            .await?
+            .ok_or_else(|| PmError::NotFound(NOT_A_LINK.into()))?;
+        if row.claimed {
+            return Err(PmError::Conflict(format!(
+                "{}'s seat is claimed already: use the link you got when you claimed it (if you did not claim it, tell the facilitator)",
+                row.name
+            )));
+        }
+        let new = new_token()?;
+        let new_key = x25519_dalek::PublicKey::from(&seal_secret(&new)).to_bytes();
+        let slot = match row.slot.as_deref().and_then(|s| open_slot(s, &raw)) {
+            Some(ballot) => {
+                let ballot: [u8; 32] =
+                    unhex(&ballot)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| {
+                            PmError::Store(StoreError::Query("a stored slot is damaged".into()))
+                        })?;
+                Some(seal(&ballot, &new_key)?)
+            }
+            None => None,
+        };
+        if t.store()
+            .claim_seat(
+                link_hash(&raw),
+                row.slot.clone(),
+                link_hash(&new),
+                hex(&new_key),
+                slot,
+            )
+            .await?
+        {
+            return Ok((row.name, hex(&new)));
+        }
+    }
+    Err(PmError::Conflict(
+        "the seat changed while it was being claimed; try again".into(),
+    ))
+}
+
+/// A vote's content is padded to this many bytes before it is sealed, so
+/// that every sealed ballot has the same length.
+const VOTE_PLAIN: usize = 256;
+/// A sealed ballot's bytes: the ephemeral public key, the ciphertext and
+/// its tag.
+const VOTE_SEALED: usize = 32 + VOTE_PLAIN + 16;
+
+fn vote_cipher(shared: &[u8; 32], eph_pub: &[u8; 32]) -> chacha20poly1305::ChaCha20Poly1305 {
+    use chacha20poly1305::KeyInit;
+    let key = digest("gemba post-mortem vote", &[shared, eph_pub]);
+    chacha20poly1305::ChaCha20Poly1305::new(&key.into())
+}
+
+/// A vote sealed to the voting key: `s` and the sealed bytes in hex. Each
+/// vote has a key of its own (a fresh ephemeral key), so the nonce is 0.
+fn seal_vote(content: &str, to: &[u8; 32]) -> Result<String, PmError> {
+    use chacha20poly1305::aead::Aead;
+    if content.len() >= VOTE_PLAIN {
+        return Err(invalid("the vote is too long"));
+    }
+    let mut plain = content.as_bytes().to_vec();
+    plain.resize(VOTE_PLAIN, 0);
+    let eph = x25519_dalek::StaticSecret::from(new_token()?);
+    let eph_pub = x25519_dalek::PublicKey::from(&eph).to_bytes();
+    let shared = eph.diffie_hellman(&x25519_dalek::PublicKey::from(*to));
+    let ct = vote_cipher(shared.as_bytes(), &eph_pub)
+        .encrypt(&Default::default(), plain.as_slice())
+        .map_err(|_| invalid("the vote could not be sealed"))?;
+    Ok(format!("s{}{}", hex(&eph_pub), hex(&ct)))
+}
+
+/// A sealed vote's content, with the voting key's secret half.
+fn open_vote(sealed: &str, secret: &x25519_dalek::StaticSecret) -> Option<String> {
+    use chacha20poly1305::aead::Aead;
+    let raw = unhex(sealed.strip_prefix('s')?).filter(|r| r.len() == VOTE_SEALED)?;
+    let eph_pub: [u8; 32] = raw[..32].try_into().ok()?;
+    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(eph_pub));
+    let plain = vote_cipher(shared.as_bytes(), &eph_pub)
+        .decrypt(&Default::default(), &raw[32..])
+        .ok()?;
+    let end = plain.iter().position(|b| *b == 0).unwrap_or(plain.len());
+    String::from_utf8(plain[..end].to_vec()).ok()
+}
+
+/// What a ballot row holds before it is cast (random, `u` first) and after
+/// voting closes (`u` or `x` first, then zeros): always a sealed ballot's
+/// length, so that no write moves a row.
+fn ballot_filler() -> Result<String, PmError> {
+    let mut bytes = Vec::with_capacity(VOTE_SEALED + 32);
+    while bytes.len() < VOTE_SEALED {
+        bytes.extend_from_slice(&new_token()?);
+    }
+    bytes.truncate(VOTE_SEALED);
+    Ok(format!("u{}", hex(&bytes)))
+}
+
+fn ballot_scrub(mark: char) -> String {
+    format!("{mark}{}", "0".repeat(2 * VOTE_SEALED))
 }
 
 /// Who writes: a participant through their link, or an operator holding
@@ -720,6 +860,11 @@ pub async fn change(
                         "post-mortem I-{incident_id} is not voting: open voting first"
                     )));
                 }
+                if pm.body.vote_key.is_some() {
+                    return Err(PmError::Forbidden(format!(
+                        "closing the vote opens the sealed ballots, which only the facilitator's own link can: {f} closes it from their page"
+                    )));
+                }
                 pm.body.closed_ms = Some(now);
                 pm.body.closed_by = Some(actor.name().to_string());
                 phase = Phase::Closed;
@@ -742,6 +887,29 @@ pub async fn change(
 /// handed to the store in one step; `false` when raced.
 async fn open_voting(t: &TimelineHandle, pm: &Postmortem) -> Result<bool, PmError> {
     let people = t.store().participants(pm.incident).await?;
+    let seal_key_of = |p: &ParticipantRow| -> Result<[u8; 32], PmError> {
+        unhex(&p.seal_key)
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| PmError::Store(StoreError::Query("a stored seal key is damaged".into())))
+    };
+    // Ballots are sealed to a voting key whose secret half only the
+    // facilitator's link opens: nobody reads a ballot before the vote
+    // closes, not even with the whole store.
+    let facilitator = people
+        .iter()
+        .find(|p| p.name == pm.body.facilitator)
+        .ok_or_else(|| PmError::Conflict("the facilitator has no seat".into()))?;
+    if !facilitator.claimed {
+        return Err(PmError::Conflict(format!(
+            "{} has not claimed the facilitator's seat yet: voting opens once they have (only their link closes the vote)",
+            pm.body.facilitator
+        )));
+    }
+    let vote_secret = new_token()?;
+    let vote_key = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(vote_secret));
+    let mut pm = pm.clone();
+    pm.body.vote_key = Some(hex(vote_key.as_bytes()));
+    pm.body.vote_secret = Some(seal(&vote_secret, &seal_key_of(facilitator)?)?);
     let mut ballots = Vec::with_capacity(people.len());
     let mut slots = Vec::with_capacity(people.len());
     for p in &people {
@@ -751,7 +919,7 @@ async fn open_voting(t: &TimelineHandle, pm: &Postmortem) -> Result<bool, PmErro
                 PmError::Store(StoreError::Query("a stored seal key is damaged".into()))
             })?;
         let ballot = new_token()?;
-        ballots.push(ballot_hash(&ballot));
+        ballots.push((ballot_hash(&ballot), ballot_filler()?));
         slots.push((p.token_hash.clone(), seal(&ballot, &key)?));
     }
     // The store keys ballots by hash; sorting here too means the order
@@ -812,6 +980,17 @@ pub async fn cast(t: &TimelineHandle, token: &str, vote: &Vote) -> Result<i64, P
         approve: seen.into_iter().collect(),
     })
     .unwrap_or_default();
+    // Sealed to the voting key (a vote opened before sealing existed is
+    // stored as it was then).
+    let content = match pm.body.vote_key.as_deref().and_then(unhex) {
+        Some(key) => {
+            let key: [u8; 32] = key.try_into().map_err(|_| {
+                PmError::Store(StoreError::Query("the voting key is damaged".into()))
+            })?;
+            seal_vote(&content, &key)?
+        }
+        None => content,
+    };
     let raw = token_bytes(token).ok_or_else(|| PmError::NotFound(NOT_A_BALLOT.into()))?;
     match t
         .store()
@@ -862,13 +1041,25 @@ pub async fn tally(t: &TimelineHandle, pm: &Postmortem) -> Result<Option<Vec<Cou
             winner: false,
         })
         .collect();
-    for content in t.store().ballot_contents(pm.incident).await? {
-        let Ok(v) = serde_json::from_str::<Vote>(&content) else {
-            continue;
-        };
-        for id in v.approve.iter().collect::<BTreeSet<_>>() {
-            if let Some(c) = counts.iter_mut().find(|c| c.proposal == *id) {
-                c.approvals += 1;
+    match &pm.body.tally {
+        Some(counted) => {
+            for (id, n) in counted {
+                if let Some(c) = counts.iter_mut().find(|c| c.proposal == *id) {
+                    c.approvals = *n;
+                }
+            }
+        }
+        // Voting closed before ballots were sealed: they are in the store.
+        None => {
+            for content in t.store().ballot_contents(pm.incident).await? {
+                let Ok(v) = serde_json::from_str::<Vote>(&content) else {
+                    continue;
+                };
+                for id in v.approve.iter().collect::<BTreeSet<_>>() {
+                    if let Some(c) = counts.iter_mut().find(|c| c.proposal == *id) {
+                        c.approvals += 1;
+                    }
+                }
             }
         }
     }
@@ -882,6 +1073,85 @@ pub async fn tally(t: &TimelineHandle, pm: &Postmortem) -> Result<Option<Vec<Cou
             .then(a.proposal.cmp(&b.proposal))
     });
     Ok(Some(counts))
+}
+
+/// Closes the vote with the facilitator's link: opens the voting key's
+/// secret with it, counts the sealed ballots, keeps only the counts, and
+/// overwrites every ballot and slot, in one step that fails (and is read
+/// again) if a ballot arrived meanwhile.
+pub async fn close_with_link(t: &TimelineHandle, token: &str) -> Result<Postmortem, PmError> {
+    let seat = seat(t, token).await?;
+    let link = token_bytes(token).ok_or_else(|| PmError::NotFound(NOT_A_LINK.into()))?;
+    let incident_id = seat.postmortem.incident;
+    for _ in 0..32 {
+        let mut pm = get(t, incident_id)
+            .await?
+            .ok_or_else(|| PmError::NotFound(NOT_A_LINK.into()))?;
+        let f = pm.body.facilitator.clone();
+        role_needed(
+            &pm,
+            &Actor::Participant(seat.name.clone()),
+            &f,
+            "facilitator",
+        )?;
+        writable(&pm, t.now_ms())?;
+        if pm.phase != Phase::Voting {
+            return Err(PmError::Conflict(format!(
+                "post-mortem I-{incident_id} is not voting: open voting first"
+            )));
+        }
+        let Some(sealed) = pm.body.vote_secret.clone() else {
+            // Voting opened before ballots were sealed.
+            return change(
+                t,
+                incident_id,
+                &Actor::Participant(seat.name.clone()),
+                &Change::CloseVoting,
+            )
+            .await;
+        };
+        let secret: [u8; 32] = open_slot(&sealed, &link)
+            .and_then(|h| unhex(&h))
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| PmError::Forbidden("this link does not open the voting key".into()))?;
+        let secret = x25519_dalek::StaticSecret::from(secret);
+        let contents = t.store().ballot_contents(incident_id).await?;
+        let mut counted: std::collections::BTreeMap<i64, u64> =
+            pm.body.proposals.iter().map(|p| (p.id, 0)).collect();
+        for c in &contents {
+            let Some(v) = open_vote(c, &secret).and_then(|j| serde_json::from_str::<Vote>(&j).ok())
+            else {
+                continue;
+            };
+            for id in v.approve.iter().collect::<BTreeSet<_>>() {
+                if let Some(n) = counted.get_mut(id) {
+                    *n += 1;
+                }
+            }
+        }
+        let now = t.now_ms();
+        pm.body.tally = Some(counted.into_iter().collect());
+        pm.body.vote_secret = None;
+        pm.body.closed_ms = Some(now);
+        pm.body.closed_by = Some(seat.name.clone());
+        let json = serde_json::to_string(&pm.body).unwrap_or_default();
+        if t.store()
+            .close_voting(
+                incident_id,
+                pm.version,
+                json,
+                contents.len() as u64,
+                ballot_scrub('u'),
+                ballot_scrub('x'),
+            )
+            .await?
+        {
+            return Ok(get(t, incident_id).await?.unwrap_or(pm));
+        }
+    }
+    Err(PmError::Conflict(
+        "ballots kept arriving while the vote was being closed; try again".into(),
+    ))
 }
 
 /// An action item to make of a proposal.

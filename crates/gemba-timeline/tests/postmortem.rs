@@ -44,12 +44,23 @@ fn me(n: &str) -> Actor {
     Actor::Participant(n.into())
 }
 
+/// Starts a post-mortem and claims every seat, as each person would:
+/// their own links, in the order named.
+async fn started(t: &TimelineHandle, id: i64, s: &Setup) -> Vec<(String, String)> {
+    let once = postmortem::start(t, id, s, "ops").await.unwrap();
+    let mut links = Vec::new();
+    for (name, token) in once {
+        let (claimed_as, link) = postmortem::claim(t, &token).await.unwrap();
+        assert_eq!(claimed_as, name);
+        links.push((name, link));
+    }
+    links
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_round_a_vote_and_an_action_item() {
     let (t, id) = with_incident().await;
-    let links = postmortem::start(&t, id, &setup(&["ana", "bo", "cy", "dee"]), "ops")
-        .await
-        .unwrap();
+    let links = started(&t, id, &setup(&["ana", "bo", "cy", "dee"])).await;
     assert_eq!(links.len(), 4);
     let link = |n: &str| links.iter().find(|(p, _)| p == n).unwrap().1.clone();
     assert_eq!(
@@ -125,9 +136,16 @@ async fn a_round_a_vote_and_an_action_item() {
         .is_err());
     assert!(postmortem::seat(&t, &ballots[0]).await.is_err());
 
-    let pm = postmortem::change(&t, id, &me("ana"), &Change::CloseVoting)
-        .await
-        .unwrap();
+    // Closing opens the sealed ballots: only the facilitator's own link
+    // does it, not an operator, not another participant.
+    let op = postmortem::change(&t, id, &Actor::Operator("ops".into()), &Change::CloseVoting).await;
+    assert!(
+        matches!(&op, Err(PmError::Forbidden(m)) if m.contains("facilitator's own link")),
+        "{op:?}"
+    );
+    let other = postmortem::close_with_link(&t, &link("bo")).await;
+    assert!(matches!(other, Err(PmError::Forbidden(_))), "{other:?}");
+    let pm = postmortem::close_with_link(&t, &link("ana")).await.unwrap();
     assert_eq!(pm.phase, Phase::Closed);
     assert_eq!(pm.ballots_cast, 4);
     // Closing forgets the sealed slots: a link no longer shows a ballot.
@@ -182,7 +200,7 @@ async fn ballots_cast_after_closing_or_expiry_are_refused() {
     let (t, id) = with_incident().await;
     let mut s = setup(&["ana", "bo", "cy"]);
     s.open_for = Some("2h".into());
-    let links = postmortem::start(&t, id, &s, "ops").await.unwrap();
+    let links = started(&t, id, &s).await;
     postmortem::change(&t, id, &me("bo"), &Change::Propose("x".into()))
         .await
         .unwrap();
@@ -230,9 +248,7 @@ async fn ballots_cast_after_closing_or_expiry_are_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_closed_vote_takes_no_late_ballot() {
     let (t, id) = with_incident().await;
-    let links = postmortem::start(&t, id, &setup(&["ana", "bo", "cy"]), "ops")
-        .await
-        .unwrap();
+    let links = started(&t, id, &setup(&["ana", "bo", "cy"])).await;
     postmortem::change(&t, id, &me("cy"), &Change::Propose("x".into()))
         .await
         .unwrap();
@@ -244,9 +260,7 @@ async fn a_closed_vote_takes_no_late_ballot() {
         .unwrap()
         .ballot
         .unwrap();
-    postmortem::change(&t, id, &me("ana"), &Change::CloseVoting)
-        .await
-        .unwrap();
+    postmortem::close_with_link(&t, &links[0].1).await.unwrap();
     let r = postmortem::cast(&t, &late, &Vote { approve: vec![1] }).await;
     assert!(
         matches!(&r, Err(PmError::Conflict(m)) if m.contains("closed")),
@@ -355,4 +369,64 @@ async fn bad_input_is_refused_by_name() {
     );
     let bad_link = postmortem::seat(&t, &"f".repeat(64)).await;
     assert!(matches!(bad_link, Err(PmError::NotFound(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_time_link_claims_its_seat_once_and_a_ballot_follows_the_claim() {
+    let (t, id) = with_incident().await;
+    let once = postmortem::start(&t, id, &setup(&["ana", "bo", "cy"]), "ops")
+        .await
+        .unwrap();
+    let token = |n: &str| once.iter().find(|(p, _)| p == n).unwrap().1.clone();
+    // A one-time link opens no seat: it claims one.
+    let r = postmortem::seat(&t, &token("bo")).await;
+    assert!(
+        matches!(&r, Err(PmError::Unclaimed(n)) if n == "bo"),
+        "{r:?}"
+    );
+    let (_, ana) = postmortem::claim(&t, &token("ana")).await.unwrap();
+    let (name, bo) = postmortem::claim(&t, &token("bo")).await.unwrap();
+    assert_eq!(name, "bo");
+    assert_ne!(bo, token("bo"), "the seat's link is new");
+    assert_eq!(postmortem::seat(&t, &bo).await.unwrap().name, "bo");
+    // Claimed once: the one-time link is dead, whoever tries.
+    let again = postmortem::claim(&t, &token("bo")).await;
+    assert!(matches!(again, Err(PmError::NotFound(_))), "{again:?}");
+    assert!(postmortem::seat(&t, &token("bo")).await.is_err());
+    // cy claims only once voting is open: their ballot follows.
+    postmortem::change(&t, id, &me("bo"), &Change::Propose("x".into()))
+        .await
+        .unwrap();
+    postmortem::change(&t, id, &me("ana"), &Change::OpenVoting)
+        .await
+        .unwrap();
+    let (_, cy) = postmortem::claim(&t, &token("cy")).await.unwrap();
+    let ballot = postmortem::seat(&t, &cy).await.unwrap().ballot.unwrap();
+    postmortem::cast(&t, &ballot, &Vote { approve: vec![1] })
+        .await
+        .unwrap();
+    let pm = postmortem::close_with_link(&t, &ana).await.unwrap();
+    let tally = postmortem::tally(&t, &pm).await.unwrap().unwrap();
+    assert_eq!((tally[0].approvals, tally[0].winner), (1, true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn voting_opens_only_once_the_facilitator_has_claimed_their_seat() {
+    let (t, id) = with_incident().await;
+    let once = postmortem::start(&t, id, &setup(&["ana", "bo", "cy"]), "ops")
+        .await
+        .unwrap();
+    postmortem::change(&t, id, &me("bo"), &Change::Propose("x".into()))
+        .await
+        .unwrap();
+    let r = postmortem::change(&t, id, &Actor::Operator("ops".into()), &Change::OpenVoting).await;
+    assert!(
+        matches!(&r, Err(PmError::Conflict(m)) if m.contains("has not claimed")),
+        "{r:?}"
+    );
+    postmortem::claim(&t, &once[0].1).await.unwrap();
+    let pm = postmortem::change(&t, id, &Actor::Operator("ops".into()), &Change::OpenVoting)
+        .await
+        .unwrap();
+    assert_eq!(pm.phase, Phase::Voting);
 }

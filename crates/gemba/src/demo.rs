@@ -663,7 +663,7 @@ async fn post_mortem(
     match gemba_timeline::postmortem::start(t, id, &setup, "demo").await {
         Ok(links) => {
             println!(
-                "{} POSTMORTEM of I-{id} started: each link is one person's form (ana facilitates and opens the vote, bo keeps notes, cy keeps time):",
+                "{} POSTMORTEM of I-{id} started: each link claims one person's seat, once, and leads to their own form (ana facilitates and opens the vote, bo keeps notes, cy keeps time):",
                 elapsed(start)
             );
             for (name, token) in links {

@@ -132,7 +132,7 @@ pub fn run(command: PostmortemCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "post-mortem of I-{} started; hand each participant their link (shown only now):",
+                "post-mortem of I-{} started; hand each participant their link (shown only now; it works once, to claim the seat, and gives its holder a link of their own):",
                 v["incident"]
             );
             for l in v["links"].as_array().into_iter().flatten() {
