@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
@@ -64,16 +64,6 @@ fn agent_page(s: &Shared) -> Response {
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         r
     }
-}
-
-/// Who asked, for the journal: `X-Gemba-User`, else "api".
-fn who(req: &Request) -> String {
-    req.headers()
-        .get("x-gemba-user")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
-        .unwrap_or("api")
-        .to_string()
 }
 
 /// What stands in for program output a request may not see.
@@ -184,22 +174,26 @@ pub async fn escalation(
     }
 }
 
-pub async fn approve(State(s): State<Shared>, Path(id): Path<String>, req: Request) -> Answer {
+pub async fn approve(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
     let h = server(&s)?;
     let id = parse_id(&id)?;
-    match h.approve(id, &who(&req)).await {
+    match h.approve(id, &s.actor(&headers)).await {
         Ok(()) => Ok(Json(json!({ "approved": id })).into_response()),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn ack(State(s): State<Shared>, Path(scope): Path<String>, req: Request) -> Answer {
+pub async fn ack(State(s): State<Shared>, Path(scope): Path<String>, headers: HeaderMap) -> Answer {
     let h = server(&s)?;
     let scope = match scope.parse() {
         Ok(sc) => sc,
         Err(e) => return Err(ApiError(StatusCode::BAD_REQUEST, e)),
     };
-    match h.ack(scope, &who(&req)).await {
+    match h.ack(scope, &s.actor(&headers)).await {
         Ok(id) => Ok(Json(json!({ "acknowledged": id })).into_response()),
         Err(e) => Err(e.into()),
     }

@@ -19,16 +19,6 @@ use crate::events::{chart_of, series_query_of, timeline};
 use crate::svg::esc;
 use crate::Shared;
 
-/// Who asked: `X-Gemba-User` when it is a name, else "api".
-pub(crate) fn who(headers: &HeaderMap) -> String {
-    headers
-        .get("x-gemba-user")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| gemba_core::ids::is_name(v))
-        .unwrap_or("api")
-        .to_string()
-}
-
 pub(crate) fn id_of(raw: &str) -> Result<i64, ApiError> {
     raw.trim_start_matches(['I', 'i', '-'])
         .parse()
@@ -135,7 +125,7 @@ pub(crate) async fn open(State(s): State<Shared>, headers: HeaderMap, body: Byte
         &o.title,
         o.severity.as_deref().unwrap_or("major"),
         &o.summary,
-        &who(&headers),
+        &s.actor(&headers),
         &o.nodes,
     )
     .await?;
@@ -163,7 +153,7 @@ pub(crate) async fn change(
             format!("the body names title, severity, summary or closed: {e}"),
         )
     })?;
-    match incident::edit(t, id, &e, &who(&headers)).await? {
+    match incident::edit(t, id, &e, &s.actor(&headers)).await? {
         Some(i) => Ok(Json(summary_json(&i)).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id}"))),
     }

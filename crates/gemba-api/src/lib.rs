@@ -5,6 +5,7 @@
 //! change state must carry the configured bearer token, so a node listening
 //! beyond loopback cannot be steered by whoever reaches its port.
 
+pub mod access;
 mod console;
 mod converge;
 mod events;
@@ -17,6 +18,7 @@ mod node_page;
 pub mod parse_budget;
 mod postmortems;
 pub mod serve;
+mod signin;
 mod svg;
 
 use std::net::SocketAddr;
@@ -68,6 +70,10 @@ pub struct ApiState {
     pub log_source: Option<gemba_timeline::logs::LogSource>,
     /// Threads, fair shares and a deadline for reading reports.
     pub parse_budget: parse_budget::ParseBudget,
+    /// The API token and the scoped ones.
+    pub tokens: access::Tokens,
+    /// Console sessions of people signed in with a token.
+    pub sessions: access::Sessions,
     pub(crate) connections: ConnectionMetrics,
     responses: Family<CodeLabel, Counter>,
 }
@@ -123,6 +129,8 @@ impl ApiState {
         Arc::new(ApiState {
             mesh,
             registry,
+            tokens: access::Tokens::new(token.clone(), &[]),
+            sessions: access::Sessions::default(),
             token,
             escalator,
             server_off: None,
@@ -149,6 +157,27 @@ impl ApiState {
         let mut state = Self::with_escalator(mesh, registry, token, None);
         Arc::get_mut(&mut state).expect("just built").server_off = Some(reason);
         state
+    }
+}
+
+impl ApiState {
+    /// Tokens with one purpose besides the API token: `(scope, token)`.
+    pub fn with_scoped_tokens(mut self: Arc<Self>, scoped: &[(String, String)]) -> Arc<Self> {
+        let state = Arc::get_mut(&mut self).expect("set before the state is shared");
+        state.tokens = access::Tokens::new(state.token.clone(), scoped);
+        self
+    }
+
+    /// Who a request is (a token or a console session), if anyone.
+    pub(crate) fn who(&self, headers: &axum::http::HeaderMap) -> Option<access::Who> {
+        access::who(&self.tokens, &self.sessions, headers)
+    }
+
+    /// The name the journal records for a request's action.
+    pub(crate) fn actor(&self, headers: &axum::http::HeaderMap) -> String {
+        self.who(headers)
+            .map(|w| w.name)
+            .unwrap_or_else(|| "api".into())
     }
 }
 
@@ -229,6 +258,9 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/healthz", get(healthz))
         .route("/assets/console.js", get(console_js))
         .route("/assets/forms.js", get(forms_js))
+        .route("/signin", get(signin::page))
+        .route("/api/v1/session", get(signin::whoami).post(signin::start))
+        .route("/api/v1/session/end", post(signin::end))
         .route("/metrics", get(metrics))
         .route("/api/v1/graph", get(graph))
         .route("/api/v1/nodes", get(nodes))
@@ -368,6 +400,8 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
 /// have sent, and enforces the token on methods that change state.
 async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
+    // Pages say who is signed in (on a node with tokens).
+    let signed_in = (!state.tokens.is_empty()).then(|| state.sessions.of(req.headers()));
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let response = if let Some(why) = reserve_refusal(&req) {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why);
@@ -378,15 +412,15 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
         r
     } else if let Some((code, why)) = browser_refusal(&state, &req, changes_state) {
         error(code, why)
-    } else if changes_state && !authorized(&state, &req) {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "this endpoint changes state and needs the API token: `Authorization: Bearer <token>` (report and event endpoints also take it as the password of basic auth; Chef sends it in x-data-collector-token)",
-        )
+    } else if let Some((code, why)) = changes_state.then(|| unauthorized(&state, &req)).flatten() {
+        error(code, why)
     } else {
         next.run(req).await
     };
-    let mut response = response;
+    let mut response = match signed_in {
+        Some(session) => with_who_line(response, session).await,
+        None => response,
+    };
     security_headers(&path, response.headers_mut());
     state
         .responses
@@ -395,6 +429,41 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
         })
         .inc();
     response
+}
+
+/// A console page with who is signed in (or a link to sign in) at the end
+/// of its header.
+async fn with_who_line(response: Response, session: Option<access::Session>) -> Response {
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !html {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the page could not be read",
+        );
+    };
+    let line = match session {
+        Some(s) => format!(
+            r#"<span id="who">signed in as <b>{}</b> ({} token) · <a href="/signin">sign out</a></span>"#,
+            svg::esc(&s.name),
+            s.token
+        ),
+        None => r#"<span id="who"><a href="/signin">sign in</a></span>"#.to_string(),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let body = match text.find("</header>") {
+        Some(at) => format!("{}{line}{}", &text[..at], &text[at..]),
+        None => text.into_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// What every answer says to a browser: scripts only from this node's
@@ -561,33 +630,57 @@ fn browser_refusal(
     None
 }
 
-fn authorized(state: &ApiState, req: &Request) -> bool {
-    if holds_token(state, req.headers()) {
-        return true;
+/// Why a request that changes state is not allowed, if it is not.
+fn unauthorized(state: &ApiState, req: &Request) -> Option<(StatusCode, String)> {
+    if state.tokens.is_empty() {
+        return None;
+    }
+    let path = req.uri().path();
+    // A participant's link and a ballot are capabilities of their own:
+    // the handler checks the token in the path. Signing in checks the
+    // token in its body.
+    if postmortems::capability_path(path) || path.starts_with(signin::SESSION_PATH) {
+        return None;
+    }
+    let ingest_path = market::REPORT_PATHS.contains(&path) || events::EVENT_PATHS.contains(&path);
+    let headers = req.headers();
+    if let Some(w) = state.who(headers) {
+        if w.grant.operate || (ingest_path && w.grant.ingest) {
+            return None;
+        }
+        return Some((
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not change this: {}",
+                w.name,
+                if ingest_path {
+                    "reports and events need an ingest or operator token"
+                } else {
+                    "it needs the operator token (or the API token)"
+                }
+            ),
+        ));
     }
     // Report senders cannot always set a bearer header: Puppet's http
     // processor sends only what its reporturl holds (user:token@host),
     // chef-client sends `x-data-collector-token`.
-    let Some(expected) = &state.token else {
-        return true;
-    };
-    let path = req.uri().path();
-    // A participant's link and a ballot are capabilities of their own:
-    // the handler checks the token in the path.
-    if postmortems::capability_path(path) {
-        return true;
+    if ingest_path {
+        let collector = headers
+            .get("x-data-collector-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let given = collector.or_else(|| basic_password(headers));
+        if given
+            .and_then(|g| state.tokens.find(&g))
+            .is_some_and(|(_, g)| g.ingest)
+        {
+            return None;
+        }
     }
-    if !market::REPORT_PATHS.contains(&path) && !events::EVENT_PATHS.contains(&path) {
-        return false;
-    }
-    let headers = req.headers();
-    let collector = headers
-        .get("x-data-collector-token")
-        .and_then(|v| v.to_str().ok());
-    if collector.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-        return true;
-    }
-    basic_password(headers).is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+    Some((
+        StatusCode::UNAUTHORIZED,
+        "this endpoint changes state and needs a token: `Authorization: Bearer <token>` (report and event endpoints also take it as the password of basic auth; Chef sends it in x-data-collector-token), or sign in to the console at /signin".into(),
+    ))
 }
 
 /// The password of `Authorization: Basic ...`, whatever the user name.
@@ -607,23 +700,14 @@ fn basic_password(headers: &axum::http::HeaderMap) -> Option<String> {
     text.split_once(':').map(|(_, p)| p.to_string())
 }
 
-/// Whether the request carries the configured token, or none is
-/// configured (only possible on loopback, where the machine's users are
-/// trusted). Program output (check plugins, escalation steps) is shown only
-/// to such requests: it may hold whatever a plugin printed.
+/// The output rule: what programs printed (check plugins, escalation
+/// steps, log lines, run logs) may hold anything, so it is shown only to
+/// requests that may read it: the API, operator or read token, a console
+/// session signed in with one of them, or any request on a node with no
+/// token at all (only possible on loopback, where the machine's users are
+/// trusted).
 pub(crate) fn holds_token(state: &ApiState, headers: &axum::http::HeaderMap) -> bool {
-    let Some(expected) = &state.token else {
-        return true;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    state.who(headers).is_some_and(|w| w.grant.read)
 }
 
 async fn not_found(req: Request) -> Response {

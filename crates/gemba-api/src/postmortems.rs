@@ -63,8 +63,8 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-fn operator(headers: &HeaderMap) -> Actor {
-    Actor::Operator(crate::incidents::who(headers))
+fn operator(s: &Shared, headers: &HeaderMap) -> Actor {
+    Actor::Operator(s.actor(headers))
 }
 
 /// A change as the API and the forms send it: one of a share (any of
@@ -255,7 +255,7 @@ pub(crate) async fn start(
     let setup: Setup = serde_json::from_slice(&body).map_err(|e| {
         bad(format!("the body is {{\"facilitator\", \"note_keeper\", \"time_keeper\", \"participants\": [...], \"open_for\": \"14d\"}}: {e}"))
     })?;
-    let links = postmortem::start(t, id, &setup, operator(&headers).name()).await?;
+    let links = postmortem::start(t, id, &setup, operator(&s, &headers).name()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -291,7 +291,7 @@ pub(crate) async fn operator_change(
 ) -> Answer {
     let id = crate::incidents::id_of(&id)?;
     let change = change_of(&body)?;
-    let pm = postmortem::change(timeline(&s)?, id, &operator(&headers), &change).await?;
+    let pm = postmortem::change(timeline(&s)?, id, &operator(&s, &headers), &change).await?;
     Ok(Json(pm_json(&s, &pm, true).await?).into_response())
 }
 
@@ -304,7 +304,7 @@ pub(crate) async fn operator_action(
 ) -> Answer {
     let id = crate::incidents::id_of(&id)?;
     let new = action_of(&body)?;
-    let aid = postmortem::add_action(timeline(&s)?, id, &operator(&headers), &new).await?;
+    let aid = postmortem::add_action(timeline(&s)?, id, &operator(&s, &headers), &new).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": aid}))).into_response())
 }
 
@@ -546,7 +546,7 @@ pub(crate) async fn action_done(
     if !d.done {
         return Err(bad("an action item can only be marked done"));
     }
-    postmortem::finish_action(timeline(&s)?, id, operator(&headers).name()).await?;
+    postmortem::finish_action(timeline(&s)?, id, operator(&s, &headers).name()).await?;
     Ok(Json(json!({"id": id, "done": true})).into_response())
 }
 

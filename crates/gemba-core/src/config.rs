@@ -118,6 +118,13 @@ pub struct HttpSection {
     /// Host names (besides IP addresses and localhost) browsers may use to
     /// reach this node, e.g. behind a reverse proxy.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Tokens with one purpose, each in its own private file: `ingest`
+    /// (reports and events only: what agents and CI hold), `operator`
+    /// (every change, and what programs printed), `read` (what programs
+    /// printed, and log lines).
+    pub ingest_token_file: Option<PathBuf>,
+    pub operator_token_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
     /// Connections served at once (besides a small reserve); by default
     /// half the process's file limit, at most 16384.
     pub max_connections: Option<u32>,
@@ -331,6 +338,8 @@ pub struct HttpConfig {
     /// Host names a request's `Host` may carry besides IP addresses and
     /// localhost (lowercase).
     pub allowed_hosts: Vec<String>,
+    /// `(scope, token)`: `ingest`, `operator` or `read`, from their files.
+    pub scoped_tokens: Vec<(String, String)>,
     /// `[http] max_connections`, if set.
     pub max_connections: Option<usize>,
     pub header_timeout: std::time::Duration,
@@ -793,8 +802,42 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
             }
         }
     }
+    let mut scoped_tokens: Vec<(String, String)> = Vec::new();
+    for (scope, file) in [
+        ("ingest", &http.ingest_token_file),
+        ("operator", &http.operator_token_file),
+        ("read", &http.read_token_file),
+    ] {
+        let Some(p) = file else { continue };
+        let key = format!("http.{scope}_token_file");
+        match crate::secret::check_private(p).and_then(|()| {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        }) {
+            Ok(t) if t.trim().len() >= 16 => {
+                let t = t.trim().to_string();
+                if token.as_deref() == Some(t.as_str())
+                    || scoped_tokens.iter().any(|(_, other)| *other == t)
+                {
+                    c.fail(
+                        &key,
+                        format!(
+                            "{}: the same token as another scope; each scope needs its own",
+                            p.display()
+                        ),
+                    );
+                } else {
+                    scoped_tokens.push((scope.to_string(), t));
+                }
+            }
+            Ok(_) => c.fail(
+                &key,
+                format!("{}: the token must be at least 16 characters", p.display()),
+            ),
+            Err(e) => c.fail(&key, e),
+        }
+    }
     if let Some(addr) = http_listen {
-        if !addr.ip().is_loopback() && token.is_none() {
+        if !addr.ip().is_loopback() && token.is_none() && scoped_tokens.is_empty() {
             c.fail("http.listen", format!(
                 "{addr} is reachable beyond loopback; set http.token_file (or GEMBA_API_TOKEN) so that endpoints that change state require a token"
             ));
@@ -840,6 +883,7 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
         listen: http_listen?,
         token,
         allowed_hosts,
+        scoped_tokens,
         max_connections,
         header_timeout,
     })

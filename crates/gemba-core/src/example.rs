@@ -88,6 +88,13 @@ representatives = {representatives}
 listen = "{http_listen}"
 # File holding the bearer token for endpoints that change state (or set GEMBA_API_TOKEN).
 # token_file = "/etc/gemba/api.token"
+# Tokens with one purpose, each in its own file (mode 0600): ingest posts reports
+# and events only (what Puppet, Chef and CI hold); operator changes anything and
+# reads program output; read only reads program output and log lines. People
+# sign in to the console at /signin with one of them.
+# ingest_token_file = "/etc/gemba/ingest.token"
+# operator_token_file = "/etc/gemba/operator.token"
+# read_token_file = "/etc/gemba/read.token"
 # Connections served at once; beyond them a reserve of 32 answers only /healthz,
 # /metrics and loopback clients, and further connections are closed at once.
 # By default half the process's file limit (at most 16384), so that the mesh

@@ -341,6 +341,7 @@ impl Node {
                     server.escalator.clone(),
                 ),
             }
+            .with_scoped_tokens(&config.http.scoped_tokens)
             .allowing_hosts(config.http.allowed_hosts.clone())
             .with_market(server.market.clone(), config.market.clone())
             .with_timeline(server.timeline.clone())
