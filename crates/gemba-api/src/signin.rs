@@ -108,6 +108,7 @@ pub(crate) async fn whoami(State(s): State<Shared>, headers: HeaderMap) -> Answe
 /// `/signin`: the console's sign-in page.
 pub(crate) async fn page(State(s): State<Shared>, headers: HeaderMap) -> Answer {
     let body = match s.sessions.of(&headers) {
+        _ if s.tokens.is_empty() => r#"<p id="no-tokens">This node has no token: it listens on loopback only, and everyone who can reach it sees and does everything. There is nothing to sign in to.</p>"#.to_string(),
         Some(session) => format!(
             r#"<p id="signed-in">Signed in as <b>{}</b> with the {} token.</p><form id="signout" data-post="/api/v1/session/end" data-done="/signin"><p><button>sign out</button><span class="out"></span></p></form>"#,
             crate::svg::esc(&session.name),
