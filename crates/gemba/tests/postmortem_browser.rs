@@ -1,6 +1,7 @@
 //! A post-mortem in a real browser: headless Chromium, driven through
 //! chromedriver, starts the post-mortem of an incident from its page, then
-//! four participants each open their own link and fill in the round, three
+//! four participants each claim their seat with its one-time link, open
+//! their own link and fill in the round, three
 //! propose, the time keeper starts the clock, the facilitator opens voting,
 //! four ballots are cast on their own pages, the facilitator closes voting
 //! (the tally appears) and makes the winner an action item, which the
@@ -109,8 +110,29 @@ async fn four_people_fill_in_a_post_mortem_and_vote_in_the_browser() {
         links.push((who.split(':').next().unwrap().trim().to_string(), href));
     }
     screenshot(&c, "postmortem-started.png").await;
+    // Each link works once: its holder claims the seat and lands on a link
+    // of their own, which the starter never saw.
+    let mut own = Vec::new();
+    for (n, href) in &links {
+        c.goto(&format!("{BASE}{href}")).await.unwrap();
+        assert_eq!(text(&c, "#claim-for").await, *n);
+        click(&c, "#claim button").await;
+        wait_count(&c, "#you", 1).await;
+        let url = c.current_url().await.unwrap();
+        assert!(
+            url.path().starts_with("/pm/") && url.path() != href,
+            "{url}"
+        );
+        own.push((n.clone(), url.path().to_string()));
+    }
+    screenshot(&c, "postmortem-claimed.png").await;
+    c.goto(&format!("{BASE}{}", links[0].1)).await.unwrap();
+    assert!(
+        text(&c, "body").await.contains("not valid"),
+        "a one-time link is spent"
+    );
     let link = |n: &str| {
-        let (_, href) = links.iter().find(|(who, _)| who == n).unwrap();
+        let (_, href) = own.iter().find(|(who, _)| who == n).unwrap();
         format!("{BASE}{href}")
     };
 
