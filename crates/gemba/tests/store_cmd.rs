@@ -55,7 +55,7 @@ fn an_sqlite_store_is_migrated_then_copied_into_postgresql() {
 
     let (code, out, err) = gemba(&["store", "migrate", "--url", &sqlite]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("escalator 3, market 2, timeline 5"), "{out}");
+    assert!(out.contains("escalator 3, market 2, timeline 6"), "{out}");
     let (code, _, err) = gemba(&["store", "migrate", "--url", "sqlite:///nowhere/gemba.db"]);
     assert_eq!(code, 1);
     assert!(err.contains("no store at /nowhere/gemba.db"), "{err}");
@@ -74,7 +74,7 @@ fn an_sqlite_store_is_migrated_then_copied_into_postgresql() {
     );
     let (code, out, err) = gemba(&["store", "migrate", "--url", &url]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("escalator 2, market 2, timeline 1"), "{out}");
+    assert!(out.contains("escalator 2, market 2, timeline 2"), "{out}");
     assert!(out.contains("connection: plain"), "{out}");
     let (code, _, err) = gemba(&[
         "store",
