@@ -1,7 +1,8 @@
 //! Reports are read on threads of their own, a few at a time, each within
 //! a deadline.
 //!
-//! - At most [`ParseBudget::parses`] reports are parsed at once, on
+//! - At most [`ParseBudget::parses`] reports (two per core, 4 to 16) are
+//!   parsed at once, on
 //!   threads that are not the blocking pool the store uses: a flood of
 //!   bodies cannot starve the store or the rest of the node.
 //! - One client (by address) holds at most `parses - 1` of them, so
@@ -56,10 +57,11 @@ impl ParseBudget {
         }
     }
 
-    /// The budget for this machine: one parse per core, 2 to 8.
+    /// The budget for this machine: two parses per core, 4 to 16 (a
+    /// parse also waits on memory; one client gets all but one).
     pub fn for_this_machine() -> ParseBudget {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        ParseBudget::new(cores.clamp(2, 8), PARSE_DEADLINE)
+        ParseBudget::new((2 * cores).clamp(4, 16), PARSE_DEADLINE)
     }
 
     pub fn parses(&self) -> usize {
