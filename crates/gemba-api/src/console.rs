@@ -24,7 +24,7 @@ table{border-collapse:collapse}#matrix td,#matrix th{border:1px solid #fff;paddi
 .state{font-weight:600}.state-down{color:#d62728}.state-degraded{color:#b87a00}
 .legend span{display:inline-block;margin-right:1em}.legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-1px;border-radius:2px}
 .muted{color:#57606a}
-header nav a{color:#fff;margin-right:1em}
+header nav a{color:#fff;margin-right:1em}header #who{margin-left:auto}header #who a{color:#fff}
 main.page{display:block}.page{padding:1em 1.2em}.nw{white-space:nowrap}table.problems{width:100%;max-width:90em}.page table td,.page table th{padding:3px 8px;border-bottom:1px solid #eaeef2;text-align:left;vertical-align:top}
 .st-OK,.st-passing,.ph-resolved{color:#1a7f37;font-weight:600}.st-WARNING,.ph-quiescing,.ph-verifying,.ph-backoff,.ph-awaiting-approval{color:#b87a00;font-weight:600}
 .st-CRITICAL,.st-failing,.ph-held{color:#d62728;font-weight:600}.st-UNKNOWN,.st-pending{color:#57606a;font-weight:600}.ph-running{color:#0969da;font-weight:600}

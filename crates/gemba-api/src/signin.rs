@@ -121,7 +121,7 @@ pub(crate) async fn page(State(s): State<Shared>, headers: HeaderMap) -> Answer 
     Ok(Html(crate::console::shell(
         s.mesh.id(),
         "sign in",
-        &format!(r#"{body}<script src="/assets/forms.js"></script>"#),
+        &format!(r#"<style>label{{display:block;margin-top:.5em;font-weight:600}}.refused{{color:#d62728;font-weight:600}}</style>{body}<script src="/assets/forms.js"></script>"#),
         None,
     ))
     .into_response())
