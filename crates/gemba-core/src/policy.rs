@@ -621,6 +621,76 @@ impl Templates<'_> {
     }
 }
 
+/// The settings that belong to one kind of check, and which kinds use
+/// each: a setting the check's kind does not use is refused, not ignored.
+fn kind_settings(s: &CheckSection) -> [(&'static str, bool, &'static [&'static str]); 20] {
+    [
+        ("host", s.host.is_some(), &["tcp"]),
+        ("port", s.port.is_some(), &["tcp"]),
+        ("url", s.url.is_some(), &["http"]),
+        ("expect_status", s.expect_status.is_some(), &["http"]),
+        ("body_contains", s.body_contains.is_some(), &["http"]),
+        ("tls_ca_file", s.tls_ca_file.is_some(), &["http"]),
+        ("tls_warn_days", s.tls_warn_days.is_some(), &["http"]),
+        ("tls_crit_days", s.tls_crit_days.is_some(), &["http"]),
+        ("command", s.command.is_some(), &["command"]),
+        ("process", s.process.is_some(), &["process", "metric"]),
+        ("pidfile", s.pidfile.is_some(), &["process"]),
+        ("max_rss_mb", s.max_rss_mb.is_some(), &["process"]),
+        ("max_fds", s.max_fds.is_some(), &["process"]),
+        ("max_threads", s.max_threads.is_some(), &["process"]),
+        ("metric", s.metric.is_some(), &["metric"]),
+        ("warn", s.warn.is_some(), &["metric"]),
+        ("crit", s.crit.is_some(), &["metric"]),
+        ("for", s.for_.is_some(), &["metric"]),
+        ("node", s.node.is_some(), &["mesh-node"]),
+        (
+            "source",
+            s.source.is_some() || s.target.is_some(),
+            &["mesh-link"],
+        ),
+    ]
+}
+
+/// Refuses each setting given that the check's kind does not use.
+fn refuse_foreign_settings(c: &mut Checker, key: &dyn Fn(&str) -> String, s: &CheckSection) {
+    let Some(kind) = s.kind.as_deref() else {
+        return;
+    };
+    let settings = kind_settings(s);
+    if !settings.iter().any(|(_, _, kinds)| kinds.contains(&kind)) {
+        return; // an unknown kind is reported on its own
+    }
+    let own: Vec<&str> = settings
+        .iter()
+        .filter(|(_, _, kinds)| kinds.contains(&kind))
+        .map(|(name, _, _)| {
+            if *name == "source" {
+                "source, target"
+            } else {
+                *name
+            }
+        })
+        .collect();
+    for (name, given, kinds) in settings {
+        if given && !kinds.contains(&kind) {
+            let name = if name == "source" && s.source.is_none() {
+                "target"
+            } else {
+                name
+            };
+            c.fail(
+                &key(name),
+                format!(
+                    "a {kind} check does not use `{name}` (it belongs to {} checks); a {kind} check takes {}",
+                    kinds.join(" and "),
+                    own.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 /// A check's `kind` and the settings of that kind.
 fn validate_check_kind(
     c: &mut Checker,
@@ -628,6 +698,7 @@ fn validate_check_kind(
     s: &CheckSection,
     scope: &ScopeRule,
 ) -> Option<CheckKind> {
+    refuse_foreign_settings(c, key, s);
     let t = Templates::new(key, scope);
     let kind_name = s.kind.clone().unwrap_or_default();
     match kind_name.as_str() {
@@ -1064,6 +1135,30 @@ mod tests {
     fn load(text: &str) -> Result<Config, ConfigError> {
         let file = ConfigFile::parse(Path::new("p.toml"), text)?;
         Config::from_file(file, &Overrides::default(), "p.toml")
+    }
+
+    #[test]
+    fn a_setting_of_another_kind_of_check_is_refused_naming_both() {
+        let err = load(
+            "[[check]]\nname = \"web\"\nkind = \"tcp\"\nport = 80\nurl = \"http://x/\"\n\n[[check]]\nname = \"p\"\nkind = \"process\"\nprocess = \"shop\"\nwarn = 3.0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("check[0].url")
+                && err.contains("a tcp check does not use `url`")
+                && err.contains("http checks"),
+            "{err}"
+        );
+        assert!(
+            err.contains("check[1].warn") && err.contains("metric checks"),
+            "{err}"
+        );
+        // The settings of its own kind are fine.
+        assert!(load(
+            "[[check]]\nname = \"web\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 80\n"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -51,6 +51,19 @@ fn malformed_config_names_file_key_and_reason_and_exits_64() {
         "{err}"
     );
 
+    // A setting of another kind of check: refused, naming both.
+    std::fs::write(
+        &path,
+        "[[check]]\nname = \"web\"\nkind = \"tcp\"\nport = 80\nurl = \"http://127.0.0.1/\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = gemba(&["config", "check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("check[0].url: a tcp check does not use `url` (it belongs to http checks)"),
+        "{err}"
+    );
+
     std::fs::write(&path, "[mesh]\ntopolgy = \"sites\"\n").unwrap();
     let (code, _, err) = gemba(&["config", "check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 64);
