@@ -229,25 +229,6 @@ pub(crate) async fn market_report(State(s): State<Shared>, Query(q): Query<Marke
         |ctype: &'static str, body: String| ([(header::CONTENT_TYPE, ctype)], body).into_response();
     // Action items from post-mortems stay on the market until done.
     let actions = crate::postmortems::open_actions(&s).await;
-    let lines = |bullet: &str| {
-        let mut out = String::new();
-        if !actions.is_empty() {
-            out.push_str("\nAction items from post-mortems\n");
-            for a in &actions {
-                out.push_str(&format!(
-                    "{bullet}A-{} {} (owner {}, due {}, from I-{})\n",
-                    a.id,
-                    a.text.replace(['\n', '\r'], " "),
-                    a.owner,
-                    gemba_timeline::event::format_ms(a.due_ms)
-                        .get(..10)
-                        .unwrap_or("?"),
-                    a.incident
-                ));
-            }
-        }
-        out
-    };
     match q.format.as_deref().unwrap_or("json") {
         "json" => {
             let mut v = serde_json::to_value(&report).unwrap_or_default();
@@ -259,11 +240,12 @@ pub(crate) async fn market_report(State(s): State<Shared>, Query(q): Query<Marke
         }
         "text" => Ok(text(
             "text/plain; charset=utf-8",
-            report.to_text() + &lines("  "),
+            report.to_text() + &gemba_timeline::postmortem::open_actions_section(&actions, false),
         )),
         "md" => Ok(text(
             "text/markdown; charset=utf-8",
-            report.to_markdown() + &lines("- "),
+            report.to_markdown()
+                + &gemba_timeline::postmortem::open_actions_section(&actions, true),
         )),
         other => Err(bad_request(format!(
             "format {:?} is not json, text or md",

@@ -61,6 +61,9 @@ pub struct Edition {
     pub subject: String,
     pub markdown: String,
     pub market: Market,
+    /// What the server adds beside the market (the open action items of
+    /// post-mortems), as JSON for webhooks.
+    pub actions: Vec<serde_json::Value>,
 }
 
 /// Publishes every day until the task is dropped. `send` delivers one
@@ -150,5 +153,6 @@ async fn edition(
         subject: format!("[gemba {node}] morning market {day}: {counts}"),
         markdown: m.to_markdown(),
         market: m,
+        actions: Vec::new(),
     })
 }

@@ -328,12 +328,12 @@ pub(crate) async fn start(
         });
 
     spawn_retention(stages, store.clone(), config.store.journal_retention, clock);
-    let market = start_market(config, stages, clock).await;
     let (timeline, samples) =
         match start_timeline(config, mesh, stages, clock, store, handle.clone()).await {
             Some((t, s)) => (Some(t), Some(s)),
             None => (None, None),
         };
+    let market = start_market(config, stages, clock, timeline.clone()).await;
 
     Server {
         role: ServerRole::On,
@@ -353,6 +353,7 @@ async fn start_market(
     config: &Config,
     stages: &mut Stages<'_>,
     clock: Clock,
+    timeline: Option<gemba_timeline::TimelineHandle>,
 ) -> Option<gemba_market::service::MarketHandle> {
     let store = match gemba_store::open_market(&config.store.location).await {
         Ok(s) => s,
@@ -384,7 +385,16 @@ async fn start_market(
             clock,
             move |ed| {
                 let targets = targets.clone();
-                async move { publish(&targets, ed).await }
+                let timeline = timeline.clone();
+                async move {
+                    // Action items stay on the market until done: the
+                    // edition carries them as the market's page does.
+                    let actions = match &timeline {
+                        Some(t) => t.store().actions(true, None).await.unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                    publish(&targets, with_actions(ed, &actions)).await
+                }
             },
         );
         stages
@@ -603,6 +613,29 @@ async fn record_changes(
     }
 }
 
+/// The edition with the open action items after its problems (Markdown),
+/// and in its JSON.
+fn with_actions(
+    mut ed: gemba_market::publish::Edition,
+    actions: &[gemba_store::ActionRow],
+) -> gemba_market::publish::Edition {
+    ed.markdown
+        .push_str(&gemba_timeline::postmortem::open_actions_section(
+            actions, true,
+        ));
+    ed.actions = actions
+        .iter()
+        .filter(|a| a.done_ms.is_none())
+        .map(|a| {
+            serde_json::json!({
+                "id": format!("A-{}", a.id), "text": a.text, "owner": a.owner,
+                "due_ms": a.due_ms, "incident": a.incident,
+            })
+        })
+        .collect();
+    ed
+}
+
 /// Sends one edition of the market to every target: Markdown for mail and
 /// commands (stdin), JSON with a Slack-compatible `text` for webhooks.
 async fn publish(
@@ -614,6 +647,7 @@ async fn publish(
         "date": ed.date,
         "subject": ed.subject,
         "market": ed.market,
+        "actions": ed.actions,
     });
     let mut took = 0;
     let mut errors = Vec::new();
@@ -654,4 +688,56 @@ fn spawn_retention(stages: &Stages<'_>, store: Arc<dyn Store>, retention: Durati
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(id: i64, text: &str, done: bool) -> gemba_store::ActionRow {
+        gemba_store::ActionRow {
+            id,
+            incident: 3,
+            proposal: 1,
+            text: text.into(),
+            owner: "bo".into(),
+            due_ms: 1_796_947_200_000, // 2026-12-11
+            created_ms: 0,
+            done_ms: done.then_some(1),
+            done_by: None,
+        }
+    }
+
+    #[test]
+    fn the_published_edition_carries_the_open_action_items() {
+        let ed = gemba_market::publish::Edition {
+            date: "2026-12-07".into(),
+            subject: "morning market".into(),
+            markdown: "# Morning market\n".into(),
+            market: gemba_market::market::Market::build(
+                std::iter::empty(),
+                0,
+                1,
+                Default::default(),
+            ),
+            actions: Vec::new(),
+        };
+        let ed = with_actions(
+            ed,
+            &[
+                action(1, "a runbook for [restarts](javascript:x)", false),
+                action(2, "already done", true),
+            ],
+        );
+        assert!(
+            ed.markdown.contains(
+                "## Action items from post-mortems\n\n- A-1 a runbook for [restarts\\](javascript:x) (owner bo, due 2026-12-11, from I-3)"
+            ),
+            "{}",
+            ed.markdown
+        );
+        assert!(!ed.markdown.contains("already done"));
+        assert_eq!(ed.actions.len(), 1);
+        assert_eq!(ed.actions[0]["id"], "A-1");
+    }
 }

@@ -465,6 +465,16 @@ run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c
     assert_eq!(market["actions"][0]["owner"], "bo");
     let market_page = http(addr, "GET", "/market", false, "").await.1;
     assert!(market_page.contains("a runbook for shop restarts"));
+    // The Markdown answer lists it as the published edition does (the
+    // same function writes both).
+    let md = http(addr, "GET", "/api/v1/market?format=md", false, "")
+        .await
+        .1;
+    assert!(
+        md.contains("## Action items from post-mortems\n\n- A-")
+            && md.contains(" a runbook for shop restarts (owner bo, due 2026-12-15, from I-"),
+        "{md}"
+    );
 
     // After closing, the database holds no slot at all.
     let d = dump(&db);
