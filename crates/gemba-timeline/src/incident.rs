@@ -290,11 +290,11 @@ pub async fn follow_once(
     };
     for r in &rows {
         let Some(esc) = r.escalation else { continue };
+        // The escalator journals an opening, and only an opening, as a
+        // decision (held at opening, in plan mode or by a rate limit or a
+        // crash loop, has kinds of its own): the kind says it, whatever
+        // the words.
         if r.kind != opening || store.incident_of(esc).await?.is_some() {
-            continue;
-        }
-        // Held at opening (plan mode, a rate limit) is no escalation yet.
-        if r.kind == "decision" && !r.text.starts_with("opened") {
             continue;
         }
         gather(t, cfg, esc, &r.scope, r.at_ms, &r.text).await?;

@@ -212,3 +212,27 @@ async fn two_servers_on_one_postgresql_make_one_servers_incidents() {
     let b = gemba_store::open_any(&at).await.unwrap();
     two_servers_make_the_incidents_one_server_makes(a, b).await;
 }
+
+#[tokio::test]
+async fn an_opening_is_known_by_its_kind_not_by_its_words() {
+    let dir = std::env::temp_dir().join(format!("gemba-incidents-kind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = gemba_store::open_any(&gemba_store::StoreLocation::Sqlite(dir.join("gemba.db")))
+        .await
+        .unwrap();
+    let now = Clock::new().now_ms();
+    store
+        .save_escalation(record(7, "node:web-1", true, now), None)
+        .await
+        .unwrap();
+    // The escalator may word its journal lines however it likes.
+    let mut row = opened(7, "node:web-1", now);
+    row.text = "Eskalation 7 begonnen, Stufe 5".into();
+    store.append(row).await.unwrap();
+    Server::on("srv-1", store.clone(), Clock::new())
+        .pass()
+        .await;
+    assert!(store.incident_of(7).await.unwrap().is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}

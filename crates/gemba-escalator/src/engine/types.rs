@@ -205,7 +205,8 @@ pub enum JournalKind {
     Quiet,
     /// Passing again; nothing runs.
     Recovered,
-    /// An escalation opened (or was held at opening).
+    /// An escalation opened: this kind and no other. Incidents open on it
+    /// (a hold at opening is `Plan`, `RateLimited` or `CrashLoop`).
     Decision,
     /// A wider escalation took over a narrower one.
     Superseded,
