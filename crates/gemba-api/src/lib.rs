@@ -639,7 +639,7 @@ fn unauthorized(state: &ApiState, req: &Request) -> Option<(StatusCode, String)>
     // A participant's link and a ballot are capabilities of their own:
     // the handler checks the token in the path. Signing in checks the
     // token in its body.
-    if postmortems::capability_path(path) || path.starts_with(signin::SESSION_PATH) {
+    if postmortems::capability_path(path) || signin::PATHS.contains(&path) {
         return None;
     }
     let ingest_path = market::REPORT_PATHS.contains(&path) || events::EVENT_PATHS.contains(&path);

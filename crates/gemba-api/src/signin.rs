@@ -15,8 +15,10 @@ use crate::access::{Grant, COOKIE, SESSION_TTL};
 use crate::converge::{Answer, ApiError};
 use crate::Shared;
 
-/// The session endpoints: signing in checks the token in its body.
-pub(crate) const SESSION_PATH: &str = "/api/v1/session";
+/// The session endpoints that change state without a token: signing in
+/// checks the token in its body, signing out ends only the caller's own
+/// session.
+pub(crate) const PATHS: &[&str] = &["/api/v1/session", "/api/v1/session/end"];
 
 fn may(g: Grant) -> serde_json::Value {
     json!({"ingest": g.ingest, "operate": g.operate, "read": g.read})

@@ -790,14 +790,8 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
     }
     if token.is_none() {
         if let Some(p) = &token_file {
-            match crate::secret::check_private(p).and_then(|()| {
-                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-            }) {
-                Ok(t) if t.trim().len() >= 16 => token = Some(t.trim().to_string()),
-                Ok(_) => c.fail(
-                    "http.token_file",
-                    format!("{}: the token must be at least 16 characters", p.display()),
-                ),
+            match read_token_file(p) {
+                Ok(t) => token = Some(t),
                 Err(e) => c.fail("http.token_file", e),
             }
         }
@@ -810,11 +804,8 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
     ] {
         let Some(p) = file else { continue };
         let key = format!("http.{scope}_token_file");
-        match crate::secret::check_private(p).and_then(|()| {
-            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-        }) {
-            Ok(t) if t.trim().len() >= 16 => {
-                let t = t.trim().to_string();
+        match read_token_file(p) {
+            Ok(t) => {
                 if token.as_deref() == Some(t.as_str())
                     || scoped_tokens.iter().any(|(_, other)| *other == t)
                 {
@@ -829,10 +820,6 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
                     scoped_tokens.push((scope.to_string(), t));
                 }
             }
-            Ok(_) => c.fail(
-                &key,
-                format!("{}: the token must be at least 16 characters", p.display()),
-            ),
             Err(e) => c.fail(&key, e),
         }
     }
@@ -887,6 +874,21 @@ fn http_config(c: &mut Checker, http: HttpSection, o: &Overrides) -> Option<Http
         max_connections,
         header_timeout,
     })
+}
+
+/// The token a token file holds: private, as the keys are, and at least
+/// 16 characters once trimmed.
+fn read_token_file(p: &Path) -> Result<String, String> {
+    crate::secret::check_private(p)?;
+    let t = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let t = t.trim();
+    if t.len() < 16 {
+        return Err(format!(
+            "{}: the token must be at least 16 characters",
+            p.display()
+        ));
+    }
+    Ok(t.to_string())
 }
 
 /// `[store]`; the default file lives in the data directory.

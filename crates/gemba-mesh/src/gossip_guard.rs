@@ -638,19 +638,15 @@ impl GossipGuard {
             if refused.contains(d.id) {
                 continue;
             }
-            // What the node's state would take with this delta.
+            // What the node's state would take with this delta (a key
+            // named twice in one delta counts twice: an over-estimate).
             let (node_bytes, grows) = {
                 let known = self.keys.get(d.id);
-                let mut sizes: HashMap<u64, usize> = HashMap::new();
-                for &(k, size) in &d.new_keys {
-                    sizes.insert(k, size);
-                }
                 let before = known.map_or(0, |n| n.bytes);
-                let mut after = before;
-                for (k, size) in &sizes {
+                let after = d.new_keys.iter().fold(before, |acc, (k, size)| {
                     let old = known.and_then(|n| n.keys.get(k)).map_or(0, |x| x.1);
-                    after = after + size - old;
-                }
+                    acc.saturating_sub(old) + size
+                });
                 (after, after.saturating_sub(before))
             };
             if node_bytes > self.limits.max_bytes_per_node {

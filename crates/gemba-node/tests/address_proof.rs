@@ -202,6 +202,12 @@ run = ["/bin/sh", "-c", "cat >> {notices}"]
         .filter(|l| l.starts_with("gemba_http_responses_total"))
         .collect();
     assert!(answered.is_empty(), "imp was asked: {answered:?}");
+    // The counter the check reads does count requests: the one just made.
+    let (_, imp_metrics) = http(imp_http, "GET", "/metrics", false, "").await;
+    assert!(
+        imp_metrics.contains(r#"gemba_http_responses_total{code="200"} 1"#),
+        "{imp_metrics}"
+    );
 
     imp.shutdown().await;
     srv.shutdown().await;

@@ -11,10 +11,6 @@ const EVENT_COLUMNS: &str =
     "id, at_ms, end_ms, kind, what, tags, text, author, link, source, origin";
 const PARTICIPANT_COLUMNS: &str = "token_hash, incident, name, seal_key, slot, claimed";
 
-/// Whether a ballot row's content is a cast ballot: an uncast one holds
-/// NULL (before fillers) or a filler starting with `u`.
-const CAST: &str = "(content IS NOT NULL AND substr(content, 1, 1) <> 'u')";
-
 fn event_row(r: &Row) -> EventRow {
     EventRow {
         id: r.get(0),

@@ -41,10 +41,6 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 
 const PARTICIPANT_COLUMNS: &str = "token_hash, incident, name, seal_key, slot, claimed";
 
-/// Whether a ballot row's content is a cast ballot: an uncast one holds
-/// NULL (before fillers) or a filler starting with `u`.
-const CAST: &str = "(content IS NOT NULL AND substr(content, 1, 1) <> 'u')";
-
 fn participant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ParticipantRow> {
     Ok(ParticipantRow {
         token_hash: r.get(0)?,

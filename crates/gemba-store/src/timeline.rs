@@ -178,6 +178,11 @@ pub struct ActionRow {
     pub done_by: Option<String>,
 }
 
+/// Whether a ballot row's content is a cast ballot (SQL, the same in
+/// SQLite and PostgreSQL): an uncast one holds NULL (before fillers) or a
+/// filler starting with `u`.
+pub(crate) const CAST: &str = "(content IS NOT NULL AND substr(content, 1, 1) <> 'u')";
+
 #[async_trait::async_trait]
 pub trait TimelineStore: Send + Sync {
     /// Stores the events in one transaction; for each, its id, or `None`

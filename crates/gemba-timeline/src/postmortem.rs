@@ -913,11 +913,7 @@ async fn open_voting(t: &TimelineHandle, pm: &Postmortem) -> Result<bool, PmErro
     let mut ballots = Vec::with_capacity(people.len());
     let mut slots = Vec::with_capacity(people.len());
     for p in &people {
-        let key: [u8; 32] = unhex(&p.seal_key)
-            .and_then(|k| k.try_into().ok())
-            .ok_or_else(|| {
-                PmError::Store(StoreError::Query("a stored seal key is damaged".into()))
-            })?;
+        let key = seal_key_of(p)?;
         let ballot = new_token()?;
         ballots.push((ballot_hash(&ballot), ballot_filler()?));
         slots.push((p.token_hash.clone(), seal(&ballot, &key)?));
