@@ -1,0 +1,6 @@
+//! The integration tests of gemba-checks, one binary: each module was once a
+//! file of its own, and linking the dependency tree once per file made
+//! the test build the slowest part of a test run.
+
+mod http;
+mod runner;

@@ -1,0 +1,11 @@
+//! The integration tests of gemba-market, one binary: each module was once a
+//! file of its own, and linking the dependency tree once per file made
+//! the test build the slowest part of a test run.
+
+mod common;
+
+mod detectors;
+mod golden;
+mod publish;
+mod puppetdb;
+mod service;

@@ -1,0 +1,6 @@
+//! The integration tests of gemba-store, one binary: each module was once a
+//! file of its own, and linking the dependency tree once per file made
+//! the test build the slowest part of a test run.
+
+mod conformance;
+mod postgres;
