@@ -8,15 +8,12 @@
 pub mod access;
 mod console;
 mod converge;
-mod events;
-mod incidents;
-mod learn_page;
-mod logs;
-mod market;
-mod market_page;
-mod node_page;
+mod grid;
+mod learn;
+mod params;
 pub mod parse_budget;
-mod postmortems;
+mod respond;
+mod review;
 pub mod serve;
 mod signin;
 mod svg;
@@ -24,7 +21,7 @@ mod svg;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -38,6 +35,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 pub use console::render_page;
+use respond::error;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
@@ -243,15 +241,11 @@ impl ApiState {
 
 type Shared = Arc<ApiState>;
 
-/// The router with every route of a node.
+/// The router with every route of a node: the node's own (console,
+/// health, metrics, sign-in) and each stage's, listed in its module's
+/// `routes()` (`grid`, `converge`, `review`, `learn`). The token guard and
+/// the response metrics cover them all.
 pub fn router(state: Shared) -> Router {
-    router_with(state, Router::new())
-}
-
-/// The router with the routes of every stage: `extra` holds the routes
-/// stages registered with the node. The token guard and the response
-/// metrics cover them too.
-pub fn router_with(state: Shared, extra: Router) -> Router {
     let own: Router = Router::new()
         .route("/", get(console_page))
         .route("/console/panel", get(console_panel))
@@ -262,138 +256,25 @@ pub fn router_with(state: Shared, extra: Router) -> Router {
         .route("/api/v1/session", get(signin::whoami).post(signin::start))
         .route("/api/v1/session/end", post(signin::end))
         .route("/metrics", get(metrics))
-        .route("/api/v1/graph", get(graph))
-        .route("/api/v1/nodes", get(nodes))
-        .route("/api/v1/links", get(links))
-        .route("/api/v1/summary", get(summary))
-        .route("/api/v1/links/{target}", get(link_history))
-        .route("/api/v1/logs", get(logs::logs))
-        .route("/api/v1/checks", get(converge::checks))
-        .route("/api/v1/plan", get(converge::plan))
-        .route("/api/v1/journal", get(converge::journal))
-        .route("/api/v1/escalations", get(converge::escalations))
-        .route("/api/v1/escalations/{id}", get(converge::escalation))
-        .route("/api/v1/escalations/{id}/approve", post(converge::approve))
-        .route("/api/v1/scopes/{scope}/ack", post(converge::ack))
-        .route("/checks", get(converge::checks_page))
-        .route("/escalations", get(converge::escalations_page))
-        .route("/escalations/{id}", get(converge::escalation_page))
-        .route("/plan", get(converge::plan_page))
-        .route("/api/v1/problems", get(market::problems))
-        .route(
-            "/api/v1/problems/{id}",
-            get(market::problem).post(market::change_problem),
-        )
-        .route("/api/v1/market", get(market::market_report))
-        .route("/api/v1/market/nodes/{node}", get(market::node_runs))
-        .route("/api/v1/market/runs/{key}", get(market::run))
-        .route("/market", get(market::market_page))
-        .route("/market/problems/{id}", get(market::problem_page))
-        .route("/market/nodes/{node}", get(market::node_page))
+        .merge(grid::routes())
+        .merge(converge::routes())
+        .merge(review::routes(state.market_config.max_report_bytes))
+        .merge(learn::routes())
         .with_state(state.clone());
-    // Report bodies may be large: their own cap, checked before reading.
-    let reports: Router = Router::new()
-        .route("/api/v1/reports", post(market::any))
-        .route("/api/v1/reports/puppet", post(market::puppet))
-        .route("/api/v1/reports/puppetdb", post(market::puppetdb))
-        .route("/api/v1/chef/data-collector", post(market::chef))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.market_config.max_report_bytes,
-        ))
-        .with_state(state.clone());
-    let events: Router = Router::new()
-        .route("/api/v1/events", get(events::list).post(events::add))
-        .route("/api/v1/events/{id}", get(events::one))
-        .route("/api/v1/series", get(events::series))
-        .route("/api/v1/processes", get(events::processes))
-        .route("/api/v1/chart.svg", get(events::chart_svg))
-        .route("/api/v1/chart.png", get(events::chart_png))
-        .route("/api/v1/chart/send", post(events::chart_send))
-        .route("/charts", get(learn_page::charts_page))
-        .route("/nodes/{node}", get(node_page::node_page))
-        .route(
-            "/api/v1/incidents",
-            get(incidents::list).post(incidents::open),
-        )
-        .route(
-            "/api/v1/incidents/{id}",
-            get(incidents::one).post(incidents::change),
-        )
-        .route(
-            "/api/v1/incidents/{id}/postmortem",
-            get(postmortems::one).post(postmortems::start),
-        )
-        .route(
-            "/api/v1/incidents/{id}/postmortem/change",
-            post(postmortems::operator_change),
-        )
-        .route(
-            "/api/v1/incidents/{id}/postmortem/actions",
-            post(postmortems::operator_action),
-        )
-        .route(
-            "/api/v1/incidents/{id}/postmortem/send",
-            post(postmortems::operator_send),
-        )
-        .route(
-            "/api/v1/incidents/{id}/postmortem/export",
-            get(postmortems::export_json),
-        )
-        .route(
-            "/api/v1/incidents/{id}/postmortem.md",
-            get(postmortems::export_markdown),
-        )
-        .route(
-            "/api/v1/pm/{token}",
-            get(postmortems::seat).post(postmortems::seat_change),
-        )
-        .route("/api/v1/pm/{token}/actions", post(postmortems::seat_action))
-        .route("/api/v1/pm/{token}/claim", post(postmortems::claim))
-        .route("/api/v1/pm/{token}/send", post(postmortems::seat_send))
-        .route(
-            "/api/v1/ballots/{token}",
-            get(postmortems::ballot).post(postmortems::cast),
-        )
-        .route("/api/v1/actions", get(postmortems::actions))
-        .route("/api/v1/actions/{id}", post(postmortems::action_done))
-        .route("/pm/{token}", get(postmortems::seat_page))
-        .route("/ballots/{token}", get(postmortems::ballot_page))
-        .route("/incidents", get(incidents::list_page))
-        .route("/incidents/{id}", get(incidents::page))
-        .route(
-            "/events",
-            get(learn_page::events_page).post(events::graphite),
-        )
-        .route("/events/{id}", get(learn_page::event_page))
-        .route("/events/", post(events::graphite))
-        .route("/api/annotations", post(events::grafana))
-        .route("/api/annotations/graphite", post(events::grafana_graphite))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            gemba_timeline::event::MAX_BODY,
-        ))
-        .with_state(state.clone());
-    let own = own.merge(reports).merge(events);
-    own.merge(extra)
-        .fallback(not_found)
+    own.fallback(not_found)
         .layer(middleware::from_fn_with_state(state, guard))
 }
 
-/// Serves the router (with the stages' `extra` routes) on `listener`
-/// within `limits` until `shutdown` resolves; in-flight requests finish
-/// first.
+/// Serves the router on `listener` within `limits` until `shutdown`
+/// resolves; in-flight requests finish first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
-    extra: Router,
     limits: serve::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router_with(state.clone(), extra);
+    let app = router(state.clone());
     serve::run(listener, state, app, limits, shutdown).await
-}
-
-fn error(code: StatusCode, message: impl Into<String>) -> Response {
-    (code, Json(json!({ "error": message.into() }))).into_response()
 }
 
 /// Counts every response, refuses what a browser on another site could
@@ -481,7 +362,7 @@ fn security_headers(path: &str, headers: &mut axum::http::HeaderMap) {
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::REFERRER_POLICY, "no-referrer");
-    if postmortems::capability_path(path) || postmortems::capability_page(path) {
+    if learn::postmortems::capability_path(path) || learn::postmortem_page::capability_page(path) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
@@ -491,7 +372,7 @@ async fn console_js() -> Response {
 }
 
 async fn forms_js() -> Response {
-    script(postmortems::FORMS_JS)
+    script(learn::postmortem_page::FORMS_JS)
 }
 
 fn script(body: &'static str) -> Response {
@@ -602,7 +483,7 @@ fn browser_refusal(
     // Graphite's clients post JSON with whatever content type their HTTP
     // library picks (curl -d: form-urlencoded). A request with neither
     // Origin nor Sec-Fetch-Site did not come from a current browser.
-    let graphite_client = events::GRAPHITE_PATHS.contains(&req.uri().path())
+    let graphite_client = learn::events::GRAPHITE_PATHS.contains(&req.uri().path())
         && headers.get(header::ORIGIN).is_none()
         && headers.get("sec-fetch-site").is_none();
     if let Some(ct) = headers
@@ -639,10 +520,11 @@ fn unauthorized(state: &ApiState, req: &Request) -> Option<(StatusCode, String)>
     // A participant's link and a ballot are capabilities of their own:
     // the handler checks the token in the path. Signing in checks the
     // token in its body.
-    if postmortems::capability_path(path) || signin::PATHS.contains(&path) {
+    if learn::postmortems::capability_path(path) || signin::PATHS.contains(&path) {
         return None;
     }
-    let ingest_path = market::REPORT_PATHS.contains(&path) || events::EVENT_PATHS.contains(&path);
+    let ingest_path =
+        review::REPORT_PATHS.contains(&path) || learn::events::EVENT_PATHS.contains(&path);
     let headers = req.headers();
     if let Some(w) = state.who(headers) {
         if w.grant.operate || (ingest_path && w.grant.ingest) {
@@ -747,82 +629,6 @@ async fn metrics(State(s): State<Shared>) -> Response {
         )],
         text,
     )
-        .into_response()
-}
-
-async fn graph(State(s): State<Shared>) -> Json<serde_json::Value> {
-    let g = s.mesh.graph().await;
-    Json(json!({
-        "served_by": s.mesh.id(),
-        "nodes": g.nodes,
-        "edges": g.edges,
-    }))
-}
-
-async fn nodes(State(s): State<Shared>) -> Json<serde_json::Value> {
-    let g = s.mesh.graph().await;
-    Json(json!({ "nodes": g.nodes }))
-}
-
-/// Counts by state, the nodes that are not up and the broken links: what a
-/// script or a dashboard needs without the whole graph.
-async fn summary(State(s): State<Shared>) -> Json<serde_json::Value> {
-    let g = s.mesh.graph().await;
-    let node_states = count_by(g.nodes.iter().map(|n| n.state.as_str()));
-    let edge_states = count_by(g.edges.iter().map(|e| e.state.as_str()));
-    let troubled: Vec<serde_json::Value> = g
-        .nodes
-        .iter()
-        .filter(|n| n.state != gemba_mesh::NodeState::Up)
-        .map(|n| json!({ "id": n.id, "state": n.state }))
-        .collect();
-    // Broken links as the graph has them: state, loss kind, failing
-    // flows and the reason in words.
-    let broken = g.broken_links();
-    Json(json!({
-        "served_by": s.mesh.id(),
-        "nodes": g.nodes.len(),
-        "edges": g.edges.len(),
-        "node_states": node_states,
-        "edge_states": edge_states,
-        "nodes_not_up": troubled,
-        "broken_links": broken,
-    }))
-}
-
-async fn links(State(s): State<Shared>) -> Json<serde_json::Value> {
-    let links: Vec<serde_json::Value> = s
-        .mesh
-        .local_links()
-        .into_iter()
-        .map(|(target, summary)| {
-            let mut v = serde_json::to_value(summary).unwrap_or_default();
-            v["source"] = json!(s.mesh.id());
-            v["target"] = json!(target);
-            v
-        })
-        .collect();
-    Json(json!({ "observer": s.mesh.id(), "links": links }))
-}
-
-fn count_by<'a>(keys: impl Iterator<Item = &'a str>) -> std::collections::BTreeMap<&'a str, usize> {
-    let mut counts = std::collections::BTreeMap::new();
-    for k in keys {
-        *counts.entry(k).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Every probe outcome of one outgoing link in the window, oldest first:
-/// the full-resolution history that never travels in gossip.
-async fn link_history(State(s): State<Shared>, Path(target): Path<String>) -> Response {
-    let Some((summary, history)) = s.mesh.link_history(&target) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("{} does not probe {target:?}", s.mesh.id()),
-        );
-    };
-    Json(json!({ "source": s.mesh.id(), "target": target, "summary": summary, "probes": history }))
         .into_response()
 }
 

@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::access::{Grant, COOKIE, SESSION_TTL};
-use crate::converge::{Answer, ApiError};
+use crate::respond::{Answer, ApiError};
 use crate::Shared;
 
 /// The session endpoints that change state without a token: signing in
@@ -44,20 +44,13 @@ pub(crate) async fn start(State(s): State<Shared>, headers: HeaderMap, body: Byt
         name: String,
         token: String,
     }
-    let SignIn { name, token } = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the body is {{\"name\", \"token\"}}: {e}"),
-        )
-    })?;
+    let SignIn { name, token } = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is {{\"name\", \"token\"}}: {e}")))?;
     if !gemba_core::ids::is_name(&name) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "name: 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit (the journal records it)".into(),
-        ));
+        return Err(ApiError::bad("name: 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit (the journal records it)"));
     }
     if token.len() > 1024 {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "not a token".into()));
+        return Err(ApiError::bad("not a token"));
     }
     let Some((label, grant)) = s.tokens.find(token.trim()) else {
         return Err(ApiError(
@@ -66,9 +59,8 @@ pub(crate) async fn start(State(s): State<Shared>, headers: HeaderMap, body: Byt
         ));
     };
     let Some(cookie) = s.sessions.start(&name, label, grant) else {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node holds as many sessions as it may; try again later".into(),
+        return Err(ApiError::unavailable(
+            "this node holds as many sessions as it may; try again later",
         ));
     };
     let set = format!(

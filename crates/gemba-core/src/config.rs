@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::duration::HumanDuration;
 use crate::ids::{NodeId, SiteName};
 use crate::validate::Checker;
+pub use crate::validate::Invalid;
 
 /// Defaults, in one place so that the example config and the validation
 /// agree by construction.
@@ -345,13 +346,6 @@ pub struct HttpConfig {
     pub header_timeout: std::time::Duration,
 }
 
-/// One invalid setting: where it is and what is wrong with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Invalid {
-    pub key: String,
-    pub reason: String,
-}
-
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -375,12 +369,6 @@ fn render_invalid(origin: &str, errors: &[Invalid]) -> String {
         out.push_str(&format!("\n  {origin}: {}: {}", e.key, e.reason));
     }
     out
-}
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.reason)
-    }
 }
 
 impl ConfigFile {

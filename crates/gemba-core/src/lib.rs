@@ -10,6 +10,7 @@ pub mod example;
 pub mod graph;
 pub mod ids;
 pub mod incidents;
+pub mod journal;
 pub mod markdown;
 pub mod market;
 pub mod metrics;

@@ -53,17 +53,14 @@ impl Schedule {
     }
 }
 
-/// What is sent: a subject line and the market as Markdown, with the
-/// market as JSON for webhooks.
+/// The market of a day that is due: its date, a subject line with its
+/// counts, and the market. What goes out beside it (the open action items)
+/// and in which form is the sender's (`gemba-views` builds the edition).
 #[derive(Clone, Debug)]
 pub struct Edition {
     pub date: String,
     pub subject: String,
-    pub markdown: String,
     pub market: Market,
-    /// What the server adds beside the market (the open action items of
-    /// post-mortems), as JSON for webhooks.
-    pub actions: Vec<serde_json::Value>,
 }
 
 /// Publishes every day until the task is dropped. `send` delivers one
@@ -151,8 +148,6 @@ async fn edition(
     Ok(Edition {
         date: day.to_string(),
         subject: format!("[gemba {node}] morning market {day}: {counts}"),
-        markdown: m.to_markdown(),
         market: m,
-        actions: Vec::new(),
     })
 }

@@ -4,7 +4,9 @@
 //! the mesh (probing and gossip), the server role (store, escalator), the
 //! checks (this node's own, and a server's), then HTTP. Each stage
 //! registers with the node through [`Stages`]: its tasks (spawned into one
-//! [`Drain`]), its HTTP routes, its gossip keys and its metrics. `gemba
+//! [`Drain`]), its gossip keys and its metrics. HTTP routes are not
+//! registered here: each stage's are listed in its module of `gemba-api`
+//! (`grid`, `converge`, `review`, `learn`), next to the handlers. `gemba
 //! run`, `gemba demo` and the tests all start nodes this way, and
 //! [`Node::shutdown`] stops everything in one order with bounded grace.
 //!
@@ -23,7 +25,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use gemba_core::Config;
 use gemba_escalator::EscalatorHandle;
 use gemba_mesh::{GridKey, MeshNode, MeshSettings, Net};
@@ -130,7 +131,6 @@ pub enum ServerRole {
 pub struct Stages<'a> {
     drain: &'a Drain,
     registry: &'a mut Registry,
-    routes: Router,
     gossip: Vec<(&'static str, String)>,
     /// One clock for every stage of the node: a check's time and the
     /// escalation step it ends are read from the same clock, so they never
@@ -143,7 +143,6 @@ impl<'a> Stages<'a> {
         let mut s = Stages {
             drain,
             registry,
-            routes: Router::new(),
             gossip: Vec::new(),
             clock: gemba_exec::Clock::new(),
         };
@@ -166,11 +165,6 @@ impl<'a> Stages<'a> {
     /// The node's metrics registry.
     pub fn metrics(&mut self) -> &mut Registry {
         self.registry
-    }
-
-    /// Adds the stage's HTTP routes; they share the node's token guard.
-    pub fn routes(&mut self, routes: Router) {
-        self.routes = std::mem::take(&mut self.routes).merge(routes);
     }
 
     /// Claims a gossip key prefix for a stage. Two stages whose keys
@@ -322,7 +316,6 @@ impl Node {
         )?;
         start_sampling(config, &mesh, &mut stages, server.samples.take(), recent)?;
         let subscriptions = std::mem::take(&mut server.subscriptions);
-        let routes = std::mem::take(&mut stages.routes);
         let gossip_keys = stages.gossip.clone();
         drop(stages);
 
@@ -354,7 +347,7 @@ impl Node {
             };
             drain.spawn_graceful(Phase::Http, "http", async move {
                 if let Err(e) =
-                    gemba_api::serve(listener, state, routes, limits, stop.cancelled_owned()).await
+                    gemba_api::serve(listener, state, limits, stop.cancelled_owned()).await
                 {
                     tracing::error!(error = %e, "the HTTP server stopped");
                 }

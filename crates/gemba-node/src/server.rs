@@ -386,15 +386,7 @@ async fn start_market(
             move |ed| {
                 let targets = targets.clone();
                 let timeline = timeline.clone();
-                async move {
-                    // Action items stay on the market until done: the
-                    // edition carries them as the market's page does.
-                    let actions = match &timeline {
-                        Some(t) => t.store().actions(true, None).await.unwrap_or_default(),
-                        None => Vec::new(),
-                    };
-                    publish(&targets, with_actions(ed, &actions)).await
-                }
+                async move { publish_edition(&targets, timeline.as_ref(), clock.now_ms(), ed).await }
             },
         );
         stages
@@ -613,59 +605,17 @@ async fn record_changes(
     }
 }
 
-/// The edition with the open action items after its problems (Markdown),
-/// and in its JSON.
-fn with_actions(
-    mut ed: gemba_market::publish::Edition,
-    actions: &[gemba_store::ActionRow],
-) -> gemba_market::publish::Edition {
-    ed.markdown
-        .push_str(&gemba_timeline::postmortem::open_actions_section(
-            actions, true,
-        ));
-    ed.actions = actions
-        .iter()
-        .filter(|a| a.done_ms.is_none())
-        .map(|a| {
-            serde_json::json!({
-                "id": format!("A-{}", a.id), "text": a.text, "owner": a.owner,
-                "due_ms": a.due_ms, "incident": a.incident,
-            })
-        })
-        .collect();
-    ed
-}
-
-/// Sends one edition of the market to every target: Markdown for mail and
-/// commands (stdin), JSON with a Slack-compatible `text` for webhooks.
-async fn publish(
+/// Sends a day's market to every target. Action items stay on the market
+/// until done: what goes out is the edition the market's page shows.
+async fn publish_edition(
     targets: &[gemba_core::policy::NotifyDef],
+    timeline: Option<&gemba_timeline::TimelineHandle>,
+    now_ms: u64,
     ed: gemba_market::publish::Edition,
 ) -> (usize, Vec<String>) {
-    let json = serde_json::json!({
-        "text": ed.markdown,
-        "date": ed.date,
-        "subject": ed.subject,
-        "market": ed.market,
-        "actions": ed.actions,
-    });
-    let mut took = 0;
-    let mut errors = Vec::new();
-    for t in targets {
-        let m = gemba_escalator::notify::Outgoing {
-            subject: ed.subject.clone(),
-            text: ed.markdown.clone(),
-            json: json.clone(),
-            stdin: ed.markdown.clone().into_bytes(),
-            env: vec![("GEMBA_MARKET_DATE".into(), ed.date.clone())],
-            images: Vec::new(),
-        };
-        match gemba_escalator::notify::deliver(t, m).await {
-            Ok(()) => took += 1,
-            Err(e) => errors.push(e),
-        }
-    }
-    (took, errors)
+    let view = gemba_views::edition::Edition::with_actions_of(ed.market, timeline, now_ms).await;
+    let m = gemba_views::edition::outgoing(&view, &ed.date, &ed.subject);
+    gemba_notify::fan_out(targets, &m).await
 }
 
 /// Prunes journal lines and closed escalations past the retention, at
@@ -708,36 +658,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_published_edition_carries_the_open_action_items() {
+    #[tokio::test]
+    async fn the_published_edition_carries_the_open_action_items() {
+        let store = Arc::new(gemba_store::SqliteStore::in_memory().unwrap());
+        let timeline = gemba_timeline::TimelineHandle::new(store, Clock::new());
+        for a in [
+            action(1, "a runbook for [restarts](javascript:x)", false),
+            action(2, "already done", true),
+        ] {
+            timeline.store().add_action(a).await.unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("gemba-publish-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("edition.md");
+        let target = gemba_core::policy::NotifyDef::Command {
+            run: vec!["sh".into(), "-c".into(), format!("cat > {}", out.display())],
+        };
         let ed = gemba_market::publish::Edition {
             date: "2026-12-07".into(),
             subject: "morning market".into(),
-            markdown: "# Morning market\n".into(),
             market: gemba_market::market::Market::build(
                 std::iter::empty(),
                 0,
                 1,
                 Default::default(),
             ),
-            actions: Vec::new(),
         };
-        let ed = with_actions(
+        let (took, errors) = publish_edition(
+            std::slice::from_ref(&target),
+            Some(&timeline),
+            1_796_947_200_000 - 3_600_000,
             ed,
-            &[
-                action(1, "a runbook for [restarts](javascript:x)", false),
-                action(2, "already done", true),
-            ],
-        );
+        )
+        .await;
+        assert_eq!((took, errors), (1, Vec::<String>::new()));
+        let sent = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(
-            ed.markdown.contains(
+            sent.contains(
                 "## Action items from post-mortems\n\n- A-1 a runbook for [restarts\\](javascript:x) (owner bo, due 2026-12-11, from I-3)"
             ),
-            "{}",
-            ed.markdown
+            "{sent}"
         );
-        assert!(!ed.markdown.contains("already done"));
-        assert_eq!(ed.actions.len(), 1);
-        assert_eq!(ed.actions[0]["id"], "A-1");
+        assert!(!sent.contains("already done"), "{sent}");
     }
 }

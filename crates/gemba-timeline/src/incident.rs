@@ -7,10 +7,10 @@
 //! on its nodes, its escalations' decisions and steps, and the change events
 //! around it.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use gemba_core::incidents::{IncidentsConfig, OpenOn};
+use gemba_core::journal::JournalKind;
 use gemba_store::{IncidentRow, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ pub const TAIL: u64 = 2 * 60_000;
 /// Journal lines read per pass.
 const FOLLOW_BATCH: usize = 500;
 /// The most timeline entries of each source.
-const MAX_ENTRIES: usize = 2000;
+pub const MAX_ENTRIES: usize = 2000;
 
 /// What is kept of an incident beside its indexed fields.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -284,9 +284,9 @@ pub async fn follow_once(
         .unwrap_or(0);
     let rows = journal.journal_after(cursor, FOLLOW_BATCH).await?;
     let opening = match cfg.open_on {
-        OpenOn::Start => "decision",
-        OpenOn::GiveUp => "give-up",
-        OpenOn::Never => "",
+        OpenOn::Start => Some(JournalKind::Decision),
+        OpenOn::GiveUp => Some(JournalKind::GiveUp),
+        OpenOn::Never => None,
     };
     for r in &rows {
         let Some(esc) = r.escalation else { continue };
@@ -294,7 +294,10 @@ pub async fn follow_once(
         // decision (held at opening, in plan mode or by a rate limit or a
         // crash loop, has kinds of its own): the kind says it, whatever
         // the words.
-        if r.kind != opening || store.incident_of(esc).await?.is_some() {
+        if opening.is_none()
+            || JournalKind::parse(&r.kind) != opening
+            || store.incident_of(esc).await?.is_some()
+        {
             continue;
         }
         gather(t, cfg, esc, &r.scope, r.at_ms, &r.text).await?;
@@ -420,104 +423,6 @@ pub struct Entry {
     /// Where to read more, on this server's console.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
-}
-
-/// The window an incident's timeline covers: from `LEAD` before it opened
-/// to `TAIL` after it closed (or now, while it is open).
-pub fn window(i: &Incident, now_ms: u64) -> (u64, u64) {
-    let until = i
-        .closed_ms
-        .map(|c| c + TAIL)
-        .unwrap_or(now_ms)
-        .min(now_ms.max(i.opened_ms));
-    (i.opened_ms.saturating_sub(LEAD), until)
-}
-
-/// The timeline of `i`, oldest first: state changes on its nodes and of
-/// its scopes' checks, its escalations' journal, change events about its
-/// nodes (or about no node in particular, like a deploy to everything).
-pub async fn timeline(
-    t: &TimelineHandle,
-    journal: &Arc<dyn Store>,
-    i: &Incident,
-) -> Result<Vec<Entry>, TimelineError> {
-    let (since, until) = window(i, t.now_ms());
-    let nodes: BTreeSet<String> = i.nodes().into_iter().collect();
-    let scopes: BTreeSet<&str> = i.body.scopes.iter().map(String::as_str).collect();
-    let mut out = Vec::new();
-    let asked: Vec<String> = nodes.iter().cloned().collect();
-    for c in t.store().changes(since, until, asked, MAX_ENTRIES).await? {
-        // What is about no node: only the checks of its own scopes.
-        let about_us = !c.node.is_empty()
-            || c.subject
-                .split_once('@')
-                .is_some_and(|(_, s)| scopes.contains(s));
-        if !about_us {
-            continue;
-        }
-        let text = match c.kind.as_str() {
-            "check" => format!("{} {} (was {})", c.subject, c.state, c.previous),
-            "node" => format!("node {} {} (was {})", c.subject, c.state, c.previous),
-            _ => format!(
-                "link {} {} (was {})",
-                c.subject.replace('>', " → "),
-                c.state,
-                c.previous
-            ),
-        };
-        let text = if c.detail.is_empty() {
-            text
-        } else {
-            format!("{text}: {}", c.detail)
-        };
-        out.push(Entry {
-            at_ms: c.at_ms,
-            source: c.kind.clone(),
-            text,
-            link: (!c.node.is_empty()).then(|| format!("/nodes/{}", c.node)),
-        });
-    }
-    for e in &i.escalations {
-        for r in journal.journal(*e).await?.into_iter().take(MAX_ENTRIES) {
-            if r.kind.starts_with("notify") {
-                continue;
-            }
-            out.push(Entry {
-                at_ms: r.at_ms,
-                source: "escalation".into(),
-                text: format!("escalation {e} {}: {}", r.kind, r.text),
-                link: Some(format!("/escalations/{e}")),
-            });
-        }
-    }
-    let filter = crate::service::Query {
-        since: Some((since / 1000).to_string()),
-        until: Some((until / 1000 + 1).to_string()),
-        limit: Some(MAX_ENTRIES),
-        ..Default::default()
-    };
-    for e in t.query(&filter).await? {
-        // Escalation steps are already in from the journal.
-        if e.kind == "escalation" {
-            continue;
-        }
-        let hosts: Vec<&str> = e
-            .tags
-            .iter()
-            .filter_map(|t| t.strip_prefix("host="))
-            .collect();
-        if !hosts.is_empty() && !hosts.iter().any(|h| nodes.contains(*h)) {
-            continue;
-        }
-        out.push(Entry {
-            at_ms: e.at_ms,
-            source: "event".into(),
-            text: format!("{}: {}", e.kind, e.what),
-            link: Some(format!("/events/{}", e.id)),
-        });
-    }
-    out.sort_by_key(|e| e.at_ms);
-    Ok(out)
 }
 
 #[cfg(test)]

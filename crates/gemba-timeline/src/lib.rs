@@ -8,6 +8,7 @@ pub mod event;
 pub mod incident;
 pub mod logs;
 pub mod postmortem;
+pub mod postmortem_export;
 pub mod sample;
 pub mod series;
 pub mod service;

@@ -1150,42 +1150,6 @@ pub async fn close_with_link(t: &TimelineHandle, token: &str) -> Result<Postmort
     ))
 }
 
-/// The action items not done yet, as the morning market lists them after
-/// its problems (they stay there until done): the same lines on the
-/// market's text and Markdown answers and in the edition published every
-/// morning. Empty when there are none.
-pub fn open_actions_section(actions: &[gemba_store::ActionRow], markdown: bool) -> String {
-    let open: Vec<&gemba_store::ActionRow> =
-        actions.iter().filter(|a| a.done_ms.is_none()).collect();
-    if open.is_empty() {
-        return String::new();
-    }
-    let (heading, bullet) = if markdown {
-        ("\n## Action items from post-mortems\n\n", "- ")
-    } else {
-        ("\nAction items from post-mortems\n", "  ")
-    };
-    let mut out = String::from(heading);
-    for a in open {
-        let line = a.text.replace(['\n', '\r'], " ");
-        let (text, owner) = if markdown {
-            (
-                gemba_core::markdown::text(&line),
-                gemba_core::markdown::text(&a.owner),
-            )
-        } else {
-            (line, a.owner.clone())
-        };
-        out.push_str(&format!(
-            "{bullet}A-{} {text} (owner {owner}, due {}, from I-{})\n",
-            a.id,
-            event::format_ms(a.due_ms).get(..10).unwrap_or("?"),
-            a.incident
-        ));
-    }
-    out
-}
-
 /// An action item to make of a proposal.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,6 +5,7 @@
 //! read from a cursor kept in the store and tag every event with its
 //! origin, so a restart neither loses nor repeats one.
 
+use gemba_core::journal::JournalKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,20 +185,21 @@ impl TimelineHandle {
 
 /// The journal kinds that are changes worth a marker: what the escalator
 /// decided and did, and where a human came in.
-const JOURNAL_KINDS: &[&str] = &[
-    "decision",
-    "step-start",
-    "step-end",
-    "crash-loop",
-    "give-up",
-    "resolved",
-    "approved",
-    "acknowledged",
+const JOURNAL_KINDS: &[JournalKind] = &[
+    JournalKind::Decision,
+    JournalKind::StepStart,
+    JournalKind::StepEnd,
+    JournalKind::CrashLoop,
+    JournalKind::GiveUp,
+    JournalKind::Resolved,
+    JournalKind::Approved,
+    JournalKind::Acknowledged,
 ];
 
 /// The event a journal line becomes, if it is one worth a marker.
 pub fn journal_event(row: &gemba_store::JournalRow) -> Option<NewEvent> {
-    if !JOURNAL_KINDS.contains(&row.kind.as_str()) {
+    let kind = JournalKind::parse(&row.kind)?;
+    if !JOURNAL_KINDS.contains(&kind) {
         return None;
     }
     let mut tags = vec!["kind=escalation".to_string(), format!("step={}", row.kind)];

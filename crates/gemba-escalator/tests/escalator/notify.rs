@@ -184,15 +184,15 @@ async fn a_chart_goes_through_an_smtp_relay_as_an_inline_image() {
     };
     // A PNG's signature and a little more: the relay sees what is sent.
     let png = b"\x89PNG\r\n\x1a\n-chart-bytes-".to_vec();
-    notify::deliver(
+    gemba_notify::deliver(
         &target,
-        notify::Outgoing {
+        gemba_notify::Outgoing {
             subject: "gemba chart: tcp_established of shop".into(),
             text: "connections never released since v2.3.1".into(),
             json: serde_json::json!({}),
             stdin: Vec::new(),
             env: Vec::new(),
-            images: vec![notify::Image {
+            images: vec![gemba_notify::Image {
                 name: "chart.png".into(),
                 png,
             }],

@@ -2,7 +2,7 @@
 //! that show it, with time given by the runs (and by `tick`), never by the
 //! wall clock.
 
-mod common;
+use crate::common;
 
 use gemba_market::detect::{Detector, Thresholds};
 use gemba_market::problem::{Kind, Severity, Status};

@@ -3,7 +3,7 @@
 //! came with the old Puppet YAML formats, and the documents that should be
 //! refused are refused with a reason.
 
-mod common;
+use crate::common;
 
 use gemba_market::run::{ResourceOutcome, RunStatus};
 use gemba_market::{parse, Expect, Format, Parsed};

@@ -2,7 +2,7 @@
 //! market time, not again after a restart, once on return when the server
 //! was down at the hour, and again later when no target took it.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,9 +98,9 @@ async fn the_market_goes_out_once_a_day_at_its_time() {
     {
         let s = sent.lock().unwrap();
         assert!(
-            s[0].markdown.contains("Exec[fetch-code]"),
+            s[0].market.to_markdown().contains("Exec[fetch-code]"),
             "{}",
-            s[0].markdown
+            s[0].market.to_markdown()
         );
         assert!(
             s[0].subject.contains("morning market 2026-11-23: 1 new"),

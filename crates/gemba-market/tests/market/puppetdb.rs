@@ -6,7 +6,7 @@
 //! `{href, data}`. Its reports are the shared PuppetDB fixtures, reshaped
 //! so, with receive times of their own.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

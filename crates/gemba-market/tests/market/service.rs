@@ -8,7 +8,7 @@
 //! servers share one store, each taking half of every hour's runs at the
 //! same time: the market stored must be the one a single server builds.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! - no log fetch, and so no token, goes to the advertised HTTP address;
 //! - the node's result for a `db` check is not believed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

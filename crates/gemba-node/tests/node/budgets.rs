@@ -2,7 +2,7 @@
 //! (nesting checked first, a few parse threads, a fair share per client)
 //! and connections (a cap with a reserve, a deadline for request heads).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

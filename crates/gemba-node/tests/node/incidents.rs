@@ -4,7 +4,7 @@
 //! step, a deploy event, the check passing, the resolution) and closes by
 //! itself when the escalation ends.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::sync::Arc;

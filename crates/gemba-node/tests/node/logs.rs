@@ -3,7 +3,7 @@
 //! shop, on web-1's escalation page and in the notice its failing step
 //! sends, and only to requests with the API token.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //! script and no framing, nosniff, no referrer, and no caching of
 //! capability pages.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +25,19 @@ const STEP_OUT: &str = "STEP-OUT-q7w";
 const LOG_OUT: &str = "LOG-OUT-q7w";
 const RUN_OUT: &str = "RUN-OUT-q7w";
 
-/// Every `.route("PATH", get(...))` of the HTTP crate's router, so that a
-/// route added later is walked without anyone remembering to add it here.
+/// Every `.route("PATH", get(...))` of the HTTP crate's router (the
+/// node's own and each stage's list), so that a route added later is
+/// walked without anyone remembering to add it here.
 fn get_routes() -> Vec<String> {
-    let src = include_str!("../../gemba-api/src/lib.rs");
+    let src = [
+        include_str!("../../../gemba-api/src/lib.rs"),
+        include_str!("../../../gemba-api/src/grid/mod.rs"),
+        include_str!("../../../gemba-api/src/converge/mod.rs"),
+        include_str!("../../../gemba-api/src/review/mod.rs"),
+        include_str!("../../../gemba-api/src/learn/mod.rs"),
+    ]
+    .concat();
+    let src = src.as_str();
     let mut out = Vec::new();
     let mut rest = src;
     while let Some(i) = rest.find(".route(") {

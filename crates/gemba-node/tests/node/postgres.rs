@@ -6,7 +6,7 @@
 //! shared store, and all of it still there for a second server that opens
 //! the same database.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! anonymity property, checked on the database itself: nothing stored ties
 //! a ballot to a participant, and no token is stored at all.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

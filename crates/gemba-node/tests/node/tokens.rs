@@ -7,7 +7,7 @@
 //!   names them; a cross-site request with their cookie is refused; after
 //!   signing out the cookie is worth nothing.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! Sampled from /proc, stored as series, drawn with both events as
 //! markers, and called out on each event by the trend detector.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! a replaced process counts as a restart; a stopped one is unavailable
 //! with a reason.
 
-mod common;
+use crate::common;
 
 use common::{holding_listener, Leaky};
 

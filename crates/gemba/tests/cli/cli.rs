@@ -2,7 +2,7 @@
 //! example config, refusing to listen publicly without a token, the HTTP
 //! API's answers to bad requests, and `gemba graph`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! Skips with a message when chromium or chromedriver is not installed
 //! (`.ci/run` installs both).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -5,7 +5,7 @@
 //! holds the scope as a crash loop and says so once; the notices the
 //! receiver refused arrive later; `gemba ack` frees the scope.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -15,7 +15,7 @@
 //! every packet. Needs root and nftables; skips with a message otherwise.
 //! The nftables table is removed afterwards, even when the test fails.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

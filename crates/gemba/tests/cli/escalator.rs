@@ -5,7 +5,7 @@
 //! exactly once; and a server killed during a step on PostgreSQL, whose
 //! escalation the other server takes over, verifies and does not repeat.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

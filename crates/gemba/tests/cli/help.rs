@@ -1,7 +1,7 @@
 //! The help texts a user reads, pinned: a change to a flag or its wording
 //! shows up here. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test -p gemba --test help`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

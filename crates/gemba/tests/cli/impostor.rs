@@ -4,7 +4,7 @@
 //! The rogue's failing results never reach the server's escalator: the
 //! server neither shows them nor acts on `db-1`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! answers "duplicate" for each acknowledged one, and the store ends with
 //! exactly 10,000 runs, each once.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};

@@ -7,7 +7,7 @@
 //! Needs root and iproute2; skips with a message otherwise. Namespaces and
 //! links are removed afterwards, even when the test fails.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@
 //! Skips with a message when chromium or chromedriver is not installed
 //! (`.ci/run` installs both).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Five real `gemba run` processes on loopback: they converge through one
 //! seed, notice a SIGKILLed node, and take it back when it restarts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

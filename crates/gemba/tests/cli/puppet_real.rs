@@ -5,7 +5,7 @@
 //! non-idempotent exec, an SCM fetch failing on several nodes at once, a
 //! service that fails only on a fresh node, and a flaky deploy.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! database (a throwaway server the test starts; skipped with the reason
 //! when PostgreSQL is not installed).
 
-mod common;
+use crate::common;
 
 use common::{TempDir, BIN};
 use gemba_store::JournalRow;

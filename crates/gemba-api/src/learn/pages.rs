@@ -5,13 +5,13 @@
 
 use std::fmt::Write;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse};
 use gemba_timeline::event::format_ms;
 use gemba_timeline::sample::{HOST, HOST_METRICS, PROCESS_METRICS};
 
-use crate::converge::Answer;
-use crate::events::{chart_of, series_query_of, timeline};
+use crate::learn::events::{chart_of, series_query_of, timeline};
+use crate::respond::Answer;
 use crate::svg::esc;
 use crate::Shared;
 
@@ -36,9 +36,13 @@ fn select(name: &str, options: &[String], chosen: &str) -> String {
 }
 
 /// `/charts?node=&process=&metric=&since=`: a form and the chart.
-pub(crate) async fn charts_page(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+pub(crate) async fn charts_page(
+    State(s): State<Shared>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+    crate::params::Query(p): crate::params::Query<crate::params::Series>,
+) -> Answer {
     let t = timeline(&s)?;
-    let mut q = series_query_of(raw.as_deref())?;
+    let mut q = crate::learn::events::series_query(p)?;
     let all = t
         .store()
         .series()
@@ -115,9 +119,12 @@ pub(crate) async fn charts_page(State(s): State<Shared>, RawQuery(raw): RawQuery
 }
 
 /// `/events?since=&tag=&kind=`: newest first.
-pub(crate) async fn events_page(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+pub(crate) async fn events_page(
+    State(s): State<Shared>,
+    crate::params::Query(p): crate::params::Query<crate::params::Events>,
+) -> Answer {
     let t = timeline(&s)?;
-    let q = crate::events::query_of(raw.as_deref())?;
+    let q = p.into();
     let events = t.query(&q).await?;
     let mut body = String::from(
         r#"<p class="muted">Deploys, configuration runs, escalation steps and notes. Add one with <code>gemba event add --kind deploy --tag service=shop "v2.3.1 released"</code>, or point a Graphite (<code>/events/</code>) or Grafana (<code>/api/annotations</code>) hook here.</p>"#,
@@ -152,7 +159,7 @@ pub(crate) async fn event_page(
     headers: axum::http::HeaderMap,
 ) -> Answer {
     let t = timeline(&s)?;
-    let e = crate::events::event_of(t, &id).await?;
+    let e = crate::learn::events::event_of(t, &id).await?;
     let n = e.id;
     let mut body = format!(
         r#"<p><b>{}</b></p><table><tr><th>when</th><td>{}{}</td></tr><tr><th>kind</th><td>{}</td></tr><tr><th>tags</th><td>{}</td></tr><tr><th>by</th><td>{}</td></tr><tr><th>source</th><td>{}</td></tr>"#,
@@ -221,11 +228,11 @@ pub(crate) async fn event_page(
     }
     let shown = crate::holds_token(&s, &headers);
     let gathered = if shown {
-        crate::logs::around_event(&s, &e).await
+        crate::grid::logs::around_event(&s, &e).await
     } else {
         Vec::new()
     };
-    body.push_str(&crate::logs::html(
+    body.push_str(&crate::grid::logs::html(
         &gathered,
         shown,
         "within 2 minutes of the event",
@@ -280,11 +287,11 @@ pub(crate) async fn escalation_charts(
         }
     }
     let gathered = if shows_logs {
-        crate::logs::around_escalation(s, node, opened_ms).await
+        crate::grid::logs::around_escalation(s, node, opened_ms).await
     } else {
         Vec::new()
     };
-    out.push_str(&crate::logs::html(
+    out.push_str(&crate::grid::logs::html(
         &gathered,
         shows_logs,
         "from 5 minutes before it opened to 5 minutes after",

@@ -5,41 +5,31 @@
 use std::fmt::Write;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::Json;
 use gemba_timeline::event::format_ms;
+use gemba_timeline::incident::Entry;
 use gemba_timeline::incident::{self, Edit, Incident};
-use gemba_timeline::TimelineError;
 use serde_json::json;
 
-use crate::converge::{Answer, ApiError};
-use crate::events::{chart_of, series_query_of, timeline};
+use crate::learn::events::{chart_of, series_query_of, timeline};
+use crate::respond::{Answer, ApiError};
 use crate::svg::esc;
 use crate::Shared;
 
 pub(crate) fn id_of(raw: &str) -> Result<i64, ApiError> {
     raw.trim_start_matches(['I', 'i', '-'])
         .parse()
-        .map_err(|_| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                "an incident id is a number (or I-12)".into(),
-            )
-        })
+        .map_err(|_| ApiError::bad("an incident id is a number (or I-12)"))
 }
 
 fn journal(s: &Shared) -> Result<std::sync::Arc<dyn gemba_store::Store>, ApiError> {
     s.escalator
         .as_ref()
         .map(|h| h.store.clone())
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this node is not a server: it keeps no incidents".into(),
-            )
-        })
+        .ok_or_else(|| ApiError::unavailable("this node is not a server: it keeps no incidents"))
 }
 
 fn summary_json(i: &Incident) -> serde_json::Value {
@@ -61,35 +51,13 @@ fn summary_json(i: &Incident) -> serde_json::Value {
 }
 
 /// `GET /api/v1/incidents?open=true&limit=50`
-pub(crate) async fn list(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+pub(crate) async fn list(
+    State(s): State<Shared>,
+    crate::params::Query(p): crate::params::Query<crate::params::Listing>,
+) -> Answer {
     let t = timeline(&s)?;
-    let (mut open_only, mut limit) = (false, 100usize);
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "open" => open_only = matches!(v.as_ref(), "true" | "1" | "yes"),
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError(
-                            StatusCode::BAD_REQUEST,
-                            "limit is a number in 1..=1000".into(),
-                        )
-                    })?
-            }
-            other => {
-                return Err(ApiError(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown parameter {:?}; known: open, limit",
-                        other.chars().take(64).collect::<String>()
-                    ),
-                ))
-            }
-        }
-    }
+    let open_only = p.open;
+    let limit = crate::params::within("limit", p.limit, 1, 1000)?.unwrap_or(100);
     let all = incident::list(t, open_only, limit).await?;
     Ok(
         Json(json!({"incidents": all.iter().map(summary_json).collect::<Vec<_>>()}))
@@ -112,13 +80,10 @@ pub(crate) async fn open(State(s): State<Shared>, headers: HeaderMap, body: Byte
     }
     let t = timeline(&s)?;
     let o: Open = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not {{\"title\": ..., \"severity\": ..., \"summary\": ..., \"nodes\": [...]}}: {e}"),
-        )
+        ApiError::bad(format!("the body is not {{\"title\": ..., \"severity\": ..., \"summary\": ..., \"nodes\": [...]}}: {e}"))
     })?;
     if o.nodes.len() > 64 {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "at most 64 nodes".into()));
+        return Err(ApiError::bad("at most 64 nodes"));
     }
     let id = incident::open(
         t,
@@ -148,92 +113,35 @@ pub(crate) async fn change(
     let t = timeline(&s)?;
     let id = id_of(&id)?;
     let e: Edit = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the body names title, severity, summary or closed: {e}"),
-        )
+        ApiError::bad(format!(
+            "the body names title, severity, summary or closed: {e}"
+        ))
     })?;
     match incident::edit(t, id, &e, &s.actor(&headers)).await? {
         Some(i) => Ok(Json(summary_json(&i)).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id}"))),
+        None => Err(ApiError::not_found(format!("no incident {id}"))),
     }
 }
 
-pub(crate) async fn load(
-    s: &Shared,
-    id: i64,
-) -> Result<(Incident, Vec<incident::Entry>), ApiError> {
+pub(crate) async fn load(s: &Shared, id: i64) -> Result<(Incident, Vec<Entry>), ApiError> {
     let t = timeline(s)?;
     let Some(i) = incident::get(t, id).await? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")));
+        return Err(ApiError::not_found(format!("no incident {id}")));
     };
-    let mut entries = incident::timeline(t, &journal(s)?, &i)
-        .await
-        .map_err(|e: TimelineError| ApiError::from(e))?;
-    entries.extend(market_entries(s, &i).await);
-    entries.sort_by_key(|e| e.at_ms);
+    let entries = gemba_views::incident::timeline(t, &journal(s)?, s.market.as_ref(), &i).await?;
     Ok((i, entries))
 }
 
-/// Morning-market problems on its nodes that were not resolved before
-/// its window began: at when they were first seen, or at the window's
-/// start for older ones ("open since ...").
-async fn market_entries(s: &Shared, i: &Incident) -> Vec<incident::Entry> {
-    let (Some(m), Some(t)) = (&s.market, &s.timeline) else {
-        return Vec::new();
-    };
-    let nodes = i.nodes();
-    if nodes.is_empty() {
-        return Vec::new();
-    }
-    let (since, until) = incident::window(i, t.now_ms());
-    let Ok(problems) = m.problems().await else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for p in problems {
-        let on: Vec<&String> = nodes.iter().filter(|n| p.nodes.contains_key(*n)).collect();
-        let resolved_before = p
-            .resolved_ms
-            .is_some_and(|r| r < since && p.status == gemba_market::problem::Status::Resolved);
-        if on.is_empty() || resolved_before || p.first_seen_ms > until {
-            continue;
-        }
-        let (at_ms, when) = if p.first_seen_ms >= since {
-            (p.first_seen_ms, "first seen".to_string())
-        } else {
-            (since, format!("open since {}", format_ms(p.first_seen_ms)))
-        };
-        out.push(incident::Entry {
-            at_ms,
-            source: "market".into(),
-            text: format!(
-                "problem P-{} {} ({}, {when}) on {}: {}",
-                p.id,
-                p.status.as_str(),
-                p.severity.as_str(),
-                on.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "),
-                p.title
-            ),
-            link: Some(format!("/market/problems/{}", p.id)),
-        });
-        if out.len() >= 50 {
-            break;
-        }
-    }
-    out
-}
-
 /// The log lines of its nodes from before it opened to a while after.
-async fn lines(s: &Shared, i: &Incident) -> Vec<crate::logs::NodeExcerpts> {
+async fn lines(s: &Shared, i: &Incident) -> Vec<crate::grid::logs::NodeExcerpts> {
     let mut q = gemba_timeline::logs::LogQuery::around(
         None,
         i.opened_ms,
-        crate::logs::BEFORE_ESCALATION,
-        crate::logs::AFTER_ESCALATION,
+        crate::grid::logs::BEFORE_ESCALATION,
+        crate::grid::logs::AFTER_ESCALATION,
     );
     q.limit = 40;
-    crate::logs::gather(s, &i.nodes(), &q).await
+    crate::grid::logs::gather(s, &i.nodes(), &q).await
 }
 
 /// `GET /api/v1/incidents/{id}`: the incident and its timeline.
@@ -249,7 +157,7 @@ pub(crate) async fn one(
         .map(|e| json!({"at": format_ms(e.at_ms), "at_ms": e.at_ms, "source": e.source, "text": e.text, "link": e.link}))
         .collect::<Vec<_>>());
     if crate::holds_token(&s, &headers) {
-        v["logs"] = crate::logs::json(&lines(&s, &i).await);
+        v["logs"] = crate::grid::logs::json(&lines(&s, &i).await);
     }
     Ok(Json(v).into_response())
 }
@@ -354,12 +262,12 @@ pub(crate) async fn page(
     } else {
         Vec::new()
     };
-    b.push_str(&crate::logs::html(
+    b.push_str(&crate::grid::logs::html(
         &gathered,
         shown,
         "from 5 minutes before it opened to 5 minutes after",
     ));
-    b.push_str(&crate::postmortems::incident_section(&s, &i).await);
+    b.push_str(&crate::learn::postmortem_page::incident_section(&s, &i).await);
     Ok(Html(crate::console::shell(
         s.mesh.id(),
         &format!("incident I-{}", i.id),
@@ -375,7 +283,7 @@ pub(crate) async fn charts(s: &Shared, i: &Incident) -> Vec<gemba_timeline::char
     let Ok(t) = timeline(s) else {
         return Vec::new();
     };
-    let (since, until) = incident::window(i, t.now_ms());
+    let (since, until) = gemba_views::incident::window(i, t.now_ms());
     let latest: Vec<(String, String)> = t
         .latest
         .lock()

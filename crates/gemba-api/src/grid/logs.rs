@@ -10,7 +10,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -18,7 +18,8 @@ use gemba_timeline::event::format_ms;
 use gemba_timeline::logs::{Excerpt, LogQuery, MAX_LIMIT};
 use serde_json::json;
 
-use crate::converge::{Answer, ApiError};
+use crate::params;
+use crate::respond::{Answer, ApiError};
 use crate::svg::esc;
 use crate::{holds_token, Shared};
 
@@ -40,63 +41,40 @@ pub(crate) type NodeExcerpts = (String, Result<Vec<Excerpt>, String>);
 pub(crate) async fn logs(
     State(s): State<Shared>,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    params::Query(p): params::Query<params::Logs>,
 ) -> Answer {
     if !holds_token(&s, &headers) {
         return Err(ApiError(StatusCode::FORBIDDEN, NOT_SHOWN.into()));
-    }
-    let raw = raw.unwrap_or_default();
-    if raw.len() > 2048 {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "the query string is longer than 2048 bytes".into(),
-        ));
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let (mut since, mut until) = (None, None);
+    let time = |what: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| {
+                gemba_timeline::service::point(v, now)
+                    .map_err(|e| ApiError::bad(format!("{what}: {}", e.0)))
+            })
+            .transpose()
+    };
+    let since = time("since", &p.since)?;
+    let until = time("until", &p.until)?;
+    let node = p
+        .node
+        .as_deref()
+        .map(|n| params::name("node", n))
+        .transpose()?;
     let mut q = LogQuery {
-        process: None,
+        process: p
+            .process
+            .as_deref()
+            .map(|n| params::name("process", n))
+            .transpose()?,
         since_ms: 0,
         until_ms: 0,
-        limit: 100,
+        limit: params::within("limit", p.limit, 1, MAX_LIMIT)?.unwrap_or(100),
     };
-    let mut node = None;
-    let time = |what: &str, v: &str| {
-        gemba_timeline::service::point(v, now)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{what}: {}", e.0)))
-    };
-    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
-        match k.as_ref() {
-            "process" => q.process = Some(crate::events::name_param("process", &v)?),
-            "node" => node = Some(crate::events::name_param("node", &v)?),
-            "since" | "from" => since = Some(time("since", &v)?),
-            "until" | "to" => until = Some(time("until", &v)?),
-            "limit" => {
-                q.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError(
-                            StatusCode::BAD_REQUEST,
-                            format!("limit {v:?} is not a number in 1..={MAX_LIMIT}"),
-                        )
-                    })?
-            }
-            other => {
-                return Err(ApiError(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown parameter {:?}; known: node, process, since, until, limit",
-                        other.chars().take(64).collect::<String>()
-                    ),
-                ))
-            }
-        }
-    }
     q.until_ms = until.unwrap_or(now);
     // Whole seconds are asked for: the last one counts whole.
     if until.is_some() {
@@ -104,17 +82,13 @@ pub(crate) async fn logs(
     }
     q.since_ms = since.unwrap_or(q.until_ms.saturating_sub(600_000));
     if q.since_ms > q.until_ms {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "since is after until".into(),
-        ));
+        return Err(ApiError::bad("since is after until"));
     }
     let excerpts = match node {
         Some(n) if n != s.mesh.id() => {
             let Some(src) = &s.log_source else {
-                return Err(ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this node does not fetch other nodes' log lines".into(),
+                return Err(ApiError::unavailable(
+                    "this node does not fetch other nodes' log lines",
                 ));
             };
             src.excerpts(&n, &q)

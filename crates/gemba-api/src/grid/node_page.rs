@@ -4,15 +4,15 @@
 
 use std::fmt::Write;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse};
 use gemba_timeline::event::format_ms;
 use gemba_timeline::logs::LogQuery;
 use gemba_timeline::sample::HOST;
 
-use crate::converge::{Answer, ApiError};
-use crate::events::{chart_of, series_query_of};
+use crate::learn::events::{chart_of, series_query_of};
+use crate::respond::{Answer, ApiError};
 use crate::svg::esc;
 use crate::Shared;
 
@@ -36,30 +36,21 @@ fn value(metric: &str, v: f64) -> String {
 pub(crate) async fn node_page(
     State(s): State<Shared>,
     Path(node): Path<String>,
-    RawQuery(raw): RawQuery,
+    crate::params::Query(p): crate::params::Query<crate::params::NodeWindow>,
     headers: HeaderMap,
 ) -> Answer {
     if !gemba_core::ids::is_name(&node) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "a node id is a name (letters, digits, '-', '_', '.')".into(),
+        return Err(ApiError::bad(
+            "a node id is a name (letters, digits, '-', '_', '.')",
         ));
     }
-    let mut since = "1h".to_string();
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "since" if WINDOWS.contains(&v.as_ref()) => since = v.into_owned(),
-            other => {
-                return Err(ApiError(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown parameter or window {:?}; known: since={}",
-                        other.chars().take(64).collect::<String>(),
-                        WINDOWS.join("|")
-                    ),
-                ))
-            }
-        }
+    let since = p.since.unwrap_or_else(|| "1h".into());
+    if !WINDOWS.contains(&since.as_str()) {
+        return Err(ApiError::bad(format!(
+            "window {:?} is not one of since={}",
+            since.chars().take(64).collect::<String>(),
+            WINDOWS.join("|")
+        )));
     }
     let graph = s.mesh.graph().await;
     let me = graph.nodes.iter().find(|n| n.id == node);
@@ -231,11 +222,15 @@ pub(crate) async fn node_page(
             until_ms: now,
             limit: 20,
         };
-        crate::logs::gather(&s, std::slice::from_ref(&node), &q).await
+        crate::grid::logs::gather(&s, std::slice::from_ref(&node), &q).await
     } else {
         Vec::new()
     };
-    b.push_str(&crate::logs::html(&gathered, shown, "of the last hour"));
+    b.push_str(&crate::grid::logs::html(
+        &gathered,
+        shown,
+        "of the last hour",
+    ));
     Ok(Html(crate::console::shell(
         s.mesh.id(),
         &format!("node {node}"),

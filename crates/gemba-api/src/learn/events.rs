@@ -5,16 +5,17 @@
 //! and the reason, and stored before it is answered.
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use gemba_store::EventRow;
 use gemba_timeline::event::{self, format_ms};
-use gemba_timeline::{NewEvent, Query, TimelineError, TimelineHandle};
+use gemba_timeline::{NewEvent, TimelineError, TimelineHandle};
 use serde_json::json;
 
-use crate::converge::{Answer, ApiError};
+use crate::params::{self, Query};
+use crate::respond::{Answer, ApiError};
 use crate::Shared;
 
 /// Paths where events arrive from other tools; their clients may send the
@@ -33,24 +34,10 @@ pub(crate) const GRAPHITE_PATHS: &[&str] = &["/events", "/events/", "/api/annota
 
 pub(crate) fn timeline(s: &Shared) -> Result<&TimelineHandle, ApiError> {
     s.timeline.as_ref().ok_or_else(|| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node keeps no timeline: it is not a server, or its store could not be opened"
-                .into(),
+        ApiError::unavailable(
+            "this node keeps no timeline: it is not a server, or its store could not be opened",
         )
     })
-}
-
-impl From<TimelineError> for ApiError {
-    fn from(e: TimelineError) -> ApiError {
-        match e {
-            TimelineError::Invalid(why) => ApiError(StatusCode::BAD_REQUEST, why.0),
-            TimelineError::Store(e) => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not stored, try again: {e}"),
-            ),
-        }
-    }
 }
 
 pub(crate) fn event_json(e: &EventRow) -> serde_json::Value {
@@ -76,7 +63,7 @@ async fn store(
     parse: fn(&[u8], u64) -> Result<NewEvent, gemba_timeline::EventError>,
 ) -> Result<(i64, EventRow), ApiError> {
     let t = timeline(s)?;
-    let e = parse(body, t.now_ms()).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why.0))?;
+    let e = parse(body, t.now_ms()).map_err(|why| ApiError::bad(why.0))?;
     let row = e.clone().into_row();
     let id = t.add(e).await?.ok_or_else(|| {
         ApiError(
@@ -107,48 +94,9 @@ pub(crate) async fn grafana_graphite(State(s): State<Shared>, body: Bytes) -> An
     Ok(Json(json!({ "message": "Graphite annotation added", "id": id })).into_response())
 }
 
-/// `since`, `until`, `kind`, `limit`, and `tag` as often as needed (every
-/// tag must match).
-pub(crate) fn query_of(raw: Option<&str>) -> Result<Query, ApiError> {
-    let mut q = Query::default();
-    let raw = raw.unwrap_or("");
-    if raw.len() > 8192 {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "the query string is longer than 8192 bytes".into(),
-        ));
-    }
-    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
-        match k.as_ref() {
-            "since" | "from" => q.since = Some(v.into_owned()),
-            "until" | "to" => q.until = Some(v.into_owned()),
-            "kind" => q.kind = Some(v.into_owned()),
-            "tag" => q.tags.push(v.into_owned()),
-            "limit" => {
-                q.limit = Some(v.parse().map_err(|_| {
-                    ApiError(
-                        StatusCode::BAD_REQUEST,
-                        format!("limit {v:?} is not a number"),
-                    )
-                })?)
-            }
-            other => {
-                return Err(ApiError(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown parameter {:?}; known: since, until, tag, kind, limit",
-                        other.chars().take(64).collect::<String>()
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(q)
-}
-
-pub(crate) async fn list(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+pub(crate) async fn list(State(s): State<Shared>, Query(p): Query<params::Events>) -> Answer {
     let t = timeline(&s)?;
-    let q = query_of(raw.as_deref())?;
+    let q = p.into();
     let events = t.query(&q).await?;
     Ok(Json(json!({
         "events": events.iter().map(event_json).collect::<Vec<_>>(),
@@ -180,34 +128,19 @@ pub(crate) async fn one(
         .collect::<Vec<_>>());
     // The lines around it, for requests that may see them.
     if crate::holds_token(&s, &headers) {
-        v["logs"] = crate::logs::json(&crate::logs::around_event(&s, &e).await);
+        v["logs"] = crate::grid::logs::json(&crate::grid::logs::around_event(&s, &e).await);
     }
     Ok(Json(v).into_response())
-}
-
-/// A query parameter that must be a name (the grid's one grammar).
-pub(crate) fn name_param(what: &str, v: &str) -> Result<String, ApiError> {
-    if gemba_core::ids::is_name(v) {
-        Ok(v.to_string())
-    } else {
-        Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{what} {:?} is not a name (letters, digits, '-', '_', '.')",
-                v.chars().take(64).collect::<String>()
-            ),
-        ))
-    }
 }
 
 /// The event an id in a path names.
 pub(crate) async fn event_of(t: &TimelineHandle, id: &str) -> Result<EventRow, ApiError> {
     let n: i64 = id
         .parse()
-        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "an event id is a number".into()))?;
+        .map_err(|_| ApiError::bad("an event id is a number"))?;
     t.event(n)
         .await?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no event {n}")))
+        .ok_or_else(|| ApiError::not_found(format!("no event {n}")))
 }
 
 /// What a series query names: `node`, `process` (`host` for the machine)
@@ -225,87 +158,67 @@ pub(crate) struct SeriesQuery {
     pub tags: Vec<String>,
 }
 
+/// A series query built by this node (a page's chart).
 pub(crate) fn series_query_of(raw: Option<&str>) -> Result<SeriesQuery, ApiError> {
-    let mut q = SeriesQuery {
-        nodes: Vec::new(),
-        processes: Vec::new(),
-        metric: String::new(),
-        since: None,
-        until: None,
-        width: 900,
-        height: 320,
-        events: None,
-        tags: Vec::new(),
+    series_query(params::parse(raw.unwrap_or(""))?)
+}
+
+/// A series query checked: names, sizes, marker kinds and tags.
+pub(crate) fn series_query(p: params::Series) -> Result<SeriesQuery, ApiError> {
+    if p.node.len() + p.process.len() > 64 {
+        return Err(ApiError::bad("at most 64 nodes and processes in one query"));
+    }
+    let pixels = |what: &str, v: Option<u32>, default: u32| match v {
+        None => Ok(default),
+        Some(n) if (100..=4000).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad(format!(
+            "{what} {n} is not a number of pixels in 100..=4000"
+        ))),
     };
-    let raw = raw.unwrap_or("");
-    if raw.len() > 8192 {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "the query string is longer than 8192 bytes".into(),
-        ));
-    }
-    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
-        match k.as_ref() {
-            "node" => q.nodes.push(name_param("node", &v)?),
-            "process" => q.processes.push(name_param("process", &v)?),
-            "metric" => q.metric = name_param("metric", &v)?,
-            "since" | "from" => q.since = Some(v.into_owned()),
-            "until" | "to" => q.until = Some(v.into_owned()),
-            "width" | "height" => {
-                let n: u32 = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (100..=4000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError(
-                            StatusCode::BAD_REQUEST,
-                            format!("{k} {v:?} is not a number of pixels in 100..=4000"),
-                        )
-                    })?;
-                if k == "width" {
-                    q.width = n
-                } else {
-                    q.height = n
+    let events = match &p.events {
+        None => None,
+        Some(v) => {
+            let mut kinds = Vec::new();
+            for kind in v.split(',').filter(|x| !x.is_empty() && *x != "none") {
+                if !event::KINDS.contains(&kind) {
+                    return Err(ApiError::bad(format!(
+                        "events: {:?} is not one of none, {}",
+                        kind.chars().take(64).collect::<String>(),
+                        event::KINDS.join(", ")
+                    )));
                 }
+                kinds.push(kind.to_string());
             }
-            "events" => {
-                let mut kinds = Vec::new();
-                for kind in v.split(',').filter(|x| !x.is_empty() && *x != "none") {
-                    if !event::KINDS.contains(&kind) {
-                        return Err(ApiError(
-                            StatusCode::BAD_REQUEST,
-                            format!(
-                                "events: {:?} is not one of none, {}",
-                                kind.chars().take(64).collect::<String>(),
-                                event::KINDS.join(", ")
-                            ),
-                        ));
-                    }
-                    kinds.push(kind.to_string());
-                }
-                q.events = Some(kinds);
-            }
-            "tag" => q.tags.push(
-                event::tag(&v).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.0))?,
-            ),
-            other => {
-                return Err(ApiError(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown parameter {:?}; known: node, process, metric, since, until, width, height, events, tag",
-                        other.chars().take(64).collect::<String>()
-                    ),
-                ))
-            }
+            Some(kinds)
         }
-    }
-    if q.nodes.len() + q.processes.len() > 64 {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "at most 64 nodes and processes in one query".into(),
-        ));
-    }
-    Ok(q)
+    };
+    Ok(SeriesQuery {
+        nodes: p
+            .node
+            .iter()
+            .map(|n| params::name("node", n))
+            .collect::<Result<_, _>>()?,
+        processes: p
+            .process
+            .iter()
+            .map(|n| params::name("process", n))
+            .collect::<Result<_, _>>()?,
+        metric: if p.metric.is_empty() {
+            String::new()
+        } else {
+            params::name("metric", &p.metric)?
+        },
+        since: p.since,
+        until: p.until,
+        width: pixels("width", p.width, 900)?,
+        height: pixels("height", p.height, 320)?,
+        events,
+        tags: p
+            .tag
+            .iter()
+            .map(|t| event::tag(t).map_err(|e| ApiError::bad(e.0)))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 /// The series a query names, with their points (the finest tier that
@@ -317,24 +230,20 @@ pub(crate) async fn series_of(
     let now = t.now_ms();
     let since = match &q.since {
         Some(s) => gemba_timeline::service::point(s, now)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {}", e.0)))?,
+            .map_err(|e| ApiError::bad(format!("since: {}", e.0)))?,
         None => now.saturating_sub(2 * 3600 * 1000),
     };
     let until = match &q.until {
         Some(s) => gemba_timeline::service::point(s, now)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("until: {}", e.0)))?,
+            .map_err(|e| ApiError::bad(format!("until: {}", e.0)))?,
         None => now,
     };
     if since >= until {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "since must be before until".into(),
-        ));
+        return Err(ApiError::bad("since must be before until"));
     }
     if q.metric.is_empty() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "metric is missing (e.g. metric=tcp_established, or load1 for the host)".into(),
+        return Err(ApiError::bad(
+            "metric is missing (e.g. metric=tcp_established, or load1 for the host)",
         ));
     }
     let found = gemba_timeline::series::select(
@@ -350,9 +259,9 @@ pub(crate) async fn series_of(
     Ok((since, until, found))
 }
 
-pub(crate) async fn series(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+pub(crate) async fn series(State(s): State<Shared>, Query(p): Query<params::Series>) -> Answer {
     let t = timeline(&s)?;
-    let q = series_query_of(raw.as_deref())?;
+    let q = series_query(p)?;
     if q.metric.is_empty() {
         // No metric: the catalogue of stored series.
         let all = t.store().series().await.map_err(TimelineError::from)?;
@@ -426,9 +335,9 @@ pub(crate) async fn chart_of(
     .await?)
 }
 
-pub(crate) async fn chart_svg(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+pub(crate) async fn chart_svg(State(s): State<Shared>, Query(p): Query<params::Series>) -> Answer {
     let t = timeline(&s)?;
-    let q = series_query_of(raw.as_deref())?;
+    let q = series_query(p)?;
     let chart = chart_of(t, &q).await?;
     let svg = tokio::task::spawn_blocking(move || chart.svg())
         .await
@@ -436,9 +345,9 @@ pub(crate) async fn chart_svg(State(s): State<Shared>, RawQuery(raw): RawQuery) 
     Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
 
-pub(crate) async fn chart_png(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Answer {
+pub(crate) async fn chart_png(State(s): State<Shared>, Query(p): Query<params::Series>) -> Answer {
     let t = timeline(&s)?;
-    let q = series_query_of(raw.as_deref())?;
+    let q = series_query(p)?;
     let chart = chart_of(t, &q).await?;
     let png = tokio::task::spawn_blocking(move || chart.png())
         .await
@@ -453,7 +362,7 @@ pub(crate) async fn chart_png(State(s): State<Shared>, RawQuery(raw): RawQuery) 
 /// n-th `[[notify]]`, from 1).
 pub(crate) async fn chart_send(
     State(s): State<Shared>,
-    RawQuery(raw): RawQuery,
+    Query(p): Query<params::Series>,
     body: Bytes,
 ) -> Answer {
     #[derive(serde::Deserialize)]
@@ -468,19 +377,15 @@ pub(crate) async fn chart_send(
     }
     let t = timeline(&s)?;
     let req: Send = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not {{\"to\": ..., \"note\": ...}}: {e}"),
-        )
+        ApiError::bad(format!(
+            "the body is not {{\"to\": ..., \"note\": ...}}: {e}"
+        ))
     })?;
     if req.note.chars().count() > 4000 {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "the note is longer than 4000 characters".into(),
-        ));
+        return Err(ApiError::bad("the note is longer than 4000 characters"));
     }
     let targets = notify_targets(&s, &req.to)?;
-    let q = series_query_of(raw.as_deref())?;
+    let q = series_query(p)?;
     let chart = chart_of(t, &q).await?;
     let title = chart.title.clone();
     let newest_marker = chart
@@ -502,32 +407,25 @@ pub(crate) async fn chart_send(
     let mut logs_json = serde_json::Value::Null;
     if req.logs {
         let gathered = chart_logs(&s, &q, newest_marker).await;
-        let lines = crate::logs::text(&gathered);
+        let lines = crate::grid::logs::text(&gathered);
         if !lines.is_empty() {
             text.push_str("\n\n");
             text.push_str(&lines);
         }
-        logs_json = crate::logs::json(&gathered);
+        logs_json = crate::grid::logs::json(&gathered);
     }
-    let mut sent = 0;
-    let mut errors = Vec::new();
-    for target in targets {
-        let m = gemba_escalator::notify::Outgoing {
-            subject: subject.clone(),
-            text: text.clone(),
-            json: json!({"text": text, "subject": subject, "logs": logs_json}),
-            stdin: text.clone().into_bytes(),
-            env: vec![("GEMBA_CHART".into(), title.clone())],
-            images: vec![gemba_escalator::notify::Image {
-                name: "chart.png".into(),
-                png: png.clone(),
-            }],
-        };
-        match gemba_escalator::notify::deliver(target, m).await {
-            Ok(()) => sent += 1,
-            Err(e) => errors.push(e),
-        }
-    }
+    let m = gemba_notify::Outgoing {
+        subject: subject.clone(),
+        text: text.clone(),
+        json: json!({"text": text, "subject": subject, "logs": logs_json}),
+        stdin: text.clone().into_bytes(),
+        env: vec![("GEMBA_CHART".into(), title.clone())],
+        images: vec![gemba_notify::Image {
+            name: "chart.png".into(),
+            png: png.clone(),
+        }],
+    };
+    let (sent, errors) = gemba_notify::fan_out(&targets, &m).await;
     if sent == 0 {
         return Err(ApiError(
             StatusCode::BAD_GATEWAY,
@@ -540,7 +438,11 @@ pub(crate) async fn chart_send(
 /// The log lines sent with a chart: of its process (when it names one),
 /// on its nodes (or those sampling the process), around `at_ms` (its
 /// newest marker, or its end).
-async fn chart_logs(s: &Shared, q: &SeriesQuery, at_ms: u64) -> Vec<crate::logs::NodeExcerpts> {
+async fn chart_logs(
+    s: &Shared,
+    q: &SeriesQuery,
+    at_ms: u64,
+) -> Vec<crate::grid::logs::NodeExcerpts> {
     let process = match q.processes.as_slice() {
         [p] if p != gemba_timeline::sample::HOST => Some(p.clone()),
         _ => None,
@@ -548,7 +450,7 @@ async fn chart_logs(s: &Shared, q: &SeriesQuery, at_ms: u64) -> Vec<crate::logs:
     let nodes = if q.nodes.is_empty() {
         process
             .as_deref()
-            .map(|p| crate::logs::nodes_sampling(s, p))
+            .map(|p| crate::grid::logs::nodes_sampling(s, p))
             .unwrap_or_default()
     } else {
         q.nodes.clone()
@@ -556,54 +458,17 @@ async fn chart_logs(s: &Shared, q: &SeriesQuery, at_ms: u64) -> Vec<crate::logs:
     let mut lq = gemba_timeline::logs::LogQuery::around(
         process,
         at_ms,
-        crate::logs::AROUND_EVENT,
-        crate::logs::AROUND_EVENT,
+        crate::grid::logs::AROUND_EVENT,
+        crate::grid::logs::AROUND_EVENT,
     );
     lq.limit = 30;
-    crate::logs::gather(s, &nodes, &lq).await
+    crate::grid::logs::gather(s, &nodes, &lq).await
 }
 
-/// The [[notify]] targets `to` names: `all`, a kind (`smtp`, `webhook`,
-/// `command`) or the number of one; an error when none matches.
-pub(crate) fn notify_targets<'a>(
-    s: &'a Shared,
+/// The [[notify]] targets `to` names (see [`gemba_notify::select`]).
+pub(crate) fn notify_targets(
+    s: &Shared,
     to: &str,
-) -> Result<Vec<&'a gemba_core::policy::NotifyDef>, ApiError> {
-    let targets: Vec<&gemba_core::policy::NotifyDef> = {
-        use gemba_core::policy::NotifyDef as N;
-        let kind = |n: &N| match n {
-            N::Webhook { .. } => "webhook",
-            N::Smtp { .. } => "smtp",
-            N::Command { .. } => "command",
-        };
-        match to {
-            "all" => s.notify.iter().collect(),
-            k @ ("smtp" | "webhook" | "command") => {
-                s.notify.iter().filter(|n| kind(n) == k).collect()
-            }
-            n => match n.parse::<usize>() {
-                Ok(i) if i >= 1 && i <= s.notify.len() => vec![&s.notify[i - 1]],
-                _ => {
-                    return Err(ApiError(
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "to {:?}: say smtp, webhook, command, all, or the number of a [[notify]] (1..={})",
-                            n.chars().take(40).collect::<String>(),
-                            s.notify.len()
-                        ),
-                    ))
-                }
-            },
-        }
-    };
-    if targets.is_empty() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no [[notify]] target matches {:?} on this server",
-                to.chars().take(40).collect::<String>()
-            ),
-        ));
-    }
-    Ok(targets)
+) -> Result<Vec<gemba_core::policy::NotifyDef>, ApiError> {
+    gemba_notify::select(&s.notify, to).map_err(ApiError::bad)
 }

@@ -3,11 +3,12 @@
 //! node's runs. Plain HTML rendered here; every value from a report is
 //! escaped.
 
-use gemba_market::market::{Entry, Market};
+use gemba_market::market::Entry;
 use gemba_market::problem::Problem;
 use gemba_market::run::{ResourceOutcome, Run};
 use gemba_market::time::format_ms;
 use gemba_store::RunRow;
+use gemba_views::edition::{day, Edition};
 
 use crate::svg::esc;
 
@@ -42,8 +43,9 @@ fn table(entries: &[Entry], heading: &str) -> String {
     out
 }
 
-/// The market page; `actions` is the action items' section (HTML).
-pub fn render(node: &str, m: &Market, actions: &str) -> String {
+/// The market page: the edition's problems, then its open action items.
+pub fn render(node: &str, ed: &Edition) -> String {
+    let m = &ed.market;
     let mut body = format!(
         "<p>{} → {} · {} runs from {} nodes, {} failed · {} new, {} regressed, {} still open, {} resolved</p>",
         esc(&m.since),
@@ -63,9 +65,38 @@ pub fn render(node: &str, m: &Market, actions: &str) -> String {
     if m.new.len() + m.regressed.len() + m.open.len() + m.resolved.len() == 0 {
         body.push_str("<p>No problems: every run was clean.</p>");
     }
-    body.push_str(actions);
+    body.push_str(&actions_html(ed));
     body.push_str("<p class=\"muted\">Assign with <code>gemba problem assign P-1 alice</code> or <code>POST /api/v1/problems/P-1 {\"owner\": \"alice\"}</code>. Text: <a href=\"/api/v1/market?format=text\">/api/v1/market?format=text</a>.</p>");
     page(node, "Morning market", &body)
+}
+
+/// The open action items of post-mortems, overdue ones marked.
+fn actions_html(ed: &Edition) -> String {
+    let mut b = String::from(r#"<h2>action items from post-mortems</h2>"#);
+    if let Some(why) = &ed.actions_unread {
+        b.push_str(&format!(r#"<p class="st-CRITICAL">{}</p>"#, esc(why)));
+        return b;
+    }
+    if ed.actions.is_empty() {
+        b.push_str(r#"<p class="muted">None open.</p>"#);
+        return b;
+    }
+    b.push_str(r#"<table id="action-items"><tr><th>id</th><th>action</th><th>owner</th><th>due</th><th>from</th></tr>"#);
+    for a in &ed.actions {
+        b.push_str(&format!(
+            r#"<tr class="action"><td>A-{id}</td><td>{text}</td><td>{owner}</td><td class="nw{late}">{due}</td><td><a href="/incidents/{inc}">I-{inc}</a></td></tr>"#,
+            id = a.id,
+            text = esc(&a.text),
+            owner = esc(&a.owner),
+            late = if ed.overdue(a) { " st-CRITICAL" } else { "" },
+            due = day(a.due_ms),
+            inc = a.incident,
+        ));
+    }
+    b.push_str(
+        r#"</table><p class="muted">Mark one done with <code>gemba actions done ID</code>.</p>"#,
+    );
+    b
 }
 
 pub fn render_problem(node: &str, p: &Problem, run: Option<&Run>, now: u64) -> String {

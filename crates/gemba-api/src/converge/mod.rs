@@ -8,45 +8,36 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use gemba_escalator::{EscalatorError, EscalatorHandle, Phase};
+use gemba_escalator::{EscalatorHandle, Phase};
 use serde_json::json;
 
 use crate::console::{ago, now_unix, utc_time};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::respond::{Answer, ApiError};
 use crate::svg::esc;
-use crate::{error, holds_token, Shared};
+use crate::{holds_token, Shared};
 
-/// An error answer: status and message, rendered as JSON.
-pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        error(self.0, self.1)
-    }
+/// The converge stage's routes.
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/v1/checks", get(checks))
+        .route("/api/v1/plan", get(plan))
+        .route("/api/v1/journal", get(journal))
+        .route("/api/v1/escalations", get(escalations))
+        .route("/api/v1/escalations/{id}", get(escalation))
+        .route("/api/v1/escalations/{id}/approve", post(approve))
+        .route("/api/v1/scopes/{scope}/ack", post(ack))
+        .route("/checks", get(checks_page))
+        .route("/escalations", get(escalations_page))
+        .route("/escalations/{id}", get(escalation_page))
+        .route("/plan", get(plan_page))
 }
-
-impl From<EscalatorError> for ApiError {
-    /// Refusals are conflicts with the escalation's state; an escalator
-    /// that is not running is unavailable; the store failing is ours.
-    fn from(e: EscalatorError) -> ApiError {
-        let code = match &e {
-            EscalatorError::Refused(_) => StatusCode::CONFLICT,
-            EscalatorError::NotRunning | EscalatorError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            EscalatorError::Store(_) | EscalatorError::Unreadable(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        ApiError(code, e.to_string())
-    }
-}
-
-pub(crate) type Answer = Result<Response, ApiError>;
 
 fn server(s: &Shared) -> Result<&EscalatorHandle, ApiError> {
     s.escalator.as_ref().ok_or_else(|| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("node {} runs no server role (node.server = false): ask a server for checks and escalations", s.mesh.id()),
-        )
+        ApiError::unavailable(format!("node {} runs no server role (node.server = false): ask a server for checks and escalations", s.mesh.id()))
     })
 }
 
@@ -106,10 +97,7 @@ pub async fn plan(State(s): State<Shared>, headers: HeaderMap) -> Answer {
             }
             Ok(Json(json!({ "served_by": s.mesh.id(), "plan": p })).into_response())
         }
-        None => Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the escalator is not running".into(),
-        )),
+        None => Err(ApiError::unavailable("the escalator is not running")),
     }
 }
 
@@ -126,14 +114,9 @@ pub async fn escalations(State(s): State<Shared>, headers: HeaderMap) -> Answer 
     }
 }
 
-#[derive(serde::Deserialize)]
-pub struct JournalQuery {
-    limit: Option<usize>,
-}
-
 pub async fn journal(
     State(s): State<Shared>,
-    axum::extract::Query(q): axum::extract::Query<JournalQuery>,
+    crate::params::Query(q): crate::params::Query<crate::params::Journal>,
 ) -> Answer {
     let h = server(&s)?;
     let limit = q.limit.unwrap_or(100).min(1000);
@@ -144,12 +127,8 @@ pub async fn journal(
 }
 
 fn parse_id(id: &str) -> Result<u64, ApiError> {
-    id.parse().map_err(|_| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("{id:?} is not an escalation id (a number)"),
-        )
-    })
+    id.parse()
+        .map_err(|_| ApiError::bad(format!("{id:?} is not an escalation id (a number)")))
 }
 
 pub async fn escalation(
@@ -166,10 +145,7 @@ pub async fn escalation(
             }
             Ok(Json(v).into_response())
         }
-        Ok(None) => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no escalation {id}"),
-        )),
+        Ok(None) => Err(ApiError::not_found(format!("no escalation {id}"))),
         Err(e) => Err(e.into()),
     }
 }
@@ -191,7 +167,7 @@ pub async fn ack(State(s): State<Shared>, Path(scope): Path<String>, headers: He
     let h = server(&s)?;
     let scope = match scope.parse() {
         Ok(sc) => sc,
-        Err(e) => return Err(ApiError(StatusCode::BAD_REQUEST, e)),
+        Err(e) => return Err(ApiError::bad(e)),
     };
     match h.ack(scope, &s.actor(&headers)).await {
         Ok(id) => Ok(Json(json!({ "acknowledged": id })).into_response()),
@@ -309,12 +285,7 @@ pub async fn escalation_page(
             }
             v
         }
-        Ok(None) => {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no escalation {id}"),
-            ))
-        }
+        Ok(None) => return Err(ApiError::not_found(format!("no escalation {id}"))),
         Err(e) => return Err(e.into()),
     };
     let e = &v.escalation;
@@ -375,7 +346,7 @@ pub async fn escalation_page(
     }
     b.push_str("</table>");
     b.push_str(
-        &crate::learn_page::escalation_charts(
+        &crate::learn::pages::escalation_charts(
             &s,
             &e.scope.to_string(),
             &e.checks,
@@ -392,10 +363,7 @@ pub async fn plan_page(State(s): State<Shared>) -> Answer {
         return Ok(agent_page(&s));
     };
     let Some(p) = h.plan().await else {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the escalator is not running".into(),
-        ));
+        return Err(ApiError::unavailable("the escalator is not running"));
     };
     let mut b = format!("<p>mode <b>{}</b></p>", esc(&p.mode));
     if p.scopes.is_empty() {

@@ -6,19 +6,24 @@
 //! max_report_size`, 413 beyond), parsed on a blocking thread, and
 //! acknowledged only once the market has committed them.
 
+pub(crate) mod page;
+
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::Json;
-use gemba_market::market::Market;
 use gemba_market::problem::Problem;
 use gemba_market::service::{problem_id, MarketError, MarketHandle, ProblemChange};
 use gemba_market::{Expect, ParseError};
-use serde::Deserialize;
+use gemba_views::edition::Edition;
 use serde_json::json;
 
-use crate::converge::{Answer, ApiError};
+use crate::params::{self, Query};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::respond::{Answer, ApiError};
 use crate::Shared;
 
 /// Paths that take reports: their senders may put the token in basic
@@ -30,42 +35,33 @@ pub(crate) const REPORT_PATHS: &[&str] = &[
     "/api/v1/chef/data-collector",
 ];
 
+/// The review stage's routes. Report bodies may be large: their own cap
+/// (`[market] max_report_bytes`), checked before reading.
+pub(crate) fn routes(max_report_bytes: usize) -> Router<Shared> {
+    let reports = Router::new()
+        .route("/api/v1/reports", post(any))
+        .route("/api/v1/reports/puppet", post(puppet))
+        .route("/api/v1/reports/puppetdb", post(puppetdb))
+        .route("/api/v1/chef/data-collector", post(chef))
+        .layer(axum::extract::DefaultBodyLimit::max(max_report_bytes));
+    Router::new()
+        .route("/api/v1/problems", get(problems))
+        .route("/api/v1/problems/{id}", get(problem).post(change_problem))
+        .route("/api/v1/market", get(market_report))
+        .route("/api/v1/market/nodes/{node}", get(node_runs))
+        .route("/api/v1/market/runs/{key}", get(run))
+        .route("/market", get(market_page))
+        .route("/market/problems/{id}", get(problem_page))
+        .route("/market/nodes/{node}", get(node_page))
+        .merge(reports)
+}
+
 fn market(s: &Shared) -> Result<&MarketHandle, ApiError> {
     s.market.as_ref().ok_or_else(|| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node runs no market: it is not a server, or its store could not be opened".into(),
+        ApiError::unavailable(
+            "this node runs no market: it is not a server, or its store could not be opened",
         )
     })
-}
-
-impl From<MarketError> for ApiError {
-    fn from(e: MarketError) -> ApiError {
-        match e {
-            MarketError::NoProblem(id) => {
-                ApiError(StatusCode::NOT_FOUND, format!("no problem {id}"))
-            }
-            MarketError::Invalid(why) => ApiError(StatusCode::BAD_REQUEST, why),
-            MarketError::Store(e) => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not stored, try again: {e}"),
-            ),
-            MarketError::Stopped => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the market is stopping".into(),
-            ),
-        }
-    }
-}
-
-impl From<gemba_store::StoreError> for ApiError {
-    fn from(e: gemba_store::StoreError) -> ApiError {
-        MarketError::from(e).into()
-    }
-}
-
-fn bad_request(why: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, why.into())
 }
 
 /// The address a request came from, when it came over a socket.
@@ -80,16 +76,13 @@ async fn ingest(s: Shared, peer: Peer, body: Bytes, expect: Expect) -> Answer {
         .run(client, move || gemba_market::parse(&body, expect))
         .await
     else {
-        let mut r = ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the report was not read within {deadline} s (too many reports at once, or one too slow to read); send it again later"),
-        )
+        let mut r = ApiError::unavailable(format!("the report was not read within {deadline} s (too many reports at once, or one too slow to read); send it again later"))
         .into_response();
         r.headers_mut()
             .insert(axum::http::header::RETRY_AFTER, deadline.into());
         return Ok(r);
     };
-    let (format, docs) = parsed.map_err(|ParseError(why)| bad_request(why))?;
+    let (format, docs) = parsed.map_err(|ParseError(why)| ApiError::bad(why))?;
     let done = m.ingest(docs).await?;
     Ok(Json(json!({
         "format": format,
@@ -117,13 +110,7 @@ pub(crate) async fn any(State(s): State<Shared>, peer: Peer, body: Bytes) -> Ans
     ingest(s, peer, body, Expect::Any).await
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ProblemFilter {
-    status: Option<String>,
-    kind: Option<String>,
-}
-
-pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<ProblemFilter>) -> Answer {
+pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<params::Problems>) -> Answer {
     let m = market(&s)?;
     let now = m.now_ms();
     let list: Vec<serde_json::Value> = m
@@ -199,7 +186,7 @@ pub(crate) async fn change_problem(
         ));
     }
     let change: ProblemChange = serde_json::from_slice(&body).map_err(|e| {
-        bad_request(format!(
+        ApiError::bad(format!(
             "expected {{\"owner\", \"note\", \"cause\", \"severity\"}}: {e}"
         ))
     })?;
@@ -207,48 +194,31 @@ pub(crate) async fn change_problem(
     Ok(Json(problem_json(&p, m.now_ms(), true)).into_response())
 }
 
-#[derive(Deserialize)]
-pub(crate) struct MarketQuery {
-    date: Option<String>,
-    format: Option<String>,
-}
-
-/// The market of the day a query names (or of the last 24 hours).
-async fn market_of(s: &Shared, q: &MarketQuery) -> Result<Market, ApiError> {
+/// The edition of the day a query names (or of the last 24 hours): the
+/// market and the open action items, the one value every form shows.
+async fn edition_of(s: &Shared, q: &params::Market) -> Result<Edition, ApiError> {
     let m = market(s)?;
     let cfg = &s.market_config;
     let (since, until) =
         gemba_market::market::window(q.date.as_deref(), cfg.market_at, &cfg.timezone, m.now_ms())
-            .map_err(bad_request)?;
-    Ok(m.market(since, until).await?)
+            .map_err(ApiError::bad)?;
+    Ok(Edition::of(m, s.timeline.as_ref(), since, until).await?)
 }
 
-pub(crate) async fn market_report(State(s): State<Shared>, Query(q): Query<MarketQuery>) -> Answer {
-    let report = market_of(&s, &q).await?;
+pub(crate) async fn market_report(
+    State(s): State<Shared>,
+    Query(q): Query<params::Market>,
+) -> Answer {
+    let ed = edition_of(&s, &q).await?;
     let text =
         |ctype: &'static str, body: String| ([(header::CONTENT_TYPE, ctype)], body).into_response();
-    // Action items from post-mortems stay on the market until done.
-    let actions = crate::postmortems::open_actions(&s).await;
     match q.format.as_deref().unwrap_or("json") {
-        "json" => {
-            let mut v = serde_json::to_value(&report).unwrap_or_default();
-            v["actions"] = json!(actions
-                .iter()
-                .map(crate::postmortems::action_json)
-                .collect::<Vec<_>>());
-            Ok(Json(v).into_response())
-        }
-        "text" => Ok(text(
-            "text/plain; charset=utf-8",
-            report.to_text() + &gemba_timeline::postmortem::open_actions_section(&actions, false),
-        )),
-        "md" => Ok(text(
-            "text/markdown; charset=utf-8",
-            report.to_markdown()
-                + &gemba_timeline::postmortem::open_actions_section(&actions, true),
-        )),
-        other => Err(bad_request(format!(
-            "format {:?} is not json, text or md",
+        "json" => Ok(Json(ed.to_json()).into_response()),
+        "text" => Ok(text("text/plain; charset=utf-8", ed.to_text())),
+        "md" => Ok(text("text/markdown; charset=utf-8", ed.to_markdown())),
+        "html" => Ok(Html(crate::review::page::render(s.mesh.id(), &ed)).into_response()),
+        other => Err(ApiError::bad(format!(
+            "format {:?} is not json, text, md or html",
             other.chars().take(20).collect::<String>()
         ))),
     }
@@ -258,7 +228,7 @@ fn node_name(node: &str) -> Result<(), ApiError> {
     if gemba_core::ids::is_name(node) {
         Ok(())
     } else {
-        Err(bad_request("not a node name"))
+        Err(ApiError::bad("not a node name"))
     }
 }
 
@@ -294,13 +264,13 @@ pub(crate) async fn run(
 ) -> Answer {
     let m = market(&s)?;
     if key.len() > 300 {
-        return Err(bad_request("not a run key"));
+        return Err(ApiError::bad("not a run key"));
     }
     let r = m.store().run(&key).await?.ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no run {:?}", key.chars().take(80).collect::<String>()),
-        )
+        ApiError::not_found(format!(
+            "no run {:?}",
+            key.chars().take(80).collect::<String>()
+        ))
     })?;
     let mut v = run_json(&r);
     let mut body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
@@ -313,10 +283,12 @@ pub(crate) async fn run(
 }
 
 /// The console's market page.
-pub(crate) async fn market_page(State(s): State<Shared>, Query(q): Query<MarketQuery>) -> Answer {
-    let report = market_of(&s, &q).await?;
-    let actions = crate::postmortems::market_section(&s).await;
-    Ok(Html(crate::market_page::render(s.mesh.id(), &report, &actions)).into_response())
+pub(crate) async fn market_page(
+    State(s): State<Shared>,
+    Query(q): Query<params::Market>,
+) -> Answer {
+    let ed = edition_of(&s, &q).await?;
+    Ok(Html(crate::review::page::render(s.mesh.id(), &ed)).into_response())
 }
 
 pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
@@ -327,7 +299,7 @@ pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>
         Ok(r) => r.and_then(|r| serde_json::from_str::<gemba_market::Run>(&r.body).ok()),
         Err(_) => None,
     };
-    Ok(Html(crate::market_page::render_problem(
+    Ok(Html(crate::review::page::render_problem(
         s.mesh.id(),
         &p,
         run.as_ref(),
@@ -340,5 +312,5 @@ pub(crate) async fn node_page(State(s): State<Shared>, Path(node): Path<String>)
     let m = market(&s)?;
     node_name(&node)?;
     let runs = m.store().node_runs(&node, 100).await?;
-    Ok(Html(crate::market_page::render_node(s.mesh.id(), &node, &runs)).into_response())
+    Ok(Html(crate::review::page::render_node(s.mesh.id(), &node, &runs)).into_response())
 }
