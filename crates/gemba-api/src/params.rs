@@ -49,6 +49,7 @@ fn reworded(e: &str) -> String {
                     .trim_start_matches("one of ")
                     .trim_start_matches("`")
                     .replace("`, `", ", ")
+                    .replace("` or `", ", ")
                     .replace(['`'], "")
             ),
             None => format!("unknown parameter {rest}"),
@@ -83,6 +84,18 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
+/// A whole number; the error shows the value (serde does not say which
+/// parameter it was reading).
+fn number<'de, D: Deserializer<'de>, N: std::str::FromStr>(d: D) -> Result<Option<N>, D::Error> {
+    let v = String::deserialize(d)?;
+    v.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{:?} is not a whole number",
+            v.chars().take(20).collect::<String>()
+        ))
+    })
+}
+
 /// A number within `lo..=hi`, named in the error.
 pub(crate) fn within(
     what: &str,
@@ -110,6 +123,7 @@ pub(crate) struct Events {
     pub kind: Option<String>,
     #[serde(default)]
     pub tag: Vec<String>,
+    #[serde(default, deserialize_with = "number")]
     pub limit: Option<usize>,
 }
 
@@ -141,7 +155,9 @@ pub(crate) struct Series {
     pub since: Option<String>,
     #[serde(alias = "to")]
     pub until: Option<String>,
+    #[serde(default, deserialize_with = "number")]
     pub width: Option<u32>,
+    #[serde(default, deserialize_with = "number")]
     pub height: Option<u32>,
     pub events: Option<String>,
     #[serde(default)]
@@ -158,6 +174,7 @@ pub(crate) struct Logs {
     pub since: Option<String>,
     #[serde(alias = "to")]
     pub until: Option<String>,
+    #[serde(default, deserialize_with = "number")]
     pub limit: Option<usize>,
 }
 
@@ -168,6 +185,7 @@ pub(crate) struct Logs {
 pub(crate) struct Listing {
     #[serde(default, deserialize_with = "flag")]
     pub open: bool,
+    #[serde(default, deserialize_with = "number")]
     pub limit: Option<usize>,
 }
 
@@ -198,6 +216,7 @@ pub(crate) struct Problems {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Journal {
+    #[serde(default, deserialize_with = "number")]
     pub limit: Option<usize>,
 }
 
@@ -221,7 +240,7 @@ mod tests {
         let e = parse::<Listing>("open=maybe").err().unwrap();
         assert!(e.1.contains("\"maybe\" is not true or false"), "{}", e.1);
         let e = parse::<Listing>("limit=lots").err().unwrap();
-        assert!(e.1.contains("limit"), "{}", e.1);
+        assert!(e.1.contains("\"lots\" is not a whole number"), "{}", e.1);
     }
 
     #[test]

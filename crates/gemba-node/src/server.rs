@@ -664,10 +664,15 @@ mod tests {
         let timeline = gemba_timeline::TimelineHandle::new(store, Clock::new());
         for a in [
             action(1, "a runbook for [restarts](javascript:x)", false),
-            action(2, "already done", true),
+            action(2, "already done", false),
         ] {
             timeline.store().add_action(a).await.unwrap();
         }
+        assert!(timeline
+            .store()
+            .finish_action(2, 1, "bo".into())
+            .await
+            .unwrap());
         let dir = std::env::temp_dir().join(format!("gemba-publish-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("edition.md");
