@@ -417,7 +417,7 @@ pub async fn follow(
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Entry {
     pub at_ms: u64,
-    /// `check`, `node`, `link`, `escalation` or `event`.
+    /// `check`, `node`, `link`, `escalation`, `event` or `market`.
     pub source: String,
     pub text: String,
     /// Where to read more, on this server's console.

@@ -447,18 +447,19 @@ pub(crate) async fn cast(
     )
 }
 
-/// `GET /api/v1/actions?open=true`
+/// `GET /api/v1/actions?open=true&limit=100`
 pub(crate) async fn actions(
     State(s): State<Shared>,
     crate::params::Query(p): crate::params::Query<crate::params::Listing>,
 ) -> Answer {
     let t = timeline(&s)?;
-    let open_only = p.open;
-    let all = t
+    let limit = crate::params::within("limit", p.limit, 1, 1000)?.unwrap_or(1000);
+    let mut all = t
         .store()
-        .actions(open_only, None)
+        .actions(p.open, None)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    all.truncate(limit);
     Ok(Json(json!({"actions": all.iter().map(action_json).collect::<Vec<_>>()})).into_response())
 }
 
