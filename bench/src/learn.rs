@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gemba_core::metrics::{ProcessDef, Selector};
-use gemba_store::{SeriesKey, SqliteStore, TimelineStore};
+use gemba_store::{SeriesKey, SeriesStore, SqliteStore};
 use gemba_timeline::chart::{Chart, Line, Marker};
 use gemba_timeline::sample::Sampler;
 use gemba_timeline::series::{roll_once, Retention};

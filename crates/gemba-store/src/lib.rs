@@ -14,18 +14,18 @@
 //! ([`migrations::STAGES`]), so that a new stage adds a list instead of
 //! renumbering another's. [`conformance`] is the contract every
 //! implementation must pass, written against the trait alone.
+//!
+//! Each backend is a folder (`sqlite/`, `postgres/`) holding one file
+//! per group of tables: `escalations.rs` ([`Store`]), `market.rs`
+//! ([`MarketStore`]), and the timeline's four traits, `events.rs`,
+//! `series.rs`, `incidents.rs` and `postmortems.rs`.
 
 pub mod conformance;
 pub mod copy;
 mod market;
 mod migrations;
-mod pg_tls;
 mod postgres;
-mod postgres_market;
-mod postgres_timeline;
 mod sqlite;
-mod sqlite_market;
-mod sqlite_timeline;
 pub mod throwaway;
 mod timeline;
 
@@ -34,8 +34,9 @@ pub use migrations::{Backend, StageSchema, STAGES};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use timeline::{
-    ActionRow, BallotOutcome, ChangeRow, EventFilter, EventRow, IncidentRow, ParticipantRow, Point,
-    PointCounts, PostmortemRow, SeriesKey, Tier, TimelineStore,
+    ActionRow, BallotOutcome, ChangeRow, EventFilter, EventRow, EventStore, IncidentRow,
+    IncidentStore, ParticipantRow, Point, PointCounts, PostmortemRow, PostmortemStore, SeriesKey,
+    SeriesStore, Tier, TimelineStore,
 };
 
 use serde::{Deserialize, Serialize};

@@ -183,8 +183,16 @@ pub struct ActionRow {
 /// filler starting with `u`.
 pub(crate) const CAST: &str = "(content IS NOT NULL AND substr(content, 1, 1) <> 'u')";
 
+/// The timeline's tables, one trait per sub-domain so that each backend
+/// keeps them in a file each: events and state changes, metric series,
+/// incidents, post-mortems with their ballots and action items.
+pub trait TimelineStore: EventStore + SeriesStore + IncidentStore + PostmortemStore {}
+
+impl<T: EventStore + SeriesStore + IncidentStore + PostmortemStore> TimelineStore for T {}
+
+/// Change events, the followers' named values and the grid's state changes.
 #[async_trait::async_trait]
-pub trait TimelineStore: Send + Sync {
+pub trait EventStore: Send + Sync {
     /// Stores the events in one transaction; for each, its id, or `None`
     /// when an event with the same origin is stored already.
     async fn add_events(&self, events: Vec<EventRow>) -> Result<Vec<Option<i64>>, StoreError>;
@@ -195,6 +203,22 @@ pub trait TimelineStore: Send + Sync {
     /// Removes events that ended before `before_ms`; returns how many.
     async fn prune_events(&self, before_ms: u64) -> Result<u64, StoreError>;
 
+    async fn add_changes(&self, changes: Vec<ChangeRow>) -> Result<(), StoreError>;
+    /// Changes in `[since_ms, until_ms]` about one of `nodes` (as node or
+    /// peer) or about no node, oldest first, at most `limit`.
+    async fn changes(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+        nodes: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<ChangeRow>, StoreError>;
+    async fn prune_changes(&self, before_ms: u64) -> Result<u64, StoreError>;
+}
+
+/// Metric series and their points, in tiers.
+#[async_trait::async_trait]
+pub trait SeriesStore: Send + Sync {
     /// The ids of these series, creating the missing ones while fewer
     /// than `max_series` exist; `None` for those refused by the cap.
     async fn series_ids(
@@ -206,7 +230,7 @@ pub trait TimelineStore: Send + Sync {
     async fn series(&self) -> Result<Vec<(i64, SeriesKey)>, StoreError>;
     /// Writes raw points (series, unix seconds, value) in one transaction;
     /// a second value for the same series and second replaces the first.
-    /// They land in the head (time order) until [`TimelineStore::compact`].
+    /// They land in the head (time order) until [`SeriesStore::compact`].
     async fn write_points(&self, points: Vec<(i64, u64, f64)>) -> Result<(), StoreError>;
     /// Moves head points before `before_s` into the raw tier (series
     /// order); returns how many. Reads see both, before and after.
@@ -232,19 +256,11 @@ pub trait TimelineStore: Send + Sync {
         until_s: u64,
     ) -> Result<Vec<Point>, StoreError>;
     async fn point_counts(&self) -> Result<PointCounts, StoreError>;
+}
 
-    async fn add_changes(&self, changes: Vec<ChangeRow>) -> Result<(), StoreError>;
-    /// Changes in `[since_ms, until_ms]` about one of `nodes` (as node or
-    /// peer) or about no node, oldest first, at most `limit`.
-    async fn changes(
-        &self,
-        since_ms: u64,
-        until_ms: u64,
-        nodes: Vec<String>,
-        limit: usize,
-    ) -> Result<Vec<ChangeRow>, StoreError>;
-    async fn prune_changes(&self, before_ms: u64) -> Result<u64, StoreError>;
-
+/// Incidents and the escalations they gather.
+#[async_trait::async_trait]
+pub trait IncidentStore: Send + Sync {
     /// A new incident gathering `escalations`: its id and true. If one of
     /// them is in an incident already (another server opened it first),
     /// nothing is written and that incident's id comes back with false;
@@ -275,7 +291,11 @@ pub trait TimelineStore: Send + Sync {
         body: String,
         escalations: Vec<u64>,
     ) -> Result<bool, StoreError>;
+}
 
+/// Post-mortems: their participants, sealed ballots and action items.
+#[async_trait::async_trait]
+pub trait PostmortemStore: Send + Sync {
     /// A post-mortem for an incident, in phase `round`, with its
     /// participants (their slots empty); `false` when it has one already.
     async fn add_postmortem(

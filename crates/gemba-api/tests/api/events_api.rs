@@ -406,7 +406,7 @@ async fn a_chart_goes_out_with_its_note_to_a_notify_command() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    use gemba_store::TimelineStore;
+    use gemba_store::SeriesStore;
     let id = store
         .series_ids(
             vec![gemba_store::SeriesKey {
@@ -490,7 +490,7 @@ async fn a_chart_sent_with_logs_carries_the_lines_around_its_newest_marker() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    use gemba_store::TimelineStore;
+    use gemba_store::SeriesStore;
     let id = store
         .series_ids(
             vec![gemba_store::SeriesKey {

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use gemba_store::conformance::{run_all, Pair};
-use gemba_store::{Backend, MarketStore, PgStore, Store, StoreError, TimelineStore};
+use gemba_store::{
+    Backend, EventStore, IncidentStore, MarketStore, PgStore, SeriesStore, Store, StoreError,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_shared_by_two_servers_meets_the_store_contract() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gemba_exec::Clock;
 use gemba_store::{
-    EventFilter, JournalRow, MarketBatch, MarketStore, RunRow, SqliteStore, Store, TimelineStore,
+    EventFilter, EventStore, JournalRow, MarketBatch, MarketStore, RunRow, SqliteStore, Store,
 };
 use gemba_timeline::{service, TimelineHandle};
 

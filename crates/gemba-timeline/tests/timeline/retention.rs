@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_store::{SeriesKey, SqliteStore, Tier, TimelineStore};
+use gemba_store::{SeriesKey, SeriesStore, SqliteStore, Tier};
 use gemba_timeline::series::{roll_once, Retention};
 
 const DAY: u64 = 86_400;

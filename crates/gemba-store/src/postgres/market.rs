@@ -2,8 +2,8 @@
 
 use tokio_postgres::Row;
 
+use super::{big, text, MARKET_LOCK};
 use crate::market::*;
-use crate::postgres::{big, text, MARKET_LOCK};
 use crate::{PgStore, StoreError};
 
 /// A statement through the connection's statement cache: the second time
