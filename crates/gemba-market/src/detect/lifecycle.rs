@@ -1,0 +1,279 @@
+//! A problem's life: its occurrences (new, or regressed when it comes
+//! back), the clean runs that resolve it, and its classification (title,
+//! category, severity and why, with the team's rules applied).
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+
+use super::{failures, mark, Detector, Pass};
+use crate::problem::RECENT;
+use crate::problem::*;
+use crate::run::Run;
+use crate::signature::guess_category;
+
+impl Detector {
+    /// Clean runs count towards resolving what this node had.
+    pub(super) fn clean_runs(&mut self, pass: &mut Pass<'_>) {
+        let (run, node) = (pass.run, pass.node.as_str());
+        let changed_now: HashSet<&String> = pass.changed_keys.iter().collect();
+        let open: Vec<u64> = self
+            .by_node
+            .get(node)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in open {
+            let needed = self.thresholds.clean_runs;
+            let Some(p) = self.problems.get_mut(&id) else {
+                continue;
+            };
+            if pass.hit.contains(&p.signature) || !p.is_open() {
+                continue;
+            }
+            let counts = match p.kind {
+                Kind::SilentNode => {
+                    // It reported: it is not silent any more.
+                    resolve(p, run.started_ms);
+                    pass.touched.insert(id);
+                    continue;
+                }
+                Kind::NotIdempotent => {
+                    !run.catalog_failed
+                        && !run.noop
+                        && !p.resource.as_ref().is_some_and(|r| changed_now.contains(r))
+                }
+                Kind::SlowRun => true,
+                _ => !run.catalog_failed || p.resource.is_none(),
+            };
+            let Some(ev) = p.nodes.get_mut(node) else {
+                continue;
+            };
+            if !counts || run.started_ms <= ev.last_ms {
+                continue;
+            }
+            ev.clean_runs += 1;
+            if p.kind.is_failure() && p.resource.is_none() {
+                ev.ok_since = true;
+            }
+            mark(&mut self.dirty, id, Some(node));
+            pass.touched.insert(id);
+            if p.nodes.values().all(|e| e.clean_runs >= needed) {
+                resolve(p, run.started_ms);
+            }
+        }
+    }
+
+    /// Records one occurrence of `signature` in `run`; creates the problem
+    /// or regresses a resolved one. `fill` sets the kind's details.
+    pub(super) fn occurrence(
+        &mut self,
+        run: &Run,
+        kind: Kind,
+        signature: &str,
+        production: bool,
+        fill: impl FnOnce(&mut Problem),
+    ) -> u64 {
+        let at = run.started_ms;
+        let id = match self.by_signature.get(signature) {
+            Some(id) => *id,
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let p = Problem {
+                    id,
+                    kind,
+                    signature: signature.to_string(),
+                    title: String::new(),
+                    why: String::new(),
+                    category: String::new(),
+                    severity: kind.default_severity(),
+                    severity_fixed: false,
+                    cause: None,
+                    status: Status::New,
+                    owner: None,
+                    notes: Vec::new(),
+                    sample: Sample::default(),
+                    first_seen_ms: at,
+                    last_seen_ms: at,
+                    status_ms: at,
+                    resolved_ms: None,
+                    regressed_ms: None,
+                    occurrences: 0,
+                    nodes: Default::default(),
+                    nodes_total: 0,
+                    runs: VecDeque::new(),
+                    production: false,
+                    resource: None,
+                    ok_established: BTreeSet::new(),
+                    failing_versions: BTreeSet::new(),
+                    ok_versions: BTreeSet::new(),
+                    burst_nodes: 0,
+                    recent: VecDeque::new(),
+                    flaps: 0,
+                    refresh: false,
+                };
+                self.by_signature.insert(signature.to_string(), id);
+                self.problems.insert(id, p);
+                id
+            }
+        };
+        let p = self.problems.get_mut(&id).expect("just found or made");
+        let regressed = p.status == Status::Resolved;
+        if regressed {
+            p.status = Status::Regressed;
+            p.status_ms = at;
+            p.regressed_ms = Some(at);
+            for ev in p.nodes.values_mut() {
+                ev.clean_runs = 0;
+            }
+            mark(&mut self.dirty, id, None);
+        }
+        p.occurrences += 1;
+        p.first_seen_ms = p.first_seen_ms.min(at);
+        if at >= p.last_seen_ms || p.sample.run.is_empty() {
+            p.last_seen_ms = at;
+            p.sample.node = run.node.clone();
+            p.sample.run = run.key.clone();
+            p.sample.at_ms = at;
+            fill(p);
+        } else if p.resource.is_none() {
+            fill(p);
+        }
+        p.production |= production;
+        if p.runs.len() >= MAX_RUNS {
+            p.runs.pop_front();
+        }
+        p.runs.push_back(run.key.clone());
+        if !p.nodes.contains_key(&run.node) {
+            p.nodes_total += 1;
+        }
+        if p.nodes.len() < MAX_NODES || p.nodes.contains_key(&run.node) {
+            let ev = p.nodes.entry(run.node.clone()).or_insert(NodeEvidence {
+                first_ms: at,
+                last_ms: at,
+                ..Default::default()
+            });
+            if ev.ok_since {
+                ev.flaps += 1;
+                p.flaps += 1;
+                ev.ok_since = false;
+            }
+            ev.count += 1;
+            ev.first_ms = ev.first_ms.min(at);
+            ev.last_ms = ev.last_ms.max(at);
+            ev.clean_runs = 0;
+            mark(&mut self.dirty, id, Some(&run.node));
+        }
+        if p.recent.len() >= RECENT {
+            p.recent.pop_front();
+        }
+        p.recent.push_back((at, run.node.clone()));
+        let window = self.thresholds.outage_window_ms;
+        // Distinct nodes within the window; counted only when there are
+        // more occurrences in it than the most nodes seen so far.
+        let in_window = p
+            .recent
+            .iter()
+            .filter(|(t, _)| t.abs_diff(at) <= window)
+            .count() as u64;
+        if in_window > p.burst_nodes {
+            let distinct: HashSet<&str> = p
+                .recent
+                .iter()
+                .filter(|(t, _)| t.abs_diff(at) <= window)
+                .map(|(_, n)| n.as_str())
+                .collect();
+            p.burst_nodes = p.burst_nodes.max(distinct.len() as u64);
+        }
+        let resource = p.resource.clone();
+        // A regressed problem affects all its nodes again; otherwise the
+        // others are indexed already.
+        let nodes: Vec<String> = match (p.is_open(), regressed) {
+            (false, _) => Vec::new(),
+            (true, true) => p.nodes.keys().cloned().collect(),
+            (true, false) => vec![run.node.clone()],
+        };
+        if kind.is_failure() {
+            if let Some(r) = resource {
+                self.watch.entry(r).or_default().insert(id);
+            }
+        }
+        for n in nodes {
+            self.by_node.entry(n).or_default().insert(id);
+        }
+        id
+    }
+
+    /// Sets kind, title, category, severity and why from the evidence.
+    pub(super) fn classify(&mut self, id: u64, fleet: u64) {
+        let t = &self.thresholds;
+        let Some(p) = self.problems.get_mut(&id) else {
+            return;
+        };
+        if p.kind.is_failure() {
+            let (kind, why) = failures::sharpen(p, &self.nodes, t, fleet);
+            p.kind = kind;
+            p.why = why;
+        } else if p.kind == Kind::NotIdempotent {
+            p.why = format!(
+                "changed the same way in {} of the last {} runs{}",
+                t.idempotent_changes,
+                t.idempotent_runs,
+                if p.refresh {
+                    ", and restarts a service each time"
+                } else {
+                    ""
+                }
+            );
+        } else if p.kind == Kind::SlowRun {
+            p.why = p.sample.message.clone();
+        }
+        let what = p.resource.clone().unwrap_or_else(|| p.sample.node.clone());
+        p.title = match p.kind {
+            Kind::NotIdempotent => format!("{what} changes on every run"),
+            Kind::SilentNode => format!("{} stopped reporting", p.sample.node),
+            Kind::SlowRun => format!("{} runs slowly", p.sample.node),
+            _ => format!(
+                "{what}: {}",
+                crate::run::cut_to(&first_line(&p.sample.message), 160)
+            ),
+        };
+        let mut category = match p.kind {
+            Kind::NotIdempotent => "idempotency".to_string(),
+            Kind::SilentNode | Kind::SlowRun => "agent".to_string(),
+            _ => guess_category(p.resource.as_deref().unwrap_or(""), &p.sample.message).to_string(),
+        };
+        let mut severity = p.kind.default_severity();
+        if p.kind == Kind::NotIdempotent && p.refresh {
+            severity = severity.louder();
+        }
+        let mut cause = None;
+        for rule in &t.rules {
+            if rule.pattern.is_match(&p.signature) || rule.pattern.is_match(&p.sample.message) {
+                if let Some(c) = &rule.category {
+                    category = c.clone();
+                }
+                cause = rule.cause.clone();
+                if let Some(s) = rule.severity {
+                    severity = s;
+                }
+                break;
+            }
+        }
+        p.category = category;
+        if !p.severity_fixed {
+            p.severity = severity;
+        }
+        if p.cause.is_none() {
+            p.cause = cause;
+        }
+    }
+}
+
+pub(super) fn resolve(p: &mut Problem, at_ms: u64) {
+    p.status = Status::Resolved;
+    p.status_ms = at_ms;
+    p.resolved_ms = Some(at_ms);
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
