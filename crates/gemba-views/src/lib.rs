@@ -7,7 +7,10 @@
 //!   of post-mortems (learn);
 //! - [`incident`]: an incident's timeline (learn) from the escalator's
 //!   journal (converge), state changes and events (learn) and the
-//!   market's problems on its nodes (review).
+//!   market's problems on its nodes (review);
+//! - [`escalation`]: an escalation (converge) with the incident that
+//!   gathers it and the charts of its metric checks (learn).
 
 pub mod edition;
+pub mod escalation;
 pub mod incident;

@@ -131,6 +131,8 @@ fn parse_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad(format!("{id:?} is not an escalation id (a number)")))
 }
 
+/// An escalation with its journal, and the incident that gathers it
+/// (`incident`: its number, or null).
 pub async fn escalation(
     State(s): State<Shared>,
     Path(id): Path<String>,
@@ -138,16 +140,24 @@ pub async fn escalation(
 ) -> Answer {
     let h = server(&s)?;
     let id = parse_id(&id)?;
-    match h.escalation(id).await {
-        Ok(Some(mut v)) => {
-            if !holds_token(&s, &headers) {
-                hide_step_output(&mut v.escalation);
-            }
-            Ok(Json(v).into_response())
-        }
-        Ok(None) => Err(ApiError::not_found(format!("no escalation {id}"))),
-        Err(e) => Err(e.into()),
+    let Some(mut v) = gemba_views::escalation::escalation(h, s.timeline.as_ref(), id).await? else {
+        return Err(ApiError::not_found(format!("no escalation {id}")));
+    };
+    if !holds_token(&s, &headers) {
+        hide_step_output(&mut v.view.escalation);
     }
+    /// The escalator's record with what the timeline knows of it.
+    #[derive(serde::Serialize)]
+    struct Joined<'a> {
+        #[serde(flatten)]
+        view: &'a gemba_escalator::EscalationView,
+        incident: Option<i64>,
+    }
+    Ok(Json(Joined {
+        view: &v.view,
+        incident: v.incident,
+    })
+    .into_response())
 }
 
 pub async fn approve(
@@ -278,16 +288,17 @@ pub async fn escalation_page(
         return Ok(agent_page(&s));
     };
     let id = parse_id(&id)?;
-    let v = match h.escalation(id).await {
-        Ok(Some(mut v)) => {
-            if !holds_token(&s, &headers) {
-                hide_step_output(&mut v.escalation);
-            }
-            v
-        }
-        Ok(None) => return Err(ApiError::not_found(format!("no escalation {id}"))),
-        Err(e) => return Err(e.into()),
+    let Some(mut x) = gemba_views::escalation::escalation(h, s.timeline.as_ref(), id).await? else {
+        return Err(ApiError::not_found(format!("no escalation {id}")));
     };
+    let shows_output = holds_token(&s, &headers);
+    if !shows_output {
+        hide_step_output(&mut x.view.escalation);
+    }
+    if let Some(t) = s.timeline.as_ref() {
+        x = x.with_charts(t, &h.policy).await;
+    }
+    let v = &x.view;
     let e = &v.escalation;
     let mut b = format!(
         r#"<p>scope <b>{}</b> · phase <b class="ph-{ph}">{ph}</b> · attempt {} · checks {}</p>"#,
@@ -296,6 +307,12 @@ pub async fn escalation_page(
         esc(&e.checks.join(", ")),
         ph = e.phase.name(),
     );
+    if let Some(n) = x.incident {
+        let _ = write!(
+            b,
+            r#"<p id="incident">part of <a href="/incidents/{n}">incident I-{n}</a></p>"#
+        );
+    }
     if let Phase::AwaitingApproval { level } = e.phase {
         let _ = write!(
             b,
@@ -345,16 +362,7 @@ pub async fn escalation_page(
         );
     }
     b.push_str("</table>");
-    b.push_str(
-        &crate::learn::pages::escalation_charts(
-            &s,
-            &e.scope.to_string(),
-            &e.checks,
-            e.opened_ms,
-            holds_token(&s, &headers),
-        )
-        .await,
-    );
+    b.push_str(&crate::learn::pages::escalation_charts(&s, &x, shows_output).await);
     Ok(page(&s, &format!("escalation {id}"), &b))
 }
 

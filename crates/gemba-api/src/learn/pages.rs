@@ -242,49 +242,29 @@ pub(crate) async fn event_page(
 
 /// Charts for an escalation's page: for a node scope, the metric each
 /// of its metric checks watches, from ten minutes before it opened, with
-/// the escalation's own steps as markers; and a link to all of the node's
-/// charts. Empty where the node keeps no samples or no timeline runs.
+/// the escalation's own steps as markers (drawn by gemba-views); a link to
+/// all of the node's charts, and the node's logs around the opening when
+/// the reader may see them. Empty for a scope that names no node.
 pub(crate) async fn escalation_charts(
     s: &Shared,
-    scope: &str,
-    checks: &[String],
-    opened_ms: u64,
+    x: &gemba_views::escalation::Escalation,
     shows_logs: bool,
 ) -> String {
-    let (Some(t), Some(h)) = (s.timeline.as_ref(), s.escalator.as_ref()) else {
+    let Some(node) = x.node.as_deref() else {
         return String::new();
     };
-    let Some(node) = scope.strip_prefix("node:") else {
-        return String::new();
-    };
-    if !gemba_core::ids::is_name(node) {
+    if s.timeline.is_none() {
         return String::new();
     }
+    let opened_ms = x.view.escalation.opened_ms;
     let mut out = format!(
         r#"<h2>charts</h2><p class="muted"><a href="/charts?node={n}">every sampled metric of {n}</a></p>"#,
         n = esc(node)
     );
-    let since = opened_ms.saturating_sub(10 * 60_000) / 1000;
-    for id in checks {
-        let name = id.split('@').next().unwrap_or("");
-        let Some(def) = h.policy.checks.iter().find(|c| c.name == name) else {
-            continue;
-        };
-        let gemba_core::CheckKind::Metric {
-            process, metric, ..
-        } = &def.kind
-        else {
-            continue;
-        };
-        let raw = format!("node={node}&process={process}&metric={metric}&since={since}");
-        let Ok(q) = series_query_of(Some(&raw)) else {
-            continue;
-        };
-        if let Ok(chart) = chart_of(t, &q).await {
-            out.push_str(r#"<div class="chart">"#);
-            out.push_str(&chart.svg());
-            out.push_str("</div>");
-        }
+    for chart in &x.charts {
+        out.push_str(r#"<div class="chart">"#);
+        out.push_str(&chart.svg());
+        out.push_str("</div>");
     }
     let gathered = if shows_logs {
         crate::grid::logs::around_escalation(s, node, opened_ms).await

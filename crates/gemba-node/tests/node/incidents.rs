@@ -95,6 +95,18 @@ level = 1
         .unwrap()
         .starts_with("escalation "));
     let id = inc["id"].as_i64().unwrap();
+    // The escalation's answer and page name the incident that gathers it.
+    let esc = inc["escalations"][0].as_u64().expect("an escalation");
+    assert_eq!(
+        get(format!("/api/v1/escalations/{esc}")).await["incident"],
+        id
+    );
+    let (code, page) = http(http_addr, "GET", &format!("/escalations/{esc}"), true, "").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains(&format!(r#"<a href="/incidents/{id}">incident I-{id}</a>"#)),
+        "{page}"
+    );
 
     // A deploy during the incident joins its timeline.
     let (code, body) = http(
