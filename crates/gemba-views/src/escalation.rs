@@ -123,10 +123,8 @@ pub async fn metric_charts(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::sync::Arc;
 
-    use gemba_core::{Config, ConfigFile, Overrides};
     use gemba_exec::Clock;
     use gemba_store::{SeriesKey, SeriesStore, SqliteStore};
 
@@ -158,12 +156,7 @@ port = 8080
 interval = "2s"
 level = 1
 "#;
-        let file = ConfigFile::parse(Path::new("t.toml"), text).unwrap();
-        let o = Overrides {
-            node_id: Some("web-1".into()),
-            ..Default::default()
-        };
-        Config::from_file(file, &o, "t.toml").unwrap().policy
+        gemba_testkit::policy("web-1", text)
     }
 
     #[tokio::test]

@@ -2,16 +2,14 @@
 //! paused time): JSON shapes, the token rule, rejected requests and what
 //! the console page contains.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use gemba_core::config::{Config, ConfigFile, Overrides};
-use gemba_mesh::{GridKey, MemNet, MeshNode, MeshSettings};
-use http_body_util::BodyExt;
-use prometheus_client::registry::Registry;
-use tower::ServiceExt;
+use gemba_mesh::MemNet;
+
+use crate::common::{call, call_with};
 
 const TOKEN: &str = "api-test-token-0123456789";
 
@@ -32,40 +30,12 @@ async fn node(net: &MemNet, i: u8, token: Option<&str>) -> axum::Router {
         ..Default::default()
     };
     let c = Config::from_file(ConfigFile::default(), &o, "test").unwrap();
-    let key = GridKey::new(b"api-test-grid-key-0123456789".to_vec()).unwrap();
-    let mut registry = Registry::default();
-    let mesh = MeshNode::start(
-        MeshSettings::from_config(&c, key, None),
-        Arc::new(net.clone()),
-        Some(&mut registry),
-    )
-    .await
-    .unwrap();
+    let (mesh, registry) = crate::common::mesh(&c, net.clone()).await;
     gemba_api::router(gemba_api::ApiState::new(
-        Arc::new(mesh),
+        mesh,
         registry,
         token.map(str::to_string),
     ))
-}
-
-async fn call(
-    app: &axum::Router,
-    method: Method,
-    uri: &str,
-    auth: Option<&str>,
-) -> (StatusCode, String) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = auth {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,13 +158,6 @@ async fn console_draws_nodes_by_site_the_matrix_and_no_external_resources() {
     assert!(panel.contains("id=\"grid-graph\"") && !panel.contains("<html"));
 }
 
-async fn call_with(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_page_on_another_site_can_neither_change_state_nor_read_through_dns_rebinding() {
     let net = MemNet::new();
@@ -276,17 +239,9 @@ async fn a_configured_host_name_is_answered() {
         ..Default::default()
     };
     let c = Config::from_file(ConfigFile::default(), &o, "test").unwrap();
-    let key = GridKey::new(b"api-test-grid-key-0123456789".to_vec()).unwrap();
-    let mut registry = Registry::default();
-    let mesh = MeshNode::start(
-        MeshSettings::from_config(&c, key, None),
-        Arc::new(net.clone()),
-        Some(&mut registry),
-    )
-    .await
-    .unwrap();
+    let (mesh, registry) = crate::common::mesh(&c, net.clone()).await;
     let app = gemba_api::router(
-        gemba_api::ApiState::new(Arc::new(mesh), registry, None)
+        gemba_api::ApiState::new(mesh, registry, None)
             .allowing_hosts(vec!["gemba.ops.example".into()]),
     );
     let get = |host: &str| {

@@ -5,17 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use gemba_checks::{CheckResult, HardState, Status};
 use gemba_core::config::{Config, ConfigFile, Overrides};
 use gemba_escalator::{Directory, ServiceConfig};
-use gemba_mesh::{GridKey, MemNet, MeshNode, MeshSettings};
+use gemba_mesh::MemNet;
 use gemba_store::SqliteStore;
-use http_body_util::BodyExt;
-use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
-use tower::ServiceExt;
 
 const TOKEN: &str = "converge-test-token-0123456789";
 
@@ -42,25 +38,8 @@ async fn server() -> (axum::Router, mpsc::Sender<CheckResult>) {
         mesh_listen: Some("127.0.3.101:7946".into()),
         ..Default::default()
     };
-    let c = Config::from_file(
-        ConfigFile::parse(std::path::Path::new("t"), POLICY).unwrap(),
-        &o,
-        "t",
-    )
-    .unwrap();
-    let net = MemNet::new();
-    let mut registry = Registry::default();
-    let mesh = MeshNode::start(
-        MeshSettings::from_config(
-            &c,
-            GridKey::new(b"converge-api-grid-key-01234".to_vec()).unwrap(),
-            None,
-        ),
-        Arc::new(net),
-        Some(&mut registry),
-    )
-    .await
-    .unwrap();
+    let c = gemba_testkit::config_with(POLICY, &o);
+    let (mesh, mut registry) = crate::common::mesh(&c, MemNet::new()).await;
     let (_dir_tx, dir_rx) = watch::channel(Directory::new());
     std::mem::forget(_dir_tx);
     let (handle, results, _task) = gemba_escalator::spawn(
@@ -76,7 +55,7 @@ async fn server() -> (axum::Router, mpsc::Sender<CheckResult>) {
         Some(&mut registry),
     );
     let app = gemba_api::router(gemba_api::ApiState::with_escalator(
-        Arc::new(mesh),
+        mesh,
         registry,
         Some(TOKEN.into()),
         Some(handle),
@@ -84,19 +63,9 @@ async fn server() -> (axum::Router, mpsc::Sender<CheckResult>) {
     (app, results)
 }
 
+/// A request with the token when `auth`.
 async fn call(app: &axum::Router, method: Method, uri: &str, auth: bool) -> (StatusCode, String) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if auth {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    crate::common::call(app, method, uri, auth.then_some(TOKEN)).await
 }
 
 fn failing(at_ms: u64) -> CheckResult {
@@ -243,22 +212,8 @@ async fn an_agent_without_the_server_role_says_so() {
         ..Default::default()
     };
     let c = Config::from_file(ConfigFile::default(), &o, "t").unwrap();
-    let mesh = MeshNode::start(
-        MeshSettings::from_config(
-            &c,
-            GridKey::new(b"converge-api-grid-key-01234".to_vec()).unwrap(),
-            None,
-        ),
-        Arc::new(MemNet::new()),
-        None,
-    )
-    .await
-    .unwrap();
-    let app = gemba_api::router(gemba_api::ApiState::new(
-        Arc::new(mesh),
-        Registry::default(),
-        None,
-    ));
+    let (mesh, registry) = crate::common::mesh(&c, MemNet::new()).await;
+    let app = gemba_api::router(gemba_api::ApiState::new(mesh, registry, None));
     let (code, body) = call(&app, Method::GET, "/api/v1/plan", false).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("runs no server role"), "{body}");

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use gemba_core::config::{Config, ConfigFile, Overrides};
-use gemba_mesh::{GridKey, MemNet, MeshNode, MeshSettings};
-use http_body_util::BodyExt;
-use prometheus_client::registry::Registry;
+use gemba_mesh::MemNet;
 use serde_json::{json, Value};
-use tower::ServiceExt;
+
+use crate::common::basic;
 
 const TOKEN: &str = "events-test-token-0123456789";
 
@@ -45,18 +44,11 @@ async fn app_with_logs(
         ..Default::default()
     };
     let c = Config::from_file(ConfigFile::default(), &o, "test").unwrap();
-    let key = GridKey::new(b"events-test-grid-key-0123456789".to_vec()).unwrap();
-    let mut registry = Registry::default();
-    let mesh = MeshNode::start(
-        MeshSettings::from_config(&c, key, None),
-        Arc::new(MemNet::with_latency(Duration::from_micros(100))),
-        Some(&mut registry),
-    )
-    .await
-    .unwrap();
+    let (mesh, registry) =
+        crate::common::mesh(&c, MemNet::with_latency(Duration::from_micros(100))).await;
     let timeline = gemba_timeline::TimelineHandle::new(store, gemba_exec::Clock::new());
     gemba_api::router(
-        gemba_api::ApiState::new(Arc::new(mesh), registry, Some(TOKEN.into()))
+        gemba_api::ApiState::new(mesh, registry, Some(TOKEN.into()))
             .with_timeline(Some(timeline))
             .with_notify(notify)
             .with_logs(
@@ -73,6 +65,7 @@ async fn app_with_logs(
     )
 }
 
+/// A request as a browser or client on this host sends it.
 async fn send(
     app: &axum::Router,
     method: Method,
@@ -80,23 +73,9 @@ async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Body>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "127.0.0.1:8777");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v)
+    let mut all = vec![("host", "127.0.0.1:8777")];
+    all.extend_from_slice(headers);
+    crate::common::send(app, method, uri, &all, body).await
 }
 
 const BEARER: (&str, &str) = ("authorization", "Bearer events-test-token-0123456789");
@@ -113,14 +92,6 @@ async fn list(app: &axum::Router, query: &str) -> Vec<Value> {
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["events"].as_array().unwrap().clone()
-}
-
-fn basic(password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("deploy:{password}"))
-    )
 }
 
 #[tokio::test]
@@ -190,7 +161,7 @@ async fn graphite_clients_post_as_they_always_have() {
     let app = app().await;
     // curl -u deploy:TOKEN -X POST http://HOST/events/ -d '{...}' sends
     // form-urlencoded and basic auth; tags as one string of words.
-    let auth = basic(TOKEN);
+    let auth = basic("deploy", TOKEN);
     let (s, v) = send(
         &app,
         Method::POST,
@@ -346,7 +317,7 @@ async fn bad_events_are_refused_with_the_reason_and_nothing_is_stored() {
     let ok = r#"{"what": "x"}"#;
     let (s, _) = send(&app, Method::POST, "/api/v1/events", &[JSON], ok).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let wrong = basic("guess");
+    let wrong = basic("deploy", "guess");
     let (s, _) = send(
         &app,
         Method::POST,

@@ -2,6 +2,8 @@
 //! file of its own, and linking the dependency tree once per file made
 //! the test build the slowest part of a test run.
 
+mod common;
+
 mod api;
 mod converge_api;
 mod events_api;

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use gemba_core::config::{Config, ConfigFile, Overrides};
-use gemba_mesh::{GridKey, MemNet, MeshNode, MeshSettings};
-use http_body_util::BodyExt;
-use prometheus_client::registry::Registry;
-use tower::ServiceExt;
+use gemba_mesh::MemNet;
+
+use crate::common::{basic, send};
 
 const TOKEN: &str = "market-test-token-0123456789";
 
@@ -39,16 +38,8 @@ async fn app(max: Option<&str>) -> axum::Router {
         });
     }
     let c = Config::from_file(file, &o, "test").unwrap();
-    let key = GridKey::new(b"market-test-grid-key-0123456789".to_vec()).unwrap();
-    let mut registry = Registry::default();
-    let net = MemNet::with_latency(Duration::from_micros(100));
-    let mesh = MeshNode::start(
-        MeshSettings::from_config(&c, key, None),
-        Arc::new(net),
-        Some(&mut registry),
-    )
-    .await
-    .unwrap();
+    let (mesh, registry) =
+        crate::common::mesh(&c, MemNet::with_latency(Duration::from_micros(100))).await;
     let store: Arc<dyn gemba_store::MarketStore> =
         Arc::new(gemba_store::SqliteStore::in_memory().unwrap());
     let (handle, task) = gemba_market::service::start(
@@ -63,39 +54,8 @@ async fn app(max: Option<&str>) -> axum::Router {
     .unwrap();
     tokio::spawn(task);
     gemba_api::router(
-        gemba_api::ApiState::new(Arc::new(mesh), registry, Some(TOKEN.into()))
+        gemba_api::ApiState::new(mesh, registry, Some(TOKEN.into()))
             .with_market(Some(handle), c.market.clone()),
-    )
-}
-
-async fn send(
-    app: &axum::Router,
-    method: Method,
-    uri: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Body>,
-) -> (StatusCode, serde_json::Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v)
-}
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
 }
 

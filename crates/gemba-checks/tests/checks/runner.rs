@@ -8,7 +8,6 @@ use std::sync::Arc;
 use gemba_checks::placement::{self, NodeEntry};
 use gemba_checks::{Clock, HardState, MeshSource, MeshView, Runner, Status};
 use gemba_core::graph::{Graph, GraphNode, NodeState};
-use gemba_core::{Config, ConfigFile, Overrides};
 use tokio::sync::{mpsc, watch};
 
 /// A grid whose node "web-1" is up or down as the test says.
@@ -66,17 +65,7 @@ fall = 3
 rise = 2
 level = 1
 "#;
-    let o = Overrides {
-        node_id: Some("srv".into()),
-        ..Default::default()
-    };
-    Config::from_file(
-        ConfigFile::parse(std::path::Path::new("t"), text).unwrap(),
-        &o,
-        "t",
-    )
-    .unwrap()
-    .policy
+    gemba_testkit::policy("srv", text)
 }
 
 #[tokio::test(start_paused = true)]
@@ -166,17 +155,7 @@ node = "web-1"
 scope = "global"
 interval = "1s"
 "#;
-    let o = Overrides {
-        node_id: Some("srv".into()),
-        ..Default::default()
-    };
-    let p = Config::from_file(
-        ConfigFile::parse(std::path::Path::new("t"), text).unwrap(),
-        &o,
-        "t",
-    )
-    .unwrap()
-    .policy;
+    let p = gemba_testkit::policy("srv", text);
     let me = NodeEntry {
         id: "srv".into(),
         addr: "127.0.0.1".into(),

@@ -3,11 +3,10 @@
 //! the real check trackers, and each `restart` step the engine runs brings
 //! it back, until the next kill. All in virtual time.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use gemba_checks::{CheckResult, CheckTracker, HardState, Status};
-use gemba_core::{Config, ConfigFile, Overrides, Policy, Scope};
+use gemba_core::{Policy, Scope};
 use gemba_escalator::engine::{NoticeKind, Phase};
 use gemba_escalator::simulate::Simulator;
 
@@ -47,12 +46,7 @@ fall = 2
 level = 2
 "#
     );
-    let file = ConfigFile::parse(Path::new("t.toml"), &text).unwrap();
-    let o = Overrides {
-        node_id: Some("srv".into()),
-        ..Default::default()
-    };
-    Arc::new(Config::from_file(file, &o, "t.toml").unwrap().policy)
+    Arc::new(gemba_testkit::policy("srv", &text))
 }
 
 /// The toy service and its two checks.

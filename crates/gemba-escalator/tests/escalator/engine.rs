@@ -1,11 +1,10 @@
 //! The escalator's rules in virtual time: every test drives the engine
 //! through the simulator, which is also what `gemba simulate` runs.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use gemba_checks::{CheckResult, HardState, Status};
-use gemba_core::{Config, ConfigFile, Overrides, Policy, Scope};
+use gemba_core::{Policy, Scope};
 use gemba_escalator::engine::{NoticeKind, Phase, StepOutcome};
 use gemba_escalator::simulate::Simulator;
 
@@ -58,12 +57,7 @@ level = 5
 
 fn policy(extra: &str) -> Arc<Policy> {
     let text = format!("{PATTERN}{extra}");
-    let file = ConfigFile::parse(Path::new("t.toml"), &text).unwrap();
-    let o = Overrides {
-        node_id: Some("srv".into()),
-        ..Default::default()
-    };
-    Arc::new(Config::from_file(file, &o, "t.toml").unwrap().policy)
+    Arc::new(gemba_testkit::policy("srv", &text))
 }
 
 fn policy_with(escalator: &str) -> Arc<Policy> {
@@ -72,12 +66,7 @@ fn policy_with(escalator: &str) -> Arc<Policy> {
         text = text.replace("budget = 2\n", "");
     }
     let text = text.replace("[escalator]\n", &format!("[escalator]\n{escalator}\n"));
-    let file = ConfigFile::parse(Path::new("t.toml"), &text).unwrap();
-    let o = Overrides {
-        node_id: Some("srv".into()),
-        ..Default::default()
-    };
-    Arc::new(Config::from_file(file, &o, "t.toml").unwrap().policy)
+    Arc::new(gemba_testkit::policy("srv", &text))
 }
 
 fn result(p: &Policy, check: &str, scope: &str, state: HardState, at: u64) -> CheckResult {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gemba_checks::{CheckResult, HardState, Status};
-use gemba_core::{Config, ConfigFile, Overrides};
 use gemba_escalator::{Directory, EscalatorHandle, ServiceConfig};
 use gemba_exec::Clock;
 use gemba_exec::{self as exec, ExecSpec};
@@ -34,16 +33,7 @@ fn start_on(
     runner: gemba_escalator::StepRunner,
     store: Arc<dyn gemba_store::Store>,
 ) -> (EscalatorHandle, mpsc::Sender<CheckResult>) {
-    let o = Overrides {
-        node_id: Some("srv".into()),
-        ..Default::default()
-    };
-    let c = Config::from_file(
-        ConfigFile::parse(std::path::Path::new("t"), policy).unwrap(),
-        &o,
-        "t",
-    )
-    .unwrap();
+    let c = gemba_testkit::config("srv", policy);
     let (dir_tx, dir_rx) = watch::channel(Directory::new());
     std::mem::forget(dir_tx);
     let (h, tx, _) = gemba_escalator::spawn_with(

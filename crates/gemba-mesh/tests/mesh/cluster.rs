@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_core::config::{Config, ConfigFile, Overrides};
+use gemba_core::config::Overrides;
 use gemba_mesh::graph::Graph;
 use gemba_mesh::link::LossKind;
 use gemba_mesh::metrics::ReasonLabel;
@@ -35,7 +35,6 @@ fn settings_advertising(
     advertise: Option<SocketAddr>,
 ) -> MeshSettings {
     let text = format!("[mesh]\n{extra}\n");
-    let file = ConfigFile::parse(std::path::Path::new("test.toml"), &text).unwrap();
     let o = Overrides {
         node_id: Some(format!("n{i}")),
         site: Some(format!("s{}", i % sites)),
@@ -48,7 +47,7 @@ fn settings_advertising(
         },
         ..Default::default()
     };
-    let c = Config::from_file(file, &o, "test").unwrap();
+    let c = gemba_testkit::config_with(&text, &o);
     // A node keeps its identity across restarts (its node.key).
     MeshSettings::from_config(&c, key(), None).with_identity(
         identity(i),

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_core::config::{Config, ConfigFile, Overrides};
+use gemba_core::config::Overrides;
 use gemba_mesh::identity::{NodeIdentity, Pins};
 use gemba_mesh::link::LossKind;
 use gemba_mesh::{GridKey, LinkState, MeshNode, MeshSettings, UdpNet};
@@ -22,7 +22,6 @@ fn addr(i: usize) -> SocketAddr {
 
 fn settings(i: usize) -> MeshSettings {
     let text = "[mesh]\ngossip_interval = \"100ms\"\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\n";
-    let file = ConfigFile::parse(std::path::Path::new("test.toml"), text).unwrap();
     let o = Overrides {
         node_id: Some(format!("p{i}")),
         mesh_listen: Some(addr(i).to_string()),
@@ -33,7 +32,7 @@ fn settings(i: usize) -> MeshSettings {
         },
         ..Default::default()
     };
-    let c = Config::from_file(file, &o, "test").unwrap();
+    let c = gemba_testkit::config_with(text, &o);
     MeshSettings::from_config(
         &c,
         GridKey::new(b"probe-path-test-grid-key-0123456".to_vec()).unwrap(),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use gemba_core::{Config, ConfigFile, Overrides};
+use gemba_core::{Config, Overrides};
 use gemba_mesh::identity::NodeIdentity;
 use gemba_mesh::UdpNet;
 use gemba_node::Node;
@@ -39,8 +39,7 @@ fn node_config(
         token: Some(TOKEN.into()),
         ..Default::default()
     };
-    let file = ConfigFile::parse(Path::new("test.toml"), toml).unwrap();
-    Config::from_file(file, &o, "test.toml").unwrap()
+    gemba_testkit::config_with(toml, &o)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,13 @@
 //! not the agent; opening a store that another server holds locked does not
 //! stall the probes this node answers.
 
+use gemba_testkit::temp_dir;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_core::{Config, ConfigFile, Overrides};
+use gemba_core::{Config, Overrides};
 use gemba_mesh::{GridKey, LinkState, MemNet, Net, UdpNet};
 use gemba_node::{HttpListen, Node, NodeOptions, Phase, ServerRole};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,13 +17,6 @@ use tokio::time::Instant;
 
 fn key() -> GridKey {
     GridKey::new(b"node-test-grid-key-0123456789abc".to_vec()).unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gemba-node-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn config(
@@ -39,8 +33,7 @@ fn config(
         data_dir: Some(dir.join(id)),
         ..Default::default()
     };
-    let file = ConfigFile::parse(Path::new("test.toml"), toml).unwrap();
-    Config::from_file(file, &o, "test.toml").unwrap()
+    gemba_testkit::config_with(toml, &o)
 }
 
 const FAST_MESH: &str =

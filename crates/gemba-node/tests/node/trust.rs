@@ -4,25 +4,19 @@
 //! the path from gossip to the escalator is open and the refusal is the
 //! trust rule's.
 
-use std::path::{Path, PathBuf};
+use gemba_testkit::temp_dir;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gemba_checks::{CheckResult, HardState, Status};
-use gemba_core::{Config, ConfigFile, Overrides, Scope};
+use gemba_core::{Config, Overrides, Scope};
 use gemba_mesh::{GridKey, MemNet, MeshNode, MeshSettings};
 use gemba_node::{HttpListen, Node, NodeOptions};
 use tokio::time::Instant;
 
 fn key() -> GridKey {
     GridKey::new(b"trust-test-grid-key-0123456789ab".to_vec()).unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gemba-trust-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn config(id: &str, listen: &str, seed: Option<&str>, dir: &Path, toml: &str) -> Config {
@@ -33,8 +27,7 @@ fn config(id: &str, listen: &str, seed: Option<&str>, dir: &Path, toml: &str) ->
         data_dir: Some(dir.join(id)),
         ..Default::default()
     };
-    let file = ConfigFile::parse(Path::new("test.toml"), toml).unwrap();
-    Config::from_file(file, &o, "test.toml").unwrap()
+    gemba_testkit::config_with(toml, &o)
 }
 
 /// A result as a forger writes it: failing, with the level and trust it

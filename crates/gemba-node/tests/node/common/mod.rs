@@ -3,25 +3,19 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use gemba_core::{Config, ConfigFile, Overrides};
+use gemba_core::{Config, Overrides};
 use gemba_mesh::GridKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
+
+pub use gemba_testkit::{temp_dir, wait_for};
 
 pub const TOKEN: &str = "logs-test-token-0123456789";
 
 pub fn key() -> GridKey {
     GridKey::new(b"logs-test-grid-key-0123456789abc".to_vec()).unwrap()
-}
-
-pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gemba-node-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 pub fn config(id: &str, ip: &str, seed: Option<&str>, dir: &Path, toml: &str) -> Config {
@@ -34,8 +28,7 @@ pub fn config(id: &str, ip: &str, seed: Option<&str>, dir: &Path, toml: &str) ->
         token: Some(TOKEN.into()),
         ..Default::default()
     };
-    let file = ConfigFile::parse(Path::new("test.toml"), toml).unwrap();
-    Config::from_file(file, &o, "test.toml").unwrap()
+    gemba_testkit::config_with(toml, &o)
 }
 
 /// A POST with the token and a body of `content_type`.
@@ -131,16 +124,4 @@ async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
         .unwrap_or(0);
     let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
     (status, body.to_string())
-}
-
-pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
