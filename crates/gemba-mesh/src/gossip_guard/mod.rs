@@ -32,6 +32,10 @@
 //!   this and would stop gossiping otherwise);
 //! - a delta about this node's own id is dropped: only this node writes
 //!   its state.
+//!
+//! The guard's `impl` (about 490 lines) is one pass over one message,
+//! field by field in wire order, and is kept whole; the reader, the cache
+//! of verified values and the rumour encoding are beside it.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -41,6 +45,14 @@ use std::sync::Arc;
 use chitchat::{ChitchatMessage, Deserializable};
 
 use crate::identity::{self, Pinned, Pins};
+
+mod reader;
+mod rumour;
+mod verified;
+
+use reader::*;
+pub use rumour::*;
+use verified::*;
 
 /// chitchat's message magic number and the one protocol version it speaks.
 const MAGIC: u16 = 45_139;
@@ -179,71 +191,6 @@ pub struct VerifyStats {
     pub cpu_ns: u64,
 }
 
-/// Fingerprints of values whose signatures verified, bounded: when the
-/// newer half fills, the older half is dropped. A fingerprint is SHA-256
-/// over what a signature covers and the signed value itself, so a value
-/// that differs in any byte (a forged payload, another signature) is
-/// verified afresh.
-#[derive(Default)]
-struct VerifiedValues {
-    newer: HashSet<[u8; 16]>,
-    older: HashSet<[u8; 16]>,
-}
-
-impl VerifiedValues {
-    fn fingerprint(node: &str, generation: u64, key: &str, version: u64, value: &str) -> [u8; 16] {
-        use sha2::Digest;
-        let digest = sha2::Sha256::new()
-            .chain_update(node.as_bytes())
-            .chain_update([0])
-            .chain_update(generation.to_be_bytes())
-            .chain_update(key.as_bytes())
-            .chain_update([0])
-            .chain_update(version.to_be_bytes())
-            .chain_update(value.as_bytes())
-            .finalize();
-        digest[..16].try_into().expect("16 bytes")
-    }
-
-    fn contains(&mut self, fp: &[u8; 16], cap: usize) -> bool {
-        if self.newer.contains(fp) {
-            return true;
-        }
-        if self.older.remove(fp) {
-            self.insert(*fp, cap);
-            return true;
-        }
-        false
-    }
-
-    fn insert(&mut self, fp: [u8; 16], cap: usize) {
-        if self.newer.len() >= cap.max(1) {
-            self.older = std::mem::take(&mut self.newer);
-        }
-        self.newer.insert(fp);
-    }
-
-    fn clear(&mut self) {
-        self.newer.clear();
-        self.older.clear();
-    }
-}
-
-/// CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
-    if ok {
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    } else {
-        0
-    }
-}
-
 /// The state the guard keeps between messages: which node ids it has heard
 /// of and which keys each holds (hashed), both bounded.
 pub struct GossipGuard {
@@ -291,49 +238,6 @@ impl NodeKeys {
             keep
         });
         before - self.bytes
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Refusal> {
-        if self.buf.len() < n {
-            return Err(Refusal::Malformed("cut short"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, Refusal> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, Refusal> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u64(&mut self) -> Result<u64, Refusal> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    }
-    fn str(&mut self) -> Result<&'a str, Refusal> {
-        let len = self.u16()? as usize;
-        std::str::from_utf8(self.take(len)?)
-            .map_err(|_| Refusal::Malformed("a string is not UTF-8"))
-    }
-    /// A chitchat id: node id, generation, gossip address.
-    fn node(&mut self) -> Result<(&'a str, u64), Refusal> {
-        let id = self.str()?;
-        let generation = self.u64()?;
-        match self.u8()? {
-            4 => self.take(4)?,
-            6 => self.take(16)?,
-            _ => return Err(Refusal::Malformed("an address is neither IPv4 nor IPv6")),
-        };
-        self.u16()?;
-        Ok((id, generation))
     }
 }
 
@@ -827,85 +731,6 @@ impl GossipGuard {
             dropped_self,
             grid_full,
         })
-    }
-}
-
-/// One node's state as a rumour carries it: every key, tombstones
-/// included, in version order.
-#[derive(Debug, Clone)]
-pub struct NodeRumour {
-    pub id: chitchat::ChitchatId,
-    pub last_gc_version: u64,
-    /// (key, signed value, version, deletion status as chitchat sends it:
-    /// 0 set, 2 deleted after a grace period)
-    pub kvs: Vec<(String, String, u64, u8)>,
-}
-
-/// A chitchat Ack carrying the whole state of each node in `nodes`: what
-/// gemba pushes when it has news. A peer applies it like the last message
-/// of a gossip exchange (the same checks, the same signatures), and only
-/// for nodes it already knows; unlike an exchange, it asks for nothing
-/// back, so a push costs the news and not a copy of the peer's state.
-pub fn rumour(nodes: &[NodeRumour]) -> Vec<u8> {
-    let mut ops = Vec::new();
-    for n in nodes {
-        ops.push(OP_NODE);
-        let id = n.id.node_id.as_bytes();
-        ops.extend_from_slice(&(id.len() as u16).to_le_bytes());
-        ops.extend_from_slice(id);
-        ops.extend_from_slice(&n.id.generation_id.to_le_bytes());
-        match n.id.gossip_advertise_addr {
-            std::net::SocketAddr::V4(a) => {
-                ops.push(4);
-                ops.extend_from_slice(&a.ip().octets());
-                ops.extend_from_slice(&a.port().to_le_bytes());
-            }
-            std::net::SocketAddr::V6(a) => {
-                ops.push(6);
-                ops.extend_from_slice(&a.ip().octets());
-                ops.extend_from_slice(&a.port().to_le_bytes());
-            }
-        }
-        ops.extend_from_slice(&n.last_gc_version.to_le_bytes());
-        // From version 0: the whole state, applicable whatever the peer
-        // holds.
-        ops.extend_from_slice(&0u64.to_le_bytes());
-        for (k, v, version, status) in &n.kvs {
-            ops.push(OP_KEY_VALUE);
-            ops.extend_from_slice(&(k.len() as u16).to_le_bytes());
-            ops.extend_from_slice(k.as_bytes());
-            ops.extend_from_slice(&(v.len() as u16).to_le_bytes());
-            ops.extend_from_slice(v.as_bytes());
-            ops.extend_from_slice(&version.to_le_bytes());
-            ops.push(*status);
-        }
-    }
-    let mut out = MAGIC.to_le_bytes().to_vec();
-    out.push(PROTOCOL_V0);
-    out.push(MSG_ACK);
-    for block in ops.chunks(u16::MAX as usize) {
-        out.push(BLOCK_PLAIN);
-        out.extend_from_slice(&(block.len() as u16).to_le_bytes());
-        out.extend_from_slice(block);
-    }
-    out.push(BLOCK_END);
-    out
-}
-
-/// Writes a digest holding `entries` of `message` but the `refused` ids.
-fn push_digest(
-    out: &mut Vec<u8>,
-    message: &[u8],
-    entries: &[(&str, usize, usize)],
-    refused: &HashSet<&str>,
-) {
-    let kept: Vec<_> = entries
-        .iter()
-        .filter(|(id, _, _)| !refused.contains(id))
-        .collect();
-    out.extend_from_slice(&(kept.len() as u16).to_le_bytes());
-    for (_, start, end) in kept {
-        out.extend_from_slice(&message[*start..*end]);
     }
 }
 
