@@ -1,0 +1,54 @@
+//! `gemba store`: migrating, checking and copying the store.
+
+use super::*;
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Apply this gemba's schema migrations to a store and print each
+    /// stage's version (what a server does at start, without starting one).
+    Migrate(StoreArgs),
+    /// Copy every row of an SQLite store into an empty PostgreSQL database,
+    /// in one transaction (stop the servers writing the SQLite file first).
+    Copy {
+        /// The SQLite store: sqlite:///var/lib/gemba/gemba.db or a path.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: postgres://user@host:port/db.
+        #[arg(long)]
+        to: String,
+        /// File holding the PostgreSQL password (else the URL's, else
+        /// PGPASSWORD).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store: sqlite://<path>, a path, or postgres://user@host:port/db
+    /// (default: the config's [store]).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// File holding the PostgreSQL password.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Config file whose [store] to use when no --url is given.
+    #[arg(long, short, env = "GEMBA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (where the default SQLite store lives).
+    #[arg(long, env = "GEMBA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Report files, or directories to read them from (recursively).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Base URL of the server to send them to.
+    #[arg(long, env = "GEMBA_SERVER", default_value = "http://127.0.0.1:8777")]
+    pub to: String,
+    /// API token (needed when the server has one).
+    #[arg(long, env = "GEMBA_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
