@@ -1,4 +1,8 @@
 //! The multi-process grid benchmark.
+//!
+//! Why one file: one benchmark from start to end (spawn the nodes, wait
+//! for the grid, measure steady state, inject a fault, tear down), kept in
+//! the order it runs so that what each figure measures reads in order.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -7,6 +7,10 @@
 //! one commit instead of one per report. Should a commit fail, nothing of
 //! the batch is acknowledged and the detectors reload from the store, so
 //! memory never holds what the store does not.
+//!
+//! Why one file: the task's loop, its batching and its reload on failure
+//! are one protocol with the handle's commands; the detectors and the
+//! store's rows live elsewhere.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

@@ -27,6 +27,10 @@
 //! so a probe whose reply has arrived is never counted lost because the
 //! prober woke late. TCP connects are spread over their interval instead
 //! of starting all at once.
+//!
+//! Why one file: the prober's `impl` (about 450 lines) is one event loop
+//! (schedule, send, expire, burst, connect) over one set of timers; kept
+//! whole, its timing can be read in one place.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;

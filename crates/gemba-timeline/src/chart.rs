@@ -10,6 +10,10 @@
 //! marker is `<g class="marker" data-kind=... data-at=...>` with a line
 //! (or a `rect` band) and a `text` label; the legend is `<g
 //! class="legend">`.
+//!
+//! Why one file: the drawing (axes, lines, markers, legend) and the
+//! request that gathers its series and events make one chart; the SVG is
+//! only read here.
 
 use std::fmt::Write;
 
