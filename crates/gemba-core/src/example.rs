@@ -176,13 +176,21 @@ journal_retention = "{journal_retention}"
 # url = "http://chat.internal/hooks/ops"
 
 [incidents]
-# An escalation opens an incident when it starts (start), only when the
-# escalator gives up and a human must act (give-up), or never; incidents
-# can always be opened by hand (`gemba incident open "title"`).
+# What opens an incident: an escalation held for a human (hold: a crash
+# loop, a rate limit, a spent budget, an approval waiting longer than
+# approval_wait), every escalation when it starts (start), only a spent
+# budget (give-up), or nothing (never). A restart that worked at once is
+# on the node's timeline and charts, not an incident. Incidents can
+# always be opened by hand (`gemba incident open "title"`).
 open_on = "{open_on}"
 # An escalation starting within this long of an open incident's newest
-# one joins that incident (one outage, one incident).
+# one joins that incident (one outage, one incident); one on a scope an
+# incident covers reopens it within this long of its closing.
 group_within = "{group_within}"
+# An incident stays open this long after its escalations end; any
+# escalation on its scopes in that time joins it.
+cool_down = "{cool_down}"
+approval_wait = "{approval_wait}"
 
 [market]
 # Puppet (reports = http, reporturl = http://HOST:8777/api/v1/reports/puppet)
@@ -272,6 +280,8 @@ log_lines = {log_lines}
         log_lines = gemba_metrics_defaults::LOG_LINES,
         open_on = crate::incidents::defaults::OPEN_ON,
         group_within = crate::incidents::defaults::GROUP_WITHIN,
+        cool_down = crate::incidents::defaults::COOL_DOWN,
+        approval_wait = crate::incidents::defaults::APPROVAL_WAIT,
         max_report_size = gemba_market_defaults::MAX_REPORT_SIZE,
         market_at = gemba_market_defaults::MARKET_AT,
         timezone = gemba_market_defaults::TIMEZONE,

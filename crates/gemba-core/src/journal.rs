@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a journal line records. Stored as its `as_str()` text; metrics
 /// count some kinds, so the kinds are one list, not literals repeated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JournalKind {
     /// A check started flapping.

@@ -45,6 +45,9 @@ pub struct Simulator {
     pub events: Vec<SimEvent>,
     pub runs: Vec<SimRun>,
     pub notices: Vec<Notice>,
+    /// Every record the engine asked to save, in order (what a store
+    /// would hold).
+    pub saved: Vec<crate::engine::Escalation>,
     /// Scopes whose lease another server holds.
     pub foreign: BTreeMap<Scope, u64>,
 }
@@ -65,6 +68,7 @@ impl Simulator {
             events: Vec::new(),
             runs: Vec::new(),
             notices: Vec::new(),
+            saved: Vec::new(),
             foreign: BTreeMap::new(),
         }
     }
@@ -114,7 +118,8 @@ impl Simulator {
                 }
                 Effect::Journal(e) => self.journal(e),
                 Effect::Notify(n) => self.notices.push(n),
-                Effect::Save(_) | Effect::Release(_) => {}
+                Effect::Save(e) => self.saved.push(*e),
+                Effect::Release(_) => {}
             }
         }
     }

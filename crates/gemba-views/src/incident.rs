@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use gemba_core::journal::JournalKind;
 use gemba_market::service::MarketHandle;
 use gemba_store::Store;
 use gemba_timeline::event::format_ms;
@@ -72,10 +71,9 @@ pub async fn timeline(
         });
     }
     for e in &i.escalations {
+        // Every line, the notices' deliveries too: whether the page went
+        // out is part of what happened.
         for r in journal.journal(*e).await?.into_iter().take(MAX_ENTRIES) {
-            if JournalKind::parse(&r.kind).is_some_and(JournalKind::is_delivery) {
-                continue;
-            }
             out.push(Entry {
                 at_ms: r.at_ms,
                 source: "escalation".into(),

@@ -14,3 +14,6 @@
 pub mod edition;
 pub mod escalation;
 pub mod incident;
+
+#[cfg(test)]
+mod tests;

@@ -154,6 +154,22 @@ pub struct Escalation {
     pub held_because: Option<String>,
 }
 
+impl Escalation {
+    /// The record as the store keeps it: indexed fields and the whole
+    /// escalation as JSON.
+    pub fn row(&self) -> gemba_store::EscalationRow {
+        gemba_store::EscalationRow {
+            id: self.id,
+            scope: self.scope.to_string(),
+            phase: self.phase.name().into(),
+            open: !self.phase.closed(),
+            opened_ms: self.opened_ms,
+            updated_ms: self.updated_ms,
+            body: serde_json::to_string(self).expect("escalation serializes"),
+        }
+    }
+}
+
 /// Something that happened worth telling a person.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

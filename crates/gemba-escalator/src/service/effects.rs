@@ -87,15 +87,7 @@ impl Service {
                     }
                 }
                 Effect::Save(esc) => {
-                    let row = EscalationRow {
-                        id: esc.id,
-                        scope: esc.scope.to_string(),
-                        phase: esc.phase.name().into(),
-                        open: !esc.phase.closed(),
-                        opened_ms: esc.opened_ms,
-                        updated_ms: esc.updated_ms,
-                        body: serde_json::to_string(&esc).expect("escalation serializes"),
-                    };
+                    let row = esc.row();
                     let Some(fence) = self.fences.get(&row.scope).cloned() else {
                         tracing::error!(escalation = esc.id, scope = %row.scope, "no lease on the scope; the record is not saved");
                         continue;

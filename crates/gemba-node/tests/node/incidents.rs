@@ -28,6 +28,11 @@ gossip_interval = "100ms"
 probe_interval = "200ms"
 probe_timeout = "100ms"
 
+[incidents]
+# Every escalation opens one, closed as soon as it ends.
+open_on = "start"
+cool_down = "0s"
+
 [escalator]
 quiet_period = "1s"
 

@@ -36,6 +36,11 @@ async fn a_server_keeps_everything_in_postgresql() {
 [store]
 url = "{url}"
 
+[incidents]
+# Every escalation opens one, closed as soon as it ends.
+open_on = "start"
+cool_down = "0s"
+
 [escalator]
 quiet_period = "1s"
 

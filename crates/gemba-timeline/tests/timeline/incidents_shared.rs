@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemba_core::incidents::IncidentsConfig;
+use gemba_core::incidents::{IncidentsConfig, OpenOn};
 use gemba_exec::Clock;
 use gemba_store::{EscalationRow, JournalRow, Store, Stores, TimelineStore};
 use gemba_timeline::incident::{self, FOLLOWER_LEASE};
@@ -59,7 +59,13 @@ impl Server {
         incident::follow_once(
             &self.timeline,
             &self.journal,
-            &IncidentsConfig::default(),
+            // Every escalation opens one here, and an incident closes as
+            // soon as its escalations end: what is shared is the grouping.
+            &IncidentsConfig {
+                open_on: OpenOn::Start,
+                cool_down: std::time::Duration::ZERO,
+                ..IncidentsConfig::default()
+            },
             self.name,
         )
         .await

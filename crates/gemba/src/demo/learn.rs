@@ -31,6 +31,12 @@ pub(super) async fn tell_incidents(
                     i.body.title,
                     i.id
                 ),
+                (Some(false), true) => println!(
+                    "{} INCIDENT I-{} reopened: the same problem is back: {}",
+                    elapsed(start),
+                    i.id,
+                    i.body.title
+                ),
                 (Some(true), false) | (None, false) => {
                     println!(
                         "{} INCIDENT I-{} closed: {}",

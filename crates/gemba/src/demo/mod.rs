@@ -59,6 +59,13 @@ fn demo_policy(exe: &str, dir: &std::path::Path) -> String {
 quiet_period = "3s"
 backoff = "5s"
 
+# A crash loop held for a human opens an incident; the restarts that
+# worked at once are only on the node's timeline and charts. The demo
+# closes an incident 30 s after its escalations end, so that its
+# post-mortem starts within minutes.
+[incidents]
+cool_down = "30s"
+
 # 1 = most fundamental. The demo cannot create machines, so level 1 only says
 # what it would do; level 2 restarts the service for real.
 [[level]]

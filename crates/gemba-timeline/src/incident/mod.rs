@@ -1,21 +1,25 @@
-//! Incidents: what happened, gathered in one place. An escalation opens
-//! one when it starts (or when the escalator gives up, or never: `[incidents]
-//! open_on`); escalations that start within `group_within` of an open
-//! incident's newest one join it. It closes by itself when every escalation
-//! it gathers has ended, or by hand. Its timeline is assembled from what the
-//! store already holds: the state changes servers saw (checks, nodes, links)
-//! on its nodes, its escalations' decisions and steps, and the change events
-//! around it.
+//! Incidents: what happened, gathered in one place. By default an
+//! escalation held for a human opens one (a crash loop, a rate limit, a
+//! spent budget, an approval waiting too long); `[incidents] open_on` can
+//! make every escalation open one, only a give-up, or none. Escalations on
+//! the scopes an incident covers join it, and so do those that start within
+//! `group_within` of its newest one; it closes by itself `cool_down` after
+//! every escalation it gathers has ended, or by hand. Its title and
+//! severity follow what it gathers until a person sets them. Its timeline
+//! is assembled from what the store already holds: the state changes
+//! servers saw (checks, nodes, links) on its nodes, its escalations'
+//! decisions, steps, holds, notices and acknowledgements, and the change
+//! events around it (see gemba-views).
 
-use std::sync::Arc;
-
-use gemba_core::incidents::{IncidentsConfig, OpenOn};
-use gemba_core::journal::JournalKind;
-use gemba_store::{IncidentRow, Store, StoreError};
+use gemba_store::{IncidentRow, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{self, EventError};
-use crate::service::{TimelineError, TimelineHandle, FOLLOW_EVERY};
+use crate::service::{TimelineError, TimelineHandle};
+
+mod follow;
+
+pub use follow::{follow, follow_once, FOLLOWER_LEASE};
 
 pub const SEVERITIES: &[&str] = &["critical", "major", "minor"];
 /// The longest title and summary.
@@ -25,8 +29,6 @@ pub const MAX_SUMMARY: usize = 8000;
 pub const LEAD: u64 = 10 * 60_000;
 /// How long after it closed its timeline goes on (did it stay fixed?).
 pub const TAIL: u64 = 2 * 60_000;
-/// Journal lines read per pass.
-const FOLLOW_BATCH: usize = 500;
 /// The most timeline entries of each source.
 pub const MAX_ENTRIES: usize = 2000;
 
@@ -47,6 +49,22 @@ pub struct Body {
     /// When its newest escalation started.
     #[serde(default)]
     pub last_start_ms: u64,
+    /// Fields a person set (`title`, `severity`): derived no more.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_by_hand: Vec<String>,
+}
+
+impl Body {
+    fn set_by_hand(&mut self, field: &str) {
+        if !self.set_by_hand.iter().any(|f| f == field) {
+            self.set_by_hand.push(field.to_string());
+        }
+    }
+
+    /// Whether a person set `field`.
+    pub fn is_set_by_hand(&self, field: &str) -> bool {
+        self.set_by_hand.iter().any(|f| f == field)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +78,7 @@ pub struct Incident {
 }
 
 impl Incident {
-    fn of(row: IncidentRow) -> Incident {
+    pub(crate) fn of(row: IncidentRow) -> Incident {
         Incident {
             id: row.id,
             opened_ms: row.opened_ms,
@@ -147,6 +165,8 @@ pub async fn open(
         closed_by: None,
         scopes: nodes.iter().map(|n| format!("node:{n}")).collect(),
         last_start_ms: now,
+        // A person chose them.
+        set_by_hand: vec!["title".into(), "severity".into()],
     };
     Ok(t.store()
         .add_incident(
@@ -202,9 +222,11 @@ pub async fn edit(
     update(t, id, Vec::new(), |i, now| {
         if let Some(x) = &edit.title {
             i.body.title = x.trim().to_string();
+            i.body.set_by_hand("title");
         }
         if let Some(x) = &edit.severity {
             i.body.severity = x.clone();
+            i.body.set_by_hand("severity");
         }
         if let Some(x) = &edit.summary {
             i.body.summary = x.clone();
@@ -225,7 +247,7 @@ pub async fn edit(
 }
 
 /// Reads, changes and writes an incident until the write is not raced.
-async fn update(
+pub(crate) async fn update(
     t: &TimelineHandle,
     id: i64,
     gather: Vec<u64>,
@@ -249,170 +271,6 @@ async fn update(
     )))
 }
 
-/// The lease that lets one server at a time turn escalations into
-/// incidents, so that servers sharing a store group escalations as one
-/// server would. No check can have this scope (theirs are `global`,
-/// `tier:…` or `node:…`).
-pub const FOLLOWER_LEASE: &str = "task:incidents";
-/// How long a pass holds it: another server follows once it has passed
-/// without a renewal (the holder stopped or lost the store).
-const FOLLOWER_TTL_MS: u64 = 30_000;
-
-/// One pass over new journal lines: escalations open or join incidents,
-/// incidents whose escalations all ended close. Returns lines read; none
-/// while another server (`holder` names this one) holds the follower's
-/// lease.
-pub async fn follow_once(
-    t: &TimelineHandle,
-    journal: &Arc<dyn Store>,
-    cfg: &IncidentsConfig,
-    holder: &str,
-) -> Result<usize, TimelineError> {
-    const CURSOR: &str = "cursor.incidents";
-    if journal
-        .acquire_lease(FOLLOWER_LEASE, holder, t.now_ms(), FOLLOWER_TTL_MS)
-        .await?
-        .is_none()
-    {
-        return Ok(0);
-    }
-    let store = t.store();
-    let cursor: i64 = store
-        .timeline_value(CURSOR)
-        .await?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let rows = journal.journal_after(cursor, FOLLOW_BATCH).await?;
-    let opening = match cfg.open_on {
-        OpenOn::Start => Some(JournalKind::Decision),
-        OpenOn::GiveUp => Some(JournalKind::GiveUp),
-        OpenOn::Never => None,
-    };
-    for r in &rows {
-        let Some(esc) = r.escalation else { continue };
-        // The escalator journals an opening, and only an opening, as a
-        // decision (held at opening, in plan mode or by a rate limit or a
-        // crash loop, has kinds of its own): the kind says it, whatever
-        // the words.
-        if opening.is_none()
-            || JournalKind::parse(&r.kind) != opening
-            || store.incident_of(esc).await?.is_some()
-        {
-            continue;
-        }
-        gather(t, cfg, esc, &r.scope, r.at_ms, &r.text).await?;
-    }
-    close_ended(t, journal).await?;
-    if let Some(last) = rows.last() {
-        store
-            .set_timeline_value(CURSOR, &last.seq.to_string())
-            .await?;
-    }
-    Ok(rows.len())
-}
-
-/// Puts escalation `esc` into the open incident it started near, or a new one.
-async fn gather(
-    t: &TimelineHandle,
-    cfg: &IncidentsConfig,
-    esc: u64,
-    scope: &str,
-    at_ms: u64,
-    why: &str,
-) -> Result<(), TimelineError> {
-    let near = list(t, true, 50).await?.into_iter().find(|i| {
-        i.body.opened_by.starts_with("escalation")
-            && at_ms.saturating_sub(i.body.last_start_ms) <= cfg.group_within.as_millis() as u64
-    });
-    if let Some(i) = near {
-        let scope = scope.to_string();
-        update(t, i.id, vec![esc], move |i, _| {
-            if !i.body.scopes.contains(&scope) {
-                i.body.scopes.push(scope.clone());
-            }
-            i.body.last_start_ms = i.body.last_start_ms.max(at_ms);
-        })
-        .await?;
-        return Ok(());
-    }
-    let first = why.lines().next().unwrap_or("");
-    let body = Body {
-        title: format!("{scope}: {first}")
-            .chars()
-            .take(MAX_TITLE)
-            .collect(),
-        severity: "major".into(),
-        summary: String::new(),
-        opened_by: format!("escalation {esc}"),
-        closed_by: None,
-        scopes: vec![scope.to_string()],
-        last_start_ms: at_ms,
-    };
-    let (id, new) = t
-        .store()
-        .add_incident(
-            at_ms,
-            serde_json::to_string(&body).unwrap_or_default(),
-            vec![esc],
-        )
-        .await?;
-    if new {
-        tracing::info!(incident = id, escalation = esc, scope, "incident opened");
-    }
-    Ok(())
-}
-
-/// Closes open incidents opened by escalations once all of those ended.
-async fn close_ended(t: &TimelineHandle, journal: &Arc<dyn Store>) -> Result<(), TimelineError> {
-    for i in list(t, true, 200).await? {
-        if i.escalations.is_empty() || !i.body.opened_by.starts_with("escalation") {
-            continue;
-        }
-        let mut ended_ms = 0;
-        let mut all_ended = true;
-        for e in &i.escalations {
-            match journal.escalation(*e).await? {
-                Some(row) if !row.open => ended_ms = ended_ms.max(row.updated_ms),
-                Some(_) => all_ended = false,
-                // Pruned: it ended long ago.
-                None => {}
-            }
-        }
-        if all_ended {
-            update(t, i.id, Vec::new(), move |i, now| {
-                if i.closed_ms.is_none() {
-                    i.closed_ms = Some(if ended_ms > 0 { ended_ms } else { now });
-                    i.body.closed_by = Some("its escalations ended".into());
-                }
-            })
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Follows the journal until dropped, while this server (`holder`) holds
-/// the follower's lease.
-pub async fn follow(
-    t: TimelineHandle,
-    journal: Arc<dyn Store>,
-    cfg: IncidentsConfig,
-    holder: String,
-) {
-    if cfg.open_on == OpenOn::Never {
-        // Incidents opened by hand still close by hand only.
-        return;
-    }
-    loop {
-        match follow_once(&t, &journal, &cfg, &holder).await {
-            Ok(FOLLOW_BATCH) => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot follow escalations into incidents"),
-        }
-        tokio::time::sleep(FOLLOW_EVERY).await;
-    }
-}
-
 /// One line of an incident's timeline.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Entry {
@@ -427,6 +285,8 @@ pub struct Entry {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn handle() -> TimelineHandle {
