@@ -280,7 +280,12 @@ pub fn logs(a: &LogsArgs) -> anyhow::Result<()> {
     let v: Value = serde_json::from_str(&raw)?;
     let excerpts = v["excerpts"].as_array().cloned().unwrap_or_default();
     if excerpts.is_empty() {
-        println!("no [[process]] log files on that node");
+        // Nothing by that name: an error, so that scripts notice.
+        let node = a.node.as_deref().unwrap_or("that node");
+        match &a.process {
+            Some(p) => anyhow::bail!("no [[process]] named {p:?} with log files on {node}"),
+            None => anyhow::bail!("no [[process]] log files on {node}"),
+        }
     }
     for e in &excerpts {
         let s = |k: &str| e[k].as_str().unwrap_or("").to_string();

@@ -41,8 +41,27 @@ fn init_tracing(default: &str) {
         .init();
 }
 
+/// A command whose output goes to a pipe that closes early (`gemba
+/// incident show 4 | head`) ends as other tools do: quietly, killed by
+/// SIGPIPE (141 in a shell), instead of panicking on the failed write.
+/// Not for the long-running commands (a node, the demo), which keep the
+/// runtime's default of ignoring it.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called once at start, before any thread exists; only sets
+    // the signal's disposition back to the kernel's default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Demo(_) | Command::DemoService(_)
+    ) {
+        end_quietly_on_a_closed_pipe();
+    }
     // A node is a few light I/O tasks: one thread avoids the cross-thread
     // wake-ups that dominate its CPU time when a machine runs many nodes.
     // The demo runs many nodes in one process and uses every core.

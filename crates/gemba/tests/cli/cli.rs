@@ -389,3 +389,53 @@ fn check_judges_mesh_checks_on_a_running_nodes_graph_and_exits_like_a_plugin() {
         "{text}"
     );
 }
+
+/// `gemba … | head` closing the pipe early: the command ends quietly as
+/// other tools do (killed by SIGPIPE, 141 in a shell), never with a panic
+/// and a backtrace.
+#[test]
+fn a_pipe_closed_early_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .args(["config", "example"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.signal() == Some(libc_sigpipe()) || out.status.success(),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+/// Asking for logs of a process that does not exist is an error a
+/// script can see, with a message naming it.
+#[test]
+fn logs_of_a_process_that_does_not_exist_exit_non_zero() {
+    let dir = TempDir::new("logs-nosuch");
+    let key = write_key(dir.path());
+    let node = NodeProcess::start("logs1", "s", "127.0.41.1", None, &key, dir.path());
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        get(&format!("{}/healthz", node.http)).is_ok_and(|(c, _)| c == 200)
+    });
+    assert!(up, "the node did not answer");
+    let (code, out, err) = gemba(&["logs", "--process", "nosuch", "--from", &node.http]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("no [[process]] named \"nosuch\" with log files"),
+        "{err}"
+    );
+}
