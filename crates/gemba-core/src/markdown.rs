@@ -63,6 +63,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn markup_characters_are_escaped_for_markdown_not_html() {
+        let got = text("*_[]()<>& ams-1 -> nyc-1");
+        assert_eq!(got, "\\*\\_[\\]()\\<>& ams-1 -> nyc-1");
+        for entity in ["&lt;", "&gt;", "&amp;"] {
+            assert!(!got.contains(entity), "{got}");
+        }
+    }
+
+    #[test]
     fn links_images_and_html_stay_plain_text() {
         assert_eq!(
             text("[x](javascript:alert(1))"),

@@ -90,22 +90,32 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
         NotifyDef::Command { run } => {
             let mut env = m.env;
             env.push(("GEMBA_TEXT".into(), m.subject));
-            // The pictures wait in private files while the command runs.
+            // The pictures wait in a private directory while the command
+            // runs, each under its own name, so that the names the notes
+            // link (`I-4-chart-1.png`) are the names of the files.
+            let dir = std::env::temp_dir().join(format!(
+                "gemba-{}-{}",
+                std::process::id(),
+                IMAGE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ));
             let mut pictures = Vec::new();
+            if !m.images.is_empty() {
+                private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
             for img in &m.images {
-                let path = std::env::temp_dir().join(format!(
-                    "gemba-{}-{}-{}",
-                    std::process::id(),
-                    IMAGE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                    img.name
-                ));
-                if let Err(e) = write_private(&path, &img.png) {
-                    for p in &pictures {
-                        let _ = std::fs::remove_file(p);
+                let written = file_name(&img.name).and_then(|name| {
+                    let path = dir.join(name);
+                    write_private(&path, &img.png)
+                        .map(|()| path.clone())
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                });
+                match written {
+                    Ok(path) => pictures.push(path),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        return Err(e);
                     }
-                    return Err(format!("cannot write {}: {e}", path.display()));
                 }
-                pictures.push(path);
             }
             if let Some(first) = pictures.first() {
                 env.push(("GEMBA_IMAGE".into(), first.display().to_string()));
@@ -119,8 +129,8 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
                 stdin: Some(m.stdin),
             })
             .await;
-            for p in pictures {
-                let _ = std::fs::remove_file(p);
+            if !pictures.is_empty() {
+                let _ = std::fs::remove_dir_all(&dir);
             }
             if o.success() {
                 Ok(())
@@ -132,6 +142,31 @@ pub async fn deliver(target: &NotifyDef, m: Outgoing) -> Result<(), String> {
 }
 
 static IMAGE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A picture's name as a file name: letters, digits, `.`, `-` and `_`,
+/// not starting with a dot, at most 100 bytes.
+fn file_name(name: &str) -> Result<&str, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!(
+            "a picture named {:?} cannot be a file name",
+            name.chars().take(100).collect::<String>()
+        ))
+    }
+}
+
+/// A directory only this user can read.
+fn private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -317,5 +352,68 @@ mod image_tests {
             .subject("s");
         let m = mail_body(plain, "hello", &[]).unwrap();
         assert!(!String::from_utf8_lossy(&m.formatted()).contains("multipart"));
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::*;
+
+    fn outgoing(names: &[&str]) -> Outgoing {
+        Outgoing {
+            subject: "gemba post-mortem: I-4".into(),
+            text: "notes".into(),
+            json: serde_json::json!({}),
+            stdin: b"![a](I-4-chart-1.png)\n![b](I-4-chart-2.png)\n".to_vec(),
+            env: Vec::new(),
+            images: names
+                .iter()
+                .map(|n| Image {
+                    name: n.to_string(),
+                    png: format!("png of {n}").into_bytes(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A command gets every picture, each file under the name the notes
+    /// link, and the files are gone once it has run.
+    #[tokio::test]
+    async fn a_command_gets_every_picture_under_the_name_the_notes_link() {
+        let out = std::env::temp_dir().join(format!("gemba-notify-test-{}", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let target = NotifyDef::Command {
+            run: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!(
+                    "for f in $GEMBA_IMAGES; do printf '%s %s\\n' \"$(basename $f)\" \"$(cat $f)\"; done > {}; printf '%s' \"$GEMBA_IMAGES\" | head -1 > {}.first",
+                    out.display(),
+                    out.display()
+                ),
+            ],
+        };
+        deliver(&target, outgoing(&["I-4-chart-1.png", "I-4-chart-2.png"]))
+            .await
+            .unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            got,
+            "I-4-chart-1.png png of I-4-chart-1.png\nI-4-chart-2.png png of I-4-chart-2.png\n"
+        );
+        let first = std::fs::read_to_string(format!("{}.first", out.display())).unwrap();
+        assert!(
+            !std::path::Path::new(first.trim()).exists(),
+            "removed after the run: {first}"
+        );
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(format!("{}.first", out.display()));
+
+        // A name that is not a file name is refused, nothing run.
+        let e = deliver(&target, outgoing(&["../../etc/passwd"]))
+            .await
+            .unwrap_err();
+        assert!(e.contains("cannot be a file name"), "{e}");
+        assert!(!out.exists());
     }
 }

@@ -48,6 +48,12 @@ pub async fn timeline(
         if !about_us {
             continue;
         }
+        // A first sighting is no change: a link or check seen healthy for
+        // the first time (at start-up, or after a restart) is noise here.
+        let first_sighting = matches!(c.previous.as_str(), "" | "stale" | "unknown" | "pending");
+        if first_sighting && matches!(c.state.as_str(), "up" | "passing" | "ok" | "alive") {
+            continue;
+        }
         let text = match c.kind.as_str() {
             "check" => format!("{} {} (was {})", c.subject, c.state, c.previous),
             "node" => format!("node {} {} (was {})", c.subject, c.state, c.previous),

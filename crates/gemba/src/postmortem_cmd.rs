@@ -189,13 +189,13 @@ pub fn run(command: PostmortemCommand) -> anyhow::Result<()> {
             println!("{}", file.display());
             for c in v["charts"].as_array().into_iter().flatten() {
                 let name = c["name"].as_str().unwrap_or("");
-                // Only the names the server makes (chart-N.png): nothing it
-                // sends may name a path outside `out`.
+                // Only the names the server makes (I-<incident>-chart-N.png):
+                // nothing it sends may name a path outside `out`.
                 let safe = name
-                    .strip_prefix("chart-")
+                    .strip_prefix(&format!("I-{n}-chart-"))
                     .and_then(|r| r.strip_suffix(".png"));
                 if !safe.is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
-                    bail!("the server named a chart {name:?}; expected chart-N.png");
+                    bail!("the server named a chart {name:?}; expected I-{n}-chart-N.png");
                 }
                 let png = base64::engine::general_purpose::STANDARD
                     .decode(c["base64"].as_str().unwrap_or(""))

@@ -557,7 +557,9 @@ pub(crate) async fn export(s: &Shared, id: i64) -> Result<Export, ApiError> {
     for (n, chart) in charts.into_iter().enumerate() {
         let title = chart.title.clone();
         if let Ok(Ok(png)) = tokio::task::spawn_blocking(move || chart.png()).await {
-            pngs.push((format!("chart-{}.png", n + 1), title, png));
+            // Named after the incident: notes of two incidents exported
+            // into one directory keep their own charts.
+            pngs.push((format!("I-{id}-chart-{}.png", n + 1), title, png));
         }
     }
     let tally = postmortem::tally(t, &pm).await?;

@@ -103,7 +103,7 @@ pidfile = "{pidfile}"
 
 [[notify]]
 kind = "command"
-run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c png > {sent_images}"]
+run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; done > {sent_images}"]
 "#,
         pidfile = pidfile.display(),
         sent = sent.display(),
@@ -512,7 +512,7 @@ run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c
         "- [ ] a runbook for shop restarts: owner bo, due 2026-12-15",
         "## Notes",
         "we met at 10:00",
-        "](chart-1.png)",
+        &format!("](I-{id}-chart-1.png)"),
     ] {
         assert!(md.contains(part), "{part:?} missing from\n{md}");
     }
@@ -526,12 +526,20 @@ run = ["/bin/sh", "-c", "cat > {sent}; printf '%s\n' \"$GEMBA_IMAGES\" | grep -c
     assert_eq!(code, 200, "{v}");
     let mail = std::fs::read_to_string(&sent).unwrap();
     assert!(mail.contains("## The vote"), "{mail}");
-    let images: u32 = std::fs::read_to_string(&sent_images)
+    // Every chart the notes link went along, under the name they link.
+    let sent_names: std::collections::BTreeSet<String> = std::fs::read_to_string(&sent_images)
         .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(images >= 1, "the charts travel with the notes");
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let linked: std::collections::BTreeSet<String> = md
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(name, _)| name.to_string()))
+        .filter(|name| name.starts_with("I-") && name.ends_with(".png"))
+        .collect();
+    assert!(!linked.is_empty(), "{md}");
+    assert_eq!(sent_names, linked, "the charts travel with the notes");
 
     let (code, _) = call(
         "POST",
