@@ -303,3 +303,9 @@ pub(super) fn basic_password(headers: &axum::http::HeaderMap) -> Option<String> 
 pub(crate) fn holds_token(state: &ApiState, headers: &axum::http::HeaderMap) -> bool {
     state.who(headers).is_some_and(|w| w.grant.read)
 }
+
+/// Whether the request may change state (the operate grant): the console
+/// shows its buttons (action items done or reopened) only then.
+pub(crate) fn may_operate(state: &ApiState, headers: &axum::http::HeaderMap) -> bool {
+    state.who(headers).is_some_and(|w| w.grant.operate)
+}

@@ -38,8 +38,8 @@ use serde_json::json;
 pub use console::render_page;
 use respond::error;
 
-pub(crate) use guard::holds_token;
 use guard::*;
+pub(crate) use guard::{holds_token, may_operate};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {

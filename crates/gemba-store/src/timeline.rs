@@ -178,6 +178,13 @@ pub struct ActionRow {
     pub done_by: Option<String>,
 }
 
+impl ActionRow {
+    /// When it is due; `None` when it has no due date (stored as 0).
+    pub fn due(&self) -> Option<u64> {
+        (self.due_ms > 0).then_some(self.due_ms)
+    }
+}
+
 /// Whether a ballot row's content is a cast ballot (SQL, the same in
 /// SQLite and PostgreSQL): an uncast one holds NULL (before fillers) or a
 /// filler starting with `u`.
@@ -383,4 +390,7 @@ pub trait PostmortemStore: Send + Sync {
     ) -> Result<Vec<ActionRow>, StoreError>;
     /// Marks an action item done; `false` when there is none or it was.
     async fn finish_action(&self, id: i64, done_ms: u64, by: String) -> Result<bool, StoreError>;
+    /// Marks a done action item open again; `false` when there is none or
+    /// it is open.
+    async fn reopen_action(&self, id: i64) -> Result<bool, StoreError>;
 }

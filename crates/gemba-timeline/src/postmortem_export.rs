@@ -155,11 +155,13 @@ pub fn markdown(
     for a in actions {
         let _ = writeln!(
             m,
-            "- [{}] {}: owner {}, due {}{}",
+            "- [{}] {}: owner {}{}{}",
             if a.done_ms.is_some() { "x" } else { " " },
             md_item(&a.text),
             md(&a.owner),
-            day(a.due_ms),
+            a.due()
+                .map(|d| format!(", due {}", day(d)))
+                .unwrap_or_default(),
             a.done_ms
                 .map(|d| format!(", done {}", day(d)))
                 .unwrap_or_default()

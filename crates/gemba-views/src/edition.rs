@@ -75,9 +75,10 @@ impl Edition {
         self
     }
 
-    /// Whether an action item is past its due time.
+    /// Whether an action item is past its due time (one without a due
+    /// date never is).
     pub fn overdue(&self, a: &ActionRow) -> bool {
-        a.due_ms < self.now_ms
+        a.due().is_some_and(|d| d < self.now_ms)
     }
 
     pub fn to_text(&self) -> String {
@@ -123,11 +124,13 @@ impl Edition {
                 (line, a.owner.clone())
             };
             let late = if self.overdue(a) { ", overdue" } else { "" };
+            let due = a
+                .due()
+                .map(|d| format!(", due {}", day(d)))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "{bullet}A-{} {text} (owner {owner}, due {}{late}, from I-{})\n",
-                a.id,
-                day(a.due_ms),
-                a.incident
+                "{bullet}A-{} {text} (owner {owner}{due}{late}, from I-{})\n",
+                a.id, a.incident
             ));
         }
         out
@@ -168,8 +171,8 @@ pub fn action_json(a: &ActionRow) -> serde_json::Value {
         "proposal": a.proposal,
         "text": a.text,
         "owner": a.owner,
-        "due": format_ms(a.due_ms),
-        "due_ms": a.due_ms,
+        "due": a.due().map(format_ms),
+        "due_ms": a.due(),
         "created": format_ms(a.created_ms),
         "done": a.done_ms.map(format_ms),
         "done_by": a.done_by,

@@ -91,11 +91,14 @@ fn print(base: &str, pm: &Value) {
 
 fn action_line(a: &Value) -> String {
     format!(
-        "A-{:<4} {}  owner {}, due {}{}  (I-{})",
+        "A-{:<4} {}  owner {}{}{}  (I-{})",
         a["id"],
         a["text"].as_str().unwrap_or(""),
         a["owner"].as_str().unwrap_or(""),
-        a["due"].as_str().unwrap_or("").get(..10).unwrap_or(""),
+        a["due"]
+            .as_str()
+            .map(|d| format!(", due {}", d.get(..10).unwrap_or(d)))
+            .unwrap_or_default(),
         a["done"]
             .as_str()
             .map(|d| format!(", done {}", d.get(..10).unwrap_or(d)))
@@ -250,20 +253,25 @@ pub fn actions(command: ActionsCommand) -> anyhow::Result<()> {
                 println!("{}", action_line(a));
             }
         }
-        ActionsCommand::Done { id, write: w } => {
-            let client = Client::new(&w.server.from, w.token.as_deref());
-            let n: u64 = id
-                .trim_start_matches(['A', 'a', '-'])
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{id:?} is not an action item id (3 or A-3)"))?;
-            write(
-                &client,
-                &format!("/api/v1/actions/{n}"),
-                json!({"done": true}),
-                &w.server.from,
-            )?;
-            println!("A-{n} done");
-        }
+        ActionsCommand::Done { id, write: w } => mark(&id, &w, true)?,
+        ActionsCommand::Reopen { id, write: w } => mark(&id, &w, false)?,
     }
+    Ok(())
+}
+
+/// Marks action item `id` done, or open again.
+fn mark(id: &str, w: &crate::cli::WriteArgs, done: bool) -> anyhow::Result<()> {
+    let client = Client::new(&w.server.from, w.token.as_deref());
+    let n: u64 = id
+        .trim_start_matches(['A', 'a', '-'])
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{id:?} is not an action item id (3 or A-3)"))?;
+    write(
+        &client,
+        &format!("/api/v1/actions/{n}"),
+        json!({"done": done}),
+        &w.server.from,
+    )?;
+    println!("A-{n} {}", if done { "done" } else { "open again" });
     Ok(())
 }

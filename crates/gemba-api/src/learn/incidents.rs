@@ -267,7 +267,8 @@ pub(crate) async fn page(
         shown,
         "from 5 minutes before it opened to 5 minutes after",
     ));
-    b.push_str(&crate::learn::postmortem_page::incident_section(&s, &i).await);
+    let controls = crate::may_operate(&s, &headers);
+    b.push_str(&crate::learn::postmortem_page::incident_section(&s, &i, controls).await);
     Ok(Html(crate::console::shell(
         s.mesh.id(),
         &format!("incident I-{}", i.id),

@@ -145,7 +145,16 @@ fn tally_html(tally: &[Count], pm: &Postmortem) -> String {
     b
 }
 
-fn actions_html(actions: &[ActionRow]) -> String {
+/// A button that marks action item `id` done (or open again), for those
+/// who may change state; the page reloads when it is taken.
+pub(crate) fn action_button(id: i64, done: bool) -> String {
+    format!(
+        r#"<form class="inline" data-post="/api/v1/actions/{id}" data-extra='{{"done":{done}}}'><button>{label}</button><span class="out"></span></form>"#,
+        label = if done { "done" } else { "reopen" }
+    )
+}
+
+fn actions_html(actions: &[ActionRow], controls: bool) -> String {
     if actions.is_empty() {
         return r#"<p class="muted">No action items yet.</p>"#.into();
     }
@@ -153,12 +162,17 @@ fn actions_html(actions: &[ActionRow]) -> String {
         r#"<table id="actions"><tr><th>action</th><th>owner</th><th>due</th><th>done</th></tr>"#,
     );
     for a in actions {
+        let button = if controls {
+            action_button(a.id, a.done_ms.is_none())
+        } else {
+            String::new()
+        };
         let _ = write!(
             b,
-            r#"<tr class="action"><td>{}</td><td>{}</td><td class="nw">{}</td><td>{}</td></tr>"#,
+            r#"<tr class="action"><td>{}</td><td>{}</td><td class="nw">{}</td><td>{} {button}</td></tr>"#,
             esc(&a.text),
             esc(&a.owner),
-            day(a.due_ms),
+            a.due().map(day).unwrap_or_else(|| "—".into()),
             a.done_ms
                 .map(|d| day(d).to_string())
                 .unwrap_or_else(|| "-".into())
@@ -171,7 +185,7 @@ fn actions_html(actions: &[ActionRow]) -> String {
 /// The post-mortem part of an incident's page: who shared (not what,
 /// until it closes), proposals, ballots cast, the tally once closed,
 /// action items; or a form to start one.
-pub(crate) async fn incident_section(s: &Shared, i: &Incident) -> String {
+pub(crate) async fn incident_section(s: &Shared, i: &Incident, controls: bool) -> String {
     let Ok(t) = timeline(s) else {
         return String::new();
     };
@@ -226,7 +240,10 @@ pub(crate) async fn incident_section(s: &Shared, i: &Incident) -> String {
     }
     if let Ok(actions) = t.store().actions(false, Some(i.id)).await {
         b.push_str("<h2>action items</h2>");
-        b.push_str(&actions_html(&actions));
+        b.push_str(&actions_html(&actions, controls));
+        if controls {
+            b.push_str(FORMS_SCRIPT);
+        }
     }
     b
 }
@@ -396,7 +413,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
                 if facilitator && !pm.expired(now) {
                     let _ = write!(
                         b,
-                        r#"<h2>make an action item</h2><form id="action" data-post="{post}/actions"><label>proposal <select name="proposal" data-number>{opts}</select></label><label>owner <input name="owner" required></label><label>due <input name="due" type="date" required></label><p><button>add the action item</button><span class="out"></span></p></form>
+                        r#"<h2>make an action item</h2><form id="action" data-post="{post}/actions"><label>proposal <select name="proposal" data-number>{opts}</select></label><label>owner <input name="owner" required></label><label>due (optional) <input name="due" type="date"></label><p><button>add the action item</button><span class="out"></span></p></form>
 <form id="send" data-post="{post}/send" data-extra='{{"to":"all"}}'><p><button>send the notes to everyone</button> <span class="muted">to every [[notify]] target of this server</span><span class="out"></span></p></form>"#,
                         opts = tally
                             .iter()
@@ -420,7 +437,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
         .await
         .unwrap_or_default();
     b.push_str("<h2>action items</h2>");
-    b.push_str(&actions_html(&actions));
+    b.push_str(&actions_html(&actions, false));
     let _ = write!(
         b,
         r#"<p><a href="/api/v1/incidents/{}/postmortem.md">the notes as Markdown</a></p>"#,

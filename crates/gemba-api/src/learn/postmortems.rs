@@ -481,11 +481,13 @@ pub(crate) async fn action_done(
         .map_err(|_| ApiError::bad("an action item id is a number (or A-3)"))?;
     let d: Done = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("the body is {{\"done\": true}}: {e}")))?;
-    if !d.done {
-        return Err(ApiError::bad("an action item can only be marked done"));
+    let t = timeline(&s)?;
+    if d.done {
+        postmortem::finish_action(t, id, operator(&s, &headers).name()).await?;
+    } else {
+        postmortem::reopen_action(t, id).await?;
     }
-    postmortem::finish_action(timeline(&s)?, id, operator(&s, &headers).name()).await?;
-    Ok(Json(json!({"id": id, "done": true})).into_response())
+    Ok(Json(json!({"id": id, "done": d.done})).into_response())
 }
 
 /// The Markdown notes and the charts they show, by file name.

@@ -216,7 +216,7 @@ pub(crate) async fn market_report(
         "json" => Ok(Json(ed.to_json()).into_response()),
         "text" => Ok(text("text/plain; charset=utf-8", ed.to_text())),
         "md" => Ok(text("text/markdown; charset=utf-8", ed.to_markdown())),
-        "html" => Ok(Html(crate::review::page::render(s.mesh.id(), &ed)).into_response()),
+        "html" => Ok(Html(crate::review::page::render(s.mesh.id(), &ed, false)).into_response()),
         other => Err(ApiError::bad(format!(
             "format {:?} is not json, text, md or html",
             other.chars().take(20).collect::<String>()
@@ -286,9 +286,11 @@ pub(crate) async fn run(
 pub(crate) async fn market_page(
     State(s): State<Shared>,
     Query(q): Query<params::Market>,
+    headers: axum::http::HeaderMap,
 ) -> Answer {
     let ed = edition_of(&s, &q).await?;
-    Ok(Html(crate::review::page::render(s.mesh.id(), &ed)).into_response())
+    let controls = crate::may_operate(&s, &headers);
+    Ok(Html(crate::review::page::render(s.mesh.id(), &ed, controls)).into_response())
 }
 
 pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {

@@ -44,7 +44,9 @@ fn table(entries: &[Entry], heading: &str) -> String {
 }
 
 /// The market page: the edition's problems, then its open action items.
-pub fn render(node: &str, ed: &Edition) -> String {
+/// The market page; `controls`: with the buttons of those who may change
+/// state (an action item done).
+pub fn render(node: &str, ed: &Edition, controls: bool) -> String {
     let m = &ed.market;
     let mut body = format!(
         "<p>{} → {} · {} runs from {} nodes, {} failed · {} new, {} regressed, {} still open, {} resolved</p>",
@@ -65,13 +67,13 @@ pub fn render(node: &str, ed: &Edition) -> String {
     if m.new.len() + m.regressed.len() + m.open.len() + m.resolved.len() == 0 {
         body.push_str("<p>No problems: every run was clean.</p>");
     }
-    body.push_str(&actions_html(ed));
+    body.push_str(&actions_html(ed, controls));
     body.push_str("<p class=\"muted\">Assign with <code>gemba problem assign P-1 alice</code> or <code>POST /api/v1/problems/P-1 {\"owner\": \"alice\"}</code>. Text: <a href=\"/api/v1/market?format=text\">/api/v1/market?format=text</a>.</p>");
     page(node, "Morning market", &body)
 }
 
 /// The open action items of post-mortems, overdue ones marked.
-fn actions_html(ed: &Edition) -> String {
+fn actions_html(ed: &Edition, controls: bool) -> String {
     let mut b = String::from(r#"<h2>action items from post-mortems</h2>"#);
     if let Some(why) = &ed.actions_unread {
         b.push_str(&format!(r#"<p class="st-CRITICAL">{}</p>"#, esc(why)));
@@ -84,14 +86,22 @@ fn actions_html(ed: &Edition) -> String {
     b.push_str(r#"<table id="action-items"><tr><th>id</th><th>action</th><th>owner</th><th>due</th><th>from</th></tr>"#);
     for a in &ed.actions {
         b.push_str(&format!(
-            r#"<tr class="action"><td>A-{id}</td><td>{text}</td><td>{owner}</td><td class="nw{late}">{due}</td><td><a href="/incidents/{inc}">I-{inc}</a></td></tr>"#,
+            r#"<tr class="action"><td>A-{id}</td><td>{text}</td><td>{owner}</td><td class="nw{late}">{due}</td><td><a href="/incidents/{inc}">I-{inc}</a> {button}</td></tr>"#,
             id = a.id,
             text = esc(&a.text),
             owner = esc(&a.owner),
             late = if ed.overdue(a) { " st-CRITICAL" } else { "" },
-            due = day(a.due_ms),
+            due = a.due().map(day).unwrap_or_else(|| "—".into()),
             inc = a.incident,
+            button = if controls {
+                crate::learn::postmortem_page::action_button(a.id, true)
+            } else {
+                String::new()
+            },
         ));
+    }
+    if controls {
+        b.push_str(r#"<script src="/assets/forms.js"></script>"#);
     }
     b.push_str(
         r#"</table><p class="muted">Mark one done with <code>gemba actions done ID</code>.</p>"#,

@@ -541,6 +541,17 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
     assert!(!linked.is_empty(), "{md}");
     assert_eq!(sent_names, linked, "the charts travel with the notes");
 
+    // The console offers "done" to those who may change state only.
+    let button = format!(r#"data-post="/api/v1/actions/{aid}""#);
+    assert!(http(addr, "GET", "/market", true, "")
+        .await
+        .1
+        .contains(&button));
+    assert!(!http(addr, "GET", "/market", false, "")
+        .await
+        .1
+        .contains(&button));
+
     let (code, _) = call(
         "POST",
         format!("/api/v1/actions/{aid}"),
@@ -551,5 +562,42 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
     assert_eq!(code, 200);
     let (_, market) = call("GET", "/api/v1/market".into(), false, Value::Null).await;
     assert_eq!(market["actions"], json!([]), "done items leave the market");
+    // Reopened, it is back; reopening an open item is refused.
+    let reopen = || {
+        call(
+            "POST",
+            format!("/api/v1/actions/{aid}"),
+            true,
+            json!({"done": false}),
+        )
+    };
+    assert_eq!(reopen().await.0, 200);
+    let (_, market) = call("GET", "/api/v1/market".into(), false, Value::Null).await;
+    assert_eq!(market["actions"][0]["id"], aid, "{market}");
+    let (code, v) = reopen().await;
+    assert_eq!(code, 409, "{v}");
+
+    // An item without a due date: none shown, never overdue.
+    let (code, v) = call(
+        "POST",
+        format!("{}/actions", me("ana")),
+        false,
+        json!({"proposal": 1, "owner": "dee"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let (_, market) = call("GET", "/api/v1/market".into(), false, Value::Null).await;
+    let undated = market["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["owner"] == "dee")
+        .cloned()
+        .unwrap();
+    assert_eq!(undated["due"], Value::Null, "{undated}");
+    let md = http(addr, "GET", "/api/v1/market?format=md", false, "")
+        .await
+        .1;
+    assert!(md.contains("(owner dee, from I-"), "{md}");
     node.shutdown().await;
 }

@@ -478,4 +478,13 @@ pub async fn timeline_action_items_are_done_once((a, b): TimelinePair) {
         (done.done_ms, done.done_by.as_deref()),
         (Some(5000), Some("bo"))
     );
+    // Reopened (by another server too), it is open again, once.
+    assert!(b.reopen_action(x).await.unwrap());
+    assert!(!a.reopen_action(x).await.unwrap(), "open already");
+    assert!(!a.reopen_action(999_999).await.unwrap(), "no such item");
+    let again = &a.actions(true, Some(1)).await.unwrap()[0];
+    assert_eq!(
+        (again.id, again.done_ms, again.done_by.clone()),
+        (x, None, None)
+    );
 }

@@ -393,4 +393,16 @@ impl PostmortemStore for PgStore {
             .map_err(|e| self.failed(e))?;
         Ok(n == 1)
     }
+
+    async fn reopen_action(&self, id: i64) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE pm_actions SET done_ms = NULL, done_by = NULL WHERE id = $1 AND done_ms IS NOT NULL",
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(n == 1)
+    }
 }

@@ -373,4 +373,15 @@ impl PostmortemStore for SqliteStore {
         })
         .await
     }
+
+    async fn reopen_action(&self, id: i64) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE pm_actions SET done_ms = NULL, done_by = NULL WHERE id = ?1 AND done_ms IS NOT NULL",
+                params![id],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
 }

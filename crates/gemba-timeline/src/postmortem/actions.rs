@@ -9,8 +9,10 @@ use super::*;
 pub struct NewAction {
     pub proposal: i64,
     pub owner: String,
-    /// A date (`2026-12-01`, due by its end, UTC) or RFC 3339.
-    pub due: String,
+    /// A date (`2026-12-01`, due by its end, UTC) or RFC 3339; none (or
+    /// blank) for an item without a due date.
+    #[serde(default)]
+    pub due: Option<String>,
 }
 
 pub(super) fn due_ms(text: &str) -> Result<u64, PmError> {
@@ -41,7 +43,11 @@ pub async fn add_action(
     new: &NewAction,
 ) -> Result<i64, PmError> {
     check_person("owner", &new.owner)?;
-    let due = due_ms(&new.due)?;
+    // 0: no due date (see `ActionRow::due`).
+    let due = match new.due.as_deref().map(str::trim) {
+        None | Some("") => 0,
+        Some(d) => due_ms(d)?,
+    };
     let pm = get(t, incident_id)
         .await?
         .ok_or_else(|| PmError::NotFound(format!("incident I-{incident_id} has no post-mortem")))?;
@@ -100,6 +106,20 @@ pub async fn finish_action(t: &TimelineHandle, id: i64, by: &str) -> Result<(), 
     match known.iter().find(|a| a.id == id) {
         Some(_) => Err(PmError::Conflict(format!(
             "action item {id} is done already"
+        ))),
+        None => Err(PmError::NotFound(format!("no action item {id}"))),
+    }
+}
+
+/// Marks a done action item open again (it is back on the market).
+pub async fn reopen_action(t: &TimelineHandle, id: i64) -> Result<(), PmError> {
+    if t.store().reopen_action(id).await? {
+        return Ok(());
+    }
+    let known = t.store().actions(false, None).await?;
+    match known.iter().find(|a| a.id == id) {
+        Some(_) => Err(PmError::Conflict(format!(
+            "action item {id} is open already"
         ))),
         None => Err(PmError::NotFound(format!("no action item {id}"))),
     }

@@ -170,7 +170,7 @@ async fn a_round_a_vote_and_an_action_item() {
     let action = NewAction {
         proposal: 3,
         owner: "bo".into(),
-        due: "2026-12-15".into(),
+        due: Some("2026-12-15".into()),
     };
     let refused = postmortem::add_action(&t, id, &me("bo"), &action).await;
     assert!(matches!(refused, Err(PmError::Forbidden(_))), "{refused:?}");

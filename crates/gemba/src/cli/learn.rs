@@ -193,9 +193,9 @@ pub enum PostmortemCommand {
         proposal: i64,
         #[arg(long)]
         owner: String,
-        /// 2026-12-01 (due by its end, UTC).
+        /// 2026-12-01 (due by its end, UTC); none: no due date.
         #[arg(long)]
-        due: String,
+        due: Option<String>,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -231,6 +231,13 @@ pub enum ActionsCommand {
     },
     /// Mark one done.
     Done {
+        /// A-3 or 3.
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Mark a done one open again (back on the morning market).
+    Reopen {
         /// A-3 or 3.
         id: String,
         #[command(flatten)]
