@@ -139,6 +139,38 @@ impl From<Events> for gemba_timeline::Query {
     }
 }
 
+/// Grafana's annotation query (`GET /api/annotations`): a time range in
+/// unix milliseconds, tags (all must match, or any with `matchAny`), a
+/// limit; the dashboard and panel fields Grafana sends are accepted and
+/// mean nothing here.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Annotations {
+    #[serde(default, deserialize_with = "number")]
+    pub from: Option<u64>,
+    #[serde(default, deserialize_with = "number")]
+    pub to: Option<u64>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, deserialize_with = "number")]
+    pub limit: Option<usize>,
+    #[serde(default, deserialize_with = "flag")]
+    pub match_any: bool,
+    /// `annotation` (or none); `alert` asks for alerts, which gemba keeps
+    /// as escalations, not here.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(rename = "dashboardUID")]
+    #[allow(dead_code)]
+    pub dashboard_uid: Option<String>,
+    #[allow(dead_code)]
+    pub dashboard_id: Option<String>,
+    #[allow(dead_code)]
+    pub panel_id: Option<String>,
+    #[allow(dead_code)]
+    pub user_id: Option<String>,
+}
+
 /// A series or chart: `node`, `process` (`host` for the machine) and
 /// `metric`; several nodes or processes overlay. Charts also take a size,
 /// the marker kinds (`events=deploy,config`, `none`) and marker tags.

@@ -89,6 +89,83 @@ pub(crate) async fn grafana(State(s): State<Shared>, body: Bytes) -> Answer {
     Ok(Json(json!({ "message": "Annotation added", "id": id })).into_response())
 }
 
+/// Events in Grafana's annotation shape, newest first, so that a Grafana
+/// JSON or annotation data source shows gemba's events on its panels.
+/// Tags go out as Grafana writes them (`service:shop`).
+pub(crate) async fn grafana_list(
+    State(s): State<Shared>,
+    Query(p): Query<params::Annotations>,
+) -> Answer {
+    let t = timeline(&s)?;
+    match p.kind.as_deref() {
+        None | Some("annotation") => {}
+        Some("alert") => return Ok(Json(json!([])).into_response()),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "type {:?} is not annotation or alert",
+                other.chars().take(20).collect::<String>()
+            )))
+        }
+    }
+    let limit = params::within("limit", p.limit, 1, 5000)?.unwrap_or(100);
+    let mut tags = Vec::new();
+    for raw in &p.tags {
+        tags.push(event::tag(raw).map_err(|e| ApiError::bad(e.0))?);
+    }
+    let (from, to) = (p.from.unwrap_or(0), p.to.unwrap_or_else(|| t.now_ms()));
+    if from > to {
+        return Err(ApiError::bad("from must not be after to"));
+    }
+    let query = |tags: Vec<String>| gemba_timeline::Query {
+        since: Some((from / 1000).to_string()),
+        until: Some(to.div_ceil(1000).to_string()),
+        tags,
+        kind: None,
+        limit: Some(limit),
+    };
+    let mut found = Vec::new();
+    if p.match_any && tags.len() > 1 {
+        for tag in tags {
+            for e in t.query(&query(vec![tag])).await? {
+                if !found.iter().any(|f: &EventRow| f.id == e.id) {
+                    found.push(e);
+                }
+            }
+        }
+    } else {
+        found = t.query(&query(tags)).await?;
+    }
+    found.retain(|e| e.end_ms.unwrap_or(e.at_ms) >= from && e.at_ms <= to);
+    found.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.id.cmp(&a.id)));
+    found.truncate(limit);
+    let grafana_tag = |t: &String| match t.split_once('=') {
+        Some((k, v)) => format!("{k}:{v}"),
+        None => t.clone(),
+    };
+    let list: Vec<serde_json::Value> = found
+        .iter()
+        .map(|e| {
+            let text = if e.text.is_empty() {
+                e.what.clone()
+            } else {
+                format!("{}\n{}", e.what, e.text)
+            };
+            json!({
+                "id": e.id,
+                "time": e.at_ms,
+                "timeEnd": e.end_ms.unwrap_or(e.at_ms),
+                "tags": e.tags.iter().map(grafana_tag).collect::<Vec<_>>(),
+                "text": text,
+                "login": e.author,
+                "dashboardUID": null,
+                "panelId": 0,
+                "source": e.source,
+            })
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
 pub(crate) async fn grafana_graphite(State(s): State<Shared>, body: Bytes) -> Answer {
     let (id, _) = store(&s, &body, event::from_graphite).await?;
     Ok(Json(json!({ "message": "Graphite annotation added", "id": id })).into_response())

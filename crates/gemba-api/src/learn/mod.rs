@@ -76,7 +76,10 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/events", get(pages::events_page).post(events::graphite))
         .route("/events/{id}", get(pages::event_page))
         .route("/events/", post(events::graphite))
-        .route("/api/annotations", post(events::grafana))
+        .route(
+            "/api/annotations",
+            post(events::grafana).get(events::grafana_list),
+        )
         .route("/api/annotations/graphite", post(events::grafana_graphite))
         .layer(axum::extract::DefaultBodyLimit::max(
             gemba_timeline::event::MAX_BODY,

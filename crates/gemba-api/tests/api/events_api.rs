@@ -242,6 +242,64 @@ async fn grafana_annotations_are_events() {
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["message"], "Graphite annotation added");
+
+    // Grafana reads them back in its own shape: a time range in unix ms,
+    // tags as it writes them (all must match, or any with matchAny).
+    let get = |q: String| {
+        let app = app.clone();
+        async move {
+            let (s, v) = send(&app, Method::GET, &format!("/api/annotations?{q}"), &[], "").await;
+            assert_eq!(s, StatusCode::OK, "{q}: {v}");
+            v.as_array().cloned().unwrap()
+        }
+    };
+    let range = format!("from={}&to={}", now_ms - 120_000, now_ms + 60_000);
+    let shop = get(format!(
+        "{range}&tags=service:shop&dashboardUID=x&panelId=2&type=annotation"
+    ))
+    .await;
+    assert_eq!(shop.len(), 1, "{shop:?}");
+    let a = &shop[0];
+    assert_eq!(a["time"], now_ms - 60_000);
+    assert_eq!(a["timeEnd"], now_ms);
+    assert_eq!(a["text"], "Annotation Description\nmore words");
+    let tags: Vec<&str> = a["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tags.contains(&"service:shop") && tags.contains(&"deploy"),
+        "{tags:?}"
+    );
+    // Both tags of one event, or either of two events.
+    assert_eq!(
+        get(format!("{range}&tags=service:shop&tags=production"))
+            .await
+            .len(),
+        0
+    );
+    assert_eq!(
+        get(format!(
+            "{range}&tags=service:shop&tags=production&matchAny=true"
+        ))
+        .await
+        .len(),
+        2
+    );
+    // Newest first, limited; a range that misses them finds none.
+    let two = get(format!("{range}&limit=1")).await;
+    assert_eq!(two.len(), 1);
+    assert_eq!(two[0]["text"], "Event - deploy\ndeploy of master branch");
+    assert!(
+        get(format!("from={}&to={}", now_ms - 600_000, now_ms - 300_000))
+            .await
+            .is_empty()
+    );
+    assert!(get(format!("{range}&type=alert")).await.is_empty());
+    let (s, v) = send(&app, Method::GET, "/api/annotations?from=x", &[], "").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
 
 #[tokio::test]
