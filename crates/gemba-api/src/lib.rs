@@ -8,6 +8,7 @@
 pub mod access;
 mod console;
 mod converge;
+mod exposition;
 mod grid;
 mod guard;
 mod learn;
@@ -322,7 +323,7 @@ async fn healthz(State(s): State<Shared>) -> Json<serde_json::Value> {
     }
 }
 
-async fn metrics(State(s): State<Shared>) -> Response {
+async fn metrics(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Response {
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &s.registry) {
         return error(
@@ -330,12 +331,23 @@ async fn metrics(State(s): State<Shared>) -> Response {
             format!("cannot encode metrics: {e}"),
         );
     }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        text,
+        exposition::prometheus_text(&text),
     )
         .into_response()
 }

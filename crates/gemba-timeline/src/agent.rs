@@ -4,12 +4,15 @@
 //! samples would cost the grid N²), hand it to this node's own server when
 //! it is one, and keep the newest values on `/metrics` for Prometheus.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gemba_core::metrics::MetricsConfig;
 use gemba_exec::Clock;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -22,20 +25,69 @@ struct ProcessLabel {
     process: String,
 }
 
-type F64Gauge = Gauge<f64, AtomicU64>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessStateLabel {
+    process: String,
+    state: String,
+}
 
-/// The newest samples as Prometheus gauges: `gemba_process_<metric>
-/// {process}` and `gemba_host_<metric>`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwitchLabel {
+    process: String,
+    /// `voluntary` or `involuntary`.
+    kind: String,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+type F64Counter = Counter<f64, AtomicU64>;
+
+/// Sample values that gemba keeps as rates or counts for its own charts
+/// and Prometheus gets in its own shapes (counters, one state label).
+fn exported_apart(metric: &str) -> bool {
+    metric.starts_with("tcp_")
+        || matches!(
+            metric,
+            "cpu_percent"
+                | "ctx_voluntary_per_s"
+                | "ctx_involuntary_per_s"
+                | "restarts"
+                | "cpu_seconds"
+                | "ctx_voluntary"
+                | "ctx_involuntary"
+        )
+}
+
+/// The newest samples on `/metrics`, named as Prometheus asks: gauges
+/// `gemba_process_<metric>{process}` and `gemba_host_<metric>`; counters
+/// `gemba_process_restarts_total`, `gemba_process_cpu_seconds_total` and
+/// `gemba_process_context_switches_total{kind}` (for `rate()`); TCP
+/// connections as one gauge with a `state` label
+/// (`gemba_process_tcp_connections{process, state}`,
+/// `gemba_host_tcp_connections{state}`).
 #[derive(Clone)]
 pub struct Exporter {
     process: Vec<(&'static str, Family<ProcessLabel, F64Gauge>)>,
     host: Vec<(&'static str, F64Gauge)>,
+    process_tcp: Family<ProcessStateLabel, F64Gauge>,
+    host_tcp: Family<StateLabel, F64Gauge>,
+    restarts: Family<ProcessLabel, F64Counter>,
+    cpu: Family<ProcessLabel, F64Counter>,
+    switches: Family<SwitchLabel, F64Counter>,
+    /// The cumulative values last seen, per process and metric: counters
+    /// move by the difference (from zero again when the process restarted).
+    seen: Arc<Mutex<HashMap<(String, &'static str), f64>>>,
 }
 
 impl Exporter {
     pub fn register(registry: &mut Registry) -> Exporter {
         let process = PROCESS_METRICS
             .iter()
+            .filter(|m| !exported_apart(m))
             .map(|m| {
                 let f = Family::<ProcessLabel, F64Gauge>::default();
                 registry.register(
@@ -48,6 +100,7 @@ impl Exporter {
             .collect();
         let host = HOST_METRICS
             .iter()
+            .filter(|m| !exported_apart(m))
             .map(|m| {
                 let g = F64Gauge::default();
                 registry.register(
@@ -58,15 +111,80 @@ impl Exporter {
                 (*m, g)
             })
             .collect();
-        Exporter { process, host }
+        let process_tcp = Family::<ProcessStateLabel, F64Gauge>::default();
+        registry.register(
+            "gemba_process_tcp_connections",
+            "TCP connections of a [[process]] by state",
+            process_tcp.clone(),
+        );
+        let host_tcp = Family::<StateLabel, F64Gauge>::default();
+        registry.register(
+            "gemba_host_tcp_connections",
+            "TCP connections of this machine by state",
+            host_tcp.clone(),
+        );
+        let restarts = Family::<ProcessLabel, F64Counter>::default();
+        registry.register(
+            "gemba_process_restarts",
+            "Times a [[process]] was seen started again",
+            restarts.clone(),
+        );
+        let cpu = Family::<ProcessLabel, F64Counter>::default();
+        registry.register(
+            "gemba_process_cpu_seconds",
+            "CPU time of a [[process]] (user and system)",
+            cpu.clone(),
+        );
+        let switches = Family::<SwitchLabel, F64Counter>::default();
+        registry.register(
+            "gemba_process_context_switches",
+            "Context switches of a [[process]], voluntary or involuntary",
+            switches.clone(),
+        );
+        Exporter {
+            process,
+            host,
+            process_tcp,
+            host_tcp,
+            restarts,
+            cpu,
+            switches,
+            seen: Arc::default(),
+        }
+    }
+
+    /// How far a cumulative value moved since it was last seen (all of it
+    /// after a restart, when it starts again from zero).
+    fn moved(&self, process: &str, metric: &'static str, now: f64) -> f64 {
+        let Ok(mut seen) = self.seen.lock() else {
+            return 0.0;
+        };
+        let before = seen.insert((process.to_string(), metric), now);
+        match before {
+            Some(b) if now >= b => now - b,
+            // The first look counts everything so far; a value that went
+            // back started again.
+            _ => now,
+        }
     }
 
     pub fn show(&self, s: &Sample) {
+        let tcp = s
+            .values
+            .iter()
+            .filter_map(|(m, v)| m.strip_prefix("tcp_").map(|state| (state, *v)));
         if s.name == HOST {
             for (m, g) in &self.host {
                 if let Some(v) = s.values.get(m) {
                     g.set(*v);
                 }
+            }
+            for (state, v) in tcp {
+                self.host_tcp
+                    .get_or_create(&StateLabel {
+                        state: state.to_string(),
+                    })
+                    .set(v);
             }
             return;
         }
@@ -85,6 +203,52 @@ impl Exporter {
                 None => {
                     f.remove(&label);
                 }
+            }
+        }
+        let mut states = 0;
+        for (state, v) in tcp {
+            states += 1;
+            self.process_tcp
+                .get_or_create(&ProcessStateLabel {
+                    process: s.name.clone(),
+                    state: state.to_string(),
+                })
+                .set(v);
+        }
+        if states == 0 {
+            // Gone or unreadable: no states rather than stale ones.
+            for state in PROCESS_METRICS
+                .iter()
+                .filter_map(|m| m.strip_prefix("tcp_"))
+            {
+                self.process_tcp.remove(&ProcessStateLabel {
+                    process: s.name.clone(),
+                    state: state.to_string(),
+                });
+            }
+        }
+        // Counters: restarts count across the process's lives; CPU time
+        // and switches restart from zero with it, and count on from there.
+        if let Some(v) = s.values.get("restarts") {
+            let d = self.moved(&s.name, "restarts", *v);
+            self.restarts.get_or_create(&label).inc_by(d);
+        }
+        if let Some(v) = s.values.get("cpu_seconds") {
+            let d = self.moved(&s.name, "cpu_seconds", *v);
+            self.cpu.get_or_create(&label).inc_by(d);
+        }
+        for (metric, kind) in [
+            ("ctx_voluntary", "voluntary"),
+            ("ctx_involuntary", "involuntary"),
+        ] {
+            if let Some(v) = s.values.get(metric) {
+                let d = self.moved(&s.name, metric, *v);
+                self.switches
+                    .get_or_create(&SwitchLabel {
+                        process: s.name.clone(),
+                        kind: kind.into(),
+                    })
+                    .inc_by(d);
             }
         }
     }
@@ -169,5 +333,77 @@ pub async fn run<P, Fut>(
                 let _ = tx.try_send((node.clone(), s));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(values: &[(&'static str, f64)]) -> Sample {
+        Sample {
+            name: "shop".into(),
+            at_ms: 0,
+            values: values.iter().copied().collect(),
+            unavailable: None,
+            partial: Vec::new(),
+        }
+    }
+
+    fn scrape(r: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, r).unwrap();
+        out
+    }
+
+    #[test]
+    fn counters_only_go_up_and_tcp_states_are_one_metric_with_a_label() {
+        let mut r = Registry::default();
+        let e = Exporter::register(&mut r);
+        e.show(&sample(&[
+            ("up", 1.0),
+            ("rss_bytes", 1e6),
+            ("restarts", 2.0),
+            ("cpu_seconds", 5.0),
+            ("cpu_percent", 12.0),
+            ("ctx_voluntary", 10.0),
+            ("ctx_involuntary", 1.0),
+            ("tcp_established", 3.0),
+            ("tcp_time_wait", 4.0),
+        ]));
+        let m = scrape(&r);
+        for line in [
+            "gemba_process_restarts_total{process=\"shop\"} 2.0",
+            "gemba_process_cpu_seconds_total{process=\"shop\"} 5.0",
+            "gemba_process_context_switches_total{process=\"shop\",kind=\"voluntary\"} 10.0",
+            "gemba_process_tcp_connections{process=\"shop\",state=\"established\"} 3.0",
+            "gemba_process_tcp_connections{process=\"shop\",state=\"time_wait\"} 4.0",
+            "gemba_process_rss_bytes{process=\"shop\"} 1000000.0",
+        ] {
+            assert!(m.contains(line), "{line} missing from\n{m}");
+        }
+        for gone in [
+            "gemba_process_cpu_percent",
+            "gemba_process_tcp_established",
+            "gemba_process_restarts{",
+        ] {
+            assert!(!m.contains(gone), "{gone} in\n{m}");
+        }
+        // Later: 2 more CPU seconds; then the process restarted (its CPU
+        // time starts again from 1 s): the counter goes on from 7 to 8.
+        e.show(&sample(&[("cpu_seconds", 7.0), ("restarts", 2.0)]));
+        e.show(&sample(&[("cpu_seconds", 1.0), ("restarts", 3.0)]));
+        let m = scrape(&r);
+        assert!(
+            m.contains("gemba_process_cpu_seconds_total{process=\"shop\"} 8.0"),
+            "{m}"
+        );
+        assert!(
+            m.contains("gemba_process_restarts_total{process=\"shop\"} 3.0"),
+            "{m}"
+        );
+        // Gone: no TCP states left standing.
+        e.show(&sample(&[]));
+        assert!(!scrape(&r).contains("gemba_process_tcp_connections{"));
     }
 }

@@ -479,6 +479,12 @@ impl Sampler {
             }
         }
         s.values.insert("restarts", *restarts as f64);
+        // Cumulative since the process started, for Prometheus counters
+        // (`rate()` there; the rates above are for gemba's own charts).
+        s.values
+            .insert("cpu_seconds", cpu_ticks as f64 / self.ticks_per_s);
+        s.values.insert("ctx_voluntary", ctx.0 as f64);
+        s.values.insert("ctx_involuntary", ctx.1 as f64);
         self.previous.insert(
             name.to_string(),
             Previous {

@@ -439,3 +439,74 @@ fn logs_of_a_process_that_does_not_exist_exit_non_zero() {
         "{err}"
     );
 }
+
+/// A server's `/metrics` follows Prometheus' naming rules, checked by
+/// Prometheus' own `promtool check metrics` (installed by `.ci/run`;
+/// skipped with a message where it is missing): counters end in
+/// `_total`, TCP states are one metric with a `state` label, and
+/// sampled processes are on it.
+#[test]
+fn metrics_pass_promtool() {
+    let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skipped: promtool is not installed (apt-get install prometheus)");
+        return;
+    };
+    let dir = TempDir::new("promtool");
+    let key = write_key(dir.path());
+    let config = dir.path().join("gemba.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = \"{data}\"\nserver = true\n[mesh]\nlisten = \"127.0.41.2:7946\"\ngrid_key_file = \"{key}\"\n[http]\nlisten = \"127.0.41.2:8777\"\n[metrics]\ninterval = \"1s\"\n[[process]]\nname = \"gemba\"\n",
+            data = dir.path().join("data").display(),
+            key = key.display()
+        ),
+    )
+    .unwrap();
+    let node = NodeProcess::with_args(
+        "m1",
+        "127.0.41.2",
+        vec!["run".into(), format!("--config={}", config.display())],
+    );
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok((200, m)) = get(&format!("{}/metrics", node.http)) {
+            if m.contains("gemba_host_tcp_connections{") {
+                metrics = m;
+                break;
+            }
+        }
+    }
+    assert!(
+        metrics.contains("gemba_host_tcp_connections{state=\"established\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("gemba_host_tcp_established"), "{metrics}");
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+    }
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
