@@ -194,6 +194,10 @@ pub(crate) struct Series {
     pub events: Option<String>,
     #[serde(default)]
     pub tag: Vec<String>,
+    /// Start where the data starts when it fills only the end of the
+    /// window (a page's default window).
+    #[serde(default, deserialize_with = "flag")]
+    pub fit: bool,
 }
 
 /// `GET /api/v1/logs`

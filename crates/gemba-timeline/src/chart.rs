@@ -182,8 +182,150 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 40.0;
+/// Widths of a character, generous for DejaVu Sans: the title (13 px,
+/// bold) and the legend (11 px).
+const TITLE_CHAR: f64 = 8.0;
+const LEGEND_CHAR: f64 = 6.8;
+/// Legend rows below the title at most; what does not fit is counted.
+const LEGEND_ROWS: usize = 2;
+/// Markers closer than this (px) are drawn as one group.
+const MARKER_GAP: f64 = 12.0;
+
+/// A box on the chart, in px from its top left corner.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Area {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+}
+
+impl Area {
+    /// Whether two boxes share any area.
+    pub fn overlaps(&self, o: &Area) -> bool {
+        self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
+    }
+}
+
+/// Where the parts of a chart go, worked out before drawing so that they
+/// never collide at any size: the title (cut to the width), the legend
+/// (beside the title when both fit, else in rows below it), the plot.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub title: Area,
+    pub title_text: String,
+    /// One box per legend entry drawn, with its text.
+    pub legend: Vec<(Area, usize, String)>,
+    pub plot: Area,
+}
 
 impl Chart {
+    /// The chart's layout at its size.
+    pub fn layout(&self) -> Layout {
+        let w = self.width.clamp(200, 4000) as f64;
+        let h = self.height.clamp(120, 3000) as f64;
+        let room = w - LEFT - RIGHT;
+        let title_text = cut(&self.title, ((room / TITLE_CHAR) as usize).max(8));
+        let title = Area {
+            x: LEFT,
+            y: 5.0,
+            w: title_text.chars().count() as f64 * TITLE_CHAR,
+            h: 18.0,
+        };
+        let entries: Vec<(usize, String)> = self
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, cut(&l.label, 32)))
+            .collect();
+        let width_of = |t: &str| 16.0 + LEGEND_CHAR * t.chars().count() as f64;
+        let total: f64 = entries.iter().map(|(_, t)| width_of(t) + 10.0).sum();
+        let mut legend = Vec::new();
+        let mut top = TOP;
+        if total <= room - title.w - 16.0 {
+            // Beside the title, right-aligned.
+            let mut x = w - RIGHT - total + 10.0;
+            for (i, t) in entries {
+                let bw = width_of(&t);
+                legend.push((
+                    Area {
+                        x,
+                        y: 7.0,
+                        w: bw,
+                        h: 14.0,
+                    },
+                    i,
+                    t,
+                ));
+                x += bw + 10.0;
+            }
+        } else if !entries.is_empty() {
+            // In rows under the title; what does not fit is counted in a
+            // "+n more" entry at the end of the last row.
+            let n = entries.len();
+            let (mut x, mut row) = (LEFT, 0usize);
+            for (i, t) in entries {
+                let bw = width_of(&t);
+                if x + bw > w - RIGHT && x > LEFT {
+                    row += 1;
+                    x = LEFT;
+                }
+                if row >= LEGEND_ROWS {
+                    break;
+                }
+                let y = 26.0 + row as f64 * 15.0;
+                legend.push((
+                    Area {
+                        x,
+                        y,
+                        w: bw,
+                        h: 14.0,
+                    },
+                    i,
+                    t,
+                ));
+                x += bw + 10.0;
+            }
+            if legend.len() < n {
+                loop {
+                    let more = format!("+{} more", n - legend.len());
+                    let mw = width_of(&more);
+                    let (mx, my) = match legend.last() {
+                        Some((a, ..)) => (a.x + a.w + 10.0, a.y),
+                        None => (LEFT, 26.0),
+                    };
+                    if mx + mw <= w - RIGHT || legend.is_empty() {
+                        legend.push((
+                            Area {
+                                x: mx,
+                                y: my,
+                                w: mw,
+                                h: 14.0,
+                            },
+                            usize::MAX,
+                            more,
+                        ));
+                        break;
+                    }
+                    legend.pop();
+                }
+            }
+            let rows = legend.iter().map(|(a, ..)| a.y).fold(0.0, f64::max);
+            top = rows + 14.0 + 8.0;
+        }
+        Layout {
+            title,
+            title_text,
+            legend,
+            plot: Area {
+                x: LEFT,
+                y: top,
+                w: room,
+                h: (h - BOTTOM - top).max(20.0),
+            },
+        }
+    }
+
     fn bytes(&self) -> bool {
         self.metric.ends_with("_bytes")
     }
@@ -221,8 +363,9 @@ impl Chart {
     pub fn svg(&self) -> String {
         let w = self.width.clamp(200, 4000) as f64;
         let h = self.height.clamp(120, 3000) as f64;
+        let layout = self.layout();
         let (x0, x1) = (LEFT, w - RIGHT);
-        let (y0, y1) = (TOP, h - BOTTOM);
+        let (y0, y1) = (layout.plot.y, layout.plot.y + layout.plot.h);
         let t0 = self.since_ms as f64;
         let t1 = (self.until_ms.max(self.since_ms + 1)) as f64;
         let x_of = |ms: f64| x0 + (ms - t0) / (t1 - t0) * (x1 - x0);
@@ -233,7 +376,7 @@ impl Chart {
         let _ = write!(
             s,
             r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="DejaVu Sans, Verdana, sans-serif" font-size="11"><rect width="{w}" height="{h}" fill="#ffffff"/><text class="title" x="{x0}" y="18" font-size="13" font-weight="bold" fill="#1f2328">{}</text>"##,
-            esc(&cut(&self.title, 120))
+            esc(&layout.title_text)
         );
         // Axes: horizontal grid lines with value labels, time ticks.
         s.push_str(r#"<g class="axes">"#);
@@ -266,24 +409,54 @@ impl Chart {
             r##"<line x1="{x0}" x2="{x1}" y1="{y1}" y2="{y1}" stroke="#57606a"/><line x1="{x0}" x2="{x0}" y1="{y0}" y2="{y1}" stroke="#57606a"/><text x="{x1}" y="{:.1}" text-anchor="end" fill="#57606a">UTC</text></g>"##,
             h - 6.0
         );
-        // Markers behind the lines. Labels run down the plot and are cut
-        // to its height; a label that would sit on its neighbour's goes to
-        // the other side of its line.
+        // Markers behind the lines, in groups: markers closer than
+        // MARKER_GAP px are one group, drawn once ("3 events") with every
+        // one in its tooltip, so that they never print over each other.
+        // Labels run down the plot and are cut to its height.
         let label_chars = (((y1 - y0) - 8.0) / 6.6).max(4.0) as usize;
-        let mut last_label_x = f64::NEG_INFINITY;
-        for m in &self.markers {
-            if m.at_ms > self.until_ms || m.end_ms.unwrap_or(m.at_ms) < self.since_ms {
-                continue;
-            }
-            let colour = marker_colour(&m.kind);
+        let shown: Vec<&Marker> = self
+            .markers
+            .iter()
+            .filter(|m| m.at_ms <= self.until_ms && m.end_ms.unwrap_or(m.at_ms) >= self.since_ms)
+            .collect();
+        let mut groups: Vec<Vec<&Marker>> = Vec::new();
+        let mut group_x = f64::NEG_INFINITY;
+        for m in shown {
             let x = x_of(m.at_ms.max(self.since_ms) as f64);
+            match groups.last_mut() {
+                Some(g) if x - group_x < MARKER_GAP => g.push(m),
+                _ => {
+                    groups.push(vec![m]);
+                    group_x = x;
+                }
+            }
+        }
+        for g in groups {
+            let m = g[0];
+            let colour = if g.iter().all(|o| o.kind == m.kind) {
+                marker_colour(&m.kind)
+            } else {
+                marker_colour("")
+            };
+            let x = x_of(m.at_ms.max(self.since_ms) as f64);
+            let tooltip: Vec<String> = g
+                .iter()
+                .map(|o| format!("{} {}", crate::event::format_ms(o.at_ms), o.label))
+                .collect();
             let _ = write!(
                 s,
-                r#"<g class="marker" data-kind="{}" data-at="{}">"#,
+                r#"<g class="marker" data-kind="{}" data-at="{}" data-count="{}"><title>{}</title>"#,
                 esc(&m.kind),
-                m.at_ms
+                m.at_ms,
+                g.len(),
+                esc(&tooltip.join("\n"))
             );
-            if let Some(end) = m.end_ms.filter(|e| *e > m.at_ms) {
+            if let Some(end) = g
+                .iter()
+                .filter_map(|o| o.end_ms)
+                .max()
+                .filter(|e| *e > m.at_ms)
+            {
                 let xe = x_of(end.min(self.until_ms) as f64);
                 let _ = write!(
                     s,
@@ -292,19 +465,19 @@ impl Chart {
                     y1 - y0
                 );
             }
+            let label = if g.len() == 1 {
+                m.label.clone()
+            } else {
+                format!("{} events", g.len())
+            };
             // The label reads downwards just right of the line, on a
             // white halo so that lines under it do not hide it.
-            let label_x = if x - last_label_x < 14.0 {
-                x - 14.0
-            } else {
-                x + 3.0
-            };
-            last_label_x = x;
             let _ = write!(
                 s,
-                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{y0}" y2="{y1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="4 3"/><text x="0" y="0" fill="{colour}" stroke="#ffffff" stroke-width="3" paint-order="stroke" transform="translate({label_x:.1} {:.1}) rotate(90)">{}</text></g>"##,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{y0}" y2="{y1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="4 3"/><text x="0" y="0" fill="{colour}" stroke="#ffffff" stroke-width="3" paint-order="stroke" transform="translate({:.1} {:.1}) rotate(90)">{}</text></g>"##,
+                x + 3.0,
                 y0 + 4.0,
-                esc(&cut(&m.label, label_chars))
+                esc(&cut(&label, label_chars))
             );
         }
         // Lines: one point per pixel column at most (the column's mean),
@@ -360,22 +533,22 @@ impl Chart {
                 esc(&l.label)
             );
         }
-        // Legend, top right.
+        // Legend: where the layout put it.
         s.push_str(r#"<g class="legend">"#);
-        let mut lx = x1;
-        for (i, l) in self.lines.iter().enumerate().rev() {
-            let label = cut(&l.label, 32);
-            let width = 16.0 + 6.5 * label.chars().count() as f64;
-            lx -= width + 10.0;
-            if lx < x0 + 200.0 {
-                break;
-            }
-            let colour = PALETTE[i % PALETTE.len()];
+        for (a, i, label) in &layout.legend {
+            let colour = if *i == usize::MAX {
+                "#57606a"
+            } else {
+                PALETTE[i % PALETTE.len()]
+            };
             let _ = write!(
                 s,
-                r#"<rect x="{lx:.1}" y="9" width="10" height="10" fill="{colour}"/><text x="{:.1}" y="18" fill="{colour}">{}</text>"#,
-                lx + 14.0,
-                esc(&label)
+                r#"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{colour}"/><text x="{:.1}" y="{:.1}" fill="{colour}">{}</text>"#,
+                a.x,
+                a.y + 2.0,
+                a.x + 14.0,
+                a.y + 11.0,
+                esc(label)
             );
         }
         s.push_str("</g>");
@@ -512,16 +685,49 @@ pub struct Request {
     pub events: Option<Vec<String>>,
     /// Only events with every one of these tags.
     pub tags: Vec<String>,
+    /// Start the window where the data starts when it fills less than
+    /// its last three quarters (a default window, not one a person chose).
+    pub fit: bool,
 }
 
 /// The chart of `found` series (see `series::select`) with the change
 /// events of the window as markers. Events tagged with a host show only
 /// on charts that include that host.
+/// A marker's label: what changed, without the scope an escalation's
+/// event starts with (`node:nyc-1: `, gemba's own prefix; the chart says
+/// which node it is about), so that the step fits.
+fn marker_label(e: &gemba_store::EventRow) -> String {
+    let scope = e.tags.iter().find_map(|t| t.strip_prefix("scope="));
+    match scope {
+        Some(sc) if e.kind == "escalation" => {
+            let scope = sc.replacen('.', ":", 1);
+            e.what
+                .strip_prefix(&format!("{scope}: "))
+                .unwrap_or(&e.what)
+                .to_string()
+        }
+        _ => e.what.clone(),
+    }
+}
+
 pub async fn build(
     t: &crate::TimelineHandle,
-    r: Request,
+    mut r: Request,
     found: Vec<crate::series::Series>,
 ) -> Result<Chart, crate::TimelineError> {
+    if r.fit {
+        let first = found
+            .iter()
+            .filter_map(|s| s.points.first())
+            .map(|p| p.t * 1000)
+            .min();
+        let span = r.until_ms.saturating_sub(r.since_ms);
+        if let Some(f) = first.filter(|f| *f > r.since_ms + span / 4 && *f < r.until_ms) {
+            // A little room before the first sample.
+            let margin = (r.until_ms - f).div_ceil(20).max(60_000);
+            r.since_ms = f.saturating_sub(margin).max(r.since_ms);
+        }
+    }
     let kinds = r.events.clone().unwrap_or_else(|| {
         ["deploy", "git", "note", "escalation"]
             .iter()
@@ -544,15 +750,36 @@ pub async fn build(
             })
             .await?;
         for e in rows {
-            let host = e.tags.iter().find_map(|t| t.strip_prefix("host="));
-            if host.is_some_and(|h| !found.iter().any(|s| s.key.node == h)) {
+            // An event belongs on the charts of the nodes its host tags
+            // name; with no host, of the processes its service tags name;
+            // with neither, on every chart.
+            let hosts: Vec<&str> = e
+                .tags
+                .iter()
+                .filter_map(|t| t.strip_prefix("host="))
+                .collect();
+            let services: Vec<&str> = e
+                .tags
+                .iter()
+                .filter_map(|t| t.strip_prefix("service="))
+                .collect();
+            let ours = if !hosts.is_empty() {
+                found.iter().any(|s| hosts.contains(&s.key.node.as_str()))
+            } else if !services.is_empty() {
+                found
+                    .iter()
+                    .any(|s| services.contains(&s.key.process.as_str()))
+            } else {
+                true
+            };
+            if !ours {
                 continue;
             }
             markers.push(Marker {
                 at_ms: e.at_ms,
                 end_ms: e.end_ms,
                 kind: e.kind.clone(),
-                label: e.what.clone(),
+                label: marker_label(&e),
             });
         }
     }

@@ -113,6 +113,7 @@ pub async fn metric_charts(
             height: 320,
             events: None,
             tags: Vec::new(),
+            fit: false,
         };
         if let Ok(c) = chart::build(t, request, found).await {
             out.push(c);

@@ -44,6 +44,7 @@ pub(crate) async fn node_page(
             "a node id is a name (letters, digits, '-', '_', '.')",
         ));
     }
+    let chosen = p.since.is_some();
     let since = p.since.unwrap_or_else(|| "1h".into());
     if !WINDOWS.contains(&since.as_str()) {
         return Err(ApiError::bad(format!(
@@ -171,8 +172,12 @@ pub(crate) async fn node_page(
         };
         let _ = write!(b, "<h3>{}</h3><div class=\"charts\">", esc(p));
         for m in metrics {
-            let raw =
-                format!("node={node}&process={p}&metric={m}&since={since}&width=640&height=240");
+            // The default window fits what there is: a fresh leak is not
+            // a sliver at the right edge.
+            let fit = if chosen { "" } else { "&fit=true" };
+            let raw = format!(
+                "node={node}&process={p}&metric={m}&since={since}&width=640&height=240{fit}"
+            );
             let Ok(q) = series_query_of(Some(&raw)) else {
                 continue;
             };

@@ -233,6 +233,7 @@ pub(crate) struct SeriesQuery {
     pub height: u32,
     pub events: Option<Vec<String>>,
     pub tags: Vec<String>,
+    pub fit: bool,
 }
 
 /// A series query built by this node (a page's chart).
@@ -295,6 +296,7 @@ pub(crate) fn series_query(p: params::Series) -> Result<SeriesQuery, ApiError> {
             .iter()
             .map(|t| event::tag(t).map_err(|e| ApiError::bad(e.0)))
             .collect::<Result<_, _>>()?,
+        fit: p.fit,
     })
 }
 
@@ -406,6 +408,7 @@ pub(crate) async fn chart_of(
             height: q.height,
             events: q.events.clone(),
             tags: q.tags.clone(),
+            fit: q.fit,
         },
         found,
     )

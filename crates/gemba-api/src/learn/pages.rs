@@ -90,8 +90,22 @@ pub(crate) async fn charts_page(
         q.processes = vec![process.clone()];
     }
     let windows: Vec<String> = WINDOWS.iter().map(|w| w.to_string()).collect();
+    // Each node's processes, so that the form offers the right ones as
+    // soon as another node is chosen (forms.js).
+    let mut by_node: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (_, k) in &all {
+        let list = by_node.entry(k.node.as_str()).or_default();
+        if !list.contains(&k.process.as_str()) {
+            list.push(k.process.as_str());
+        }
+    }
+    for list in by_node.values_mut() {
+        list.sort();
+    }
+    let options = serde_json::to_string(&by_node).unwrap_or_else(|_| "{}".into());
     let mut body = format!(
-        r#"<form method="get" action="/charts">node {} process {} metric {} window {} <button>show</button></form>"#,
+        r#"<form id="chart-form" method="get" action="/charts" data-processes="{}">node {} process {} metric {} window {} <button>show</button></form><script src="/assets/forms.js"></script>"#,
+        esc(&options),
         select("node", &nodes, &node),
         select("process", &processes, &process),
         select("metric", &metrics, &q.metric),

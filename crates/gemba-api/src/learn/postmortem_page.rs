@@ -62,6 +62,16 @@ pub(crate) const FORMS_JS: &str = r##"
       if(f.dataset.done){location.href=f.dataset.done;}else{location.reload();}
     });
   });
+  // The charts form: choosing a node offers that node's processes.
+  const cf=document.getElementById('chart-form');
+  if(cf&&cf.dataset.processes){
+    const byNode=JSON.parse(cf.dataset.processes);
+    const node=cf.querySelector('select[name=node]'),proc=cf.querySelector('select[name=process]');
+    if(node&&proc){node.addEventListener('change',function(){
+      const keep=proc.value;proc.textContent='';
+      (byNode[node.value]||[]).forEach(function(p){const o=document.createElement('option');o.value=p;o.textContent=p;if(p===keep)o.selected=true;proc.appendChild(o);});
+    });}
+  }
   function tick(){
     document.querySelectorAll('[data-ends]').forEach(function(el){
       const left=Math.round((Number(el.dataset.ends)-Date.now())/1000);

@@ -3,7 +3,7 @@
 //! marker per change event (a band when it lasted), a legend; the PNG
 //! decodes at the size asked for.
 
-use gemba_timeline::chart::{Chart, Line, Marker};
+use gemba_timeline::chart::{Area, Chart, Line, Marker};
 
 const T0: u64 = 1_795_392_000; // 2026-11-22T00:00:00Z
 
@@ -121,4 +121,94 @@ fn the_png_decodes_at_the_size_asked_for() {
         .filter(|p| p.red() < 80 && p.blue() > 150)
         .count();
     assert!(blue > 100, "{blue} blue pixels");
+}
+
+#[test]
+fn seven_events_in_one_second_are_one_readable_group() {
+    let mut c = chart();
+    c.markers = (0..7)
+        .map(|i| Marker {
+            at_ms: (T0 + 1200) * 1000 + i * 100,
+            end_ms: None,
+            kind: "deploy".into(),
+            label: format!("service {i} v1.{i} released"),
+        })
+        .collect();
+    c.markers.push(Marker {
+        at_ms: (T0 + 2400) * 1000,
+        end_ms: None,
+        kind: "note".into(),
+        label: "a lone note".into(),
+    });
+    let svg = c.svg();
+    assert_eq!(count(&svg, "class=\"marker\""), 2, "{svg}");
+    let group = svg.split("data-count=\"7\"").nth(1).expect("a group of 7");
+    let group = group.split("</g>").next().unwrap();
+    assert!(group.contains(">7 events<"), "{group}");
+    // Each event is in the group's tooltip, none printed over another.
+    for i in 0..7 {
+        assert!(
+            group.contains(&format!("service {i} v1.{i} released")),
+            "{group}"
+        );
+    }
+    assert_eq!(
+        count(&svg, "released</text>"),
+        0,
+        "no label printed seven times"
+    );
+    assert!(svg.contains("data-count=\"1\"") && svg.contains(">a lone note<"));
+}
+
+#[test]
+fn title_legend_and_plot_never_collide_from_480_px_up() {
+    for lines in [2usize, 5, 12] {
+        for width in [480u32, 640, 900, 1600] {
+            let mut c = chart();
+            c.width = width;
+            c.title = "tcp_established of shop on web-1, web-2 · 2026-11-22T00:00:00Z → 2026-11-22T01:00:00Z".into();
+            c.lines = (0..lines)
+                .map(|i| Line {
+                    label: format!("web-{i} shop-frontend-{i}"),
+                    points: vec![(T0, i as f64), (T0 + 60, i as f64 + 1.0)],
+                })
+                .collect();
+            let l = c.layout();
+            let all: Vec<Area> = std::iter::once(l.title)
+                .chain(l.legend.iter().map(|(a, ..)| *a))
+                .collect();
+            for (i, a) in all.iter().enumerate() {
+                assert!(
+                    a.x >= 0.0 && a.x + a.w <= width as f64,
+                    "{width} px, {lines} lines: {a:?} leaves the chart"
+                );
+                assert!(
+                    !a.overlaps(&l.plot),
+                    "{width} px: {a:?} on the plot {:?}",
+                    l.plot
+                );
+                for b in &all[i + 1..] {
+                    assert!(!a.overlaps(b), "{width} px, {lines} lines: {a:?} on {b:?}");
+                }
+            }
+            // Every line is named, or counted in "+n more".
+            let named = l.legend.iter().filter(|(_, i, _)| *i != usize::MAX).count();
+            let more: usize = l
+                .legend
+                .iter()
+                .filter(|(_, i, _)| *i == usize::MAX)
+                .map(|(_, _, t)| {
+                    t.trim_start_matches('+')
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                })
+                .sum();
+            assert_eq!(named + more, lines, "{width} px: {:?}", l.legend);
+            assert!(l.plot.h >= 100.0, "{width} px: the plot keeps its room");
+            assert!(c.svg().contains(&l.title_text.replace('>', "&gt;")));
+        }
+    }
 }

@@ -107,12 +107,44 @@ async fn growth_after_the_release_and_the_fall_after_the_fix_are_seen() {
             height: 320,
             events: None,
             tags: Vec::new(),
+            fit: false,
         },
-        found,
+        found.clone(),
     )
     .await
     .unwrap();
     let svg = chart.svg();
+    // A default window five times as long as the data starts where the
+    // data does, not with the climb squeezed into the right fifth.
+    let first_ms = found
+        .iter()
+        .filter_map(|s| s.points.first())
+        .map(|p| p.t * 1000)
+        .min()
+        .unwrap();
+    let fitted = gemba_timeline::chart::build(
+        &timeline,
+        gemba_timeline::chart::Request {
+            nodes: vec!["web-1".into()],
+            processes: vec!["shop".into()],
+            metric: "tcp_established".into(),
+            since_ms: now - 5 * (now - T0),
+            until_ms: now,
+            width: 900,
+            height: 320,
+            events: None,
+            tags: Vec::new(),
+            fit: true,
+        },
+        found.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        fitted.since_ms <= first_ms && fitted.since_ms >= first_ms - (now - first_ms) / 10,
+        "{} vs first sample {first_ms}",
+        fitted.since_ms
+    );
     assert_eq!(svg.matches("class=\"marker\"").count(), 2);
     assert!(svg.contains(">shop v2.3.1<") && svg.contains(">shop v2.3.2<"));
     assert!(
