@@ -118,6 +118,9 @@ pub fn markdown(
     }
     let _ = writeln!(m, "## The vote\n");
     match tally {
+        None if b.vote_skipped => {
+            let _ = writeln!(m, "No proposals were made: the vote was skipped.\n");
+        }
         None => {
             let _ = writeln!(m, "Proposals ({}), not voted on yet:\n", pm.phase.as_str());
             for p in &b.proposals {

@@ -34,6 +34,8 @@ pub(crate) const FORMS_JS: &str = r##"
   document.querySelectorAll('form[data-post]').forEach(function(f){
     f.addEventListener('submit',async function(e){
       e.preventDefault();
+      if(f.dataset.confirm&&!confirm(f.dataset.confirm)) return;
+      if(f.dataset.confirmBlank&&!f.querySelector('input[type=checkbox]:checked')&&!confirm(f.dataset.confirmBlank)) return;
       const o={};
       for(const el of f.elements){
         if(!el.name) continue;
@@ -72,6 +74,30 @@ pub(crate) const FORMS_JS: &str = r##"
       (byNode[node.value]||[]).forEach(function(p){const o=document.createElement('option');o.value=p;o.textContent=p;if(p===keep)o.selected=true;proc.appendChild(o);});
     });}
   }
+  // Live pages: every few seconds the page is read again and each part
+  // marked data-live that changed is replaced; forms are left alone, so
+  // nothing being typed is lost. A new phase reloads the page, unless
+  // something is being typed: then it says so.
+  if(document.querySelector('[data-live]')){
+    let typing=false;
+    document.querySelectorAll('textarea,input').forEach(function(el){el.addEventListener('input',function(){typing=true;});});
+    document.querySelectorAll('form').forEach(function(f){f.addEventListener('submit',function(){typing=false;});});
+    setInterval(async function(){
+      let r;
+      try{r=await fetch(location.href,{cache:'no-store',credentials:'same-origin'});}catch(err){return;}
+      if(!r.ok) return;
+      const doc=new DOMParser().parseFromString(await r.text(),'text/html');
+      const was=document.getElementById('phase'),now=doc.getElementById('phase');
+      if(was&&now&&was.textContent!==now.textContent){
+        if(!typing){location.reload();return;}
+        was.textContent=now.textContent+' (reload the page: the phase changed)';
+      }
+      doc.querySelectorAll('[data-live]').forEach(function(fresh){
+        const here=document.querySelector('[data-live="'+fresh.dataset.live+'"]');
+        if(here&&here.innerHTML!==fresh.innerHTML&&!here.contains(document.activeElement)){here.innerHTML=fresh.innerHTML;}
+      });
+    },3000);
+  }
   function tick(){
     document.querySelectorAll('[data-ends]').forEach(function(el){
       const left=Math.round((Number(el.dataset.ends)-Date.now())/1000);
@@ -105,13 +131,22 @@ fn participation_html(pm: &Postmortem) -> String {
         r#"<table id="participation"><tr><th>participant</th><th>role</th><th>shared</th></tr>"#,
     );
     for p in &pm.body.participants {
+        let missing = p.missing();
+        let (class, said) = if missing.is_empty() {
+            ("yes", "yes".to_string())
+        } else if missing.len() == 3 {
+            ("no", "not yet".to_string())
+        } else {
+            (
+                "no incomplete",
+                format!("incomplete: no {}", missing.join(", no ")),
+            )
+        };
         let _ = write!(
             b,
-            r#"<tr class="person"><td>{}</td><td class="muted">{}</td><td class="{}">{}</td></tr>"#,
+            r#"<tr class="person"><td>{}</td><td class="muted">{}</td><td class="{class}">{said}</td></tr>"#,
             esc(&p.name),
             esc(&pm.roles(&p.name).join(", ")),
-            if p.contributed() { "yes" } else { "no" },
-            if p.contributed() { "yes" } else { "not yet" },
         );
     }
     b.push_str("</table>");
@@ -225,24 +260,36 @@ pub(crate) async fn incident_section(s: &Shared, i: &Incident, controls: bool) -
         format_ms(pm.expires_ms),
         i.id
     );
-    b.push_str(&timer_html(&pm, t.now_ms()));
-    b.push_str(&participation_html(&pm));
-    b.push_str("<h2>proposals</h2><ol>");
-    for p in &pm.body.proposals {
-        let _ = write!(
-            b,
-            "<li>{} <span class=\"muted\">by {}</span></li>",
-            esc(&p.text),
-            esc(&p.by)
-        );
+    // Parts that change while the post-mortem runs follow it live.
+    let live = if pm.phase == Phase::Closed {
+        "data-part"
+    } else {
+        "data-live"
+    };
+    let _ = write!(
+        b,
+        r#"<div {live}="timer">{}</div><div {live}="participation">{}</div>"#,
+        timer_html(&pm, t.now_ms()),
+        participation_html(&pm)
+    );
+    // Once closed, what was said is public: the round and the notes.
+    if pm.phase == Phase::Closed {
+        b.push_str("<h2>the round</h2>");
+        b.push_str(&shares_html(&pm, &postmortem::Person::default()));
+        b.push_str("<h2>notes</h2>");
+        b.push_str(&notes_html(&pm));
     }
-    b.push_str("</ol>");
+    let _ = write!(
+        b,
+        r#"<h2>proposals</h2><div {live}="proposals">{}</div>"#,
+        proposals_html(&pm)
+    );
     match postmortem::tally(t, &pm).await {
         Ok(Some(tally)) => b.push_str(&tally_html(&tally, &pm)),
         _ if pm.phase == Phase::Voting => {
             let _ = write!(
                 b,
-                r#"<p id="ballots">{} of {} ballots cast; the tally is shown when voting closes.</p>"#,
+                r#"<div data-live="ballots"><p id="ballots">{} of {} ballots cast; the tally is shown when voting closes.</p></div>"#,
                 pm.ballots_cast, pm.ballots
             );
         }
@@ -251,10 +298,70 @@ pub(crate) async fn incident_section(s: &Shared, i: &Incident, controls: bool) -
     if let Ok(actions) = t.store().actions(false, Some(i.id)).await {
         b.push_str("<h2>action items</h2>");
         b.push_str(&actions_html(&actions, controls));
-        if controls {
-            b.push_str(FORMS_SCRIPT);
-        }
     }
+    // Live, and the action items' buttons.
+    b.push_str(FORMS_SCRIPT);
+    b
+}
+
+/// What people shared: to someone who has not shared completely yet,
+/// nothing but who has (so that nobody writes to match the others);
+/// once closed, to everyone. `mine` is the reader's own share (`None`:
+/// the reader is not a participant).
+fn shares_html(pm: &Postmortem, mine: &postmortem::Person) -> String {
+    if pm.phase == Phase::Round && !mine.missing().is_empty() {
+        return r#"<p class="muted" id="shares-hidden">The others' shares show here once you have shared a success, a failure and something to do better.</p>"#.into();
+    }
+    let mut b = String::new();
+    for p in &pm.body.participants {
+        if p.missing().len() == 3 {
+            continue;
+        }
+        let missing = p.missing();
+        let flag = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#" <span class="no incomplete">incomplete: no {}</span>"#,
+                missing.join(", no ")
+            )
+        };
+        let _ = write!(
+            b,
+            r#"<div class="card"><b>{}</b>{flag}<br>success: {}<br>failure: {}<br>do better: {}</div>"#,
+            esc(&p.name),
+            esc(&p.success),
+            esc(&p.failure),
+            esc(&p.better)
+        );
+    }
+    b
+}
+
+fn notes_html(pm: &Postmortem) -> String {
+    if pm.body.notes.is_empty() {
+        format!(
+            r#"<p class="muted">The note keeper ({}) has written nothing yet.</p>"#,
+            esc(&pm.body.note_keeper)
+        )
+    } else {
+        format!("<pre>{}</pre>", esc(&pm.body.notes))
+    }
+}
+
+/// The proposals, numbered as the ballot and `--proposal N` number them.
+fn proposals_html(pm: &Postmortem) -> String {
+    let mut b = String::from(r#"<ol id="proposals">"#);
+    for p in &pm.body.proposals {
+        let _ = write!(
+            b,
+            r#"<li value="{}">{} <span class="muted">by {}</span></li>"#,
+            p.id,
+            esc(&p.text),
+            esc(&p.by)
+        );
+    }
+    b.push_str("</ol>");
     b
 }
 
@@ -306,7 +413,9 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
     b.push_str(r#"<p class="muted">This page is yours: whoever has its link writes as you. Who has shared is shown to all; what people wrote is shown to participants, and to everyone once the post-mortem closes.</p>"#);
     // The time keeper's clock, and their controls.
     b.push_str("<h2>timer</h2>");
-    b.push_str(&timer_html(pm, now));
+    // Parts that change while the post-mortem runs follow it live.
+    let live = if open { "data-live" } else { "data-part" };
+    let _ = write!(b, r#"<div {live}="timer">{}</div>"#, timer_html(pm, now));
     if roles.contains(&"time keeper") && open {
         let _ = write!(
             b,
@@ -326,7 +435,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
         .find(|p| p.name == seat.name)
         .cloned()
         .unwrap_or_default();
-    if open {
+    if open && pm.phase == Phase::Round {
         let _ = write!(
             b,
             r#"<form id="share" data-post="{post}"><p class="muted">Your share: what went well, what did not, and something to do better.</p><label>a success <textarea name="success" maxlength="2000">{}</textarea></label><label>a failure <textarea name="failure" maxlength="2000">{}</textarea></label><label>something to do better <textarea name="better" maxlength="2000">{}</textarea></label><p><button>save my share</button><span class="out"></span></p></form>"#,
@@ -335,21 +444,22 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
             esc(&mine.better)
         );
     }
-    b.push_str(&participation_html(pm));
-    b.push_str("<h2>what everyone shared</h2>");
-    for p in &pm.body.participants {
-        if p.success.is_empty() && p.failure.is_empty() && p.better.is_empty() {
-            continue;
-        }
-        let _ = write!(
-            b,
-            r#"<div class="card"><b>{}</b><br>success: {}<br>failure: {}<br>do better: {}</div>"#,
-            esc(&p.name),
-            esc(&p.success),
-            esc(&p.failure),
-            esc(&p.better)
+    if open && pm.phase != Phase::Round {
+        b.push_str(
+            r#"<p class="muted" id="round-locked">The round was locked when voting opened.</p>"#,
         );
     }
+    let _ = write!(
+        b,
+        r#"<div {live}="participation">{}</div>"#,
+        participation_html(pm)
+    );
+    b.push_str("<h2>what everyone shared</h2>");
+    let _ = write!(
+        b,
+        r#"<div {live}="shares">{}</div>"#,
+        shares_html(pm, &mine)
+    );
     // Notes.
     b.push_str("<h2>notes</h2>");
     if roles.contains(&"note keeper") && open {
@@ -358,26 +468,15 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
             r#"<form id="notes" data-post="{post}"><textarea name="notes" style="min-height:8em">{}</textarea><p><button>save the notes</button><span class="out"></span></p></form>"#,
             esc(&pm.body.notes)
         );
-    } else if pm.body.notes.is_empty() {
-        let _ = write!(
-            b,
-            r#"<p class="muted">The note keeper ({}) has written nothing yet.</p>"#,
-            esc(&pm.body.note_keeper)
-        );
     } else {
-        let _ = write!(b, "<pre>{}</pre>", esc(&pm.body.notes));
+        let _ = write!(b, r#"<div {live}="notes">{}</div>"#, notes_html(pm));
     }
     // Proposals and the vote.
-    b.push_str(r#"<h2>proposals</h2><ol id="proposals">"#);
-    for p in &pm.body.proposals {
-        let _ = write!(
-            b,
-            "<li>{} <span class=\"muted\">by {}</span></li>",
-            esc(&p.text),
-            esc(&p.by)
-        );
-    }
-    b.push_str("</ol>");
+    let _ = write!(
+        b,
+        r#"<h2>proposals</h2><div {live}="proposals">{}</div>"#,
+        proposals_html(pm)
+    );
     if pm.phase == Phase::Round && open {
         let _ = write!(
             b,
@@ -389,7 +488,22 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
         Phase::Round if facilitator && open => {
             let _ = write!(
                 b,
-                r#"<form id="open-voting" data-post="{post}" data-extra='{{"phase":"voting"}}'><p><button>open voting</button> <span class="muted">proposals close; everyone gets one ballot</span><span class="out"></span></p></form>"#
+                r#"<form id="open-voting" data-post="{post}" data-extra='{{"phase":"voting"}}'{confirm}><p><button>{label}</button> <span class="muted">{what}</span><span class="out"></span></p></form>"#,
+                label = if pm.body.proposals.is_empty() {
+                    "close the post-mortem"
+                } else {
+                    "open voting"
+                },
+                what = if pm.body.proposals.is_empty() {
+                    "nothing was proposed: there is no vote, and the notes say so"
+                } else {
+                    "the round and the proposals close; everyone gets one ballot"
+                },
+                confirm = if pm.body.proposals.is_empty() {
+                    r#" data-confirm="Nothing was proposed. Close the post-mortem without a vote?""#
+                } else {
+                    ""
+                }
             );
         }
         Phase::Voting => {
@@ -407,13 +521,24 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
             }
             let _ = write!(
                 b,
-                r#"<p id="ballots">{} of {} ballots cast; the tally is shown when voting closes.</p>"#,
+                r#"<div data-live="ballots"><p id="ballots">{} of {} ballots cast; the tally is shown when voting closes.</p></div>"#,
                 pm.ballots_cast, pm.ballots
             );
             if facilitator && open {
                 let _ = write!(
                     b,
-                    r#"<form id="close-voting" data-post="{post}" data-extra='{{"phase":"closed"}}'><p><button>close voting</button><span class="out"></span></p></form>"#
+                    r#"<form id="close-voting" data-post="{post}" data-extra='{{"phase":"closed"}}' data-confirm="Close the vote now? {waiting}"><p><button>close voting</button><span class="out"></span></p></form>"#,
+                    waiting = esc(&match pm.ballots.saturating_sub(pm.ballots_cast) {
+                        0 => "Every ballot is cast.".to_string(),
+                        1 => format!(
+                            "1 of {} ballots is not cast yet; it will not count.",
+                            pm.ballots
+                        ),
+                        n => format!(
+                            "{n} of {} ballots are not cast yet; they will not count.",
+                            pm.ballots
+                        ),
+                    })
                 );
             }
         }
@@ -475,15 +600,15 @@ pub(crate) async fn ballot_page(State(s): State<Shared>, Path(token): Path<Strin
     } else {
         let _ = write!(
             b,
-            r#"<form id="vote" data-post="/api/v1/ballots/{}">"#,
+            r#"<form id="vote" data-post="/api/v1/ballots/{}" data-confirm-blank="Cast a blank ballot? Approving none counts as a vote for nothing, and a ballot cannot be changed once cast.">"#,
             esc(&token)
         );
         for p in &pm.body.proposals {
             let _ = write!(
                 b,
-                r#"<p><label style="font-weight:normal"><input type="checkbox" name="approve" value="{}"> {}</label></p>"#,
-                p.id,
-                esc(&p.text)
+                r#"<p><label style="font-weight:normal"><input type="checkbox" name="approve" value="{n}"> <b>{n}.</b> {}</label></p>"#,
+                esc(&p.text),
+                n = p.id,
             );
         }
         b.push_str(r#"<p><button>cast my ballot</button><span class="out"></span></p></form>"#);

@@ -249,13 +249,33 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
         !page.contains("paged fast"),
         "content leaked before closing"
     );
-    // A participant sees everyone's share, escaped on their page.
-    let seat_page = http(addr, "GET", &format!("/pm/{}", links["dee"]), false, "")
-        .await
-        .1;
-    assert!(seat_page.contains("paged fast 0"), "{seat_page}");
-    assert!(seat_page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert!(!seat_page.contains("<script>alert(1)"));
+    // Until they have shared, a participant does not see the others'
+    // shares (nobody writes to match them); half a share is flagged to
+    // everyone with what it lacks.
+    let seat_page = || async {
+        http(addr, "GET", &format!("/pm/{}", links["dee"]), false, "")
+            .await
+            .1
+    };
+    let before = seat_page().await;
+    assert!(
+        before.contains("shares-hidden") && !before.contains("paged fast 0"),
+        "{before}"
+    );
+    let (code, v) = call(
+        "POST",
+        me("dee"),
+        false,
+        json!({"success": "the timeline was there"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let half = seat_page().await;
+    assert!(
+        half.contains("incomplete: no failure, no do-better"),
+        "{half}"
+    );
+    assert!(half.contains("shares-hidden"), "{half}");
     let (code, v) = call(
         "POST",
         me("dee"),
@@ -265,6 +285,13 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["missing"], json!([]));
+    // Shared: everyone's shares, escaped, and the page follows the
+    // post-mortem live.
+    let after = seat_page().await;
+    assert!(after.contains("paged fast 0"), "{after}");
+    assert!(after.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!after.contains("<script>alert(1)"));
+    assert!(after.contains(r#"data-live="shares""#), "{after}");
 
     // Roles: the time keeper's clock, the note keeper's notes.
     let (code, v) = call(
@@ -301,6 +328,13 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
     let (code, v) = call("POST", me("ana"), false, json!({"phase": "voting"})).await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["ballots"], 4);
+    // The round is locked now.
+    let (code, v) = call("POST", me("dee"), false, json!({"better": "rewritten"})).await;
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("round was locked"),
+        "{v}"
+    );
 
     let mut ballots = BTreeMap::new();
     for n in links.keys() {
@@ -310,6 +344,29 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
             v["ballot"]["token"].as_str().unwrap().to_string(),
         );
     }
+    // The ballot numbers the proposals as --proposal does, and asks
+    // before a blank one; closing the vote asks, naming what is missing.
+    let ballot_page = http(
+        addr,
+        "GET",
+        &format!("/ballots/{}", ballots["bo"]),
+        false,
+        "",
+    )
+    .await
+    .1;
+    assert!(
+        ballot_page.contains("<b>3.</b> a runbook for shop restarts"),
+        "{ballot_page}"
+    );
+    assert!(ballot_page.contains("data-confirm-blank="), "{ballot_page}");
+    let facilitator_page = http(addr, "GET", &format!("/pm/{}", links["ana"]), false, "")
+        .await
+        .1;
+    assert!(
+        facilitator_page.contains("4 of 4 ballots are not cast yet"),
+        "{facilitator_page}"
+    );
     let votes = [
         ("ana", json!([1, 3])),
         ("bo", json!([3])),
@@ -443,6 +500,14 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
     let (code, v) = call("POST", me("dee"), false, json!({"better": "late"})).await;
     assert_eq!(code, 409);
     assert!(v["error"].as_str().unwrap().contains("closed"), "{v}");
+    // Closed, the incident's public page shows the round and the notes.
+    let page = http(addr, "GET", &format!("/incidents/{id}"), false, "")
+        .await
+        .1;
+    assert!(
+        page.contains("paged fast 0") && page.contains("we met at 10:00"),
+        "{page}"
+    );
 
     // The winning proposal becomes an action item, by the facilitator.
     let action = json!({"proposal": 3, "owner": "bo", "due": "2026-12-15"});

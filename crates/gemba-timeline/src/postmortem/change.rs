@@ -160,6 +160,11 @@ pub async fn change(
                         "a share is a participant's own: send it through their link".into(),
                     ));
                 };
+                if pm.phase != Phase::Round {
+                    return Err(PmError::Conflict(format!(
+                        "post-mortem I-{incident_id} is voting: the round was locked when voting opened"
+                    )));
+                }
                 let Some(p) = pm.body.participants.iter_mut().find(|p| &p.name == name) else {
                     return Err(PmError::Forbidden(format!("{name} is not a participant")));
                 };
@@ -223,9 +228,24 @@ pub async fn change(
                     )));
                 }
                 if pm.body.proposals.is_empty() {
-                    return Err(PmError::Conflict(
-                        "there is nothing to vote on: add a proposal first".into(),
-                    ));
+                    // Nothing to vote on: the vote is skipped and the
+                    // post-mortem closes (the notes say so).
+                    pm.body.vote_skipped = true;
+                    pm.body.closed_ms = Some(now);
+                    pm.body.closed_by = Some(actor.name().to_string());
+                    let json = serde_json::to_string(&pm.body).unwrap_or_default();
+                    if t.store()
+                        .update_postmortem(
+                            incident_id,
+                            pm.version,
+                            Phase::Closed.as_str().into(),
+                            json,
+                        )
+                        .await?
+                    {
+                        return Ok(get(t, incident_id).await?.unwrap_or(pm));
+                    }
+                    continue;
                 }
                 pm.body.voting_ms = Some(now);
                 if open_voting(t, &pm).await? {

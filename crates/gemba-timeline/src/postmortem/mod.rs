@@ -130,7 +130,20 @@ pub struct Person {
 impl Person {
     /// Whether they shared all three.
     pub fn contributed(&self) -> bool {
-        !self.success.is_empty() && !self.failure.is_empty() && !self.better.is_empty()
+        self.missing().is_empty()
+    }
+
+    /// What their share lacks: `success`, `failure`, `do-better`.
+    pub fn missing(&self) -> Vec<&'static str> {
+        [
+            (&self.success, "success"),
+            (&self.failure, "failure"),
+            (&self.better, "do-better"),
+        ]
+        .into_iter()
+        .filter(|(v, _)| v.trim().is_empty())
+        .map(|(_, n)| n)
+        .collect()
     }
 }
 
@@ -188,6 +201,9 @@ pub struct Body {
     /// closed (the ballots themselves are then overwritten).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tally: Option<Vec<(i64, u64)>>,
+    /// Closed without a vote: nobody proposed anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vote_skipped: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -362,10 +362,21 @@ async fn bad_input_is_refused_by_name() {
     ));
     let pm = postmortem::change(&t, id, &me("cy"), &timer).await.unwrap();
     assert_eq!(pm.body.timer.unwrap().minutes, 10);
-    let nothing = postmortem::change(&t, id, &me("ana"), &Change::OpenVoting).await;
+    // Nothing proposed: the vote is skipped and the post-mortem closes
+    // (the notes say so) instead of staying open for ever.
+    let closed = postmortem::change(&t, id, &me("ana"), &Change::OpenVoting)
+        .await
+        .unwrap();
+    assert_eq!(closed.phase, postmortem::Phase::Closed);
+    assert!(closed.body.vote_skipped);
+    let i = gemba_timeline::incident::get(&t, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let md = gemba_timeline::postmortem_export::markdown(&i, &closed, &[], &[], None, &[]);
     assert!(
-        matches!(&nothing, Err(PmError::Conflict(m)) if m.contains("nothing to vote on")),
-        "{nothing:?}"
+        md.contains("No proposals were made: the vote was skipped."),
+        "{md}"
     );
     let bad_link = postmortem::seat(&t, &"f".repeat(64)).await;
     assert!(matches!(bad_link, Err(PmError::NotFound(_))));
