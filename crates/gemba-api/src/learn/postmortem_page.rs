@@ -153,7 +153,35 @@ fn participation_html(pm: &Postmortem) -> String {
     b
 }
 
+/// What the post-mortem still takes, said plainly.
+fn changes_until(pm: &Postmortem, now_ms: u64) -> String {
+    if pm.expired(now_ms) {
+        format!(
+            "it expired at {} and takes no more changes",
+            format_ms(pm.expires_ms)
+        )
+    } else if pm.phase == Phase::Closed && pm.body.notes_sent_ms.is_none() {
+        format!(
+            "closed; the note keeper writes on until the notes are sent (at the latest {})",
+            format_ms(pm.expires_ms)
+        )
+    } else if pm.phase == Phase::Closed {
+        "closed; the notes were sent".into()
+    } else {
+        format!("takes changes until {}", format_ms(pm.expires_ms))
+    }
+}
+
 fn timer_html(pm: &Postmortem, now_ms: u64) -> String {
+    if pm.phase == Phase::Closed {
+        return match &pm.body.timer {
+            Some(t) => format!(
+                r#"<p class="muted">The clock stopped when the post-mortem closed (last section: {}).</p>"#,
+                esc(&t.section)
+            ),
+            None => String::new(),
+        };
+    }
     match &pm.body.timer {
         Some(t) => format!(
             r#"<p>Section <b id="section">{}</b> ({} min, started {}): <span data-ends="{}" class="clock">{}</span></p>"#,
@@ -255,9 +283,9 @@ pub(crate) async fn incident_section(s: &Shared, i: &Incident, controls: bool) -
     };
     let _ = write!(
         b,
-        r#"<p>Phase <b id="phase">{}</b>; takes changes until {}. <a href="/api/v1/incidents/{}/postmortem.md">notes as Markdown</a></p>"#,
+        r#"<p>Phase <b id="phase">{}</b>; {}. <a href="/api/v1/incidents/{}/postmortem.md">notes as Markdown</a></p>"#,
         pm.phase.as_str(),
-        format_ms(pm.expires_ms),
+        changes_until(&pm, t.now_ms()),
         i.id
     );
     // Parts that change while the post-mortem runs follow it live.
@@ -401,14 +429,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
         id = i.id,
         title = esc(&i.body.title),
         phase = pm.phase.as_str(),
-        exp = if pm.expired(now) {
-            format!(
-                "; it expired at {} and takes no more changes",
-                format_ms(pm.expires_ms)
-            )
-        } else {
-            format!("; takes changes until {}", format_ms(pm.expires_ms))
-        },
+        exp = format!("; {}", changes_until(pm, now)),
     );
     b.push_str(r#"<p class="muted">This page is yours: whoever has its link writes as you. Who has shared is shown to all; what people wrote is shown to participants, and to everyone once the post-mortem closes.</p>"#);
     // The time keeper's clock, and their controls.
@@ -462,7 +483,10 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
     );
     // Notes.
     b.push_str("<h2>notes</h2>");
-    if roles.contains(&"note keeper") && open {
+    // The note keeper writes on after the vote, until the notes are sent.
+    let notes_open =
+        open || (pm.phase == Phase::Closed && pm.body.notes_sent_ms.is_none() && !pm.expired(now));
+    if roles.contains(&"note keeper") && notes_open {
         let _ = write!(
             b,
             r#"<form id="notes" data-post="{post}"><textarea name="notes" style="min-height:8em">{}</textarea><p><button>save the notes</button><span class="out"></span></p></form>"#,

@@ -403,6 +403,14 @@ async fn send_notes(s: &Shared, id: i64, body: &[u8]) -> Answer {
         images: images.clone(),
     };
     let (sent, errors) = gemba_notify::fan_out(&targets, &m).await;
+    if sent > 0 {
+        // Sent: the notes are final.
+        if let Ok(t) = timeline(s) {
+            if let Err(e) = postmortem::notes_sent(t, id).await {
+                tracing::warn!(incident = id, error = %e, "cannot record that the notes were sent");
+            }
+        }
+    }
     if sent == 0 {
         return Err(ApiError(
             StatusCode::BAD_GATEWAY,

@@ -500,6 +500,15 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
     let (code, v) = call("POST", me("dee"), false, json!({"better": "late"})).await;
     assert_eq!(code, 409);
     assert!(v["error"].as_str().unwrap().contains("closed"), "{v}");
+    // The note keeper writes on after the vote, until the notes are sent.
+    let (code, v) = call(
+        "POST",
+        me("bo"),
+        false,
+        json!({"notes": "we met at 10:00; the runbook won"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
     // Closed, the incident's public page shows the round and the notes.
     let page = http(addr, "GET", &format!("/incidents/{id}"), false, "")
         .await
@@ -605,6 +614,9 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
         .collect();
     assert!(!linked.is_empty(), "{md}");
     assert_eq!(sent_names, linked, "the charts travel with the notes");
+    // Sent: the notes are final.
+    let (code, v) = call("POST", me("bo"), false, json!({"notes": "an afterthought"})).await;
+    assert_eq!(code, 409, "{v}");
 
     // The console offers "done" to those who may change state only.
     let button = format!(r#"data-post="/api/v1/actions/{aid}""#);

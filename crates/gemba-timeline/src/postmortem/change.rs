@@ -147,7 +147,14 @@ pub async fn change(
             PmError::NotFound(format!("incident I-{incident_id} has no post-mortem"))
         })?;
         let now = t.now_ms();
-        writable(&pm, now)?;
+        // After the vote the notes stay open until they are sent.
+        let notes_after_vote = matches!(change, Change::Notes(_))
+            && pm.phase == Phase::Closed
+            && pm.body.notes_sent_ms.is_none()
+            && !pm.expired(now);
+        if !notes_after_vote {
+            writable(&pm, now)?;
+        }
         let mut phase = pm.phase;
         match &change {
             Change::Share {
@@ -326,4 +333,30 @@ pub(super) async fn open_voting(t: &TimelineHandle, pm: &Postmortem) -> Result<b
     Ok(t.store()
         .open_voting(pm.incident, pm.version, json, ballots, slots)
         .await?)
+}
+
+/// Records that the notes went out (the first time): from then on the
+/// post-mortem takes no more notes.
+pub async fn notes_sent(t: &TimelineHandle, incident_id: i64) -> Result<(), PmError> {
+    for _ in 0..16 {
+        let Some(mut pm) = get(t, incident_id).await? else {
+            return Err(PmError::NotFound(format!(
+                "incident I-{incident_id} has no post-mortem"
+            )));
+        };
+        if pm.body.notes_sent_ms.is_some() {
+            return Ok(());
+        }
+        pm.body.notes_sent_ms = Some(t.now_ms());
+        let json = serde_json::to_string(&pm.body).unwrap_or_default();
+        if t.store()
+            .update_postmortem(incident_id, pm.version, pm.phase.as_str().into(), json)
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(PmError::Conflict(
+        "the post-mortem is being changed too often; try again".into(),
+    ))
 }

@@ -204,6 +204,10 @@ pub struct Body {
     /// Closed without a vote: nobody proposed anything.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vote_skipped: bool,
+    /// When the notes were first sent: after the vote the note keeper
+    /// writes on until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes_sent_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
