@@ -419,7 +419,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
     let now = t.now_ms();
     let open = pm.phase != Phase::Closed && !pm.expired(now);
     let mut b = format!(
-        r#"<p>You are <b id="you">{name}</b>{roles} in the post-mortem of <a href="/incidents/{id}">I-{id} {title}</a>. Phase <b id="phase">{phase}</b>{exp}.</p>"#,
+        r#"<p>You are <b id="you">{name}</b>{roles} in the post-mortem of <a href="/incidents/{id}">I-{id} {title}</a>. Phase <b id="phase">{phase}</b>; {exp}.</p>"#,
         name = esc(&seat.name),
         roles = if roles.is_empty() {
             String::new()
@@ -429,7 +429,7 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
         id = i.id,
         title = esc(&i.body.title),
         phase = pm.phase.as_str(),
-        exp = format!("; {}", changes_until(pm, now)),
+        exp = changes_until(pm, now),
     );
     b.push_str(r#"<p class="muted">This page is yours: whoever has its link writes as you. Who has shared is shown to all; what people wrote is shown to participants, and to everyone once the post-mortem closes.</p>"#);
     // The time keeper's clock, and their controls.
