@@ -204,15 +204,22 @@ async fn report(cfg: &OutboxConfig, (row, n, r): Sent) {
             if let Err(e) = cfg.store.notice_done(row.id).await {
                 tracing::warn!(error = %e, "cannot clear a delivered notice");
             }
-            if row.attempts > 0 {
+            // A delivery is journaled when it took retries, and always
+            // for a notice that asks a human to act (a hold): whether that
+            // page went out belongs on the incident's timeline.
+            if row.attempts > 0 || n.ack.is_some() {
+                let tries = if row.attempts > 0 {
+                    format!(" on try {}", row.attempts + 1)
+                } else {
+                    String::new()
+                };
                 journal(
                     cfg,
                     &n,
                     JournalKind::NotifyDelivered,
                     format!(
-                        "{} notice delivered on try {}, {} s after it was raised",
+                        "{} notice delivered{tries}, {} s after it was raised",
                         n.kind.as_str(),
-                        row.attempts + 1,
                         now.saturating_sub(row.created_ms) / 1000
                     ),
                 )

@@ -156,3 +156,30 @@ async fn a_notice_nobody_takes_for_a_day_is_dropped_and_journaled() {
     assert_eq!(kinds, ["notify-failed", "notify-expired"], "{j:?}");
     assert!(j[1].1.contains("over a day"), "{j:?}");
 }
+
+/// A notice that asks a human to act is journaled when it goes out, on
+/// its first try too (the incident's timeline shows the page went out); a
+/// routine one delivered at once is not.
+#[tokio::test(start_paused = true)]
+async fn a_hold_notice_is_journaled_when_it_goes_out() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let clock = Clock::starting_at(0);
+    let rx = Receiver::new(clock, 0);
+    let (tx, _task) = start(&store, &clock, &rx);
+    tx.send(notice()).await.unwrap();
+    let mut routine = notice();
+    routine.kind = NoticeKind::Resolved;
+    routine.ack = None;
+    tx.send(routine).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(rx.tries.lock().unwrap().len(), 2);
+    let j = journal_kinds(&store).await;
+    assert_eq!(
+        j,
+        [(
+            "notify-delivered".to_string(),
+            "crash-loop notice delivered, 0 s after it was raised".to_string()
+        )],
+        "{j:?}"
+    );
+}
