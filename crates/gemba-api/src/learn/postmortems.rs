@@ -384,6 +384,13 @@ async fn send_notes(s: &Shared, id: i64, body: &[u8]) -> Answer {
     let to: To = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad(format!("the body is {{\"to\": \"all\" | \"smtp\" | \"webhook\" | \"command\" | <number>}}: {e}")))?;
     let targets = crate::learn::events::notify_targets(s, &to.to)?;
+    let pm = must_get(s, id).await?;
+    if pm.body.participants.iter().all(|p| p.missing().len() == 3) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "nobody has shared anything yet: the notes would say nothing; send them after the round".into(),
+        ));
+    }
     let export = export(s, id).await?;
     let subject = format!("gemba post-mortem: I-{id} {}", export.title);
     let images: Vec<gemba_notify::Image> = export

@@ -167,6 +167,19 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
         })
         .collect();
     assert_eq!(once.len(), 4);
+    // Notes nobody has written anything for are not sent.
+    let (code, v) = call(
+        "POST",
+        format!("{pm_path}/send"),
+        true,
+        json!({"to": "all"}),
+    )
+    .await;
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("nobody has shared"),
+        "{v}"
+    );
     // The starter was shown one-time links: they open no seat, and each
     // claims its seat once, giving a link the starter never saw.
     let (code, v) = call(
