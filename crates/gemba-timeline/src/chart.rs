@@ -214,8 +214,9 @@ impl Area {
 pub struct Layout {
     pub title: Area,
     pub title_text: String,
-    /// One box per legend entry drawn, with its text.
-    pub legend: Vec<(Area, usize, String)>,
+    /// One box per legend entry drawn: the line it names (`None`: the
+    /// "+n more" entry), its text.
+    pub legend: Vec<(Area, Option<usize>, String)>,
     pub plot: Area,
 }
 
@@ -254,7 +255,7 @@ impl Chart {
                         w: bw,
                         h: 14.0,
                     },
-                    i,
+                    Some(i),
                     t,
                 ));
                 x += bw + 10.0;
@@ -281,7 +282,7 @@ impl Chart {
                         w: bw,
                         h: 14.0,
                     },
-                    i,
+                    Some(i),
                     t,
                 ));
                 x += bw + 10.0;
@@ -302,7 +303,7 @@ impl Chart {
                                 w: mw,
                                 h: 14.0,
                             },
-                            usize::MAX,
+                            None,
                             more,
                         ));
                         break;
@@ -536,10 +537,9 @@ impl Chart {
         // Legend: where the layout put it.
         s.push_str(r#"<g class="legend">"#);
         for (a, i, label) in &layout.legend {
-            let colour = if *i == usize::MAX {
-                "#57606a"
-            } else {
-                PALETTE[i % PALETTE.len()]
+            let colour = match i {
+                Some(i) => PALETTE[i % PALETTE.len()],
+                None => "#57606a",
             };
             let _ = write!(
                 s,

@@ -187,8 +187,11 @@ async fn place(
     let recent = list(t, false, 50).await?;
     if let Some(i) = recent.iter().find(|i| {
         covers(i, scope)
-            && i.closed_ms
-                .is_none_or(|c| start_ms.saturating_sub(c) <= group && c <= now)
+            && i.closed_ms.is_none_or(|c| {
+                i.body.opened_by.starts_with("escalation")
+                    && start_ms.saturating_sub(c) <= group
+                    && c <= now
+            })
     }) {
         join(t, i.id, vec![esc], scope, start_ms).await?;
         return Ok(Some(i.id));

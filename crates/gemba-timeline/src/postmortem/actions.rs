@@ -102,13 +102,7 @@ pub async fn finish_action(t: &TimelineHandle, id: i64, by: &str) -> Result<(), 
     {
         return Ok(());
     }
-    let known = t.store().actions(false, None).await?;
-    match known.iter().find(|a| a.id == id) {
-        Some(_) => Err(PmError::Conflict(format!(
-            "action item {id} is done already"
-        ))),
-        None => Err(PmError::NotFound(format!("no action item {id}"))),
-    }
+    Err(refused(t, id, "done").await?)
 }
 
 /// Marks a done action item open again (it is back on the market).
@@ -116,11 +110,16 @@ pub async fn reopen_action(t: &TimelineHandle, id: i64) -> Result<(), PmError> {
     if t.store().reopen_action(id).await? {
         return Ok(());
     }
+    Err(refused(t, id, "open").await?)
+}
+
+/// Why marking item `id` done or open changed nothing: it is `state`
+/// already, or there is no such item.
+async fn refused(t: &TimelineHandle, id: i64, state: &str) -> Result<PmError, PmError> {
     let known = t.store().actions(false, None).await?;
-    match known.iter().find(|a| a.id == id) {
-        Some(_) => Err(PmError::Conflict(format!(
-            "action item {id} is open already"
-        ))),
-        None => Err(PmError::NotFound(format!("no action item {id}"))),
-    }
+    Ok(if known.iter().any(|a| a.id == id) {
+        PmError::Conflict(format!("action item {id} is {state} already"))
+    } else {
+        PmError::NotFound(format!("no action item {id}"))
+    })
 }

@@ -192,11 +192,11 @@ fn title_legend_and_plot_never_collide_from_480_px_up() {
                 }
             }
             // Every line is named, or counted in "+n more".
-            let named = l.legend.iter().filter(|(_, i, _)| *i != usize::MAX).count();
+            let named = l.legend.iter().filter(|(_, i, _)| i.is_some()).count();
             let more: usize = l
                 .legend
                 .iter()
-                .filter(|(_, i, _)| *i == usize::MAX)
+                .filter(|(_, i, _)| i.is_none())
                 .map(|(_, _, t)| {
                     t.trim_start_matches('+')
                         .split(' ')

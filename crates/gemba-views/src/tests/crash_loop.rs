@@ -117,6 +117,16 @@ async fn a_service_killed_every_minute_is_one_incident_with_its_holds_and_acks()
         runs_seen: 0,
     };
     let scope: Scope = "node:n2".parse().unwrap();
+    // An older incident about n2, opened and closed by hand: escalations
+    // neither join nor reopen it.
+    let by_hand = incident::open(&t, "n2 slow earlier", "minor", "", "ana", &["n2".into()])
+        .await
+        .unwrap();
+    let closing = incident::Edit {
+        closed: Some(true),
+        ..Default::default()
+    };
+    incident::edit(&t, by_hand, &closing, "ana").await.unwrap();
     let (mut written, mut saved) = (0, 0);
     let mut ack_at: Option<u64> = None;
     let mut acks = 0;
@@ -166,8 +176,10 @@ async fn a_service_killed_every_minute_is_one_incident_with_its_holds_and_acks()
 
     let all = incident::list(&t, false, 50).await.unwrap();
     let titles: Vec<&str> = all.iter().map(|i| i.body.title.as_str()).collect();
-    assert_eq!(all.len(), 1, "one problem, one incident: {titles:?}");
-    let i = &all[0];
+    assert_eq!(all.len(), 2, "one problem, one incident: {titles:?}");
+    let hand = all.iter().find(|i| i.id == by_hand).unwrap();
+    assert!(hand.escalations.is_empty() && !hand.is_open(), "{hand:?}");
+    let i = all.iter().find(|i| i.id != by_hand).unwrap();
     let every: BTreeSet<u64> = sim.saved.iter().map(|e| e.id).collect();
     let held: BTreeSet<u64> = i.escalations.iter().copied().collect();
     assert_eq!(held, every, "every escalation is in it");

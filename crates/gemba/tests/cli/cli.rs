@@ -408,16 +408,11 @@ fn a_pipe_closed_early_ends_a_command_quietly() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.signal() == Some(libc_sigpipe()) || out.status.success(),
+        out.status.signal() == Some(libc::SIGPIPE) || out.status.success(),
         "{:?}: {stderr}",
         out.status
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
-}
-
-/// SIGPIPE's number on Linux.
-fn libc_sigpipe() -> i32 {
-    13
 }
 
 /// Asking for logs of a process that does not exist is an error a
