@@ -190,8 +190,48 @@ fn chart_query(a: &ChartSelect) -> String {
     query_string(&pairs)
 }
 
+/// Fails, naming what is missing, when the server stores no series the
+/// chart could draw: a node, process or metric that does not exist is an
+/// error a script sees, not an empty chart.
+fn require_series(a: &ChartSelect) -> anyhow::Result<()> {
+    let mut pairs: Vec<(&str, String)> = a.node.iter().map(|n| ("node", n.clone())).collect();
+    if a.process.is_empty() {
+        pairs.push(("process", "host".into()));
+    }
+    pairs.extend(a.process.iter().map(|p| ("process", p.clone())));
+    let client = Client::new(&a.from, None);
+    let raw = client.get_raw(&format!("/api/v1/series?{}", query_string(&pairs)))?;
+    let v: Value = serde_json::from_str(&raw)?;
+    let stored = v["series"].as_array().cloned().unwrap_or_default();
+    if stored.iter().any(|s| s["metric"] == a.metric.as_str()) {
+        return Ok(());
+    }
+    let processes = if a.process.is_empty() {
+        "the host".to_string()
+    } else {
+        format!("process {}", a.process.join(", "))
+    };
+    let nodes = if a.node.is_empty() {
+        "any node".to_string()
+    } else {
+        format!("node {}", a.node.join(", "))
+    };
+    let mut known: Vec<&str> = stored.iter().filter_map(|s| s["metric"].as_str()).collect();
+    known.sort();
+    known.dedup();
+    if known.is_empty() {
+        bail!("no series is stored for {processes} on {nodes} (check the names: `curl {}/api/v1/series` lists every series)", a.from.trim_end_matches('/'));
+    }
+    bail!(
+        "no series of metric {:?} for {processes} on {nodes}; stored there: {}",
+        a.metric,
+        known.join(", ")
+    )
+}
+
 /// `gemba chart`: asks the server for the drawing and writes it.
 pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
+    require_series(&a.select)?;
     let (ext, out) = match (&a.png, &a.svg) {
         (Some(p), _) => ("png", p),
         (None, Some(s)) => ("svg", s),
@@ -229,6 +269,7 @@ pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
 
 /// `gemba send-chart`: the server draws the chart and sends it.
 pub fn send_chart(a: &SendChartArgs) -> anyhow::Result<()> {
+    require_series(&a.select)?;
     let client = Client::new(&a.select.from, a.token.as_deref());
     let path = format!("/api/v1/chart/send?{}", chart_query(&a.select));
     let body = json!({"to": a.to, "note": a.note, "logs": a.logs});

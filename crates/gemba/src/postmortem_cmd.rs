@@ -58,7 +58,17 @@ fn print(base: &str, pm: &Value) {
         );
     }
     if pm["phase"] != "round" {
-        println!("ballots: {} of {} cast", pm["ballots_cast"], pm["ballots"]);
+        let not_voted = strs(&pm["not_voted"]);
+        println!(
+            "ballots: {} of {} cast{}",
+            pm["ballots_cast"],
+            pm["ballots"],
+            if not_voted.is_empty() {
+                String::new()
+            } else {
+                format!(" (not voted: {})", not_voted.join(", "))
+            }
+        );
     }
     if let Some(tally) = pm["tally"].as_array() {
         println!("tally:");

@@ -34,7 +34,10 @@ pub(crate) const FORMS_JS: &str = r##"
   document.querySelectorAll('form[data-post]').forEach(function(f){
     f.addEventListener('submit',async function(e){
       e.preventDefault();
-      if(f.dataset.confirm&&!confirm(f.dataset.confirm)) return;
+      if(f.dataset.confirm){
+        const w=f.dataset.confirmWith&&document.querySelector(f.dataset.confirmWith);
+        if(!confirm(f.dataset.confirm+(w?' '+w.textContent:''))) return;
+      }
       if(f.dataset.confirmBlank&&!f.querySelector('input[type=checkbox]:checked')&&!confirm(f.dataset.confirmBlank)) return;
       const o={};
       for(const el of f.elements){
@@ -45,6 +48,7 @@ pub(crate) const FORMS_JS: &str = r##"
         else{o[el.name]=el.value;}
       }
       if(f.dataset.extra){Object.assign(o,JSON.parse(f.dataset.extra));}
+      if(f.dataset.seat!==undefined){const m=/^#seat=([0-9a-f]{64})$/.exec(location.hash);if(m)o.seat=m[1];}
       const out=f.querySelector('.out');
       out.textContent='sending…';
       let r;
@@ -200,9 +204,16 @@ fn timer_html(pm: &Postmortem, now_ms: u64) -> String {
 }
 
 fn tally_html(tally: &[Count], pm: &Postmortem) -> String {
+    let not_voted = pm.not_voted();
     let mut b = format!(
-        r#"<p>{} of {} ballots cast.</p><table id="tally"><tr><th>proposal</th><th>approvals</th></tr>"#,
-        pm.ballots_cast, pm.ballots
+        r#"<p>{} of {} ballots cast.{}</p><table id="tally"><tr><th>proposal</th><th>approvals</th></tr>"#,
+        pm.ballots_cast,
+        pm.ballots,
+        if not_voted.is_empty() {
+            String::new()
+        } else {
+            format!(" Not voted: {}.", esc(&not_voted.join(", ")))
+        }
     );
     for c in tally {
         let _ = write!(
@@ -315,11 +326,7 @@ pub(crate) async fn incident_section(s: &Shared, i: &Incident, controls: bool) -
     match postmortem::tally(t, &pm).await {
         Ok(Some(tally)) => b.push_str(&tally_html(&tally, &pm)),
         _ if pm.phase == Phase::Voting => {
-            let _ = write!(
-                b,
-                r#"<div data-live="ballots"><p id="ballots">{} of {} ballots cast; the tally is shown when voting closes.</p></div>"#,
-                pm.ballots_cast, pm.ballots
-            );
+            b.push_str(&ballots_html(&pm));
         }
         _ => {}
     }
@@ -375,6 +382,21 @@ fn notes_html(pm: &Postmortem) -> String {
     } else {
         format!("<pre>{}</pre>", esc(&pm.body.notes))
     }
+}
+
+/// While voting: ballots cast, and by seat who has not voted.
+fn ballots_html(pm: &Postmortem) -> String {
+    let not_voted = pm.not_voted();
+    format!(
+        r#"<div data-live="ballots"><p id="ballots">{} of {} ballots cast; the tally is shown when voting closes.</p><p id="not-voted" class="muted">{}</p></div>"#,
+        pm.ballots_cast,
+        pm.ballots,
+        if not_voted.is_empty() {
+            String::new()
+        } else {
+            format!("Not voted yet: {}.", esc(&not_voted.join(", ")))
+        }
+    )
 }
 
 /// The proposals, numbered as the ballot and `--proposal N` number them.
@@ -493,6 +515,8 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
             esc(&pm.body.notes)
         );
     } else {
+        // Live while the note keeper may still write.
+        let live = if notes_open { "data-live" } else { "data-part" };
         let _ = write!(b, r#"<div {live}="notes">{}</div>"#, notes_html(pm));
     }
     // Proposals and the vote.
@@ -534,35 +558,24 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
             if let Some(ballot) = &seat.ballot {
                 let _ = write!(
                     b,
-                    r#"<p id="your-ballot">{} <a href="/ballots/{ballot}">your ballot</a> (a separate link: the vote is cast with it alone, and nothing stored ties it to you).</p>"#,
+                    r#"<p id="your-ballot">{} <a href="/ballots/{ballot}#seat={link}">your ballot</a> (a separate link: what you vote is sealed, and nothing stored ties it to you; the roll says only that you voted).</p>"#,
                     if seat.ballot_cast {
                         "You have voted with"
                     } else {
                         "Vote with"
                     },
-                    ballot = esc(ballot)
+                    ballot = esc(ballot),
+                    link = esc(&token),
                 );
             }
-            let _ = write!(
-                b,
-                r#"<div data-live="ballots"><p id="ballots">{} of {} ballots cast; the tally is shown when voting closes.</p></div>"#,
-                pm.ballots_cast, pm.ballots
-            );
+            b.push_str(&ballots_html(pm));
             if facilitator && open {
+                // The warning is read when the button is pressed: the
+                // live part below keeps it current.
                 let _ = write!(
                     b,
-                    r#"<form id="close-voting" data-post="{post}" data-extra='{{"phase":"closed"}}' data-confirm="Close the vote now? {waiting}"><p><button>close voting</button><span class="out"></span></p></form>"#,
-                    waiting = esc(&match pm.ballots.saturating_sub(pm.ballots_cast) {
-                        0 => "Every ballot is cast.".to_string(),
-                        1 => format!(
-                            "1 of {} ballots is not cast yet; it will not count.",
-                            pm.ballots
-                        ),
-                        n => format!(
-                            "{n} of {} ballots are not cast yet; they will not count.",
-                            pm.ballots
-                        ),
-                    })
+                    r##"<div data-live="waiting" hidden><p id="waiting">{}</p></div><form id="close-voting" data-post="{post}" data-extra='{{"phase":"closed"}}' data-confirm="Close the vote now?" data-confirm-with="#waiting"><p><button>close voting</button><span class="out"></span></p></form>"##,
+                    esc(&pm.waiting())
                 );
             }
         }
@@ -572,8 +585,14 @@ pub(crate) async fn seat_page(State(s): State<Shared>, Path(token): Path<String>
                 if facilitator && !pm.expired(now) {
                     let _ = write!(
                         b,
-                        r#"<h2>make an action item</h2><form id="action" data-post="{post}/actions"><label>proposal <select name="proposal" data-number>{opts}</select></label><label>owner <input name="owner" required></label><label>due (optional) <input name="due" type="date"></label><p><button>add the action item</button><span class="out"></span></p></form>
+                        r#"<h2>make an action item</h2><form id="action" data-post="{post}/actions"><label>proposal <select name="proposal" data-number>{opts}</select></label><label>owner <input name="owner" list="people" required autocomplete="off"></label><datalist id="people">{people}</datalist><label>due (optional) <input name="due" type="date"></label><p><button>add the action item</button><span class="out"></span></p></form>
 <form id="send" data-post="{post}/send" data-extra='{{"to":"all"}}'><p><button>send the notes to everyone</button> <span class="muted">to every [[notify]] target of this server</span><span class="out"></span></p></form>"#,
+                        people = pm
+                            .body
+                            .participants
+                            .iter()
+                            .map(|p| format!(r#"<option value="{}">"#, esc(&p.name)))
+                            .collect::<String>(),
                         opts = tally
                             .iter()
                             .map(|c| format!(
@@ -624,7 +643,7 @@ pub(crate) async fn ballot_page(State(s): State<Shared>, Path(token): Path<Strin
     } else {
         let _ = write!(
             b,
-            r#"<form id="vote" data-post="/api/v1/ballots/{}" data-confirm-blank="Cast a blank ballot? Approving none counts as a vote for nothing, and a ballot cannot be changed once cast.">"#,
+            r#"<form id="vote" data-post="/api/v1/ballots/{}" data-seat data-confirm-blank="Cast a blank ballot? Approving none counts as a vote for nothing, and a ballot cannot be changed once cast.">"#,
             esc(&token)
         );
         for p in &pm.body.proposals {

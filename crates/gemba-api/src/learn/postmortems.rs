@@ -176,6 +176,8 @@ async fn pm_json(
         "timer": timer_json(pm),
         "ballots": pm.ballots,
         "ballots_cast": pm.ballots_cast,
+        "voted": b.voted,
+        "not_voted": pm.not_voted(),
         "voting_opened": b.voting_ms.map(format_ms),
         "closed": b.closed_ms.map(format_ms),
         "tally": tally,
@@ -447,15 +449,30 @@ pub(crate) async fn cast(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let vote: Vote = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad(format!("the body is {{\"approve\": [proposal ids]}}: {e}")))?;
+    /// The vote, and the link of the seat it was handed to when the
+    /// console sends it (that seat goes on the roll of those who voted).
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Cast {
+        approve: Vec<i64>,
+        #[serde(default)]
+        seat: Option<String>,
+    }
+    let cast: Cast = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(format!(
+            "the body is {{\"approve\": [proposal ids], \"seat\": the seat's link (optional)}}: {e}"
+        ))
+    })?;
+    let vote = Vote {
+        approve: cast.approve,
+    };
     if vote.approve.len() > postmortem::MAX_PROPOSALS {
         return Err(ApiError::bad(format!(
             "approve: at most {} proposals",
             postmortem::MAX_PROPOSALS
         )));
     }
-    postmortem::cast(timeline(&s)?, &token, &vote).await?;
+    postmortem::cast(timeline(&s)?, &token, &vote, cast.seat.as_deref()).await?;
     Ok(
         Json(json!({"cast": true, "note": "counted; the tally is shown when voting closes"}))
             .into_response(),

@@ -386,20 +386,70 @@ run = ["/bin/sh", "-c", "cat > {sent}; for f in $GEMBA_IMAGES; do basename $f; d
         ("cy", json!([2, 3])),
         ("dee", json!([1])),
     ];
+    assert!(
+        facilitator_page.contains("Not voted yet: ana, bo, cy, dee."),
+        "{facilitator_page}"
+    );
+    // A ballot sent with a seat's link that was not handed it is refused,
+    // and counts nothing.
+    let (code, v) = call(
+        "POST",
+        format!("/api/v1/ballots/{}", ballots["ana"]),
+        false,
+        json!({"approve": [1], "seat": links["bo"]}),
+    )
+    .await;
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("not handed to that seat"),
+        "{v}"
+    );
+    // ana and bo vote as the console does, with their seat's link: the
+    // roll names them. cy votes with the ballot alone.
     for (n, approve) in &votes[..3] {
+        let body = if *n == "cy" {
+            json!({"approve": approve})
+        } else {
+            json!({"approve": approve, "seat": links[*n]})
+        };
         let (code, v) = call(
             "POST",
             format!("/api/v1/ballots/{}", ballots[*n]),
             false,
-            json!({"approve": approve}),
+            body,
         )
         .await;
         assert_eq!(code, 200, "{v}");
     }
-    // No tally while voting, only the count.
+    // No tally while voting, only the count, and who has not voted.
     let (_, v) = call("GET", pm_path.clone(), true, Value::Null).await;
     assert_eq!(v["tally"], Value::Null, "{v}");
     assert_eq!(v["ballots_cast"], 3);
+    assert_eq!(v["not_voted"], json!(["cy", "dee"]), "{v}");
+    let facilitator_page = http(addr, "GET", &format!("/pm/{}", links["ana"]), false, "")
+        .await
+        .1;
+    assert!(
+        facilitator_page.contains("Not seen voting: cy, dee"),
+        "the roll cannot name cy yet: {facilitator_page}"
+    );
+    // cy's own page knows their ballot was cast: reading it puts cy on
+    // the roll.
+    let (_, v) = call("GET", me("cy"), false, Value::Null).await;
+    assert_eq!(v["ballot"]["cast"], true, "{v}");
+    let (_, v) = call("GET", pm_path.clone(), true, Value::Null).await;
+    assert_eq!(v["not_voted"], json!(["dee"]), "{v}");
+    let facilitator_page = http(addr, "GET", &format!("/pm/{}", links["ana"]), false, "")
+        .await
+        .1;
+    assert!(
+        facilitator_page
+            .contains("1 of 4 ballots is not cast yet; it will not count. Not voted: dee."),
+        "{facilitator_page}"
+    );
     // Double vote, a wrong token, a link used as a ballot: refused.
     let (code, v) = call(
         "POST",

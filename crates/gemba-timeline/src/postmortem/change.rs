@@ -338,22 +338,44 @@ pub(super) async fn open_voting(t: &TimelineHandle, pm: &Postmortem) -> Result<b
 /// Records that the notes went out (the first time): from then on the
 /// post-mortem takes no more notes.
 pub async fn notes_sent(t: &TimelineHandle, incident_id: i64) -> Result<(), PmError> {
+    let now = t.now_ms();
+    let found = amend(t, incident_id, |pm| {
+        if pm.body.notes_sent_ms.is_some() {
+            return false;
+        }
+        pm.body.notes_sent_ms = Some(now);
+        true
+    })
+    .await?;
+    if !found {
+        return Err(PmError::NotFound(format!(
+            "incident I-{incident_id} has no post-mortem"
+        )));
+    }
+    Ok(())
+}
+
+/// Changes a post-mortem's body in its phase, read again and retried when
+/// someone else changed it meanwhile. `edit` says whether it changed
+/// anything; `false` when there is no post-mortem.
+pub(super) async fn amend(
+    t: &TimelineHandle,
+    incident_id: i64,
+    edit: impl Fn(&mut Postmortem) -> bool,
+) -> Result<bool, PmError> {
     for _ in 0..16 {
         let Some(mut pm) = get(t, incident_id).await? else {
-            return Err(PmError::NotFound(format!(
-                "incident I-{incident_id} has no post-mortem"
-            )));
+            return Ok(false);
         };
-        if pm.body.notes_sent_ms.is_some() {
-            return Ok(());
+        if !edit(&mut pm) {
+            return Ok(true);
         }
-        pm.body.notes_sent_ms = Some(t.now_ms());
         let json = serde_json::to_string(&pm.body).unwrap_or_default();
         if t.store()
             .update_postmortem(incident_id, pm.version, pm.phase.as_str().into(), json)
             .await?
         {
-            return Ok(());
+            return Ok(true);
         }
     }
     Err(PmError::Conflict(

@@ -208,6 +208,10 @@ pub struct Body {
     /// writes on until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes_sent_ms: Option<u64>,
+    /// The roll: the seats known to have voted, by name. It says who
+    /// voted, never with which ballot (a ballot row knows no seat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voted: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -257,6 +261,58 @@ impl Postmortem {
             .filter(|p| !p.contributed())
             .map(|p| p.name.as_str())
             .collect()
+    }
+
+    /// Once voting opened: the seats not on the roll of those who voted.
+    pub fn not_voted(&self) -> Vec<&str> {
+        let voted = match self.phase {
+            Phase::Voting => true,
+            Phase::Closed => self.body.voting_ms.is_some() && !self.body.vote_skipped,
+            _ => false,
+        };
+        if !voted {
+            return Vec::new();
+        }
+        self.body
+            .participants
+            .iter()
+            .map(|p| p.name.as_str())
+            .filter(|n| !self.body.voted.iter().any(|v| v == n))
+            .collect()
+    }
+
+    /// What the facilitator is told before closing the vote: how many
+    /// ballots are out and, by seat, who has not voted.
+    pub fn waiting(&self) -> String {
+        let out = self.ballots.saturating_sub(self.ballots_cast);
+        if out == 0 {
+            return "Every ballot is cast.".into();
+        }
+        let names = self.not_voted();
+        let ballots = if out == 1 {
+            format!(
+                "1 of {} ballots is not cast yet; it will not count.",
+                self.ballots
+            )
+        } else {
+            format!(
+                "{out} of {} ballots are not cast yet; they will not count.",
+                self.ballots
+            )
+        };
+        if names.is_empty() {
+            return ballots;
+        }
+        if names.len() as u64 == out {
+            format!("{ballots} Not voted: {}.", names.join(", "))
+        } else {
+            // Someone voted with the ballot's link alone: the roll could
+            // not name them.
+            format!(
+                "{ballots} Not seen voting: {} (a ballot cast with its own link alone names no seat).",
+                names.join(", ")
+            )
+        }
     }
 
     pub fn expired(&self, now_ms: u64) -> bool {
@@ -464,5 +520,47 @@ mod tests {
             due_ms("2026-12-01T10:00:00Z").unwrap(),
             event::parse_time("2026-12-01T10:00:00Z").unwrap()
         );
+    }
+
+    #[test]
+    fn closing_the_vote_names_by_seat_who_has_not_voted() {
+        let person = |n: &str| Person {
+            name: n.into(),
+            ..Person::default()
+        };
+        let mut pm = Postmortem {
+            incident: 4,
+            phase: Phase::Voting,
+            expires_ms: u64::MAX,
+            version: 3,
+            body: Body {
+                participants: vec![person("ana"), person("bo"), person("cy")],
+                voting_ms: Some(1),
+                voted: vec!["ana".into()],
+                ..Body::default()
+            },
+            ballots: 3,
+            ballots_cast: 1,
+        };
+        assert_eq!(pm.not_voted(), vec!["bo", "cy"]);
+        assert_eq!(
+            pm.waiting(),
+            "2 of 3 ballots are not cast yet; they will not count. Not voted: bo, cy."
+        );
+        // A ballot cast with its link alone is counted but names no seat.
+        pm.ballots_cast = 2;
+        assert_eq!(
+            pm.waiting(),
+            "1 of 3 ballots is not cast yet; it will not count. Not seen voting: bo, cy (a ballot cast with its own link alone names no seat)."
+        );
+        pm.ballots_cast = 3;
+        assert_eq!(pm.waiting(), "Every ballot is cast.");
+        // Before the vote nobody is "not voted"; after it, the roll stays.
+        pm.phase = Phase::Round;
+        assert!(pm.not_voted().is_empty());
+        pm.phase = Phase::Closed;
+        assert_eq!(pm.not_voted(), vec!["bo", "cy"]);
+        pm.body.vote_skipped = true;
+        assert!(pm.not_voted().is_empty());
     }
 }

@@ -43,6 +43,17 @@ pub async fn seat(t: &TimelineHandle, token: &str) -> Result<Seat, PmError> {
         },
         None => false,
     };
+    let mut postmortem = postmortem;
+    if ballot_cast
+        && postmortem.phase == Phase::Voting
+        && !postmortem.body.voted.contains(&row.name)
+    {
+        // Cast with the ballot's link alone: the seat's own page puts it
+        // on the roll.
+        if on_roll(t, postmortem.incident, &row.name).await.is_ok() {
+            postmortem.body.voted.push(row.name.clone());
+        }
+    }
     Ok(Seat {
         name: row.name,
         postmortem,

@@ -35,10 +35,29 @@ pub async fn ballot(t: &TimelineHandle, token: &str) -> Result<BallotView, PmErr
     Ok(BallotView { postmortem, cast })
 }
 
-/// Casts a ballot: once, while voting is open.
-pub async fn cast(t: &TimelineHandle, token: &str, vote: &Vote) -> Result<i64, PmError> {
+/// Casts a ballot: once, while voting is open. With the link of the seat
+/// the ballot was handed to (the console sends it), the seat goes on the
+/// roll of those who voted.
+pub async fn cast(
+    t: &TimelineHandle,
+    token: &str,
+    vote: &Vote,
+    seat_link: Option<&str>,
+) -> Result<i64, PmError> {
     let view = ballot(t, token).await?;
     let pm = &view.postmortem;
+    let voter = match seat_link {
+        Some(link) => {
+            let s = seat(t, link)
+                .await
+                .map_err(|_| invalid("seat: this is not a participant's link"))?;
+            if s.postmortem.incident != pm.incident || s.ballot.as_deref() != Some(token) {
+                return Err(invalid("seat: this ballot was not handed to that seat"));
+            }
+            Some(s.name)
+        }
+        None => None,
+    };
     let known: BTreeSet<i64> = pm.body.proposals.iter().map(|p| p.id).collect();
     let mut seen = BTreeSet::new();
     for id in &vote.approve {
@@ -70,7 +89,16 @@ pub async fn cast(t: &TimelineHandle, token: &str, vote: &Vote) -> Result<i64, P
         .cast_ballot(ballot_hash(&raw), content, t.now_ms())
         .await?
     {
-        BallotOutcome::Cast(id) => Ok(id),
+        BallotOutcome::Cast(id) => {
+            if let Some(name) = voter {
+                // The vote is counted either way; a seat left off the roll
+                // here is put on it when its page is next read.
+                if let Err(e) = on_roll(t, id, &name).await {
+                    tracing::warn!(incident = id, "the roll of voters was not updated: {e}");
+                }
+            }
+            Ok(id)
+        }
         BallotOutcome::Repeated => Err(PmError::Conflict(
             "this ballot was cast already: one ballot, one vote".into(),
         )),
@@ -86,6 +114,24 @@ pub async fn cast(t: &TimelineHandle, token: &str, vote: &Vote) -> Result<i64, P
         })),
         BallotOutcome::Unknown => Err(PmError::NotFound(NOT_A_BALLOT.into())),
     }
+}
+
+/// Puts a seat on the roll of those who voted, while voting is open.
+pub(super) async fn on_roll(
+    t: &TimelineHandle,
+    incident_id: i64,
+    name: &str,
+) -> Result<(), PmError> {
+    amend(t, incident_id, |pm| {
+        if pm.phase != Phase::Voting || pm.body.voted.iter().any(|n| n == name) {
+            return false;
+        }
+        pm.body.voted.push(name.to_string());
+        pm.body.voted.sort();
+        true
+    })
+    .await
+    .map(|_| ())
 }
 
 /// A proposal's approvals, once voting is closed.

@@ -124,7 +124,7 @@ async fn one_run(run: usize) {
     let mut before = snapshot(&path);
     for (k, i) in order.iter().enumerate() {
         let approve = vec![1 + (*i as i64 % 3)];
-        postmortem::cast(&t, &ballots[*i], &Vote { approve })
+        postmortem::cast(&t, &ballots[*i], &Vote { approve }, None)
             .await
             .unwrap();
         let bytes = files(&path);

@@ -118,20 +118,22 @@ async fn a_round_a_vote_and_an_action_item() {
         .iter()
         .zip([vec![1, 3], vec![3], vec![2, 3], vec![]])
     {
-        postmortem::cast(&t, b, &Vote { approve }).await.unwrap();
+        postmortem::cast(&t, b, &Vote { approve }, None)
+            .await
+            .unwrap();
     }
     assert!(postmortem::seat(&t, &link("cy")).await.unwrap().ballot_cast);
-    let twice = postmortem::cast(&t, &ballots[0], &Vote { approve: vec![2] }).await;
+    let twice = postmortem::cast(&t, &ballots[0], &Vote { approve: vec![2] }, None).await;
     assert!(
         matches!(&twice, Err(PmError::Conflict(m)) if m.contains("cast already")),
         "{twice:?}"
     );
-    let wrong = postmortem::cast(&t, &"0".repeat(64), &Vote { approve: vec![1] }).await;
+    let wrong = postmortem::cast(&t, &"0".repeat(64), &Vote { approve: vec![1] }, None).await;
     assert!(matches!(wrong, Err(PmError::NotFound(_))), "{wrong:?}");
-    let garbage = postmortem::cast(&t, "../x", &Vote { approve: vec![1] }).await;
+    let garbage = postmortem::cast(&t, "../x", &Vote { approve: vec![1] }, None).await;
     assert!(matches!(garbage, Err(PmError::NotFound(_))), "{garbage:?}");
     // A link token is not a ballot, a ballot not a link.
-    assert!(postmortem::cast(&t, &link("ana"), &Vote::default())
+    assert!(postmortem::cast(&t, &link("ana"), &Vote::default(), None)
         .await
         .is_err());
     assert!(postmortem::seat(&t, &ballots[0]).await.is_err());
@@ -214,10 +216,10 @@ async fn ballots_cast_after_closing_or_expiry_are_refused() {
         async move { postmortem::seat(&t, &l).await.unwrap().ballot.unwrap() }
     };
     let (b0, b1) = (ballot(0).await, ballot(1).await);
-    postmortem::cast(&t, &b0, &Vote { approve: vec![1] })
+    postmortem::cast(&t, &b0, &Vote { approve: vec![1] }, None)
         .await
         .unwrap();
-    let bad = postmortem::cast(&t, &b1, &Vote { approve: vec![7] }).await;
+    let bad = postmortem::cast(&t, &b1, &Vote { approve: vec![7] }, None).await;
     assert!(
         matches!(&bad, Err(PmError::Invalid(m)) if m.contains("no proposal 7")),
         "{bad:?}"
@@ -228,12 +230,13 @@ async fn ballots_cast_after_closing_or_expiry_are_refused() {
         &Vote {
             approve: vec![1, 1],
         },
+        None,
     )
     .await;
     assert!(matches!(dup, Err(PmError::Invalid(_))), "{dup:?}");
     // A refused ballot was not used up.
     tokio::time::advance(Duration::from_secs(7201)).await;
-    let expired = postmortem::cast(&t, &b1, &Vote { approve: vec![1] }).await;
+    let expired = postmortem::cast(&t, &b1, &Vote { approve: vec![1] }, None).await;
     assert!(
         matches!(&expired, Err(PmError::Conflict(m)) if m.contains("expired")),
         "{expired:?}"
@@ -261,7 +264,7 @@ async fn a_closed_vote_takes_no_late_ballot() {
         .ballot
         .unwrap();
     postmortem::close_with_link(&t, &links[0].1).await.unwrap();
-    let r = postmortem::cast(&t, &late, &Vote { approve: vec![1] }).await;
+    let r = postmortem::cast(&t, &late, &Vote { approve: vec![1] }, None).await;
     assert!(
         matches!(&r, Err(PmError::Conflict(m)) if m.contains("closed")),
         "{r:?}"
@@ -413,7 +416,7 @@ async fn a_one_time_link_claims_its_seat_once_and_a_ballot_follows_the_claim() {
         .unwrap();
     let (_, cy) = postmortem::claim(&t, &token("cy")).await.unwrap();
     let ballot = postmortem::seat(&t, &cy).await.unwrap().ballot.unwrap();
-    postmortem::cast(&t, &ballot, &Vote { approve: vec![1] })
+    postmortem::cast(&t, &ballot, &Vote { approve: vec![1] }, None)
         .await
         .unwrap();
     let pm = postmortem::close_with_link(&t, &ana).await.unwrap();

@@ -415,10 +415,11 @@ fn a_pipe_closed_early_ends_a_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Asking for logs of a process that does not exist is an error a
-/// script can see, with a message naming it.
+/// Asking for something that does not exist (logs of a process, a chart
+/// of a metric, an incident, an escalation, a problem, a post-mortem, an
+/// action item) is an error a script can see, with a message naming it.
 #[test]
-fn logs_of_a_process_that_does_not_exist_exit_non_zero() {
+fn asking_for_what_does_not_exist_exits_non_zero() {
     let dir = TempDir::new("logs-nosuch");
     let key = write_key(dir.path());
     let node = NodeProcess::start("logs1", "s", "127.0.41.1", None, &key, dir.path());
@@ -427,12 +428,49 @@ fn logs_of_a_process_that_does_not_exist_exit_non_zero() {
         get(&format!("{}/healthz", node.http)).is_ok_and(|(c, _)| c == 200)
     });
     assert!(up, "the node did not answer");
-    let (code, out, err) = gemba(&["logs", "--process", "nosuch", "--from", &node.http]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("no [[process]] named \"nosuch\" with log files"),
-        "{err}"
-    );
+    let png = dir.path().join("c.png");
+    let png = png.to_str().unwrap();
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["logs", "--process", "nosuch"],
+            "no [[process]] named \"nosuch\" with log files",
+        ),
+        (
+            &[
+                "chart",
+                "--process",
+                "nosuch",
+                "--metric",
+                "rss_bytes",
+                "--png",
+                png,
+            ],
+            "no series is stored for process nosuch",
+        ),
+        (
+            &[
+                "chart", "--node", "nosuch", "--metric", "load1", "--png", png,
+            ],
+            "no series is stored for the host on node nosuch",
+        ),
+        (&["incident", "show", "I-999"], "no incident 999"),
+        (&["incident", "close", "999"], "no incident 999"),
+        (&["escalations", "999"], "no escalation 999"),
+        (&["problem", "show", "999"], "no problem P-999"),
+        (&["postmortem", "show", "999"], "I-999 has no post-mortem"),
+        (&["actions", "done", "999"], "no action item 999"),
+    ];
+    for (args, says) in cases {
+        let mut argv = args.to_vec();
+        argv.extend(["--from", node.http.as_str()]);
+        let (code, out, err) = gemba(&argv);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !std::path::Path::new(png).exists(),
+            "{args:?} wrote a chart"
+        );
+    }
 }
 
 /// A server's `/metrics` follows Prometheus' naming rules, checked by

@@ -1,11 +1,14 @@
-//! A post-mortem in a real browser: headless Chromium, driven through
-//! chromedriver, starts the post-mortem of an incident from its page, then
-//! four participants each claim their seat with its one-time link, open
-//! their own link and fill in the round, three
-//! propose, the time keeper starts the clock, the facilitator opens voting,
-//! four ballots are cast on their own pages, the facilitator closes voting
-//! (the tally appears) and makes the winner an action item, which the
-//! morning market then shows. Screenshots are kept under `target/tmp/`.
+//! A post-mortem run live by four people, each in a browser of their own
+//! (four headless Chromium sessions through chromedriver, one per seat).
+//! The facilitator starts it from the incident's page; each claims their
+//! seat with its one-time link. Shares, the clock, the opening of the vote
+//! and the ballots cast show on the others' open pages without a reload;
+//! an incomplete share is flagged to everyone; nobody sees the others'
+//! shares before sharing; closing the vote warns, by seat, about the one
+//! who has not voted; the note keeper writes on after the vote; the
+//! winner becomes an action item with no due date, which the morning
+//! market shows; the incident's page then shows the round, the tally, the
+//! notes and the actions. Screenshots are kept under `target/tmp/`.
 //!
 //! Skips with a message when chromium or chromedriver is not installed
 //! (`.ci/run` installs both).
@@ -18,6 +21,39 @@ use common::browser::{self, count, screenshot};
 use fantoccini::{Client, Locator};
 
 const BASE: &str = "http://127.0.7.41:8777";
+
+/// Waits until some element matching `css` holds `words`.
+async fn wait_text(c: &Client, css: &str, words: &str) {
+    let start = Instant::now();
+    loop {
+        let mut seen = String::new();
+        for e in c.find_all(Locator::Css(css)).await.unwrap_or_default() {
+            seen.push_str(&e.text().await.unwrap_or_default());
+            seen.push('|');
+        }
+        if seen.contains(words) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{css}: wanted {words:?}, saw {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Marks the page a browser shows, so that a later [`same_page`] tells
+/// whether it was reloaded since.
+async fn mark(c: &Client) {
+    c.execute("window.gembaMark = 1", vec![]).await.unwrap();
+}
+
+async fn same_page(c: &Client) -> bool {
+    c.execute("return window.gembaMark === 1", vec![])
+        .await
+        .unwrap()
+        == serde_json::json!(true)
+}
 
 async fn wait_count(c: &Client, css: &str, want: usize) {
     let start = Instant::now();
@@ -63,13 +99,12 @@ async fn click(c: &Client, css: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_people_fill_in_a_post_mortem_and_vote_in_the_browser() {
+async fn four_people_run_a_post_mortem_live_each_in_their_own_browser() {
     if let Some(why) = browser::missing() {
         eprintln!("SKIPPED: {why}");
         return;
     }
     let data = common::TempDir::new("pm-browser");
-    let profile = common::TempDir::new("pm-browser-profile");
     let key = common::write_key(data.path());
     let _node = common::NodeProcess::start("pm-1", "lab", "127.0.7.41", None, &key, data.path());
     let start = Instant::now();
@@ -92,182 +127,239 @@ async fn four_people_fill_in_a_post_mortem_and_vote_in_the_browser() {
     let incident: serde_json::Value = serde_json::from_str(&answer).unwrap();
     let id = incident["id"].as_i64().unwrap();
 
-    let (_driver, c) = browser::start(19516, profile.path(), "1300,1600").await;
+    // One browser per seat, each with a profile of its own.
+    let names = ["ana", "bo", "cy", "dee"];
+    let mut profiles = Vec::new();
+    let mut drivers = Vec::new();
+    let mut browsers = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let profile = common::TempDir::new(&format!("pm-browser-{n}"));
+        let (driver, c) = browser::start(19516 + i as u16, profile.path(), "1200,1500").await;
+        profiles.push(profile);
+        drivers.push(driver);
+        browsers.push(c);
+    }
+    let [ana, bo, cy, dee] = [&browsers[0], &browsers[1], &browsers[2], &browsers[3]];
 
-    // The incident's page starts the post-mortem and shows the links once.
-    c.goto(&format!("{BASE}/incidents/{id}")).await.unwrap();
-    type_into(&c, "#start input[name=facilitator]", "ana").await;
-    type_into(&c, "#start input[name=note_keeper]", "bo").await;
-    type_into(&c, "#start input[name=time_keeper]", "cy").await;
-    type_into(&c, "#start input[name=participants]", "ana, bo, cy dee").await;
-    click(&c, "#start button").await;
-    wait_count(&c, "#links li", 4).await;
+    // The facilitator starts the post-mortem from the incident's page; the
+    // links are shown once.
+    ana.goto(&format!("{BASE}/incidents/{id}")).await.unwrap();
+    type_into(ana, "#start input[name=facilitator]", "ana").await;
+    type_into(ana, "#start input[name=note_keeper]", "bo").await;
+    type_into(ana, "#start input[name=time_keeper]", "cy").await;
+    type_into(ana, "#start input[name=participants]", "ana, bo, cy dee").await;
+    click(ana, "#start button").await;
+    wait_count(ana, "#links li", 4).await;
     let mut links = Vec::new();
-    for li in c.find_all(Locator::Css("#links li")).await.unwrap() {
+    for li in ana.find_all(Locator::Css("#links li")).await.unwrap() {
         let who = li.text().await.unwrap();
         let a = li.find(Locator::Css("a")).await.unwrap();
         let href = a.attr("href").await.unwrap().unwrap();
         links.push((who.split(':').next().unwrap().trim().to_string(), href));
     }
-    screenshot(&c, "postmortem-started.png").await;
-    // Each link works once: its holder claims the seat and lands on a link
-    // of their own, which the starter never saw.
+    screenshot(ana, "postmortem-started.png").await;
+    // Each claims their seat in their own browser and lands on a link of
+    // their own, which the starter never saw.
     let mut own = Vec::new();
-    for (n, href) in &links {
+    for (n, c) in names.iter().zip(&browsers) {
+        let (_, href) = links.iter().find(|(who, _)| who == n).unwrap();
         c.goto(&format!("{BASE}{href}")).await.unwrap();
-        assert_eq!(text(&c, "#claim-for").await, *n);
-        click(&c, "#claim button").await;
-        wait_count(&c, "#you", 1).await;
+        assert_eq!(text(c, "#claim-for").await, *n);
+        click(c, "#claim button").await;
+        wait_count(c, "#you", 1).await;
         let url = c.current_url().await.unwrap();
         assert!(
             url.path().starts_with("/pm/") && url.path() != href,
             "{url}"
         );
-        own.push((n.clone(), url.path().to_string()));
+        own.push(format!("{BASE}{}", url.path()));
     }
-    screenshot(&c, "postmortem-claimed.png").await;
-    c.goto(&format!("{BASE}{}", links[0].1)).await.unwrap();
+    ana.goto(&format!("{BASE}{}", links[0].1)).await.unwrap();
     assert!(
-        text(&c, "body").await.contains("not valid"),
+        text(ana, "body").await.contains("not valid"),
         "a one-time link is spent"
     );
-    let link = |n: &str| {
-        let (_, href) = own.iter().find(|(who, _)| who == n).unwrap();
-        format!("{BASE}{href}")
-    };
+    ana.goto(&own[0]).await.unwrap();
+    for c in &browsers {
+        mark(c).await;
+    }
 
-    // The round: three in turn, on their own page.
-    for (i, n) in ["ana", "bo", "cy"].iter().enumerate() {
-        c.goto(&link(n)).await.unwrap();
-        assert_eq!(text(&c, "#you").await, *n);
-        assert_eq!(count(&c, "#participation td.yes").await, i);
+    // dee shares a success only: everyone's open page flags it incomplete.
+    type_into(dee, "#share textarea[name=success]", "dee: paged at once").await;
+    click(dee, "#share button").await;
+    for c in [ana, bo, cy] {
+        wait_text(
+            c,
+            "#participation td.incomplete",
+            "incomplete: no failure, no do-better",
+        )
+        .await;
+        assert!(same_page(c).await, "flagged without a reload");
+        // Nobody who has not shared sees what the others wrote.
+        assert_eq!(count(c, "#shares-hidden").await, 1);
+        assert!(!text(c, "body").await.contains("paged at once"));
+    }
+    // dee, whose share is incomplete, does not see the others' either.
+    wait_count(dee, "#shares-hidden", 1).await;
+
+    // ana and bo share in full; cy, who has not shared, still sees no
+    // share, while ana's open page shows bo's as it arrives.
+    for (c, n) in [(ana, "ana"), (bo, "bo")] {
         type_into(
-            &c,
+            c,
             "#share textarea[name=success]",
             &format!("{n}: the page came fast"),
         )
         .await;
-        type_into(&c, "#share textarea[name=failure]", "the <pool> filled up").await;
-        type_into(&c, "#share textarea[name=better]", "watch the pool").await;
-        click(&c, "#share button").await;
-        wait_count(&c, "#participation td.yes", i + 1).await;
+        type_into(c, "#share textarea[name=failure]", "the <pool> filled up").await;
+        type_into(c, "#share textarea[name=better]", "watch the pool").await;
+        click(c, "#share button").await;
+        wait_count(c, "#shares-hidden", 0).await;
+        mark(c).await;
     }
-    // dee shares from elsewhere while cy's page stays open: it shows
-    // without a reload (the page follows the post-mortem live).
-    c.execute("window.gembaMark = 1", vec![]).await.unwrap();
-    let dee_api = link("dee").replace(&format!("{BASE}/pm/"), &format!("{BASE}/api/v1/pm/"));
-    ureq::post(&dee_api)
-        .header("content-type", "application/json")
-        .send(r#"{"success": "dee: paged at once", "failure": "the <pool> filled up", "better": "watch the pool"}"#)
-        .expect("dee's share");
-    wait_count(&c, "#participation td.yes", 4).await;
-    assert!(text(&c, "[data-live=shares]")
-        .await
-        .contains("dee: paged at once"));
-    let same_page = c
-        .execute("return window.gembaMark === 1", vec![])
-        .await
-        .unwrap();
-    assert_eq!(
-        same_page,
-        serde_json::json!(true),
-        "updated without a reload"
-    );
+    wait_text(ana, "[data-live=shares]", "bo: the page came fast").await;
+    assert!(same_page(ana).await, "bo's share arrived without a reload");
     assert!(
-        text(&c, "body").await.contains("the <pool> filled up"),
+        text(ana, "[data-live=shares]")
+            .await
+            .contains("the <pool> filled up"),
         "shared text is shown as text"
     );
-    for (n, idea) in [
-        ("ana", "alert on pool size"),
-        ("bo", "canary deploys"),
-        ("dee", "a runbook for restarts"),
+    wait_count(cy, "#participation td.yes", 2).await;
+    assert!(same_page(cy).await);
+    assert!(!text(cy, "body").await.contains("the page came fast"));
+    type_into(
+        cy,
+        "#share textarea[name=success]",
+        "cy: the rollback worked",
+    )
+    .await;
+    type_into(cy, "#share textarea[name=failure]", "nobody saw the pool").await;
+    type_into(cy, "#share textarea[name=better]", "graph the pool").await;
+    click(cy, "#share button").await;
+    wait_text(cy, "[data-live=shares]", "bo: the page came fast").await;
+    screenshot(cy, "postmortem-round.png").await;
+
+    // Proposals, and the time keeper's clock: ana's page shows the
+    // others' as they come.
+    type_into(ana, "#propose input[name=proposal]", "alert on pool size").await;
+    click(ana, "#propose button").await;
+    wait_count(ana, "#proposals li", 1).await;
+    mark(ana).await;
+    for (c, idea, total) in [
+        (bo, "canary deploys", 2),
+        (dee, "a runbook for restarts", 3),
     ] {
-        c.goto(&link(n)).await.unwrap();
-        let before = count(&c, "#proposals li").await;
-        type_into(&c, "#propose input[name=proposal]", idea).await;
-        click(&c, "#propose button").await;
-        wait_count(&c, "#proposals li", before + 1).await;
+        type_into(c, "#propose input[name=proposal]", idea).await;
+        click(c, "#propose button").await;
+        wait_count(c, "#proposals li", total).await;
     }
-    // The time keeper's clock.
-    c.goto(&link("cy")).await.unwrap();
-    click(&c, "#timer button").await;
-    wait_count(&c, "[data-ends]", 1).await;
-    assert!(text(&c, "[data-ends]").await.contains("left"));
+    wait_count(ana, "#proposals li", 3).await;
+    assert!(same_page(ana).await, "proposals arrived without a reload");
+    cy.goto(&own[2]).await.unwrap();
+    click(cy, "#timer button").await;
+    wait_count(ana, "[data-ends]", 1).await;
+    assert!(same_page(ana).await, "the clock appeared without a reload");
     assert_eq!(
-        count(&c, "#open-voting").await,
+        count(cy, "#open-voting").await,
         0,
         "only the facilitator opens voting"
     );
-    screenshot(&c, "postmortem-time-keeper.png").await;
 
-    c.goto(&link("ana")).await.unwrap();
-    click(&c, "#open-voting button").await;
-    wait_count(&c, "#your-ballot a", 1).await;
+    // The facilitator opens the vote: the others' pages follow by
+    // themselves, the round locked and a ballot offered.
+    bo.goto(&own[1]).await.unwrap();
+    click(ana, "#open-voting button").await;
+    wait_count(ana, "#your-ballot a", 1).await;
+    wait_count(bo, "#your-ballot a", 1).await;
+    wait_count(bo, "#round-locked", 1).await;
+    assert_eq!(count(bo, "#share").await, 0, "the round is locked");
 
-    // Four ballots, each on its own page.
-    let choices: [(&str, &[usize]); 4] = [
-        ("ana", &[1, 3]),
-        ("bo", &[3]),
-        ("cy", &[2, 3]),
-        ("dee", &[3]),
-    ];
+    // Three vote on the ballot their seat's page links; dee does not.
+    let choices: [(usize, &[usize]); 3] = [(0, &[1, 3]), (1, &[3]), (2, &[2, 3])];
     for (n, approve) in choices {
-        c.goto(&link(n)).await.unwrap();
-        click(&c, "#your-ballot a").await;
-        wait_count(&c, "#vote", 1).await;
-        assert!(c
-            .current_url()
-            .await
-            .unwrap()
-            .path()
-            .starts_with("/ballots/"));
+        let c = &browsers[n];
+        c.goto(&own[n]).await.unwrap();
+        wait_count(c, "#your-ballot a", 1).await;
+        click(c, "#your-ballot a").await;
+        wait_count(c, "#vote", 1).await;
+        let url = c.current_url().await.unwrap();
+        assert!(url.path().starts_with("/ballots/"), "{url}");
+        // The ballot page numbers the proposals as `--proposal N` does.
+        assert!(text(c, "#vote").await.contains("3."));
         for p in approve {
-            click(&c, &format!("#vote input[value=\"{p}\"]")).await;
+            click(c, &format!("#vote input[value=\"{p}\"]")).await;
         }
-        click(&c, "#vote button").await;
-        wait_count(&c, "#cast", 1).await;
+        click(c, "#vote button").await;
+        wait_count(c, "#cast", 1).await;
     }
-    screenshot(&c, "postmortem-ballot-cast.png").await;
-    c.goto(&link("bo")).await.unwrap();
-    assert!(text(&c, "#ballots")
-        .await
-        .starts_with("4 of 4 ballots cast"));
-    assert_eq!(count(&c, "#tally").await, 0, "no tally before closing");
+    screenshot(cy, "postmortem-ballot-cast.png").await;
 
-    c.goto(&link("ana")).await.unwrap();
-    click(&c, "#close-voting button").await;
-    // Closing asks first.
-    let ask = c.get_alert_text().await.unwrap();
-    assert!(ask.contains("Every ballot is cast"), "{ask}");
-    c.accept_alert().await.unwrap();
-    wait_count(&c, "#tally", 1).await;
-    let winner = text(&c, "#tally tr.winner").await;
+    ana.goto(&own[0]).await.unwrap();
+    wait_text(ana, "#ballots", "3 of 4 ballots cast").await;
+    assert_eq!(text(ana, "#not-voted").await, "Not voted yet: dee.");
+    assert_eq!(count(ana, "#tally").await, 0, "no tally before closing");
+    // Closing asks first, naming the seat that has not voted; saying no
+    // leaves the vote open.
+    click(ana, "#close-voting button").await;
+    let ask = ana.get_alert_text().await.unwrap();
     assert!(
-        winner.contains("a runbook for restarts") && winner.ends_with('4'),
+        ask.contains("1 of 4 ballots is not cast yet") && ask.contains("Not voted: dee."),
+        "{ask}"
+    );
+    ana.dismiss_alert().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(text(ana, "#phase").await, "voting");
+    click(ana, "#close-voting button").await;
+    ana.accept_alert().await.unwrap();
+    wait_count(ana, "#tally", 1).await;
+    let winner = text(ana, "#tally tr.winner").await;
+    assert!(
+        winner.contains("a runbook for restarts") && winner.ends_with('3'),
         "{winner}"
     );
-    // The winner is the first choice of the action form.
-    type_into(&c, "#action input[name=owner]", "bo").await;
-    c.execute(
-        "document.querySelector('#action input[name=due]').value='2026-12-15'",
-        vec![],
-    )
-    .await
-    .unwrap();
-    click(&c, "#action button").await;
-    wait_count(&c, "#actions tr.action", 1).await;
-    let action = text(&c, "#actions tr.action").await;
+
+    // The note keeper writes on after the vote; ana's page shows the
+    // notes as they are saved.
+    mark(ana).await;
+    bo.goto(&own[1]).await.unwrap();
+    wait_count(bo, "#notes textarea", 1).await;
+    type_into(bo, "#notes textarea", "Agreed: a runbook for restarts.").await;
+    click(bo, "#notes button").await;
+    wait_text(ana, "[data-live=notes]", "Agreed: a runbook for restarts.").await;
+    assert!(same_page(ana).await, "the notes arrived without a reload");
+
+    // The winner is the first choice of the action form; the owner is one
+    // of the participants, and the due date is left out.
+    type_into(ana, "#action input[name=owner]", "dee").await;
+    click(ana, "#action button").await;
+    wait_count(ana, "#actions tr.action", 1).await;
+    let action = text(ana, "#actions tr.action").await;
     assert!(
-        action.contains("a runbook for restarts") && action.contains("bo"),
+        action.contains("a runbook for restarts") && action.contains("dee") && action.contains('—'),
         "{action}"
     );
-    screenshot(&c, "postmortem-closed.png").await;
+    screenshot(ana, "postmortem-closed.png").await;
 
-    c.goto(&format!("{BASE}/market")).await.unwrap();
-    let market = text(&c, "#action-items").await;
+    ana.goto(&format!("{BASE}/market")).await.unwrap();
+    let market = text(ana, "#action-items").await;
     assert!(market.contains("a runbook for restarts"), "{market}");
-    c.goto(&format!("{BASE}/incidents/{id}")).await.unwrap();
-    assert!(text(&c, "#tally").await.contains("a runbook for restarts"));
-    screenshot(&c, "postmortem-incident.png").await;
-    c.close().await.unwrap();
+    // The incident's page, public: the round, the tally, the notes and
+    // the actions.
+    ana.goto(&format!("{BASE}/incidents/{id}")).await.unwrap();
+    let page = text(ana, "body").await;
+    for words in [
+        "cy: the rollback worked",
+        "dee: paged at once",
+        "Agreed: a runbook for restarts.",
+        "3 of 4 ballots cast",
+    ] {
+        assert!(page.contains(words), "{words:?} missing: {page}");
+    }
+    assert!(text(ana, "#tally").await.contains("a runbook for restarts"));
+    assert!(text(ana, "#actions").await.contains("dee"));
+    screenshot(ana, "postmortem-incident.png").await;
+    for c in browsers {
+        c.close().await.unwrap();
+    }
 }
