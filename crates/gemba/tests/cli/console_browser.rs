@@ -192,5 +192,33 @@ async fn console_shows_the_grid_and_a_broken_link_coming_and_going() {
         1,
         "an agent's console says where the server is"
     );
+    // The charts form offers the processes of the node chosen, without a
+    // round trip: web runs on nyc-1, shop on ams-2.
+    client
+        .goto("http://127.0.7.11:8777/charts?node=nyc-1&process=web&metric=rss_bytes")
+        .await
+        .unwrap();
+    let offered = |c: fantoccini::Client| async move {
+        c.execute(
+            "return [...document.querySelectorAll('#chart-form select[name=process] option')].map(o=>o.value)",
+            vec![],
+        )
+        .await
+        .unwrap()
+    };
+    let before = offered(client.clone()).await;
+    assert!(before.to_string().contains("\"web\""), "{before}");
+    client
+        .execute(
+            "const s=document.querySelector('#chart-form select[name=node]');s.value='ams-2';s.dispatchEvent(new Event('change'))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let after = offered(client.clone()).await;
+    assert!(
+        after.to_string().contains("\"shop\"") && !after.to_string().contains("\"web\""),
+        "{after}"
+    );
     client.close().await.unwrap();
 }
