@@ -11,6 +11,7 @@ mod converge;
 mod exposition;
 mod grid;
 mod guard;
+pub mod health;
 mod learn;
 mod params;
 pub mod parse_budget;
@@ -34,7 +35,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde_json::json;
 
 pub use console::render_page;
 use respond::error;
@@ -60,6 +60,8 @@ pub struct ApiState {
     /// Host names (lowercase) a request's `Host` may carry besides IP
     /// addresses and localhost: `[http] allowed_hosts`.
     pub allowed_hosts: Vec<String>,
+    /// The server role's store, probed by `/healthz`.
+    pub store_health: Option<health::StoreHealth>,
     /// The review stage, on servers whose store opened.
     pub market: Option<gemba_market::service::MarketHandle>,
     pub market_config: gemba_core::market::MarketConfig,
@@ -137,6 +139,7 @@ impl ApiState {
             token,
             escalator,
             server_off: None,
+            store_health: None,
             allowed_hosts: Vec::new(),
             market: None,
             market_config: gemba_core::market::MarketConfig::default(),
@@ -209,6 +212,17 @@ impl ApiState {
 }
 
 impl ApiState {
+    /// The server role's store, which `/healthz` probes.
+    pub fn with_store(
+        mut self: Arc<Self>,
+        store: Option<Arc<dyn gemba_store::Store>>,
+    ) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set before the state is shared")
+            .store_health = store.map(health::StoreHealth::new);
+        self
+    }
+
     /// The timeline (events), on servers.
     pub fn with_timeline(
         mut self: Arc<Self>,
@@ -308,19 +322,22 @@ async fn not_found(req: Request) -> Response {
     )
 }
 
-async fn healthz(State(s): State<Shared>) -> Json<serde_json::Value> {
-    match (&s.server_off, &s.escalator) {
-        (Some(why), _) => Json(json!({
-            "status": "degraded",
-            "node": s.mesh.id(),
-            "server_role": "off",
-            "server_off_reason": why,
-        })),
-        (None, Some(_)) => {
-            Json(json!({ "status": "ok", "node": s.mesh.id(), "server_role": "on" }))
-        }
-        (None, None) => Json(json!({ "status": "ok", "node": s.mesh.id(), "server_role": "none" })),
+async fn healthz(State(s): State<Shared>) -> Response {
+    let role = match (&s.server_off, &s.escalator) {
+        (Some(why), _) => health::ServerRole::Off(why),
+        (None, Some(_)) => health::ServerRole::On(s.store_health.as_ref()),
+        (None, None) => health::ServerRole::None,
+    };
+    let (healthy, body) = health::report(s.mesh.id(), role).await;
+    if healthy {
+        return Json(body).into_response();
     }
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from(respond::RETRY_AFTER_S),
+    );
+    r
 }
 
 async fn metrics(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Response {

@@ -21,22 +21,36 @@ pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
 #[derive(Debug)]
 pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
+/// How long a client is asked to wait before trying again after a 503.
+pub(crate) const RETRY_AFTER_S: u64 = 5;
+
 impl IntoResponse for ApiError {
+    /// A 503 says when to try again (`Retry-After`), so that clients and
+    /// load balancers back off instead of hammering a store that is down.
     fn into_response(self) -> Response {
-        error(self.0, self.1)
+        let unavailable = self.0 == StatusCode::SERVICE_UNAVAILABLE;
+        let mut r = error(self.0, self.1);
+        if unavailable {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_S),
+            );
+        }
+        r
     }
 }
 
 impl From<EscalatorError> for ApiError {
     /// Refusals are conflicts with the escalation's state; an escalator
-    /// that is not running is unavailable; the store failing is ours.
+    /// that is not running, or its store failing, is unavailable (try
+    /// again); a stored record this gemba cannot read is ours.
     fn from(e: EscalatorError) -> ApiError {
         let code = match &e {
             EscalatorError::Refused(_) => StatusCode::CONFLICT,
-            EscalatorError::NotRunning | EscalatorError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            EscalatorError::Store(_) | EscalatorError::Unreadable(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
+            EscalatorError::NotRunning | EscalatorError::Stopped | EscalatorError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
+            EscalatorError::Unreadable(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
     }

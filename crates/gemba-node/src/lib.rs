@@ -336,6 +336,7 @@ impl Node {
             }
             .with_scoped_tokens(&config.http.scoped_tokens)
             .allowing_hosts(config.http.allowed_hosts.clone())
+            .with_store(server.store.clone())
             .with_market(server.market.clone(), config.market.clone())
             .with_timeline(server.timeline.clone())
             .with_logs(Some(book), Some(log_source))

@@ -32,6 +32,9 @@ mod timeline;
 pub use market::{MarketBatch, MarketStore, NodeRow, ProblemRow, RunCounts, RunRow, StartRow};
 pub use migrations::{Backend, StageSchema, STAGES};
 pub use postgres::PgStore;
+/// Looking for damage in an SQLite store (`gemba store check`, and at every
+/// open).
+pub use sqlite::check as sqlite_check;
 pub use sqlite::SqliteStore;
 pub use timeline::{
     ActionRow, BallotOutcome, ChangeRow, EventFilter, EventRow, EventStore, IncidentRow,
@@ -61,6 +64,12 @@ pub enum StoreError {
         found: i64,
         known: usize,
     },
+    #[error("store {path} is damaged: {what}. To recover: {recovery}")]
+    Corrupt {
+        path: String,
+        what: String,
+        recovery: String,
+    },
     #[error("store query failed: {0}")]
     Query(String),
     /// A write built on a picture another server has changed since: read
@@ -72,6 +81,16 @@ pub enum StoreError {
 }
 
 pub use gemba_core::StoreLocation;
+
+/// What [`Store::probe`] saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// The store's own clock (PostgreSQL's), in ms since the epoch; `None`
+    /// when the store's clock is this host's (SQLite).
+    pub clock_ms: Option<u64>,
+    /// Bytes left for the store's file on its disk (SQLite).
+    pub free_bytes: Option<u64>,
+}
 
 /// Every table a server keeps, behind one handle: each stage takes the
 /// trait it needs from it.
@@ -332,6 +351,10 @@ pub trait Store: Send + Sync {
     async fn prune(&self, before_ms: u64) -> Result<Pruned, StoreError>;
     /// Each stage's schema version, as migrated (stage name, version).
     async fn schema(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// A cheap look at whether the store can take work now (one query),
+    /// with the store's clock when it has one of its own and the room left
+    /// on a file's disk.
+    async fn probe(&self) -> Result<Probe, StoreError>;
     /// For a store across the network, how its connections are protected;
     /// None for a local file.
     fn connection_security(&self) -> Option<Connection> {

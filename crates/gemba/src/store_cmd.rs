@@ -13,6 +13,7 @@ pub fn run(command: StoreCommand) -> anyhow::Result<()> {
         .build()?;
     match command {
         StoreCommand::Migrate(args) => rt.block_on(migrate(&args)),
+        StoreCommand::Check { store, full } => rt.block_on(check(&store, full)),
         StoreCommand::Copy {
             from,
             to,
@@ -71,6 +72,38 @@ async fn migrate(args: &StoreArgs) -> anyhow::Result<()> {
         println!("connection: {}", c.text);
     }
     Ok(())
+}
+
+async fn check(args: &StoreArgs, full: bool) -> anyhow::Result<()> {
+    use gemba_store::sqlite_check::{check_file, Damage, Depth};
+    let location = location(args)?;
+    let path = match &location {
+        StoreLocation::Sqlite(path) => path.clone(),
+        StoreLocation::Postgres { .. } => bail!(
+            "store check reads SQLite files; PostgreSQL checks its own pages (data checksums, and its amcheck extension for indexes)"
+        ),
+    };
+    let depth = if full { Depth::Full } else { Depth::Quick };
+    let what = if full {
+        "integrity_check"
+    } else {
+        "quick_check"
+    };
+    let shown = path.display().to_string();
+    let found = tokio::task::spawn_blocking(move || check_file(&path, depth))
+        .await?
+        .map_err(|e| anyhow::anyhow!(e))?;
+    match found {
+        None => {
+            println!("store {shown}: no damage found ({what})");
+            Ok(())
+        }
+        Some(damage) => bail!(
+            "store {shown} is damaged: {} ({what}). To recover: {}",
+            damage.describe(),
+            Damage::recovery(&shown)
+        ),
+    }
 }
 
 async fn copy(

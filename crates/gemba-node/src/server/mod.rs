@@ -57,6 +57,8 @@ impl TiersOf {
 pub(crate) struct Server {
     pub role: ServerRole,
     pub escalator: Option<EscalatorHandle>,
+    /// The store, when it opened (`/healthz` probes it).
+    pub store: Option<Arc<dyn gemba_store::Store>>,
     /// The review stage, when its tables opened.
     pub market: Option<gemba_market::service::MarketHandle>,
     /// The learn stage's events, when its tables opened.
@@ -73,6 +75,7 @@ impl Server {
         Server {
             role: ServerRole::None,
             escalator: None,
+            store: None,
             market: None,
             timeline: None,
             samples: None,
@@ -334,6 +337,7 @@ pub(crate) async fn start(
         });
 
     spawn_retention(stages, store.clone(), config.store.journal_retention, clock);
+    let probed = store.clone();
     let (timeline, samples) =
         match start_timeline(config, mesh, stages, clock, store, handle.clone()).await {
             Some((t, s)) => (Some(t), Some(s)),
@@ -344,6 +348,7 @@ pub(crate) async fn start(
     Server {
         role: ServerRole::On,
         escalator: Some(handle),
+        store: Some(probed),
         market,
         timeline,
         samples,

@@ -141,14 +141,22 @@ async fn a_store_that_cannot_be_opened_turns_the_server_role_off_and_the_agent_k
     let ServerRole::Off(why) = node.server_role().clone() else {
         panic!("server role should be off: {:?}", node.server_role());
     };
+    // The damage is named, with the way to recover.
     assert!(
-        why.contains(&format!("cannot open store {}", bad.display())),
+        why.contains(&format!(
+            "store {} is damaged: the file cannot be read as a store",
+            bad.display()
+        )) && why.contains("To recover: restore"),
         "{why}"
     );
     assert!(node.escalator().is_none());
     let health = http_get(node.http_addr().unwrap(), "/healthz").await;
+    // Unhealthy, with the reason: systemd or a load balancer acts on it.
+    assert!(health.starts_with("HTTP/1.0 503"), "{health}");
     assert!(
-        health.contains("\"status\":\"degraded\"") && health.contains("cannot open store"),
+        health.contains("\"status\":\"failing\"")
+            && health.contains("\"server\":{\"reason\"")
+            && health.contains("is damaged"),
         "{health}"
     );
     // The agent still runs its checks and publishes them.

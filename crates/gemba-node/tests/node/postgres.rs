@@ -308,3 +308,87 @@ async fn reports_acknowledged_across_a_postgresql_outage_are_stored_once() {
     assert_eq!(problems[0]["nodes"], REPORTS, "{body}");
     node.shutdown().await;
 }
+
+/// `/healthz` tells the truth about the store: 200 with the store's
+/// latency and this host's clock against PostgreSQL's; 503 with the
+/// reason (and `Retry-After`) while PostgreSQL is stopped, as are the
+/// endpoints that need the store; 200 again once it is back, without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_when_postgresql_is_down_and_when_it_is_back() {
+    let cluster = match gemba_store::throwaway::Cluster::start("health") {
+        Ok(c) => Arc::new(c),
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let url = cluster.database().await;
+    let dir = temp_dir("postgres-health");
+    let c = config(
+        "srv",
+        "127.0.97.2",
+        None,
+        &dir,
+        &format!("[store]\nurl = \"{url}\"\n"),
+    );
+    let node = Node::start(&c, Arc::new(UdpNet), key()).await.unwrap();
+    let addr = node.http_addr().unwrap();
+    let health = || async move {
+        let raw = get_raw(addr, "/healthz").await;
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        (head.to_string(), v)
+    };
+    let (head, v) = health().await;
+    assert!(head.starts_with("HTTP/1.0 200"), "{head} {v}");
+    assert_eq!(v["roles"]["server"]["store"]["state"], "ok", "{v}");
+    assert!(
+        v["roles"]["server"]["store"]["clock_skew_ms"]
+            .as_i64()
+            .is_some_and(|s| s.abs() < 1000),
+        "this host and PostgreSQL share a clock here: {v}"
+    );
+
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.stop().unwrap())
+        .await
+        .unwrap();
+    wait_for(
+        "/healthz to say the store is down",
+        Duration::from_secs(20),
+        || async { health().await.0.starts_with("HTTP/1.0 503") },
+    )
+    .await;
+    let (head, v) = health().await;
+    assert!(head.contains("retry-after: 5"), "{head}");
+    assert_eq!(v["status"], "failing", "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("the store cannot be reached"),
+        "{v}"
+    );
+    // The endpoints that need the store say the same, with a time to
+    // try again.
+    for path in ["/api/v1/escalations", "/api/v1/events", "/api/v1/incidents"] {
+        let raw = get_raw(addr, path).await;
+        assert!(
+            raw.starts_with("HTTP/1.0 503") && raw.contains("retry-after: 5"),
+            "{path}: {raw}"
+        );
+    }
+
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.start_again().unwrap())
+        .await
+        .unwrap();
+    wait_for(
+        "/healthz to be ok again",
+        Duration::from_secs(30),
+        || async { health().await.0.starts_with("HTTP/1.0 200") },
+    )
+    .await;
+    node.shutdown().await;
+}

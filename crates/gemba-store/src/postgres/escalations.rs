@@ -411,4 +411,19 @@ impl Store for PgStore {
             .map_err(|e| self.failed(e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+
+    async fn probe(&self) -> Result<crate::Probe, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(crate::Probe {
+            clock_ms: Some(r.get::<_, i64>(0).max(0) as u64),
+            free_bytes: None,
+        })
+    }
 }

@@ -358,4 +358,15 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn probe(&self) -> Result<crate::Probe, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(crate::Probe {
+                clock_ms: None,
+                free_bytes: c.path().and_then(super::free_bytes),
+            })
+        })
+        .await
+    }
 }

@@ -3,6 +3,7 @@
 //! processes sharing the file wait for each other instead of failing, and
 //! numbered migrations tracked in `PRAGMA user_version`.
 
+pub mod check;
 mod escalations;
 mod events;
 mod incidents;
@@ -96,6 +97,14 @@ impl SqliteStore {
         };
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_err)?;
+        // A damaged file is found before anything is written to it.
+        if let Some(damage) = check::check_conn(&conn, check::Depth::Quick) {
+            return Err(StoreError::Corrupt {
+                path: path.to_string(),
+                what: damage.describe(),
+                recovery: check::Damage::recovery(path),
+            });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -155,6 +164,26 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding
+/// `path` (`None` for an in-memory store or when it cannot be read).
+pub(super) fn free_bytes(path: &str) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.is_empty() {
+        return None;
+    }
+    let dir = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable
+    // statvfs the call fills in.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Whether `fence` is its scope's current lease term (and, given a time,

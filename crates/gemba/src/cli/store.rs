@@ -7,6 +7,16 @@ pub enum StoreCommand {
     /// Apply this gemba's schema migrations to a store and print each
     /// stage's version (what a server does at start, without starting one).
     Migrate(StoreArgs),
+    /// Look for damage in an SQLite store without changing it (SQLite's
+    /// quick_check; --full: integrity_check, slower); exits 1 naming the
+    /// damaged tables and how to recover.
+    Check {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Check indexes against their tables too.
+        #[arg(long)]
+        full: bool,
+    },
     /// Copy every row of an SQLite store into an empty PostgreSQL database,
     /// in one transaction (stop the servers writing the SQLite file first).
     Copy {
