@@ -82,6 +82,16 @@ pub enum StoreError {
 
 pub use gemba_core::StoreLocation;
 
+/// How a fence's lease stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lease {
+    Held,
+    /// Held, for less than the grace asked.
+    Short,
+    /// Another term, another holder, or expired.
+    Lost,
+}
+
 /// What [`Store::probe`] saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Probe {
@@ -261,6 +271,9 @@ pub enum Claim {
     /// The fence is stale or the lease expired: the caller no longer
     /// manages the scope and must run nothing.
     Fenced,
+    /// The lease holds, but for less than the step's grace: renew it
+    /// first (a step is never started on a lease about to lapse).
+    Short,
 }
 
 #[async_trait::async_trait]
@@ -308,7 +321,14 @@ pub trait Store: Send + Sync {
     async fn lease_holder(&self, scope: &str, now_ms: u64) -> Result<Option<String>, StoreError>;
     /// Claims the right to run one step: [`Claim::Claimed`] for exactly one
     /// caller per (escalation, attempt, level), and only while `fence` is
-    /// the scope's current lease, unexpired at `now_ms`.
+    /// the scope's current lease and holds for at least `grace_ms` more.
+    ///
+    /// Lease times (here, in [`Store::acquire_lease`] and
+    /// [`Store::lease_holder`]) are judged on the store's clock: PostgreSQL's
+    /// own, whatever the calling server's says (`now_ms` is then unused,
+    /// unless the store was set to judge by its callers' clocks, for tests
+    /// that drive time by hand); for SQLite the one host's, which is
+    /// `now_ms`.
     async fn claim_step(
         &self,
         fence: &Fence,
@@ -316,6 +336,7 @@ pub trait Store: Send + Sync {
         attempt: u32,
         level: u32,
         now_ms: u64,
+        grace_ms: u64,
     ) -> Result<Claim, StoreError>;
     /// Queues a notice for one target, due now.
     async fn enqueue_notice(

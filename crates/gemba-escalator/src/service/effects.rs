@@ -64,8 +64,43 @@ impl Service {
                     let Some(fence) = self.fence_of(id) else {
                         continue;
                     };
-                    match self.store.claim_step(&fence, id, attempt, level, now).await {
+                    // The lease is renewed first, so that the step starts
+                    // with a whole term ahead of it; the store then checks,
+                    // on its own clock, that at least the step's grace is
+                    // left.
+                    let fence = match self
+                        .store
+                        .acquire_lease(&fence.scope, &self.holder, now, self.lease_ttl())
+                        .await
+                    {
+                        Ok(Some(renewed)) if renewed.token == fence.token => {
+                            self.fences.insert(renewed.scope.clone(), renewed.clone());
+                            renewed
+                        }
+                        Ok(_) => {
+                            self.lost(id, &fence.scope);
+                            queue.retain(|f| !touches(f, id, &fence.scope));
+                            continue;
+                        }
+                        // The claim below meets the same store error.
+                        Err(_) => fence,
+                    };
+                    match self
+                        .store
+                        .claim_step(&fence, id, attempt, level, now, self.claim_grace())
+                        .await
+                    {
                         Ok(Claim::Claimed) => self.start_step(id, attempt, level),
+                        Ok(Claim::Short) => queue.extend(self.engine.step_done(
+                            id,
+                            level,
+                            StepOutcome::NotRun(
+                                "the lease, on the store's clock, had less than the step's grace left: not started"
+                                    .into(),
+                            ),
+                            String::new(),
+                            now,
+                        )),
                         Ok(Claim::Taken) => queue.extend(self.engine.step_done(
                             id,
                             level,

@@ -321,6 +321,13 @@ impl Service {
         self.policy.escalator.lease_ttl.as_millis() as u64
     }
 
+    /// How long the lease must still hold, on the store's clock, for a
+    /// step to start: the step's grace, at most half a lease term (the
+    /// lease is renewed just before).
+    fn claim_grace(&self) -> u64 {
+        (self.policy.escalator.step_grace.as_millis() as u64).min(self.lease_ttl() / 2)
+    }
+
     async fn run(
         mut self,
         mut results: mpsc::Receiver<CheckResult>,

@@ -34,6 +34,7 @@ where
     escalation_records_are_upserted_and_listed(fresh().await).await;
     a_lease_has_one_holder_until_it_expires(fresh().await).await;
     a_step_is_claimed_once_across_servers(fresh().await).await;
+    a_step_starts_only_with_its_grace_left_on_the_lease(fresh().await).await;
     a_stale_fence_writes_nothing(fresh().await).await;
     a_due_notice_is_claimed_by_one_server_and_retried_later(fresh().await).await;
     pruning_keeps_open_escalations_and_recent_lines(fresh().await).await;
@@ -228,28 +229,55 @@ async fn lease(s: &Arc<dyn Store>, scope: &str, holder: &str, now: u64) -> Fence
 
 pub async fn a_step_is_claimed_once_across_servers((a, b): Pair) {
     let fa = lease(&a, "node:n7", "s1", 1).await;
-    assert_eq!(a.claim_step(&fa, 7, 1, 4, 1).await.unwrap(), Claim::Claimed);
     assert_eq!(
-        a.claim_step(&fa, 7, 1, 4, 3).await.unwrap(),
+        a.claim_step(&fa, 7, 1, 4, 1, 0).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        a.claim_step(&fa, 7, 1, 4, 3, 0).await.unwrap(),
         Claim::Taken,
         "step: not twice by its holder"
     );
     assert_eq!(
-        a.claim_step(&fa, 7, 2, 4, 3).await.unwrap(),
+        a.claim_step(&fa, 7, 2, 4, 3, 0).await.unwrap(),
         Claim::Claimed,
         "step: a new attempt is a new step"
     );
     // The lease passes to b (a's expired): b may not run what a ran.
     let fb = lease(&b, "node:n7", "s2", 40_000).await;
     assert_eq!(
-        b.claim_step(&fb, 7, 1, 4, 40_001).await.unwrap(),
+        b.claim_step(&fb, 7, 1, 4, 40_001, 0).await.unwrap(),
         Claim::Taken,
         "step: claimed once across servers"
     );
     assert_eq!(
-        b.claim_step(&fb, 7, 1, 5, 40_001).await.unwrap(),
+        b.claim_step(&fb, 7, 1, 5, 40_001, 0).await.unwrap(),
         Claim::Claimed,
         "step: another level is another step"
+    );
+}
+
+pub async fn a_step_starts_only_with_its_grace_left_on_the_lease((a, _b): Pair) {
+    // Taken at 1 s for 30 s: it lapses at 31 s.
+    let fa = lease(&a, "node:n8", "s1", 1000).await;
+    assert_eq!(
+        a.claim_step(&fa, 8, 1, 2, 20_000, 20_000).await.unwrap(),
+        Claim::Short,
+        "grace: 11 s left is too short for a 20 s grace"
+    );
+    assert_eq!(
+        a.claim_step(&fa, 8, 1, 2, 20_000, 5_000).await.unwrap(),
+        Claim::Claimed,
+        "grace: 11 s left is enough for 5 s"
+    );
+    // Renewed, the same step's next attempt has its grace again.
+    let renewed = lease(&a, "node:n8", "s1", 20_000).await;
+    assert_eq!(renewed.token, fa.token, "a renewal keeps the fence");
+    assert_eq!(
+        a.claim_step(&renewed, 8, 2, 2, 20_001, 20_000)
+            .await
+            .unwrap(),
+        Claim::Claimed
     );
 }
 
@@ -276,18 +304,18 @@ pub async fn a_stale_fence_writes_nothing((a, b): Pair) {
         "fence: the new holder's record stands"
     );
     assert_eq!(
-        a.claim_step(&fa, 1, 1, 6, 40_003).await.unwrap(),
+        a.claim_step(&fa, 1, 1, 6, 40_003, 0).await.unwrap(),
         Claim::Fenced,
         "fence: a step claim with a stale fence is refused"
     );
     assert_eq!(
-        b.claim_step(&fb, 1, 1, 6, 40_004).await.unwrap(),
+        b.claim_step(&fb, 1, 1, 6, 40_004, 0).await.unwrap(),
         Claim::Claimed,
         "fence: the step stays free for the new holder"
     );
     // The holder's own lease, once expired, claims nothing either.
     assert_eq!(
-        b.claim_step(&fb, 1, 1, 7, 70_001).await.unwrap(),
+        b.claim_step(&fb, 1, 1, 7, 70_001, 0).await.unwrap(),
         Claim::Fenced,
         "lease: an expired lease claims no step"
     );
@@ -296,7 +324,7 @@ pub async fn a_stale_fence_writes_nothing((a, b): Pair) {
         ..fb.clone()
     };
     assert_eq!(
-        b.claim_step(&forged, 1, 1, 8, 40_005).await.unwrap(),
+        b.claim_step(&forged, 1, 1, 8, 40_005, 0).await.unwrap(),
         Claim::Fenced,
         "fence: only the current token counts, not a larger one"
     );
@@ -371,7 +399,7 @@ pub async fn pruning_keeps_open_escalations_and_recent_lines((s, _): Pair) {
         .unwrap();
     let f = s.acquire_lease("node:n1", "s1", 100, 60_000).await.unwrap();
     assert_eq!(
-        s.claim_step(&f.unwrap(), 1, 1, 1, 150).await.unwrap(),
+        s.claim_step(&f.unwrap(), 1, 1, 1, 150, 0).await.unwrap(),
         Claim::Claimed
     );
     let pruned = s.prune(1000).await.unwrap();

@@ -1,6 +1,7 @@
 //! The escalator's tables in PostgreSQL: journal, escalations, leases
 //! with their fences, step claims and the notice outbox.
 
+use super::DB_NOW;
 use tokio_postgres::Row;
 
 use super::{big, text, PgStore, JOURNAL_LOCK};
@@ -128,7 +129,7 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.failed(e))?;
         if let Some(f) = fence {
-            if !self.holds(&tx, f, None).await? {
+            if self.holds(&tx, f, None).await? != crate::Lease::Held {
                 return Ok(false);
             }
         }
@@ -205,13 +206,16 @@ impl Store for PgStore {
         let c = self.client().await?;
         let r = c
             .query_opt(
-                "INSERT INTO leases (scope, holder, expires_ms, fence) VALUES ($1, $2, $3, 1)
-                 ON CONFLICT (scope) DO UPDATE SET
-                   fence = CASE WHEN leases.holder = EXCLUDED.holder THEN leases.fence ELSE leases.fence + 1 END,
-                   holder = EXCLUDED.holder, expires_ms = EXCLUDED.expires_ms
-                 WHERE leases.holder = EXCLUDED.holder OR leases.expires_ms <= $4
-                 RETURNING fence",
-                &[&scope, &holder, &big(now_ms.saturating_add(ttl_ms)), &big(now_ms)],
+                &format!(
+                    "INSERT INTO leases (scope, holder, expires_ms, fence)
+                     VALUES ($1, $2, COALESCE($4::bigint, {DB_NOW}) + $3::bigint, 1)
+                     ON CONFLICT (scope) DO UPDATE SET
+                       fence = CASE WHEN leases.holder = EXCLUDED.holder THEN leases.fence ELSE leases.fence + 1 END,
+                       holder = EXCLUDED.holder, expires_ms = EXCLUDED.expires_ms
+                     WHERE leases.holder = EXCLUDED.holder OR leases.expires_ms <= COALESCE($4::bigint, {DB_NOW})
+                     RETURNING fence"
+                ),
+                &[&scope, &holder, &big(ttl_ms), &self.lease_now(now_ms)],
             )
             .await
             .map_err(|e| self.failed(e))?;
@@ -237,8 +241,10 @@ impl Store for PgStore {
         let c = self.client().await?;
         let r = c
             .query_opt(
-                "SELECT holder FROM leases WHERE scope = $1 AND expires_ms > $2",
-                &[&scope, &big(now_ms)],
+                &format!(
+                    "SELECT holder FROM leases WHERE scope = $1 AND expires_ms > COALESCE($2::bigint, {DB_NOW})"
+                ),
+                &[&scope, &self.lease_now(now_ms)],
             )
             .await
             .map_err(|e| self.failed(e))?;
@@ -252,11 +258,14 @@ impl Store for PgStore {
         attempt: u32,
         level: u32,
         now_ms: u64,
+        grace_ms: u64,
     ) -> Result<Claim, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.failed(e))?;
-        if !self.holds(&tx, fence, Some(now_ms)).await? {
-            return Ok(Claim::Fenced);
+        match self.holds(&tx, fence, Some((now_ms, grace_ms))).await? {
+            crate::Lease::Held => {}
+            crate::Lease::Short => return Ok(Claim::Short),
+            crate::Lease::Lost => return Ok(Claim::Fenced),
         }
         let n = tx
             .execute(

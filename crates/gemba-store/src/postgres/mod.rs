@@ -50,7 +50,14 @@ pub struct PgStore {
     tls_version: Option<String>,
     /// Connected over loopback or a Unix socket: plain is no exposure.
     local: bool,
+    /// Leases judged by the `now_ms` callers pass instead of PostgreSQL's
+    /// clock (tests that drive time by hand).
+    callers_clock: bool,
 }
+
+/// PostgreSQL's clock in ms since the epoch: what lease times are judged
+/// on, so that every server sharing the database judges alike.
+pub(crate) const DB_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// Whether every host of `cfg` is this machine (a Unix socket, a loopback
 /// address or `localhost`).
@@ -167,6 +174,7 @@ impl PgStore {
             tls,
             tls_version: None,
             local,
+            callers_clock: false,
         };
         store.migrate().await?;
         store.tls_version = store.session_tls().await?;
@@ -230,31 +238,57 @@ impl PgStore {
         })
     }
 
+    /// Judges leases by the `now_ms` callers pass, not by PostgreSQL's
+    /// clock: for tests that drive time by hand (the store contract's).
+    pub fn judging_leases_by_callers_clock(mut self) -> PgStore {
+        self.callers_clock = true;
+        self
+    }
+
+    /// The time to judge a lease at: `None` is PostgreSQL's clock.
+    pub(crate) fn lease_now(&self, now_ms: u64) -> Option<i64> {
+        self.callers_clock.then(|| big(now_ms))
+    }
+
     pub(crate) fn failed(&self, e: tokio_postgres::Error) -> StoreError {
         StoreError::Query(format!("PostgreSQL at {}: {}", self.shown, reason(&e)))
     }
 
-    /// Whether `fence` is its scope's current lease term (and, given a
-    /// time, unexpired then). The row stays locked until `tx` ends, so no
-    /// other server takes the lease between this check and the write.
+    /// Whether `fence` is its scope's current lease term, and, given a
+    /// time and a grace, still holds for that long after it (on
+    /// PostgreSQL's clock unless judging by callers'). The row stays locked
+    /// until `tx` ends, so no other server takes the lease between this
+    /// check and the write.
     async fn holds(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         fence: &Fence,
-        now_ms: Option<u64>,
-    ) -> Result<bool, StoreError> {
+        until: Option<(u64, u64)>,
+    ) -> Result<crate::Lease, StoreError> {
+        use crate::Lease;
+        let (now, grace) = until.unwrap_or((0, 0));
         let r = tx
             .query_opt(
-                "SELECT holder, fence, expires_ms FROM leases WHERE scope = $1 FOR SHARE",
-                &[&fence.scope],
+                &format!(
+                    "SELECT holder, fence, expires_ms > COALESCE($2::bigint, {DB_NOW}),
+                        expires_ms > COALESCE($2::bigint, {DB_NOW}) + $3::bigint
+                     FROM leases WHERE scope = $1 FOR SHARE"
+                ),
+                &[&fence.scope, &self.lease_now(now), &big(grace)],
             )
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(r.is_some_and(|r| {
-            r.get::<_, String>(0) == fence.holder
-                && r.get::<_, i64>(1) as u64 == fence.token
-                && now_ms.is_none_or(|now| r.get::<_, i64>(2) > big(now))
-        }))
+        let Some(r) = r else {
+            return Ok(Lease::Lost);
+        };
+        if r.get::<_, String>(0) != fence.holder || r.get::<_, i64>(1) as u64 != fence.token {
+            return Ok(Lease::Lost);
+        }
+        Ok(match (until, r.get::<_, bool>(2), r.get::<_, bool>(3)) {
+            (None, _, _) | (Some(_), true, true) => Lease::Held,
+            (Some(_), true, false) => Lease::Short,
+            (Some(_), false, _) => Lease::Lost,
+        })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

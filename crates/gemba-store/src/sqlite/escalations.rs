@@ -109,7 +109,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if let Some(f) = &fence {
-                if !holds(&tx, f, None)? {
+                if holds(&tx, f, None)? != crate::Lease::Held {
                     return Ok(false);
                 }
             }
@@ -225,12 +225,15 @@ impl Store for SqliteStore {
         attempt: u32,
         level: u32,
         now_ms: u64,
+        grace_ms: u64,
     ) -> Result<Claim, StoreError> {
         let fence = fence.clone();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if !holds(&tx, &fence, Some(now_ms))? {
-                return Ok(Claim::Fenced);
+            match holds(&tx, &fence, Some((now_ms, grace_ms)))? {
+                crate::Lease::Held => {}
+                crate::Lease::Short => return Ok(Claim::Short),
+                crate::Lease::Lost => return Ok(Claim::Fenced),
             }
             let n = tx.execute(
                 "INSERT INTO step_claims (escalation, attempt, level, holder, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::migrations::{StageSchema, STAGES};
-use crate::{Fence, StoreError};
+use crate::{Fence, Lease, StoreError};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -186,13 +186,13 @@ pub(super) fn free_bytes(path: &str) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-/// Whether `fence` is its scope's current lease term (and, given a time,
-/// unexpired then).
+/// Whether `fence` is its scope's current lease term, and, given a time
+/// and a grace, still holds for that long after it.
 pub(super) fn holds(
     c: &Connection,
     fence: &Fence,
-    now_ms: Option<u64>,
-) -> Result<bool, rusqlite::Error> {
+    until: Option<(u64, u64)>,
+) -> Result<Lease, rusqlite::Error> {
     let row: Option<(String, i64, i64)> = c
         .query_row(
             "SELECT holder, fence, expires_ms FROM leases WHERE scope = ?1",
@@ -200,11 +200,16 @@ pub(super) fn holds(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    Ok(row.is_some_and(|(holder, token, expires)| {
-        holder == fence.holder
-            && token as u64 == fence.token
-            && now_ms.is_none_or(|now| expires > now as i64)
-    }))
+    Ok(match row {
+        Some((holder, token, expires)) if holder == fence.holder && token as u64 == fence.token => {
+            match until {
+                Some((now, _)) if expires <= now as i64 => Lease::Lost,
+                Some((now, grace)) if expires <= now.saturating_add(grace) as i64 => Lease::Short,
+                _ => Lease::Held,
+            }
+        }
+        _ => Lease::Lost,
+    })
 }
 
 /// Brings one stage up to its newest schema, one transaction per step.
@@ -380,8 +385,10 @@ mod tests {
         std::fs::write(&path, vec![b'x'; 8192]).unwrap();
         let err = SqliteStore::open(&path).err().expect("refused");
         assert!(
-            err.to_string()
-                .starts_with(&format!("cannot open store {}", path.display())),
+            err.to_string().starts_with(&format!(
+                "store {} is damaged: the file cannot be read as a store (file is not a database). To recover: restore",
+                path.display()
+            )),
             "{err}"
         );
         let _ = std::fs::remove_dir_all(d);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use gemba_store::conformance::{run_all, Pair};
 use gemba_store::{
-    Backend, EventStore, IncidentStore, MarketStore, PgStore, SeriesStore, Store, StoreError,
+    Backend, Claim, EventStore, IncidentStore, MarketStore, PgStore, SeriesStore, Store, StoreError,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,8 +21,20 @@ async fn postgres_shared_by_two_servers_meets_the_store_contract() {
     };
     run_all(Backend::Postgres, || async {
         let url = cluster.database().await;
-        let a: Arc<dyn Store> = Arc::new(PgStore::connect(&url, None).await.unwrap());
-        let b: Arc<dyn Store> = Arc::new(PgStore::connect(&url, None).await.unwrap());
+        // The contract drives time by hand; PostgreSQL's own clock is
+        // checked below.
+        let a: Arc<dyn Store> = Arc::new(
+            PgStore::connect(&url, None)
+                .await
+                .unwrap()
+                .judging_leases_by_callers_clock(),
+        );
+        let b: Arc<dyn Store> = Arc::new(
+            PgStore::connect(&url, None)
+                .await
+                .unwrap()
+                .judging_leases_by_callers_clock(),
+        );
         (a, b) as Pair
     })
     .await;
@@ -245,7 +257,11 @@ async fn an_sqlite_store_is_copied_into_postgresql_whole() {
     let path = dir.join("gemba.db");
     let from = filled_sqlite(&path).await;
     let url = cluster.database().await;
-    let to = PgStore::connect(&url, None).await.unwrap();
+    // The copied lease's times are the test's own.
+    let to = PgStore::connect(&url, None)
+        .await
+        .unwrap()
+        .judging_leases_by_callers_clock();
     let mut seen = Vec::new();
     let copied = gemba_store::copy::sqlite_to_postgres(&path, &to, |t, done, total| {
         seen.push((t.to_string(), done, total))
@@ -547,4 +563,76 @@ async fn tls_is_used_when_the_server_offers_it_and_certificates_are_checked_as_a
     assert_eq!(s.journal(1).await.unwrap()[0].text, "over TLS");
     let e = refused(open(format!("sslmode=verify-ca&sslrootcert={stranger}")).await);
     assert!(e.contains("UnknownIssuer"), "{e}");
+}
+
+/// Leases and step claims are judged on PostgreSQL's clock, not the
+/// calling server's: a server whose clock runs 5 minutes ahead neither
+/// takes over a live lease nor sees it expired, and one 5 minutes behind
+/// cannot start a step on a lease about to lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_judged_on_the_databases_clock_not_the_servers() {
+    let cluster = match gemba_store::throwaway::Cluster::start("clock") {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let url = cluster.database().await;
+    let a = PgStore::connect(&url, None).await.unwrap();
+    let b = PgStore::connect(&url, None).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    const FIVE_MIN: u64 = 5 * 60 * 1000;
+    let fa = a
+        .acquire_lease("node:web-1", "srv-a", now, 30_000)
+        .await
+        .unwrap()
+        .expect("a takes the lease");
+    // b's clock is 5 minutes ahead: by its clock a's lease lapsed long
+    // ago, by the database's it holds.
+    assert_eq!(
+        b.acquire_lease("node:web-1", "srv-b", now + FIVE_MIN, 30_000)
+            .await
+            .unwrap(),
+        None,
+        "a fast clock does not take over a live lease"
+    );
+    assert_eq!(
+        b.lease_holder("node:web-1", now + FIVE_MIN)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("srv-a")
+    );
+    // a's clock 5 minutes behind changes nothing either: the lease holds
+    // for about 30 s on the database's clock, so a step with a 20 s grace
+    // may start, one asking for 40 s may not.
+    assert_eq!(
+        a.claim_step(&fa, 1, 1, 2, now - FIVE_MIN, 20_000)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        a.claim_step(&fa, 1, 1, 3, now - FIVE_MIN, 40_000)
+            .await
+            .unwrap(),
+        Claim::Short,
+        "no step starts on a lease that lapses within its grace"
+    );
+    // Released, the lease passes at once, whatever b's clock says.
+    a.release_lease("node:web-1", "srv-a").await.unwrap();
+    let fb = b
+        .acquire_lease("node:web-1", "srv-b", now - FIVE_MIN, 30_000)
+        .await
+        .unwrap()
+        .expect("b takes the released lease");
+    assert!(fb.token > fa.token);
+    assert_eq!(
+        a.claim_step(&fa, 1, 1, 4, now, 0).await.unwrap(),
+        Claim::Fenced
+    );
 }
