@@ -6,7 +6,7 @@
 //! reason, so that systemd, a load balancer or Kubernetes acts on it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -14,8 +14,6 @@ use serde_json::{json, Value};
 pub const CACHE: Duration = Duration::from_secs(3);
 /// How long the store has to answer a probe.
 pub const DEADLINE: Duration = Duration::from_secs(2);
-/// A clock further than this from the store's is reported as skewed.
-pub const MAX_SKEW_MS: i64 = 5_000;
 /// Less room than this on an SQLite file's disk is a full disk: SQLite
 /// needs room for its write-ahead log before a write can succeed.
 pub const MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
@@ -32,23 +30,19 @@ pub struct StoreState {
     pub free_bytes: Option<u64>,
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The store as `/healthz` sees it, probed at most every [`CACHE`].
 pub struct StoreHealth {
     store: Arc<dyn gemba_store::Store>,
+    /// The clock the node's stages decide by.
+    clock: gemba_exec::Clock,
     seen: tokio::sync::Mutex<Option<(Instant, StoreState)>>,
 }
 
 impl StoreHealth {
-    pub fn new(store: Arc<dyn gemba_store::Store>) -> StoreHealth {
+    pub fn new(store: Arc<dyn gemba_store::Store>, clock: gemba_exec::Clock) -> StoreHealth {
         StoreHealth {
             store,
+            clock,
             seen: tokio::sync::Mutex::new(None),
         }
     }
@@ -69,11 +63,14 @@ impl StoreHealth {
 
     async fn probe(&self) -> StoreState {
         let started = Instant::now();
-        let before = wall_ms();
-        let answer = tokio::time::timeout(DEADLINE, self.store.probe()).await;
-        let after = wall_ms();
+        let clock = self.clock;
+        let answer = tokio::time::timeout(
+            DEADLINE,
+            gemba_store::clock_skew(&*self.store, || clock.now_ms()),
+        )
+        .await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        let probe = match answer {
+        let (skew_ms, probe) = match answer {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 return StoreState {
@@ -95,14 +92,10 @@ impl StoreHealth {
                 }
             }
         };
-        // The store read its clock somewhere between before and after.
-        let skew_ms = probe
-            .clock_ms
-            .map(|c| ((before + after) / 2) as i64 - c as i64);
         let problem = match (skew_ms, probe.free_bytes) {
-            (Some(s), _) if s.abs() > MAX_SKEW_MS => Some(format!(
-                "this host's clock is {} s {} the store's: leases and step claims would be judged wrong; fix the clock (NTP)",
-                s.abs() / 1000,
+            (Some(s), _) if s.abs() > gemba_store::MAX_CLOCK_SKEW_MS => Some(format!(
+                "this server's clock is {} s {} the store's: it takes no new leases until its clock is fixed (NTP)",
+                (s.abs() + 500) / 1000,
                 if s > 0 { "ahead of" } else { "behind" }
             )),
             (_, Some(free)) if free < MIN_FREE_BYTES => Some(format!(
@@ -194,7 +187,7 @@ mod tests {
             .contains("cannot open the store"));
         let store: Arc<dyn gemba_store::Store> =
             Arc::new(gemba_store::SqliteStore::in_memory().unwrap());
-        let h = StoreHealth::new(store);
+        let h = StoreHealth::new(store, gemba_exec::Clock::new());
         let (ok, v) = report("n1", ServerRole::On(Some(&h))).await;
         assert!(ok, "{v}");
         assert_eq!(v["roles"]["server"]["store"]["state"], "ok");

@@ -216,10 +216,11 @@ impl ApiState {
     pub fn with_store(
         mut self: Arc<Self>,
         store: Option<Arc<dyn gemba_store::Store>>,
+        clock: gemba_exec::Clock,
     ) -> Arc<Self> {
         Arc::get_mut(&mut self)
             .expect("set before the state is shared")
-            .store_health = store.map(health::StoreHealth::new);
+            .store_health = store.map(|s| health::StoreHealth::new(s, clock));
         self
     }
 

@@ -48,6 +48,9 @@ pub enum JournalKind {
     NotifyFailed,
     NotifyDelivered,
     NotifyExpired,
+    /// This server's clock is off the store's (or back): it takes no new
+    /// leases meanwhile.
+    ClockSkew,
 }
 
 impl JournalKind {
@@ -76,13 +79,14 @@ impl JournalKind {
             JournalKind::NotifyFailed => "notify-failed",
             JournalKind::NotifyDelivered => "notify-delivered",
             JournalKind::NotifyExpired => "notify-expired",
+            JournalKind::ClockSkew => "clock-skew",
         }
     }
 }
 
 impl JournalKind {
     /// Every kind, in the order a journal tells an escalation.
-    pub const ALL: [JournalKind; 23] = [
+    pub const ALL: [JournalKind; 24] = [
         JournalKind::Flapping,
         JournalKind::Folded,
         JournalKind::Quiet,
@@ -106,6 +110,7 @@ impl JournalKind {
         JournalKind::NotifyFailed,
         JournalKind::NotifyDelivered,
         JournalKind::NotifyExpired,
+        JournalKind::ClockSkew,
     ];
 
     /// The kind a stored line names; `None` for a kind this gemba does

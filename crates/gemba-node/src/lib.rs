@@ -105,6 +105,9 @@ pub struct NodeOptions {
     pub escalator_tick: Duration,
     /// The longest each of HTTP, checks and mesh may take to stop.
     pub phase_grace: Duration,
+    /// Shifts the clock every stage decides by, in ms (tests of a server
+    /// whose clock is off; 0 in production).
+    pub clock_offset_ms: i64,
 }
 
 impl Default for NodeOptions {
@@ -113,6 +116,7 @@ impl Default for NodeOptions {
             http: HttpListen::FromConfig,
             escalator_tick: Duration::from_millis(250),
             phase_grace: Duration::from_secs(5),
+            clock_offset_ms: 0,
         }
     }
 }
@@ -139,12 +143,13 @@ pub struct Stages<'a> {
 }
 
 impl<'a> Stages<'a> {
-    fn new(drain: &'a Drain, registry: &'a mut Registry) -> Self {
+    fn new(drain: &'a Drain, registry: &'a mut Registry, clock_offset_ms: i64) -> Self {
+        let now = gemba_exec::Clock::new().now_ms();
         let mut s = Stages {
             drain,
             registry,
             gossip: Vec::new(),
-            clock: gemba_exec::Clock::new(),
+            clock: gemba_exec::Clock::starting_at(now.saturating_add_signed(clock_offset_ms)),
         };
         for key in gemba_mesh::GOSSIP_KEYS {
             s.gossip.push(("mesh", key.to_string()));
@@ -285,7 +290,8 @@ impl Node {
             config.http.token.clone(),
             logs::resolver(mesh.clone()),
         );
-        let mut stages = Stages::new(&drain, &mut registry);
+        let mut stages = Stages::new(&drain, &mut registry, options.clock_offset_ms);
+        let clock = stages.clock();
         if !book.is_empty() {
             stages.drain().spawn(
                 Phase::Checks,
@@ -336,7 +342,7 @@ impl Node {
             }
             .with_scoped_tokens(&config.http.scoped_tokens)
             .allowing_hosts(config.http.allowed_hosts.clone())
-            .with_store(server.store.clone())
+            .with_store(server.store.clone(), clock)
             .with_market(server.market.clone(), config.market.clone())
             .with_timeline(server.timeline.clone())
             .with_logs(Some(book), Some(log_source))
@@ -456,7 +462,7 @@ mod tests {
     fn stages_may_not_claim_overlapping_gossip_keys() {
         let drain = Drain::new("n1");
         let mut registry = Registry::default();
-        let mut stages = Stages::new(&drain, &mut registry);
+        let mut stages = Stages::new(&drain, &mut registry, 0);
         stages.gossip_prefix("checks", "c:").unwrap();
         stages.gossip_prefix("market", "m:").unwrap();
         for (stage, key, owner) in [

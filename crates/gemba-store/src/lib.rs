@@ -92,6 +92,27 @@ pub(crate) enum Lease {
     Lost,
 }
 
+/// A server whose clock is further than this from its store's is skewed:
+/// it says so and takes no new leases until its clock is back.
+pub const MAX_CLOCK_SKEW_MS: i64 = 5_000;
+
+/// This host's clock (`local_ms`, read before and after) minus the store's,
+/// for a store with a clock of its own; `None` for SQLite (one host, one
+/// clock).
+pub async fn clock_skew(
+    store: &dyn Store,
+    local_ms: impl Fn() -> u64,
+) -> Result<(Option<i64>, Probe), StoreError> {
+    let before = local_ms();
+    let probe = store.probe().await?;
+    let after = local_ms();
+    // The store read its clock somewhere between before and after.
+    let skew = probe
+        .clock_ms
+        .map(|c| ((before + after) / 2) as i64 - c as i64);
+    Ok((skew, probe))
+}
+
 /// What [`Store::probe`] saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Probe {

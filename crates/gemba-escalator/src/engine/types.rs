@@ -182,6 +182,8 @@ pub enum NoticeKind {
     /// A rate limit held the scope or makes it wait.
     RateLimited,
     CrashLoop,
+    /// This server's clock is off the store's: it takes no new leases.
+    ClockSkew,
 }
 
 impl Escalation {
@@ -204,6 +206,7 @@ impl NoticeKind {
             NoticeKind::Flapping => "flapping",
             NoticeKind::RateLimited => "rate-limited",
             NoticeKind::CrashLoop => "crash-loop",
+            NoticeKind::ClockSkew => "clock-skew",
         }
     }
 }
@@ -221,6 +224,7 @@ impl From<NoticeKind> for JournalKind {
             NoticeKind::Flapping => JournalKind::Flapping,
             NoticeKind::RateLimited => JournalKind::RateLimited,
             NoticeKind::CrashLoop => JournalKind::CrashLoop,
+            NoticeKind::ClockSkew => JournalKind::ClockSkew,
         }
     }
 }

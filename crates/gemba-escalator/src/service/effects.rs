@@ -12,6 +12,13 @@ impl Service {
                 Effect::Open(req) => {
                     let scope = req.scope.clone();
                     let key = scope.to_string();
+                    if let Some(why) = self.clock_watch.refusal() {
+                        queue.extend(
+                            self.engine
+                                .deferred(scope, now + self.lease_ttl(), why, now),
+                        );
+                        continue;
+                    }
                     match self
                         .store
                         .acquire_lease(&key, &self.holder, now, self.lease_ttl())

@@ -49,6 +49,11 @@ impl Service {
     pub(super) async fn try_adopt(&mut self, esc: Escalation) {
         let now = self.clock.now_ms();
         let scope = esc.scope.to_string();
+        // A server whose clock is off takes no new lease, adopted or not.
+        if self.clock_watch.refusal().is_some() {
+            self.engine.remember(&esc);
+            return;
+        }
         match self
             .store
             .acquire_lease(&scope, &self.holder, now, self.lease_ttl())

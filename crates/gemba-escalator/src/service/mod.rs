@@ -32,6 +32,7 @@ use crate::engine::{Effect, Engine, Escalation, Notice, Plan, StepOutcome};
 use crate::metrics::EscalatorMetrics;
 use crate::outbox::{self, Channels, OutboxConfig};
 
+mod clock;
 mod effects;
 mod leases;
 
@@ -285,6 +286,7 @@ pub fn spawn_with(
         notices: Some(notices),
         outbox_task: Some(outbox_task),
         fences: Default::default(),
+        clock_watch: Default::default(),
     };
     let task = tokio::spawn(service.run(results_rx, cmd_rx));
     (handle, results_tx, task)
@@ -314,6 +316,8 @@ struct Service {
     /// claim and record write carries it, so a server whose lease passed
     /// to another (while it was paused or cut off) changes nothing.
     fences: std::collections::HashMap<String, Fence>,
+    /// This server's clock against the store's.
+    clock_watch: clock::ClockWatch,
 }
 
 impl Service {
@@ -333,6 +337,7 @@ impl Service {
         mut results: mpsc::Receiver<CheckResult>,
         mut commands: mpsc::Receiver<Command>,
     ) {
+        self.watch_clock().await;
         self.recover().await;
         let fx = self.engine.tick(self.clock.now_ms());
         self.apply(fx).await;
@@ -364,6 +369,7 @@ impl Service {
                     self.apply(fx).await;
                 }
                 _ = leases.tick() => {
+                    self.watch_clock().await;
                     self.renew_leases().await;
                     self.adopt_orphans().await;
                 }

@@ -392,3 +392,133 @@ async fn health_says_when_postgresql_is_down_and_when_it_is_back() {
     .await;
     node.shutdown().await;
 }
+
+/// Two servers on one PostgreSQL, the second with its clock 5 minutes
+/// ahead. The first converges its failing check as usual. The second sees
+/// the skew at once: it says so (a journal line, `/healthz` 503 with the
+/// reason) and takes no lease, so it runs nothing. The journal, stamped on
+/// the database's clock, is in time order along its sequence, with no line
+/// from the future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_clock_is_off_says_so_and_takes_no_lease() {
+    let cluster = match gemba_store::throwaway::Cluster::start("skew") {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let url = cluster.database().await;
+    let dir = temp_dir("postgres-skew");
+    let ran = dir.join("ran");
+    let policy = format!(
+        r#"
+[store]
+url = "{url}"
+
+[escalator]
+quiet_period = "1s"
+
+[[level]]
+level = 1
+name = "restart"
+run = ["/bin/sh", "-c", "echo {{node}} >> {ran}"]
+timeout = "5s"
+quiesce = "1s"
+
+[[check]]
+name = "closed"
+kind = "tcp"
+host = "127.0.0.1"
+port = 1
+interval = "1s"
+fall = 1
+level = 1
+"#,
+        ran = ran.display()
+    );
+    let a = Node::start(
+        &config("srv-a", "127.0.97.3", None, &dir, &policy),
+        Arc::new(UdpNet),
+        key(),
+    )
+    .await
+    .unwrap();
+    let b = Node::start_with(
+        &config("srv-b", "127.0.97.4", None, &dir, &policy),
+        Arc::new(UdpNet),
+        key(),
+        gemba_node::NodeOptions {
+            clock_offset_ms: 5 * 60 * 1000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "srv-a to run its restart",
+        Duration::from_secs(30),
+        || async { std::fs::read_to_string(&ran).is_ok_and(|t| t.contains("srv-a")) },
+    )
+    .await;
+    let store = gemba_store::open_any(&gemba_core::StoreLocation::Postgres {
+        url: url.clone(),
+        password_file: None,
+    })
+    .await
+    .unwrap();
+    wait_for(
+        "srv-b to defer for its clock",
+        Duration::from_secs(30),
+        || async {
+            store.recent_journal(500).await.unwrap().iter().any(|l| {
+                l.server == "srv-b"
+                    && l.kind == "deferred"
+                    && l.text.contains("takes no new leases")
+            })
+        },
+    )
+    .await;
+    let journal = store.recent_journal(500).await.unwrap();
+    let skew_line = journal
+        .iter()
+        .find(|l| l.server == "srv-b" && l.kind == "clock-skew")
+        .expect("srv-b journals its skew");
+    assert!(
+        skew_line.text.contains("300 s ahead of the store's"),
+        "{}",
+        skew_line.text
+    );
+    assert!(
+        !journal
+            .iter()
+            .any(|l| l.server == "srv-b" && l.kind == "step-start"),
+        "the skewed server ran nothing"
+    );
+    let ran_text = std::fs::read_to_string(&ran).unwrap();
+    assert!(!ran_text.contains("srv-b"), "{ran_text}");
+    // Its /healthz says why; the other server's is fine.
+    let (code, body) = http(b.http_addr().unwrap(), "GET", "/healthz", false, "").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("300 s ahead of the store's"), "{body}");
+    let (code, body) = http(a.http_addr().unwrap(), "GET", "/healthz", false, "").await;
+    assert_eq!(code, 200, "{body}");
+    // The journal's times follow its sequence, on the database's clock.
+    let mut lines = journal.clone();
+    lines.sort_by_key(|l| l.seq);
+    let real_now = gemba_exec::Clock::new().now_ms();
+    for pair in lines.windows(2) {
+        assert!(
+            pair[0].at_ms <= pair[1].at_ms,
+            "out of time order: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert!(
+        lines.iter().all(|l| l.at_ms <= real_now + 1000),
+        "no line from the future"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

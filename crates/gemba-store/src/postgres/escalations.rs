@@ -59,12 +59,16 @@ impl Store for PgStore {
             .map_err(|e| self.failed(e))?;
         let r = tx
             .query_one(
-                "INSERT INTO journal (escalation, scope, at_ms, kind, text, server)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                // Stamped on the store's clock, under the journal's lock:
+                // times follow the sequence whatever the writer's clock.
+                &format!(
+                    "INSERT INTO journal (escalation, scope, at_ms, kind, text, server)
+                     VALUES ($1, $2, COALESCE($3::bigint, {DB_NOW}), $4, $5, $6) RETURNING seq"
+                ),
                 &[
                     &row.escalation.map(big),
                     &row.scope,
-                    &big(row.at_ms),
+                    &self.store_now(row.at_ms),
                     &row.kind,
                     &row.text.as_bytes(),
                     &row.server,
@@ -215,7 +219,7 @@ impl Store for PgStore {
                      WHERE leases.holder = EXCLUDED.holder OR leases.expires_ms <= COALESCE($4::bigint, {DB_NOW})
                      RETURNING fence"
                 ),
-                &[&scope, &holder, &big(ttl_ms), &self.lease_now(now_ms)],
+                &[&scope, &holder, &big(ttl_ms), &self.store_now(now_ms)],
             )
             .await
             .map_err(|e| self.failed(e))?;
@@ -244,7 +248,7 @@ impl Store for PgStore {
                 &format!(
                     "SELECT holder FROM leases WHERE scope = $1 AND expires_ms > COALESCE($2::bigint, {DB_NOW})"
                 ),
-                &[&scope, &self.lease_now(now_ms)],
+                &[&scope, &self.store_now(now_ms)],
             )
             .await
             .map_err(|e| self.failed(e))?;

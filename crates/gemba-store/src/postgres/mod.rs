@@ -50,8 +50,8 @@ pub struct PgStore {
     tls_version: Option<String>,
     /// Connected over loopback or a Unix socket: plain is no exposure.
     local: bool,
-    /// Leases judged by the `now_ms` callers pass instead of PostgreSQL's
-    /// clock (tests that drive time by hand).
+    /// Leases judged, and journal lines stamped, by the `now_ms` callers
+    /// pass instead of PostgreSQL's clock (tests that drive time by hand).
     callers_clock: bool,
 }
 
@@ -245,8 +245,9 @@ impl PgStore {
         self
     }
 
-    /// The time to judge a lease at: `None` is PostgreSQL's clock.
-    pub(crate) fn lease_now(&self, now_ms: u64) -> Option<i64> {
+    /// The time to judge a lease at, or to stamp a journal line with:
+    /// `None` is PostgreSQL's clock.
+    pub(crate) fn store_now(&self, now_ms: u64) -> Option<i64> {
         self.callers_clock.then(|| big(now_ms))
     }
 
@@ -274,7 +275,7 @@ impl PgStore {
                         expires_ms > COALESCE($2::bigint, {DB_NOW}) + $3::bigint
                      FROM leases WHERE scope = $1 FOR SHARE"
                 ),
-                &[&fence.scope, &self.lease_now(now), &big(grace)],
+                &[&fence.scope, &self.store_now(now), &big(grace)],
             )
             .await
             .map_err(|e| self.failed(e))?;
