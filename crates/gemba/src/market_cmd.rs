@@ -46,6 +46,84 @@ fn content_type(path: &Path, body: &[u8]) -> &'static str {
     }
 }
 
+/// What became of one file.
+enum Sent {
+    /// Stored (or recognised as stored before): the server's counts.
+    Answered(Value),
+    /// The server read it and refused it: why.
+    Refused(String),
+    /// Not delivered: the server stayed unavailable or unreachable (why).
+    Unsent(String),
+}
+
+/// Whether an answer means "not now, try again".
+fn try_again(status: u16) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
+}
+
+/// Sends one report, again and again while the server is unavailable,
+/// until `deadline`; `Err` stops the whole import (a token refused).
+fn send_report(
+    client: &Client,
+    args: &ImportArgs,
+    f: &Path,
+    deadline: std::time::Instant,
+    say: &mut dyn FnMut(&str),
+) -> anyhow::Result<Sent> {
+    let size = std::fs::metadata(f)?.len();
+    if size > MAX_FILE {
+        return Ok(Sent::Refused(format!("larger than {} MiB", MAX_FILE >> 20)));
+    }
+    let body = std::fs::read(f)?;
+    let mut wait = std::time::Duration::from_millis(500);
+    let mut waiting_since: Option<std::time::Instant> = None;
+    loop {
+        let why = match client.send("/api/v1/reports", content_type(f, &body), &body) {
+            Ok((200, answer)) => {
+                if let Some(since) = waiting_since {
+                    say(&format!(
+                        "the server takes reports again (after {} s)",
+                        since.elapsed().as_secs()
+                    ));
+                }
+                return Ok(Sent::Answered(
+                    serde_json::from_str(&answer).unwrap_or_default(),
+                ));
+            }
+            Ok((401, answer)) => bail!(
+                "{}: HTTP 401: {} (nothing more is sent)",
+                args.to,
+                Client::error_of(&answer)
+            ),
+            Ok((s, answer)) if try_again(s) => format!("HTTP {s}: {}", Client::error_of(&answer)),
+            Ok((s, answer)) => {
+                return Ok(Sent::Refused(format!(
+                    "HTTP {s}: {}",
+                    Client::error_of(&answer)
+                )))
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        let now = std::time::Instant::now();
+        if now + wait > deadline {
+            return Ok(Sent::Unsent(why));
+        }
+        if waiting_since.is_none() {
+            waiting_since = Some(now);
+            say(&format!(
+                "the server is unavailable ({why}); sending again for up to {} s",
+                deadline.saturating_duration_since(now).as_secs()
+            ));
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
+/// `gemba import`: every report file under the paths, one by one. A server
+/// that is unavailable is waited for (`--retry-for`); re-running is safe,
+/// since the server knows a run it has stored. Exits non-zero only when
+/// something remains unsent.
 pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let files = files_under(&args.paths)?;
     if files.is_empty() {
@@ -64,54 +142,84 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files · {msg}")
             .expect("template is valid"),
     );
+    // Without a terminal the bar draws nothing: counts go to stderr as
+    // lines, every 10 s.
+    let lines = bar.is_hidden();
+    let mut said = std::time::Instant::now();
     let (mut accepted, mut duplicate, mut started) = (0u64, 0u64, 0u64);
-    let mut rejected: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for f in &files {
-        let outcome = (|| -> anyhow::Result<Result<Value, String>> {
-            let size = std::fs::metadata(f)?.len();
-            if size > MAX_FILE {
-                return Ok(Err(format!("larger than {} MiB", MAX_FILE >> 20)));
+    let mut refused: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut unsent: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut deadline = std::time::Instant::now() + args.retry_for;
+    let mut stopped: Option<anyhow::Error> = None;
+    for (i, f) in files.iter().enumerate() {
+        let mut say = |text: &str| {
+            if lines {
+                eprintln!("gemba import: {text}");
+            } else {
+                bar.println(format!("gemba import: {text}"));
             }
-            let body = std::fs::read(f)?;
-            let (status, answer) = client.send("/api/v1/reports", content_type(f, &body), &body)?;
-            match status {
-                200 => Ok(Ok(serde_json::from_str(&answer).unwrap_or_default())),
-                401 => bail!("{}: HTTP 401: {}", args.to, Client::error_of(&answer)),
-                503 => bail!("{}: HTTP 503: {}", args.to, Client::error_of(&answer)),
-                s => Ok(Err(format!("HTTP {s}: {}", Client::error_of(&answer)))),
-            }
-        })();
-        match outcome? {
-            Ok(v) => {
+        };
+        match send_report(&client, args, f, deadline, &mut say) {
+            Ok(Sent::Answered(v)) => {
                 accepted += v["accepted"].as_u64().unwrap_or(0);
                 duplicate += v["duplicate"].as_u64().unwrap_or(0);
                 started += v["started"].as_u64().unwrap_or(0);
+                // The server answers again: a later outage gets its own time.
+                deadline = std::time::Instant::now() + args.retry_for;
             }
-            Err(why) => rejected.entry(why).or_default().push(f.clone()),
+            Ok(Sent::Refused(why)) => refused.entry(why).or_default().push(f.clone()),
+            Ok(Sent::Unsent(why)) => unsent.entry(why).or_default().push(f.clone()),
+            Err(e) => {
+                for rest in &files[i..] {
+                    unsent
+                        .entry("not sent: the import stopped".into())
+                        .or_default()
+                        .push(rest.clone());
+                }
+                stopped = Some(e);
+                break;
+            }
         }
-        bar.set_message(format!(
-            "{accepted} accepted, {duplicate} duplicate, {} rejected",
-            rejected.values().map(Vec::len).sum::<usize>()
-        ));
+        let counts = format!(
+            "{accepted} accepted, {duplicate} duplicate, {} refused, {} unsent",
+            refused.values().map(Vec::len).sum::<usize>(),
+            unsent.values().map(Vec::len).sum::<usize>()
+        );
+        if lines && said.elapsed() >= std::time::Duration::from_secs(10) {
+            eprintln!("gemba import: {}/{} files: {counts}", i + 1, files.len());
+            said = std::time::Instant::now();
+        }
+        bar.set_message(counts);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let n_rejected: usize = rejected.values().map(Vec::len).sum();
+    let n_refused: usize = refused.values().map(Vec::len).sum();
+    let n_unsent: usize = unsent.values().map(Vec::len).sum();
     println!(
-        "{} files: {accepted} runs accepted, {duplicate} duplicate (already stored), {started} Chef run starts, {n_rejected} files rejected",
+        "{} files: {accepted} runs accepted, {duplicate} duplicate (already stored), {started} Chef run starts, {n_refused} files refused, {n_unsent} unsent",
         files.len()
     );
-    for (why, list) in &rejected {
-        println!("  rejected {}× {why}", list.len());
-        for f in list.iter().take(5) {
-            println!("    {}", f.display());
-        }
-        if list.len() > 5 {
-            println!("    … and {} more", list.len() - 5);
+    for (label, groups) in [("refused", &refused), ("unsent", &unsent)] {
+        for (why, list) in groups {
+            println!("  {label} {}× {why}", list.len());
+            for f in list.iter().take(5) {
+                println!("    {}", f.display());
+            }
+            if list.len() > 5 {
+                println!("    … and {} more", list.len() - 5);
+            }
         }
     }
-    if n_rejected > 0 {
-        bail!("{n_rejected} of {} files were rejected", files.len());
+    println!("Re-running the same import is safe: runs the server has stored are counted as duplicates, not stored twice.");
+    if let Some(e) = stopped {
+        return Err(e.context(format!("{n_unsent} of {} files unsent", files.len())));
+    }
+    if n_unsent > 0 {
+        bail!(
+            "{n_unsent} of {} files unsent: the server stayed unavailable for --retry-for ({} s); run the import again",
+            files.len(),
+            args.retry_for.as_secs()
+        );
     }
     Ok(())
 }

@@ -61,4 +61,9 @@ pub struct ImportArgs {
     /// API token (needed when the server has one).
     #[arg(long, env = "GEMBA_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How long to keep sending a file again while the server is
+    /// unavailable (HTTP 503, 502, 504, 429) or cannot be reached, backing
+    /// off up to 10 s between tries: 5m, 30s, 0 (never).
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    pub retry_for: std::time::Duration,
 }

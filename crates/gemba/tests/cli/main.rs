@@ -10,6 +10,7 @@ mod crash_loop;
 mod ecmp_nft;
 mod escalator;
 mod help;
+mod import;
 mod impostor;
 mod market_durability;
 mod partition_netns;
