@@ -21,6 +21,7 @@ mod market_cmd;
 mod node;
 mod node_cmd;
 mod postmortem_cmd;
+mod repeats;
 mod store_cmd;
 
 use std::process::ExitCode;
@@ -38,6 +39,7 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .event_format(repeats::Repeats::new(tracing_subscriber::fmt::format()))
         .init();
 }
 
