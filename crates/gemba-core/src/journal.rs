@@ -51,6 +51,9 @@ pub enum JournalKind {
     /// This server's clock is off the store's (or back): it takes no new
     /// leases meanwhile.
     ClockSkew,
+    /// The store could not be reached (written when it is back), and its
+    /// return, with the lines held back meanwhile.
+    StoreOutage,
 }
 
 impl JournalKind {
@@ -80,13 +83,14 @@ impl JournalKind {
             JournalKind::NotifyDelivered => "notify-delivered",
             JournalKind::NotifyExpired => "notify-expired",
             JournalKind::ClockSkew => "clock-skew",
+            JournalKind::StoreOutage => "store-outage",
         }
     }
 }
 
 impl JournalKind {
     /// Every kind, in the order a journal tells an escalation.
-    pub const ALL: [JournalKind; 24] = [
+    pub const ALL: [JournalKind; 25] = [
         JournalKind::Flapping,
         JournalKind::Folded,
         JournalKind::Quiet,
@@ -111,6 +115,7 @@ impl JournalKind {
         JournalKind::NotifyDelivered,
         JournalKind::NotifyExpired,
         JournalKind::ClockSkew,
+        JournalKind::StoreOutage,
     ];
 
     /// The kind a stored line names; `None` for a kind this gemba does

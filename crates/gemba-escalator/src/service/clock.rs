@@ -38,9 +38,18 @@ impl Service {
     pub(super) async fn watch_clock(&mut self) {
         let clock = self.clock;
         let skew = match gemba_store::clock_skew(&*self.store, || clock.now_ms()).await {
-            Ok((Some(s), _)) => s,
-            // No clock of its own (SQLite), or unreachable (health says so).
-            Ok((None, _)) | Err(_) => return,
+            Ok((skew, _)) => {
+                self.store_back().await;
+                match skew {
+                    Some(s) => s,
+                    // No clock of its own (SQLite).
+                    None => return,
+                }
+            }
+            Err(e) => {
+                self.store_failed(&e);
+                return;
+            }
         };
         let now = self.clock.now_ms();
         let beyond = skew.abs() > gemba_store::MAX_CLOCK_SKEW_MS;

@@ -157,9 +157,7 @@ impl Service {
                         text: e.text,
                         server: self.holder.clone(),
                     };
-                    if let Err(e) = self.store.append(row).await {
-                        tracing::error!(error = %e, "cannot write the journal");
-                    }
+                    self.append_journal(row).await;
                 }
                 Effect::Notify(n) => {
                     // A notice with an ack command is a hold's, sent once

@@ -35,6 +35,7 @@ use crate::outbox::{self, Channels, OutboxConfig};
 mod clock;
 mod effects;
 mod leases;
+mod outage;
 
 /// What servers know of each node, for templates and step environments.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -287,6 +288,7 @@ pub fn spawn_with(
         outbox_task: Some(outbox_task),
         fences: Default::default(),
         clock_watch: Default::default(),
+        outage: Default::default(),
     };
     let task = tokio::spawn(service.run(results_rx, cmd_rx));
     (handle, results_tx, task)
@@ -318,6 +320,8 @@ struct Service {
     fences: std::collections::HashMap<String, Fence>,
     /// This server's clock against the store's.
     clock_watch: clock::ClockWatch,
+    /// The store not answering, and the journal lines held back meanwhile.
+    outage: outage::Outage,
 }
 
 impl Service {

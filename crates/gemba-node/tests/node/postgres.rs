@@ -325,12 +325,13 @@ async fn health_says_when_postgresql_is_down_and_when_it_is_back() {
     };
     let url = cluster.database().await;
     let dir = temp_dir("postgres-health");
+    // A short lease: the escalator looks at the store every second.
     let c = config(
         "srv",
         "127.0.97.2",
         None,
         &dir,
-        &format!("[store]\nurl = \"{url}\"\n"),
+        &format!("[store]\nurl = \"{url}\"\n[escalator]\nlease_ttl = \"3s\"\n"),
     );
     let node = Node::start(&c, Arc::new(UdpNet), key()).await.unwrap();
     let addr = node.http_addr().unwrap();
@@ -390,6 +391,41 @@ async fn health_says_when_postgresql_is_down_and_when_it_is_back() {
         || async { health().await.0.starts_with("HTTP/1.0 200") },
     )
     .await;
+    // The outage is in the journal: since when, then that it is back.
+    let store = gemba_store::open_any(&gemba_core::StoreLocation::Postgres {
+        url: url.clone(),
+        password_file: None,
+    })
+    .await
+    .unwrap();
+    let outage_lines = || async {
+        let mut lines: Vec<_> = store
+            .recent_journal(500)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.kind == "store-outage" && l.server == "srv")
+            .collect();
+        lines.sort_by_key(|l| l.seq);
+        lines
+    };
+    wait_for(
+        "the outage's two journal lines",
+        Duration::from_secs(20),
+        || async { outage_lines().await.len() == 2 },
+    )
+    .await;
+    let lines = outage_lines().await;
+    assert!(
+        lines[0]
+            .text
+            .contains("the store could not be reached from"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].text.contains("the store is back after"),
+        "{lines:?}"
+    );
     node.shutdown().await;
 }
 
