@@ -52,7 +52,7 @@ pub fn run(sizes: &[usize], rounds: usize) -> anyhow::Result<()> {
         let mut bytes = 0;
         for _ in 0..rounds.max(1) {
             let t = Instant::now();
-            let page = gemba_api::render_page("node-0000", "site-0", &g);
+            let page = gemba_api::render_page("node-0000", "site-0", &g, &[]);
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             bytes = page.len();
         }

@@ -3,6 +3,7 @@
 //! A few lines of JavaScript re-fetch the panel every two seconds; nothing
 //! is loaded from anywhere else.
 
+use gemba_mesh::endpoint::skew::Skewed;
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -220,7 +221,7 @@ fn legend() -> String {
 }
 
 /// The part of the page that refreshes.
-pub fn render_panel(served_by: &str, g: &Graph) -> String {
+pub fn render_panel(served_by: &str, g: &Graph, skewed: &[Skewed]) -> String {
     let down = g
         .nodes
         .iter()
@@ -243,6 +244,7 @@ pub fn render_panel(served_by: &str, g: &Graph) -> String {
         svg::render(g),
         legend(),
     );
+    s.push_str(&render_skewed(skewed));
     let _ = write!(
         s,
         r##"<section><h2>Broken links</h2>{}<h2 style="margin-top:1.2em">Latency matrix (p50 ms)</h2>{}<h2 style="margin-top:1.2em">Consoles</h2><ul id="consoles">"##,
@@ -271,13 +273,36 @@ pub fn render_panel(served_by: &str, g: &Graph) -> String {
 /// Links between the console's pages.
 pub(crate) const NAV: &str = r#"<nav><a href="/">grid</a><a href="/checks">checks</a><a href="/escalations">escalations</a><a href="/plan">plan</a><a href="/market">market</a><a href="/charts">charts</a><a href="/events">events</a><a href="/incidents">incidents</a></nav>"#;
 
+/// Peers heard from whose packets are dropped as expired: shown as "clock
+/// skew", not left to look like nodes that are simply missing.
+fn render_skewed(skewed: &[Skewed]) -> String {
+    if skewed.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        r#"<h2 style="margin-top:1.2em">Clock skew</h2><p class="muted">These nodes hold the grid key, but their packets are stamped too far from this node's clock and are dropped as expired: they are not in the graph until one of the two clocks is fixed (NTP).</p><table id="clock-skew"><tr><th>node</th><th>state</th><th>dropped</th></tr>"#,
+    );
+    for k in skewed {
+        let _ = write!(
+            s,
+            r#"<tr class="skewed"><td>{}</td><td class="state state-down">clock skew: {} s {}</td><td>{}</td></tr>"#,
+            esc(&k.peer),
+            (k.skew_ms.unsigned_abs() + 500) / 1000,
+            if k.skew_ms > 0 { "ahead" } else { "behind" },
+            k.dropped
+        );
+    }
+    s.push_str("</table>");
+    s
+}
+
 /// The whole console page.
-pub fn render_page(node: &str, site: &str, g: &Graph) -> String {
+pub fn render_page(node: &str, site: &str, g: &Graph, skewed: &[Skewed]) -> String {
     format!(
         r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>gemba · {node}</title><style>{STYLE}</style></head><body><header><h1>gemba</h1><span>node {node} · site {site}</span>{NAV}<span id="status" class="muted"></span></header><div id="panel">{panel}</div><script src="/assets/console.js"></script></body></html>"##,
         node = esc(node),
         site = esc(site),
-        panel = render_panel(node, g),
+        panel = render_panel(node, g, skewed),
     )
 }
 
@@ -316,7 +341,7 @@ mod tests {
             broken.contains("<td class=\"reason\">4 of 8 flows fail (a path is black-holed)</td>"),
             "{broken}"
         );
-        let panel = render_panel("ams-1", &g);
+        let panel = render_panel("ams-1", &g, &[]);
         assert!(
             panel.contains(
                 "title=\"ams-1 → nyc-1: degraded: 4 of 8 flows fail (a path is black-holed)"
@@ -324,5 +349,22 @@ mod tests {
             "{panel}"
         );
         assert!(panel.contains(">4/8</td>"), "{panel}");
+    }
+
+    #[test]
+    fn a_node_whose_packets_are_expired_shows_as_clock_skew() {
+        let g = Graph {
+            nodes: vec![node("ams-1")],
+            edges: vec![],
+        };
+        let mut t = gemba_mesh::endpoint::skew::SkewTable::default();
+        t.note("nyc-1", 1_000_000 + 300_000, 1_000_000);
+        let panel = render_panel("ams-1", &g, &t.list(1_000_000));
+        assert!(panel.contains(r#"<table id="clock-skew">"#), "{panel}");
+        assert!(
+            panel.contains("<td>nyc-1</td><td class=\"state state-down\">clock skew: 300 s ahead</td><td>1</td>"),
+            "{panel}"
+        );
+        assert!(!render_panel("ams-1", &g, &[]).contains("clock-skew"));
     }
 }

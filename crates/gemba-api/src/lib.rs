@@ -376,10 +376,15 @@ async fn console_page(State(s): State<Shared>) -> Html<String> {
         s.mesh.id(),
         &s.mesh.settings().site,
         &g,
+        &s.mesh.clock_skewed_peers(),
     ))
 }
 
 async fn console_panel(State(s): State<Shared>) -> Html<String> {
     let g = s.mesh.graph().await;
-    Html(console::render_panel(s.mesh.id(), &g))
+    Html(console::render_panel(
+        s.mesh.id(),
+        &g,
+        &s.mesh.clock_skewed_peers(),
+    ))
 }

@@ -22,6 +22,15 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    pub peer: String,
+}
+
+/// Peers given a label of their own on the expired-packets counter at
+/// most; packets from more are counted under `peer="other"`.
+const MAX_EXPIRED_PEERS: usize = 1024;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     pub direction: &'static str,
 }
@@ -60,6 +69,10 @@ pub struct MeshMetrics {
     pub packets_received: Family<KindLabel, Counter>,
     pub gossip_bytes: Family<DirectionLabel, Counter>,
     pub dropped: Family<ReasonLabel, Counter>,
+    /// Packets dropped as expired, by the (authenticated) peer that sent
+    /// them: a clock off by more than the packet age limit.
+    pub expired: Family<PeerLabel, Counter>,
+    expired_peers: std::sync::Mutex<std::collections::HashSet<String>>,
     pub probes_sent: Family<TargetLabel, Counter>,
     pub probes_lost: Family<TargetLabel, Counter>,
     pub probe_rtt: Family<TargetLabel, Histogram, fn() -> Histogram>,
@@ -112,6 +125,8 @@ impl MeshMetrics {
             packets_received: Family::default(),
             gossip_bytes: Family::default(),
             dropped: Family::default(),
+            expired: Family::default(),
+            expired_peers: Default::default(),
             probes_sent: Family::default(),
             probes_lost: Family::default(),
             probe_rtt: Family::new_with_constructor(rtt_histogram),
@@ -167,6 +182,11 @@ impl MeshMetrics {
             "dropped_packets",
             "Datagrams dropped before use, by reason",
             self.dropped.clone(),
+        );
+        r.register(
+            "expired_packets",
+            "Signed datagrams dropped as expired, by the peer that sent them (its clock or this node's is off)",
+            self.expired.clone(),
         );
         r.register(
             "probes_sent",
@@ -259,6 +279,19 @@ impl MeshMetrics {
                 reason: reason.as_str(),
             });
         }
+    }
+
+    /// Counts a signed packet from `peer` dropped as expired.
+    pub fn expired_from(&self, peer: &str) {
+        let peer = match self.expired_peers.lock() {
+            Ok(seen) if seen.contains(peer) => peer.to_string(),
+            Ok(mut seen) if seen.len() < MAX_EXPIRED_PEERS => {
+                seen.insert(peer.to_string());
+                peer.to_string()
+            }
+            _ => "other".to_string(),
+        };
+        self.expired.get_or_create(&PeerLabel { peer }).inc();
     }
 
     pub fn drop_packet(&self, reason: DropReason) {

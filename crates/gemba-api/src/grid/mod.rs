@@ -33,6 +33,12 @@ async fn graph(State(s): State<Shared>) -> Json<serde_json::Value> {
         "served_by": s.mesh.id(),
         "nodes": g.nodes,
         "edges": g.edges,
+        // Nodes whose packets are dropped as expired (a clock is off).
+        "clock_skew": s.mesh.clock_skewed_peers().iter().map(|k| json!({
+            "node": k.peer,
+            "skew_ms": k.skew_ms,
+            "dropped": k.dropped,
+        })).collect::<Vec<_>>(),
     }))
 }
 

@@ -46,6 +46,7 @@ use crate::wire::{
 
 mod gossip;
 mod receive;
+pub mod skew;
 
 pub use gossip::*;
 use receive::*;
@@ -96,9 +97,19 @@ pub struct Endpoint {
     session: u64,
     counter: AtomicU64,
     metrics: Arc<MeshMetrics>,
+    /// Peers whose packets were dropped as expired.
+    skewed: Mutex<skew::SkewTable>,
 }
 
 impl Endpoint {
+    /// Peers whose packets arrive stamped too far from this node's clock.
+    pub fn skewed_peers(&self) -> Vec<skew::Skewed> {
+        self.skewed
+            .lock()
+            .map(|t| t.list(unix_ms()))
+            .unwrap_or_default()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.socket.local_addr()
     }
@@ -363,6 +374,7 @@ pub fn open(
         session: random_session(),
         counter: AtomicU64::new(1),
         metrics,
+        skewed: Default::default(),
     });
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_GOSSIP);
     let (samples_tx, samples_rx) = mpsc::channel(INBOUND_SAMPLES);
@@ -424,10 +436,28 @@ fn accept<'a>(
     if !for_me {
         return Err(DropReason::Misdirected);
     }
-    guard
+    let now = unix_ms();
+    let checked = guard
         .lock()
         .map_err(|_| DropReason::Overloaded)?
-        .check(&packet, unix_ms())?;
+        .check(&packet, now);
+    if checked == Err(DropReason::Expired) {
+        // Signed with the grid key, but stamped too far from this clock.
+        endpoint.metrics.expired_from(packet.sender);
+        if let Ok(mut t) = endpoint.skewed.lock() {
+            if t.note(packet.sender, packet.unix_ms, now) {
+                if let Some(s) = t.list(now).into_iter().find(|s| s.peer == packet.sender) {
+                    tracing::warn!(
+                        peer = packet.sender,
+                        skew_ms = s.skew_ms,
+                        "{}",
+                        skew::describe(&s)
+                    );
+                }
+            }
+        }
+    }
+    checked?;
     endpoint
         .metrics
         .packets_received
@@ -469,5 +499,67 @@ mod tests {
         assert_eq!(r.add(from, &fragment(221, 221, 0, b"x"), now), None);
         assert_eq!(r.add(from, &fragment(5, 3, 2, b"x"), now), None);
         assert_eq!(r.add(from, &fragment(0, 1, 2, b"x"), now), None);
+    }
+
+    /// A signed packet stamped five minutes ahead is dropped as expired,
+    /// and its sender is counted and listed as clock-skewed, not dropped
+    /// silently.
+    #[tokio::test]
+    async fn a_skewed_peers_packets_are_dropped_and_the_peer_is_listed() {
+        use crate::net::Net;
+        let net = crate::MemNet::new();
+        let key = GridKey::new(b"skew-test-grid-key-0123456789abcd".to_vec()).unwrap();
+        let addr: SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        let socket = net.bind(addr).await.unwrap();
+        let flow = net.bind_flow(addr, 0).await.unwrap();
+        let endpoint = Endpoint {
+            socket,
+            flows: vec![flow],
+            key: key.clone(),
+            id: "n0".into(),
+            peers: Default::default(),
+            session: 1,
+            counter: AtomicU64::new(1),
+            metrics: Arc::new(MeshMetrics::new()),
+            skewed: Default::default(),
+        };
+        let guard = Mutex::new(ReplayGuard::new(30_000, 16));
+        let packet = |counter: u64, unix_ms: u64| {
+            let mut out = Vec::new();
+            wire::seal(
+                &key,
+                &wire::Header {
+                    kind: Kind::Gossip,
+                    session: 9,
+                    counter,
+                    unix_ms,
+                    frag: (0, 1),
+                    sender: "n2",
+                    recipient: "n0",
+                },
+                b"hello",
+                &mut out,
+            );
+            out
+        };
+        let ahead = packet(1, unix_ms() + 300_000);
+        assert_eq!(
+            accept(&endpoint, &guard, &ahead).err(),
+            Some(DropReason::Expired)
+        );
+        let on_time = packet(2, unix_ms());
+        assert!(accept(&endpoint, &guard, &on_time).is_ok());
+        let listed = endpoint.skewed_peers();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].peer.as_str(), listed[0].dropped), ("n2", 1));
+        assert!((299_000..=301_000).contains(&listed[0].skew_ms));
+        assert_eq!(
+            endpoint
+                .metrics
+                .expired
+                .get_or_create(&crate::metrics::PeerLabel { peer: "n2".into() })
+                .get(),
+            1
+        );
     }
 }

@@ -292,6 +292,12 @@ impl MeshNode {
 
     /// The grid graph as this node sees it. Computed at most every
     /// [`GRAPH_MAX_AGE`]: consoles and pollers share one computation.
+    /// Peers whose signed packets arrive stamped too far from this node's
+    /// clock (dropped as expired), heard from in the last ten minutes.
+    pub fn clock_skewed_peers(&self) -> Vec<crate::endpoint::skew::Skewed> {
+        self.endpoint.skewed_peers()
+    }
+
     pub async fn graph(&self) -> Arc<Graph> {
         let mut cache = self.graph_cache.lock().await;
         if let Some((at, g)) = cache.as_ref() {
