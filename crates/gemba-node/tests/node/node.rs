@@ -340,3 +340,104 @@ async fn an_agent_starts_no_store_market_or_timeline_task() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A small tmpfs mounted for a test, unmounted when it ends.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts one of `mib` MiB, or says why it cannot (not root, no mount).
+    fn mount(name: &str, mib: u32) -> Result<Tmpfs, String> {
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        let dir = temp_dir(name);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .map_err(|e| format!("mount: {e}"))?
+            .success();
+        if !ok {
+            return Err("mount -t tmpfs failed".into());
+        }
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A server whose SQLite store's disk fills up: `/healthz` answers 503
+/// naming the full disk, and 200 again once there is room, without a
+/// restart. (On a 16 MiB tmpfs; skipped, saying why, where it cannot be
+/// mounted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_when_the_stores_disk_is_full() {
+    let disk = match Tmpfs::mount("fulldisk", 16) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let c = config(
+        "n1",
+        "10.9.0.3:7946".parse().unwrap(),
+        None,
+        &disk.0,
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let node = Node::start(&c, Arc::new(MemNet::new()), key())
+        .await
+        .unwrap();
+    let http = node.http_addr().unwrap();
+    let health = |path: &'static str| async move { http_get(http, path).await };
+    assert!(
+        health("/healthz").await.starts_with("HTTP/1.0 200"),
+        "{}",
+        health("/healthz").await
+    );
+    // Fill the disk but for a MiB.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let start = Instant::now();
+    let full = loop {
+        let h = health("/healthz").await;
+        if h.starts_with("HTTP/1.0 503") {
+            break h;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(full.contains("the store's disk is full"), "{full}");
+    std::fs::remove_file(&filler).unwrap();
+    let start = Instant::now();
+    loop {
+        let h = health("/healthz").await;
+        if h.starts_with("HTTP/1.0 200") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.shutdown().await;
+}
