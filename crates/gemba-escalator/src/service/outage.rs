@@ -104,7 +104,7 @@ impl Service {
                 "{}: the store is back after {} s; {held} journal line{} held back meanwhile {} written above{}",
                 self.holder,
                 now.saturating_sub(since).div_ceil(1000),
-                if held == 1 { " was" } else { "s were" },
+                if held == 1 { "" } else { "s" },
                 if held == 1 { "is" } else { "are" },
                 if dropped > 0 {
                     format!(" ({dropped} older ones were dropped: more than {MAX_HELD} were held)")
