@@ -441,3 +441,63 @@ async fn health_says_when_the_stores_disk_is_full() {
     }
     node.shutdown().await;
 }
+
+/// A store with garbage written in the middle of the file (one page of the
+/// journal): the server role does not start, and says which table is
+/// damaged and how to recover; the agent runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_damaged_in_the_middle_keeps_the_server_role_off_naming_the_table() {
+    let dir = temp_dir("midstore");
+    let db = dir.join("gemba.db");
+    {
+        let store = gemba_store::open(&gemba_core::StoreLocation::Sqlite(db.clone()))
+            .await
+            .unwrap();
+        for i in 0..3000u64 {
+            store
+                .append(gemba_store::JournalRow {
+                    seq: 0,
+                    escalation: Some(1),
+                    scope: "node:n1".into(),
+                    at_ms: 1_000 + i,
+                    kind: "step-end".into(),
+                    text: format!("restart {i} finished: exit 0, and words enough to fill pages"),
+                    server: "n1".into(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = 4096 * (bytes.len() / 4096 / 2);
+    for (i, b) in bytes[page..page + 4096].iter_mut().enumerate() {
+        *b = (i * 13 + 5) as u8;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let c = config(
+        "n1",
+        "10.9.0.4:7946".parse().unwrap(),
+        None,
+        &dir,
+        &format!(
+            "[store]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            db.display()
+        ),
+    );
+    let node = Node::start(&c, Arc::new(MemNet::new()), key())
+        .await
+        .unwrap();
+    let ServerRole::Off(why) = node.server_role().clone() else {
+        panic!("server role should be off: {:?}", node.server_role());
+    };
+    assert!(
+        why.contains("is damaged: damaged table journal (") && why.contains("To recover"),
+        "{why}"
+    );
+    let health = http_get(node.http_addr().unwrap(), "/healthz").await;
+    assert!(
+        health.starts_with("HTTP/1.0 503") && health.contains("damaged table journal"),
+        "{health}"
+    );
+    node.shutdown().await;
+}

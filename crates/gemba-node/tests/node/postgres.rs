@@ -436,8 +436,22 @@ async fn health_says_when_postgresql_is_down_and_when_it_is_back() {
 /// the database's clock, is in time order along its sequence, with no line
 /// from the future.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_whose_clock_is_off_says_so_and_takes_no_lease() {
-    let cluster = match gemba_store::throwaway::Cluster::start("skew") {
+async fn a_server_whose_clock_is_ahead_says_so_and_takes_no_lease() {
+    a_server_whose_clock_is_off_says_so_and_takes_no_lease(5 * 60 * 1000, "ahead of").await;
+}
+
+/// The same, the second server's clock 5 minutes behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_clock_is_behind_says_so_and_takes_no_lease() {
+    a_server_whose_clock_is_off_says_so_and_takes_no_lease(-5 * 60 * 1000, "behind").await;
+}
+
+async fn a_server_whose_clock_is_off_says_so_and_takes_no_lease(offset_ms: i64, words: &str) {
+    let cluster = match gemba_store::throwaway::Cluster::start(if offset_ms > 0 {
+        "skew-ahead"
+    } else {
+        "skew-behind"
+    }) {
         Ok(c) => c,
         Err(why) => {
             eprintln!("SKIPPED: {why}");
@@ -445,7 +459,16 @@ async fn a_server_whose_clock_is_off_says_so_and_takes_no_lease() {
         }
     };
     let url = cluster.database().await;
-    let dir = temp_dir("postgres-skew");
+    let dir = temp_dir(if offset_ms > 0 {
+        "postgres-skew-ahead"
+    } else {
+        "postgres-skew-behind"
+    });
+    let (ip_a, ip_b) = if offset_ms > 0 {
+        ("127.0.97.3", "127.0.97.4")
+    } else {
+        ("127.0.97.5", "127.0.97.6")
+    };
     let ran = dir.join("ran");
     let policy = format!(
         r#"
@@ -474,18 +497,18 @@ level = 1
         ran = ran.display()
     );
     let a = Node::start(
-        &config("srv-a", "127.0.97.3", None, &dir, &policy),
+        &config("srv-a", ip_a, None, &dir, &policy),
         Arc::new(UdpNet),
         key(),
     )
     .await
     .unwrap();
     let b = Node::start_with(
-        &config("srv-b", "127.0.97.4", None, &dir, &policy),
+        &config("srv-b", ip_b, None, &dir, &policy),
         Arc::new(UdpNet),
         key(),
         gemba_node::NodeOptions {
-            clock_offset_ms: 5 * 60 * 1000,
+            clock_offset_ms: offset_ms,
             ..Default::default()
         },
     )
@@ -520,11 +543,8 @@ level = 1
         .iter()
         .find(|l| l.server == "srv-b" && l.kind == "clock-skew")
         .expect("srv-b journals its skew");
-    assert!(
-        skew_line.text.contains("300 s ahead of the store's"),
-        "{}",
-        skew_line.text
-    );
+    let said = format!("300 s {words} the store's");
+    assert!(skew_line.text.contains(&said), "{}", skew_line.text);
     assert!(
         !journal
             .iter()
@@ -536,7 +556,7 @@ level = 1
     // Its /healthz says why; the other server's is fine.
     let (code, body) = http(b.http_addr().unwrap(), "GET", "/healthz", false, "").await;
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("300 s ahead of the store's"), "{body}");
+    assert!(body.contains(&said), "{body}");
     let (code, body) = http(a.http_addr().unwrap(), "GET", "/healthz", false, "").await;
     assert_eq!(code, 200, "{body}");
     // The journal's times follow its sequence, on the database's clock.
