@@ -264,6 +264,9 @@ listen = "{ip}:8777"
 quiet_period = "2s"
 backoff = "1s"
 max_per_scope_per_hour = 100
+# Every round kills the service again: without this the third kill is a
+# crash loop, held for a human, and there would be no restart to time.
+crash_loop_failures = 1000
 [[level]]
 level = 1
 name = "restart"
@@ -278,6 +281,11 @@ pidfile = "{pid}"
 interval = "1s"
 fall = 2
 level = 1
+# Each round's kill and restart are two state changes: without this the
+# fourth round is flapping, held for a human.
+flap_changes_high = 1000
+flap_high = 100.0
+flap_low = 90.0
 "#,
             data = dir.join("data").display(),
             script = g_script.display(),
