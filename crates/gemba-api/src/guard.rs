@@ -214,10 +214,11 @@ pub(super) fn browser_refusal(
             essence.as_str(),
             "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
         ) {
-            return Some((
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("{essence} is refused for requests that change state: a page on another site could send it; send application/json or no body"),
-            ));
+            // A report path names what it takes.
+            let why = review::type_refusal(req.uri().path(), &essence).unwrap_or_else(|| {
+                format!("{essence} is refused for requests that change state: a page on another site could send it; send application/json or no body")
+            });
+            return Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, why));
         }
     }
     None

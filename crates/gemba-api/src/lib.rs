@@ -47,6 +47,14 @@ struct CodeLabel {
     code: u16,
 }
 
+/// A report by the path it came in on and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReportLabel {
+    pub(crate) source: &'static str,
+    /// stored (accepted or a duplicate), refused, unavailable.
+    pub(crate) outcome: &'static str,
+}
+
 /// What the handlers share.
 pub struct ApiState {
     pub mesh: Arc<MeshNode>,
@@ -80,6 +88,8 @@ pub struct ApiState {
     /// Console sessions of people signed in with a token.
     pub sessions: access::Sessions,
     pub(crate) connections: ConnectionMetrics,
+    /// Reports received, by source and outcome.
+    pub(crate) reports: Family<ReportLabel, Counter>,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -114,6 +124,12 @@ impl ApiState {
             "gemba_report_parses_over_deadline",
             "Reports answered 503 because waiting for a parse thread and reading took longer than the deadline",
             parse_budget.over_deadline.clone(),
+        );
+        let reports = Family::<ReportLabel, Counter>::default();
+        registry.register(
+            "gemba_market_reports",
+            "Reports received, by the path they came in on (source: puppet, puppetdb, chef, any) and outcome (stored, refused, unavailable)",
+            reports.clone(),
         );
         let connections = ConnectionMetrics::default();
         registry.register(
@@ -150,6 +166,7 @@ impl ApiState {
             parse_budget,
             connections,
             responses,
+            reports,
         })
     }
 

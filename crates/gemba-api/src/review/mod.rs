@@ -35,15 +35,80 @@ pub(crate) const REPORT_PATHS: &[&str] = &[
     "/api/v1/chef/data-collector",
 ];
 
+const YAML_TYPES: &[&str] = &[
+    "application/x-yaml",
+    "application/yaml",
+    "text/yaml",
+    "text/x-yaml",
+];
+const JSON_TYPES: &[&str] = &["application/json"];
+
+/// The content types a report path takes (Puppet's http processor sends
+/// YAML, or JSON from newer agents; PuppetDB and chef-client JSON).
+pub(crate) fn accepted_types(path: &str) -> Option<Vec<&'static str>> {
+    match path {
+        "/api/v1/reports" | "/api/v1/reports/puppet" => {
+            Some(YAML_TYPES.iter().chain(JSON_TYPES).copied().collect())
+        }
+        "/api/v1/reports/puppetdb" | "/api/v1/chef/data-collector" => Some(JSON_TYPES.to_vec()),
+        _ => None,
+    }
+}
+
+/// What a report path's 415 says.
+pub(crate) fn type_refusal(path: &str, sent: &str) -> Option<String> {
+    let ok = accepted_types(path)?;
+    Some(format!(
+        "{path} takes {} (or no content type), not {sent}",
+        ok.join(", ")
+    ))
+}
+
+/// Refuses a report whose content type its path does not take.
+fn check_type(path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(sent) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = sent
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if accepted_types(path).is_some_and(|ok| ok.contains(&essence.as_str())) {
+        return Ok(());
+    }
+    Err(ApiError(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        type_refusal(path, &essence).unwrap_or_default(),
+    ))
+}
+
 /// The review stage's routes. Report bodies may be large: their own cap
-/// (`[market] max_report_bytes`), checked before reading.
+/// (`[market] max_report_bytes`), checked before reading; the 413 names
+/// it.
 pub(crate) fn routes(max_report_bytes: usize) -> Router<Shared> {
     let reports = Router::new()
         .route("/api/v1/reports", post(any))
         .route("/api/v1/reports/puppet", post(puppet))
         .route("/api/v1/reports/puppetdb", post(puppetdb))
         .route("/api/v1/chef/data-collector", post(chef))
-        .layer(axum::extract::DefaultBodyLimit::max(max_report_bytes));
+        .layer(axum::extract::DefaultBodyLimit::max(max_report_bytes))
+        .layer(axum::middleware::map_response(
+            move |r: axum::response::Response| async move {
+                if r.status() != StatusCode::PAYLOAD_TOO_LARGE {
+                    return r;
+                }
+                crate::respond::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the report is larger than this server takes: [market] max_report_size is {max_report_bytes} bytes"
+                    ),
+                )
+            },
+        ));
     Router::new()
         .route("/api/v1/problems", get(problems))
         .route("/api/v1/problems/{id}", get(problem).post(change_problem))
@@ -67,8 +132,46 @@ fn market(s: &Shared) -> Result<&MarketHandle, ApiError> {
 /// The address a request came from, when it came over a socket.
 pub(crate) type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
 
-async fn ingest(s: Shared, peer: Peer, body: Bytes, expect: Expect) -> Answer {
-    let m = market(&s)?.clone();
+/// Counts a report by where it came in and how it ended, and logs a
+/// refusal (once a minute, by the log's limit on repeats).
+fn count(s: &Shared, source: &'static str, outcome: &'static str, why: Option<&str>) {
+    s.reports
+        .get_or_create(&crate::ReportLabel { source, outcome })
+        .inc();
+    if let Some(why) = why {
+        tracing::warn!(source, outcome, "a report was refused: {why}");
+    }
+}
+
+async fn ingest(s: Shared, peer: Peer, headers: HeaderMap, body: Bytes, expect: Expect) -> Answer {
+    let source = match expect {
+        Expect::Puppet => "puppet",
+        Expect::PuppetDb => "puppetdb",
+        Expect::Chef => "chef",
+        Expect::Any => "any",
+    };
+    let path = match expect {
+        Expect::Puppet => "/api/v1/reports/puppet",
+        Expect::PuppetDb => "/api/v1/reports/puppetdb",
+        Expect::Chef => "/api/v1/chef/data-collector",
+        Expect::Any => "/api/v1/reports",
+    };
+    if let Err(e) = check_type(path, &headers) {
+        count(&s, source, "refused", Some(&e.1));
+        return Err(e);
+    }
+    let answer = ingest_checked(&s, peer, body, expect).await;
+    match &answer {
+        Ok(r) if r.status() == StatusCode::OK => count(&s, source, "stored", None),
+        Ok(_) => count(&s, source, "unavailable", None),
+        Err(e) if e.0 == StatusCode::SERVICE_UNAVAILABLE => count(&s, source, "unavailable", None),
+        Err(e) => count(&s, source, "refused", Some(&e.1)),
+    }
+    answer
+}
+
+async fn ingest_checked(s: &Shared, peer: Peer, body: Bytes, expect: Expect) -> Answer {
+    let m = market(s)?.clone();
     let client = peer.map(|p| p.0 .0.ip());
     let deadline = crate::parse_budget::PARSE_DEADLINE.as_secs();
     let Ok(parsed) = s
@@ -94,20 +197,40 @@ async fn ingest(s: Shared, peer: Peer, body: Bytes, expect: Expect) -> Answer {
     .into_response())
 }
 
-pub(crate) async fn puppet(State(s): State<Shared>, peer: Peer, body: Bytes) -> Answer {
-    ingest(s, peer, body, Expect::Puppet).await
+pub(crate) async fn puppet(
+    State(s): State<Shared>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    ingest(s, peer, headers, body, Expect::Puppet).await
 }
 
-pub(crate) async fn puppetdb(State(s): State<Shared>, peer: Peer, body: Bytes) -> Answer {
-    ingest(s, peer, body, Expect::PuppetDb).await
+pub(crate) async fn puppetdb(
+    State(s): State<Shared>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    ingest(s, peer, headers, body, Expect::PuppetDb).await
 }
 
-pub(crate) async fn chef(State(s): State<Shared>, peer: Peer, body: Bytes) -> Answer {
-    ingest(s, peer, body, Expect::Chef).await
+pub(crate) async fn chef(
+    State(s): State<Shared>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    ingest(s, peer, headers, body, Expect::Chef).await
 }
 
-pub(crate) async fn any(State(s): State<Shared>, peer: Peer, body: Bytes) -> Answer {
-    ingest(s, peer, body, Expect::Any).await
+pub(crate) async fn any(
+    State(s): State<Shared>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    ingest(s, peer, headers, body, Expect::Any).await
 }
 
 pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<params::Problems>) -> Answer {

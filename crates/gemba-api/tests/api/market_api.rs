@@ -123,6 +123,14 @@ async fn puppet_reports_need_the_token_and_take_it_in_basic_auth() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Counted by source and outcome (the first, without a token, is the
+    // guard's 401 and never reaches the market).
+    let (_, metrics) = send(&app, Method::GET, "/metrics", &[], Body::empty()).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains(r#"gemba_market_reports_total{source="puppet",outcome="stored"} 2"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -157,6 +165,52 @@ async fn bad_and_oversized_reports_are_refused_with_the_reason() {
     )
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // The 413 names the limit; a content type the path does not take is a
+    // 415 that names what it takes.
+    let (_, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/reports/puppet",
+        &[YAML, auth],
+        format!(
+            "{}\n# {}\n",
+            report("web-1", "u-big", false),
+            "x".repeat(4096)
+        ),
+    )
+    .await;
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("[market] max_report_size is 2048 bytes"),
+        "{v}"
+    );
+    for (path, sent, takes) in [
+        (
+            "/api/v1/reports/puppet",
+            "application/xml",
+            "application/x-yaml",
+        ),
+        ("/api/v1/reports/puppet", "text/plain", "application/x-yaml"),
+        (
+            "/api/v1/chef/data-collector",
+            "application/x-yaml",
+            "takes application/json",
+        ),
+    ] {
+        let (status, v) = send(
+            &app,
+            Method::POST,
+            path,
+            &[("content-type", sent), auth],
+            report("web-1", "u-type", false),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path} {sent}");
+        let why = v["error"].as_str().unwrap();
+        assert!(why.contains(takes) && why.contains(sent), "{why}");
+    }
     let (status, v) = send(
         &app,
         Method::POST,

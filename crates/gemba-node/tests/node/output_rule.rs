@@ -100,7 +100,7 @@ logs = ["{log}"]
 "#,
         log = shop_log.display()
     );
-    let c = config("srv", "127.0.96.1", None, &dir, &policy);
+    let c = config("srv", "127.0.96.3", None, &dir, &policy);
     let node = Node::start(&c, Arc::new(UdpNet), key()).await.unwrap();
     let addr = node.http_addr().unwrap();
 
