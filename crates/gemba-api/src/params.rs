@@ -240,12 +240,15 @@ pub(crate) struct Market {
     pub format: Option<String>,
 }
 
-/// `GET /api/v1/problems`: by status and kind.
+/// `GET /api/v1/problems`: by status, kind, severity and a node it
+/// affects.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Problems {
     pub status: Option<String>,
     pub kind: Option<String>,
+    pub severity: Option<String>,
+    pub node: Option<String>,
 }
 
 /// `GET /api/v1/journal`

@@ -270,12 +270,27 @@ fn urlencode(s: &str) -> String {
 
 pub fn problem(cmd: ProblemCommand) -> anyhow::Result<()> {
     match cmd {
-        ProblemCommand::List { all, server } => {
-            let path = if all {
-                "/api/v1/problems"
-            } else {
-                "/api/v1/problems?status=unresolved"
-            };
+        ProblemCommand::List {
+            all,
+            node,
+            kind,
+            severity,
+            server,
+        } => {
+            let mut pairs: Vec<(&str, String)> = Vec::new();
+            if !all {
+                pairs.push(("status", "unresolved".into()));
+            }
+            for (k, v) in [("node", node), ("kind", kind), ("severity", severity)] {
+                if let Some(v) = v {
+                    pairs.push((k, v));
+                }
+            }
+            let path = format!(
+                "/api/v1/problems?{}",
+                crate::event_cmd::query_string(&pairs)
+            );
+            let path = path.as_str();
             let c = reader(&server);
             if server.json {
                 println!("{}", c.get_raw(path)?);

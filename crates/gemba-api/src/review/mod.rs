@@ -235,6 +235,40 @@ pub(crate) async fn any(
 
 pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<params::Problems>) -> Answer {
     let m = market(&s)?;
+    // A filter that can match nothing is a mistake to name, not an empty
+    // answer.
+    const STATUSES: &[&str] = &["new", "open", "regressed", "resolved", "unresolved"];
+    const SEVERITIES: &[&str] = &["low", "medium", "high", "critical"];
+    if let Some(st) = f.status.as_deref().filter(|st| !STATUSES.contains(st)) {
+        return Err(ApiError::bad(format!(
+            "status {st:?} is not one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    if let Some(sv) = f.severity.as_deref().filter(|sv| !SEVERITIES.contains(sv)) {
+        return Err(ApiError::bad(format!(
+            "severity {sv:?} is not one of {}",
+            SEVERITIES.join(", ")
+        )));
+    }
+    const KINDS: &[&str] = &[
+        "run-failure",
+        "not-idempotent",
+        "bootstrap-failure",
+        "intermittent",
+        "external-outage",
+        "silent-node",
+        "slow-run",
+    ];
+    if let Some(k) = f.kind.as_deref().filter(|k| !KINDS.contains(k)) {
+        return Err(ApiError::bad(format!(
+            "kind {k:?} is not one of {}",
+            KINDS.join(", ")
+        )));
+    }
+    if let Some(n) = &f.node {
+        params::name("node", n)?;
+    }
     let now = m.now_ms();
     let list: Vec<serde_json::Value> = m
         .problems()
@@ -246,6 +280,12 @@ pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<params::Pr
                 .is_none_or(|st| st == p.status.as_str() || (st == "unresolved" && p.is_open()))
         })
         .filter(|p| f.kind.as_deref().is_none_or(|k| k == p.kind.as_str()))
+        .filter(|p| {
+            f.severity
+                .as_deref()
+                .is_none_or(|v| v == p.severity.as_str())
+        })
+        .filter(|p| f.node.as_deref().is_none_or(|n| p.nodes.contains_key(n)))
         .map(|p| problem_json(p, now, false))
         .collect();
     Ok(Json(json!({ "problems": list })).into_response())

@@ -300,6 +300,44 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     let p = &v["problems"][0];
     assert_eq!(p["kind"], "external-outage", "{p}");
     assert_eq!(p["category"], "scm");
+    // Filters: by a node it affects, by kind and severity; one that can
+    // match nothing is named.
+    let count = |v: &serde_json::Value| v["problems"].as_array().map_or(0, Vec::len);
+    for (query, n) in [
+        ("node=web-2", 1),
+        ("node=db-9", 0),
+        ("kind=external-outage&severity=critical", 1),
+        ("kind=run-failure", 0),
+    ] {
+        let (status, v) = send(
+            &app,
+            Method::GET,
+            &format!("/api/v1/problems?{query}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {v}");
+        assert_eq!(count(&v), n, "{query}: {v}");
+    }
+    for (query, says) in [
+        ("kind=outage", "kind \"outage\" is not one of run-failure"),
+        ("severity=urgent", "severity \"urgent\" is not one of low"),
+        ("status=closed", "status \"closed\" is not one of new"),
+        ("environment=prod", "unknown parameter"),
+        ("node=../x", "node"),
+    ] {
+        let (status, v) = send(
+            &app,
+            Method::GET,
+            &format!("/api/v1/problems?{query}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{query}: {v}");
+    }
     let id = p["id"].as_str().unwrap().to_string();
     let uri = format!("/api/v1/problems/{id}");
     let (status, v) = send(&app, Method::POST, &uri, &[JSON, auth], r#"{"owner":"alice","note":"git mirror down since 01:00","cause":"the git mirror's disk is full"}"#).await;

@@ -8,6 +8,15 @@ pub enum ProblemCommand {
     List {
         #[arg(long)]
         all: bool,
+        /// Only those affecting this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Only this kind (run-failure, intermittent, external-outage, …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this severity (low, medium, high, critical).
+        #[arg(long)]
+        severity: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
