@@ -31,6 +31,9 @@ pub struct Entry {
     pub resource: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// Closed by hand: the reason and who.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -165,11 +168,19 @@ impl Market {
 }
 
 fn entry(p: &Problem, now_ms: u64) -> Entry {
+    let closed = p
+        .closed
+        .as_ref()
+        .map(|c| format!("closed by hand: {} ({})", c.reason, c.by));
     Entry {
         id: p.label(),
         kind: p.kind.as_str(),
         title: p.title.clone(),
-        why: p.why.clone(),
+        why: match &closed {
+            Some(c) => format!("{} · {c}", p.why),
+            None => p.why.clone(),
+        },
+        closed,
         category: p.category.clone(),
         severity: p.severity.as_str(),
         score: p.score(now_ms),

@@ -228,6 +228,45 @@ pub struct Problem {
     /// A not-idempotent change that restarts or refreshes a service.
     #[serde(default)]
     pub refresh: bool,
+    /// Closed by hand, and why; cleared when it occurs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<Closing>,
+}
+
+/// A problem closed by a person rather than by clean runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Closing {
+    /// `wont-fix`, `fixed-outside` or `duplicate of P-n`.
+    pub reason: String,
+    pub by: String,
+    pub at_ms: u64,
+}
+
+impl Closing {
+    /// The reasons a problem is closed for, checked: `wont-fix`,
+    /// `fixed-outside`, or `duplicate of P-n` (another problem).
+    pub fn reason(text: &str, own_id: u64) -> Result<String, String> {
+        let t = text.trim();
+        match t {
+            "wont-fix" | "won't fix" => return Ok("wont-fix".into()),
+            "fixed-outside" | "fixed outside" => return Ok("fixed-outside".into()),
+            _ => {}
+        }
+        if let Some(id) = t
+            .strip_prefix("duplicate of P-")
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+        {
+            if id == own_id {
+                return Err(format!("P-{own_id} cannot be a duplicate of itself"));
+            }
+            return Ok(format!("duplicate of P-{id}"));
+        }
+        Err(format!(
+            "close: {:?} is not a reason: wont-fix, fixed-outside or duplicate of P-n",
+            crate::run::cut_to(t, 40)
+        ))
+    }
 }
 
 impl Problem {

@@ -65,6 +65,16 @@ pub struct ProblemChange {
     pub note: Option<String>,
     pub cause: Option<String>,
     pub severity: Option<String>,
+    /// Close it by hand: `wont-fix`, `fixed-outside`, `duplicate of P-n`.
+    #[serde(default)]
+    pub close: Option<String>,
+    /// Open a problem closed by hand again.
+    #[serde(default)]
+    pub reopen: bool,
+    /// Who asks: set by the server from the request's token or session,
+    /// never read from the body.
+    #[serde(skip)]
+    pub by: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -501,10 +511,34 @@ impl Task {
                 )));
             }
         }
+        if change.close.is_some() && change.reopen {
+            return Err(MarketError::Invalid(
+                "close and reopen: one or the other".into(),
+            ));
+        }
         let p = self
             .detector
             .problem_mut(id)
             .ok_or_else(|| MarketError::NoProblem(format!("P-{id}")))?;
+        let reason = match &change.close {
+            Some(text) => {
+                let reason =
+                    crate::problem::Closing::reason(text, id).map_err(MarketError::Invalid)?;
+                if let Some(c) = &p.closed {
+                    return Err(MarketError::Invalid(format!(
+                        "P-{id} is closed already ({}, by {})",
+                        c.reason, c.by
+                    )));
+                }
+                Some(reason)
+            }
+            None => None,
+        };
+        if change.reopen && p.closed.is_none() {
+            return Err(MarketError::Invalid(format!(
+                "P-{id} was not closed by hand: there is nothing to reopen"
+            )));
+        }
         if let Some(o) = &change.owner {
             p.owner = (!o.is_empty()).then(|| o.clone());
         }
@@ -517,6 +551,24 @@ impl Task {
         if let Some(s) = severity {
             p.severity = s;
             p.severity_fixed = true;
+        }
+        if let Some(reason) = &reason {
+            p.status = crate::problem::Status::Resolved;
+            p.status_ms = now;
+            p.resolved_ms = Some(now);
+            p.closed = Some(crate::problem::Closing {
+                reason: reason.clone(),
+                by: change.by.clone(),
+                at_ms: now,
+            });
+            p.add_note(now, &format!("closed by {}: {reason}", change.by));
+        }
+        if change.reopen {
+            p.status = crate::problem::Status::Open;
+            p.status_ms = now;
+            p.resolved_ms = None;
+            p.closed = None;
+            p.add_note(now, &format!("reopened by {}", change.by));
         }
         p.touched_by_people(now);
         let updated = p.clone();

@@ -348,6 +348,10 @@ pub fn problem(cmd: ProblemCommand) -> anyhow::Result<()> {
         }
         ProblemCommand::Note { id, text, write } => change(&id, &write, json!({ "note": text })),
         ProblemCommand::Cause { id, text, write } => change(&id, &write, json!({ "cause": text })),
+        ProblemCommand::Close { id, reason, write } => {
+            change(&id, &write, json!({ "close": reason }))
+        }
+        ProblemCommand::Reopen { id, write } => change(&id, &write, json!({ "reopen": true })),
     }
 }
 

@@ -310,6 +310,11 @@ fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
         "last_seen": gemba_market::time::format_ms(p.last_seen_ms),
         "production": p.production,
         "sample": p.sample,
+        "closed": p.closed.as_ref().map(|c| json!({
+            "reason": c.reason,
+            "by": c.by,
+            "at": gemba_market::time::format_ms(c.at_ms),
+        })),
     });
     if full {
         v["signature"] = json!(p.signature);
@@ -338,6 +343,7 @@ pub(crate) async fn problem(State(s): State<Shared>, Path(id): Path<String>) -> 
 pub(crate) async fn change_problem(
     State(s): State<Shared>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
     let m = market(&s)?;
@@ -348,11 +354,12 @@ pub(crate) async fn change_problem(
             "a problem change is at most 16 KiB".into(),
         ));
     }
-    let change: ProblemChange = serde_json::from_slice(&body).map_err(|e| {
+    let mut change: ProblemChange = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(format!(
-            "expected {{\"owner\", \"note\", \"cause\", \"severity\"}}: {e}"
+            "expected {{\"owner\", \"note\", \"cause\", \"severity\", \"close\": \"wont-fix\" | \"fixed-outside\" | \"duplicate of P-n\", \"reopen\": true}}: {e}"
         ))
     })?;
+    change.by = s.actor(&headers);
     let p = m.change(id, change).await?;
     Ok(Json(problem_json(&p, m.now_ms(), true)).into_response())
 }

@@ -434,4 +434,74 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     )
     .await;
     assert_eq!(runs["runs"][0]["status"], "failed");
+
+    // Closed by hand, with a reason; the market lists it as resolved and
+    // says so. It stays closed until it occurs again.
+    let post = |body: &'static str| {
+        let (app, uri, auth) = (app.clone(), uri.clone(), auth);
+        async move { send(&app, Method::POST, &uri, &[JSON, auth], body).await }
+    };
+    for (body, says) in [
+        (
+            r#"{"close":"meh"}"#,
+            "is not a reason: wont-fix, fixed-outside or duplicate of P-n",
+        ),
+        (r#"{"reopen":true}"#, "was not closed by hand"),
+        (r#"{"close":"wont-fix","reopen":true}"#, "one or the other"),
+        (
+            r#"{"close":"wont-fix","by":"mallory"}"#,
+            "unknown field `by`",
+        ),
+    ] {
+        let (status, v) = post(body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{body}: {v}");
+    }
+    let (status, v) = post(r#"{"close":"wont-fix"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "resolved");
+    assert_eq!(v["closed"]["reason"], "wont-fix");
+    assert!(!v["closed"]["by"].as_str().unwrap().is_empty(), "{v}");
+    let (status, v) = post(r#"{"close":"fixed-outside"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("closed already"),
+        "{v}"
+    );
+    let (_, text) = send(
+        &app,
+        Method::GET,
+        "/api/v1/market?date=2026-11-22&format=text",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert!(
+        text.as_str().unwrap().contains("closed by hand: wont-fix"),
+        "{text}"
+    );
+    let (status, v) = post(r#"{"reopen":true}"#).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["status"].as_str(), &v["closed"]),
+        (Some("open"), &serde_json::Value::Null)
+    );
+    // Closed again, then the failure comes back on a node: open again,
+    // as regressed.
+    let (status, _) = post(r#"{"close":"fixed-outside"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let again = report("web-1", "5c0f0000-0000-4000-8000-0000000000a1", true)
+        .replace("2026-11-22T01:11:57.7", "2026-11-22T01:40:00.0");
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/reports/puppet",
+        &[YAML, auth],
+        again,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, v) = send(&app, Method::GET, &uri, &[], Body::empty()).await;
+    assert_eq!(v["status"], "regressed", "{v}");
+    assert_eq!(v["closed"], serde_json::Value::Null, "{v}");
 }

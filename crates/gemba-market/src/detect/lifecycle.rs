@@ -109,6 +109,7 @@ impl Detector {
                     recent: VecDeque::new(),
                     flaps: 0,
                     refresh: false,
+                    closed: None,
                 };
                 self.by_signature.insert(signature.to_string(), id);
                 self.problems.insert(id, p);
@@ -118,6 +119,8 @@ impl Detector {
         let p = self.problems.get_mut(&id).expect("just found or made");
         let regressed = p.status == Status::Resolved;
         if regressed {
+            // Closed by hand or by clean runs, it occurred again.
+            p.closed = None;
             p.status = Status::Regressed;
             p.status_ms = at;
             p.regressed_ms = Some(at);

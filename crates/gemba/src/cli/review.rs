@@ -49,6 +49,21 @@ pub enum ProblemCommand {
         #[command(flatten)]
         write: WriteArgs,
     },
+    /// Close a problem by hand; it opens again if it occurs again.
+    Close {
+        id: String,
+        /// wont-fix, fixed-outside, or "duplicate of P-n".
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Open a problem closed by hand again.
+    Reopen {
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
 }
 
 #[derive(Debug, Args)]
