@@ -43,6 +43,23 @@ pub struct RunStats {
     pub nodes: u64,
 }
 
+/// How many problems the "needs attention" list of a rendered market
+/// shows.
+pub const ATTENTION: usize = 10;
+/// How many problems each section of a rendered market shows besides
+/// those needing attention; the rest are counted ("and 12 more").
+pub const SECTION_CAP: usize = 8;
+
+/// Problem ids in number order (`P-33` before `P-100`).
+pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let n = |s: &str| {
+        s.trim_start_matches("P-")
+            .parse::<u64>()
+            .unwrap_or(u64::MAX)
+    };
+    n(a).cmp(&n(b)).then_with(|| a.cmp(b))
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Market {
     /// The window: since the previous market, until this one.
@@ -91,7 +108,7 @@ impl Market {
             }
         }
         for list in [&mut m.new, &mut m.regressed, &mut m.open, &mut m.resolved] {
-            list.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+            list.sort_by(|a, b| b.score.total_cmp(&a.score).then(id_order(&a.id, &b.id)));
         }
         m
     }
@@ -102,6 +119,32 @@ impl Market {
 
     pub fn to_markdown(&self) -> String {
         self.render(true)
+    }
+
+    /// The unresolved problems most worth a look first, by score across
+    /// new, regressed and still open: a critical regressed problem comes
+    /// before a low new one.
+    pub fn needs_attention(&self) -> Vec<&Entry> {
+        let mut all: Vec<&Entry> = self
+            .new
+            .iter()
+            .chain(&self.regressed)
+            .chain(&self.open)
+            .collect();
+        all.sort_by(|a, b| b.score.total_cmp(&a.score).then(id_order(&a.id, &b.id)));
+        all.truncate(ATTENTION);
+        all
+    }
+
+    /// What a rendered section lists: its entries not in the attention
+    /// list, at most [`SECTION_CAP`], and how many are left out.
+    pub fn shown<'a>(list: &'a [Entry], attention: &[&Entry]) -> (Vec<&'a Entry>, usize) {
+        let rest: Vec<&Entry> = list
+            .iter()
+            .filter(|e| !attention.iter().any(|a| a.id == e.id))
+            .collect();
+        let left = rest.len().saturating_sub(SECTION_CAP);
+        (rest.into_iter().take(SECTION_CAP).collect(), left)
     }
 
     fn render(&self, md: bool) -> String {
@@ -123,17 +166,46 @@ impl Market {
             self.open.len(),
             self.resolved.len()
         ));
-        for (name, list) in [
-            ("New", &self.new),
-            ("Regressed", &self.regressed),
-            ("Still open", &self.open),
-            ("Resolved", &self.resolved),
-        ] {
-            if list.is_empty() {
+        let attention = self.needs_attention();
+        let unresolved = self.new.len() + self.regressed.len() + self.open.len();
+        let attention_name = format!(
+            "Needs attention ({} of {unresolved} unresolved, by score)",
+            attention.len()
+        );
+        let sections: Vec<(&str, Vec<&Entry>, usize, usize)> = std::iter::once((
+            attention_name.as_str(),
+            attention.clone(),
+            0,
+            attention.len(),
+        ))
+        .chain(
+            [
+                ("New", &self.new),
+                ("Regressed", &self.regressed),
+                ("Still open", &self.open),
+                ("Resolved", &self.resolved),
+            ]
+            .into_iter()
+            .map(|(name, list)| {
+                let (shown, left) = Market::shown(list, &attention);
+                (name, shown, left, list.len())
+            }),
+        )
+        .collect();
+        for (name, list, left, total) in sections {
+            if list.is_empty() && left == 0 {
                 continue;
             }
-            out.push_str(&format!("\n{h}{name} ({})\n", list.len()));
-            if md {
+            if name.starts_with("Needs attention") {
+                out.push_str(&format!("\n{h}{name}\n"));
+            } else if total > list.len() + left {
+                out.push_str(&format!(
+                    "\n{h}{name} ({total}; those above not repeated)\n"
+                ));
+            } else {
+                out.push_str(&format!("\n{h}{name} ({total})\n"));
+            }
+            if md && !list.is_empty() {
                 out.push_str("\n| id | severity | kind | problem | nodes | owner | age | cause |\n|---|---|---|---|---|---|---|---|\n");
             }
             for e in list {
@@ -154,10 +226,16 @@ impl Market {
                     ));
                 } else {
                     out.push_str(&format!(
-                        "  {:<6} {:<8} {:<17} {}\n         {} · {} node(s) · owner {} · {}d old · cause {}\n",
-                        e.id, e.severity, e.kind, e.title, e.why, e.nodes, owner, e.age_days, cause
+                        "  {:<6} {:<8} {:<17} {}\n         {} · {} · {} node(s) · owner {} · {}d old · cause {}\n",
+                        e.id, e.severity, e.kind, e.title, e.status, e.why, e.nodes, owner, e.age_days, cause
                     ));
                 }
+            }
+            if left > 0 {
+                out.push_str(&format!(
+                    "{}… and {left} more (gemba problem list, or GET /api/v1/problems)\n",
+                    if md { "\n" } else { "  " }
+                ));
             }
         }
         if self.new.len() + self.regressed.len() + self.open.len() + self.resolved.len() == 0 {
@@ -243,4 +321,89 @@ pub fn window(
         }
     };
     Ok((until.saturating_sub(86_400_000), until))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(id: u64, status: &'static str, severity: &'static str, score: f64) -> Entry {
+        Entry {
+            id: format!("P-{id}"),
+            kind: "run-failure",
+            title: format!("problem {id}"),
+            why: "why".into(),
+            category: "configuration".into(),
+            severity,
+            score,
+            status,
+            owner: None,
+            cause: None,
+            nodes: 1,
+            occurrences: 1,
+            first_seen: String::new(),
+            last_seen: String::new(),
+            age_days: 0,
+            sample_node: "n1".into(),
+            resource: None,
+            file: None,
+            line: None,
+            closed: None,
+        }
+    }
+
+    fn market(new: Vec<Entry>, regressed: Vec<Entry>, open: Vec<Entry>) -> Market {
+        Market {
+            since: "s".into(),
+            until: "u".into(),
+            runs: RunStats::default(),
+            new,
+            regressed,
+            open,
+            resolved: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_urgent_comes_first_whatever_its_section_and_ids_sort_as_numbers() {
+        let m = market(
+            vec![e(100, "new", "low", 1.0), e(33, "new", "low", 1.0)],
+            vec![e(7, "regressed", "critical", 9.0)],
+            vec![],
+        );
+        let first: Vec<&str> = m.needs_attention().iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(first, vec!["P-7", "P-33", "P-100"]);
+        let text = m.to_text();
+        let at = |needle: &str| text.find(needle).unwrap_or(usize::MAX);
+        assert!(
+            at("Needs attention (3 of 3 unresolved") < at("P-7"),
+            "{text}"
+        );
+        assert!(at("P-7") < at("P-33") && at("P-33") < at("P-100"), "{text}");
+        // Listed once: not again under New or Regressed.
+        assert_eq!(text.matches("problem 33").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_bad_day_stays_one_screen() {
+        // 500 silent nodes' worth of problems, all new.
+        let new: Vec<Entry> = (1..=500)
+            .map(|i| e(i, "new", "medium", 2.0 - i as f64 / 1000.0))
+            .collect();
+        let m = market(new, vec![e(900, "regressed", "critical", 9.0)], vec![]);
+        let text = m.to_text();
+        assert!(
+            text.lines().count() <= 60,
+            "{} lines:\n{text}",
+            text.lines().count()
+        );
+        assert!(
+            text.contains("… and 483 more (gemba problem list"),
+            "{text}"
+        );
+        assert!(
+            text.contains("New (500; those above not repeated)"),
+            "{text}"
+        );
+    }
 }

@@ -16,14 +16,19 @@ fn page(node: &str, title: &str, body: &str) -> String {
     crate::console::shell(node, title, body, None)
 }
 
-fn table(entries: &[Entry], heading: &str) -> String {
-    if entries.is_empty() {
+/// One section: `entries` shown, of `total`, `left` left out.
+fn table(entries: &[&Entry], heading: &str, total: usize, left: usize) -> String {
+    if entries.is_empty() && left == 0 {
         return String::new();
     }
     let mut out = format!(
-        "<h3>{} ({})</h3><table class=\"problems\"><tr><th>id</th><th>severity</th><th>kind</th><th>problem</th><th>nodes</th><th>owner</th><th>age</th><th>cause</th></tr>",
+        "<h3>{}{}</h3><table class=\"problems\"><tr><th>id</th><th>severity</th><th>kind</th><th>problem</th><th>nodes</th><th>owner</th><th>age</th><th>cause</th></tr>",
         esc(heading),
-        entries.len()
+        if total > 0 {
+            format!(" ({total})")
+        } else {
+            String::new()
+        }
     );
     for e in entries {
         out.push_str(&format!(
@@ -40,6 +45,11 @@ fn table(entries: &[Entry], heading: &str) -> String {
         ));
     }
     out.push_str("</table>");
+    if left > 0 {
+        out.push_str(&format!(
+            "<p class=\"muted\">… and {left} more: <a href=\"/api/v1/problems\">all problems</a> (or <code>gemba problem list</code>).</p>"
+        ));
+    }
     out
 }
 
@@ -60,10 +70,28 @@ pub fn render(node: &str, ed: &Edition, controls: bool) -> String {
         m.open.len(),
         m.resolved.len()
     );
-    body.push_str(&table(&m.new, "New"));
-    body.push_str(&table(&m.regressed, "Regressed"));
-    body.push_str(&table(&m.open, "Still open"));
-    body.push_str(&table(&m.resolved, "Resolved"));
+    // What most needs a look first, by score across statuses; then each
+    // section without those, capped.
+    let attention = m.needs_attention();
+    let unresolved = m.new.len() + m.regressed.len() + m.open.len();
+    body.push_str(&table(
+        &attention,
+        &format!(
+            "Needs attention: {} of {unresolved} unresolved, by score",
+            attention.len()
+        ),
+        0,
+        0,
+    ));
+    for (name, list) in [
+        ("New", &m.new),
+        ("Regressed", &m.regressed),
+        ("Still open", &m.open),
+        ("Resolved", &m.resolved),
+    ] {
+        let (shown, left) = gemba_market::market::Market::shown(list, &attention);
+        body.push_str(&table(&shown, name, list.len(), left));
+    }
     if m.new.len() + m.regressed.len() + m.open.len() + m.resolved.len() == 0 {
         body.push_str("<p>No problems: every run was clean.</p>");
     }
