@@ -30,8 +30,16 @@ impl Detector {
             }
             let counts = match p.kind {
                 Kind::SilentNode => {
-                    // It reported: it is not silent any more.
-                    resolve(p, run.started_ms);
+                    // It reported: it is not silent any more. A silence of
+                    // several nodes ends when every one has reported.
+                    if let Some(ev) = p.nodes.get_mut(node) {
+                        ev.clean_runs = ev.clean_runs.max(1);
+                        ev.ok_since = true;
+                    }
+                    if p.nodes.values().all(|e| e.ok_since) {
+                        resolve(p, run.started_ms);
+                    }
+                    mark(&mut self.dirty, id, Some(node));
                     pass.touched.insert(id);
                     continue;
                 }
@@ -232,6 +240,9 @@ impl Detector {
         let what = p.resource.clone().unwrap_or_else(|| p.sample.node.clone());
         p.title = match p.kind {
             Kind::NotIdempotent => format!("{what} changes on every run"),
+            Kind::SilentNode if p.nodes.len() > 1 => {
+                format!("{} nodes stopped reporting at once", p.nodes.len())
+            }
             Kind::SilentNode => format!("{} stopped reporting", p.sample.node),
             Kind::SlowRun => format!("{} runs slowly", p.sample.node),
             _ => format!(

@@ -413,3 +413,48 @@ fn a_run_where_the_failed_resource_runs_fine_counts_as_clean() {
         );
     }
 }
+
+/// An overnight gap on a whole fleet is one problem naming how many nodes
+/// and since when, not one per node; it ends when every node has
+/// reported again. Two nodes quiet at once are still one problem each.
+#[test]
+fn nodes_that_go_quiet_at_once_are_one_problem() {
+    let mut d = Detector::new(Thresholds::default());
+    let nodes: Vec<String> = (0..11).map(|i| format!("web-{i}")).collect();
+    for i in 0..6 {
+        for (k, n) in nodes.iter().enumerate() {
+            d.apply(&run(n, T0 + i * 30 * 60_000 + k as u64 * 60_000));
+        }
+    }
+    let last = T0 + 5 * 30 * 60_000;
+    d.tick(last + 7 * H);
+    let silent = only(&d, Kind::SilentNode);
+    assert_eq!(silent.len(), 1, "one problem for the fleet's silence");
+    let p = silent[0].clone();
+    assert_eq!(p.nodes_total, 11);
+    assert_eq!(p.title, "11 nodes stopped reporting at once");
+    assert!(
+        p.why.starts_with("no reports from 11 nodes since"),
+        "{}",
+        p.why
+    );
+    // Ticks go on: still one problem, unchanged.
+    assert!(d.tick(last + 7 * H + 60_000).is_empty());
+    assert_eq!(only(&d, Kind::SilentNode).len(), 1);
+    // Ten report again: still open; the last one ends it.
+    for (k, n) in nodes.iter().enumerate().take(10) {
+        d.apply(&run(n, last + 8 * H + k as u64 * 1000));
+    }
+    assert_ne!(d.problem(p.id).unwrap().status, Status::Resolved);
+    d.apply(&run(&nodes[10], last + 8 * H + 20_000));
+    assert_eq!(d.problem(p.id).unwrap().status, Status::Resolved);
+
+    // Two nodes quiet at once: below the roll-up, one problem each.
+    let mut d = Detector::new(Thresholds::default());
+    for i in 0..6 {
+        d.apply(&run("db-1", T0 + i * 30 * 60_000));
+        d.apply(&run("db-2", T0 + i * 30 * 60_000 + 1000));
+    }
+    d.tick(last + 5 * H);
+    assert_eq!(only(&d, Kind::SilentNode).len(), 2);
+}
