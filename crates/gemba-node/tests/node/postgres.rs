@@ -551,6 +551,17 @@ level = 1
             .any(|l| l.server == "srv-b" && l.kind == "step-start"),
         "the skewed server ran nothing"
     );
+    // Every step ran once: no step-start line twice for one escalation.
+    let mut starts: Vec<(Option<u64>, &str)> = journal
+        .iter()
+        .filter(|l| l.kind == "step-start")
+        .map(|l| (l.escalation, l.text.as_str()))
+        .collect();
+    let all = starts.len();
+    assert!(all > 0, "srv-a ran its restart");
+    starts.sort();
+    starts.dedup();
+    assert_eq!(starts.len(), all, "a step started twice: {journal:?}");
     let ran_text = std::fs::read_to_string(&ran).unwrap();
     assert!(!ran_text.contains("srv-b"), "{ran_text}");
     // Its /healthz says why; the other server's is fine.
