@@ -231,6 +231,25 @@ pub struct Problem {
     /// Closed by hand, and why; cleared when it occurs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed: Option<Closing>,
+    /// What changed in its owner, cause, severity and status, oldest first
+    /// (the newest [`MAX_HISTORY`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Change>,
+}
+
+/// Changes kept per problem.
+pub const MAX_HISTORY: usize = 100;
+
+/// One change of a problem's owner, cause, severity or status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub at_ms: u64,
+    /// `owner`, `cause`, `severity` or `status`.
+    pub field: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Who: a person's name, or `gemba` for what the detectors decided.
+    pub by: String,
 }
 
 /// A problem closed by a person rather than by clean runs.
@@ -317,10 +336,47 @@ impl Problem {
     }
 
     /// Someone works on it: a new problem becomes open.
-    pub fn touched_by_people(&mut self, now_ms: u64) {
+    pub fn touched_by_people(&mut self, now_ms: u64, by: &str) {
         if self.status == Status::New {
-            self.status = Status::Open;
-            self.status_ms = now_ms;
+            self.set_status(Status::Open, now_ms, by);
         }
+    }
+
+    /// Records a change in its history (nothing when nothing changed).
+    pub fn record(
+        &mut self,
+        at_ms: u64,
+        field: &str,
+        from: Option<String>,
+        to: Option<String>,
+        by: &str,
+    ) {
+        if from == to {
+            return;
+        }
+        if self.history.len() >= MAX_HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push(Change {
+            at_ms,
+            field: field.to_string(),
+            from,
+            to,
+            by: by.to_string(),
+        });
+    }
+
+    /// Changes its status, recording the change.
+    pub fn set_status(&mut self, status: Status, at_ms: u64, by: &str) {
+        let from = self.status.as_str().to_string();
+        self.status = status;
+        self.status_ms = at_ms;
+        self.record(
+            at_ms,
+            "status",
+            Some(from),
+            Some(status.as_str().to_string()),
+            by,
+        );
     }
 }

@@ -539,22 +539,33 @@ impl Task {
                 "P-{id} was not closed by hand: there is nothing to reopen"
             )));
         }
+        let by = change.by.as_str();
         if let Some(o) = &change.owner {
-            p.owner = (!o.is_empty()).then(|| o.clone());
+            let to = (!o.is_empty()).then(|| o.clone());
+            p.record(now, "owner", p.owner.clone(), to.clone(), by);
+            p.owner = to;
         }
         if let Some(n) = &change.note {
             p.add_note(now, n.trim());
         }
         if let Some(c) = &change.cause {
-            p.cause = Some(c.trim().to_string());
+            let to = Some(c.trim().to_string());
+            p.record(now, "cause", p.cause.clone(), to.clone(), by);
+            p.cause = to;
         }
         if let Some(s) = severity {
+            p.record(
+                now,
+                "severity",
+                Some(p.severity.as_str().to_string()),
+                Some(s.as_str().to_string()),
+                by,
+            );
             p.severity = s;
             p.severity_fixed = true;
         }
         if let Some(reason) = &reason {
-            p.status = crate::problem::Status::Resolved;
-            p.status_ms = now;
+            p.set_status(crate::problem::Status::Resolved, now, by);
             p.resolved_ms = Some(now);
             p.closed = Some(crate::problem::Closing {
                 reason: reason.clone(),
@@ -564,13 +575,12 @@ impl Task {
             p.add_note(now, &format!("closed by {}: {reason}", change.by));
         }
         if change.reopen {
-            p.status = crate::problem::Status::Open;
-            p.status_ms = now;
+            p.set_status(crate::problem::Status::Open, now, by);
             p.resolved_ms = None;
             p.closed = None;
             p.add_note(now, &format!("reopened by {}", change.by));
         }
-        p.touched_by_people(now);
+        p.touched_by_people(now, by);
         let updated = p.clone();
         let batch = MarketBatch {
             problems: self.rows(&BTreeSet::from([id])),

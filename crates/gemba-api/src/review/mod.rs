@@ -322,6 +322,17 @@ fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
         v["affected"] = json!(p.nodes);
         v["runs"] = json!(p.runs);
         v["resource"] = json!(p.resource);
+        v["history"] = json!(p
+            .history
+            .iter()
+            .map(|c| json!({
+                "at": gemba_market::time::format_ms(c.at_ms),
+                "field": c.field,
+                "from": c.from,
+                "to": c.to,
+                "by": c.by,
+            }))
+            .collect::<Vec<_>>());
     }
     v
 }

@@ -186,6 +186,20 @@ pub fn render_problem(node: &str, p: &Problem, run: Option<&Run>, now: u64) -> S
         }
         body.push_str("</ul>");
     }
+    if !p.history.is_empty() {
+        body.push_str("<h3>History</h3><table id=\"history\"><tr><th>when</th><th>what</th><th>from</th><th>to</th><th>by</th></tr>");
+        for c in &p.history {
+            body.push_str(&format!(
+                "<tr><td class=\"nw\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                format_ms(c.at_ms),
+                esc(&c.field),
+                esc(c.from.as_deref().unwrap_or("—")),
+                esc(c.to.as_deref().unwrap_or("—")),
+                esc(&c.by)
+            ));
+        }
+        body.push_str("</table>");
+    }
     if let Some(run) = run {
         body.push_str(&format!(
             "<h3>The sample run {} on {}</h3><table><tr><th>resource</th><th>outcome</th><th>message</th></tr>",

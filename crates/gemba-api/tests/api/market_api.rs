@@ -504,4 +504,49 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     let (_, v) = send(&app, Method::GET, &uri, &[], Body::empty()).await;
     assert_eq!(v["status"], "regressed", "{v}");
     assert_eq!(v["closed"], serde_json::Value::Null, "{v}");
+    // Its history: who changed what, when, people and detectors alike.
+    let history: Vec<(String, String, String)> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["field"].as_str().unwrap().to_string(),
+                c["to"].as_str().unwrap_or("—").to_string(),
+                c["by"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let fields: Vec<(&str, &str)> = history
+        .iter()
+        .map(|(f, to, _)| (f.as_str(), to.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("owner", "alice"),
+            ("cause", "the git mirror's disk is full"),
+            ("status", "open"),
+            ("status", "resolved"),
+            ("status", "open"),
+            ("status", "resolved"),
+            ("status", "regressed"),
+        ],
+        "{v}"
+    );
+    assert_eq!(
+        history.last().unwrap().2,
+        "gemba",
+        "the detectors regressed it"
+    );
+    assert_ne!(history[0].2, "gemba", "a person set the owner");
+    let (_, page) = send(
+        &app,
+        Method::GET,
+        &format!("/market/problems/{id}"),
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert!(page.as_str().unwrap().contains(r#"<table id="history">"#));
 }

@@ -118,6 +118,7 @@ impl Detector {
                     flaps: 0,
                     refresh: false,
                     closed: None,
+                    history: Vec::new(),
                 };
                 self.by_signature.insert(signature.to_string(), id);
                 self.problems.insert(id, p);
@@ -129,8 +130,7 @@ impl Detector {
         if regressed {
             // Closed by hand or by clean runs, it occurred again.
             p.closed = None;
-            p.status = Status::Regressed;
-            p.status_ms = at;
+            p.set_status(Status::Regressed, at, "gemba");
             p.regressed_ms = Some(at);
             for ev in p.nodes.values_mut() {
                 ev.clean_runs = 0;
@@ -283,8 +283,7 @@ impl Detector {
 }
 
 pub(super) fn resolve(p: &mut Problem, at_ms: u64) {
-    p.status = Status::Resolved;
-    p.status_ms = at_ms;
+    p.set_status(Status::Resolved, at_ms, "gemba");
     p.resolved_ms = Some(at_ms);
 }
 

@@ -296,8 +296,7 @@ impl Detector {
         self.silent_nodes(now_ms, &mut touched);
         for p in self.problems.values_mut() {
             if p.status == Status::New && now_ms.saturating_sub(p.first_seen_ms) >= DAY_MS {
-                p.status = Status::Open;
-                p.status_ms = now_ms;
+                p.set_status(Status::Open, now_ms, "gemba");
                 touched.insert(p.id);
             }
         }
