@@ -70,6 +70,10 @@ pub struct Market {
     pub regressed: Vec<Entry>,
     pub open: Vec<Entry>,
     pub resolved: Vec<Entry>,
+    /// Unresolved problems not seen for longer than the retention (old
+    /// history imported today, say): counted, not listed as still open.
+    #[serde(default)]
+    pub history: usize,
 }
 
 impl Market {
@@ -80,6 +84,18 @@ impl Market {
         until_ms: u64,
         runs: RunStats,
     ) -> Market {
+        Market::build_with(problems, since_ms, until_ms, runs, u64::MAX)
+    }
+
+    /// The same, with unresolved problems not seen for `history_after_ms`
+    /// counted as history instead of listed as still open.
+    pub fn build_with<'a>(
+        problems: impl Iterator<Item = &'a Problem>,
+        since_ms: u64,
+        until_ms: u64,
+        runs: RunStats,
+        history_after_ms: u64,
+    ) -> Market {
         let mut m = Market {
             since: format_ms(since_ms),
             until: format_ms(until_ms),
@@ -88,6 +104,7 @@ impl Market {
             regressed: Vec::new(),
             open: Vec::new(),
             resolved: Vec::new(),
+            history: 0,
         };
         let within = |t: Option<u64>| t.is_some_and(|t| t >= since_ms && t < until_ms);
         for p in problems {
@@ -103,6 +120,8 @@ impl Market {
                 m.regressed.push(e);
             } else if within(Some(p.first_seen_ms)) {
                 m.new.push(e);
+            } else if until_ms.saturating_sub(p.last_seen_ms) > history_after_ms {
+                m.history += 1;
             } else {
                 m.open.push(e);
             }
@@ -238,6 +257,14 @@ impl Market {
                 ));
             }
         }
+        if self.history > 0 {
+            out.push_str(&format!(
+                "\n{} unresolved problem{} not seen within the retention {} history, not listed (gemba problem list --all)\n",
+                self.history,
+                if self.history == 1 { "" } else { "s" },
+                if self.history == 1 { "is" } else { "are" }
+            ));
+        }
         if self.new.len() + self.regressed.len() + self.open.len() + self.resolved.len() == 0 {
             out.push_str("\nNo problems: every run was clean.\n");
         }
@@ -361,6 +388,7 @@ mod tests {
             regressed,
             open,
             resolved: Vec::new(),
+            history: 0,
         }
     }
 

@@ -344,7 +344,7 @@ impl Task {
             Command::Market(since, until, reply) => {
                 let stats = self.store.run_counts(since, until).await;
                 let r = stats.map_err(MarketError::from).map(|c| {
-                    Market::build(
+                    Market::build_with(
                         self.detector.problems(),
                         since,
                         until,
@@ -353,6 +353,7 @@ impl Task {
                             failed: c.failed,
                             nodes: c.nodes,
                         },
+                        self.thresholds.history_after_ms,
                     )
                 });
                 let _ = reply.send(r);

@@ -92,6 +92,12 @@ pub fn render(node: &str, ed: &Edition, controls: bool) -> String {
         let (shown, left) = gemba_market::market::Market::shown(list, &attention);
         body.push_str(&table(&shown, name, list.len(), left));
     }
+    if m.history > 0 {
+        body.push_str(&format!(
+            "<p class=\"muted\">{} unresolved problem(s) not seen within the retention are history, not listed: <a href=\"/api/v1/problems?status=unresolved\">all unresolved problems</a>.</p>",
+            m.history
+        ));
+    }
     if m.new.len() + m.regressed.len() + m.open.len() + m.resolved.len() == 0 {
         body.push_str("<p>No problems: every run was clean.</p>");
     }

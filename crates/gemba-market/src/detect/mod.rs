@@ -64,6 +64,10 @@ pub struct Thresholds {
     pub outage_window_ms: u64,
     pub slow_factor: f64,
     pub silent_factor: f64,
+    /// An unresolved problem not seen for this long is history: the
+    /// market no longer lists it as still open (`[market] run_retention`,
+    /// 30 days by default).
+    pub history_after_ms: u64,
     /// Environments that count as production (weigh more in the score).
     pub production: Vec<String>,
     pub rules: Vec<Rule>,
@@ -80,6 +84,7 @@ impl Default for Thresholds {
             outage_window_ms: 3_600_000,
             slow_factor: 2.0,
             silent_factor: 3.0,
+            history_after_ms: 30 * 24 * 3_600_000,
             production: vec!["production".into(), "prod".into()],
             rules: Vec::new(),
         }
@@ -328,6 +333,7 @@ impl Thresholds {
     pub fn from_config(c: &gemba_core::market::MarketConfig) -> Thresholds {
         Thresholds {
             clean_runs: c.clean_runs,
+            history_after_ms: c.run_retention.as_millis() as u64,
             production: c.production.clone(),
             rules: c
                 .rules

@@ -458,3 +458,42 @@ fn nodes_that_go_quiet_at_once_are_one_problem() {
     d.tick(last + 5 * H);
     assert_eq!(only(&d, Kind::SilentNode).len(), 2);
 }
+
+/// A failure from years ago, imported today, is history: the market counts
+/// it but does not list it as still open every day.
+#[test]
+fn old_history_imported_today_is_not_still_open() {
+    let mut d = Detector::new(Thresholds::default());
+    let long_ago = T0 - 5_000 * 24 * H;
+    d.apply(&failing(
+        run("web-1", long_ago),
+        "Exec",
+        "old-thing",
+        "it failed in 2013",
+    ));
+    let (since, until) = (T0, T0 + 24 * H);
+    let m = gemba_market::market::Market::build_with(
+        d.problems(),
+        since,
+        until,
+        Default::default(),
+        Thresholds::default().history_after_ms,
+    );
+    assert!(m.open.is_empty(), "{:?}", m.open);
+    assert_eq!(m.history, 1);
+    assert!(
+        m.to_text()
+            .contains("1 unresolved problem not seen within the retention is history"),
+        "{}",
+        m.to_text()
+    );
+    // Seen within the retention, it is still open.
+    let m = gemba_market::market::Market::build_with(
+        d.problems(),
+        since,
+        until,
+        Default::default(),
+        u64::MAX,
+    );
+    assert_eq!(m.open.len(), 1);
+}
