@@ -47,6 +47,13 @@ struct CodeLabel {
     code: u16,
 }
 
+/// Problems by kind and status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ProblemLabel {
+    pub(crate) kind: &'static str,
+    pub(crate) status: &'static str,
+}
+
 /// A report by the path it came in on and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReportLabel {
@@ -90,6 +97,10 @@ pub struct ApiState {
     pub(crate) connections: ConnectionMetrics,
     /// Reports received, by source and outcome.
     pub(crate) reports: Family<ReportLabel, Counter>,
+    /// Seconds from a report's arrival to its answer.
+    pub(crate) ingest_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// The market's problems by kind and status, counted when scraped.
+    pub(crate) problems: Family<ProblemLabel, prometheus_client::metrics::gauge::Gauge>,
     responses: Family<CodeLabel, Counter>,
 }
 
@@ -131,6 +142,20 @@ impl ApiState {
             "Reports received, by the path they came in on (source: puppet, puppetdb, chef, any) and outcome (stored, refused, unavailable)",
             reports.clone(),
         );
+        let ingest_seconds = prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14),
+        );
+        registry.register(
+            "gemba_market_ingest_seconds",
+            "Time from a report's arrival to its answer (parse, detectors, store)",
+            ingest_seconds.clone(),
+        );
+        let problems = Family::<ProblemLabel, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "gemba_market_problems",
+            "The morning market's problems, by kind and status",
+            problems.clone(),
+        );
         let connections = ConnectionMetrics::default();
         registry.register(
             "gemba_http_connections_open",
@@ -167,6 +192,8 @@ impl ApiState {
             connections,
             responses,
             reports,
+            ingest_seconds,
+            problems,
         })
     }
 
@@ -359,6 +386,32 @@ async fn healthz(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Response {
+    // The market's problems are counted now, so that the figures are the
+    // market's at the scrape.
+    if let Some(m) = &s.market {
+        if let Ok(list) = m.problems().await {
+            use gemba_market::problem::{Kind, Status};
+            for kind in Kind::ALL {
+                for status in [
+                    Status::New,
+                    Status::Open,
+                    Status::Regressed,
+                    Status::Resolved,
+                ] {
+                    let n = list
+                        .iter()
+                        .filter(|p| p.kind == kind && p.status == status)
+                        .count();
+                    s.problems
+                        .get_or_create(&ProblemLabel {
+                            kind: kind.as_str(),
+                            status: status.as_str(),
+                        })
+                        .set(n as i64);
+                }
+            }
+        }
+    }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &s.registry) {
         return error(

@@ -160,7 +160,9 @@ async fn ingest(s: Shared, peer: Peer, headers: HeaderMap, body: Bytes, expect: 
         count(&s, source, "refused", Some(&e.1));
         return Err(e);
     }
+    let started = std::time::Instant::now();
     let answer = ingest_checked(&s, peer, body, expect).await;
+    s.ingest_seconds.observe(started.elapsed().as_secs_f64());
     match &answer {
         Ok(r) if r.status() == StatusCode::OK => count(&s, source, "stored", None),
         Ok(_) => count(&s, source, "unavailable", None),

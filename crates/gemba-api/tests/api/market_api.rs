@@ -131,6 +131,17 @@ async fn puppet_reports_need_the_token_and_take_it_in_basic_auth() {
         metrics.contains(r#"gemba_market_reports_total{source="puppet",outcome="stored"} 2"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("gemba_market_ingest_seconds_count 2"),
+        "{metrics}"
+    );
+    // The failing run made one problem; the market counts it when scraped.
+    let problems: i64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("gemba_market_problems{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(problems, 1, "{metrics}");
 }
 
 #[tokio::test]
