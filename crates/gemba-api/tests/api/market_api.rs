@@ -24,6 +24,11 @@ fn report(node: &str, uuid: &str, failing: bool) -> String {
     format!("--- !ruby/object:Puppet::Transaction::Report\nhost: {node}\ntime: '2026-11-22T01:11:57.7+00:00'\ntransaction_uuid: {uuid}\nreport_format: 12\nstatus: {status}\nenvironment: production\nconfiguration_version: 17\nlogs: []\nmetrics: {{}}\nresource_statuses:\n{res}")
 }
 
+/// A GET without headers.
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, serde_json::Value) {
+    send(app, Method::GET, uri, &[], Body::empty()).await
+}
+
 async fn app(max: Option<&str>) -> axum::Router {
     let o = Overrides {
         node_id: Some("srv".into()),
@@ -125,7 +130,7 @@ async fn puppet_reports_need_the_token_and_take_it_in_basic_auth() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Counted by source and outcome (the first, without a token, is the
     // guard's 401 and never reaches the market).
-    let (_, metrics) = send(&app, Method::GET, "/metrics", &[], Body::empty()).await;
+    let (_, metrics) = get(&app, "/metrics").await;
     let metrics = metrics.as_str().unwrap_or_default().to_string();
     assert!(
         metrics.contains(r#"gemba_market_reports_total{source="puppet",outcome="stored"} 2"#),
@@ -239,7 +244,7 @@ async fn bad_and_oversized_reports_are_refused_with_the_reason() {
         "{v}"
     );
     // Nothing of that was stored.
-    let (_, v) = send(&app, Method::GET, "/api/v1/problems", &[], Body::empty()).await;
+    let (_, v) = get(&app, "/api/v1/problems").await;
     assert_eq!(v["problems"].as_array().unwrap().len(), 0);
 }
 
@@ -277,7 +282,7 @@ async fn chef_runs_arrive_with_the_data_collector_token() {
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["accepted"], 1);
-    let (_, v) = send(&app, Method::GET, "/api/v1/problems", &[], Body::empty()).await;
+    let (_, v) = get(&app, "/api/v1/problems").await;
     let p = &v["problems"][0];
     assert_eq!(
         p["title"].as_str().unwrap().split(':').next(),
@@ -307,7 +312,7 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
         .await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (_, v) = send(&app, Method::GET, "/api/v1/problems", &[], Body::empty()).await;
+    let (_, v) = get(&app, "/api/v1/problems").await;
     let p = &v["problems"][0];
     assert_eq!(p["kind"], "external-outage", "{p}");
     assert_eq!(p["category"], "scm");
@@ -320,14 +325,7 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
         ("kind=external-outage&severity=critical", 1),
         ("kind=run-failure", 0),
     ] {
-        let (status, v) = send(
-            &app,
-            Method::GET,
-            &format!("/api/v1/problems?{query}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+        let (status, v) = get(&app, &format!("/api/v1/problems?{query}")).await;
         assert_eq!(status, StatusCode::OK, "{query}: {v}");
         assert_eq!(count(&v), n, "{query}: {v}");
     }
@@ -338,14 +336,7 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
         ("environment=prod", "unknown parameter"),
         ("node=../x", "node"),
     ] {
-        let (status, v) = send(
-            &app,
-            Method::GET,
-            &format!("/api/v1/problems?{query}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+        let (status, v) = get(&app, &format!("/api/v1/problems?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {v}");
         assert!(v["error"].as_str().unwrap().contains(says), "{query}: {v}");
     }
@@ -375,75 +366,26 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     )
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (status, _) = send(
-        &app,
-        Method::GET,
-        "/api/v1/problems/P-999",
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (status, _) = get(&app, "/api/v1/problems/P-999").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (status, m) = send(
-        &app,
-        Method::GET,
-        "/api/v1/market?date=2026-11-22",
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (status, m) = get(&app, "/api/v1/market?date=2026-11-22").await;
     assert_eq!(status, StatusCode::OK, "{m}");
     // The runs of 01:11 on the 22nd belong to the market of the 22nd at 08:00 UTC.
     assert_eq!(m["new"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["new"][0]["owner"], "alice");
     assert_eq!(m["runs"]["runs"], 3);
-    let (_, text) = send(
-        &app,
-        Method::GET,
-        "/api/v1/market?date=2026-11-22&format=text",
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (_, text) = get(&app, "/api/v1/market?date=2026-11-22&format=text").await;
     assert!(text.as_str().unwrap().contains("external-outage"), "{text}");
-    let (status, _) = send(
-        &app,
-        Method::GET,
-        "/api/v1/market?date=yesterday",
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (status, _) = get(&app, "/api/v1/market?date=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, page) = send(
-        &app,
-        Method::GET,
-        "/market?date=2026-11-22",
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (status, page) = get(&app, "/market?date=2026-11-22").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("Exec[fetch-from-scm]"));
-    let (status, page) = send(
-        &app,
-        Method::GET,
-        &format!("/market/problems/{id}"),
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (status, page) = get(&app, &format!("/market/problems/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("web-3"));
-    let (_, runs) = send(
-        &app,
-        Method::GET,
-        "/api/v1/market/nodes/web-1",
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (_, runs) = get(&app, "/api/v1/market/nodes/web-1").await;
     assert_eq!(runs["runs"][0]["status"], "failed");
 
     // Closed by hand, with a reason; the market lists it as resolved and
@@ -479,14 +421,7 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
         v["error"].as_str().unwrap().contains("closed already"),
         "{v}"
     );
-    let (_, text) = send(
-        &app,
-        Method::GET,
-        "/api/v1/market?date=2026-11-22&format=text",
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (_, text) = get(&app, "/api/v1/market?date=2026-11-22&format=text").await;
     assert!(
         text.as_str().unwrap().contains("closed by hand: wont-fix"),
         "{text}"
@@ -512,7 +447,7 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, v) = send(&app, Method::GET, &uri, &[], Body::empty()).await;
+    let (_, v) = get(&app, &uri).await;
     assert_eq!(v["status"], "regressed", "{v}");
     assert_eq!(v["closed"], serde_json::Value::Null, "{v}");
     // Its history: who changed what, when, people and detectors alike.
@@ -551,13 +486,6 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
         "the detectors regressed it"
     );
     assert_ne!(history[0].2, "gemba", "a person set the owner");
-    let (_, page) = send(
-        &app,
-        Method::GET,
-        &format!("/market/problems/{id}"),
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (_, page) = get(&app, &format!("/market/problems/{id}")).await;
     assert!(page.as_str().unwrap().contains(r#"<table id="history">"#));
 }
