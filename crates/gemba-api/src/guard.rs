@@ -198,18 +198,7 @@ pub(super) fn browser_refusal(
     let graphite_client = learn::events::GRAPHITE_PATHS.contains(&req.uri().path())
         && headers.get(header::ORIGIN).is_none()
         && headers.get("sec-fetch-site").is_none();
-    if let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .filter(|_| !graphite_client)
-    {
-        let essence = ct
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+    if let Some(essence) = content_type(headers).filter(|_| !graphite_client) {
         if matches!(
             essence.as_str(),
             "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
@@ -222,6 +211,21 @@ pub(super) fn browser_refusal(
         }
     }
     None
+}
+
+/// A request's media type without its parameters, lowercase
+/// (`application/json` of `Application/JSON; charset=utf-8`).
+pub(crate) fn content_type(headers: &axum::http::HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?;
+    Some(
+        ct.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Why a request that changes state is not allowed, if it is not.

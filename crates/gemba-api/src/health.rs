@@ -93,11 +93,9 @@ impl StoreHealth {
             }
         };
         let problem = match (skew_ms, probe.free_bytes) {
-            (Some(s), _) if s.abs() > gemba_store::MAX_CLOCK_SKEW_MS => Some(format!(
-                "this server's clock is {} s {} the store's: it takes no new leases until its clock is fixed (NTP)",
-                (s.abs() + 500) / 1000,
-                if s > 0 { "ahead of" } else { "behind" }
-            )),
+            (Some(s), _) if s.abs() > gemba_store::MAX_CLOCK_SKEW_MS => {
+                Some(gemba_store::clock_skew_words(s))
+            }
             (_, Some(free)) if free < MIN_FREE_BYTES => Some(format!(
                 "the store's disk is full ({} KiB left)",
                 free / 1024

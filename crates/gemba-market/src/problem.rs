@@ -80,6 +80,13 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "low",
@@ -90,13 +97,7 @@ impl Severity {
     }
 
     pub fn parse(s: &str) -> Option<Severity> {
-        match s {
-            "low" => Some(Severity::Low),
-            "medium" => Some(Severity::Medium),
-            "high" => Some(Severity::High),
-            "critical" => Some(Severity::Critical),
-            _ => None,
-        }
+        Severity::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
     pub fn louder(self) -> Severity {
@@ -118,6 +119,13 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::New,
+        Status::Open,
+        Status::Regressed,
+        Status::Resolved,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::New => "new",

@@ -96,6 +96,16 @@ pub(crate) enum Lease {
 /// it says so and takes no new leases until its clock is back.
 pub const MAX_CLOCK_SKEW_MS: i64 = 5_000;
 
+/// What a server whose clock is `skew_ms` off the store's is told (and
+/// tells): the same words in the log, the journal and `/healthz`.
+pub fn clock_skew_words(skew_ms: i64) -> String {
+    format!(
+        "this server's clock is {} s {} the store's: it takes no new leases until its clock is fixed (NTP)",
+        (skew_ms.unsigned_abs() + 500) / 1000,
+        if skew_ms > 0 { "ahead of" } else { "behind" }
+    )
+}
+
 /// This host's clock (`local_ms`, read before and after) minus the store's,
 /// for a store with a clock of its own; `None` for SQLite (one host, one
 /// clock).

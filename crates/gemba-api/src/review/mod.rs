@@ -66,17 +66,9 @@ pub(crate) fn type_refusal(path: &str, sent: &str) -> Option<String> {
 
 /// Refuses a report whose content type its path does not take.
 fn check_type(path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(sent) = headers.get(header::CONTENT_TYPE) else {
+    let Some(essence) = crate::guard::content_type(headers) else {
         return Ok(());
     };
-    let essence = sent
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
     if accepted_types(path).is_some_and(|ok| ok.contains(&essence.as_str())) {
         return Ok(());
     }
@@ -90,11 +82,23 @@ fn check_type(path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
 /// (`[market] max_report_bytes`), checked before reading; the 413 names
 /// it.
 pub(crate) fn routes(max_report_bytes: usize) -> Router<Shared> {
-    let reports = Router::new()
-        .route("/api/v1/reports", post(any))
-        .route("/api/v1/reports/puppet", post(puppet))
-        .route("/api/v1/reports/puppetdb", post(puppetdb))
-        .route("/api/v1/chef/data-collector", post(chef))
+    let reports = [
+        ("/api/v1/reports", Expect::Any),
+        ("/api/v1/reports/puppet", Expect::Puppet),
+        ("/api/v1/reports/puppetdb", Expect::PuppetDb),
+        ("/api/v1/chef/data-collector", Expect::Chef),
+    ]
+    .into_iter()
+    .fold(Router::new(), |r, (path, expect)| {
+        r.route(
+            path,
+            post(
+                move |State(s): State<Shared>, peer: Peer, headers: HeaderMap, body: Bytes| {
+                    ingest(s, peer, headers, body, path, expect)
+                },
+            ),
+        )
+    })
         .layer(axum::extract::DefaultBodyLimit::max(max_report_bytes))
         .layer(axum::middleware::map_response(
             move |r: axum::response::Response| async move {
@@ -143,18 +147,20 @@ fn count(s: &Shared, source: &'static str, outcome: &'static str, why: Option<&s
     }
 }
 
-async fn ingest(s: Shared, peer: Peer, headers: HeaderMap, body: Bytes, expect: Expect) -> Answer {
+/// A report sent to `path`, which takes `expect`.
+async fn ingest(
+    s: Shared,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+    path: &'static str,
+    expect: Expect,
+) -> Answer {
     let source = match expect {
         Expect::Puppet => "puppet",
         Expect::PuppetDb => "puppetdb",
         Expect::Chef => "chef",
         Expect::Any => "any",
-    };
-    let path = match expect {
-        Expect::Puppet => "/api/v1/reports/puppet",
-        Expect::PuppetDb => "/api/v1/reports/puppetdb",
-        Expect::Chef => "/api/v1/chef/data-collector",
-        Expect::Any => "/api/v1/reports",
     };
     if let Err(e) = check_type(path, &headers) {
         count(&s, source, "refused", Some(&e.1));
@@ -199,74 +205,29 @@ async fn ingest_checked(s: &Shared, peer: Peer, body: Bytes, expect: Expect) -> 
     .into_response())
 }
 
-pub(crate) async fn puppet(
-    State(s): State<Shared>,
-    peer: Peer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    ingest(s, peer, headers, body, Expect::Puppet).await
-}
-
-pub(crate) async fn puppetdb(
-    State(s): State<Shared>,
-    peer: Peer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    ingest(s, peer, headers, body, Expect::PuppetDb).await
-}
-
-pub(crate) async fn chef(
-    State(s): State<Shared>,
-    peer: Peer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    ingest(s, peer, headers, body, Expect::Chef).await
-}
-
-pub(crate) async fn any(
-    State(s): State<Shared>,
-    peer: Peer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    ingest(s, peer, headers, body, Expect::Any).await
-}
-
 pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<params::Problems>) -> Answer {
     let m = market(&s)?;
     // A filter that can match nothing is a mistake to name, not an empty
     // answer.
-    const STATUSES: &[&str] = &["new", "open", "regressed", "resolved", "unresolved"];
-    const SEVERITIES: &[&str] = &["low", "medium", "high", "critical"];
-    if let Some(st) = f.status.as_deref().filter(|st| !STATUSES.contains(st)) {
-        return Err(ApiError::bad(format!(
-            "status {st:?} is not one of {}",
-            STATUSES.join(", ")
-        )));
-    }
-    if let Some(sv) = f.severity.as_deref().filter(|sv| !SEVERITIES.contains(sv)) {
-        return Err(ApiError::bad(format!(
-            "severity {sv:?} is not one of {}",
-            SEVERITIES.join(", ")
-        )));
-    }
-    const KINDS: &[&str] = &[
-        "run-failure",
-        "not-idempotent",
-        "bootstrap-failure",
-        "intermittent",
-        "external-outage",
-        "silent-node",
-        "slow-run",
-    ];
-    if let Some(k) = f.kind.as_deref().filter(|k| !KINDS.contains(k)) {
-        return Err(ApiError::bad(format!(
-            "kind {k:?} is not one of {}",
-            KINDS.join(", ")
-        )));
+    use gemba_market::problem::{Kind, Severity, Status};
+    let statuses: Vec<&str> = Status::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .chain(["unresolved"])
+        .collect();
+    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    let severities: Vec<&str> = Severity::ALL.iter().map(|v| v.as_str()).collect();
+    for (field, value, known) in [
+        ("status", &f.status, &statuses),
+        ("kind", &f.kind, &kinds),
+        ("severity", &f.severity, &severities),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !known.contains(v)) {
+            return Err(ApiError::bad(format!(
+                "{field} {v:?} is not one of {}",
+                known.join(", ")
+            )));
+        }
     }
     if let Some(n) = &f.node {
         params::name("node", n)?;

@@ -1,34 +1,24 @@
 //! This server's clock against the store's. Leases are judged on the
 //! store's clock, but a server whose own clock is off still decides its
 //! quiet periods, budgets and journal by it: beyond
-//! [`gemba_store::MAX_CLOCK_SKEW_MS`] it says so (a log line a minute, a
-//! journal line and one notice when it starts and when it ends) and takes
-//! no new leases until its clock is back.
+//! [`gemba_store::MAX_CLOCK_SKEW_MS`] it says so (an error at every look,
+//! which the log's limit on repeats writes once a minute; a journal line
+//! when it starts and when it ends, and one notice) and takes no new leases
+//! until its clock is back.
 
 use super::*;
-
-/// How often a skewed server says so again in its log.
-const SAY_AGAIN_MS: u64 = 60_000;
 
 /// What the server knows of its clock.
 #[derive(Debug, Default)]
 pub(super) struct ClockWatch {
     /// This server's clock minus the store's, while beyond the bound.
     pub skew_ms: Option<i64>,
-    /// When the log last said so.
-    said_ms: u64,
 }
 
 impl ClockWatch {
     /// Why a new lease is not taken now, if it is not.
     pub fn refusal(&self) -> Option<String> {
-        self.skew_ms.map(|s| {
-            format!(
-                "this server's clock is {} s {} the store's: it takes no new leases until its clock is fixed (NTP)",
-                (s.unsigned_abs() + 500) / 1000,
-                if s > 0 { "ahead of" } else { "behind" }
-            )
-        })
+        self.skew_ms.map(gemba_store::clock_skew_words)
     }
 }
 
@@ -53,35 +43,24 @@ impl Service {
         };
         let now = self.clock.now_ms();
         let beyond = skew.abs() > gemba_store::MAX_CLOCK_SKEW_MS;
-        match (self.clock_watch.skew_ms, beyond) {
-            (None, true) => {
-                self.clock_watch.skew_ms = Some(skew);
-                self.clock_watch.said_ms = now;
-                let text = self.clock_watch.refusal().unwrap_or_default();
-                tracing::error!(server = %self.holder, skew_ms = skew, "{text}");
+        let was = self.clock_watch.skew_ms;
+        self.clock_watch.skew_ms = beyond.then_some(skew);
+        if beyond {
+            let text = gemba_store::clock_skew_words(skew);
+            tracing::error!(server = %self.holder, skew_ms = skew, "{text}");
+            if was.is_none() {
                 self.say_clock(now, format!("{}: {text}", self.holder), true)
                     .await;
             }
-            (Some(_), true) => {
-                self.clock_watch.skew_ms = Some(skew);
-                if now.saturating_sub(self.clock_watch.said_ms) >= SAY_AGAIN_MS {
-                    self.clock_watch.said_ms = now;
-                    let text = self.clock_watch.refusal().unwrap_or_default();
-                    tracing::error!(server = %self.holder, skew_ms = skew, "{text}");
-                }
-            }
-            (Some(_), false) => {
-                self.clock_watch.skew_ms = None;
-                let text = format!(
-                    "{}: this server's clock is back within {} s of the store's ({} ms off): it takes leases again",
-                    self.holder,
-                    gemba_store::MAX_CLOCK_SKEW_MS / 1000,
-                    skew
-                );
-                tracing::warn!(server = %self.holder, skew_ms = skew, "{text}");
-                self.say_clock(now, text, false).await;
-            }
-            (None, false) => {}
+        } else if was.is_some() {
+            let text = format!(
+                "{}: this server's clock is back within {} s of the store's ({} ms off): it takes leases again",
+                self.holder,
+                gemba_store::MAX_CLOCK_SKEW_MS / 1000,
+                skew
+            );
+            tracing::warn!(server = %self.holder, skew_ms = skew, "{text}");
+            self.say_clock(now, text, false).await;
         }
     }
 
@@ -103,7 +82,7 @@ impl Service {
                 text,
                 checks: Vec::new(),
                 ran: Vec::new(),
-                next: Some("fix this server's clock (NTP); it takes leases again once it is within 5 s of the store's".into()),
+                next: Some(format!("fix this server's clock (NTP); it takes leases again once it is within {} s of the store's", gemba_store::MAX_CLOCK_SKEW_MS / 1000)),
                 ack: None,
             }));
         }

@@ -120,19 +120,22 @@ async fn a_stopped_node_leaves_nothing_running_and_frees_its_ports() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_that_cannot_be_opened_turns_the_server_role_off_and_the_agent_keeps_going() {
-    let dir = temp_dir("badstore");
-    let bad = dir.join("corrupt.db");
-    std::fs::write(&bad, vec![b'x'; 8192]).unwrap();
+/// A node whose `[store]` is the damaged file `store`: it starts, its
+/// server role off, and why.
+async fn start_on_a_bad_store(
+    dir: &Path,
+    store: &Path,
+    listen: &str,
+    checks: &str,
+) -> (Node, String) {
     let c = config(
         "n1",
-        "10.9.0.1:7946".parse().unwrap(),
+        listen.parse().unwrap(),
         None,
-        &dir,
+        dir,
         &format!(
-            "[store]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{CLOSED_PORT_CHECK}",
-            bad.display()
+            "[store]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{checks}",
+            store.display()
         ),
     );
     let node = Node::start(&c, Arc::new(MemNet::new()), key())
@@ -141,6 +144,15 @@ async fn a_store_that_cannot_be_opened_turns_the_server_role_off_and_the_agent_k
     let ServerRole::Off(why) = node.server_role().clone() else {
         panic!("server role should be off: {:?}", node.server_role());
     };
+    (node, why)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_opened_turns_the_server_role_off_and_the_agent_keeps_going() {
+    let dir = temp_dir("badstore");
+    let bad = dir.join("corrupt.db");
+    std::fs::write(&bad, vec![b'x'; 8192]).unwrap();
+    let (node, why) = start_on_a_bad_store(&dir, &bad, "10.9.0.1:7946", CLOSED_PORT_CHECK).await;
     // The damage is named, with the way to recover.
     assert!(
         why.contains(&format!(
@@ -474,22 +486,7 @@ async fn a_store_damaged_in_the_middle_keeps_the_server_role_off_naming_the_tabl
         *b = (i * 13 + 5) as u8;
     }
     std::fs::write(&db, &bytes).unwrap();
-    let c = config(
-        "n1",
-        "10.9.0.4:7946".parse().unwrap(),
-        None,
-        &dir,
-        &format!(
-            "[store]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            db.display()
-        ),
-    );
-    let node = Node::start(&c, Arc::new(MemNet::new()), key())
-        .await
-        .unwrap();
-    let ServerRole::Off(why) = node.server_role().clone() else {
-        panic!("server role should be off: {:?}", node.server_role());
-    };
+    let (node, why) = start_on_a_bad_store(&dir, &db, "10.9.0.4:7946", "").await;
     assert!(
         why.contains("is damaged: damaged table journal (") && why.contains("To recover"),
         "{why}"

@@ -288,24 +288,6 @@ fn a_killed_service_is_restarted_by_the_escalation_and_journaled() {
     );
 }
 
-/// A throwaway PostgreSQL and a new database in it, or None (skipped,
-/// said why) where PostgreSQL is not installed.
-fn postgres(name: &str) -> Option<(gemba_store::throwaway::Cluster, String)> {
-    let cluster = match gemba_store::throwaway::Cluster::start(name) {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIP: {why}");
-            return None;
-        }
-    };
-    let url = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(cluster.database());
-    Some((cluster, url))
-}
-
 /// An agent running the toy service and two servers sharing `store` (a
 /// `[store]` section), all checks passing.
 struct Grid {

@@ -226,3 +226,21 @@ pub fn edge<'a>(g: &'a serde_json::Value, s: &str, t: &str) -> Option<&'a serde_
 }
 
 pub mod browser;
+
+/// A throwaway PostgreSQL and a new database in it, or None (skipped,
+/// said why) where PostgreSQL is not installed.
+pub fn postgres(name: &str) -> Option<(gemba_store::throwaway::Cluster, String)> {
+    let cluster = match gemba_store::throwaway::Cluster::start(name) {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return None;
+        }
+    };
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(cluster.database());
+    Some((cluster, url))
+}
