@@ -13,8 +13,14 @@ pub const MAX_NODES: usize = 1_000;
 pub const MAX_NOTES: usize = 200;
 /// Most runs named per problem (the newest).
 pub const MAX_RUNS: usize = 20;
-/// Recent occurrences kept per problem for the outage window.
-pub const RECENT: usize = 1_000;
+/// Failed runs in a row (no run of the resource fine anywhere between)
+/// before they can be an outage: a run that fails by chance 30 % of the
+/// time does so six times running less than once in a thousand.
+pub const OUTAGE_RUNS: u64 = 6;
+/// Share of the nodes running the resource that must have failed it.
+pub const OUTAGE_SHARE: f64 = 0.8;
+/// Categories whose cause lies outside the node and its code.
+pub const OUTSIDE: [&str; 5] = ["network", "dns", "http", "package-repo", "scm"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -149,7 +155,14 @@ pub struct Sample {
     pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
+    /// The run's own log lines about it (a command's output, the error
+    /// behind "returned 7"), at most [`MAX_DETAIL`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detail: Vec<String>,
 }
+
+/// Log lines kept with a problem's sample.
+pub const MAX_DETAIL: usize = 20;
 
 /// What one affected node showed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -162,9 +175,13 @@ pub struct NodeEvidence {
     /// The node ran the resource without failure since it last failed.
     #[serde(default)]
     pub ok_since: bool,
-    /// The fault came back after the node had run without it.
+    /// The fault came back after the node had run without it at the same
+    /// code version.
     #[serde(default)]
     pub flaps: u32,
+    /// The code version it ran fine at since it last failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_version: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,20 +232,33 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     /// Evidence for the kind: established nodes where the resource ran
-    /// fine, code versions it failed and succeeded at, the most nodes hit
-    /// within the outage window, recent occurrences.
+    /// fine, code versions it failed and succeeded at.
     #[serde(default)]
     pub ok_established: BTreeSet<String>,
     #[serde(default)]
     pub failing_versions: BTreeSet<String>,
     #[serde(default)]
     pub ok_versions: BTreeSet<String>,
+    /// The code versions it failed at, in run order, and the one it was
+    /// fixed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<VersionRange>,
+    /// Times it came back at a code version a node had already run it
+    /// fine at after failing (on that node or another): it comes and goes.
     #[serde(default)]
-    pub burst_nodes: u64,
-    /// Recent occurrences (time, node), for the outage window: rebuilt
-    /// from the nodes' evidence at start, not stored.
-    #[serde(skip)]
-    pub recent: VecDeque<(u64, String)>,
+    pub returns: u32,
+    /// Code versions at which a node that had failed it ran it fine.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub recovered_at: BTreeSet<String>,
+    /// The largest outage seen: a stretch in which every run of it failed,
+    /// on (nearly) every node that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage: Option<OutageSpan>,
+    /// The stretch of failed runs going on now, ended by any run of it
+    /// that went fine; its nodes are those whose evidence is newer than
+    /// its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episode: Option<Episode>,
     /// Times it came back on a node after running fine there (the sum
     /// over the nodes' evidence).
     #[serde(skip)]
@@ -243,6 +273,37 @@ pub struct Problem {
     /// (the newest [`MAX_HISTORY`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Change>,
+}
+
+/// Failing code versions in the order runs showed them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRange {
+    pub first: String,
+    pub first_ms: u64,
+    pub last: String,
+    pub last_ms: u64,
+    /// A later version its nodes ran fine at, since the last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_in: Option<String>,
+}
+
+/// An outage: every run of the resource failed from `from_ms` to `to_ms`,
+/// `runs` of them on `nodes` nodes, of `ran` nodes that ran it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutageSpan {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub runs: u64,
+    pub nodes: u64,
+    pub ran: u64,
+}
+
+/// Failed runs with no run of the resource fine between them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Episode {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub runs: u64,
 }
 
 /// Changes kept per problem.
@@ -322,14 +383,90 @@ impl Problem {
     /// Rebuilds what is derived from the nodes' evidence and not stored.
     pub fn rebuild_derived(&mut self) {
         self.flaps = self.nodes.values().map(|e| e.flaps).sum();
-        let mut recent: Vec<(u64, String)> = self
+    }
+
+    /// A run of it failed on `node` at `at_ms` (its evidence not yet
+    /// updated): the stretch of failed runs grows. When it has run long
+    /// enough over enough nodes, `ran` is asked how many nodes ran the
+    /// resource from a window before the stretch to its end (besides those
+    /// that failed it), and the stretch becomes the outage when the failing
+    /// nodes are [`OUTAGE_SHARE`] of them.
+    pub fn failed_run(
+        &mut self,
+        at_ms: u64,
+        node: &str,
+        window_ms: u64,
+        ran: impl FnOnce(&Problem, u64, u64) -> u64,
+    ) {
+        let new_here = self.nodes.get(node).is_none_or(|ev| ev.count == 0);
+        let ep = match &mut self.episode {
+            // A failure long after the stretch's last one starts another.
+            Some(e) if at_ms <= e.to_ms.saturating_add(window_ms) => e,
+            slot => slot.insert(Episode {
+                from_ms: at_ms,
+                to_ms: at_ms,
+                runs: 0,
+            }),
+        };
+        let joined = new_here
+            || self
+                .nodes
+                .get(node)
+                .is_some_and(|ev| ev.last_ms < ep.from_ms.min(at_ms));
+        ep.from_ms = ep.from_ms.min(at_ms);
+        ep.to_ms = ep.to_ms.max(at_ms);
+        ep.runs += 1;
+        let ep = ep.clone();
+        if let Some(o) = self.outage.as_mut().filter(|o| o.from_ms == ep.from_ms) {
+            // The outage goes on.
+            o.to_ms = ep.to_ms;
+            o.runs = ep.runs;
+            if !joined {
+                return;
+            }
+        }
+        if ep.runs < OUTAGE_RUNS || !(joined || ep.runs == OUTAGE_RUNS) {
+            return;
+        }
+        let mut hit = self
             .nodes
             .iter()
-            .map(|(n, e)| (e.last_ms, n.clone()))
-            .collect();
-        recent.sort_unstable();
-        let skip = recent.len().saturating_sub(RECENT);
-        self.recent = recent.into_iter().skip(skip).collect();
+            .filter(|(n, ev)| ev.last_ms >= ep.from_ms && n.as_str() != node)
+            .count() as u64;
+        hit += 1;
+        if hit < 2 {
+            return;
+        }
+        let others = ran(self, ep.from_ms.saturating_sub(window_ms), ep.to_ms);
+        let ran = hit + others;
+        if (hit as f64) < OUTAGE_SHARE * ran as f64 {
+            return;
+        }
+        if self.outage.as_ref().is_none_or(|o| o.nodes <= hit) {
+            self.outage = Some(OutageSpan {
+                from_ms: ep.from_ms,
+                to_ms: ep.to_ms,
+                runs: ep.runs,
+                nodes: hit,
+                ran,
+            });
+        }
+    }
+
+    /// A run of it went fine at `at_ms`: the stretch of failed runs ends
+    /// (unless the run is from before it began). Whether it ended.
+    pub fn fine_run(&mut self, at_ms: u64) -> bool {
+        let ends = self.episode.as_ref().is_some_and(|e| at_ms > e.from_ms);
+        if ends {
+            self.episode = None;
+        }
+        ends
+    }
+
+    /// Its category points outside the node (network, DNS, HTTP, a
+    /// package repository, source control).
+    pub fn points_outside(&self) -> bool {
+        OUTSIDE.contains(&self.category.as_str())
     }
 
     /// Adds a note (the oldest go beyond [`MAX_NOTES`]).

@@ -154,11 +154,17 @@ fn is_host(t: &str) -> bool {
             .all(|l| l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
-/// A problem category guessed from the words of a failure, for faults
-/// whose cause is usually outside the node: source control, package
-/// repositories, name resolution, the network. Configured rules come first.
-pub fn guess_category(resource: &str, message: &str) -> &'static str {
-    let m = message.to_ascii_lowercase();
+/// A problem category guessed from the words of a failure and the run's
+/// log lines about it (where "returned 7" says what failed), for faults
+/// whose cause is usually outside the node: name resolution, source
+/// control, package repositories, HTTP services, the network. Anything
+/// else is `configuration`. Configured rules come before this guess.
+pub fn guess_category(resource: &str, message: &str, detail: &[String]) -> &'static str {
+    let mut m = message.to_ascii_lowercase();
+    for d in detail {
+        m.push('\n');
+        m.push_str(&d.to_ascii_lowercase());
+    }
     let r = resource.to_ascii_lowercase();
     let any = |words: &[&str]| words.iter().any(|w| m.contains(w));
     if any(&[
@@ -191,9 +197,26 @@ pub fn guess_category(resource: &str, message: &str) -> &'static str {
             "unable to locate package",
             "failed to fetch",
             "no package",
+            "mirror",
+            "release file",
+            "hash sum mismatch",
+            "repomd.xml",
+            "cannot find a valid baseurl",
         ])
     {
         "package-repo"
+    } else if any(&[
+        "http error",
+        "404 not found",
+        "500 internal server error",
+        "502 bad gateway",
+        "503 service unavailable",
+        "504 gateway time",
+        "the requested url returned error",
+        "could not download",
+        "error 50",
+    ]) {
+        "http"
     } else if any(&[
         "connection refused",
         "timed out",
@@ -201,6 +224,10 @@ pub fn guess_category(resource: &str, message: &str) -> &'static str {
         "network is unreachable",
         "connection reset",
         "ssl_connect",
+        "failed to connect",
+        "could not connect",
+        "couldn't connect",
+        "connection timed out",
     ]) {
         "network"
     } else {
@@ -242,22 +269,47 @@ mod tests {
 
     #[test]
     fn categories_of_outside_faults() {
-        assert_eq!(guess_category("Exec[fetch-from-scm]", "x"), "scm");
+        assert_eq!(guess_category("Exec[fetch-from-scm]", "x", &[]), "scm");
         assert_eq!(
-            guess_category("Vcsrepo[/srv/app]", "fatal: unable to access"),
+            guess_category("Vcsrepo[/srv/app]", "fatal: unable to access", &[]),
             "scm"
         );
         assert_eq!(
-            guess_category("Package[nginx]", "E: Failed to fetch"),
+            guess_category("Package[nginx]", "E: Failed to fetch", &[]),
             "package-repo"
         );
         assert_eq!(
-            guess_category("File[x]", "Temporary failure in name resolution"),
+            guess_category("File[x]", "Temporary failure in name resolution", &[]),
             "dns"
         );
         assert_eq!(
-            guess_category("Service[app]", "Could not start"),
+            guess_category("Service[app]", "Could not start", &[]),
             "configuration"
+        );
+        // The words are in the command's output, not in "returned 7".
+        assert_eq!(
+            guess_category(
+                "Exec[deploy]",
+                "'curl -fsS http://mirror.example.net:8081/app.tar' returned 7 instead of one of [0]",
+                &["notice: curl: (7) Failed to connect to mirror.example.net port 8081".into()]
+            ),
+            "package-repo"
+        );
+        assert_eq!(
+            guess_category(
+                "Exec[deploy]",
+                "returned 22 instead of one of [0]",
+                &["notice: curl: (22) The requested URL returned error: 503".into()]
+            ),
+            "http"
+        );
+        assert_eq!(
+            guess_category(
+                "Exec[deploy]",
+                "returned 7 instead of one of [0]",
+                &["notice: curl: (7) Failed to connect to 10.0.0.5 port 8081".into()]
+            ),
+            "network"
         );
     }
 }

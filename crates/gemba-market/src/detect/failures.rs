@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::history::NodeHistory;
-use super::{mark, Detector, Pass, Thresholds};
+use super::{mark, Detector, Pass};
 use crate::problem::*;
-use crate::run::{Run, RunStatus};
+use crate::run::{LogLine, Run, RunStatus};
 use crate::signature::normalize;
 
 /// Most resource keys remembered as having run fine.
@@ -31,6 +31,7 @@ struct Failure {
     message: String,
     file: Option<String>,
     line: Option<u32>,
+    detail: Vec<String>,
 }
 
 impl Detector {
@@ -63,6 +64,7 @@ impl Detector {
                 p.sample.message = f.message.clone();
                 p.sample.file = f.file.clone();
                 p.sample.line = f.line;
+                p.sample.detail = f.detail.clone();
                 if !run.code_version.is_empty() && p.failing_versions.len() < 64 {
                     p.failing_versions.insert(run.code_version.clone());
                 }
@@ -107,7 +109,10 @@ impl Detector {
                 self.fine_dirty.insert(key.clone());
             }
         }
-        for key in fine_keys() {
+        // A run that applied its catalog is a fine run for the failures
+        // that are about no resource (a catalog that did not compile).
+        let whole_run = (!run.catalog_failed).then_some(&NO_RESOURCE);
+        for key in fine_keys().chain(whole_run) {
             let Some(ids) = self.watch.get(key) else {
                 continue;
             };
@@ -118,12 +123,22 @@ impl Detector {
                 if pass.hit.contains(&p.signature) {
                     continue;
                 }
-                let mut changed = false;
+                let mut changed = p.fine_run(run.started_ms);
+                let version = &run.code_version;
                 if let Some(ev) = p.nodes.get_mut(node) {
                     if run.started_ms > ev.last_ms && !ev.ok_since {
                         ev.ok_since = true;
+                        ev.ok_version = Some(version.clone());
                         changed = true;
                         mark(&mut self.dirty, id, Some(node));
+                        if p.recovered_at.len() < 64 {
+                            p.recovered_at.insert(version.clone());
+                        }
+                        if !p.failing_versions.contains(version) {
+                            if let Some(r) = p.versions.as_mut().filter(|r| r.fixed_in.is_none()) {
+                                r.fixed_in = Some(version.clone());
+                            }
+                        }
                     }
                 }
                 if established
@@ -133,9 +148,9 @@ impl Detector {
                 {
                     changed = true;
                 }
-                if !run.code_version.is_empty()
+                if !version.is_empty()
                     && p.ok_versions.len() < 64
-                    && p.ok_versions.insert(run.code_version.clone())
+                    && p.ok_versions.insert(version.clone())
                 {
                     changed = true;
                 }
@@ -147,13 +162,12 @@ impl Detector {
     }
 }
 
-/// A failure's kind, most specific first, and why.
-pub(super) fn sharpen(
-    p: &Problem,
-    nodes: &HashMap<String, NodeHistory>,
-    t: &Thresholds,
-    fleet: u64,
-) -> (Kind, String) {
+/// The key under which failures about no resource are watched.
+pub(super) static NO_RESOURCE: String = String::new();
+
+/// A failure's kind, most specific first, and why: see the README's
+/// "How the market names a problem" for the rules with examples.
+pub(super) fn sharpen(p: &Problem, nodes: &HashMap<String, NodeHistory>) -> (Kind, String) {
     // Only compared with established nodes where it runs fine.
     let all_bootstrap = !p.ok_established.is_empty()
         && !p.nodes.is_empty()
@@ -162,9 +176,6 @@ pub(super) fn sharpen(
                 ev.first_ms <= h.first_seen_ms && h.established_ms.is_none_or(|e| ev.last_ms < e)
             })
         });
-    let outage_needed = t
-        .outage_nodes
-        .min(((fleet as f64 * t.outage_fraction).ceil() as u64).max(2));
     let same_version = p
         .failing_versions
         .intersection(&p.ok_versions)
@@ -172,41 +183,57 @@ pub(super) fn sharpen(
         .is_some();
     let flaps = p.flaps;
     if all_bootstrap {
-        (
+        return (
             Kind::BootstrapFailure,
             format!(
                 "fails on {} new node(s) before their first good run, while it runs fine on {} established node(s)",
                 p.nodes_total,
                 p.ok_established.len()
             ),
-        )
-    } else if p.burst_nodes >= outage_needed {
-        (
+        );
+    }
+    if let Some(o) = p.outage.as_ref().filter(|_| p.points_outside()) {
+        return (
             Kind::ExternalOutage,
             format!(
-                "{} nodes hit it within {}",
-                p.burst_nodes,
-                crate::market::human_ms(t.outage_window_ms)
+                "every run of it failed for {} ({} runs on {} of the {} nodes running it), and the error points outside ({})",
+                crate::market::human_ms(o.to_ms - o.from_ms),
+                o.runs,
+                o.nodes,
+                o.ran,
+                p.category
             ),
-        )
-    } else if flaps > 0 || (same_version && !p.ok_established.is_empty()) {
-        (
-            Kind::Intermittent,
-            if flaps > 0 {
-                format!("came back {flaps} time(s) on a node after running fine")
-            } else {
-                format!(
-                    "fails on {} node(s) and runs fine on others at the same code version",
-                    p.nodes_total
-                )
-            },
-        )
-    } else {
-        (
-            Kind::RunFailure,
-            format!("failed on {} node(s)", p.nodes_total),
-        )
+        );
     }
+    if flaps > 0 || p.returns > 0 {
+        let why = if flaps > 0 {
+            format!("came back {flaps} time(s) on a node after running fine there at the same code version")
+        } else {
+            format!(
+                "came back {} time(s) at a code version it had run fine at since failing: it moves between nodes",
+                p.returns
+            )
+        };
+        return (Kind::Intermittent, why);
+    }
+    let mut why = format!("failed on {} node(s)", p.nodes_total);
+    if let Some(v) = &p.versions {
+        if v.first == v.last {
+            why += &format!(" at code version {}", v.first);
+        } else {
+            why += &format!(" at code versions {} … {}", v.first, v.last);
+        }
+        if let Some(f) = &v.fixed_in {
+            why += &format!("; runs fine since {f}");
+        }
+    }
+    if same_version && !p.ok_established.is_empty() {
+        why += &format!(
+            ", every run there, while {} other node(s) run it fine at the same code version",
+            p.ok_established.len()
+        );
+    }
+    (Kind::RunFailure, why)
 }
 
 /// The failures of a run: each failed resource, and the run's own error
@@ -217,6 +244,7 @@ fn failures_of(run: &Run) -> Vec<Failure> {
         let key = r.key();
         out.push(Failure {
             signature: format!("failure|{key}|{}", normalize(&r.message)),
+            detail: detail(run, |l| l.source.contains(key.as_str())),
             resource: Some(key),
             message: r.message.clone(),
             file: r.file.clone(),
@@ -236,6 +264,7 @@ fn failures_of(run: &Run) -> Vec<Failure> {
                 message: e.message.clone(),
                 file: None,
                 line: None,
+                detail: detail(run, |l| matches!(l.level.as_str(), "err" | "error")),
             });
         } else if run.status == RunStatus::Failed {
             out.push(Failure {
@@ -244,12 +273,24 @@ fn failures_of(run: &Run) -> Vec<Failure> {
                 message: "the run failed without saying why".into(),
                 file: None,
                 line: None,
+                detail: detail(run, |l| matches!(l.level.as_str(), "err" | "error")),
             });
         }
     }
     let mut seen = HashSet::new();
     out.retain(|f| seen.insert(f.signature.clone()));
     out
+}
+
+/// The run's log lines that `about` picks, as "level: message", at most
+/// [`MAX_DETAIL`] of them, each cut to 500 bytes.
+fn detail(run: &Run, about: impl Fn(&LogLine) -> bool) -> Vec<String> {
+    run.logs
+        .iter()
+        .filter(|l| about(l))
+        .take(MAX_DETAIL)
+        .map(|l| crate::run::cut_to(&format!("{}: {}", l.level, l.message.trim()), 500))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,18 +1,14 @@
-//! What the detectors remember of each node: its recent runs, digested,
-//! and the fleet counted from them.
+//! What the detectors remember of each node: its recent runs, digested.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::Detector;
 use crate::run::{Resource, Run};
 
 /// Runs remembered per node.
 pub const HISTORY: usize = 32;
 pub(super) const DAY_MS: u64 = 86_400_000;
-/// Minutes of run time between two counts of the active fleet.
-const FLEET_RECOUNT_MIN: u64 = 10;
 
 /// One run as a node's history remembers it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,9 +61,24 @@ pub struct NodeHistory {
     pub failed_runs: u64,
     #[serde(default)]
     pub environment: String,
+    /// Retired by a person: it left every problem and is not missed when
+    /// it stops reporting. A run from after this puts it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Retirement>,
+    /// Its newest run arrived long after it started (an import, a backlog
+    /// sent late): its silence since says nothing about the node now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfilled: bool,
     /// Newest last, at most [`HISTORY`].
     #[serde(skip)]
     pub recent: VecDeque<Digest>,
+}
+
+/// Who retired a node, and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Retirement {
+    pub at_ms: u64,
+    pub by: String,
 }
 
 impl NodeHistory {
@@ -94,34 +105,4 @@ impl NodeHistory {
 pub(super) fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]
-}
-
-impl Detector {
-    /// Nodes that reported within the last 7 days of `now_ms` (counted
-    /// again when the minute or the number of known nodes changes).
-    pub(super) fn active_nodes(&mut self, now_ms: u64) -> u64 {
-        let minute = now_ms / 60_000;
-        if let Some((m, known, count)) = self.fleet {
-            // Counting walks every node: at most once per FLEET_RECOUNT
-            // minutes of run time, not at every run whose minute differs
-            // from the last one's (runs arrive out of order: with 100,000
-            // nodes that was a walk of the fleet per run). Between counts,
-            // a node seen for the first time joins the count at once; a
-            // run from earlier than the count keeps it (a week's fleet
-            // barely moves in minutes).
-            if minute < m + FLEET_RECOUNT_MIN && self.nodes.len() >= known {
-                let count = count + (self.nodes.len() - known) as u64;
-                self.fleet = Some((m, self.nodes.len(), count));
-                return count;
-            }
-        }
-        let since = now_ms.saturating_sub(7 * DAY_MS);
-        let count = self
-            .nodes
-            .values()
-            .filter(|h| h.last_seen_ms >= since)
-            .count() as u64;
-        self.fleet = Some((minute, self.nodes.len(), count));
-        count
-    }
 }

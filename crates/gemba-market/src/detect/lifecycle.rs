@@ -4,8 +4,7 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
-use super::{failures, mark, Detector, Pass};
-use crate::problem::RECENT;
+use super::{failures, mark, retire, Detector, Pass};
 use crate::problem::*;
 use crate::run::Run;
 use crate::signature::guess_category;
@@ -63,7 +62,14 @@ impl Detector {
             }
             mark(&mut self.dirty, id, Some(node));
             pass.touched.insert(id);
-            if p.nodes.values().all(|e| e.clean_runs >= needed) {
+            let (nodes, at) = (&self.nodes, run.started_ms);
+            let factor = self.thresholds.silent_factor;
+            let away = |n: &str| {
+                nodes
+                    .get(n)
+                    .is_some_and(|h| retire::gone_quiet(h, at, factor))
+            };
+            if retire::settled(p, needed, away) {
                 resolve(p, run.started_ms);
             }
         }
@@ -113,8 +119,11 @@ impl Detector {
                     ok_established: BTreeSet::new(),
                     failing_versions: BTreeSet::new(),
                     ok_versions: BTreeSet::new(),
-                    burst_nodes: 0,
-                    recent: VecDeque::new(),
+                    versions: None,
+                    returns: 0,
+                    recovered_at: BTreeSet::new(),
+                    outage: None,
+                    episode: None,
                     flaps: 0,
                     refresh: false,
                     closed: None,
@@ -156,43 +165,41 @@ impl Detector {
         if !p.nodes.contains_key(&run.node) {
             p.nodes_total += 1;
         }
+        if kind.is_failure() {
+            if p.recovered_at.contains(&run.code_version) {
+                p.returns = p.returns.saturating_add(1);
+            }
+            let nodes = &self.nodes;
+            p.failed_run(
+                at,
+                &run.node,
+                self.thresholds.outage_window_ms,
+                |p, from, to| ran_fine_between(p, nodes, from, to),
+            );
+            note_version(p, &run.code_version, at);
+        }
         if p.nodes.len() < MAX_NODES || p.nodes.contains_key(&run.node) {
             let ev = p.nodes.entry(run.node.clone()).or_insert(NodeEvidence {
                 first_ms: at,
                 last_ms: at,
                 ..Default::default()
             });
+            let version = &run.code_version;
             if ev.ok_since {
-                ev.flaps += 1;
-                p.flaps += 1;
+                // Back on a node that ran it fine since: at the same code
+                // version it comes and goes; at another, the code changed.
+                if ev.ok_version.as_ref().is_none_or(|v| v == version) {
+                    ev.flaps += 1;
+                    p.flaps += 1;
+                }
                 ev.ok_since = false;
+                ev.ok_version = None;
             }
             ev.count += 1;
             ev.first_ms = ev.first_ms.min(at);
             ev.last_ms = ev.last_ms.max(at);
             ev.clean_runs = 0;
             mark(&mut self.dirty, id, Some(&run.node));
-        }
-        if p.recent.len() >= RECENT {
-            p.recent.pop_front();
-        }
-        p.recent.push_back((at, run.node.clone()));
-        let window = self.thresholds.outage_window_ms;
-        // Distinct nodes within the window; counted only when there are
-        // more occurrences in it than the most nodes seen so far.
-        let in_window = p
-            .recent
-            .iter()
-            .filter(|(t, _)| t.abs_diff(at) <= window)
-            .count() as u64;
-        if in_window > p.burst_nodes {
-            let distinct: HashSet<&str> = p
-                .recent
-                .iter()
-                .filter(|(t, _)| t.abs_diff(at) <= window)
-                .map(|(_, n)| n.as_str())
-                .collect();
-            p.burst_nodes = p.burst_nodes.max(distinct.len() as u64);
         }
         let resource = p.resource.clone();
         // A regressed problem affects all its nodes again; otherwise the
@@ -203,9 +210,10 @@ impl Detector {
             (true, false) => vec![run.node.clone()],
         };
         if kind.is_failure() {
-            if let Some(r) = resource {
-                self.watch.entry(r).or_default().insert(id);
-            }
+            self.watch
+                .entry(resource.unwrap_or_default())
+                .or_default()
+                .insert(id);
         }
         for n in nodes {
             self.by_node.entry(n).or_default().insert(id);
@@ -213,14 +221,34 @@ impl Detector {
         id
     }
 
-    /// Sets kind, title, category, severity and why from the evidence.
-    pub(super) fn classify(&mut self, id: u64, fleet: u64) {
+    /// Sets category, kind, title, severity and why from the evidence
+    /// (the category first: an outage is one whose category points
+    /// outside).
+    pub(super) fn classify(&mut self, id: u64) {
         let t = &self.thresholds;
         let Some(p) = self.problems.get_mut(&id) else {
             return;
         };
+        let mut category = match p.kind {
+            Kind::NotIdempotent => "idempotency".to_string(),
+            Kind::SilentNode | Kind::SlowRun => "agent".to_string(),
+            _ => guess_category(
+                p.resource.as_deref().unwrap_or(""),
+                &p.sample.message,
+                &p.sample.detail,
+            )
+            .to_string(),
+        };
+        let rule = t
+            .rules
+            .iter()
+            .find(|r| r.pattern.is_match(&p.signature) || r.pattern.is_match(&p.sample.message));
+        if let Some(c) = rule.and_then(|r| r.category.as_ref()) {
+            category = c.clone();
+        }
+        p.category = category;
         if p.kind.is_failure() {
-            let (kind, why) = failures::sharpen(p, &self.nodes, t, fleet);
+            let (kind, why) = failures::sharpen(p, &self.nodes);
             p.kind = kind;
             p.why = why;
         } else if p.kind == Kind::NotIdempotent {
@@ -237,48 +265,108 @@ impl Detector {
         } else if p.kind == Kind::SlowRun {
             p.why = p.sample.message.clone();
         }
-        let what = p.resource.clone().unwrap_or_else(|| p.sample.node.clone());
-        p.title = match p.kind {
-            Kind::NotIdempotent => format!("{what} changes on every run"),
-            Kind::SilentNode if p.nodes.len() > 1 => {
-                format!("{} nodes stopped reporting at once", p.nodes.len())
-            }
-            Kind::SilentNode => format!("{} stopped reporting", p.sample.node),
-            Kind::SlowRun => format!("{} runs slowly", p.sample.node),
-            _ => format!(
-                "{what}: {}",
-                crate::run::cut_to(&first_line(&p.sample.message), 160)
-            ),
-        };
-        let mut category = match p.kind {
-            Kind::NotIdempotent => "idempotency".to_string(),
-            Kind::SilentNode | Kind::SlowRun => "agent".to_string(),
-            _ => guess_category(p.resource.as_deref().unwrap_or(""), &p.sample.message).to_string(),
-        };
+        p.title = title(p);
         let mut severity = p.kind.default_severity();
         if p.kind == Kind::NotIdempotent && p.refresh {
             severity = severity.louder();
         }
-        let mut cause = None;
-        for rule in &t.rules {
-            if rule.pattern.is_match(&p.signature) || rule.pattern.is_match(&p.sample.message) {
-                if let Some(c) = &rule.category {
-                    category = c.clone();
-                }
-                cause = rule.cause.clone();
-                if let Some(s) = rule.severity {
-                    severity = s;
-                }
-                break;
-            }
+        if let Some(s) = rule.and_then(|r| r.severity) {
+            severity = s;
         }
-        p.category = category;
         if !p.severity_fixed {
             p.severity = severity;
         }
         if p.cause.is_none() {
-            p.cause = cause;
+            p.cause = rule.and_then(|r| r.cause.clone());
         }
+    }
+}
+
+/// Longest title, in characters.
+const TITLE_CHARS: usize = 100;
+
+/// One short line: the resource (or the node, for a node's own problem)
+/// and the first line of the message, without the sample node's name or
+/// paths under it; which nodes are affected is a field of its own.
+fn title(p: &Problem) -> String {
+    let what = p.resource.clone().unwrap_or_else(|| p.sample.node.clone());
+    match p.kind {
+        Kind::NotIdempotent => format!("{what} changes on every run"),
+        Kind::SilentNode if p.nodes.len() > 1 => {
+            format!("{} nodes stopped reporting at once", p.nodes.len())
+        }
+        Kind::SilentNode => format!("{} stopped reporting", p.sample.node),
+        Kind::SlowRun => format!("{} runs slowly", p.sample.node),
+        _ => {
+            let line = first_line(&p.sample.message);
+            let line = if p.sample.node.is_empty() {
+                line
+            } else {
+                line.replace(&p.sample.node, "<node>")
+            };
+            let mut out = format!("{what}: {line}");
+            if out.chars().count() > TITLE_CHARS {
+                out = out.chars().take(TITLE_CHARS - 1).collect::<String>() + "…";
+            }
+            out
+        }
+    }
+}
+
+/// Nodes known to run the resource fine (established nodes it ran fine
+/// on, and affected nodes that ran it fine since) that ran between `from`
+/// and `to` and did not fail it in that time: the nodes an outage is
+/// measured against besides those it hit. From stored evidence only, so
+/// that every server sharing a store counts the same.
+fn ran_fine_between(
+    p: &Problem,
+    nodes: &std::collections::HashMap<String, super::NodeHistory>,
+    from: u64,
+    to: u64,
+) -> u64 {
+    let ran = |n: &str| {
+        nodes
+            .get(n)
+            .is_some_and(|h| h.recent.iter().any(|d| d.at_ms >= from && d.at_ms <= to))
+    };
+    let failed_since = |n: &str| p.nodes.get(n).is_some_and(|ev| ev.last_ms >= from);
+    let established = p
+        .ok_established
+        .iter()
+        .filter(|n| !failed_since(n) && ran(n))
+        .count();
+    let recovered = p
+        .nodes
+        .iter()
+        .filter(|(n, ev)| {
+            ev.ok_since && ev.last_ms < from && !p.ok_established.contains(*n) && ran(n)
+        })
+        .count();
+    (established + recovered) as u64
+}
+
+/// Where a failing code version falls in the range it failed over.
+fn note_version(p: &mut Problem, version: &str, at: u64) {
+    if version.is_empty() {
+        return;
+    }
+    let r = p.versions.get_or_insert_with(|| VersionRange {
+        first: version.to_string(),
+        first_ms: at,
+        last: version.to_string(),
+        last_ms: at,
+        fixed_in: None,
+    });
+    if at < r.first_ms {
+        r.first = version.to_string();
+        r.first_ms = at;
+    }
+    if at >= r.last_ms {
+        r.last = version.to_string();
+        r.last_ms = at;
+    }
+    if r.fixed_in.as_deref() == Some(version) {
+        r.fixed_in = None;
     }
 }
 

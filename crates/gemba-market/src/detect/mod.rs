@@ -12,11 +12,16 @@
 //!   - `bootstrap-failure`: every affected node failed it from its first
 //!     run on and never after its first successful run, while the resource
 //!     ran fine on an established node;
-//!   - `external-outage`: ≥ 3 nodes (or ≥ 20 % of the fleet, with at
-//!     least 2) within 1 h;
-//!   - `intermittent`: a node failed it again after running it fine, or it
-//!     failed on some nodes and ran fine on others at the same code
-//!     version.
+//!   - `external-outage`: a stretch of at least [`OUTAGE_RUNS`] runs of
+//!     it, on 2 nodes or more, in which every run failed, covering ≥ 80 %
+//!     of the nodes that ran it in the hour before; and its category points
+//!     outside (network, DNS, HTTP, package repository, source control).
+//!     The fleet's size plays no part;
+//!   - `intermittent`: it came back at a code version at which a node that
+//!     had failed it ran it fine (on that node: it flaps; on another: it
+//!     moves);
+//!   - otherwise `run-failure`, with the code versions it failed at and
+//!     the one it runs fine at since.
 //! - `not-idempotent`: a resource changed the same way (same properties or
 //!   action) in 3 of a node's last 3 runs; louder (one severity up) when
 //!   those runs restarted or refreshed a service.
@@ -39,6 +44,7 @@ mod failures;
 mod history;
 mod idempotence;
 mod lifecycle;
+mod retire;
 mod silent;
 mod slow;
 
@@ -51,7 +57,10 @@ use crate::run::{Resource, Run, RunStatus};
 
 use failures::{Fine, MAX_FINE_KEYS};
 use history::DAY_MS;
-pub use history::{Digest, NodeHistory, HISTORY};
+pub use history::{Digest, NodeHistory, Retirement, HISTORY};
+
+/// A run arriving this long after it started is backfill.
+pub const LATE_MS: u64 = 3_600_000;
 
 /// Detector settings (`[market]` in the config).
 #[derive(Clone, Debug)]
@@ -59,8 +68,8 @@ pub struct Thresholds {
     pub clean_runs: u32,
     pub idempotent_runs: usize,
     pub idempotent_changes: usize,
-    pub outage_nodes: u64,
-    pub outage_fraction: f64,
+    /// How long before a stretch of failures a node's fine run of the
+    /// resource counts it among the nodes an outage is measured against.
     pub outage_window_ms: u64,
     pub slow_factor: f64,
     pub silent_factor: f64,
@@ -79,8 +88,6 @@ impl Default for Thresholds {
             clean_runs: 3,
             idempotent_runs: 3,
             idempotent_changes: 3,
-            outage_nodes: 3,
-            outage_fraction: 0.2,
             outage_window_ms: 3_600_000,
             slow_factor: 2.0,
             silent_factor: 3.0,
@@ -125,9 +132,6 @@ pub struct Detector {
     /// those rows only, so a problem on a thousand nodes costs one row per
     /// run, not a thousand.
     dirty: HashMap<u64, Option<BTreeSet<String>>>,
-    /// The fleet size of [`Detector::active_nodes`]: (minute of run time
-    /// it was counted at, nodes known since, count).
-    fleet: Option<(u64, usize, u64)>,
 }
 
 /// One run's way through the detectors: what they share.
@@ -174,9 +178,8 @@ impl Detector {
     fn index(&mut self, p: &Problem) {
         self.by_signature.insert(p.signature.clone(), p.id);
         if p.kind.is_failure() {
-            if let Some(r) = &p.resource {
-                self.watch.entry(r.clone()).or_default().insert(p.id);
-            }
+            let key = p.resource.clone().unwrap_or_default();
+            self.watch.entry(key).or_default().insert(p.id);
         }
         if p.is_open() {
             for n in p.nodes.keys() {
@@ -233,14 +236,27 @@ impl Detector {
     }
 
     /// Folds one run in; returns the ids of the problems it changed.
-    /// Folds one run in; returns the ids of the problems it changed.
     pub fn apply(&mut self, run: &Run) -> BTreeSet<u64> {
+        self.apply_arrived(run, None)
+    }
+
+    /// Folds in one run that arrived at `arrived_ms`: a run arriving
+    /// [`LATE_MS`] or more after it started is backfill, and its node's
+    /// silence after it is not missed.
+    pub fn apply_arrived(&mut self, run: &Run, arrived_ms: Option<u64>) -> BTreeSet<u64> {
         let node = run.node.clone();
-        let fleet = self.active_nodes(run.started_ms).max(1);
         {
             let h = self.nodes.entry(node.clone()).or_default();
             if h.runs == 0 || run.started_ms < h.first_seen_ms {
                 h.first_seen_ms = run.started_ms;
+            }
+            if h.runs == 0 || run.started_ms >= h.last_seen_ms {
+                h.backfilled =
+                    arrived_ms.is_some_and(|a| a.saturating_sub(run.started_ms) >= LATE_MS);
+            }
+            if h.retired.as_ref().is_some_and(|r| run.started_ms > r.at_ms) {
+                // It runs again: back in service.
+                h.retired = None;
             }
             h.last_seen_ms = h.last_seen_ms.max(run.started_ms);
             h.runs += 1;
@@ -274,22 +290,12 @@ impl Detector {
             node,
             ..
         } = pass;
-        for id in &touched {
-            if let Some(p) = self.problems.get(id) {
-                if !p.is_open() {
-                    for n in p.nodes.keys() {
-                        if let Some(s) = self.by_node.get_mut(n) {
-                            s.remove(id);
-                        }
-                    }
-                }
-            }
-        }
+        self.unindex_resolved(&touched);
         if let Some(h) = self.nodes.get_mut(&node) {
             h.insert(digest);
         }
         for id in &touched {
-            self.classify(*id, fleet);
+            self.classify(*id);
         }
         touched
     }
@@ -298,16 +304,16 @@ impl Detector {
     /// problems nobody took up becoming open after a day.
     pub fn tick(&mut self, now_ms: u64) -> BTreeSet<u64> {
         let mut touched = BTreeSet::new();
-        self.silent_nodes(now_ms, &mut touched);
+        let silent = self.silent_nodes(now_ms, &mut touched);
+        self.settle_silent(&silent, now_ms, &mut touched);
         for p in self.problems.values_mut() {
             if p.status == Status::New && now_ms.saturating_sub(p.first_seen_ms) >= DAY_MS {
                 p.set_status(Status::Open, now_ms, "gemba");
                 touched.insert(p.id);
             }
         }
-        let fleet = self.active_nodes(now_ms).max(1);
         for id in &touched {
-            self.classify(*id, fleet);
+            self.classify(*id);
         }
         touched
     }

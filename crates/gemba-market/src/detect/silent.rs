@@ -17,13 +17,15 @@ use crate::problem::Kind;
 use crate::run::{Run, RunStatus};
 
 impl Detector {
-    /// Opens (or keeps open) a problem for each node gone quiet.
-    pub(super) fn silent_nodes(&mut self, now_ms: u64, touched: &mut BTreeSet<u64>) {
+    /// Opens (or keeps open) a problem for each node gone quiet; returns
+    /// their names. Retired nodes are not missed, nor nodes whose newest
+    /// run was backfill (an import stopped half way says nothing of them).
+    pub(super) fn silent_nodes(&mut self, now_ms: u64, touched: &mut BTreeSet<u64>) -> Vec<String> {
         let since = now_ms.saturating_sub(7 * DAY_MS);
         let silent: Vec<(String, u64, u64, String)> = self
             .nodes
             .iter()
-            .filter(|(_, h)| h.last_seen_ms >= since)
+            .filter(|(_, h)| h.last_seen_ms >= since && h.retired.is_none() && !h.backfilled)
             .filter_map(|(n, h)| {
                 let usual = h.usual_interval_ms()?;
                 let quiet = now_ms.saturating_sub(h.last_seen_ms);
@@ -33,6 +35,7 @@ impl Detector {
             .collect();
         // Silences that started at once: last runs within an hour of the
         // first of the group.
+        let names = silent.iter().map(|s| s.0.clone()).collect();
         let mut by_time = silent;
         by_time.sort_by_key(|(n, _, last, _)| (*last, n.clone()));
         let mut groups: Vec<Vec<(String, u64, u64, String)>> = Vec::new();
@@ -51,6 +54,7 @@ impl Detector {
                 self.silent_alone(s, now_ms, touched);
             }
         }
+        names
     }
 
     /// Nodes that went quiet at once: one problem, each node affected.

@@ -6,6 +6,8 @@ mod common;
 
 mod detectors;
 mod golden;
+mod kinds;
+mod leaving;
 mod publish;
 mod puppetdb;
 mod service;

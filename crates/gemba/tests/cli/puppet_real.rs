@@ -43,7 +43,7 @@ if $role == 'web' {
   }
 }
 if $role == 'app' {
-  exec { 'fetch-from-scm': command => '/bin/false' }
+  exec { 'fetch-from-scm': command => '/bin/sh -c "echo fatal: unable to access https://git.example.net/app.git/: Could not resolve host: git.example.net; exit 128"', logoutput => true }
 }
 if $role == 'deploy' {
   exec { 'deploy-app': command => "/usr/bin/test -f ${facts['deploy_flag']}" }
@@ -130,14 +130,17 @@ fn a_real_puppet_apply_fills_the_morning_market() {
     for _ in 0..3 {
         apply(dir.path(), "web-1", &flag);
     }
-    // Three app nodes fetch from a source that is down, at the same time.
-    std::thread::scope(|s| {
-        for n in ["app-1", "app-2", "app-3"] {
-            let flag = &flag;
-            let dir = dir.path();
-            s.spawn(move || apply(dir, n, flag));
-        }
-    });
+    // Three app nodes fetch from a source that is down, at the same time,
+    // twice: six failed runs in a row, nothing fine between them.
+    for _ in 0..2 {
+        std::thread::scope(|s| {
+            for n in ["app-1", "app-2", "app-3"] {
+                let flag = &flag;
+                let dir = dir.path();
+                s.spawn(move || apply(dir, n, flag));
+            }
+        });
+    }
     // A freshly bootstrapped web node whose service will not start.
     apply(dir.path(), "web-new", &flag);
     // A deploy that fails, works, fails again.
