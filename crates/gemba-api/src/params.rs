@@ -249,6 +249,7 @@ pub(crate) struct Problems {
     pub kind: Option<String>,
     pub severity: Option<String>,
     pub node: Option<String>,
+    pub environment: Option<String>,
 }
 
 /// `GET /api/v1/journal`

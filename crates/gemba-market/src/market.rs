@@ -319,6 +319,38 @@ pub fn human_ms(ms: u64) -> String {
 /// The window of the market of `date` (`YYYY-MM-DD`): the 24 hours up to
 /// that day's market time in `timezone`. Without a date: the 24 hours up
 /// to now.
+/// The edition days before and after the one `date` names (today's
+/// without it): for a page's "previous day" and "next day"; no next day
+/// past today.
+pub fn days_around(
+    date: Option<&str>,
+    timezone: &str,
+    now_ms: u64,
+) -> Result<(String, String, Option<String>), String> {
+    let tz =
+        jiff::tz::TimeZone::get(timezone).map_err(|e| format!("time zone {timezone:?}: {e}"))?;
+    let today = jiff::Timestamp::from_millisecond(now_ms as i64)
+        .map_err(|e| e.to_string())?
+        .to_zoned(tz)
+        .date();
+    let day: jiff::civil::Date = match date {
+        None => today,
+        Some(d) => d.parse().map_err(|_| {
+            format!(
+                "date {:?} is not a day such as 2026-11-23",
+                crate::run::cut_to(d, 40)
+            )
+        })?,
+    };
+    let prev = day.yesterday().map_err(|e| e.to_string())?;
+    let next = day.tomorrow().ok().filter(|n| *n <= today);
+    Ok((
+        day.to_string(),
+        prev.to_string(),
+        next.map(|n| n.to_string()),
+    ))
+}
+
 pub fn window(
     date: Option<&str>,
     at: (u8, u8),

@@ -98,6 +98,8 @@ enum Command {
     Change(u64, ProblemChange, Reply<Problem>),
     Market(u64, u64, Reply<Market>),
     Node(String, Reply<Option<NodeHistory>>),
+    Retire(String, String, Reply<BTreeSet<u64>>),
+    Nodes(Reply<Vec<(String, NodeHistory)>>),
 }
 
 /// Talks to the market task.
@@ -148,6 +150,18 @@ impl MarketHandle {
 
     pub async fn node(&self, node: &str) -> Result<Option<NodeHistory>, MarketError> {
         self.ask(|r| Command::Node(node.to_string(), r)).await
+    }
+
+    /// Retires a node (`by`: who): it leaves every open problem; returns
+    /// the problems that changed.
+    pub async fn retire(&self, node: &str, by: &str) -> Result<BTreeSet<u64>, MarketError> {
+        self.ask(|r| Command::Retire(node.to_string(), by.to_string(), r))
+            .await
+    }
+
+    /// Every node the market knows, by name.
+    pub async fn nodes(&self) -> Result<Vec<(String, NodeHistory)>, MarketError> {
+        self.ask(Command::Nodes).await
     }
 
     pub fn store(&self) -> &Arc<dyn MarketStore> {
@@ -297,7 +311,10 @@ impl Task {
     }
 
     async fn handle(&mut self, cmd: Command, rx: &mut mpsc::Receiver<Command>) {
-        if !matches!(cmd, Command::Ingest(..) | Command::Change(..)) {
+        if !matches!(
+            cmd,
+            Command::Ingest(..) | Command::Change(..) | Command::Retire(..)
+        ) {
             // A read shows what other servers sharing the store wrote.
             self.refresh(false).await;
         }
@@ -361,6 +378,27 @@ impl Task {
             Command::Node(node, reply) => {
                 let _ = reply.send(Ok(self.detector.nodes.get(&node).cloned()));
             }
+            Command::Nodes(reply) => {
+                let mut all: Vec<(String, NodeHistory)> = self
+                    .detector
+                    .nodes
+                    .iter()
+                    .map(|(n, h)| (n.clone(), h.clone()))
+                    .collect();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                let _ = reply.send(Ok(all));
+            }
+            Command::Retire(node, by, reply) => {
+                let mut r = self.retire(&node, &by).await;
+                for attempt in 0..RETRIES {
+                    if !matches!(r, Err(MarketError::Store(StoreError::Conflict(_)))) {
+                        break;
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    r = self.retire(&node, &by).await;
+                }
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -413,6 +451,7 @@ impl Task {
         let mut touched = BTreeSet::new();
         let mut nodes = BTreeSet::new();
         let mut outs = Vec::with_capacity(waiting.len());
+        let arrived = self.clock.now_ms();
         for (docs, _) in waiting {
             let mut out = Ingested::default();
             for d in docs {
@@ -433,7 +472,7 @@ impl Task {
                         }
                         out.accepted += 1;
                         out.runs.push((run.key.clone(), true));
-                        touched.extend(self.detector.apply(run));
+                        touched.extend(self.detector.apply_arrived(run, Some(arrived)));
                         nodes.insert(run.node.clone());
                         batch.runs.push(run_row(run));
                     }
@@ -592,6 +631,35 @@ impl Task {
             return Err(e.into());
         }
         Ok(updated)
+    }
+
+    async fn retire(&mut self, node: &str, by: &str) -> Result<BTreeSet<u64>, MarketError> {
+        let now = self.clock.now_ms();
+        let touched = self
+            .detector
+            .retire(node, now, by)
+            .map_err(MarketError::Invalid)?;
+        let body = self
+            .detector
+            .nodes
+            .get(node)
+            .and_then(|h| serde_json::to_string(h).ok());
+        let batch = MarketBatch {
+            problems: self.rows(&touched),
+            nodes: body
+                .map(|body| NodeRow {
+                    node: node.to_string(),
+                    body,
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        if let Err(e) = self.commit(batch).await {
+            self.reload().await;
+            return Err(e.into());
+        }
+        Ok(touched)
     }
 
     async fn reload(&mut self) {

@@ -256,6 +256,30 @@ fn change(id: &str, write: &WriteArgs, body: Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `gemba node retire NODE`.
+pub fn retire(node: &str, write: &WriteArgs) -> anyhow::Result<()> {
+    let c = Client::new(&write.server.from, write.token.as_deref());
+    let v: Value = c.post_json(
+        &format!("/api/v1/market/nodes/{}/retire", urlencode(node)),
+        &json!({}),
+    )?;
+    if write.server.json {
+        println!("{v}");
+        return Ok(());
+    }
+    let changed = v["problems"].as_array().cloned().unwrap_or_default();
+    println!("retired {node}: it left {} open problem(s)", changed.len());
+    for p in &changed {
+        println!(
+            "  {} {}: {}",
+            p["id"].as_str().unwrap_or(""),
+            p["status"].as_str().unwrap_or(""),
+            p["title"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -332,11 +356,15 @@ pub fn problem(cmd: ProblemCommand) -> anyhow::Result<()> {
                     _ => String::new(),
                 }
             );
-            if let Some(nodes) = p["affected"].as_object() {
-                println!(
-                    "       nodes: {}",
-                    nodes.keys().cloned().collect::<Vec<_>>().join(", ")
-                );
+            for d in s["detail"].as_array().into_iter().flatten() {
+                println!("         | {}", d.as_str().unwrap_or(""));
+            }
+            if let Some(hidden) = s["detail"].as_str() {
+                println!("         ({hidden})");
+            }
+            if let Some(nodes) = p["affected"].as_array() {
+                let names: Vec<&str> = nodes.iter().filter_map(|n| n.as_str()).collect();
+                println!("       nodes: {}", names.join(", "));
             }
             for n in p["notes"].as_array().into_iter().flatten() {
                 println!("       note: {}", n["text"].as_str().unwrap_or(""));

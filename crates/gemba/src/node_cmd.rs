@@ -1,5 +1,5 @@
 //! `gemba node key|enroll|revoke`: a node's key, and the lists of keys
-//! nodes believe.
+//! nodes believe; `gemba node retire` (the market's) is passed on.
 
 use gemba_mesh::identity::{self, NodeIdentity};
 
@@ -13,6 +13,9 @@ pub enum Failure {
 
 pub fn run(command: NodeCommand) -> Result<(), Failure> {
     match command {
+        NodeCommand::Retire { node, write } => {
+            crate::market_cmd::retire(&node, &write).map_err(Failure::Other)
+        }
         NodeCommand::Key(args) => {
             let config = args
                 .load_config()

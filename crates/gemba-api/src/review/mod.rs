@@ -117,11 +117,15 @@ pub(crate) fn routes(max_report_bytes: usize) -> Router<Shared> {
         .route("/api/v1/problems", get(problems))
         .route("/api/v1/problems/{id}", get(problem).post(change_problem))
         .route("/api/v1/market", get(market_report))
+        .route("/api/v1/market/nodes", get(nodes_index))
         .route("/api/v1/market/nodes/{node}", get(node_runs))
+        .route("/api/v1/market/nodes/{node}/retire", post(retire_node))
         .route("/api/v1/market/runs/{key}", get(run))
         .route("/market", get(market_page))
         .route("/market/problems/{id}", get(problem_page))
+        .route("/market/nodes", get(nodes_page))
         .route("/market/nodes/{node}", get(node_page))
+        .route("/market/runs/{key}", get(run_page))
         .merge(reports)
 }
 
@@ -205,7 +209,11 @@ async fn ingest_checked(s: &Shared, peer: Peer, body: Bytes, expect: Expect) -> 
     .into_response())
 }
 
-pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<params::Problems>) -> Answer {
+pub(crate) async fn problems(
+    State(s): State<Shared>,
+    Query(f): Query<params::Problems>,
+    headers: HeaderMap,
+) -> Answer {
     let m = market(&s)?;
     // A filter that can match nothing is a mistake to name, not an empty
     // answer.
@@ -232,7 +240,21 @@ pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<params::Pr
     if let Some(n) = &f.node {
         params::name("node", n)?;
     }
+    // Environments are the nodes': a problem is in one when a node it
+    // affects last ran there.
+    let envs: std::collections::HashMap<String, String> = match &f.environment {
+        Some(e) => {
+            params::name("environment", e)?;
+            m.nodes()
+                .await?
+                .into_iter()
+                .map(|(n, h)| (n, h.environment))
+                .collect()
+        }
+        None => Default::default(),
+    };
     let now = m.now_ms();
+    let output = crate::holds_token(&s, &headers);
     let list: Vec<serde_json::Value> = m
         .problems()
         .await?
@@ -249,12 +271,20 @@ pub(crate) async fn problems(State(s): State<Shared>, Query(f): Query<params::Pr
                 .is_none_or(|v| v == p.severity.as_str())
         })
         .filter(|p| f.node.as_deref().is_none_or(|n| p.nodes.contains_key(n)))
-        .map(|p| problem_json(p, now, false))
+        .filter(|p| {
+            f.environment
+                .as_deref()
+                .is_none_or(|e| p.nodes.keys().any(|n| envs.get(n).is_some_and(|x| x == e)))
+        })
+        .map(|p| problem_json(p, now, false, output))
         .collect();
     Ok(Json(json!({ "problems": list })).into_response())
 }
 
-fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
+/// A problem as the API shows it. `output`: whether the reader may see
+/// what programs printed (the sample's log lines); without it they are
+/// replaced by a note, as run logs are.
+fn problem_json(p: &Problem, now: u64, full: bool, output: bool) -> serde_json::Value {
     let mut v = json!({
         "id": p.label(),
         "kind": p.kind.as_str(),
@@ -272,7 +302,8 @@ fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
         "first_seen": gemba_market::time::format_ms(p.first_seen_ms),
         "last_seen": gemba_market::time::format_ms(p.last_seen_ms),
         "production": p.production,
-        "sample": p.sample,
+        "sample": sample_json(p, output),
+        "affected": p.nodes.keys().collect::<Vec<_>>(),
         "closed": p.closed.as_ref().map(|c| json!({
             "reason": c.reason,
             "by": c.by,
@@ -282,7 +313,9 @@ fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
     if full {
         v["signature"] = json!(p.signature);
         v["notes"] = json!(p.notes);
-        v["affected"] = json!(p.nodes);
+        v["evidence"] = json!(p.nodes);
+        v["versions"] = json!(p.versions);
+        v["outage"] = json!(p.outage);
         v["runs"] = json!(p.runs);
         v["resource"] = json!(p.resource);
         v["history"] = json!(p
@@ -300,6 +333,14 @@ fn problem_json(p: &Problem, now: u64, full: bool) -> serde_json::Value {
     v
 }
 
+fn sample_json(p: &Problem, output: bool) -> serde_json::Value {
+    let mut v = json!(p.sample);
+    if !output && !p.sample.detail.is_empty() {
+        v["detail"] = json!("hidden: send the API token to see a run's log lines");
+    }
+    v
+}
+
 /// The problem a path names (`P-17` or `17`).
 async fn find_problem(m: &MarketHandle, id: &str) -> Result<Problem, ApiError> {
     let id = problem_id(id)?;
@@ -308,10 +349,15 @@ async fn find_problem(m: &MarketHandle, id: &str) -> Result<Problem, ApiError> {
         .ok_or_else(|| MarketError::NoProblem(format!("P-{id}")).into())
 }
 
-pub(crate) async fn problem(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+pub(crate) async fn problem(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
     let m = market(&s)?;
     let p = find_problem(m, &id).await?;
-    Ok(Json(problem_json(&p, m.now_ms(), true)).into_response())
+    let output = crate::holds_token(&s, &headers);
+    Ok(Json(problem_json(&p, m.now_ms(), true, output)).into_response())
 }
 
 pub(crate) async fn change_problem(
@@ -335,7 +381,8 @@ pub(crate) async fn change_problem(
     })?;
     change.by = s.actor(&headers);
     let p = m.change(id, change).await?;
-    Ok(Json(problem_json(&p, m.now_ms(), true)).into_response())
+    let output = crate::holds_token(&s, &headers);
+    Ok(Json(problem_json(&p, m.now_ms(), true, output)).into_response())
 }
 
 /// The edition of the day a query names (or of the last 24 hours): the
@@ -360,7 +407,9 @@ pub(crate) async fn market_report(
         "json" => Ok(Json(ed.to_json()).into_response()),
         "text" => Ok(text("text/plain; charset=utf-8", ed.to_text())),
         "md" => Ok(text("text/markdown; charset=utf-8", ed.to_markdown())),
-        "html" => Ok(Html(crate::review::page::render(s.mesh.id(), &ed, false)).into_response()),
+        "html" => {
+            Ok(Html(crate::review::page::render(s.mesh.id(), &ed, false, None)).into_response())
+        }
         other => Err(ApiError::bad(format!(
             "format {:?} is not json, text, md or html",
             other.chars().take(20).collect::<String>()
@@ -434,10 +483,30 @@ pub(crate) async fn market_page(
 ) -> Answer {
     let ed = edition_of(&s, &q).await?;
     let controls = crate::may_operate(&s, &headers);
-    Ok(Html(crate::review::page::render(s.mesh.id(), &ed, controls)).into_response())
+    let days = days(&s, q.date.as_deref())?;
+    Ok(Html(crate::review::page::render(
+        s.mesh.id(),
+        &ed,
+        controls,
+        Some(&days),
+    ))
+    .into_response())
 }
 
-pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+/// The day a page shows, and the days before and after it.
+fn days(s: &Shared, date: Option<&str>) -> Result<page::Days, ApiError> {
+    let m = market(s)?;
+    let (day, prev, next) =
+        gemba_market::market::days_around(date, &s.market_config.timezone, m.now_ms())
+            .map_err(ApiError::bad)?;
+    Ok(page::Days { day, prev, next })
+}
+
+pub(crate) async fn problem_page(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
     let m = market(&s)?;
     let p = find_problem(m, &id).await?;
     // The sample run's resources, when it is still stored.
@@ -445,18 +514,167 @@ pub(crate) async fn problem_page(State(s): State<Shared>, Path(id): Path<String>
         Ok(r) => r.and_then(|r| serde_json::from_str::<gemba_market::Run>(&r.body).ok()),
         Err(_) => None,
     };
-    Ok(Html(crate::review::page::render_problem(
+    let who = page::Reader {
+        output: crate::holds_token(&s, &headers),
+        operate: crate::may_operate(&s, &headers),
+    };
+    Ok(Html(page::render_problem(
         s.mesh.id(),
         &p,
         run.as_ref(),
         m.now_ms(),
+        who,
     ))
     .into_response())
 }
 
-pub(crate) async fn node_page(State(s): State<Shared>, Path(node): Path<String>) -> Answer {
+pub(crate) async fn node_page(
+    State(s): State<Shared>,
+    Path(node): Path<String>,
+    Query(q): Query<params::Market>,
+    headers: HeaderMap,
+) -> Answer {
     let m = market(&s)?;
     node_name(&node)?;
-    let runs = m.store().node_runs(&node, 100).await?;
-    Ok(Html(crate::review::page::render_node(s.mesh.id(), &node, &runs)).into_response())
+    let summary = m.node(&node).await?;
+    let problems: Vec<Problem> = m
+        .problems()
+        .await?
+        .into_iter()
+        .filter(|p| p.is_open() && p.nodes.contains_key(&node))
+        .collect();
+    // A day's runs (the newest 100 without a date).
+    let runs = match q.date.as_deref() {
+        None => m.store().node_runs(&node, 100).await?,
+        Some(d) => {
+            let cfg = &s.market_config;
+            let (since, until) =
+                gemba_market::market::window(Some(d), cfg.market_at, &cfg.timezone, m.now_ms())
+                    .map_err(ApiError::bad)?;
+            m.store()
+                .node_runs(&node, 5_000)
+                .await?
+                .into_iter()
+                .filter(|r| r.started_ms >= since && r.started_ms < until)
+                .collect()
+        }
+    };
+    let days = days(&s, q.date.as_deref())?;
+    Ok(Html(page::render_node(
+        s.mesh.id(),
+        &node,
+        page::NodeView {
+            summary: summary.as_ref(),
+            problems: &problems,
+            runs: &runs,
+            days: q.date.is_some().then_some(&days),
+            operate: crate::may_operate(&s, &headers),
+        },
+    ))
+    .into_response())
+}
+
+/// Every node the market knows, with its last run and open problems.
+async fn node_index(m: &MarketHandle) -> Result<Vec<page::NodeLine>, ApiError> {
+    let problems = m.problems().await?;
+    let mut open: std::collections::HashMap<&str, usize> = Default::default();
+    for p in problems.iter().filter(|p| p.is_open()) {
+        for n in p.nodes.keys() {
+            *open.entry(n.as_str()).or_default() += 1;
+        }
+    }
+    Ok(m.nodes()
+        .await?
+        .into_iter()
+        .map(|(name, h)| page::NodeLine {
+            open: open.get(name.as_str()).copied().unwrap_or(0),
+            name,
+            summary: h,
+        })
+        .collect())
+}
+
+pub(crate) async fn nodes_index(State(s): State<Shared>) -> Answer {
+    let m = market(&s)?;
+    let list: Vec<serde_json::Value> = node_index(m)
+        .await?
+        .iter()
+        .map(|n| {
+            json!({
+                "node": n.name,
+                "environment": n.summary.environment,
+                "first_seen": gemba_market::time::format_ms(n.summary.first_seen_ms),
+                "last_seen": gemba_market::time::format_ms(n.summary.last_seen_ms),
+                "runs": n.summary.runs,
+                "failed_runs": n.summary.failed_runs,
+                "open_problems": n.open,
+                "retired": n.summary.retired.as_ref().map(|r| json!({
+                    "by": r.by,
+                    "at": gemba_market::time::format_ms(r.at_ms),
+                })),
+                "backfilled": n.summary.backfilled,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "nodes": list })).into_response())
+}
+
+pub(crate) async fn nodes_page(State(s): State<Shared>) -> Answer {
+    let m = market(&s)?;
+    let list = node_index(m).await?;
+    Ok(Html(page::render_nodes(s.mesh.id(), &list, m.now_ms())).into_response())
+}
+
+/// Retires a node: it leaves every open problem, and is not missed when
+/// it stops reporting (its runs stay).
+pub(crate) async fn retire_node(
+    State(s): State<Shared>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let m = market(&s)?;
+    node_name(&node)?;
+    let by = s.actor(&headers);
+    let touched = m.retire(&node, &by).await?;
+    let mut changed = Vec::new();
+    for id in touched {
+        if let Some(p) = m.problem(id).await? {
+            changed.push(json!({"id": p.label(), "status": p.status.as_str(), "title": p.title}));
+        }
+    }
+    Ok(Json(json!({ "retired": node, "by": by, "problems": changed })).into_response())
+}
+
+/// A run's page: its resources, the problems that name it, and its log
+/// lines for readers who may see program output.
+pub(crate) async fn run_page(
+    State(s): State<Shared>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let m = market(&s)?;
+    if key.len() > 300 {
+        return Err(ApiError::bad("not a run key"));
+    }
+    let row = m.store().run(&key).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no run {:?}",
+            key.chars().take(80).collect::<String>()
+        ))
+    })?;
+    let run = serde_json::from_str::<gemba_market::Run>(&row.body)
+        .map_err(|e| ApiError::unavailable(format!("run {key} is stored unreadably: {e}")))?;
+    let problems: Vec<Problem> = m
+        .problems()
+        .await?
+        .into_iter()
+        .filter(|p| p.runs.contains(&key) || p.sample.run == key)
+        .collect();
+    Ok(Html(page::render_run(
+        s.mesh.id(),
+        &run,
+        &problems,
+        crate::holds_token(&s, &headers),
+    ))
+    .into_response())
 }

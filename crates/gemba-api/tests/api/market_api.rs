@@ -325,6 +325,8 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     let count = |v: &serde_json::Value| v["problems"].as_array().map_or(0, Vec::len);
     for (query, n) in [
         ("node=web-2", 1),
+        ("environment=production", 1),
+        ("environment=staging", 0),
         ("node=db-9", 0),
         ("kind=external-outage&severity=critical", 1),
         ("kind=run-failure", 0),
@@ -337,7 +339,8 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
         ("kind=outage", "kind \"outage\" is not one of run-failure"),
         ("severity=urgent", "severity \"urgent\" is not one of low"),
         ("status=closed", "status \"closed\" is not one of new"),
-        ("environment=prod", "unknown parameter"),
+        ("team=ops", "unknown parameter"),
+        ("environment=../x", "environment"),
         ("node=../x", "node"),
     ] {
         let (status, v) = get(&app, &format!("/api/v1/problems?{query}")).await;
@@ -378,7 +381,7 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     // The runs of 01:11 on the 22nd belong to the market of the 22nd at 08:00 UTC.
     assert_eq!(m["new"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["new"][0]["owner"], "alice");
-    assert_eq!(m["runs"]["runs"], 3);
+    assert_eq!(m["runs"]["runs"], 6);
     let (_, text) = get(&app, "/api/v1/market?date=2026-11-22&format=text").await;
     assert!(text.as_str().unwrap().contains("external-outage"), "{text}");
     let (status, _) = get(&app, "/api/v1/market?date=yesterday").await;
@@ -492,4 +495,191 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     assert_ne!(history[0].2, "gemba", "a person set the owner");
     let (_, page) = get(&app, &format!("/market/problems/{id}")).await;
     assert!(page.as_str().unwrap().contains(r#"<table id="history">"#));
+}
+
+/// A report whose exec failed, with the command's output in its logs.
+fn report_with_logs(node: &str, uuid: &str, time: &str) -> String {
+    format!("--- !ruby/object:Puppet::Transaction::Report\nhost: {node}\ntime: '{time}'\ntransaction_uuid: {uuid}\nreport_format: 12\nstatus: failed\nenvironment: production\nconfiguration_version: 17\nlogs:\n- level: notice\n  source: /Stage[main]/App/Exec[deploy]/returns\n  message: \"curl: (7) Failed to connect to 10.0.0.5 port 8081: Connection refused\"\n  time: '{time}'\nmetrics: {{}}\nresource_statuses:\n  Exec[deploy]:\n    title: deploy\n    resource_type: Exec\n    failed: true\n    changed: false\n    events:\n    - property: returns\n      status: failure\n      message: \"change from 'notrun' to ['0'] failed: 'curl -fsS http://10.0.0.5:8081/app.tar' returned 7 instead of one of [0]\"\n")
+}
+
+#[tokio::test]
+async fn the_why_is_shown_to_readers_with_the_token_and_nodes_retire() {
+    let app = app(None).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = ("authorization", bearer.as_str());
+    for (i, node) in ["web-1", "web-2"].iter().enumerate() {
+        let body = report_with_logs(
+            node,
+            &format!("6d0f0000-0000-4000-8000-00000000000{i}"),
+            "2026-11-22T01:11:57.7+00:00",
+        );
+        let (status, v) = send(
+            &app,
+            Method::POST,
+            "/api/v1/reports/puppet",
+            &[YAML, auth],
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    let (_, v) = get(&app, "/api/v1/problems").await;
+    let p = &v["problems"][0];
+    let id = p["id"].as_str().unwrap().to_string();
+    assert_eq!(p["category"], "network", "from the command's output: {p}");
+    assert!(
+        p["sample"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("hidden"),
+        "no token, no log lines: {p}"
+    );
+    assert_eq!(p["affected"], serde_json::json!(["web-1", "web-2"]));
+    let (_, v) = send(
+        &app,
+        Method::GET,
+        &format!("/api/v1/problems/{id}"),
+        &[auth],
+        Body::empty(),
+    )
+    .await;
+    assert!(
+        v["sample"]["detail"][0]
+            .as_str()
+            .unwrap()
+            .contains("Failed to connect to 10.0.0.5 port 8081"),
+        "{v}"
+    );
+    // The console: hidden without the token; shown, with the forms to
+    // act, to a reader holding it.
+    let (_, page) = get(&app, &format!("/market/problems/{id}")).await;
+    let page = page.as_str().unwrap();
+    assert!(
+        page.contains("Hidden: log lines may hold anything"),
+        "{page}"
+    );
+    assert!(!page.contains("id=\"assign\""));
+    let (_, page) = send(
+        &app,
+        Method::GET,
+        &format!("/market/problems/{id}"),
+        &[auth],
+        Body::empty(),
+    )
+    .await;
+    let page = page.as_str().unwrap();
+    assert!(
+        page.contains("Failed to connect to 10.0.0.5 port 8081"),
+        "{page}"
+    );
+    for form in ["assign", "cause", "severity", "close", "duplicate", "note"] {
+        assert!(
+            page.contains(&format!(
+                "id=\"{form}\" data-post=\"/api/v1/problems/{id}\""
+            )),
+            "{form}: {page}"
+        );
+    }
+    // The run page, linked from the problem, with its logs for the token.
+    let run = "puppet:6d0f0000-0000-4000-8000-000000000001";
+    assert!(page.contains(&format!("/market/runs/{run}")), "{page}");
+    let (status, rp) = get(&app, &format!("/market/runs/{run}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let rp = rp.as_str().unwrap();
+    assert!(
+        rp.contains(&id) && rp.contains("Exec[deploy]") && rp.contains("Hidden: a run's logs"),
+        "{rp}"
+    );
+    let (_, rp) = send(
+        &app,
+        Method::GET,
+        &format!("/market/runs/{run}"),
+        &[auth],
+        Body::empty(),
+    )
+    .await;
+    assert!(rp.as_str().unwrap().contains("Connection refused"));
+    let (status, _) = get(&app, "/market/runs/puppet:nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The node index, and retiring web-2 (not without the token).
+    let (_, nodes) = get(&app, "/api/v1/market/nodes").await;
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2, "{nodes}");
+    assert_eq!(nodes["nodes"][1]["open_problems"], 1);
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/market/nodes/web-2/retire",
+        &[JSON],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/market/nodes/web-2/retire",
+        &[JSON, auth],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["problems"][0]["id"], id.as_str());
+    let (_, p) = get(&app, &format!("/api/v1/problems/{id}")).await;
+    assert_eq!(p["affected"], serde_json::json!(["web-1"]), "{p}");
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/market/nodes/web-2/retire",
+        &[JSON, auth],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"].as_str().unwrap().contains("retired already"),
+        "{v}"
+    );
+    let (status, v) = send(
+        &app,
+        Method::POST,
+        "/api/v1/market/nodes/db-7/retire",
+        &[JSON, auth],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (_, page) = get(&app, "/market/nodes").await;
+    let page = page.as_str().unwrap();
+    assert!(page.contains("retired by"), "{page}");
+    let (_, page) = send(
+        &app,
+        Method::GET,
+        "/market/nodes/web-1",
+        &[auth],
+        Body::empty(),
+    )
+    .await;
+    let page = page.as_str().unwrap();
+    assert!(
+        page.contains("id=\"retire\"") && page.contains(&id),
+        "{page}"
+    );
+    // Days: the market and a node's runs by day, with the days around.
+    let (_, page) = get(&app, "/market?date=2026-11-22").await;
+    let page = page.as_str().unwrap();
+    assert!(page.contains("href=\"/market?date=2026-11-21\""), "{page}");
+    assert!(
+        !page.contains("id=\"next-day\""),
+        "no day after today: {page}"
+    );
+    let run = "puppet:6d0f0000-0000-4000-8000-000000000000";
+    let (_, page) = get(&app, "/market/nodes/web-1?date=2026-11-22").await;
+    let page = page.as_str().unwrap();
+    assert!(
+        page.contains(run) && page.contains("?date=2026-11-21"),
+        "{page}"
+    );
+    let (_, page) = get(&app, "/market/nodes/web-1?date=2026-11-21").await;
+    assert!(!page.as_str().unwrap().contains(run));
 }

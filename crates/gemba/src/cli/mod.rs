@@ -163,6 +163,16 @@ pub enum NodeCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Retire a node from the morning market: it leaves every open
+    /// problem (its runs stay), problems only it kept open resolve, and it
+    /// is not missed when it stops reporting. A new run from it puts it
+    /// back.
+    Retire {
+        /// The node's name, as its reports give it.
+        node: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -417,7 +417,7 @@ fn a_pipe_closed_early_ends_a_command_quietly() {
 
 /// Asking for something that does not exist (logs of a process, a chart
 /// of a metric, an incident, an escalation, a problem, a post-mortem, an
-/// action item) is an error a script can see, with a message naming it.
+/// action item, a node to retire) is an error a script can see, with a message naming it.
 #[test]
 fn asking_for_what_does_not_exist_exits_non_zero() {
     let dir = TempDir::new("logs-nosuch");
@@ -430,7 +430,7 @@ fn asking_for_what_does_not_exist_exits_non_zero() {
     assert!(up, "the node did not answer");
     let png = dir.path().join("c.png");
     let png = png.to_str().unwrap();
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["logs", "--process", "nosuch"],
             "no [[process]] named \"nosuch\" with log files",
@@ -459,6 +459,10 @@ fn asking_for_what_does_not_exist_exits_non_zero() {
         (&["problem", "show", "999"], "no problem P-999"),
         (&["postmortem", "show", "999"], "I-999 has no post-mortem"),
         (&["actions", "done", "999"], "no action item 999"),
+        (
+            &["node", "retire", "nosuch"],
+            "no node \"nosuch\" has reported to this market",
+        ),
     ];
     for (args, says) in cases {
         let mut argv = args.to_vec();
