@@ -159,6 +159,19 @@ pub struct Sample {
     /// behind "returned 7"), at most [`MAX_DETAIL`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub detail: Vec<String>,
+    /// For failures rolled up from several resources with one message:
+    /// how many failed in the run, and the first names.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resource_count: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// Resources of the run skipped because of failed dependencies.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_dependents: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Log lines kept with a problem's sample.

@@ -32,7 +32,19 @@ struct Failure {
     file: Option<String>,
     line: Option<u32>,
     detail: Vec<String>,
+    /// Rolled up: how many resources failed with this message, and the
+    /// first names.
+    count: u64,
+    names: Vec<String>,
 }
+
+/// This many resources failing with one message in one run are one
+/// problem (below, one problem each).
+pub const ROLL_UP: usize = 3;
+/// Names kept of the resources rolled up.
+const ROLLED_NAMES: usize = 10;
+/// What Puppet logs for a resource skipped because another failed.
+const DEPENDENCY_SKIP: &str = "Skipping because of failed dependencies";
 
 impl Detector {
     /// Records each failure of the run, with what is known of where the
@@ -40,6 +52,7 @@ impl Detector {
     pub(super) fn failures(&mut self, pass: &mut Pass<'_>) {
         let (run, node, production) = (pass.run, pass.node.as_str(), pass.production);
         let failures = failures_of(run);
+        let skipped = dependency_skips(run);
         pass.hit
             .extend(failures.iter().map(|f| f.signature.clone()));
         for f in &failures {
@@ -65,6 +78,9 @@ impl Detector {
                 p.sample.file = f.file.clone();
                 p.sample.line = f.line;
                 p.sample.detail = f.detail.clone();
+                p.sample.resource_count = f.count;
+                p.sample.resources = f.names.clone();
+                p.sample.skipped_dependents = skipped;
                 if !run.code_version.is_empty() && p.failing_versions.len() < 64 {
                     p.failing_versions.insert(run.code_version.clone());
                 }
@@ -236,22 +252,81 @@ pub(super) fn sharpen(p: &Problem, nodes: &HashMap<String, NodeHistory>) -> (Kin
     (Kind::RunFailure, why)
 }
 
-/// The failures of a run: each failed resource, and the run's own error
-/// when no resource failed.
+/// Resources of the run skipped because of failed dependencies.
+fn dependency_skips(run: &Run) -> u64 {
+    let mut sources: Vec<&str> = run
+        .logs
+        .iter()
+        .filter(|l| l.message.trim() == DEPENDENCY_SKIP)
+        .map(|l| l.source.as_str())
+        .collect();
+    sources.sort_unstable();
+    sources.dedup();
+    sources.len() as u64
+}
+
+/// The failures of a run: each failed resource, or one failure for
+/// [`ROLL_UP`] or more resources failing with the same normalized message
+/// (a hundred packages a mirror could not serve are one problem with a
+/// count); and the run's own error when no resource failed.
 fn failures_of(run: &Run) -> Vec<Failure> {
     let mut out = Vec::new();
+    let mut by_message: Vec<(String, Vec<&crate::run::Resource>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for r in run.failed_resources() {
-        let key = r.key();
-        out.push(Failure {
-            signature: format!("failure|{key}|{}", normalize(&r.message)),
-            detail: detail(run, |l| l.source.contains(key.as_str())),
-            resource: Some(key),
-            message: r.message.clone(),
-            file: r.file.clone(),
-            line: r.line,
-        });
+        let m = normalize(&r.message);
+        match index.get(&m) {
+            Some(i) => by_message[*i].1.push(r),
+            None => {
+                index.insert(m.clone(), by_message.len());
+                by_message.push((m, vec![r]));
+            }
+        }
+    }
+    for (message, resources) in by_message {
+        if resources.len() >= ROLL_UP {
+            let mut kinds: Vec<&str> = resources.iter().map(|r| r.kind.as_str()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            let kind = if kinds.len() == 1 { kinds[0] } else { "*" };
+            let first = resources[0];
+            out.push(Failure {
+                signature: format!("failure|{kind}[*]|{message}"),
+                resource: None,
+                message: first.message.clone(),
+                file: first.file.clone(),
+                line: first.line,
+                detail: detail(run, |l| {
+                    resources
+                        .iter()
+                        .take(ROLLED_NAMES)
+                        .any(|r| l.source.contains(&format!("{}[{}]", r.kind, r.title)))
+                }),
+                count: resources.len() as u64,
+                names: resources
+                    .iter()
+                    .take(ROLLED_NAMES)
+                    .map(|r| r.key())
+                    .collect(),
+            });
+            continue;
+        }
+        for r in resources {
+            let key = r.key();
+            out.push(Failure {
+                signature: format!("failure|{key}|{message}"),
+                detail: detail(run, |l| l.source.contains(key.as_str())),
+                resource: Some(key),
+                message: r.message.clone(),
+                file: r.file.clone(),
+                line: r.line,
+                count: 0,
+                names: Vec::new(),
+            });
+        }
     }
     if out.is_empty() {
+        let errors = |l: &LogLine| matches!(l.level.as_str(), "err" | "error");
         if let Some(e) = &run.error {
             let class = if e.class.is_empty() {
                 "run"
@@ -264,7 +339,9 @@ fn failures_of(run: &Run) -> Vec<Failure> {
                 message: e.message.clone(),
                 file: None,
                 line: None,
-                detail: detail(run, |l| matches!(l.level.as_str(), "err" | "error")),
+                detail: detail(run, errors),
+                count: 0,
+                names: Vec::new(),
             });
         } else if run.status == RunStatus::Failed {
             out.push(Failure {
@@ -273,7 +350,9 @@ fn failures_of(run: &Run) -> Vec<Failure> {
                 message: "the run failed without saying why".into(),
                 file: None,
                 line: None,
-                detail: detail(run, |l| matches!(l.level.as_str(), "err" | "error")),
+                detail: detail(run, errors),
+                count: 0,
+                names: Vec::new(),
             });
         }
     }

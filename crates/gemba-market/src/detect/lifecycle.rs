@@ -248,7 +248,19 @@ impl Detector {
         }
         p.category = category;
         if p.kind.is_failure() {
-            let (kind, why) = failures::sharpen(p, &self.nodes);
+            let (kind, mut why) = failures::sharpen(p, &self.nodes);
+            if p.sample.resource_count > 0 {
+                why += &format!(
+                    "; {} resources failed with this message in one run",
+                    p.sample.resource_count
+                );
+            }
+            if p.sample.skipped_dependents > 0 {
+                why += &format!(
+                    "; {} more were skipped because of failed dependencies",
+                    p.sample.skipped_dependents
+                );
+            }
             p.kind = kind;
             p.why = why;
         } else if p.kind == Kind::NotIdempotent {
@@ -289,7 +301,22 @@ const TITLE_CHARS: usize = 100;
 /// and the first line of the message, without the sample node's name or
 /// paths under it; which nodes are affected is a field of its own.
 fn title(p: &Problem) -> String {
-    let what = p.resource.clone().unwrap_or_else(|| p.sample.node.clone());
+    let what = match (&p.resource, p.sample.resource_count) {
+        (Some(r), _) => r.clone(),
+        (None, n) if n > 0 => format!(
+            "{n} resources ({}{})",
+            p.sample
+                .resources
+                .iter()
+                .take(2)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if n > 2 { ", …" } else { "" }
+        ),
+        (None, _) if p.kind.is_failure() => "the run".to_string(),
+        (None, _) => p.sample.node.clone(),
+    };
     match p.kind {
         Kind::NotIdempotent => format!("{what} changes on every run"),
         Kind::SilentNode if p.nodes.len() > 1 => {

@@ -254,3 +254,66 @@ fn an_outside_error_on_two_nodes_while_the_rest_run_it_fine_is_not_an_outage() {
     assert_eq!(p.category, "package-repo");
     assert_eq!(p.kind, Kind::RunFailure, "{}", p.why);
 }
+
+#[test]
+fn a_hundred_resources_failing_with_one_message_in_a_run_are_one_problem() {
+    let mut d = Detector::new(Thresholds::default());
+    d.apply(&run("web-1", T0));
+    let mut r = run("web-1", T0 + INTERVAL);
+    for i in 0..100 {
+        r = failing(
+            r,
+            "Package",
+            &format!("lib{i}-dev"),
+            &format!("Execution of '/usr/bin/apt-get -q -y install lib{i}-dev' returned 100: E: Unable to locate package lib{i}-dev"),
+        );
+    }
+    // One other failure with its own message stays its own problem.
+    r = failing(
+        r,
+        "Service",
+        "app",
+        "Could not start Service[app]: returned 1",
+    );
+    for i in 0..30 {
+        r.logs.push(LogLine {
+            level: "warning".into(),
+            source: format!("/Stage[main]/App/File[/etc/app/{i}.conf]"),
+            message: "Skipping because of failed dependencies".into(),
+            file: None,
+            line: None,
+        });
+    }
+    d.apply(&r);
+    assert_eq!(d.problems().count(), 2);
+    let p = d
+        .problems()
+        .find(|p| p.sample.resource_count > 0)
+        .unwrap()
+        .clone();
+    assert_eq!(p.sample.resource_count, 100);
+    assert_eq!(p.sample.skipped_dependents, 30);
+    assert_eq!(p.category, "package-repo");
+    assert!(
+        p.title
+            .starts_with("100 resources (Package[lib0-dev], Package[lib1-dev], …): "),
+        "{}",
+        p.title
+    );
+    assert!(p.title.chars().count() <= 100, "{}", p.title);
+    assert!(!p.title.contains("web-1"), "{}", p.title);
+    assert!(
+        p.why
+            .contains("100 resources failed with this message in one run")
+            && p.why
+                .contains("30 more were skipped because of failed dependencies"),
+        "{}",
+        p.why
+    );
+    // The next runs are clean: it resolves like any failure.
+    for i in 2..5 {
+        d.apply(&run("web-1", T0 + i * INTERVAL));
+    }
+    let p = d.problem(p.id).unwrap();
+    assert_eq!(p.status, gemba_market::problem::Status::Resolved);
+}
