@@ -316,9 +316,6 @@ pub fn human_ms(ms: u64) -> String {
     }
 }
 
-/// The window of the market of `date` (`YYYY-MM-DD`): the 24 hours up to
-/// that day's market time in `timezone`. Without a date: the 24 hours up
-/// to now.
 /// The edition days before and after the one `date` names (today's
 /// without it): for a page's "previous day" and "next day"; no next day
 /// past today.
@@ -351,6 +348,9 @@ pub fn days_around(
     ))
 }
 
+/// The window of the market of `date` (`YYYY-MM-DD`): the 24 hours up to
+/// that day's market time in `timezone`. Without a date: the 24 hours up
+/// to now.
 pub fn window(
     date: Option<&str>,
     at: (u8, u8),
