@@ -9,8 +9,10 @@ use super::*;
 /// have sent, and enforces the token on methods that change state.
 pub(super) async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    // Pages say who is signed in (on a node with tokens).
-    let signed_in = (!state.tokens.is_empty()).then(|| state.sessions.of(req.headers()));
+    // Console pages say who is signed in (on a node with tokens); what the
+    // API answers (an exported market, say) is left as it is.
+    let signed_in = (!state.tokens.is_empty() && !path.starts_with("/api/"))
+        .then(|| state.sessions.of(req.headers()));
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let response = if let Some(why) = reserve_refusal(&req) {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why);

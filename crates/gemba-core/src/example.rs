@@ -207,6 +207,10 @@ production = ["production", "prod"]
 clean_runs = {clean_runs}
 # Stored runs older than this are removed (problems stay).
 run_retention = "{run_retention}"
+# Where readers reach the console: the links of an exported market
+# (`gemba market --format html`) are absolute from it. Default: this
+# node's HTTP address.
+# base_url = "https://gemba.example.net"
 # What a team already knows: a pattern over a problem's signature or message
 # sets its category, cause and/or severity.
 # [[market.rule]]

@@ -29,6 +29,9 @@ pub struct MarketSection {
     pub clean_runs: Option<u32>,
     /// Stored runs older than this are removed.
     pub run_retention: Option<String>,
+    /// The console's address as readers reach it
+    /// (`https://gemba.example.net`): the links of an exported market.
+    pub base_url: Option<String>,
     #[serde(default)]
     pub rule: Vec<RuleSection>,
     /// Where the market goes every day at `market_at`: targets shaped as
@@ -83,6 +86,9 @@ pub struct MarketConfig {
     pub production: Vec<String>,
     pub clean_runs: u32,
     pub run_retention: Duration,
+    /// Where readers reach the console (no trailing slash), for the
+    /// absolute links of an exported market; none: the HTTP listener's.
+    pub base_url: Option<String>,
     pub rules: Vec<MarketRule>,
     /// Targets the daily market is sent to (none: it is only served).
     pub publish: Vec<crate::policy::NotifyDef>,
@@ -199,6 +205,19 @@ pub(crate) fn market_config(c: &mut Checker, m: MarketSection) -> MarketConfig {
         defaults::RUN_RETENTION,
         Duration::from_secs(7 * 86_400),
     );
+    let base_url = m.base_url.map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &base_url {
+        let plain = u
+            .strip_prefix("https://")
+            .map(|rest| format!("http://{rest}"))
+            .unwrap_or_else(|| u.clone());
+        if !valid_base_url(&plain) {
+            c.fail(
+                "market.base_url",
+                format!("{u:?} is not an address such as \"https://gemba.example.net\" (http or https, a host, a path at most)"),
+            );
+        }
+    }
     let mut rules = Vec::new();
     for (i, r) in m.rule.into_iter().enumerate() {
         let key = |k: &str| format!("market.rule[{i}].{k}");
@@ -292,6 +311,7 @@ pub(crate) fn market_config(c: &mut Checker, m: MarketSection) -> MarketConfig {
             .unwrap_or_else(|| vec!["production".into(), "prod".into()]),
         clean_runs,
         run_retention,
+        base_url,
         rules,
     }
 }

@@ -3,22 +3,22 @@
 //! most severe first, short enough for one screen on a normal day.
 
 use gemba_core::markdown::cell as md_cell;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::problem::{Problem, Status};
 use crate::time::format_ms;
 
 /// One problem as the market lists it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
     pub id: String,
-    pub kind: &'static str,
+    pub kind: String,
     pub title: String,
     pub why: String,
     pub category: String,
-    pub severity: &'static str,
+    pub severity: String,
     pub score: f64,
-    pub status: &'static str,
+    pub status: String,
     pub owner: Option<String>,
     pub cause: Option<String>,
     pub nodes: u64,
@@ -32,11 +32,11 @@ pub struct Entry {
     pub file: Option<String>,
     pub line: Option<u32>,
     /// Closed by hand: the reason and who.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunStats {
     pub runs: u64,
     pub failed: u64,
@@ -60,7 +60,7 @@ pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
     n(a).cmp(&n(b)).then_with(|| a.cmp(b))
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Market {
     /// The window: since the previous market, until this one.
     pub since: String,
@@ -74,7 +74,22 @@ pub struct Market {
     /// history imported today, say): counted, not listed as still open.
     #[serde(default)]
     pub history: usize,
+    /// When this day's record was stored, for a past day read from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<String>,
+    /// What changed among its problems since it was recorded (status,
+    /// owner, cause; problems of its window that arrived later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_since: Vec<String>,
 }
+
+/// The stored value holding a day's market, as it was at its market time.
+pub fn record_key(day: &str) -> String {
+    format!("market.edition.{day}")
+}
+
+/// Most lines of "changed since" a record lists.
+const CHANGED_LINES: usize = 20;
 
 impl Market {
     /// The market for the window [`since_ms`, `until_ms`).
@@ -105,6 +120,8 @@ impl Market {
             open: Vec::new(),
             resolved: Vec::new(),
             history: 0,
+            recorded: None,
+            changed_since: Vec::new(),
         };
         let within = |t: Option<u64>| t.is_some_and(|t| t >= since_ms && t < until_ms);
         for p in problems {
@@ -112,14 +129,17 @@ impl Market {
                 continue;
             }
             let e = entry(p, until_ms);
-            if p.status == Status::Resolved {
-                if within(p.resolved_ms) {
-                    m.resolved.push(e);
-                }
-            } else if p.status == Status::Regressed && within(p.regressed_ms) {
+            // By what happened within the window, not by the status now: a
+            // problem new that day stays new in that day's market after it
+            // resolved.
+            if p.status == Status::Resolved && within(p.resolved_ms) {
+                m.resolved.push(e);
+            } else if within(p.regressed_ms) {
                 m.regressed.push(e);
             } else if within(Some(p.first_seen_ms)) {
                 m.new.push(e);
+            } else if p.status == Status::Resolved && p.resolved_ms.is_some_and(|t| t < since_ms) {
+                // Over before the window began.
             } else if until_ms.saturating_sub(p.last_seen_ms) > history_after_ms {
                 m.history += 1;
             } else {
@@ -130,6 +150,77 @@ impl Market {
             list.sort_by(|a, b| b.score.total_cmp(&a.score).then(id_order(&a.id, &b.id)));
         }
         m
+    }
+
+    /// Every problem listed, whatever its section.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.new
+            .iter()
+            .chain(&self.regressed)
+            .chain(&self.open)
+            .chain(&self.resolved)
+    }
+
+    /// Lines saying what changed among this record's problems since it was
+    /// stored, compared with `now` (the same window built from today's
+    /// problems): status, owner and cause, and problems that arrived later.
+    pub fn changes_since(&self, now: &Market) -> Vec<String> {
+        let current: std::collections::HashMap<&str, &Entry> =
+            now.entries().map(|e| (e.id.as_str(), e)).collect();
+        let mut lines = Vec::new();
+        for e in self.entries() {
+            let Some(c) = current.get(e.id.as_str()) else {
+                continue;
+            };
+            let mut what = Vec::new();
+            if c.status != e.status {
+                what.push(format!("{} (was {})", c.status, e.status));
+            }
+            if c.owner != e.owner {
+                what.push(format!(
+                    "owner {} (was {})",
+                    c.owner.as_deref().unwrap_or("—"),
+                    e.owner.as_deref().unwrap_or("—")
+                ));
+            }
+            if c.cause != e.cause {
+                what.push(format!(
+                    "cause {}",
+                    c.cause
+                        .as_deref()
+                        .map_or("cleared".to_string(), |x| format!("\"{x}\""))
+                ));
+            }
+            if !what.is_empty() {
+                lines.push(format!("{}: {}", e.id, what.join(", ")));
+            }
+        }
+        let recorded: std::collections::HashSet<&str> =
+            self.entries().map(|e| e.id.as_str()).collect();
+        let late: Vec<&str> = now
+            .entries()
+            .map(|e| e.id.as_str())
+            .filter(|id| !recorded.contains(id))
+            .collect();
+        if !late.is_empty() {
+            lines.push(format!(
+                "{} problem(s) of this day arrived later (runs sent late): {}",
+                late.len(),
+                late.join(", ")
+            ));
+        }
+        lines.sort_by(|a, b| {
+            id_order(
+                a.split(':').next().unwrap_or(a),
+                b.split(':').next().unwrap_or(b),
+            )
+        });
+        let more = lines.len().saturating_sub(CHANGED_LINES);
+        lines.truncate(CHANGED_LINES);
+        if more > 0 {
+            lines.push(format!("… and {more} more changes"));
+        }
+        lines
     }
 
     pub fn to_text(&self) -> String {
@@ -185,6 +276,20 @@ impl Market {
             self.open.len(),
             self.resolved.len()
         ));
+        if let Some(at) = &self.recorded {
+            out.push_str(&format!(
+                "{}As recorded at {at}.{}\n",
+                if md { "\n" } else { "" },
+                if self.changed_since.is_empty() {
+                    " Nothing changed since."
+                } else {
+                    " Changed since:"
+                }
+            ));
+            for line in &self.changed_since {
+                out.push_str(&format!("{}{line}\n", if md { "- " } else { "  " }));
+            }
+        }
         let attention = self.needs_attention();
         let unresolved = self.new.len() + self.regressed.len() + self.open.len();
         let attention_name = format!(
@@ -279,7 +384,7 @@ fn entry(p: &Problem, now_ms: u64) -> Entry {
         .map(|c| format!("closed by hand: {} ({})", c.reason, c.by));
     Entry {
         id: p.label(),
-        kind: p.kind.as_str(),
+        kind: p.kind.as_str().to_string(),
         title: p.title.clone(),
         why: match &closed {
             Some(c) => format!("{} · {c}", p.why),
@@ -287,9 +392,9 @@ fn entry(p: &Problem, now_ms: u64) -> Entry {
         },
         closed,
         category: p.category.clone(),
-        severity: p.severity.as_str(),
+        severity: p.severity.as_str().to_string(),
         score: p.score(now_ms),
-        status: p.status.as_str(),
+        status: p.status.as_str().to_string(),
         owner: p.owner.clone(),
         cause: p.cause.clone(),
         nodes: p.nodes_total,
@@ -389,13 +494,13 @@ mod tests {
     fn e(id: u64, status: &'static str, severity: &'static str, score: f64) -> Entry {
         Entry {
             id: format!("P-{id}"),
-            kind: "run-failure",
+            kind: "run-failure".into(),
             title: format!("problem {id}"),
             why: "why".into(),
             category: "configuration".into(),
-            severity,
+            severity: severity.into(),
             score,
-            status,
+            status: status.into(),
             owner: None,
             cause: None,
             nodes: 1,
@@ -421,6 +526,8 @@ mod tests {
             open,
             resolved: Vec::new(),
             history: 0,
+            recorded: None,
+            changed_since: Vec::new(),
         }
     }
 

@@ -5,6 +5,9 @@
 //! market when it comes back (only the latest day, never a backlog). A
 //! server publishing for the first time starts with the next market time,
 //! rather than sending yesterday's market the moment it is configured.
+//!
+//! Every server also records each day's market at its time
+//! ([`record_daily`]): a past day read later is that record.
 
 use std::future::Future;
 use std::time::Duration;
@@ -126,6 +129,36 @@ pub async fn run<F, Fut>(
     }
 }
 
+/// Records each day's market when its time passes, so that reading a past
+/// day later shows it as it was (its problems, owners and causes then),
+/// whether or not it is published. A server that was down at the hour
+/// records the day when it is back.
+pub async fn record_daily(market: MarketHandle, schedule: Schedule, clock: Clock) {
+    loop {
+        let now = clock.now_ms();
+        let (day, next) = match schedule.latest(now) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot work out the market's time; not recording days");
+                return;
+            }
+        };
+        let mut wait = Duration::from_millis(next.saturating_sub(now)).min(AT_MOST);
+        let recorded = match window(Some(&day), schedule.at, &schedule.timezone, now) {
+            Ok((since, until)) => market
+                .record(&day, since, until)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(date = %day, error = %e, "cannot record the day's market");
+            wait = wait.min(RETRY);
+        }
+        tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
+    }
+}
+
 async fn edition(
     market: &MarketHandle,
     schedule: &Schedule,
@@ -135,7 +168,7 @@ async fn edition(
 ) -> Result<Edition, String> {
     let (since, until) = window(Some(day), schedule.at, &schedule.timezone, now_ms)?;
     let m = market
-        .market(since, until)
+        .record(day, since, until)
         .await
         .map_err(|e| e.to_string())?;
     let counts = format!(

@@ -97,6 +97,7 @@ enum Command {
     Problem(u64, Reply<Option<Problem>>),
     Change(u64, ProblemChange, Reply<Problem>),
     Market(u64, u64, Reply<Market>),
+    Record(String, u64, u64, Reply<Market>),
     Node(String, Reply<Option<NodeHistory>>),
     Retire(String, String, Reply<BTreeSet<u64>>),
     Nodes(Reply<Vec<(String, NodeHistory)>>),
@@ -150,6 +151,19 @@ impl MarketHandle {
 
     pub async fn node(&self, node: &str) -> Result<Option<NodeHistory>, MarketError> {
         self.ask(|r| Command::Node(node.to_string(), r)).await
+    }
+
+    /// The market of `day` (the window `since..until`): once its market
+    /// time has passed, as recorded then (stored at the first call after
+    /// it), with what changed since; before, as it is now.
+    pub async fn record(
+        &self,
+        day: &str,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<Market, MarketError> {
+        self.ask(|r| Command::Record(day.to_string(), since_ms, until_ms, r))
+            .await
     }
 
     /// Retires a node (`by`: who): it leaves every open problem; returns
@@ -359,21 +373,10 @@ impl Task {
                 let _ = reply.send(r);
             }
             Command::Market(since, until, reply) => {
-                let stats = self.store.run_counts(since, until).await;
-                let r = stats.map_err(MarketError::from).map(|c| {
-                    Market::build_with(
-                        self.detector.problems(),
-                        since,
-                        until,
-                        RunStats {
-                            runs: c.runs,
-                            failed: c.failed,
-                            nodes: c.nodes,
-                        },
-                        self.thresholds.history_after_ms,
-                    )
-                });
-                let _ = reply.send(r);
+                let _ = reply.send(self.build(since, until).await);
+            }
+            Command::Record(day, since, until, reply) => {
+                let _ = reply.send(self.record(&day, since, until).await);
             }
             Command::Node(node, reply) => {
                 let _ = reply.send(Ok(self.detector.nodes.get(&node).cloned()));
@@ -631,6 +634,49 @@ impl Task {
             return Err(e.into());
         }
         Ok(updated)
+    }
+
+    async fn build(&self, since: u64, until: u64) -> Result<Market, MarketError> {
+        let c = self.store.run_counts(since, until).await?;
+        Ok(Market::build_with(
+            self.detector.problems(),
+            since,
+            until,
+            RunStats {
+                runs: c.runs,
+                failed: c.failed,
+                nodes: c.nodes,
+            },
+            self.thresholds.history_after_ms,
+        ))
+    }
+
+    /// A day's market as recorded when its time passed (recording it now
+    /// if it never was), with what changed since.
+    async fn record(&mut self, day: &str, since: u64, until: u64) -> Result<Market, MarketError> {
+        let live = self.build(since, until).await?;
+        let now = self.clock.now_ms();
+        if until >= now {
+            return Ok(live);
+        }
+        let key = crate::market::record_key(day);
+        if let Some(json) = self.store.get_value(&key).await? {
+            match serde_json::from_str::<Market>(&json) {
+                Ok(mut m) => {
+                    m.changed_since = m.changes_since(&live);
+                    return Ok(m);
+                }
+                Err(e) => {
+                    tracing::warn!(date = %day, error = %e, "the market's record of the day cannot be read; recording it again")
+                }
+            }
+        }
+        let mut m = live;
+        m.recorded = Some(crate::time::format_ms(now));
+        let json = serde_json::to_string(&m)
+            .map_err(|e| MarketError::Invalid(format!("cannot record the market: {e}")))?;
+        self.store.set_value(&key, &json).await?;
+        Ok(m)
     }
 
     async fn retire(&mut self, node: &str, by: &str) -> Result<BTreeSet<u64>, MarketError> {

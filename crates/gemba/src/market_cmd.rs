@@ -392,10 +392,11 @@ pub fn market(args: &MarketArgs) -> anyhow::Result<()> {
         .map(|d| format!("date={}&", urlencode(d)))
         .unwrap_or_default();
     let text = match args.format.as_str() {
-        "text" | "md" | "json" => {
+        // HTML is the export: one file, links absolute from the server's
+        // [market] base_url.
+        "text" | "md" | "json" | "html" => {
             c.get_raw(&format!("/api/v1/market?{date}format={}", args.format))?
         }
-        "html" => c.get_raw(&format!("/market?{date}"))?,
         other => bail!("--format {other:?} is not text, md, json or html"),
     };
     print!("{text}");

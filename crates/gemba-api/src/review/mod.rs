@@ -393,12 +393,38 @@ async fn edition_of(s: &Shared, q: &params::Market) -> Result<Edition, ApiError>
     let (since, until) =
         gemba_market::market::window(q.date.as_deref(), cfg.market_at, &cfg.timezone, m.now_ms())
             .map_err(ApiError::bad)?;
-    Ok(Edition::of(m, s.timeline.as_ref(), since, until).await?)
+    // A past day is its record; without a date, the last 24 hours now.
+    let market = match q.date.as_deref() {
+        Some(day) => m.record(day, since, until).await?,
+        None => m.market(since, until).await?,
+    };
+    Ok(Edition::with_actions_of(market, s.timeline.as_ref(), m.now_ms()).await)
+}
+
+/// Where the links of an exported market point: `[market] base_url`, else
+/// the address this request reached (its Host, when it is a plain host
+/// and port).
+fn export_base(s: &Shared, headers: &HeaderMap) -> String {
+    if let Some(b) = &s.market_config.base_url {
+        return b.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1:8777");
+    format!("http://{host}")
 }
 
 pub(crate) async fn market_report(
     State(s): State<Shared>,
     Query(q): Query<params::Market>,
+    headers: HeaderMap,
 ) -> Answer {
     let ed = edition_of(&s, &q).await?;
     let text =
@@ -408,7 +434,8 @@ pub(crate) async fn market_report(
         "text" => Ok(text("text/plain; charset=utf-8", ed.to_text())),
         "md" => Ok(text("text/markdown; charset=utf-8", ed.to_markdown())),
         "html" => {
-            Ok(Html(crate::review::page::render(s.mesh.id(), &ed, false, None)).into_response())
+            let base = export_base(&s, &headers);
+            Ok(Html(page::render_export(s.mesh.id(), &ed, &base)).into_response())
         }
         other => Err(ApiError::bad(format!(
             "format {:?} is not json, text, md or html",

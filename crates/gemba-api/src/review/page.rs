@@ -78,6 +78,24 @@ pub fn render(node: &str, ed: &Edition, controls: bool, days: Option<&Days>) -> 
         m.open.len(),
         m.resolved.len()
     );
+    if let Some(at) = &m.recorded {
+        body.push_str(&format!(
+            "<p id=\"recorded\" class=\"muted\">As recorded at {}.{}</p>",
+            esc(at),
+            if m.changed_since.is_empty() {
+                " Nothing changed since."
+            } else {
+                " Changed since:"
+            }
+        ));
+        if !m.changed_since.is_empty() {
+            body.push_str("<ul id=\"changed-since\">");
+            for line in &m.changed_since {
+                body.push_str(&format!("<li>{}</li>", esc(line)));
+            }
+            body.push_str("</ul>");
+        }
+    }
     // What most needs a look first, by score across statuses; then each
     // section without those, capped.
     let attention = m.needs_attention();
@@ -112,6 +130,18 @@ pub fn render(node: &str, ed: &Edition, controls: bool, days: Option<&Days>) -> 
     body.push_str(&actions_html(ed, controls));
     body.push_str("<p class=\"muted\">Assign with <code>gemba problem assign P-1 alice</code> or <code>POST /api/v1/problems/P-1 {\"owner\": \"alice\"}</code>. Text: <a href=\"/api/v1/market?format=text\">/api/v1/market?format=text</a>.</p>");
     page(node, "Morning market", &body)
+}
+
+/// The market as one HTML file to send (a mail, a wiki): its style inline,
+/// no script, and every link absolute from `base`, so it works away from
+/// the console.
+pub fn render_export(node: &str, ed: &Edition, base: &str) -> String {
+    let page = render(node, ed, false, None);
+    // Every link is ours and starts `href="/`; values from reports are
+    // escaped, so none of them can hold that sequence.
+    let base = esc(base);
+    page.replace("href=\"/", &format!("href=\"{base}/"))
+        .replace("src=\"/", &format!("src=\"{base}/"))
 }
 
 /// The open action items of post-mortems, overdue ones marked.

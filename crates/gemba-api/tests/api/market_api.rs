@@ -384,6 +384,17 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     assert_eq!(m["runs"]["runs"], 6);
     let (_, text) = get(&app, "/api/v1/market?date=2026-11-22&format=text").await;
     assert!(text.as_str().unwrap().contains("external-outage"), "{text}");
+    // The HTML export stands alone: links absolute, no script.
+    let (_, html) = get(&app, "/api/v1/market?date=2026-11-22&format=html").await;
+    let html = html.as_str().unwrap();
+    assert!(
+        html.contains("href=\"http://127.0.0.1:8777/market/problems/P-1\""),
+        "{html}"
+    );
+    assert!(
+        !html.contains("href=\"/") && !html.contains("<script"),
+        "{html}"
+    );
     let (status, _) = get(&app, "/api/v1/market?date=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, page) = get(&app, "/market?date=2026-11-22").await;

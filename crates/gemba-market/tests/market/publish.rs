@@ -136,3 +136,107 @@ async fn the_market_goes_out_once_a_day_at_its_time() {
     p.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A past day's market is its record: read again after more runs of that
+/// day arrived late, after its problem resolved and after someone took it,
+/// it lists the same problems with the owner it had, and says what changed.
+#[tokio::test(start_paused = true)]
+async fn a_past_day_reads_as_it_was_recorded_with_what_changed_since() {
+    let dir = std::env::temp_dir().join(format!("gemba-market-record-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = gemba_store::open_market(&StoreLocation::Sqlite(dir.join("m.db")))
+        .await
+        .unwrap();
+    let clock = Clock::starting_at(START);
+    let (handle, task) = service::start(store, Thresholds::default(), clock)
+        .await
+        .unwrap();
+    tokio::spawn(task);
+    let schedule = Schedule {
+        at: (8, 0),
+        timezone: "UTC".into(),
+    };
+    tokio::spawn(publish::record_daily(handle.clone(), schedule, clock));
+    let h = 3_600_000;
+    let fail = |node: &str, at: u64, what: &str| {
+        Parsed::Run(Box::new(failing(
+            common::run(node, at),
+            "Exec",
+            what,
+            "returned 1",
+        )))
+    };
+    handle
+        .ingest(vec![fail("web-1", START - 5 * h, "migrate")])
+        .await
+        .unwrap();
+    // 08:00 passes: the day is recorded by itself.
+    tokio::time::sleep(2 * MIN).await;
+    let day = "2026-11-23";
+    let (since, until) =
+        gemba_market::market::window(Some(day), (8, 0), "UTC", clock.now_ms()).unwrap();
+    let first = handle.record(day, since, until).await.unwrap();
+    assert_eq!(first.new.len(), 1);
+    assert!(first.recorded.is_some());
+    assert!(first.changed_since.is_empty());
+    let id = first.new[0].id.clone();
+    let text = first.to_text();
+    assert!(text.contains("Nothing changed since"), "{text}");
+
+    // Later: a run of that night arrives late with another failure, the
+    // first problem resolves after clean runs, and alice takes it.
+    handle
+        .ingest(vec![fail("web-2", START - 4 * h, "seed")])
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        handle
+            .ingest(vec![Parsed::Run(Box::new(common::run(
+                "web-1",
+                START + i * h,
+            )))])
+            .await
+            .unwrap();
+    }
+    let n: u64 = id.trim_start_matches("P-").parse().unwrap();
+    handle
+        .change(
+            n,
+            service::ProblemChange {
+                owner: Some("alice".into()),
+                by: "alice".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let again = handle.record(day, since, until).await.unwrap();
+    let ids = |m: &gemba_market::market::Market| {
+        m.entries()
+            .map(|e| (e.id.clone(), e.status.clone(), e.owner.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&again), ids(&first), "the record does not change");
+    assert_eq!(again.recorded, first.recorded);
+    let changes = again.changed_since.join("\n");
+    assert!(
+        changes.contains(&format!("{id}: resolved (was new), owner alice (was —)")),
+        "{changes}"
+    );
+    assert!(
+        changes.contains("1 problem(s) of this day arrived later"),
+        "{changes}"
+    );
+    assert!(again.to_text().contains("Changed since:"));
+    // Today (its time not passed) is built as it is now.
+    let (s2, u2) =
+        gemba_market::market::window(Some("2026-11-24"), (8, 0), "UTC", clock.now_ms()).unwrap();
+    assert!(handle
+        .record("2026-11-24", s2, u2)
+        .await
+        .unwrap()
+        .recorded
+        .is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}

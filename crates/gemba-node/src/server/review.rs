@@ -29,6 +29,15 @@ pub(super) async fn start_market(
         }
     };
     stages.drain().spawn(Phase::Store, "market", task);
+    let schedule = gemba_market::publish::Schedule {
+        at: config.market.market_at,
+        timezone: config.market.timezone.clone(),
+    };
+    stages.drain().spawn(
+        Phase::Store,
+        "market-record",
+        gemba_market::publish::record_daily(handle.clone(), schedule, clock),
+    );
     if !config.market.publish.is_empty() {
         let targets = config.market.publish.clone();
         let schedule = gemba_market::publish::Schedule {
