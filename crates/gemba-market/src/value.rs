@@ -66,6 +66,23 @@ fn check_nesting(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Fields of Puppet's YAML reports that no reader of gemba uses, and that
+/// make up much of a report (every resource and log line carries its tags
+/// and containment path): skipped while reading, so their values are never
+/// built. A field of that name anywhere in a YAML document is left out.
+const UNREAD: &[&str] = &[
+    "tags",
+    "containment_path",
+    "corrective_change",
+    "evaluation_time",
+    "provider_used",
+    "out_of_sync_count",
+    "change_count",
+    "audited",
+    "historical_value",
+    "redacted",
+];
+
 /// A JSON value read from YAML: a tagged node (`!ruby/object:...`,
 /// `!ruby/sym`), which YAML's reader presents as an enum variant named by
 /// the tag, becomes its content.
@@ -134,11 +151,17 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        while let Some((Json(k), Json(v))) = map.next_entry()? {
+        while let Some(Json(k)) = map.next_key()? {
             let key = match k {
                 Value::String(s) => s,
                 other => other.to_string(),
             };
+            if UNREAD.contains(&key.as_str()) {
+                // Read past, never built: no value of it is kept.
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let Json(v) = map.next_value()?;
             out.insert(key, v);
         }
         Ok(Value::Object(out))

@@ -243,7 +243,10 @@ pub(super) fn sharpen(p: &Problem, nodes: &HashMap<String, NodeHistory>) -> (Kin
             why += &format!("; runs fine since {f}");
         }
     }
-    if same_version && !p.ok_established.is_empty() {
+    // Pinned to its nodes: each failed it more than once and never ran it
+    // fine since, while others run it fine at the same version.
+    let pinned = p.nodes.values().all(|e| e.count >= 2 && !e.ok_since);
+    if same_version && pinned && !p.ok_established.is_empty() {
         why += &format!(
             ", every run there, while {} other node(s) run it fine at the same code version",
             p.ok_established.len()

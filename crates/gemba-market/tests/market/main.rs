@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bad_day;
 mod detectors;
 mod golden;
 mod kinds;
