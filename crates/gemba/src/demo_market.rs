@@ -3,8 +3,9 @@
 //! the demo's nodes plus a freshly bootstrapped one, in the shape real
 //! reports have, with one of each kind of problem the market names — a
 //! non-idempotent exec that restarts a service, an SCM fetch failing on
-//! three nodes at once, a service that fails only on the new node, and a
-//! deploy that fails now and then.
+//! every node for 90 minutes (the Git host's name does not resolve), a
+//! service that fails only on the new node, and a deploy that fails now
+//! and then at one code version.
 
 use gemba_market::run::{Counts, Resource, ResourceOutcome, Run, RunStatus, Tool};
 use gemba_market::service::MarketHandle;
@@ -114,10 +115,10 @@ pub fn sample_runs(nodes: &[String], now_ms: u64) -> Vec<Run> {
                     20,
                 );
             }
-            if n < 3 && at >= outage && at < outage + every {
+            if at >= outage && at < outage + 3 * every {
                 r = with(r, "Exec", "fetch-from-scm", ResourceOutcome::Failed, "change from 'notrun' to ['0'] failed: 'git fetch origin' returned 128 instead of one of [0]: fatal: unable to access 'https://git.example.com/shop.git/': Could not resolve host: git.example.com", "returns", 31);
             }
-            if n == nodes.len() - 1 && nodes.len() > 1 && i % 16 == 5 {
+            if n == nodes.len() - 1 && nodes.len() > 1 && i % 5 == 2 {
                 r = with(r, "Exec", "deploy-app", ResourceOutcome::Failed, "change from 'notrun' to ['0'] failed: '/opt/shop/bin/deploy --release 2.3.1' returned 1 instead of one of [0]", "returns", 44);
             }
             runs.push(r);
@@ -146,4 +147,35 @@ pub async fn feed(market: &MarketHandle, nodes: &[String], now_ms: u64) -> anyho
         .map(|r| Parsed::Run(Box::new(r)))
         .collect();
     Ok(market.ingest(docs).await?.accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use gemba_market::detect::{Detector, Thresholds};
+
+    /// The demo's market shows each kind of problem it promises (the exec
+    /// that changes every run and the service it restarts are two).
+    #[test]
+    fn the_demo_runs_make_each_kind_of_problem() {
+        let nodes: Vec<String> = ["ams-1", "ams-2", "fra-1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut d = Detector::new(Thresholds::default());
+        for r in super::sample_runs(&nodes, 1_795_420_800_000) {
+            d.apply(&r);
+        }
+        let mut kinds: Vec<&str> = d.problems().map(|p| p.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            vec![
+                "bootstrap-failure",
+                "external-outage",
+                "intermittent",
+                "not-idempotent"
+            ]
+        );
+    }
 }
