@@ -19,6 +19,15 @@ use crate::run::*;
 use crate::time::parse_ms;
 use crate::value::{secs_to_ms, Field};
 
+/// Whether a configuration_version is Puppet's default: the catalog's
+/// compile time in seconds, within a day of the run.
+fn is_compile_time(version: &str, started_ms: u64) -> bool {
+    version
+        .trim()
+        .parse::<u64>()
+        .is_ok_and(|s| s.abs_diff(started_ms / 1000) <= 86_400)
+}
+
 /// A Puppet report document (YAML already reduced to JSON).
 pub fn parse(v: &Value) -> Result<Run, String> {
     if !v.is_object() {
@@ -109,10 +118,16 @@ pub fn parse(v: &Value) -> Result<Run, String> {
         Some(u) if !u.is_empty() => format!("puppet:{}", cut_to(&u, 128)),
         _ => format!("puppet:{node}@{started_ms}"),
     };
+    // Puppet's configuration_version is, unless a site sets a script for
+    // it, the time the catalog was compiled: it changes every run and
+    // names no code. Such a value is no code version at all.
     let code_version = v
         .str_of("code_id")
         .filter(|s| !s.is_empty())
-        .or_else(|| v.str_of("configuration_version"))
+        .or_else(|| {
+            v.str_of("configuration_version")
+                .filter(|c| !is_compile_time(c, started_ms))
+        })
         .unwrap_or_default();
     logs.truncate(MAX_LOGS);
     Ok(Run {
@@ -487,5 +502,15 @@ mod tests {
         );
         assert_eq!(resource_in_source("Puppet"), None);
         assert_eq!(resource_in_source("Filebucket[/tmp/x"), None);
+    }
+
+    #[test]
+    fn a_compile_time_is_no_code_version() {
+        // 2026-12-06T10:00:00Z
+        let run = 1_796_551_200_000;
+        assert!(is_compile_time("1796551195", run));
+        assert!(!is_compile_time("1796551195", run + 3 * 86_400_000));
+        assert!(!is_compile_time("a1f3c9e", run));
+        assert!(!is_compile_time("production-2026-12-06", run));
     }
 }
