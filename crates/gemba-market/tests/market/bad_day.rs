@@ -21,8 +21,8 @@ fn node(n: u64) -> String {
 #[test]
 fn a_bad_day_at_500_nodes_is_one_screen() {
     let mut d = Detector::new(Thresholds::default());
-    let mirror_down = |at: u64| at >= T0 + 40 * H && at < T0 + 42 * H;
-    let gap = |at: u64| at >= T0 + 24 * H && at < T0 + 31 * H;
+    let mirror_down = |at: u64| (T0 + 40 * H..T0 + 42 * H).contains(&at);
+    let gap = |at: u64| (T0 + 24 * H..T0 + 31 * H).contains(&at);
     // Two days, every node every 30 minutes (staggered by 3 s).
     for slot in 0..96 {
         for n in 0..NODES {
