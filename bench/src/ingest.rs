@@ -198,7 +198,9 @@ pub fn run(
     let chef_count = chef_bodies.len();
     let puppet_size = puppet_bodies[0].len();
     let chef_size = chef_bodies[0].len();
-    let result = (|| -> anyhow::Result<(f64, f64)> {
+    let pid = server.id();
+    let result = (|| -> anyhow::Result<((f64, f64), (f64, f64))> {
+        let before = cpu_seconds(pid);
         let p = send_all(
             "puppet",
             "/api/v1/reports/puppet",
@@ -206,6 +208,7 @@ pub fn run(
             puppet_bodies,
             clients,
         )?;
+        let middle = cpu_seconds(pid);
         let c = send_all(
             "chef",
             "/api/v1/chef/data-collector",
@@ -213,23 +216,31 @@ pub fn run(
             chef_bodies,
             clients,
         )?;
-        Ok((p, c))
+        let after = cpu_seconds(pid);
+        let per = |secs: f64, n: usize| secs * 1e6 / n as f64;
+        Ok((
+            (p, per(middle - before, count)),
+            (c, per(after - middle, chef_count)),
+        ))
     })();
     let _ = server.kill();
     let _ = server.wait();
-    let (p, c) = result?;
+    let ((p, p_cpu), (c, c_cpu)) = result?;
     let db = dir.join("gemba.db");
     let mut bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     bytes += std::fs::metadata(dir.join("gemba.db-wal"))
         .map(|m| m.len())
         .unwrap_or(0);
-    println!("| what | reports | body | clients | reports/s |");
-    println!("|---|---|---|---|---|");
+    println!("| what | reports | body | clients | reports/s | server CPU per report |");
+    println!("|---|---|---|---|---|---|");
     println!(
-        "| Puppet 7 YAML → /api/v1/reports/puppet | {count} | {:.1} kB | {clients} | {p:.0} |",
+        "| Puppet 7 YAML → /api/v1/reports/puppet | {count} | {:.1} kB | {clients} | {p:.0} | {p_cpu:.0} µs |",
         puppet_size as f64 / 1000.0
     );
-    println!("| Chef run_converge → /api/v1/chef/data-collector | {chef_count} | {:.1} kB | {clients} | {c:.0} |", chef_size as f64 / 1000.0);
+    println!("| Chef run_converge → /api/v1/chef/data-collector | {chef_count} | {:.1} kB | {clients} | {c:.0} | {c_cpu:.0} µs |", chef_size as f64 / 1000.0);
+    if cluster.is_some() {
+        println!("(server CPU: the gemba process only; PostgreSQL's backends are not counted)");
+    }
     if let Some(c) = &cluster {
         let size = dir_size(&c.dir().join("data"));
         println!(
@@ -248,6 +259,27 @@ pub fn run(
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// CPU time (user + system) a process has used, in seconds, from
+/// `/proc/<pid>/stat` (0 where it cannot be read).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th of them, in clock ticks.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
 }
 
 /// Bytes of every file under `dir`.
