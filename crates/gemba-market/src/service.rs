@@ -671,6 +671,11 @@ impl Task {
                 }
             }
         }
+        if live.runs.runs == 0 && live.entries().next().is_none() {
+            // Nothing was known of that day yet (a server that just
+            // started, an import still to come): nothing to freeze.
+            return Ok(live);
+        }
         let mut m = live;
         m.recorded = Some(crate::time::format_ms(now));
         let json = serde_json::to_string(&m)

@@ -362,7 +362,7 @@ pub fn problem(cmd: ProblemCommand) -> anyhow::Result<()> {
             if let Some(hidden) = s["detail"].as_str() {
                 println!("         ({hidden})");
             }
-            if let Some(nodes) = p["affected"].as_array() {
+            if let Some(nodes) = p["affected"].as_array().filter(|n| !n.is_empty()) {
                 let names: Vec<&str> = nodes.iter().filter_map(|n| n.as_str()).collect();
                 println!("       nodes: {}", names.join(", "));
             }

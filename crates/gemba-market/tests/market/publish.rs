@@ -229,6 +229,15 @@ async fn a_past_day_reads_as_it_was_recorded_with_what_changed_since() {
         "{changes}"
     );
     assert!(again.to_text().contains("Changed since:"));
+    // A day nothing was known of is not frozen empty.
+    let (s0, u0) =
+        gemba_market::market::window(Some("2026-11-20"), (8, 0), "UTC", clock.now_ms()).unwrap();
+    assert!(handle
+        .record("2026-11-20", s0, u0)
+        .await
+        .unwrap()
+        .recorded
+        .is_none());
     // Today (its time not passed) is built as it is now.
     let (s2, u2) =
         gemba_market::market::window(Some("2026-11-24"), (8, 0), "UTC", clock.now_ms()).unwrap();
