@@ -297,6 +297,7 @@ pub fn problem(cmd: ProblemCommand) -> anyhow::Result<()> {
         ProblemCommand::List {
             all,
             node,
+            environment,
             kind,
             severity,
             server,
@@ -305,7 +306,12 @@ pub fn problem(cmd: ProblemCommand) -> anyhow::Result<()> {
             if !all {
                 pairs.push(("status", "unresolved".into()));
             }
-            for (k, v) in [("node", node), ("kind", kind), ("severity", severity)] {
+            for (k, v) in [
+                ("node", node),
+                ("environment", environment),
+                ("kind", kind),
+                ("severity", severity),
+            ] {
                 if let Some(v) = v {
                     pairs.push((k, v));
                 }

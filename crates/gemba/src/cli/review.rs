@@ -11,6 +11,9 @@ pub enum ProblemCommand {
         /// Only those affecting this node.
         #[arg(long)]
         node: Option<String>,
+        /// Only those affecting a node of this environment (`production`).
+        #[arg(long)]
+        environment: Option<String>,
         /// Only this kind (run-failure, intermittent, external-outage, …).
         #[arg(long)]
         kind: Option<String>,
