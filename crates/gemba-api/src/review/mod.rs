@@ -475,6 +475,19 @@ fn run_json(r: &gemba_store::RunRow) -> serde_json::Value {
     })
 }
 
+/// The stored run a path names (its key), or a 400 / 404 naming why.
+async fn stored_run(m: &MarketHandle, key: &str) -> Result<gemba_store::RunRow, ApiError> {
+    if key.len() > 300 {
+        return Err(ApiError::bad("not a run key"));
+    }
+    m.store().run(key).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no run {:?}",
+            key.chars().take(80).collect::<String>()
+        ))
+    })
+}
+
 /// One run with its resources and logs. Logs may carry whatever a
 /// manifest printed: like program output, shown only to token holders.
 pub(crate) async fn run(
@@ -483,15 +496,7 @@ pub(crate) async fn run(
     headers: HeaderMap,
 ) -> Answer {
     let m = market(&s)?;
-    if key.len() > 300 {
-        return Err(ApiError::bad("not a run key"));
-    }
-    let r = m.store().run(&key).await?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no run {:?}",
-            key.chars().take(80).collect::<String>()
-        ))
-    })?;
+    let r = stored_run(m, &key).await?;
     let mut v = run_json(&r);
     let mut body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
     if !crate::holds_token(&s, &headers) {
@@ -680,15 +685,7 @@ pub(crate) async fn run_page(
     headers: HeaderMap,
 ) -> Answer {
     let m = market(&s)?;
-    if key.len() > 300 {
-        return Err(ApiError::bad("not a run key"));
-    }
-    let row = m.store().run(&key).await?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no run {:?}",
-            key.chars().take(80).collect::<String>()
-        ))
-    })?;
+    let row = stored_run(m, &key).await?;
     let run = serde_json::from_str::<gemba_market::Run>(&row.body)
         .map_err(|e| ApiError::unavailable(format!("run {key} is stored unreadably: {e}")))?;
     let problems: Vec<Problem> = m

@@ -367,6 +367,24 @@ fn resources_table(run: &Run) -> String {
     b
 }
 
+/// A heading and a list of links to problems (nothing when there are none).
+fn problem_links(heading: &str, id: &str, problems: &[Problem]) -> String {
+    if problems.is_empty() {
+        return String::new();
+    }
+    let mut b = format!("<h3>{heading}</h3><ul id=\"{id}\">");
+    for p in problems {
+        b.push_str(&format!(
+            "<li><a href=\"/market/problems/{id}\">{id}</a> {kind}: {title}</li>",
+            id = esc(&p.label()),
+            kind = p.kind.as_str(),
+            title = esc(&p.title)
+        ));
+    }
+    b.push_str("</ul>");
+    b
+}
+
 /// One run: what it was, its resources, the problems naming it, its logs.
 pub fn render_run(node: &str, run: &Run, problems: &[Problem], output: bool) -> String {
     let mut body = format!(
@@ -391,18 +409,7 @@ pub fn render_run(node: &str, run: &Run, problems: &[Problem], output: bool) -> 
             esc(&e.message)
         ));
     }
-    if !problems.is_empty() {
-        body.push_str("<h3>Problems</h3><ul id=\"run-problems\">");
-        for p in problems {
-            body.push_str(&format!(
-                "<li><a href=\"/market/problems/{id}\">{id}</a> {kind}: {title}</li>",
-                id = esc(&p.label()),
-                kind = p.kind.as_str(),
-                title = esc(&p.title)
-            ));
-        }
-        body.push_str("</ul>");
-    }
+    body.push_str(&problem_links("Problems", "run-problems", problems));
     body.push_str("<h3>Resources</h3>");
     body.push_str(&resources_table(run));
     body.push_str("<h3>Logs</h3>");
@@ -489,18 +496,7 @@ pub fn render_node(node: &str, name: &str, v: NodeView<'_>) -> String {
             ));
         }
     }
-    if !v.problems.is_empty() {
-        body.push_str("<h3>Open problems</h3><ul id=\"node-problems\">");
-        for p in v.problems {
-            body.push_str(&format!(
-                "<li><a href=\"/market/problems/{id}\">{id}</a> {kind}: {title}</li>",
-                id = esc(&p.label()),
-                kind = p.kind.as_str(),
-                title = esc(&p.title)
-            ));
-        }
-        body.push_str("</ul>");
-    }
+    body.push_str(&problem_links("Open problems", "node-problems", v.problems));
     body.push_str("<h3>Runs</h3><table id=\"runs\"><tr><th>started</th><th>tool</th><th>status</th><th>duration</th><th>changed</th><th>failed</th><th>total</th><th>environment</th><th>code</th></tr>");
     for r in v.runs {
         body.push_str(&format!(

@@ -508,6 +508,16 @@ async fn problems_get_owners_notes_and_causes_and_the_market_lists_them() {
     assert!(page.as_str().unwrap().contains(r#"<table id="history">"#));
 }
 
+/// `POST /api/v1/market/nodes/{node}/retire` with these headers.
+async fn retire(
+    app: &axum::Router,
+    node: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, serde_json::Value) {
+    let uri = format!("/api/v1/market/nodes/{node}/retire");
+    send(app, Method::POST, &uri, headers, "{}").await
+}
+
 /// A report whose exec failed, with the command's output in its logs.
 fn report_with_logs(node: &str, uuid: &str, time: &str) -> String {
     format!("--- !ruby/object:Puppet::Transaction::Report\nhost: {node}\ntime: '{time}'\ntransaction_uuid: {uuid}\nreport_format: 12\nstatus: failed\nenvironment: production\nconfiguration_version: 17\nlogs:\n- level: notice\n  source: /Stage[main]/App/Exec[deploy]/returns\n  message: \"curl: (7) Failed to connect to 10.0.0.5 port 8081: Connection refused\"\n  time: '{time}'\nmetrics: {{}}\nresource_statuses:\n  Exec[deploy]:\n    title: deploy\n    resource_type: Exec\n    failed: true\n    changed: false\n    events:\n    - property: returns\n      status: failure\n      message: \"change from 'notrun' to ['0'] failed: 'curl -fsS http://10.0.0.5:8081/app.tar' returned 7 instead of one of [0]\"\n")
@@ -617,48 +627,20 @@ async fn the_why_is_shown_to_readers_with_the_token_and_nodes_retire() {
     let (_, nodes) = get(&app, "/api/v1/market/nodes").await;
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2, "{nodes}");
     assert_eq!(nodes["nodes"][1]["open_problems"], 1);
-    let (status, _) = send(
-        &app,
-        Method::POST,
-        "/api/v1/market/nodes/web-2/retire",
-        &[JSON],
-        "{}",
-    )
-    .await;
+    let (status, _) = retire(&app, "web-2", &[JSON]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, v) = send(
-        &app,
-        Method::POST,
-        "/api/v1/market/nodes/web-2/retire",
-        &[JSON, auth],
-        "{}",
-    )
-    .await;
+    let (status, v) = retire(&app, "web-2", &[JSON, auth]).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["problems"][0]["id"], id.as_str());
     let (_, p) = get(&app, &format!("/api/v1/problems/{id}")).await;
     assert_eq!(p["affected"], serde_json::json!(["web-1"]), "{p}");
-    let (status, v) = send(
-        &app,
-        Method::POST,
-        "/api/v1/market/nodes/web-2/retire",
-        &[JSON, auth],
-        "{}",
-    )
-    .await;
+    let (status, v) = retire(&app, "web-2", &[JSON, auth]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         v["error"].as_str().unwrap().contains("retired already"),
         "{v}"
     );
-    let (status, v) = send(
-        &app,
-        Method::POST,
-        "/api/v1/market/nodes/db-7/retire",
-        &[JSON, auth],
-        "{}",
-    )
-    .await;
+    let (status, v) = retire(&app, "db-7", &[JSON, auth]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     let (_, page) = get(&app, "/market/nodes").await;
     let page = page.as_str().unwrap();

@@ -293,24 +293,20 @@ fn failures_of(run: &Run) -> Vec<Failure> {
             kinds.dedup();
             let kind = if kinds.len() == 1 { kinds[0] } else { "*" };
             let first = resources[0];
+            let names: Vec<String> = resources
+                .iter()
+                .take(ROLLED_NAMES)
+                .map(|r| r.key())
+                .collect();
             out.push(Failure {
                 signature: format!("failure|{kind}[*]|{message}"),
                 resource: None,
                 message: first.message.clone(),
                 file: first.file.clone(),
                 line: first.line,
-                detail: detail(run, |l| {
-                    resources
-                        .iter()
-                        .take(ROLLED_NAMES)
-                        .any(|r| l.source.contains(&format!("{}[{}]", r.kind, r.title)))
-                }),
+                detail: detail(run, |l| names.iter().any(|k| l.source.contains(k.as_str()))),
                 count: resources.len() as u64,
-                names: resources
-                    .iter()
-                    .take(ROLLED_NAMES)
-                    .map(|r| r.key())
-                    .collect(),
+                names,
             });
             continue;
         }

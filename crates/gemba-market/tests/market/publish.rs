@@ -53,17 +53,10 @@ fn publisher(
     ))
 }
 
-fn dates(sent: &Sent) -> Vec<String> {
-    sent.lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.date.clone())
-        .collect()
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_market_goes_out_once_a_day_at_its_time() {
-    let dir = std::env::temp_dir().join(format!("gemba-market-publish-{}", std::process::id()));
+/// A market on a fresh SQLite store in its own directory, its clock at
+/// [`START`]: the directory (to remove), the handle and the clock.
+async fn market(name: &str) -> (std::path::PathBuf, service::MarketHandle, Clock) {
+    let dir = std::env::temp_dir().join(format!("gemba-market-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let store = gemba_store::open_market(&StoreLocation::Sqlite(dir.join("m.db")))
@@ -74,6 +67,20 @@ async fn the_market_goes_out_once_a_day_at_its_time() {
         .await
         .unwrap();
     tokio::spawn(task);
+    (dir, handle, clock)
+}
+
+fn dates(sent: &Sent) -> Vec<String> {
+    sent.lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.date.clone())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_market_goes_out_once_a_day_at_its_time() {
+    let (dir, handle, clock) = market("publish").await;
     // A failure during the night before.
     let run = failing(
         common::run("web-1", START - 5 * 3_600_000),
@@ -142,17 +149,7 @@ async fn the_market_goes_out_once_a_day_at_its_time() {
 /// it lists the same problems with the owner it had, and says what changed.
 #[tokio::test(start_paused = true)]
 async fn a_past_day_reads_as_it_was_recorded_with_what_changed_since() {
-    let dir = std::env::temp_dir().join(format!("gemba-market-record-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = gemba_store::open_market(&StoreLocation::Sqlite(dir.join("m.db")))
-        .await
-        .unwrap();
-    let clock = Clock::starting_at(START);
-    let (handle, task) = service::start(store, Thresholds::default(), clock)
-        .await
-        .unwrap();
-    tokio::spawn(task);
+    let (dir, handle, clock) = market("record").await;
     let schedule = Schedule {
         at: (8, 0),
         timezone: "UTC".into(),
