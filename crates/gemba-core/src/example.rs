@@ -78,10 +78,18 @@ degraded_rtt_p99 = "{degraded_rtt_p99}"
 isolated_percent = {isolated:.1}
 # Packets older than this (or from further in the future) are dropped as replays.
 packet_max_age = "{packet_max_age}"
-# "full": every node probes every node. "sites": full mesh inside a site,
-# and `representatives` nodes per site probe the other sites' representatives.
+# "full": every node probes every node and gossips with every node. "sites":
+# each site gossips its own nodes' full state among its own nodes (seeds then
+# name nodes of this node's site); the `representatives` live nodes of each
+# site with the lowest ids probe the other sites' representatives and gossip
+# in a backbone that carries one summary per site, which they relay into
+# their site. For grids of thousands of nodes.
 topology = "{topology}"
 representatives = {representatives}
+# Under "sites": nodes of other sites a representative reaches the backbone
+# through at first (any one is enough; their lowest-id nodes are the likely
+# representatives).
+# backbone_seeds = ["10.1.0.1:7946"]
 
 [http]
 # The API, the console and /metrics. Listening beyond loopback requires a token.

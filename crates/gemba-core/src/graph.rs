@@ -239,3 +239,72 @@ impl Graph {
             .collect()
     }
 }
+
+/// One site as the backbone carries it: what its representatives publish
+/// and relay into every other site, so that every node of a large grid
+/// knows every site in short form and its own site in full.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SiteSummary {
+    pub site: String,
+    /// When the representative that signed it computed it (its clock, ms
+    /// since the epoch).
+    pub at_ms: u64,
+    /// The node that signed it: a representative of the site.
+    pub signer: String,
+    /// The site's representatives: its members in the backbone.
+    pub representatives: Vec<SiteMember>,
+    /// Members the site knows of, and how many of them are up.
+    pub nodes: usize,
+    pub up: usize,
+    /// Members that are not up, by state (at most [`SITE_TROUBLED_MAX`]).
+    pub troubled: Vec<SiteNode>,
+    /// Links to other sites, as the representatives measure them.
+    pub links: Vec<SiteLink>,
+    /// Broken links inside the site, worst first (at most
+    /// [`SITE_BROKEN_MAX`]), and how many there are in all.
+    pub broken: Vec<SiteBrokenLink>,
+    pub broken_total: usize,
+    /// No representative of the site is heard in the backbone any more:
+    /// this is the last summary known.
+    pub stale: bool,
+}
+
+/// Members that are not up, listed in a summary at most.
+pub const SITE_TROUBLED_MAX: usize = 64;
+/// Broken links inside a site, listed in a summary at most.
+pub const SITE_BROKEN_MAX: usize = 32;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiteMember {
+    pub id: String,
+    pub addr: String,
+    pub http: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiteNode {
+    pub id: String,
+    pub state: NodeState,
+}
+
+/// The link from a site to another, over every pair of their
+/// representatives: `down` when every pair is down, `degraded` (with the
+/// worst loss kind) when some pair is not up, `unknown` before any pair
+/// was measured.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiteLink {
+    pub to: String,
+    pub state: LinkState,
+    pub loss_kind: LossKind,
+    /// Representative pairs measured, and how many are not up.
+    pub pairs: usize,
+    pub pairs_troubled: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiteBrokenLink {
+    pub source: String,
+    pub target: String,
+    pub state: LinkState,
+    pub loss_kind: LossKind,
+}

@@ -21,6 +21,7 @@ pub mod net;
 pub mod node;
 pub mod prober;
 pub mod sched;
+pub mod sites;
 pub mod topology;
 pub mod wire;
 

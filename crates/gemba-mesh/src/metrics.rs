@@ -114,6 +114,7 @@ pub fn kind_label(kind: Kind) -> KindLabel {
             Kind::ProbeRequest => "probe_request",
             Kind::ProbeReply => "probe_reply",
             Kind::Samples => "samples",
+            Kind::Backbone => "backbone",
         },
     }
 }

@@ -52,6 +52,9 @@ pub enum Kind {
     /// An agent's metric samples, sent to each server directly (not
     /// gossiped), signed by the agent's own key.
     Samples = 4,
+    /// Gossip of the backbone between sites' representatives: its own
+    /// chitchat cluster, on the same socket.
+    Backbone = 5,
 }
 
 impl Kind {
@@ -61,6 +64,7 @@ impl Kind {
             2 => Some(Kind::ProbeRequest),
             3 => Some(Kind::ProbeReply),
             4 => Some(Kind::Samples),
+            5 => Some(Kind::Backbone),
             _ => None,
         }
     }

@@ -38,6 +38,7 @@ pub struct MeshSection {
     pub packet_max_age: Option<String>,
     pub topology: Option<String>,
     pub representatives: Option<u32>,
+    pub backbone_seeds: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +47,10 @@ pub struct MeshConfig {
     pub listen: SocketAddr,
     pub advertise: SocketAddr,
     pub seeds: Vec<String>,
+    /// Under the `sites` topology: nodes of other sites (likely
+    /// representatives) a representative first reaches the backbone
+    /// through; once in, it learns the rest from the summaries.
+    pub backbone_seeds: Vec<String>,
     pub grid_key_file: Option<PathBuf>,
     /// Enrolled nodes (`node-id public-key` lines); `None`: a node's key
     /// is pinned when first seen.
@@ -99,6 +104,15 @@ pub(super) fn mesh_config(c: &mut Checker, mesh: MeshSection, o: &Overrides) -> 
         if !s.contains(':') {
             c.fail(
                 &format!("mesh.seeds[{i}]"),
+                format!("{s:?} is not a host:port address"),
+            );
+        }
+    }
+    let backbone_seeds = mesh.backbone_seeds.unwrap_or_default();
+    for (i, s) in backbone_seeds.iter().enumerate() {
+        if !s.contains(':') {
+            c.fail(
+                &format!("mesh.backbone_seeds[{i}]"),
                 format!("{s:?} is not a host:port address"),
             );
         }
@@ -266,6 +280,7 @@ pub(super) fn mesh_config(c: &mut Checker, mesh: MeshSection, o: &Overrides) -> 
         listen: listen?,
         advertise: advertise?,
         seeds,
+        backbone_seeds,
         grid_key_file,
         nodes_file,
         probe_interval,

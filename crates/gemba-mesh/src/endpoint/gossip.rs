@@ -15,8 +15,10 @@ pub struct GossipPath {
 /// Starts, on the current runtime, the task that reassembles gossip,
 /// checks every message with the guard (signatures included) and hands
 /// what passed to chitchat. `stall_ms` holds the thread for that long per
-/// message, as slow verification would (tests only).
+/// message, as slow verification would (tests only). `kind` is the level:
+/// the site's gossip or the backbone's.
 pub fn gossip_path(
+    kind: Kind,
     endpoint: Arc<Endpoint>,
     inbound: mpsc::Receiver<InboundGossip>,
     gossip_guard: Arc<Mutex<GossipGuard>>,
@@ -42,6 +44,7 @@ pub fn gossip_path(
         transport: GossipTransport {
             socket: Mutex::new(Some(GossipSocket {
                 endpoint,
+                kind,
                 rx: gossip_rx,
                 buf: Vec::new(),
             })),
@@ -181,6 +184,7 @@ impl Transport for GossipTransport {
 
 pub(super) struct GossipSocket {
     pub(super) endpoint: Arc<Endpoint>,
+    pub(super) kind: Kind,
     pub(super) rx: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
     pub(super) buf: Vec<u8>,
 }
@@ -190,7 +194,7 @@ impl Socket for GossipSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
         self.buf.clear();
         msg.serialize(&mut self.buf);
-        self.endpoint.send(Kind::Gossip, to, &self.buf).await;
+        self.endpoint.send(self.kind, to, &self.buf).await;
         Ok(())
     }
 

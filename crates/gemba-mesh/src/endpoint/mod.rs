@@ -184,7 +184,7 @@ impl Endpoint {
                         .packets_sent
                         .get_or_create(&kind_label(kind))
                         .inc();
-                    if kind == Kind::Gossip {
+                    if matches!(kind, Kind::Gossip | Kind::Backbone) {
                         self.metrics
                             .gossip_bytes
                             .get_or_create(&DirectionLabel { direction: "sent" })
@@ -196,6 +196,12 @@ impl Endpoint {
                 Err(e) => tracing::trace!(%to, error = %e, "send failed"),
             }
         }
+    }
+
+    /// Sends a message of chitchat's (or gemba's own: a pushed rumour) on
+    /// the given level of gossip.
+    pub async fn send_level(&self, kind: Kind, to: SocketAddr, payload: &[u8]) {
+        self.send(kind, to, payload).await
     }
 
     /// Sends a gossip message of gemba's own (a pushed rumour) to `to`.
@@ -314,6 +320,16 @@ impl InboundGossip {
 /// Gossip datagrams waiting for the main runtime, at most.
 const INBOUND_GOSSIP: usize = 256;
 
+/// Where the mesh socket hands backbone gossip: set while this node is a
+/// representative of its site, empty otherwise (backbone gossip is then
+/// dropped as misdirected).
+pub type BackboneInbound = Arc<Mutex<Option<mpsc::Sender<InboundGossip>>>>;
+
+/// A channel for backbone gossip, to put in the node's [`BackboneInbound`].
+pub fn backbone_channel() -> (mpsc::Sender<InboundGossip>, mpsc::Receiver<InboundGossip>) {
+    mpsc::channel(INBOUND_GOSSIP)
+}
+
 /// Samples an agent sent this node (a server), authenticated by the grid
 /// key and signed for this node; the agent's own signature is checked on
 /// the main runtime.
@@ -337,6 +353,8 @@ pub struct Opened {
     pub inbound: mpsc::Receiver<InboundGossip>,
     /// Agents' samples (on a server).
     pub samples: mpsc::Receiver<InboundSamples>,
+    /// Where backbone gossip is handed while this node is a representative.
+    pub backbone: BackboneInbound,
     /// Probe replies, for the prober.
     pub replies: mpsc::Receiver<ProbeReply>,
     /// The mesh socket's receive task, on the probe runtime.
@@ -402,11 +420,13 @@ pub fn open(
             )
         })
         .collect();
+    let backbone: BackboneInbound = Default::default();
     let receiver = Receiver {
         endpoint: endpoint.clone(),
         guard,
         inbound_tx,
         samples_tx,
+        backbone_tx: backbone.clone(),
     };
     let receive_task = probe_rt.spawn(receiver.run().instrument(tracing::info_span!(
         "task",
@@ -417,6 +437,7 @@ pub fn open(
         endpoint,
         inbound: inbound_rx,
         samples: samples_rx,
+        backbone,
         replies: reply_rx,
         receive_task,
         flow_tasks,
@@ -432,7 +453,8 @@ fn accept<'a>(
 ) -> Result<wire::Packet<'a>, DropReason> {
     let packet = wire::open(&endpoint.key, datagram)?;
     let for_me = packet.recipient == endpoint.id
-        || (packet.recipient == wire::ANY_RECIPIENT && packet.kind == Kind::Gossip);
+        || (packet.recipient == wire::ANY_RECIPIENT
+            && matches!(packet.kind, Kind::Gossip | Kind::Backbone));
     if !for_me {
         return Err(DropReason::Misdirected);
     }

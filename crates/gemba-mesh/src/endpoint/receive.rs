@@ -64,6 +64,8 @@ pub(super) struct Receiver {
     pub(super) guard: Arc<Mutex<ReplayGuard>>,
     pub(super) inbound_tx: mpsc::Sender<InboundGossip>,
     pub(super) samples_tx: mpsc::Sender<InboundSamples>,
+    /// Where backbone gossip goes while this node is a representative.
+    pub(super) backbone_tx: BackboneInbound,
 }
 
 impl Receiver {
@@ -126,7 +128,7 @@ impl Receiver {
                     })
                     .map_err(|_| DropReason::Overloaded)?;
             }
-            Kind::Gossip => {
+            Kind::Gossip | Kind::Backbone => {
                 self.endpoint
                     .metrics
                     .gossip_bytes
@@ -134,8 +136,7 @@ impl Receiver {
                         direction: "received",
                     })
                     .inc_by(datagram.len() as u64);
-                self.inbound_tx
-                    .try_send(InboundGossip {
+                let inbound = InboundGossip {
                         from,
                         session: packet.session,
                         counter: packet.counter,
@@ -143,8 +144,18 @@ impl Receiver {
                         frag_count: packet.frag_count,
                         payload: packet.payload.to_vec(),
                         received_at,
-                    })
-                    .map_err(|_| DropReason::Overloaded)?;
+                    };
+                if packet.kind == Kind::Gossip {
+                    self.inbound_tx
+                        .try_send(inbound)
+                        .map_err(|_| DropReason::Overloaded)?;
+                } else {
+                    // Not a representative now: nobody listens.
+                    let tx = self.backbone_tx.lock().ok().and_then(|t| t.clone());
+                    tx.ok_or(DropReason::Misdirected)?
+                        .try_send(inbound)
+                        .map_err(|_| DropReason::Overloaded)?;
+                }
             }
         }
         Ok(())

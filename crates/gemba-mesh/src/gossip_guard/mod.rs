@@ -78,6 +78,13 @@ const KEY_MEMORY_MS: u64 = 2 * 3600 * 1000;
 /// chitchat's deletion status of a hard-deleted key.
 const DELETED: u8 = 1;
 
+/// A rule on values beyond their signature, from local policy (the
+/// backbone's rule on who may sign a site's summary). A node delta with a
+/// value it refuses is left out whole, with the reason.
+pub trait ValuePolicy: Send + Sync {
+    fn admit(&self, node: &str, key: &str, payload: &str) -> Result<(), &'static str>;
+}
+
 /// What the guard lets through.
 #[derive(Clone, Copy, Debug)]
 pub struct GossipLimits {
@@ -212,6 +219,7 @@ pub struct GossipGuard {
     /// revoked empties it.
     pins_epoch: u64,
     stats: VerifyStats,
+    policy: Option<Arc<dyn ValuePolicy>>,
 }
 
 /// One node id's keys as the guard accounts for them.
@@ -255,7 +263,14 @@ impl GossipGuard {
             unverified: Vec::new(),
             verified: VerifiedValues::default(),
             stats: VerifyStats::default(),
+            policy: None,
         }
+    }
+
+    /// The guard with a rule on values beyond their signatures.
+    pub fn with_policy(mut self, policy: Arc<dyn ValuePolicy>) -> GossipGuard {
+        self.policy = Some(policy);
+        self
     }
 
     /// What verification has cost so far.
@@ -625,7 +640,18 @@ impl GossipGuard {
         let cpu_start = thread_cpu_ns();
         let result = self.verify_fresh(id, generation, &fresh);
         self.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start);
-        result
+        result?;
+        // Signed by its node; now what local policy says of it. Only then
+        // is it remembered as verified.
+        if let Some(policy) = &self.policy {
+            for &(_, k, v, _) in &fresh {
+                policy.admit(id, k, identity::payload(v).unwrap_or(""))?;
+            }
+        }
+        for &(fp, ..) in &fresh {
+            self.verified.insert(fp, cap);
+        }
+        Ok(())
     }
 
     fn verify_fresh(
@@ -649,8 +675,7 @@ impl GossipGuard {
             Pinned::NotEnrolled => return Err("not_enrolled"),
             Pinned::Unknown => return Err("unknown_identity"),
         };
-        let cap = self.limits.verified_cache;
-        for &(fp, k, v, version) in fresh {
+        for &(_, k, v, version) in fresh {
             // The offered key verified its own value already when it is
             // the pinned one.
             let done = k == identity::ID_KEY && offered == Some(key);
@@ -660,7 +685,6 @@ impl GossipGuard {
                     return Err("bad_signature");
                 }
             }
-            self.verified.insert(fp, cap);
         }
         Ok(())
     }

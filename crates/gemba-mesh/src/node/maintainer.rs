@@ -29,6 +29,8 @@ pub(super) struct Maintainer {
     /// such push is due if some wait (see [`INTRO_PUSH_GAP`]).
     pub(super) intro_pushed: Option<Instant>,
     pub(super) intro_push_due: Option<Instant>,
+    /// The second level, under the `sites` topology.
+    pub(super) backbone: BackboneState,
 }
 
 /// The least time between two pushes of links first measured up: a grid
@@ -113,10 +115,14 @@ impl Maintainer {
                     seen.retain(|observer, _| ids.contains(observer.as_str()));
                 }
             }
+            // Other sites' representatives, probed by this node while it
+            // is one of its own site's.
+            let remote = self.backbone_round(&members).await;
             let peers: HashMap<SocketAddr, Arc<str>> = members
                 .iter()
                 .filter(|m| m.id != self.settings.id)
                 .map(|m| (m.addr, Arc::from(m.id.as_str())))
+                .chain(remote.iter().map(|t| (t.addr, Arc::from(t.id.as_str()))))
                 .collect();
             if peers != self.peers {
                 self.endpoint.set_peers(peers.clone());
@@ -129,6 +135,7 @@ impl Maintainer {
                         id: members[i].id.clone(),
                         addr: members[i].addr,
                     })
+                    .chain(remote)
                     .collect();
             self.targets.send_if_modified(|current| {
                 if *current != wanted {

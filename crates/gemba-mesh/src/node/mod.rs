@@ -43,12 +43,15 @@ use crate::prober::{link_summaries, sleep_until_opt, ProbeTiming, Prober, Shared
 use crate::topology;
 use crate::wire::GridKey;
 
+mod backbone;
 mod maintainer;
 mod members;
 mod presence;
 mod probe_path;
 mod start;
 
+pub use backbone::{SUMMARY_EVERY, SUMMARY_TTL};
+use backbone::*;
 use maintainer::*;
 use members::*;
 pub use presence::AgentSample;
@@ -72,6 +75,7 @@ pub const GOSSIP_KEYS: &[&str] = &[
     KEY_TAGS,
     KEY_ROLE,
     EDGE_PREFIX,
+    crate::sites::RELAY_PREFIX,
 ];
 
 /// A generation id for chitchat: the start time in ms, strictly increasing
@@ -100,6 +104,9 @@ pub struct MeshSettings {
     pub listen: SocketAddr,
     pub advertise: SocketAddr,
     pub seeds: Vec<String>,
+    /// Under the `sites` topology, where a representative first reaches
+    /// the backbone.
+    pub backbone_seeds: Vec<String>,
     /// Where this node's HTTP API can be reached, published for consoles.
     pub http: Option<String>,
     pub timing: ProbeTiming,
@@ -142,6 +149,7 @@ impl MeshSettings {
             listen: m.listen,
             advertise: m.advertise,
             seeds: m.seeds.clone(),
+            backbone_seeds: m.backbone_seeds.clone(),
             http,
             timing: ProbeTiming {
                 interval: m.probe_interval,
@@ -247,6 +255,9 @@ pub struct MeshNode {
     proven: Proven,
     joining: Arc<Joining>,
     graph_cache: tokio::sync::Mutex<Option<(Instant, Arc<Graph>)>>,
+    /// The backbone chitchat while this node is a representative.
+    backbone: BackboneSlot,
+    backbone_inbound: endpoint::BackboneInbound,
 }
 
 /// How old a served graph may be.
@@ -315,21 +326,71 @@ impl MeshNode {
         g
     }
 
+    /// Every site of a `sites` grid as this node knows it: its own site
+    /// summarized from its own graph, the others from the summaries its
+    /// site's representatives relay. Empty under the `full` topology.
+    pub async fn sites(&self) -> Vec<gemba_core::graph::SiteSummary> {
+        let Topology::Sites { representatives: k } = self.settings.topology else {
+            return Vec::new();
+        };
+        let graph = self.graph().await;
+        let (members, view) = {
+            let chitchat = self.chitchat.chitchat();
+            let guard = chitchat.lock().await;
+            let members = members_of(&guard, &self.joining, true);
+            let view = site_view(&guard, &members, self.settings.topology, &self.settings.site);
+            (members, view)
+        };
+        let reps = topology::representatives(&members, k as usize);
+        let own: Vec<&str> = reps
+            .get(self.settings.site.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let mut mine = crate::sites::summarize(
+            &self.settings.site,
+            &graph,
+            &members,
+            &own,
+            &representatives_of(&view),
+            endpoint::unix_ms(),
+        );
+        mine.signer = self.settings.id.clone();
+        let mut out: Vec<_> = view.into_values().collect();
+        out.push(mine);
+        out.sort_by(|a, b| a.site.cmp(&b.site));
+        out
+    }
+
+    /// Whether this node is in the backbone now (a representative of its
+    /// site under the `sites` topology).
+    pub async fn in_backbone(&self) -> bool {
+        self.backbone.lock().await.is_some()
+    }
+
     /// Bytes of gossip state this node holds (keys and values of every
     /// node), the figure that must not grow with N² under the sites
     /// topology.
     pub async fn gossip_state_bytes(&self) -> usize {
-        let chitchat = self.chitchat.chitchat();
-        let guard = chitchat.lock().await;
-        guard
-            .node_states()
-            .values()
-            .map(|s| {
-                s.key_values()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>()
-            })
-            .sum()
+        fn held(c: &chitchat::Chitchat) -> usize {
+            c.node_states()
+                .values()
+                .map(|s| {
+                    s.key_values()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+                })
+                .sum()
+        }
+        let site = held(&*self.chitchat.chitchat().lock().await);
+        let backbone = match self.backbone.lock().await.as_ref() {
+            Some(b) => Some(b.chitchat.chitchat()),
+            None => None,
+        };
+        let backbone = match backbone {
+            Some(c) => held(&*c.lock().await),
+            None => 0,
+        };
+        site + backbone
     }
 
     /// This node's link to `target`: its summary and every probe outcome
@@ -513,6 +574,9 @@ impl MeshNode {
         }
         receive.abort();
         let _ = receive.await;
+        if let Some(b) = self.backbone.lock().await.take() {
+            b.stop(&self.backbone_inbound).await;
+        }
         self.probe.lock().await.stop().await;
     }
 }

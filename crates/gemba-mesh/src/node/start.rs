@@ -63,6 +63,7 @@ impl MeshNode {
             endpoint,
             inbound,
             samples,
+            backbone: backbone_inbound,
             replies,
             receive_task,
             flow_tasks,
@@ -79,6 +80,7 @@ impl MeshNode {
             transport,
             task: gossip_task,
         } = endpoint::gossip_path(
+            crate::wire::Kind::Gossip,
             endpoint.clone(),
             inbound,
             gossip_guard.clone(),
@@ -90,7 +92,11 @@ impl MeshNode {
         let chitchat_id = ChitchatId::new(settings.id.clone(), generation, settings.advertise);
         let config = ChitchatConfig {
             chitchat_id,
-            cluster_id: settings.cluster.clone(),
+            // Under the sites topology each site is a cluster of its own.
+            cluster_id: match settings.topology {
+                Topology::Full => settings.cluster.clone(),
+                Topology::Sites { .. } => format!("{}/site/{}", settings.cluster, settings.site),
+            },
             gossip_interval: settings.gossip_interval,
             listen_addr: settings.listen,
             seed_nodes: settings.seeds.clone(),
@@ -229,7 +235,21 @@ impl MeshNode {
             changes: changes.clone(),
         };
         let prober_task = probe.handle.spawn(prober.run().instrument(span("prober")));
+        let k = match settings.topology {
+            Topology::Sites { representatives } => representatives as usize,
+            Topology::Full => 0,
+        };
+        let backbone = BackboneState::new(
+            Arc::new(crate::sites::RepresentativeBook::new(
+                &settings.site,
+                k,
+                SUMMARY_TTL,
+            )),
+            backbone_inbound.clone(),
+        );
+        let backbone_slot = backbone.slot.clone();
         let maintainer = Maintainer {
+            backbone,
             chitchat: chitchat.chitchat(),
             joining: joining.clone(),
             settings: settings.clone(),
@@ -301,6 +321,8 @@ impl MeshNode {
             proven,
             joining,
             graph_cache: tokio::sync::Mutex::new(None),
+            backbone: backbone_slot,
+            backbone_inbound,
         })
     }
 }

@@ -6,3 +6,4 @@ mod cluster;
 mod departure;
 mod hostile_gossip;
 mod probe_path;
+mod sites;

@@ -1,0 +1,439 @@
+//! The second level of a `sites` grid, as a node takes part in it: a
+//! representative of its site runs a backbone chitchat (the same engine,
+//! guard and signatures as its site's, on the same socket, as
+//! [`Kind::Backbone`](crate::wire::Kind) datagrams), publishes its site's
+//! summary there, relays every other site's summary into its site, and
+//! probes the other sites' representatives. A node that stops being a
+//! representative leaves the backbone and withdraws its relays. Every
+//! node reads the other sites from its own site's representatives' relays
+//! ([`site_view`]). See [`crate::sites`].
+
+use super::*;
+use crate::sites::{self, RepresentativeBook, RELAY_PREFIX, SUMMARY_KEY};
+use gemba_core::graph::SiteSummary;
+
+/// A summary not heard of for this long (no representative of its site
+/// live in the backbone) is relayed as stale, and another signer may take
+/// its site over (see [`RepresentativeBook`]).
+pub const SUMMARY_TTL: Duration = Duration::from_secs(30);
+
+/// How often a representative recomputes its site's summary, at most.
+pub const SUMMARY_EVERY: Duration = Duration::from_millis(500);
+
+/// The backbone chitchat of a representative, while it is one.
+pub(super) struct RunningBackbone {
+    pub(super) chitchat: Arc<ChitchatHandle>,
+    guard_task: JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl RunningBackbone {
+    pub(super) async fn stop(self, slot: &endpoint::BackboneInbound) {
+        if let Ok(mut s) = slot.lock() {
+            *s = None;
+        }
+        self.stop.cancel();
+        let _ = self.chitchat.initiate_shutdown();
+        if tokio::time::timeout(Duration::from_secs(2), self.chitchat.termination_watcher())
+            .await
+            .is_err()
+        {
+            self.chitchat.abort();
+        }
+        self.guard_task.abort();
+        let _ = self.guard_task.await;
+    }
+}
+
+pub(super) type BackboneSlot = Arc<tokio::sync::Mutex<Option<RunningBackbone>>>;
+
+/// What the maintainer keeps of the backbone between its rounds.
+pub(super) struct BackboneState {
+    pub(super) slot: BackboneSlot,
+    pub(super) inbound: endpoint::BackboneInbound,
+    pub(super) book: Arc<RepresentativeBook>,
+    /// The summary last published, and when it was computed.
+    pub(super) published: Option<SiteSummary>,
+    pub(super) summarized_at: Option<Instant>,
+    /// Relays published into the site, by site.
+    pub(super) relayed: HashMap<String, String>,
+    /// When a site's signers were last heard live in the backbone.
+    pub(super) heard: HashMap<String, Instant>,
+    /// Since when this node has been one of its site's representatives
+    /// without a break.
+    pub(super) rep_since: Option<Instant>,
+}
+
+impl BackboneState {
+    pub(super) fn new(book: Arc<RepresentativeBook>, inbound: endpoint::BackboneInbound) -> Self {
+        BackboneState {
+            slot: Default::default(),
+            inbound,
+            book,
+            published: None,
+            summarized_at: None,
+            relayed: HashMap::new(),
+            heard: HashMap::new(),
+            rep_since: None,
+        }
+    }
+}
+
+/// The other sites as the backbone shows them now: for each site, the
+/// summary of its lowest-id live signer (the same one on every
+/// representative, so relays change only when that signer does).
+fn backbone_view(chitchat: &chitchat::Chitchat, own_site: &str) -> BTreeMap<String, SiteSummary> {
+    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut out: BTreeMap<String, SiteSummary> = BTreeMap::new();
+    for cid in newest_generations(chitchat).into_values() {
+        if !live.contains(cid) {
+            continue;
+        }
+        let Some(text) = chitchat
+            .node_state(cid)
+            .and_then(|s| s.get(SUMMARY_KEY))
+            .and_then(identity::payload)
+        else {
+            continue;
+        };
+        let Ok(s) = sites::decode(text, &cid.node_id) else {
+            continue;
+        };
+        if s.site == own_site {
+            continue;
+        }
+        match out.get(&s.site) {
+            Some(have) if have.signer < s.signer => {}
+            _ => {
+                out.insert(s.site.clone(), s);
+            }
+        }
+    }
+    out
+}
+
+/// The other sites as this node reads them from its site's
+/// representatives' relays: per site, the newest summary (a current one
+/// before a stale one).
+pub(super) fn site_view(
+    chitchat: &chitchat::Chitchat,
+    members: &[Member],
+    topology: Topology,
+    own_site: &str,
+) -> BTreeMap<String, SiteSummary> {
+    let Topology::Sites { representatives: k } = topology else {
+        return BTreeMap::new();
+    };
+    let reps = topology::representatives(members, k as usize);
+    let relayers: HashSet<&str> = reps
+        .get(own_site)
+        .map(|r| r.iter().copied().collect())
+        .unwrap_or_default();
+    let mut out: BTreeMap<String, SiteSummary> = BTreeMap::new();
+    for cid in newest_generations(chitchat).into_values() {
+        if !relayers.contains(&*cid.node_id) {
+            continue;
+        }
+        let Some(state) = chitchat.node_state(cid) else {
+            continue;
+        };
+        for (k, v) in state.key_values() {
+            let Some(site) = k.strip_prefix(RELAY_PREFIX) else {
+                continue;
+            };
+            let Some(s) = identity::payload(v).and_then(|v| sites::decode_relay(v).ok()) else {
+                continue;
+            };
+            if s.site != site || site == own_site {
+                continue;
+            }
+            let better = match out.get(site) {
+                None => true,
+                Some(have) => (!s.stale, s.at_ms) > (!have.stale, have.at_ms),
+            };
+            if better {
+                out.insert(site.to_string(), s);
+            }
+        }
+    }
+    out
+}
+
+/// Each other site's representatives, by site.
+pub(super) fn representatives_of(view: &BTreeMap<String, SiteSummary>) -> BTreeMap<String, Vec<String>> {
+    view.iter()
+        .map(|(site, s)| {
+            (
+                site.clone(),
+                s.representatives.iter().map(|r| r.id.clone()).collect(),
+            )
+        })
+        .collect()
+}
+
+impl Maintainer {
+    /// One round of the second level: joins or leaves the backbone as this
+    /// node becomes or stops being a representative, publishes the site's
+    /// summary and relays the others'. Returns the other sites'
+    /// representatives this node probes (none unless it is one).
+    pub(super) async fn backbone_round(&mut self, members: &[Member]) -> Vec<Target> {
+        let Topology::Sites { representatives: k } = self.settings.topology else {
+            return Vec::new();
+        };
+        let reps = topology::representatives(members, k as usize);
+        let own: Vec<String> = reps
+            .get(self.settings.site.as_str())
+            .map(|r| r.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        self.backbone.book.set_own(own.clone());
+        let i_am = own.iter().any(|r| *r == self.settings.id);
+        let now = Instant::now();
+        if !i_am {
+            self.backbone.rep_since = None;
+        } else if self.backbone.rep_since.is_none() {
+            self.backbone.rep_since = Some(now);
+        }
+        let slot = self.backbone.slot.clone();
+        let mut running = slot.lock().await;
+        if !i_am {
+            if let Some(b) = running.take() {
+                tracing::info!(node = %self.settings.id, "no longer a representative of its site: leaving the backbone");
+                b.stop(&self.backbone.inbound).await;
+                self.withdraw_relays().await;
+            }
+            return Vec::new();
+        }
+        if running.is_none() {
+            // A node that just started, or just heard of its site, may
+            // find lower ids yet: it joins once it has stayed a
+            // representative for a few gossip rounds, so a grid starting
+            // all at once makes no storm of joins and leaves.
+            let settle = (self.settings.gossip_interval * 2).max(Duration::from_secs(1));
+            if self
+                .backbone
+                .rep_since
+                .is_some_and(|since| now.duration_since(since) < settle)
+            {
+                return Vec::new();
+            }
+            match self.start_backbone().await {
+                Ok(b) => {
+                    tracing::info!(node = %self.settings.id, site = %self.settings.site, "a representative of its site: joined the backbone");
+                    *running = Some(b);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot join the backbone");
+                    return Vec::new();
+                }
+            }
+        }
+        let Some(b) = running.as_ref() else {
+            return Vec::new();
+        };
+        let backbone = b.chitchat.chitchat();
+        drop(running);
+        let view = {
+            let guard = backbone.lock().await;
+            backbone_view(&guard, &self.settings.site)
+        };
+        for site in view.keys() {
+            self.backbone.heard.insert(site.clone(), now);
+        }
+        let others = representatives_of(&view);
+        self.publish_summary(&backbone, members, &own, &others, now)
+            .await;
+        self.relay(&view, now).await;
+        view.values()
+            .flat_map(|s| s.representatives.iter())
+            .filter_map(|r| {
+                Some(Target {
+                    id: r.id.clone(),
+                    addr: r.addr.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn start_backbone(&self) -> Result<RunningBackbone, MeshError> {
+        let s = &self.settings;
+        let (tx, rx) = endpoint::backbone_channel();
+        let guard = Arc::new(std::sync::Mutex::new(
+            GossipGuard::new(&s.id, GossipLimits::default(), s.pins.clone())
+                .with_policy(self.backbone.book.clone()),
+        ));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let path = endpoint::gossip_path(
+            crate::wire::Kind::Backbone,
+            self.endpoint.clone(),
+            rx,
+            guard,
+            s.stall_gossip.clone(),
+            stop.clone(),
+        );
+        if let Ok(mut slot) = self.backbone.inbound.lock() {
+            *slot = Some(tx);
+        }
+        // Seeds: the configured ones, and the representatives the relays
+        // of this site name.
+        let mut seeds = s.backbone_seeds.clone();
+        {
+            let guard = self.chitchat.lock().await;
+            let members = members_of(&guard, &self.joining, false);
+            let view = site_view(&guard, &members, s.topology, &s.site);
+            seeds.extend(
+                view.values()
+                    .flat_map(|v| v.representatives.iter())
+                    .map(|r| r.addr.clone()),
+            );
+        }
+        seeds.sort();
+        seeds.dedup();
+        let generation = next_generation();
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(s.id.clone(), generation, s.advertise),
+            cluster_id: format!("{}/backbone", s.cluster),
+            gossip_interval: s.gossip_interval,
+            listen_addr: s.listen,
+            seed_nodes: seeds,
+            failure_detector_config: FailureDetectorConfig {
+                initial_interval: s.gossip_interval * 5,
+                max_interval: Duration::from_secs(10),
+                dead_node_grace_period: Duration::from_secs(600),
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        };
+        let initial: Vec<(String, String)> = [
+            (identity::ID_KEY.to_string(), s.identity.public()),
+            (KEY_SITE.to_string(), s.site.clone()),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            let signed = s.identity.sign_value(&s.id, generation, &k, i as u64 + 1, &v);
+            (k, signed)
+        })
+        .collect();
+        let chitchat = spawn_chitchat(config, initial, &path.transport)
+            .await
+            .map_err(|e| MeshError::Gossip(format!("backbone: {e:#}")))?;
+        Ok(RunningBackbone {
+            chitchat: Arc::new(chitchat),
+            guard_task: path.task,
+            stop,
+        })
+    }
+
+    /// Recomputes this site's summary (at most every [`SUMMARY_EVERY`]) and
+    /// publishes it in the backbone when it says something new.
+    async fn publish_summary(
+        &mut self,
+        backbone: &Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+        members: &[Member],
+        own: &[String],
+        others: &BTreeMap<String, Vec<String>>,
+        now: Instant,
+    ) {
+        if self
+            .backbone
+            .summarized_at
+            .is_some_and(|at| now.duration_since(at) < SUMMARY_EVERY)
+        {
+            return;
+        }
+        self.backbone.summarized_at = Some(now);
+        let with_edges = {
+            let guard = self.chitchat.lock().await;
+            members_of(&guard, &self.joining, true)
+        };
+        let site: Vec<Member> = with_edges
+            .into_iter()
+            .filter(|m| m.site == self.settings.site)
+            .collect();
+        let graph = graph::build(&site, self.settings.topology, self.settings.isolated_fraction);
+        let _ = members;
+        let reps: Vec<&str> = own.iter().map(String::as_str).collect();
+        let mut summary = sites::summarize(
+            &self.settings.site,
+            &graph,
+            &site,
+            &reps,
+            others,
+            endpoint::unix_ms(),
+        );
+        summary.signer = self.settings.id.clone();
+        if self
+            .backbone
+            .published
+            .as_ref()
+            .is_some_and(|p| sites::same_news(p, &summary))
+        {
+            return;
+        }
+        let text = sites::encode(&summary);
+        {
+            let mut guard = backbone.lock().await;
+            publish(&mut guard, &self.settings.identity, SUMMARY_KEY, &text, false);
+        }
+        self.metrics
+            .values_published
+            .get_or_create(&ClassLabel { class: "summary" })
+            .inc();
+        self.backbone.published = Some(summary);
+    }
+
+    /// Relays the other sites' summaries into this site: a site whose
+    /// signers are not heard for [`SUMMARY_TTL`] is relayed as stale.
+    async fn relay(&mut self, view: &BTreeMap<String, SiteSummary>, now: Instant) {
+        let mut want: Vec<(String, String)> = Vec::new();
+        for (site, s) in view {
+            want.push((site.clone(), sites::encode_relay(s)));
+        }
+        for (site, text) in &self.backbone.relayed {
+            if view.contains_key(site) || text.ends_with(sites::STALE_SUFFIX) {
+                continue;
+            }
+            let quiet = self
+                .backbone
+                .heard
+                .get(site)
+                .is_none_or(|at| now.duration_since(*at) >= SUMMARY_TTL);
+            if quiet {
+                want.push((site.clone(), format!("{text}{}", sites::STALE_SUFFIX)));
+            }
+        }
+        if want.iter().all(|(site, text)| self.backbone.relayed.get(site) == Some(text)) {
+            return;
+        }
+        let mut published = 0u64;
+        {
+            let mut guard = self.chitchat.lock().await;
+            for (site, text) in want {
+                if self.backbone.relayed.get(&site) == Some(&text) {
+                    continue;
+                }
+                let key = format!("{RELAY_PREFIX}{site}");
+                published += publish(&mut guard, &self.settings.identity, &key, &text, false) as u64;
+                self.backbone.relayed.insert(site, text);
+            }
+        }
+        self.metrics
+            .values_published
+            .get_or_create(&ClassLabel { class: "relay" })
+            .inc_by(published);
+    }
+
+    /// Deletes this node's relays: it is no longer a representative.
+    async fn withdraw_relays(&mut self) {
+        let sites: Vec<String> = self.backbone.relayed.drain().map(|(s, _)| s).collect();
+        self.backbone.published = None;
+        self.backbone.summarized_at = None;
+        let mut guard = self.chitchat.lock().await;
+        for site in sites {
+            let key = format!("{RELAY_PREFIX}{site}");
+            publish(&mut guard, &self.settings.identity, &key, "", true);
+        }
+    }
+}
