@@ -1135,6 +1135,63 @@ mod tests {
         );
     }
 
+    /// The backbone's guard: a summary of site "ams" signed by "c", a
+    /// member of it that its sitting representatives ("a", "b") do not
+    /// name, is left out with its node's other values; a genuine one
+    /// passes; and what the guard refused once is not taken for verified
+    /// when it comes again.
+    #[tokio::test(start_paused = true)]
+    async fn the_backbone_refuses_a_summary_signed_by_a_node_that_is_not_a_representative() {
+        use crate::sites::{encode, RepresentativeBook, SUMMARY_KEY};
+        use gemba_core::graph::{SiteMember, SiteSummary};
+        let book = Arc::new(RepresentativeBook::new(
+            "fra",
+            2,
+            std::time::Duration::from_secs(30),
+        ));
+        let mut g = guard().with_policy(book.clone());
+        let summary = |reps: &[&str]| {
+            encode(&SiteSummary {
+                site: "ams".into(),
+                at_ms: 1,
+                representatives: reps
+                    .iter()
+                    .map(|r| SiteMember {
+                        id: r.to_string(),
+                        addr: "10.0.0.1:7946".into(),
+                        http: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+        };
+        let genuine = Craft::default()
+            .node("a")
+            .kv(SUMMARY_KEY, &summary(&["a", "b"]), 1)
+            .ack();
+        let checked = g.check(&genuine, NOW).unwrap();
+        assert!(g.take_unverified().is_empty());
+        assert!(plain(&checked).contains("rep a"));
+        let impostor = Craft::default()
+            .node("c")
+            .kv("site", "ams", 1)
+            .kv(SUMMARY_KEY, &summary(&["a", "c"]), 2)
+            .ack();
+        for _ in 0..2 {
+            let checked = g.check(&impostor, NOW).unwrap();
+            assert!(!plain(&checked).contains("rep c"));
+            assert_eq!(
+                g.take_unverified(),
+                vec![("c".to_string(), "not_representative")]
+            );
+        }
+        assert_eq!(book.representatives("ams"), Some(vec!["a".into(), "b".into()]));
+        // Anything else a backbone member publishes is refused too.
+        let other = Craft::default().node("d").kv("e:0/1", "x", 1).ack();
+        g.check(&other, NOW).unwrap();
+        assert_eq!(g.take_unverified(), vec![("d".to_string(), "not_backbone_key")]);
+    }
+
     #[test]
     fn a_value_relayed_by_three_peers_is_verified_once() {
         let mut g = guard();
@@ -1215,6 +1272,7 @@ mod tests {
             ident("web-1").sign_value("web-1", NOW - 1000, k, version, v)
         };
         let n = NodeRumour {
+            from_version: 0,
             id: id.clone(),
             last_gc_version: 0,
             kvs: vec![

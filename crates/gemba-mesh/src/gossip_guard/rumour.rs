@@ -3,12 +3,16 @@
 
 use super::*;
 
-/// One node's state as a rumour carries it: every key, tombstones
-/// included, in version order.
+/// One node's state as a rumour carries it: every key above
+/// `from_version`, tombstones included, in version order.
 #[derive(Debug, Clone)]
 pub struct NodeRumour {
     pub id: chitchat::ChitchatId,
     pub last_gc_version: u64,
+    /// The version the rumour starts after: 0 for the whole state, which
+    /// any peer can apply; above 0 only peers holding the node's state up
+    /// to it apply it (the others get it from the gossip rounds).
+    pub from_version: u64,
     /// (key, signed value, version, deletion status as chitchat sends it:
     /// 0 set, 2 deleted after a grace period)
     pub kvs: Vec<(String, String, u64, u8)>,
@@ -40,9 +44,7 @@ pub fn rumour(nodes: &[NodeRumour]) -> Vec<u8> {
             }
         }
         ops.extend_from_slice(&n.last_gc_version.to_le_bytes());
-        // From version 0: the whole state, applicable whatever the peer
-        // holds.
-        ops.extend_from_slice(&0u64.to_le_bytes());
+        ops.extend_from_slice(&n.from_version.to_le_bytes());
         for (k, v, version, status) in &n.kvs {
             ops.push(OP_KEY_VALUE);
             ops.extend_from_slice(&(k.len() as u16).to_le_bytes());

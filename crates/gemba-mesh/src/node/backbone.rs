@@ -25,6 +25,8 @@ pub(super) struct RunningBackbone {
     pub(super) chitchat: Arc<ChitchatHandle>,
     guard_task: JoinHandle<()>,
     stop: tokio_util::sync::CancellationToken,
+    /// Wakes the maintainer when a summary arrives, to relay it at once.
+    _summaries: chitchat::ListenerHandle,
 }
 
 impl RunningBackbone {
@@ -319,10 +321,17 @@ impl Maintainer {
         let chitchat = spawn_chitchat(config, initial, &path.transport)
             .await
             .map_err(|e| MeshError::Gossip(format!("backbone: {e:#}")))?;
+        let wake = self.changes.clone();
+        let summaries = chitchat
+            .chitchat()
+            .lock()
+            .await
+            .subscribe_event(SUMMARY_KEY, move |_| wake.notify_one());
         Ok(RunningBackbone {
             chitchat: Arc::new(chitchat),
             guard_task: path.task,
             stop,
+            _summaries: summaries,
         })
     }
 
@@ -373,9 +382,28 @@ impl Maintainer {
             return;
         }
         let text = sites::encode(&summary);
-        {
+        // News goes to every representative at once, as a rumour, instead
+        // of waiting for the backbone's gossip rounds to spread it.
+        let (rumour, peers) = {
             let mut guard = backbone.lock().await;
             publish(&mut guard, &self.settings.identity, SUMMARY_KEY, &text, false);
+            let me = guard.self_chitchat_id().clone();
+            let peers: Vec<SocketAddr> = guard
+                .live_nodes()
+                .filter(|c| **c != me)
+                .map(|c| c.gossip_advertise_addr)
+                .collect();
+            let rumour = guard
+                .node_state(&me)
+                .map(|s| crate::gossip_guard::rumour(&[rumour_of(s, PUSH_MAX_BYTES)]));
+            (rumour, peers)
+        };
+        if let Some(rumour) = rumour {
+            for addr in peers {
+                self.endpoint
+                    .send_level(crate::wire::Kind::Backbone, addr, &rumour)
+                    .await;
+            }
         }
         self.metrics
             .values_published
@@ -423,6 +451,10 @@ impl Maintainer {
             .values_published
             .get_or_create(&ClassLabel { class: "relay" })
             .inc_by(published);
+        if published > 0 {
+            // Pushed to the site at once, like a link's news.
+            self.push_own(true);
+        }
     }
 
     /// Deletes this node's relays: it is no longer a representative.

@@ -275,7 +275,7 @@ pub(super) async fn push_changes(
                 .any(|id| **id == *me)
                 .then(|| guard.node_state(guard.self_chitchat_id()))
                 .flatten()
-                .map(|state| crate::gossip_guard::rumour(&[rumour_of(state)]));
+                .map(|state| crate::gossip_guard::rumour(&[rumour_of(state, PUSH_MAX_BYTES)]));
             let newest = newest_generations(&guard);
             let mut nodes = Vec::new();
             let mut origins: Vec<(Arc<str>, HashSet<String>)> = Vec::new();
@@ -286,12 +286,8 @@ pub(super) async fn push_changes(
                     news.pop();
                     continue;
                 };
-                let rumour = rumour_of(state);
-                let size: usize = rumour
-                    .kvs
-                    .iter()
-                    .map(|kv| kv.0.len() + kv.1.len() + 16)
-                    .sum();
+                let rumour = rumour_of(state, PUSH_MAX_BYTES);
+                let size: usize = rumour.kvs.iter().map(rumour_size).sum();
                 if !nodes.is_empty() && bytes + size > PUSH_MAX_BYTES {
                     break;
                 }
@@ -376,8 +372,14 @@ pub(super) fn pick_random(rng: &mut u64, from: &mut Vec<SocketAddr>, k: usize) -
     out
 }
 
-/// A node's whole state, as a rumour carries it.
-pub(super) fn rumour_of(state: &chitchat::NodeState) -> crate::gossip_guard::NodeRumour {
+/// A node's state, as a rumour carries it: the whole of it when it fits
+/// `budget` bytes (any peer can apply that), else its newest values that
+/// do (peers up to date but for them apply that; a representative's
+/// relays make its state larger than a datagram).
+pub(super) fn rumour_of(
+    state: &chitchat::NodeState,
+    budget: usize,
+) -> crate::gossip_guard::NodeRumour {
     let mut kvs: Vec<(String, String, u64, u8)> = state
         .key_values_including_deleted()
         .filter_map(|(k, v)| {
@@ -391,11 +393,29 @@ pub(super) fn rumour_of(state: &chitchat::NodeState) -> crate::gossip_guard::Nod
         })
         .collect();
     kvs.sort_by_key(|kv| kv.2);
+    let mut from_version = 0;
+    let mut bytes = 0;
+    let mut keep = kvs.len();
+    for (i, kv) in kvs.iter().enumerate().rev() {
+        bytes += rumour_size(kv);
+        if bytes > budget && i + 1 < kvs.len() {
+            from_version = kv.2;
+            keep = kvs.len() - i - 1;
+            break;
+        }
+    }
+    let kvs = kvs.split_off(kvs.len() - keep);
     crate::gossip_guard::NodeRumour {
         id: state.chitchat_id().clone(),
         last_gc_version: state.last_gc_version(),
+        from_version,
         kvs,
     }
+}
+
+/// What a value takes in a rumour, about.
+pub(super) fn rumour_size(kv: &(String, String, u64, u8)) -> usize {
+    kv.0.len() + kv.1.len() + 16
 }
 
 #[cfg(test)]

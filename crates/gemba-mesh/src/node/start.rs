@@ -156,6 +156,11 @@ impl MeshNode {
         let hasher = std::collections::hash_map::RandomState::new();
         let remote_push = push_tx.clone();
         let seen = seen_states.clone();
+        // The maintainer: woken by this node's own link changes, by
+        // arrivals, and (under sites) by others' link news, which a
+        // representative's summary of its site must carry at once.
+        let changes = Arc::new(Notify::new());
+        let remote_news = matches!(settings.topology, Topology::Sites { .. }).then(|| changes.clone());
         let edge_listener =
             chitchat
                 .chitchat()
@@ -190,6 +195,9 @@ impl MeshNode {
                         .unwrap_or(false);
                     if changed {
                         let _ = remote_push.try_send(event.node.node_id.clone());
+                        if let Some(wake) = &remote_news {
+                            wake.notify_one();
+                        }
                     }
                 });
         // A node joining: this node's targets are brought up to date at
@@ -197,7 +205,6 @@ impl MeshNode {
         // travels with the gossip rounds: a grid starting all at once
         // would otherwise push (each push a full exchange) on every one of
         // N² arrivals.
-        let changes = Arc::new(Notify::new());
         let joined = changes.clone();
         let join_listener = chitchat
             .chitchat()

@@ -157,6 +157,25 @@ async fn sites_gossip_inside_and_summaries_reach_every_node() {
         in_backbone += n.in_backbone().await as usize;
     }
     assert_eq!(in_backbone, 4 * 2);
+    // A node probes its own site; a representative also probes the other
+    // sites' representatives, and nobody else there.
+    let probed = |i: usize| -> Vec<String> {
+        let mut v: Vec<String> = g.nodes[i]
+            .as_ref()
+            .unwrap()
+            .local_links()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        v.sort();
+        v
+    };
+    let plain = probed(21);
+    assert_eq!(plain.len(), 5);
+    assert!(plain.iter().all(|t| t.starts_with("s01-")), "{plain:?}");
+    let rep = probed(1);
+    let elsewhere: Vec<&String> = rep.iter().filter(|t| !t.starts_with("s01-")).collect();
+    assert_eq!(elsewhere.len(), 3 * 2, "{rep:?}");
     g.shutdown().await;
 }
 
@@ -205,3 +224,101 @@ async fn a_killed_node_shows_in_its_site_and_in_every_summary() {
     g.shutdown().await;
 }
 
+
+/// The link from site `a` to site `b` in `a`'s summary, as node `i` knows it.
+async fn site_link(g: &Sites, i: usize, a: &str, b: &str) -> Option<LinkState> {
+    let sites = g.nodes[i].as_ref()?.sites().await;
+    let s = sites.iter().find(|s| s.site == a)?;
+    s.links.iter().find(|l| l.to == b).map(|l| l.state)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_black_hole_between_two_sites_shows_on_every_node() {
+    let g = Sites::start(24, 4, 2).await;
+    g.wait(Duration::from_secs(30), |i| g.converged(i)).await;
+    // Nothing passes between site00 and site01 any more.
+    for a in (0..24).filter(|i| i % 4 == 0) {
+        for b in (0..24).filter(|i| i % 4 == 1) {
+            g.net.set_link(addr(a), addr(b), false);
+        }
+    }
+    let took = g
+        .wait(Duration::from_secs(10), |i| {
+            let g = &g;
+            async move {
+                let ab = site_link(g, i, "site00", "site01").await;
+                let ba = site_link(g, i, "site01", "site00").await;
+                if ab == Some(LinkState::Down) && ba == Some(LinkState::Down) {
+                    Ok(())
+                } else {
+                    Err(format!("node {i}: site00->site01 {ab:?}, back {ba:?}"))
+                }
+            }
+        })
+        .await;
+    assert!(took <= Duration::from_secs(2), "{took:?}");
+    // The other sites' links are untouched.
+    assert_eq!(site_link(&g, 10, "site02", "site03").await, Some(LinkState::Up));
+    assert_eq!(site_link(&g, 10, "site00", "site02").await, Some(LinkState::Up));
+    g.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_killed_representative_is_replaced_and_no_summary_goes_stale() {
+    let mut g = Sites::start(24, 4, 2).await;
+    g.wait(Duration::from_secs(30), |i| g.converged(i)).await;
+    // s01-0001, the lowest id of site01, is one of its representatives.
+    let victim = g.nodes[1].take().unwrap();
+    assert!(victim.in_backbone().await);
+    victim.shutdown().await;
+    g.net.unplug(addr(1));
+    // Every virtual 100 ms until the site has a new representative, every
+    // node still knows every site, none of them stale.
+    let start = Instant::now();
+    loop {
+        let mut replaced = true;
+        for (i, n) in g.nodes.iter().enumerate() {
+            let Some(n) = n else { continue };
+            let sites = n.sites().await;
+            assert_eq!(sites.len(), 4, "node {i} lost a site");
+            for s in &sites {
+                assert!(!s.stale, "node {i}: {} went stale", s.site);
+            }
+            let reps: Vec<&str> = site(&sites, "site01")
+                .representatives
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect();
+            replaced &= reps.len() == 2 && !reps.contains(&"s01-0001");
+        }
+        if replaced {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not replaced in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The new representative is in the backbone, and the grid converges
+    // again: links between sites measured by it.
+    let mut in_backbone = 0;
+    for n in g.nodes.iter().flatten() {
+        in_backbone += n.in_backbone().await as usize;
+    }
+    assert_eq!(in_backbone, 4 * 2);
+    let fewer = |i: usize| {
+        let g = &g;
+        async move {
+            let sites = g.nodes[i].as_ref().unwrap().sites().await;
+            let s = site(&sites, "site01");
+            let links_up = sites
+                .iter()
+                .all(|s| s.links.iter().all(|l| l.state == LinkState::Up));
+            if s.nodes == 6 && s.up == 5 && links_up && !s.stale {
+                Ok(())
+            } else {
+                Err(format!("node {i}: site01 {}/{} links up {links_up}", s.up, s.nodes))
+            }
+        }
+    };
+    g.wait(Duration::from_secs(30), fewer).await;
+    g.shutdown().await;
+}
