@@ -6,9 +6,10 @@
 //!   node shows a black-holed link down (nftables drop rule on loopback;
 //!   needs root), time until every survivor marks a SIGKILLed node down,
 //!   per-node RSS, CPU and gossip bytes per second in steady state.
-//! - `sim`: an in-process grid of 1,000 nodes with the sites topology over
-//!   the in-memory network, in virtual time: convergence and gossip state
-//!   per node.
+//! - `sim`: an in-process grid of 10,000 nodes in 100 sites (sites
+//!   topology: site clusters and a backbone of representatives) over the
+//!   in-memory network, in virtual time: convergence, a black hole between
+//!   sites, a kill, gossip state and bytes per node, peak RSS.
 //! - `console`: one console page rendered for N nodes, every pair probed.
 //! - `identity`: signing and verifying published gossip values.
 //! - `ingest`: Puppet and Chef reports per second into a server over HTTP.
@@ -181,11 +182,11 @@ fn main() -> anyhow::Result<()> {
             let nodes = flag("--nodes")
                 .map(|s| s.parse())
                 .transpose()?
-                .unwrap_or(1000);
+                .unwrap_or(10_000);
             let sites = flag("--sites")
                 .map(|s| s.parse())
                 .transpose()?
-                .unwrap_or(20);
+                .unwrap_or(100);
             let reps = flag("--representatives")
                 .map(|s| s.parse())
                 .transpose()?
@@ -193,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps)
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 1000] [--sites 20] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages] [--postgres]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7] [--postgres]\n       gemba-bench sampling [--processes 50] [--samples 30]\n       gemba-bench series [--points 2000000] [--batch 10000] [--series 20] [--days 40]\n       gemba-bench logs [--files 16] [--lines-per-s 200] [--seconds 60]\n       gemba-bench charts [--rounds 20]");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 10000] [--sites 100] [--representatives 3]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages] [--postgres]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7] [--postgres]\n       gemba-bench sampling [--processes 50] [--samples 30]\n       gemba-bench series [--points 2000000] [--batch 10000] [--series 20] [--days 40]\n       gemba-bench logs [--files 16] [--lines-per-s 200] [--seconds 60]\n       gemba-bench charts [--rounds 20]");
             std::process::exit(2);
         }
     }

@@ -271,7 +271,7 @@ pub fn render_panel(served_by: &str, g: &Graph, skewed: &[Skewed]) -> String {
 }
 
 /// Links between the console's pages.
-pub(crate) const NAV: &str = r#"<nav><a href="/">grid</a><a href="/checks">checks</a><a href="/escalations">escalations</a><a href="/plan">plan</a><a href="/market">market</a><a href="/charts">charts</a><a href="/events">events</a><a href="/incidents">incidents</a></nav>"#;
+pub(crate) const NAV: &str = r#"<nav><a href="/">grid</a><a href="/sites">sites</a><a href="/checks">checks</a><a href="/escalations">escalations</a><a href="/plan">plan</a><a href="/market">market</a><a href="/charts">charts</a><a href="/events">events</a><a href="/incidents">incidents</a></nav>"#;
 
 /// Peers heard from whose packets are dropped as expired: shown as "clock
 /// skew", not left to look like nodes that are simply missing.

@@ -52,13 +52,109 @@ pub fn render(g: &Graph, served_by: &str) -> String {
     out
 }
 
+/// Formats the sites of a `sites` grid for a terminal: one line per site,
+/// then broken links between sites, one line per site pair.
+pub fn render_sites(a: &SitesAnswer) -> String {
+    if a.sites.is_empty() {
+        return format!(
+            "{} runs topology \"full\": the grid has no sites level (see gemba graph)\n",
+            a.served_by
+        );
+    }
+    let nodes: usize = a.sites.iter().map(|s| s.nodes).sum();
+    let up: usize = a.sites.iter().map(|s| s.up).sum();
+    let mut out = format!(
+        "sites as seen by {} (site {}): {} sites, {nodes} nodes, {up} up\n\n{:<16} {:>9} {:>8} {:>11}  {}\n",
+        a.served_by,
+        a.site,
+        a.sites.len(),
+        "SITE",
+        "UP/NODES",
+        "BROKEN",
+        "LINKS DOWN",
+        "NOT UP"
+    );
+    for s in &a.sites {
+        let links_troubled = s.links.iter().filter(|l| l.state != LinkState::Up).count();
+        let troubled: Vec<String> = s
+            .troubled
+            .iter()
+            .map(|t| format!("{} {}", t.id, t.state.as_str()))
+            .collect();
+        out.push_str(&format!(
+            "{:<16} {:>9} {:>8} {:>11}  {}{}\n",
+            s.site,
+            format!("{}/{}", s.up, s.nodes),
+            s.broken_total,
+            links_troubled,
+            troubled.join(", "),
+            if s.stale { "  (stale)" } else { "" }
+        ));
+    }
+    if a.broken_between_sites.is_empty() {
+        out.push_str("\nno broken links between sites\n");
+    } else {
+        out.push_str(&format!(
+            "\n{} site pairs with broken links:\n",
+            a.broken_between_sites.len()
+        ));
+        for p in &a.broken_between_sites {
+            out.push_str(&format!(
+                "  {} <-> {}  {} ({} loss), {} direction(s), {} representative pair(s) not up\n",
+                p.a,
+                p.b,
+                p.state.as_str(),
+                p.loss_kind.as_str(),
+                p.directions,
+                p.pairs_troubled
+            ));
+        }
+    }
+    out
+}
+
+/// `GET /api/v1/sites`.
+#[derive(Debug, serde::Deserialize)]
+pub struct SitesAnswer {
+    pub served_by: String,
+    pub site: String,
+    pub sites: Vec<gemba_core::graph::SiteSummary>,
+    pub broken_between_sites: Vec<SitePairAnswer>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SitePairAnswer {
+    pub a: String,
+    pub b: String,
+    pub state: LinkState,
+    pub loss_kind: LossKind,
+    pub directions: usize,
+    pub pairs_troubled: usize,
+}
+
 pub fn run(args: &crate::cli::GraphArgs) -> anyhow::Result<()> {
     let c = crate::client::Client::new(&args.from, None);
+    let path = match (&args.site, args.sites) {
+        (Some(site), _) => {
+            anyhow::ensure!(
+                gemba_core::ids::is_name(site),
+                "{site:?} is not a site name"
+            );
+            format!("/api/v1/sites/{site}/graph")
+        }
+        (None, true) => "/api/v1/sites".to_string(),
+        (None, false) => "/api/v1/graph".to_string(),
+    };
     if args.json {
-        println!("{}", c.get_raw("/api/v1/graph")?);
+        println!("{}", c.get_raw(&path)?);
         return Ok(());
     }
-    let a: crate::client::GraphAnswer = c.get("/api/v1/graph")?;
+    if args.sites {
+        let a: SitesAnswer = c.get(&path)?;
+        print!("{}", render_sites(&a));
+        return Ok(());
+    }
+    let a: crate::client::GraphAnswer = c.get(&path)?;
     print!("{}", render(&a.graph, &a.served_by));
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod logs;
 pub(crate) mod node_page;
+pub mod sites;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -25,6 +26,10 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/v1/links/{target}", get(link_history))
         .route("/api/v1/logs", get(logs::logs))
         .route("/nodes/{node}", get(node_page::node_page))
+        .route("/api/v1/sites", get(sites::sites_api))
+        .route("/api/v1/sites/{site}/graph", get(sites::site_graph_api))
+        .route("/sites", get(sites::sites_page))
+        .route("/sites/{site}", get(sites::site_page))
 }
 
 async fn graph(State(s): State<Shared>) -> Json<serde_json::Value> {

@@ -218,7 +218,12 @@ impl Maintainer {
             {
                 return Vec::new();
             }
-            match self.start_backbone().await {
+            let seeds = self.backbone_seeds().await;
+            if seeds.is_empty() {
+                // One site, and no other site to reach: no backbone.
+                return Vec::new();
+            }
+            match self.start_backbone(seeds).await {
                 Ok(b) => {
                     tracing::info!(node = %self.settings.id, site = %self.settings.site, "a representative of its site: joined the backbone");
                     *running = Some(b);
@@ -242,8 +247,7 @@ impl Maintainer {
             self.backbone.heard.insert(site.clone(), now);
         }
         let others = representatives_of(&view);
-        self.publish_summary(&backbone, members, &own, &others, now)
-            .await;
+        self.publish_summary(&backbone, &own, &others, now).await;
         self.relay(&view, now).await;
         view.values()
             .flat_map(|s| s.representatives.iter())
@@ -256,7 +260,29 @@ impl Maintainer {
             .collect()
     }
 
-    async fn start_backbone(&self) -> Result<RunningBackbone, MeshError> {
+    /// Where the backbone is first reached: the configured seeds, and the
+    /// representatives the relays of this site name.
+    async fn backbone_seeds(&self) -> Vec<String> {
+        let s = &self.settings;
+        let mut seeds = s.backbone_seeds.clone();
+        {
+            let guard = self.chitchat.lock().await;
+            let members = members_of(&guard, &self.joining, false);
+            let view = site_view(&guard, &members, s.topology, &s.site);
+            seeds.extend(
+                view.values()
+                    .flat_map(|v| v.representatives.iter())
+                    .map(|r| r.addr.clone()),
+            );
+        }
+        let own = s.advertise.to_string();
+        seeds.retain(|a| *a != own);
+        seeds.sort();
+        seeds.dedup();
+        seeds
+    }
+
+    async fn start_backbone(&self, seeds: Vec<String>) -> Result<RunningBackbone, MeshError> {
         let s = &self.settings;
         let (tx, rx) = endpoint::backbone_channel();
         let guard = Arc::new(std::sync::Mutex::new(
@@ -275,21 +301,6 @@ impl Maintainer {
         if let Ok(mut slot) = self.backbone.inbound.lock() {
             *slot = Some(tx);
         }
-        // Seeds: the configured ones, and the representatives the relays
-        // of this site name.
-        let mut seeds = s.backbone_seeds.clone();
-        {
-            let guard = self.chitchat.lock().await;
-            let members = members_of(&guard, &self.joining, false);
-            let view = site_view(&guard, &members, s.topology, &s.site);
-            seeds.extend(
-                view.values()
-                    .flat_map(|v| v.representatives.iter())
-                    .map(|r| r.addr.clone()),
-            );
-        }
-        seeds.sort();
-        seeds.dedup();
         let generation = next_generation();
         let config = ChitchatConfig {
             chitchat_id: ChitchatId::new(s.id.clone(), generation, s.advertise),
@@ -340,7 +351,6 @@ impl Maintainer {
     async fn publish_summary(
         &mut self,
         backbone: &Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
-        members: &[Member],
         own: &[String],
         others: &BTreeMap<String, Vec<String>>,
         now: Instant,
@@ -362,7 +372,6 @@ impl Maintainer {
             .filter(|m| m.site == self.settings.site)
             .collect();
         let graph = graph::build(&site, self.settings.topology, self.settings.isolated_fraction);
-        let _ = members;
         let reps: Vec<&str> = own.iter().map(String::as_str).collect();
         let mut summary = sites::summarize(
             &self.settings.site,

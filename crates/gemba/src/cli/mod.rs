@@ -292,6 +292,14 @@ pub struct GraphArgs {
     /// Print the raw JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Under the sites topology: every site in short form (nodes up, links
+    /// to other sites) and the broken links grouped by site pair.
+    #[arg(long, conflicts_with = "site")]
+    pub sites: bool,
+    /// Under the sites topology: the grid of this site, which the node asks
+    /// of one of that site's representatives.
+    #[arg(long, value_name = "SITE")]
+    pub site: Option<String>,
 }
 
 #[derive(Debug, Args)]
