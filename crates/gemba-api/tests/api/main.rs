@@ -8,3 +8,4 @@ mod api;
 mod converge_api;
 mod events_api;
 mod market_api;
+mod sites_api;
