@@ -35,11 +35,12 @@ fn addr(i: usize) -> SocketAddr {
 /// Node `i`: site `i % sites`, an id that sorts its site's first nodes
 /// first (they are its representatives), its site's first node as seed and
 /// the first nodes of three sites as backbone seeds.
-fn settings(i: usize, sites: usize, reps: usize) -> anyhow::Result<MeshSettings> {
+fn settings(i: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Result<MeshSettings> {
     let site = i % sites;
     let backbone: Vec<String> = (0..sites.min(3)).map(|s| format!("\"{}\"", addr(s))).collect();
     let text = format!(
-        "[mesh]\ntopology = \"sites\"\nrepresentatives = {reps}\ngossip_interval = \"1s\"\nprobe_interval = \"1s\"\nbackbone_seeds = [{}]\n",
+        "[mesh]\ntopology = \"sites\"\nrepresentatives = {reps}\ngossip_interval = \"{}ms\"\nprobe_interval = \"1s\"\nbackbone_seeds = [{}]\n",
+        gossip.as_millis(),
         backbone.join(", ")
     );
     let file = ConfigFile::parse(std::path::Path::new("sim"), &text)
@@ -162,7 +163,7 @@ fn secs(d: Option<Duration>, limit: Duration) -> String {
         .unwrap_or_else(|| format!("not within {} s", limit.as_secs()))
 }
 
-pub fn run(n: usize, sites: usize, reps: usize) -> anyhow::Result<()> {
+pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(sites >= 3, "the simulation needs at least 3 sites");
     anyhow::ensure!(n >= sites * (reps + 2), "at least {} nodes for {sites} sites", sites * (reps + 2));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -175,7 +176,7 @@ pub fn run(n: usize, sites: usize, reps: usize) -> anyhow::Result<()> {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             nodes.push(Some(
-                MeshNode::start(settings(i, sites, reps)?, Arc::new(net.clone()), None).await?,
+                MeshNode::start(settings(i, sites, reps, gossip)?, Arc::new(net.clone()), None).await?,
             ));
         }
         let per_site: Vec<usize> = (0..sites).map(|s| (s..n).step_by(sites).count()).collect();
@@ -282,7 +283,7 @@ pub fn run(n: usize, sites: usize, reps: usize) -> anyhow::Result<()> {
             .map(|_| killed.elapsed());
         let rss_gib = peak_rss_kib() as f64 / (1024.0 * 1024.0);
         let mean = state.iter().sum::<usize>() as f64 / state.len().max(1) as f64;
-        println!("gemba sites simulation: {n} nodes in {sites} sites, {reps} representatives per site, gossip 1 s, probes 1 s (2 per interval, 8 flows), in-memory network (300 µs one way), virtual time, signed values verified; every node simulated in full");
+        println!("gemba sites simulation: {n} nodes in {sites} sites, {reps} representatives per site, gossip every {:.1} s, probes 1 s (2 per interval, 8 flows), in-memory network (300 µs one way), virtual time, signed values verified; every node simulated in full", gossip.as_secs_f64());
         println!("| measure | result |");
         println!("|---|---|");
         println!("| every sampled node ({} of them, 2 per site) has its site's full green graph and every site's current summary (s) | {} |", sample.len(), secs(converged, limit));

@@ -114,23 +114,50 @@ fn backbone_view(chitchat: &chitchat::Chitchat, own_site: &str) -> BTreeMap<Stri
     out
 }
 
-/// The other sites as this node reads them from its site's
-/// representatives' relays: per site, the newest summary (a current one
-/// before a stale one).
+/// Who this node reads relays from: its site's representatives now, and
+/// those that were within [`SUMMARY_TTL`] (while one that died is being
+/// replaced, its relays stand until its successor's arrive).
+#[derive(Default)]
+pub(super) struct Relayers(std::sync::Mutex<HashMap<String, Instant>>);
+
+impl Relayers {
+    /// Notes the representatives of this round; forgets those past the TTL.
+    pub(super) fn note(&self, reps: &[String], now: Instant) {
+        if let Ok(mut r) = self.0.lock() {
+            for id in reps {
+                r.insert(id.clone(), now);
+            }
+            r.retain(|_, at| now.duration_since(*at) < SUMMARY_TTL);
+        }
+    }
+
+    /// The current representatives and the recent ones.
+    pub(super) fn with(&self, current: &[&str]) -> HashSet<String> {
+        let mut out: HashSet<String> = current.iter().map(|s| s.to_string()).collect();
+        if let Ok(r) = self.0.lock() {
+            out.extend(r.keys().cloned());
+        }
+        out
+    }
+}
+
+/// The representatives of this node's own site, by its own membership.
+pub(super) fn own_representatives<'a>(members: &'a [Member], topology: Topology, site: &str) -> Vec<&'a str> {
+    let Topology::Sites { representatives: k } = topology else {
+        return Vec::new();
+    };
+    topology::representatives(members, k as usize)
+        .remove(site)
+        .unwrap_or_default()
+}
+
+/// The other sites as this node reads them from its site's relayers: per
+/// site, the newest summary (a current one before a stale one).
 pub(super) fn site_view(
     chitchat: &chitchat::Chitchat,
-    members: &[Member],
-    topology: Topology,
+    relayers: &HashSet<String>,
     own_site: &str,
 ) -> BTreeMap<String, SiteSummary> {
-    let Topology::Sites { representatives: k } = topology else {
-        return BTreeMap::new();
-    };
-    let reps = topology::representatives(members, k as usize);
-    let relayers: HashSet<&str> = reps
-        .get(own_site)
-        .map(|r| r.iter().copied().collect())
-        .unwrap_or_default();
     let mut out: BTreeMap<String, SiteSummary> = BTreeMap::new();
     for cid in newest_generations(chitchat).into_values() {
         if !relayers.contains(&*cid.node_id) {
@@ -188,8 +215,9 @@ impl Maintainer {
             .map(|r| r.iter().map(|s| s.to_string()).collect())
             .unwrap_or_default();
         self.backbone.book.set_own(own.clone());
-        let i_am = own.iter().any(|r| *r == self.settings.id);
         let now = Instant::now();
+        self.relayers.note(&own, now);
+        let i_am = own.iter().any(|r| *r == self.settings.id);
         if !i_am {
             self.backbone.rep_since = None;
         } else if self.backbone.rep_since.is_none() {
@@ -201,6 +229,8 @@ impl Maintainer {
             if let Some(b) = running.take() {
                 tracing::info!(node = %self.settings.id, "no longer a representative of its site: leaving the backbone");
                 b.stop(&self.backbone.inbound).await;
+                self.backbone.published = None;
+                self.backbone.summarized_at = None;
                 self.withdraw_relays().await;
             }
             return Vec::new();
@@ -248,7 +278,13 @@ impl Maintainer {
         }
         let others = representatives_of(&view);
         self.publish_summary(&backbone, &own, &others, now).await;
-        self.relay(&view, now).await;
+        // One relayer per site, its first representative: every node of
+        // the site holds one copy of each other site's summary.
+        if own.first() == Some(&self.settings.id) {
+            self.relay(&view, now).await;
+        } else if !self.backbone.relayed.is_empty() {
+            self.withdraw_relays().await;
+        }
         view.values()
             .flat_map(|s| s.representatives.iter())
             .filter_map(|r| {
@@ -268,7 +304,8 @@ impl Maintainer {
         {
             let guard = self.chitchat.lock().await;
             let members = members_of(&guard, &self.joining, false);
-            let view = site_view(&guard, &members, s.topology, &s.site);
+            let own = own_representatives(&members, s.topology, &s.site);
+            let view = site_view(&guard, &self.relayers.with(&own), &s.site);
             seeds.extend(
                 view.values()
                     .flat_map(|v| v.representatives.iter())
@@ -311,6 +348,7 @@ impl Maintainer {
             failure_detector_config: FailureDetectorConfig {
                 initial_interval: s.gossip_interval * 5,
                 max_interval: Duration::from_secs(10),
+                sampling_window_size: FAILURE_WINDOW,
                 dead_node_grace_period: Duration::from_secs(600),
                 ..FailureDetectorConfig::default()
             },
@@ -466,11 +504,9 @@ impl Maintainer {
         }
     }
 
-    /// Deletes this node's relays: it is no longer a representative.
+    /// Deletes this node's relays: it no longer relays for its site.
     async fn withdraw_relays(&mut self) {
         let sites: Vec<String> = self.backbone.relayed.drain().map(|(s, _)| s).collect();
-        self.backbone.published = None;
-        self.backbone.summarized_at = None;
         let mut guard = self.chitchat.lock().await;
         for site in sites {
             let key = format!("{RELAY_PREFIX}{site}");

@@ -31,6 +31,7 @@ pub(super) struct Maintainer {
     pub(super) intro_push_due: Option<Instant>,
     /// The second level, under the `sites` topology.
     pub(super) backbone: BackboneState,
+    pub(super) relayers: Arc<Relayers>,
 }
 
 /// The least time between two pushes of links first measured up: a grid

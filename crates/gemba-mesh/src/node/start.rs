@@ -103,6 +103,7 @@ impl MeshNode {
             failure_detector_config: FailureDetectorConfig {
                 initial_interval: settings.gossip_interval * 5,
                 max_interval: Duration::from_secs(10),
+                sampling_window_size: FAILURE_WINDOW,
                 dead_node_grace_period: Duration::from_secs(3600),
                 ..FailureDetectorConfig::default()
             },
@@ -255,8 +256,10 @@ impl MeshNode {
             backbone_inbound.clone(),
         );
         let backbone_slot = backbone.slot.clone();
+        let relayers: Arc<Relayers> = Default::default();
         let maintainer = Maintainer {
             backbone,
+            relayers: relayers.clone(),
             chitchat: chitchat.chitchat(),
             joining: joining.clone(),
             settings: settings.clone(),
@@ -330,6 +333,7 @@ impl MeshNode {
             graph_cache: tokio::sync::Mutex::new(None),
             backbone: backbone_slot,
             backbone_inbound,
+            relayers,
         })
     }
 }
