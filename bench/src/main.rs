@@ -6,6 +6,9 @@
 //!   node shows a black-holed link down (nftables drop rule on loopback;
 //!   needs root), time until every survivor marks a SIGKILLed node down,
 //!   per-node RSS, CPU and gossip bytes per second in steady state.
+//! - `grid-sites`: 100 real `gemba run` processes on loopback in 10 sites
+//!   (sites topology): wall time until every node sees its site and every
+//!   site's summary green, CPU, RSS and gossip bytes per node.
 //! - `sim`: an in-process grid of 10,000 nodes in 100 sites (sites
 //!   topology: site clusters and a backbone of representatives) over the
 //!   in-memory network, in virtual time: convergence, a black hole between
@@ -25,6 +28,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod console;
 mod escalator;
 mod grid;
+mod grid_sites;
 mod identity;
 mod ingest;
 mod learn;
@@ -178,6 +182,18 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or(20);
             learn::charts(rounds)
         }
+        Some("grid-sites") => {
+            let nodes = flag("--nodes")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(100);
+            let sites = flag("--sites")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(10);
+            let bin = flag("--gemba").unwrap_or_else(|| "target/release/gemba".into());
+            grid_sites::run(&bin, nodes, sites)
+        }
         Some("sim") => {
             let nodes = flag("--nodes")
                 .map(|s| s.parse())
@@ -198,7 +214,7 @@ fn main() -> anyhow::Result<()> {
             sim::run(nodes, sites, reps, std::time::Duration::from_millis(gossip))
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 10000] [--sites 100] [--representatives 3] [--gossip-ms 1000]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages] [--postgres]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7] [--postgres]\n       gemba-bench sampling [--processes 50] [--samples 30]\n       gemba-bench series [--points 2000000] [--batch 10000] [--series 20] [--days 40]\n       gemba-bench logs [--files 16] [--lines-per-s 200] [--seconds 60]\n       gemba-bench charts [--rounds 20]");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench grid-sites [--nodes 100] [--sites 10] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 10000] [--sites 100] [--representatives 3] [--gossip-ms 1000]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages] [--postgres]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7] [--postgres]\n       gemba-bench sampling [--processes 50] [--samples 30]\n       gemba-bench series [--points 2000000] [--batch 10000] [--series 20] [--days 40]\n       gemba-bench logs [--files 16] [--lines-per-s 200] [--seconds 60]\n       gemba-bench charts [--rounds 20]");
             std::process::exit(2);
         }
     }
