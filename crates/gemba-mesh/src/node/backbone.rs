@@ -17,8 +17,10 @@ use gemba_core::graph::SiteSummary;
 /// its site over (see [`RepresentativeBook`]).
 pub const SUMMARY_TTL: Duration = Duration::from_secs(30);
 
-/// How often a representative recomputes its site's summary, at most.
-pub const SUMMARY_EVERY: Duration = Duration::from_millis(500);
+/// How often a representative recomputes its site's summary, at most (it
+/// is woken by its site's link news, so a site link going down waits for
+/// no more than this).
+pub const SUMMARY_EVERY: Duration = Duration::from_millis(100);
 
 /// The backbone chitchat of a representative, while it is one.
 pub(super) struct RunningBackbone {
@@ -238,9 +240,9 @@ impl Maintainer {
         if running.is_none() {
             // A node that just started, or just heard of its site, may
             // find lower ids yet: it joins once it has stayed a
-            // representative for a few gossip rounds, so a grid starting
-            // all at once makes no storm of joins and leaves.
-            let settle = (self.settings.gossip_interval * 2).max(Duration::from_secs(1));
+            // representative for a gossip round (at least a second), so a
+            // grid starting all at once makes no storm of joins and leaves.
+            let settle = self.settings.gossip_interval.max(Duration::from_secs(1));
             if self
                 .backbone
                 .rep_since

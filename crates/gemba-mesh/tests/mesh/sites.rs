@@ -25,11 +25,11 @@ fn addr(i: usize) -> SocketAddr {
 /// lowest ids of each site (its representatives) are its first nodes; it
 /// joins through its site's first node and knows the first node of every
 /// site for the backbone.
-fn settings(i: usize, sites: usize, reps: usize) -> MeshSettings {
+fn settings(i: usize, sites: usize, reps: usize, extra: &str) -> MeshSettings {
     let site = i % sites;
     let backbone: Vec<String> = (0..sites.min(3)).map(|s| format!("\"{}\"", addr(s))).collect();
     let text = format!(
-        "[mesh]\ntopology = \"sites\"\nrepresentatives = {reps}\nbackbone_seeds = [{}]\n",
+        "[mesh]\ntopology = \"sites\"\nrepresentatives = {reps}\nbackbone_seeds = [{}]\n{extra}\n",
         backbone.join(", ")
     );
     let o = Overrides {
@@ -55,10 +55,14 @@ struct Sites {
 
 impl Sites {
     async fn start(n: usize, sites: usize, reps: usize) -> Sites {
+        Self::start_with(n, sites, reps, "").await
+    }
+
+    async fn start_with(n: usize, sites: usize, reps: usize, extra: &str) -> Sites {
         let net = MemNet::with_latency(Duration::from_micros(200));
         let mut nodes = Vec::new();
         for i in 0..n {
-            let node = MeshNode::start(settings(i, sites, reps), Arc::new(net.clone()), None)
+            let node = MeshNode::start(settings(i, sites, reps, extra), Arc::new(net.clone()), None)
                 .await
                 .unwrap();
             nodes.push(Some(node));
@@ -320,5 +324,22 @@ async fn a_killed_representative_is_replaced_and_no_summary_goes_stale() {
         }
     };
     g.wait(Duration::from_secs(30), fewer).await;
+    g.shutdown().await;
+}
+
+/// 500 nodes in 10 sites of 50 in one process: every node ends with its
+/// site's full green graph and every site's current summary. Two flows and
+/// one probe a second keep the test's CPU down; the benchmark
+/// (`gemba-bench sim`) runs the default 8 flows and 2 probes.
+#[tokio::test(start_paused = true)]
+async fn five_hundred_nodes_in_ten_sites_converge() {
+    let g = Sites::start_with(500, 10, 3, "probe_flows = 2\nprobes_per_interval = 1").await;
+    let took = g.wait(Duration::from_secs(60), |i| g.converged(i)).await;
+    assert!(took <= Duration::from_secs(20), "{took:?}");
+    let mut in_backbone = 0;
+    for n in g.nodes.iter().flatten() {
+        in_backbone += n.in_backbone().await as usize;
+    }
+    assert_eq!(in_backbone, 10 * 3);
     g.shutdown().await;
 }
