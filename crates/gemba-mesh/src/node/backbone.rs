@@ -356,7 +356,7 @@ impl Maintainer {
             },
             marked_for_deletion_grace_period: Duration::from_secs(600),
             catchup_callback: None,
-            extra_liveness_predicate: None,
+            extra_liveness_predicate: Some(Box::new(no_live_nodes_copy)),
         };
         let initial: Vec<(String, String)> = [
             (identity::ID_KEY.to_string(), s.identity.public()),

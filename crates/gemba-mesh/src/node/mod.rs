@@ -270,6 +270,16 @@ pub struct MeshNode {
 /// intervals (100 s of gossip at 1 s) still judge a peer's rhythm.
 pub const FAILURE_WINDOW: usize = 100;
 
+/// chitchat keeps a copy of every live node's state for those who watch
+/// membership, and clones them all again whenever any node's version
+/// changes: a second copy of the whole site's state on every node, and the
+/// CPU to refresh it. gemba watches membership through its own reads of
+/// the state, so that copy is kept empty: its only filter is this
+/// predicate (liveness itself is the failure detector's, untouched).
+fn no_live_nodes_copy(_: &chitchat::NodeState) -> bool {
+    false
+}
+
 /// How old a served graph may be.
 pub const GRAPH_MAX_AGE: Duration = Duration::from_millis(100);
 

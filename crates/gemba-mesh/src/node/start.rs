@@ -109,7 +109,7 @@ impl MeshNode {
             },
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             catchup_callback: None,
-            extra_liveness_predicate: None,
+            extra_liveness_predicate: Some(Box::new(no_live_nodes_copy)),
         };
         let mut initial = vec![
             (identity::ID_KEY.to_string(), settings.identity.public()),
