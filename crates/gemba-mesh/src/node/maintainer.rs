@@ -40,8 +40,9 @@ pub(super) struct Maintainer {
 /// once.
 pub(super) const INTRO_PUSH_GAP: Duration = Duration::from_secs(1);
 
-/// The last link state seen in gossip, by observer, then by edge key hash.
-pub(super) type SeenStates = Arc<std::sync::Mutex<HashMap<String, HashMap<u64, u8>>>>;
+/// What was last seen in gossip of each observer's links, by observer,
+/// then by bucket key hash: a hash of the bucket's links that are not up.
+pub(super) type SeenStates = Arc<std::sync::Mutex<HashMap<String, HashMap<u64, u64>>>>;
 
 /// How often the pins file is checked for changes (`gemba node enroll`,
 /// `revoke`).

@@ -150,9 +150,11 @@ impl MeshNode {
         // waiting for the next anti-entropy round: a node that learns a
         // changed link state gossips with a few peers right away.
         let (push_tx, push_rx) = mpsc::channel::<Arc<str>>(PUSH_QUEUE);
-        // Last state seen per observer and edge key (hashed): 16 bytes an
-        // edge, which matters with 100,000 edges. Observers that left the
-        // grid are forgotten by the maintainer.
+        // What was last seen of each observer's links, per bucket (its key
+        // hashed): a hash of the links that are not up and their states,
+        // 16 bytes a bucket (a per-link table took 16 bytes a link: 160 KB
+        // on each node of a site of 100). Observers that left the grid are
+        // forgotten by the maintainer.
         let seen_states: SeenStates = Default::default();
         let hasher = std::collections::hash_map::RandomState::new();
         let remote_push = push_tx.clone();
@@ -182,15 +184,20 @@ impl MeshNode {
                             // News worth passing on at once: a state that
                             // changed, or a link first seen in trouble. A
                             // link first seen up (a grid starting) travels
-                            // with the next rounds.
-                            let mut changed = false;
-                            for (target, edge) in &links {
-                                let state = edge.state as u8;
-                                changed |= match observer.insert(hasher.hash_one(target), state) {
-                                    Some(before) => before != state,
-                                    None => edge.state != crate::link::LinkState::Up,
-                                };
-                            }
+                            // with the next rounds. Both show as a change
+                            // in the bucket's links that are not up.
+                            let trouble = hasher.hash_one(
+                                links
+                                    .iter()
+                                    .filter(|(_, e)| e.state != crate::link::LinkState::Up)
+                                    .map(|(t, e)| (t.as_str(), e.state as u8))
+                                    .collect::<Vec<_>>(),
+                            );
+                            let none = hasher.hash_one(Vec::<(&str, u8)>::new());
+                            let changed = match observer.insert(hasher.hash_one(event.key), trouble) {
+                                Some(before) => before != trouble,
+                                None => trouble != none,
+                            };
                             changed
                         })
                         .unwrap_or(false);
