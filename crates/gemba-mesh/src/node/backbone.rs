@@ -66,6 +66,9 @@ pub(super) struct BackboneState {
     /// Since when this node has been one of its site's representatives
     /// without a break.
     pub(super) rep_since: Option<Instant>,
+    /// When the summary is due again, after news came within
+    /// [`SUMMARY_EVERY`] of the last one.
+    pub(super) summary_due: Option<Instant>,
 }
 
 impl BackboneState {
@@ -79,6 +82,7 @@ impl BackboneState {
             relayed: HashMap::new(),
             heard: HashMap::new(),
             rep_since: None,
+            summary_due: None,
         }
     }
 }
@@ -395,14 +399,15 @@ impl Maintainer {
         others: &BTreeMap<String, Vec<String>>,
         now: Instant,
     ) {
-        if self
-            .backbone
-            .summarized_at
-            .is_some_and(|at| now.duration_since(at) < SUMMARY_EVERY)
-        {
-            return;
+        if let Some(at) = self.backbone.summarized_at {
+            if now.duration_since(at) < SUMMARY_EVERY {
+                // The maintainer comes back for it.
+                self.backbone.summary_due = Some(at + SUMMARY_EVERY);
+                return;
+            }
         }
         self.backbone.summarized_at = Some(now);
+        self.backbone.summary_due = None;
         let with_edges = {
             let guard = self.chitchat.lock().await;
             members_of(&guard, &self.joining, true)

@@ -87,10 +87,12 @@ impl Maintainer {
         loop {
             let intro_due = self.publisher.intro_due();
             let push_due = self.intro_push_due;
+            let summary_due = self.backbone.summary_due;
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.changes.notified() => {}
                 _ = sleep_until_opt(intro_due) => {}
+                _ = sleep_until_opt(summary_due) => {}
                 _ = sleep_until_opt(push_due) => {
                     self.push_own(false);
                 }
