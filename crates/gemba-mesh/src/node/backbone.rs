@@ -215,6 +215,9 @@ impl Maintainer {
         let Topology::Sites { representatives: k } = self.settings.topology else {
             return Vec::new();
         };
+        // Set again below if a summary must wait; a node that is no longer
+        // a representative has none due.
+        self.backbone.summary_due = None;
         let reps = topology::representatives(members, k as usize);
         let own: Vec<String> = reps
             .get(self.settings.site.as_str())
