@@ -32,7 +32,13 @@ fn agent() -> ureq::Agent {
 }
 
 fn get(agent: &ureq::Agent, url: &str) -> Option<Value> {
-    let text = agent.get(url).call().ok()?.body_mut().read_to_string().ok()?;
+    let text = agent
+        .get(url)
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -103,7 +109,10 @@ fn mean_max(v: &[f64]) -> String {
 
 pub fn run(bin: &str, n: usize, sites: usize) -> anyhow::Result<()> {
     anyhow::ensure!(n <= 250, "at most 250 nodes (one loopback /24)");
-    anyhow::ensure!(sites >= 2 && n >= sites * 4, "at least 4 nodes in each of 2 or more sites");
+    anyhow::ensure!(
+        sites >= 2 && n >= sites * 4,
+        "at least 4 nodes in each of 2 or more sites"
+    );
     let dir = std::env::temp_dir().join(format!("gemba-bench-sites-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -113,7 +122,9 @@ pub fn run(bin: &str, n: usize, sites: usize) -> anyhow::Result<()> {
     let ip = |i: usize| format!("127.0.9.{}", i + 1);
     // Node i is in site i % sites; each site's first node is its seed, and
     // the first node of three sites are the backbone seeds.
-    let backbone: Vec<String> = (0..sites.min(3)).map(|s| format!("\"{}:7946\"", ip(s))).collect();
+    let backbone: Vec<String> = (0..sites.min(3))
+        .map(|s| format!("\"{}:7946\"", ip(s)))
+        .collect();
     let config = dir.join("gemba.toml");
     std::fs::write(
         &config,
@@ -133,7 +144,11 @@ pub fn run(bin: &str, n: usize, sites: usize) -> anyhow::Result<()> {
             .arg(format!("--config={}", config.display()))
             .arg(format!("--node-id={id}"))
             .arg(format!("--site=site{site:02}"))
-            .arg(if i == 0 { "--role=server" } else { "--role=agent" })
+            .arg(if i == 0 {
+                "--role=server"
+            } else {
+                "--role=agent"
+            })
             .arg(format!("--listen={}:7946", ip(i)))
             .arg(format!("--http={}:8777", ip(i)))
             .arg(format!("--grid-key-file={}", key.display()))
@@ -167,9 +182,15 @@ pub fn run(bin: &str, n: usize, sites: usize) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(None)).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(None))
+            .collect()
     });
-    let Some(all_up) = times.iter().try_fold(Duration::ZERO, |m, t| t.map(|t| m.max(t))) else {
+    let Some(all_up) = times
+        .iter()
+        .try_fold(Duration::ZERO, |m, t| t.map(|t| m.max(t)))
+    else {
         let missing = times.iter().filter(|t| t.is_none()).count();
         bail!("{missing} of {n} nodes did not see the whole grid up within {limit:?}");
     };
@@ -178,7 +199,12 @@ pub fn run(bin: &str, n: usize, sites: usize) -> anyhow::Result<()> {
     let agent = agent();
     let before: Vec<(f64, f64)> = procs
         .iter()
-        .map(|p| (cpu_seconds(p.child.id()).unwrap_or(0.0), gossip_sent(&agent, &p.ip)))
+        .map(|p| {
+            (
+                cpu_seconds(p.child.id()).unwrap_or(0.0),
+                gossip_sent(&agent, &p.ip),
+            )
+        })
         .collect();
     std::thread::sleep(STEADY);
     let secs = STEADY.as_secs_f64();

@@ -37,7 +37,9 @@ fn addr(i: usize) -> SocketAddr {
 /// the first nodes of three sites as backbone seeds.
 fn settings(i: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Result<MeshSettings> {
     let site = i % sites;
-    let backbone: Vec<String> = (0..sites.min(3)).map(|s| format!("\"{}\"", addr(s))).collect();
+    let backbone: Vec<String> = (0..sites.min(3))
+        .map(|s| format!("\"{}\"", addr(s)))
+        .collect();
     let text = format!(
         "[mesh]\ntopology = \"sites\"\nrepresentatives = {reps}\ngossip_interval = \"{}ms\"\nprobe_interval = \"1s\"\nbackbone_seeds = [{}]\n",
         gossip.as_millis(),
@@ -108,7 +110,13 @@ impl Sim {
 
     /// Waits, a virtual step at a time, until `ok` holds for every node in
     /// `among`; the virtual time it took, or `None` past `limit`.
-    async fn wait_for<F, Fut>(&self, among: &[usize], step: Duration, limit: Duration, ok: F) -> Option<Duration>
+    async fn wait_for<F, Fut>(
+        &self,
+        among: &[usize],
+        step: Duration,
+        limit: Duration,
+        ok: F,
+    ) -> Option<Duration>
     where
         F: Fn(usize) -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -165,7 +173,11 @@ fn secs(d: Option<Duration>, limit: Duration) -> String {
 
 pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(sites >= 3, "the simulation needs at least 3 sites");
-    anyhow::ensure!(n >= sites * (reps + 2), "at least {} nodes for {sites} sites", sites * (reps + 2));
+    anyhow::ensure!(
+        n >= sites * (reps + 2),
+        "at least {} nodes for {sites} sites",
+        sites * (reps + 2)
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)

@@ -69,9 +69,7 @@ pub fn broken_by_site_pair(sites: &[SiteSummary]) -> (Vec<SitePair>, Vec<(String
         }
     }
     let mut between: Vec<SitePair> = pairs.into_values().collect();
-    between.sort_by(|x, y| {
-        (severity(y.state), &x.a, &x.b).cmp(&(severity(x.state), &y.a, &y.b))
-    });
+    between.sort_by(|x, y| (severity(y.state), &x.a, &x.b).cmp(&(severity(x.state), &y.a, &y.b)));
     let within = sites
         .iter()
         .filter(|s| s.broken_total > 0)
@@ -132,7 +130,10 @@ async fn site_graph(s: &Shared, site: &str) -> Result<(String, Graph), (StatusCo
         if tried.is_empty() {
             format!("no representative of site {site:?} publishes an HTTP address")
         } else {
-            format!("no representative of site {site:?} answered: {}", tried.join("; "))
+            format!(
+                "no representative of site {site:?} answered: {}",
+                tried.join("; ")
+            )
         },
     ))
 }
@@ -179,7 +180,10 @@ async fn fetch_graph(url: String) -> Result<Graph, String> {
 /// `GET /api/v1/sites/{site}/graph`.
 pub(crate) async fn site_graph_api(State(s): State<Shared>, Path(site): Path<String>) -> Response {
     if !gemba_core::ids::is_name(&site) {
-        return error(StatusCode::BAD_REQUEST, format!("{site:?} is not a site name"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{site:?} is not a site name"),
+        );
     }
     match site_graph(&s, &site).await {
         Ok((served_by, g)) => Json(json!({
@@ -329,7 +333,10 @@ pub(crate) async fn sites_page(State(s): State<Shared>) -> Html<String> {
 /// site's grid is drawn from what one of its representatives serves.
 pub(crate) async fn site_page(State(s): State<Shared>, Path(site): Path<String>) -> Response {
     if !gemba_core::ids::is_name(&site) {
-        return error(StatusCode::BAD_REQUEST, format!("{site:?} is not a site name"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{site:?} is not a site name"),
+        );
     }
     if site == s.mesh.settings().site {
         return Redirect::to("/").into_response();
@@ -354,7 +361,10 @@ pub(crate) async fn site_page(State(s): State<Shared>, Path(site): Path<String>)
             Html(shell(
                 s.mesh.id(),
                 &title,
-                &format!(r#"<p class="state state-down">{}</p><p><a href="/sites">all sites</a></p>"#, esc(&why)),
+                &format!(
+                    r#"<p class="state state-down">{}</p><p><a href="/sites">all sites</a></p>"#,
+                    esc(&why)
+                ),
                 None,
             )),
         )
@@ -390,9 +400,27 @@ mod tests {
     fn broken_links_are_one_line_per_site_pair_worst_first() {
         use LinkState::*;
         let sites = vec![
-            site("ams", &[("fra", Down, LossKind::Total, 9), ("lon", Degraded, LossKind::Path, 3)]),
-            site("fra", &[("ams", Down, LossKind::Total, 9), ("lon", Up, LossKind::None, 0)]),
-            site("lon", &[("ams", Up, LossKind::None, 0), ("fra", Up, LossKind::None, 0)]),
+            site(
+                "ams",
+                &[
+                    ("fra", Down, LossKind::Total, 9),
+                    ("lon", Degraded, LossKind::Path, 3),
+                ],
+            ),
+            site(
+                "fra",
+                &[
+                    ("ams", Down, LossKind::Total, 9),
+                    ("lon", Up, LossKind::None, 0),
+                ],
+            ),
+            site(
+                "lon",
+                &[
+                    ("ams", Up, LossKind::None, 0),
+                    ("fra", Up, LossKind::None, 0),
+                ],
+            ),
         ];
         let (between, _) = broken_by_site_pair(&sites);
         assert_eq!(
@@ -417,7 +445,11 @@ mod tests {
             ]
         );
         let page = render_sites("ams-1", "ams", &sites);
-        assert_eq!(page.matches(r#"<tr class="site-pair""#).count(), 2, "{page}");
+        assert_eq!(
+            page.matches(r#"<tr class="site-pair""#).count(),
+            2,
+            "{page}"
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ use crate::common::call;
 /// Node `i` of sites `site-a` (even) and `site-b` (odd), one representative
 /// each; its mesh address and its HTTP listener share the host 127.0.6.i.
 async fn node(net: &MemNet, i: u8) -> (axum::Router, Arc<MeshNode>) {
-    let site = if i.is_multiple_of(2) { "site-a" } else { "site-b" };
+    let site = if i.is_multiple_of(2) {
+        "site-a"
+    } else {
+        "site-b"
+    };
     let mesh_addr = format!("127.0.6.{i}:7946");
     let listener = tokio::net::TcpListener::bind(format!("127.0.6.{i}:0"))
         .await
@@ -37,9 +41,13 @@ async fn node(net: &MemNet, i: u8) -> (axum::Router, Arc<MeshNode>) {
     let c = gemba_testkit::config_with(text, &o);
     let key = GridKey::new(b"sites-api-grid-key-0123456789ab".to_vec()).unwrap();
     let mesh = Arc::new(
-        MeshNode::start(MeshSettings::from_config(&c, key, Some(http)), Arc::new(net.clone()), None)
-            .await
-            .unwrap(),
+        MeshNode::start(
+            MeshSettings::from_config(&c, key, Some(http)),
+            Arc::new(net.clone()),
+            None,
+        )
+        .await
+        .unwrap(),
     );
     let state = gemba_api::ApiState::new(mesh.clone(), Registry::default(), None);
     let app = gemba_api::router(state.clone());
@@ -78,7 +86,10 @@ async fn a_node_lists_every_site_and_shows_another_sites_grid() {
         if ready {
             break v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "sites not ready: {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sites not ready: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(sites["served_by"], "site-a-4");
@@ -88,13 +99,21 @@ async fn a_node_lists_every_site_and_shows_another_sites_grid() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let g: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(g["served_by"], "site-b-1");
-    let mut ids: Vec<&str> = g["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
     ids.sort();
     assert_eq!(ids, ["site-b-1", "site-b-3"]);
     // The console: the sites page, and the other site's grid drawn.
     let (status, page) = call(a4, Method::GET, "/sites", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains(r#"<tr class="site" data-site="site-b">"#), "{page}");
+    assert!(
+        page.contains(r#"<tr class="site" data-site="site-b">"#),
+        "{page}"
+    );
     assert!(page.contains("<svg"), "{page}");
     let (status, page) = call(a4, Method::GET, "/sites/site-b", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -137,14 +137,14 @@ impl Receiver {
                     })
                     .inc_by(datagram.len() as u64);
                 let inbound = InboundGossip {
-                        from,
-                        session: packet.session,
-                        counter: packet.counter,
-                        frag_index: packet.frag_index,
-                        frag_count: packet.frag_count,
-                        payload: packet.payload.to_vec(),
-                        received_at,
-                    };
+                    from,
+                    session: packet.session,
+                    counter: packet.counter,
+                    frag_index: packet.frag_index,
+                    frag_count: packet.frag_count,
+                    payload: packet.payload.to_vec(),
+                    received_at,
+                };
                 if packet.kind == Kind::Gossip {
                     self.inbound_tx
                         .try_send(inbound)

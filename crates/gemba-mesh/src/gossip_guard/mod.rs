@@ -1187,11 +1187,17 @@ mod tests {
                 vec![("c".to_string(), "not_representative")]
             );
         }
-        assert_eq!(book.representatives("ams"), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            book.representatives("ams"),
+            Some(vec!["a".into(), "b".into()])
+        );
         // Anything else a backbone member publishes is refused too.
         let other = Craft::default().node("d").kv("e:0/1", "x", 1).ack();
         g.check(&other, NOW).unwrap();
-        assert_eq!(g.take_unverified(), vec![("d".to_string(), "not_backbone_key")]);
+        assert_eq!(
+            g.take_unverified(),
+            vec![("d".to_string(), "not_backbone_key")]
+        );
     }
 
     #[test]

@@ -148,7 +148,11 @@ impl Relayers {
 }
 
 /// The representatives of this node's own site, by its own membership.
-pub(super) fn own_representatives<'a>(members: &'a [Member], topology: Topology, site: &str) -> Vec<&'a str> {
+pub(super) fn own_representatives<'a>(
+    members: &'a [Member],
+    topology: Topology,
+    site: &str,
+) -> Vec<&'a str> {
     let Topology::Sites { representatives: k } = topology else {
         return Vec::new();
     };
@@ -195,7 +199,9 @@ pub(super) fn site_view(
 }
 
 /// Each other site's representatives, by site.
-pub(super) fn representatives_of(view: &BTreeMap<String, SiteSummary>) -> BTreeMap<String, Vec<String>> {
+pub(super) fn representatives_of(
+    view: &BTreeMap<String, SiteSummary>,
+) -> BTreeMap<String, Vec<String>> {
     view.iter()
         .map(|(site, s)| {
             (
@@ -372,7 +378,9 @@ impl Maintainer {
         .into_iter()
         .enumerate()
         .map(|(i, (k, v))| {
-            let signed = s.identity.sign_value(&s.id, generation, &k, i as u64 + 1, &v);
+            let signed = s
+                .identity
+                .sign_value(&s.id, generation, &k, i as u64 + 1, &v);
             (k, signed)
         })
         .collect();
@@ -419,7 +427,11 @@ impl Maintainer {
             .into_iter()
             .filter(|m| m.site == self.settings.site)
             .collect();
-        let graph = graph::build(&site, self.settings.topology, self.settings.isolated_fraction);
+        let graph = graph::build(
+            &site,
+            self.settings.topology,
+            self.settings.isolated_fraction,
+        );
         let reps: Vec<&str> = own.iter().map(String::as_str).collect();
         let mut summary = sites::summarize(
             &self.settings.site,
@@ -443,7 +455,13 @@ impl Maintainer {
         // of waiting for the backbone's gossip rounds to spread it.
         let (rumour, peers) = {
             let mut guard = backbone.lock().await;
-            publish(&mut guard, &self.settings.identity, SUMMARY_KEY, &text, false);
+            publish(
+                &mut guard,
+                &self.settings.identity,
+                SUMMARY_KEY,
+                &text,
+                false,
+            );
             let me = guard.self_chitchat_id().clone();
             let peers: Vec<SocketAddr> = guard
                 .live_nodes()
@@ -489,7 +507,10 @@ impl Maintainer {
                 want.push((site.clone(), format!("{text}{}", sites::STALE_SUFFIX)));
             }
         }
-        if want.iter().all(|(site, text)| self.backbone.relayed.get(site) == Some(text)) {
+        if want
+            .iter()
+            .all(|(site, text)| self.backbone.relayed.get(site) == Some(text))
+        {
             return;
         }
         let mut published = 0u64;
@@ -500,7 +521,8 @@ impl Maintainer {
                     continue;
                 }
                 let key = format!("{RELAY_PREFIX}{site}");
-                published += publish(&mut guard, &self.settings.identity, &key, &text, false) as u64;
+                published +=
+                    publish(&mut guard, &self.settings.identity, &key, &text, false) as u64;
                 self.backbone.relayed.insert(site, text);
             }
         }

@@ -50,8 +50,8 @@ mod presence;
 mod probe_path;
 mod start;
 
-pub use backbone::{SUMMARY_EVERY, SUMMARY_TTL};
 use backbone::*;
+pub use backbone::{SUMMARY_EVERY, SUMMARY_TTL};
 use maintainer::*;
 use members::*;
 pub use presence::AgentSample;

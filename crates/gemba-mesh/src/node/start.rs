@@ -163,7 +163,8 @@ impl MeshNode {
         // arrivals, and (under sites) by others' link news, which a
         // representative's summary of its site must carry at once.
         let changes = Arc::new(Notify::new());
-        let remote_news = matches!(settings.topology, Topology::Sites { .. }).then(|| changes.clone());
+        let remote_news =
+            matches!(settings.topology, Topology::Sites { .. }).then(|| changes.clone());
         let edge_listener =
             chitchat
                 .chitchat()
@@ -194,7 +195,8 @@ impl MeshNode {
                                     .collect::<Vec<_>>(),
                             );
                             let none = hasher.hash_one(Vec::<(&str, u8)>::new());
-                            let changed = match observer.insert(hasher.hash_one(event.key), trouble) {
+                            let changed = match observer.insert(hasher.hash_one(event.key), trouble)
+                            {
                                 Some(before) => before != trouble,
                                 None => trouble != none,
                             };

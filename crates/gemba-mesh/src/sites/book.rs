@@ -127,13 +127,19 @@ mod tests {
         let book = RepresentativeBook::new("ams", 2, Duration::from_secs(30));
         book.set_own(vec!["ams-1".into(), "ams-2".into()]);
         // Own site: from this node's own membership.
-        assert_eq!(book.admit("ams-1", SUMMARY_KEY, &summary("ams", &["ams-1", "ams-2"])), Ok(()));
+        assert_eq!(
+            book.admit("ams-1", SUMMARY_KEY, &summary("ams", &["ams-1", "ams-2"])),
+            Ok(())
+        );
         assert_eq!(
             book.admit("ams-9", SUMMARY_KEY, &summary("ams", &["ams-9"])),
             Err("not_representative")
         );
         // Another site: the first summary names its representatives...
-        assert_eq!(book.admit("fra-1", SUMMARY_KEY, &summary("fra", &["fra-1", "fra-2"])), Ok(()));
+        assert_eq!(
+            book.admit("fra-1", SUMMARY_KEY, &summary("fra", &["fra-1", "fra-2"])),
+            Ok(())
+        );
         // ...a member that is not one of them is refused, even naming itself...
         assert_eq!(
             book.admit("fra-7", SUMMARY_KEY, &summary("fra", &["fra-1", "fra-7"])),
@@ -145,15 +151,28 @@ mod tests {
             Err("not_representative")
         );
         assert_eq!(
-            book.admit("fra-2", SUMMARY_KEY, &summary("fra", &["fra-1", "fra-2", "fra-3"])),
+            book.admit(
+                "fra-2",
+                SUMMARY_KEY,
+                &summary("fra", &["fra-1", "fra-2", "fra-3"])
+            ),
             Err("not_representative")
         );
         // A representative replaced: a sitting one names the new one first.
-        assert_eq!(book.admit("fra-2", SUMMARY_KEY, &summary("fra", &["fra-2", "fra-3"])), Ok(()));
-        assert_eq!(book.admit("fra-3", SUMMARY_KEY, &summary("fra", &["fra-2", "fra-3"])), Ok(()));
+        assert_eq!(
+            book.admit("fra-2", SUMMARY_KEY, &summary("fra", &["fra-2", "fra-3"])),
+            Ok(())
+        );
+        assert_eq!(
+            book.admit("fra-3", SUMMARY_KEY, &summary("fra", &["fra-2", "fra-3"])),
+            Ok(())
+        );
         // A site unheard for a TTL starts afresh.
         tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(book.admit("fra-7", SUMMARY_KEY, &summary("fra", &["fra-7"])), Ok(()));
+        assert_eq!(
+            book.admit("fra-7", SUMMARY_KEY, &summary("fra", &["fra-7"])),
+            Ok(())
+        );
         // Nothing but the key, the site and the summary.
         assert_eq!(book.admit("fra-7", "e:0/1", "x"), Err("not_backbone_key"));
         assert_eq!(book.admit("fra-7", SUMMARY_KEY, "junk"), Err("bad_summary"));

@@ -193,10 +193,7 @@ pub fn decode(text: &str, signer: &str) -> Result<SiteSummary, DecodeError> {
         return Err("no site line");
     }
     s.site = name(head.next())?;
-    s.at_ms = head
-        .next()
-        .and_then(|t| t.parse().ok())
-        .ok_or("no time")?;
+    s.at_ms = head.next().and_then(|t| t.parse().ok()).ok_or("no time")?;
     let mut ended = false;
     for line in lines {
         if ended {
@@ -541,12 +538,24 @@ mod tests {
     fn a_malformed_summary_is_refused_with_its_reason() {
         let good = encode(&sample());
         let cases = [
-            (good.replace("site ams", "site a/b"), "a name does not follow the grammar"),
-            (good.replace("nodes 40 39", "nodes 4 39"), "more nodes up than nodes"),
+            (
+                good.replace("site ams", "site a/b"),
+                "a name does not follow the grammar",
+            ),
+            (
+                good.replace("nodes 40 39", "nodes 4 39"),
+                "more nodes up than nodes",
+            ),
             (good.replace(";broken 39", ""), "cut short"),
             (format!("{good};n x u"), "text after the end"),
-            (good.replace("rep ams-01 10.0.0.1:7946", "rep ams-01 nowhere"), "not an address"),
-            (good.replace("l lon d p 9 9", "l lon d p 9 9 9"), "a line has more fields than it should"),
+            (
+                good.replace("rep ams-01 10.0.0.1:7946", "rep ams-01 nowhere"),
+                "not an address",
+            ),
+            (
+                good.replace("l lon d p 9 9", "l lon d p 9 9 9"),
+                "a line has more fields than it should",
+            ),
             (good.replace("l lon d p", "l lon q p"), "no link state"),
         ];
         for (text, why) in cases {

@@ -27,7 +27,9 @@ fn addr(i: usize) -> SocketAddr {
 /// site for the backbone.
 fn settings(i: usize, sites: usize, reps: usize, extra: &str) -> MeshSettings {
     let site = i % sites;
-    let backbone: Vec<String> = (0..sites.min(3)).map(|s| format!("\"{}\"", addr(s))).collect();
+    let backbone: Vec<String> = (0..sites.min(3))
+        .map(|s| format!("\"{}\"", addr(s)))
+        .collect();
     let text = format!(
         "[mesh]\ntopology = \"sites\"\nrepresentatives = {reps}\nbackbone_seeds = [{}]\n{extra}\n",
         backbone.join(", ")
@@ -62,9 +64,10 @@ impl Sites {
         let net = MemNet::with_latency(Duration::from_micros(200));
         let mut nodes = Vec::new();
         for i in 0..n {
-            let node = MeshNode::start(settings(i, sites, reps, extra), Arc::new(net.clone()), None)
-                .await
-                .unwrap();
+            let node =
+                MeshNode::start(settings(i, sites, reps, extra), Arc::new(net.clone()), None)
+                    .await
+                    .unwrap();
             nodes.push(Some(node));
         }
         Sites { net, nodes, sites }
@@ -88,10 +91,21 @@ impl Sites {
         let own = self.site_of(i);
         let m = self.members_of(&own);
         if g.nodes.len() != m || g.edges.len() != m * (m - 1) {
-            return Err(format!("{}: site graph {} nodes {} edges", node.id(), g.nodes.len(), g.edges.len()));
+            return Err(format!(
+                "{}: site graph {} nodes {} edges",
+                node.id(),
+                g.nodes.len(),
+                g.edges.len()
+            ));
         }
         if let Some(e) = g.edges.iter().find(|e| e.state != LinkState::Up) {
-            return Err(format!("{}: {} -> {} {}", node.id(), e.source, e.target, e.state));
+            return Err(format!(
+                "{}: {} -> {} {}",
+                node.id(),
+                e.source,
+                e.target,
+                e.state
+            ));
         }
         let sites = node.sites().await;
         if sites.len() != self.sites {
@@ -100,7 +114,14 @@ impl Sites {
         for s in &sites {
             let want = self.members_of(&s.site);
             if s.stale || s.nodes != want || s.up != want {
-                return Err(format!("{}: {} stale={} {}/{} up", node.id(), s.site, s.stale, s.up, s.nodes));
+                return Err(format!(
+                    "{}: {} stale={} {}/{} up",
+                    node.id(),
+                    s.site,
+                    s.stale,
+                    s.up,
+                    s.nodes
+                ));
             }
             if s.links.len() != self.sites - 1 || s.links.iter().any(|l| l.state != LinkState::Up) {
                 return Err(format!("{}: {} links {:?}", node.id(), s.site, s.links));
@@ -224,10 +245,12 @@ async fn a_killed_node_shows_in_its_site_and_in_every_summary() {
         })
         .await;
     assert!(seen_in_site <= Duration::from_secs(1), "{seen_in_site:?}");
-    assert!(seen_in_site + seen_everywhere <= Duration::from_secs(3), "{seen_everywhere:?}");
+    assert!(
+        seen_in_site + seen_everywhere <= Duration::from_secs(3),
+        "{seen_everywhere:?}"
+    );
     g.shutdown().await;
 }
-
 
 /// The link from site `a` to site `b` in `a`'s summary, as node `i` knows it.
 async fn site_link(g: &Sites, i: usize, a: &str, b: &str) -> Option<LinkState> {
@@ -262,8 +285,14 @@ async fn a_black_hole_between_two_sites_shows_on_every_node() {
         .await;
     assert!(took <= Duration::from_secs(2), "{took:?}");
     // The other sites' links are untouched.
-    assert_eq!(site_link(&g, 10, "site02", "site03").await, Some(LinkState::Up));
-    assert_eq!(site_link(&g, 10, "site00", "site02").await, Some(LinkState::Up));
+    assert_eq!(
+        site_link(&g, 10, "site02", "site03").await,
+        Some(LinkState::Up)
+    );
+    assert_eq!(
+        site_link(&g, 10, "site00", "site02").await,
+        Some(LinkState::Up)
+    );
     g.shutdown().await;
 }
 
@@ -298,7 +327,10 @@ async fn a_killed_representative_is_replaced_and_no_summary_goes_stale() {
         if replaced {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "not replaced in 30 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not replaced in 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The new representative is in the backbone, and the grid converges
@@ -319,7 +351,10 @@ async fn a_killed_representative_is_replaced_and_no_summary_goes_stale() {
             if s.nodes == 6 && s.up == 5 && links_up && !s.stale {
                 Ok(())
             } else {
-                Err(format!("node {i}: site01 {}/{} links up {links_up}", s.up, s.nodes))
+                Err(format!(
+                    "node {i}: site01 {}/{} links up {links_up}",
+                    s.up, s.nodes
+                ))
             }
         }
     };
