@@ -69,6 +69,8 @@ pub(super) struct BackboneState {
     /// When the summary is due again, after news came within
     /// [`SUMMARY_EVERY`] of the last one.
     pub(super) summary_due: Option<Instant>,
+    /// The summary of each site last looked at for forwarding (its time).
+    pub(super) forwarded: HashMap<String, u64>,
 }
 
 impl BackboneState {
@@ -83,6 +85,7 @@ impl BackboneState {
             heard: HashMap::new(),
             rep_since: None,
             summary_due: None,
+            forwarded: HashMap::new(),
         }
     }
 }
@@ -296,6 +299,7 @@ impl Maintainer {
         // One relayer per site, its first representative: every node of
         // the site holds one copy of each other site's summary.
         if own.first() == Some(&self.settings.id) {
+            self.forward_trouble(&backbone, &view).await;
             self.relay(&view, now).await;
         } else if !self.backbone.relayed.is_empty() {
             self.withdraw_relays().await;
@@ -485,6 +489,65 @@ impl Maintainer {
             .get_or_create(&ClassLabel { class: "summary" })
             .inc();
         self.backbone.published = Some(summary);
+    }
+
+    /// A summary that says a site's link to another site is down or
+    /// degraded was pushed to every representative, but not through that
+    /// link: the sites it names may not have it. Each site's first
+    /// representative passes it on to their representatives at once,
+    /// instead of leaving it to the backbone's gossip rounds.
+    async fn forward_trouble(
+        &mut self,
+        backbone: &Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+        view: &BTreeMap<String, SiteSummary>,
+    ) {
+        use gemba_core::graph::LinkState;
+        let mut sends: Vec<(SocketAddr, Arc<Vec<u8>>)> = Vec::new();
+        {
+            let guard = backbone.lock().await;
+            let newest = newest_generations(&guard);
+            for (site, s) in view {
+                if self.backbone.forwarded.insert(site.clone(), s.at_ms) == Some(s.at_ms) {
+                    continue;
+                }
+                let cut: Vec<&str> = s
+                    .links
+                    .iter()
+                    .filter(|l| matches!(l.state, LinkState::Down | LinkState::Degraded))
+                    .filter(|l| l.to != self.settings.site)
+                    .map(|l| l.to.as_str())
+                    .collect();
+                if cut.is_empty() {
+                    continue;
+                }
+                let Some(state) = newest
+                    .get(s.signer.as_str())
+                    .and_then(|cid| guard.node_state(cid))
+                else {
+                    continue;
+                };
+                let rumour = Arc::new(crate::gossip_guard::rumour(&[rumour_of(
+                    state,
+                    PUSH_MAX_BYTES,
+                )]));
+                for to in cut {
+                    for r in view
+                        .get(to)
+                        .map(|t| t.representatives.as_slice())
+                        .unwrap_or(&[])
+                    {
+                        if let Ok(addr) = r.addr.parse() {
+                            sends.push((addr, rumour.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        for (addr, m) in sends {
+            self.endpoint
+                .send_level(crate::wire::Kind::Backbone, addr, &m)
+                .await;
+        }
     }
 
     /// Relays the other sites' summaries into this site: a site whose
