@@ -235,7 +235,7 @@ impl Maintainer {
         self.backbone.book.set_own(own.clone());
         let now = Instant::now();
         self.relayers.note(&own, now);
-        let i_am = own.iter().any(|r| *r == self.settings.id);
+        let i_am = own.contains(&self.settings.id);
         if !i_am {
             self.backbone.rep_since = None;
         } else if self.backbone.rep_since.is_none() {

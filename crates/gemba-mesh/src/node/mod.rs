@@ -401,10 +401,12 @@ impl MeshNode {
                 .sum()
         }
         let site = held(&*self.chitchat.chitchat().lock().await);
-        let backbone = match self.backbone.lock().await.as_ref() {
-            Some(b) => Some(b.chitchat.chitchat()),
-            None => None,
-        };
+        let backbone = self
+            .backbone
+            .lock()
+            .await
+            .as_ref()
+            .map(|b| b.chitchat.chitchat());
         let backbone = match backbone {
             Some(c) => held(&*c.lock().await),
             None => 0,

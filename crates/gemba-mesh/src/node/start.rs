@@ -195,12 +195,10 @@ impl MeshNode {
                                     .collect::<Vec<_>>(),
                             );
                             let none = hasher.hash_one(Vec::<(&str, u8)>::new());
-                            let changed = match observer.insert(hasher.hash_one(event.key), trouble)
-                            {
+                            match observer.insert(hasher.hash_one(event.key), trouble) {
                                 Some(before) => before != trouble,
                                 None => trouble != none,
-                            };
-                            changed
+                            }
                         })
                         .unwrap_or(false);
                     if changed {
