@@ -25,10 +25,10 @@ fn poll_every(n: usize) -> Duration {
 
 static POLL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(250);
 
-struct Proc {
-    id: String,
-    ip: String,
-    child: Child,
+pub(crate) struct Proc {
+    pub(crate) id: String,
+    pub(crate) ip: String,
+    pub(crate) child: Child,
 }
 
 impl Drop for Proc {
@@ -38,7 +38,7 @@ impl Drop for Proc {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
@@ -109,7 +109,7 @@ fn wait_each(
 }
 
 /// utime + stime in seconds, and RSS in bytes, from /proc.
-fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
+pub(crate) fn cpu_and_rss(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();

@@ -4,32 +4,15 @@
 //! and every site's summary current and green, then each process's CPU
 //! (share of one core), RSS and gossip bytes sent over a steady window.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use crate::grid::{agent, cpu_and_rss, Proc};
+
 const STEADY: Duration = Duration::from_secs(30);
-
-struct Proc {
-    ip: String,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into()
-}
 
 fn get(agent: &ureq::Agent, url: &str) -> Option<Value> {
     let text = agent
@@ -65,25 +48,6 @@ fn ready(agent: &ureq::Agent, ip: &str, m: usize, sites: usize) -> bool {
                     })
             })
     })
-}
-
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-}
-
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
 }
 
 fn gossip_sent(agent: &ureq::Agent, ip: &str) -> f64 {
@@ -159,7 +123,11 @@ pub fn run(bin: &str, n: usize, sites: usize) -> anyhow::Result<()> {
             cmd.arg(format!("--seed={}:7946", ip(site)));
         }
         let child = cmd.spawn().with_context(|| format!("cannot start {bin}"))?;
-        procs.push(Proc { ip: ip(i), child });
+        procs.push(Proc {
+            id,
+            ip: ip(i),
+            child,
+        });
     }
     let started = start.elapsed();
     // Every node polled in its own thread, every 500 ms.
@@ -201,7 +169,7 @@ pub fn run(bin: &str, n: usize, sites: usize) -> anyhow::Result<()> {
         .iter()
         .map(|p| {
             (
-                cpu_seconds(p.child.id()).unwrap_or(0.0),
+                cpu_and_rss(p.child.id()).map(|c| c.0).unwrap_or(0.0),
                 gossip_sent(&agent, &p.ip),
             )
         })
@@ -210,8 +178,9 @@ pub fn run(bin: &str, n: usize, sites: usize) -> anyhow::Result<()> {
     let secs = STEADY.as_secs_f64();
     let (mut cpu, mut rss, mut gossip) = (Vec::new(), Vec::new(), Vec::new());
     for (p, (c0, g0)) in procs.iter().zip(&before) {
-        cpu.push((cpu_seconds(p.child.id()).unwrap_or(0.0) - c0) / secs * 100.0);
-        rss.push(rss_mib(p.child.id()).unwrap_or(0.0));
+        let (c1, r1) = cpu_and_rss(p.child.id()).unwrap_or_default();
+        cpu.push((c1 - c0) / secs * 100.0);
+        rss.push(r1 as f64 / 1_048_576.0);
         gossip.push((gossip_sent(&agent, &p.ip) - g0) / secs / 1024.0);
     }
     println!("gemba grid of sites: {n} `gemba run` processes on loopback in {sites} sites (topology \"sites\", 3 representatives, gossip 1 s, probes 1 s), 2 cores; the harness polls each node every 500 ms until it is up, and not at all during the {} s steady window", STEADY.as_secs());

@@ -308,3 +308,17 @@ pub struct SiteBrokenLink {
     pub state: LinkState,
     pub loss_kind: LossKind,
 }
+
+/// Broken links between two sites, both directions together: one line of
+/// the broken-link list however many representative pairs fail.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SitePair {
+    pub a: String,
+    pub b: String,
+    /// The worse of the two directions.
+    pub state: LinkState,
+    pub loss_kind: LossKind,
+    /// Directions not up (1 or 2), and representative pairs not up.
+    pub directions: usize,
+    pub pairs_troubled: usize,
+}

@@ -119,17 +119,7 @@ pub struct SitesAnswer {
     pub served_by: String,
     pub site: String,
     pub sites: Vec<gemba_core::graph::SiteSummary>,
-    pub broken_between_sites: Vec<SitePairAnswer>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-pub struct SitePairAnswer {
-    pub a: String,
-    pub b: String,
-    pub state: LinkState,
-    pub loss_kind: LossKind,
-    pub directions: usize,
-    pub pairs_troubled: usize,
+    pub broken_between_sites: Vec<gemba_core::graph::SitePair>,
 }
 
 pub fn run(args: &crate::cli::GraphArgs) -> anyhow::Result<()> {

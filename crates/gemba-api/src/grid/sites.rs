@@ -12,9 +12,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
-use gemba_core::graph::{GraphEdge, GraphNode, LinkState, LossKind, NodeState, SiteSummary};
+use gemba_core::graph::{GraphEdge, GraphNode, LinkState, NodeState, SitePair, SiteSummary};
 use gemba_mesh::Graph;
-use serde::Serialize;
 use serde_json::json;
 
 use crate::console::shell;
@@ -26,20 +25,6 @@ use crate::Shared;
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest graph accepted from another site's node.
 const REMOTE_MAX_BYTES: u64 = 32 << 20;
-
-/// Broken links between two sites, both directions together: one line of
-/// the list however many representative pairs fail.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct SitePair {
-    pub a: String,
-    pub b: String,
-    /// The worse of the two directions.
-    pub state: LinkState,
-    pub loss_kind: LossKind,
-    /// Directions not up (1 or 2), and representative pairs not up.
-    pub directions: usize,
-    pub pairs_troubled: usize,
-}
 
 /// Broken links grouped by site pair (between sites, worst first) and
 /// counted per site (inside sites): one screen whatever the grid's size.
@@ -375,7 +360,7 @@ pub(crate) async fn site_page(State(s): State<Shared>, Path(site): Path<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gemba_core::graph::SiteLink;
+    use gemba_core::graph::{LossKind, SiteLink};
 
     fn site(name: &str, links: &[(&str, LinkState, LossKind, usize)]) -> SiteSummary {
         SiteSummary {

@@ -358,36 +358,21 @@ impl Maintainer {
             *slot = Some(tx);
         }
         let generation = next_generation();
-        let config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(s.id.clone(), generation, s.advertise),
-            cluster_id: format!("{}/backbone", s.cluster),
-            gossip_interval: s.gossip_interval,
-            listen_addr: s.listen,
-            seed_nodes: seeds,
-            failure_detector_config: FailureDetectorConfig {
-                initial_interval: s.gossip_interval * 5,
-                max_interval: Duration::from_secs(10),
-                sampling_window_size: FAILURE_WINDOW,
-                dead_node_grace_period: Duration::from_secs(600),
-                ..FailureDetectorConfig::default()
-            },
-            marked_for_deletion_grace_period: Duration::from_secs(600),
-            catchup_callback: None,
-            extra_liveness_predicate: Some(Box::new(no_live_nodes_copy)),
-        };
-        let initial: Vec<(String, String)> = [
-            (identity::ID_KEY.to_string(), s.identity.public()),
-            (KEY_SITE.to_string(), s.site.clone()),
-        ]
-        .into_iter()
-        .enumerate()
-        .map(|(i, (k, v))| {
-            let signed = s
-                .identity
-                .sign_value(&s.id, generation, &k, i as u64 + 1, &v);
-            (k, signed)
-        })
-        .collect();
+        let config = cluster_config(
+            s,
+            format!("{}/backbone", s.cluster),
+            generation,
+            seeds,
+            Duration::from_secs(600),
+        );
+        let initial = signed_initial(
+            s,
+            generation,
+            vec![
+                (identity::ID_KEY.to_string(), s.identity.public()),
+                (KEY_SITE.to_string(), s.site.clone()),
+            ],
+        );
         let chitchat = spawn_chitchat(config, initial, &path.transport)
             .await
             .map_err(|e| MeshError::Gossip(format!("backbone: {e:#}")))?;

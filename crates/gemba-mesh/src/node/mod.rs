@@ -280,6 +280,54 @@ fn no_live_nodes_copy(_: &chitchat::NodeState) -> bool {
     false
 }
 
+/// chitchat's settings for one of this node's clusters (its site's or
+/// the backbone), generation `generation`; a node gone from it is
+/// forgotten after `grace`.
+fn cluster_config(
+    s: &MeshSettings,
+    cluster_id: String,
+    generation: u64,
+    seeds: Vec<String>,
+    grace: Duration,
+) -> ChitchatConfig {
+    ChitchatConfig {
+        chitchat_id: ChitchatId::new(s.id.clone(), generation, s.advertise),
+        cluster_id,
+        gossip_interval: s.gossip_interval,
+        listen_addr: s.listen,
+        seed_nodes: seeds,
+        failure_detector_config: FailureDetectorConfig {
+            initial_interval: s.gossip_interval * 5,
+            max_interval: Duration::from_secs(10),
+            sampling_window_size: FAILURE_WINDOW,
+            dead_node_grace_period: grace,
+            ..FailureDetectorConfig::default()
+        },
+        marked_for_deletion_grace_period: grace,
+        catchup_callback: None,
+        extra_liveness_predicate: Some(Box::new(no_live_nodes_copy)),
+    }
+}
+
+/// Signs a cluster's first values (chitchat sets them in order, at
+/// versions 1, 2, ...).
+fn signed_initial(
+    s: &MeshSettings,
+    generation: u64,
+    values: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            let signed = s
+                .identity
+                .sign_value(&s.id, generation, &k, i as u64 + 1, &v);
+            (k, signed)
+        })
+        .collect()
+}
+
 /// How old a served graph may be.
 pub const GRAPH_MAX_AGE: Duration = Duration::from_millis(100);
 

@@ -89,28 +89,18 @@ impl MeshNode {
         );
 
         let generation = next_generation();
-        let chitchat_id = ChitchatId::new(settings.id.clone(), generation, settings.advertise);
-        let config = ChitchatConfig {
-            chitchat_id,
-            // Under the sites topology each site is a cluster of its own.
-            cluster_id: match settings.topology {
-                Topology::Full => settings.cluster.clone(),
-                Topology::Sites { .. } => format!("{}/site/{}", settings.cluster, settings.site),
-            },
-            gossip_interval: settings.gossip_interval,
-            listen_addr: settings.listen,
-            seed_nodes: settings.seeds.clone(),
-            failure_detector_config: FailureDetectorConfig {
-                initial_interval: settings.gossip_interval * 5,
-                max_interval: Duration::from_secs(10),
-                sampling_window_size: FAILURE_WINDOW,
-                dead_node_grace_period: Duration::from_secs(3600),
-                ..FailureDetectorConfig::default()
-            },
-            marked_for_deletion_grace_period: Duration::from_secs(3600),
-            catchup_callback: None,
-            extra_liveness_predicate: Some(Box::new(no_live_nodes_copy)),
+        // Under the sites topology each site is a cluster of its own.
+        let cluster_id = match settings.topology {
+            Topology::Full => settings.cluster.clone(),
+            Topology::Sites { .. } => format!("{}/site/{}", settings.cluster, settings.site),
         };
+        let config = cluster_config(
+            &settings,
+            cluster_id,
+            generation,
+            settings.seeds.clone(),
+            Duration::from_secs(3600),
+        );
         let mut initial = vec![
             (identity::ID_KEY.to_string(), settings.identity.public()),
             (KEY_SITE.to_string(), settings.site.clone()),
@@ -128,18 +118,7 @@ impl MeshNode {
         if settings.server {
             initial.push((KEY_ROLE.to_string(), "server".to_string()));
         }
-        // chitchat sets the initial values in order, at versions 1, 2, ...
-        let initial: Vec<(String, String)> = initial
-            .into_iter()
-            .enumerate()
-            .map(|(i, (k, v))| {
-                let signed =
-                    settings
-                        .identity
-                        .sign_value(&settings.id, generation, &k, i as u64 + 1, &v);
-                (k, signed)
-            })
-            .collect();
+        let initial = signed_initial(&settings, generation, initial);
         let chitchat = Arc::new(
             spawn_chitchat(config, initial, &transport)
                 .await
