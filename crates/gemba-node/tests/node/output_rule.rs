@@ -62,6 +62,7 @@ fn concrete(route: &str, run_key: &str) -> String {
         .replace("{scope}", "node:srv")
         .replace("{key}", run_key)
         .replace("{token}", "not-a-capability")
+        .replace("{site}", "default")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
