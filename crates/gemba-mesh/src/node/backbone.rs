@@ -2,11 +2,12 @@
 //! representative of its site runs a backbone chitchat (the same engine,
 //! guard and signatures as its site's, on the same socket, as
 //! [`Kind::Backbone`](crate::wire::Kind) datagrams), publishes its site's
-//! summary there, relays every other site's summary into its site, and
-//! probes the other sites' representatives. A node that stops being a
-//! representative leaves the backbone and withdraws its relays. Every
-//! node reads the other sites from its own site's representatives' relays
-//! ([`site_view`]). See [`crate::sites`].
+//! summary there and probes the other sites' representatives; the site's
+//! first representative also relays every other site's summary into the
+//! site and passes news of broken links between sites to the sites they
+//! name. A node that stops being a representative leaves the backbone and
+//! withdraws its relays. Every node reads the other sites from its own
+//! site's representatives' relays ([`site_view`]). See [`crate::sites`].
 
 use super::*;
 use crate::sites::{self, RepresentativeBook, RELAY_PREFIX, SUMMARY_KEY};

@@ -8,8 +8,9 @@
 //! join the backbone, a second chitchat cluster on the same socket, where
 //! each publishes one [`SiteSummary`] of its site: node health, its links
 //! to other sites (measured by the representatives, over many flows), the
-//! site's broken links in short form. Representatives relay every site's
-//! summary into their own site under [`RELAY_PREFIX`], so every node knows
+//! site's broken links in short form. Each site's first representative
+//! relays every other site's summary into its site under [`RELAY_PREFIX`],
+//! so every node knows
 //! its own site in full and every other site in short form, and no node
 //! holds or verifies the whole grid.
 //!
