@@ -1144,29 +1144,14 @@ mod tests {
     /// when it comes again.
     #[tokio::test(start_paused = true)]
     async fn the_backbone_refuses_a_summary_signed_by_a_node_that_is_not_a_representative() {
-        use crate::sites::{encode, RepresentativeBook, SUMMARY_KEY};
-        use gemba_core::graph::{SiteMember, SiteSummary};
+        use crate::sites::{signed_by_test_summary, RepresentativeBook, SUMMARY_KEY};
         let book = Arc::new(RepresentativeBook::new(
             "fra",
             2,
             std::time::Duration::from_secs(30),
         ));
         let mut g = guard().with_policy(book.clone());
-        let summary = |reps: &[&str]| {
-            encode(&SiteSummary {
-                site: "ams".into(),
-                at_ms: 1,
-                representatives: reps
-                    .iter()
-                    .map(|r| SiteMember {
-                        id: r.to_string(),
-                        addr: "10.0.0.1:7946".into(),
-                        http: None,
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-        };
+        let summary = |reps: &[&str]| signed_by_test_summary("ams", reps, 1);
         let genuine = Craft::default()
             .node("a")
             .kv(SUMMARY_KEY, &summary(&["a", "b"]), 1)

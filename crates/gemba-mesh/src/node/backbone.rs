@@ -222,17 +222,17 @@ impl Maintainer {
     /// summary and relays the others'. Returns the other sites'
     /// representatives this node probes (none unless it is one).
     pub(super) async fn backbone_round(&mut self, members: &[Member]) -> Vec<Target> {
-        let Topology::Sites { representatives: k } = self.settings.topology else {
+        if !matches!(self.settings.topology, Topology::Sites { .. }) {
             return Vec::new();
-        };
+        }
         // Set again below if a summary must wait; a node that is no longer
         // a representative has none due.
         self.backbone.summary_due = None;
-        let reps = topology::representatives(members, k as usize);
-        let own: Vec<String> = reps
-            .get(self.settings.site.as_str())
-            .map(|r| r.iter().map(|s| s.to_string()).collect())
-            .unwrap_or_default();
+        let own: Vec<String> =
+            own_representatives(members, self.settings.topology, &self.settings.site)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
         self.backbone.book.set_own(own.clone());
         let now = Instant::now();
         self.relayers.note(&own, now);

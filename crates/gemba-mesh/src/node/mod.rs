@@ -404,15 +404,12 @@ impl MeshNode {
             return Vec::new();
         }
         let graph = self.graph().await;
-        let (members, view) = {
-            let chitchat = self.chitchat.chitchat();
-            let guard = chitchat.lock().await;
-            let members = members_of(&guard, &self.joining, true);
-            let own = own_representatives(&members, self.settings.topology, &self.settings.site);
-            let view = site_view(&guard, &self.relayers.with(&own), &self.settings.site);
-            (members, view)
-        };
+        let chitchat = self.chitchat.chitchat();
+        let guard = chitchat.lock().await;
+        let members = members_of(&guard, &self.joining, true);
         let own = own_representatives(&members, self.settings.topology, &self.settings.site);
+        let view = site_view(&guard, &self.relayers.with(&own), &self.settings.site);
+        drop(guard);
         let mut mine = crate::sites::summarize(
             &self.settings.site,
             &graph,

@@ -12,6 +12,11 @@
 //!   whose representatives was heard for a TTL starts afresh, as a first
 //!   sight does).
 //!
+//! A summary stamped more than [`MAX_AHEAD`] past this node's clock is
+//! refused, and one older than the summary the book holds for its site (a
+//! genuine one, replayed) is let through to chitchat, which keeps the
+//! newer, but does not set the site's representatives back.
+//!
 //! The backbone carries nothing else: keys other than the node's key, its
 //! site and its summary are refused.
 
@@ -36,9 +41,20 @@ pub struct RepresentativeBook {
 struct Book {
     /// This node's own site's representatives, from its own membership.
     own: Vec<String>,
-    /// Other sites: the representatives the last admitted summary named.
-    sites: HashMap<String, (Vec<String>, Instant)>,
+    /// Other sites: the representatives the newest admitted summary named.
+    sites: HashMap<String, Sitting>,
 }
+
+/// What the book holds of another site.
+struct Sitting {
+    reps: Vec<String>,
+    /// When its summary was admitted here, and the summary's own time.
+    admitted: Instant,
+    at_ms: u64,
+}
+
+/// How far past this node's clock a summary's time may lie.
+pub const MAX_AHEAD: Duration = Duration::from_secs(600);
 
 impl RepresentativeBook {
     pub fn new(own_site: &str, k: usize, ttl: Duration) -> RepresentativeBook {
@@ -63,7 +79,7 @@ impl RepresentativeBook {
         if site == self.own_site {
             return Some(b.own.clone());
         }
-        b.sites.get(site).map(|(r, _)| r.clone())
+        b.sites.get(site).map(|s| s.reps.clone())
     }
 }
 
@@ -77,6 +93,9 @@ impl ValuePolicy for RepresentativeBook {
             _ => return Err("not_backbone_key"),
         }
         let s = decode(payload, node).map_err(|_| "bad_summary")?;
+        if s.at_ms > crate::endpoint::unix_ms() + MAX_AHEAD.as_millis() as u64 {
+            return Err("future_summary");
+        }
         let named: Vec<String> = s.representatives.iter().map(|r| r.id.clone()).collect();
         if named.len() > self.k || !named.iter().any(|r| r == node) {
             return Err("not_representative");
@@ -89,14 +108,28 @@ impl ValuePolicy for RepresentativeBook {
             return Ok(());
         }
         let now = Instant::now();
-        if let Some((sitting, at)) = b.sites.get(&s.site) {
-            if now.duration_since(*at) < self.ttl && !sitting.iter().any(|r| r == node) {
-                return Err("not_representative");
+        match b.sites.get(&s.site) {
+            Some(sitting) if now.duration_since(sitting.admitted) < self.ttl => {
+                if !sitting.reps.iter().any(|r| r == node) {
+                    return Err("not_representative");
+                }
+                if s.at_ms < sitting.at_ms {
+                    // Older than what the book holds: no news of who sits.
+                    return Ok(());
+                }
             }
-        } else if b.sites.len() >= 2 * MAX_SITES {
-            return Err("too_many_sites");
+            Some(_) => {}
+            None if b.sites.len() >= 2 * MAX_SITES => return Err("too_many_sites"),
+            None => {}
         }
-        b.sites.insert(s.site, (named, now));
+        b.sites.insert(
+            s.site,
+            Sitting {
+                reps: named,
+                admitted: now,
+                at_ms: s.at_ms,
+            },
+        );
         Ok(())
     }
 }
@@ -104,22 +137,9 @@ impl ValuePolicy for RepresentativeBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gemba_core::graph::{SiteMember, SiteSummary};
 
     fn summary(site: &str, reps: &[&str]) -> String {
-        super::super::encode(&SiteSummary {
-            site: site.into(),
-            at_ms: 1,
-            representatives: reps
-                .iter()
-                .map(|r| SiteMember {
-                    id: r.to_string(),
-                    addr: "10.0.0.1:7946".into(),
-                    http: None,
-                })
-                .collect(),
-            ..Default::default()
-        })
+        super::super::signed_by_test_summary(site, reps, 1)
     }
 
     #[tokio::test(start_paused = true)]
@@ -176,5 +196,38 @@ mod tests {
         // Nothing but the key, the site and the summary.
         assert_eq!(book.admit("fra-7", "e:0/1", "x"), Err("not_backbone_key"));
         assert_eq!(book.admit("fra-7", SUMMARY_KEY, "junk"), Err("bad_summary"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_summary_replayed_does_not_set_the_representatives_back() {
+        use super::super::signed_by_test_summary as at;
+        let book = RepresentativeBook::new("ams", 2, Duration::from_secs(30));
+        assert_eq!(
+            book.admit("fra-1", SUMMARY_KEY, &at("fra", &["fra-1", "fra-2"], 10)),
+            Ok(())
+        );
+        assert_eq!(
+            book.admit("fra-2", SUMMARY_KEY, &at("fra", &["fra-2", "fra-3"], 20)),
+            Ok(())
+        );
+        // fra-2's own older summary, genuine, comes again.
+        assert_eq!(
+            book.admit("fra-2", SUMMARY_KEY, &at("fra", &["fra-1", "fra-2"], 5)),
+            Ok(())
+        );
+        assert_eq!(
+            book.representatives("fra"),
+            Some(vec!["fra-2".into(), "fra-3".into()])
+        );
+        assert_eq!(
+            book.admit("fra-3", SUMMARY_KEY, &at("fra", &["fra-2", "fra-3"], 21)),
+            Ok(())
+        );
+        // A summary stamped a day ahead is refused.
+        let ahead = crate::endpoint::unix_ms() + 86_400_000;
+        assert_eq!(
+            book.admit("fra-3", SUMMARY_KEY, &at("fra", &["fra-2", "fra-3"], ahead)),
+            Err("future_summary")
+        );
     }
 }

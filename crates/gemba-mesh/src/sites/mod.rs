@@ -426,8 +426,9 @@ pub fn summarize(
 /// signature and the relay's first line.
 pub const SUMMARY_BUDGET: usize = 7_800;
 
-/// Shortens the lists of `s` (broken links first, then troubled nodes)
-/// until it encodes within [`SUMMARY_BUDGET`]; the totals stay true.
+/// Shortens the lists of `s` (broken links first, then troubled nodes,
+/// last links to other sites) until it encodes within [`SUMMARY_BUDGET`];
+/// the counts of nodes, nodes up and broken links stay true.
 pub fn fit(s: &mut SiteSummary) {
     while encode(s).len() > SUMMARY_BUDGET {
         if s.broken.pop().is_none() && s.troubled.pop().is_none() && s.links.pop().is_none() {
@@ -477,6 +478,24 @@ pub fn decode_relay(text: &str) -> Result<SiteSummary, DecodeError> {
     let mut s = decode(body, &signer)?;
     s.stale = stale;
     Ok(s)
+}
+
+/// A summary of `site` naming `reps`, stamped `at_ms`, as tests need one.
+#[cfg(test)]
+pub(crate) fn signed_by_test_summary(site: &str, reps: &[&str], at_ms: u64) -> String {
+    encode(&SiteSummary {
+        site: site.into(),
+        at_ms,
+        representatives: reps
+            .iter()
+            .map(|r| SiteMember {
+                id: r.to_string(),
+                addr: "10.0.0.1:7946".into(),
+                http: None,
+            })
+            .collect(),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
