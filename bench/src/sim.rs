@@ -1,8 +1,16 @@
 //! In-process simulation of a large grid with the sites topology: real
 //! mesh nodes (chitchat per site and in the backbone, signed transport and
 //! values, prober, link trackers) over the in-memory network, in virtual
-//! time, one process. Every node is simulated in full: nothing is shared
-//! between nodes but the network and the runtime.
+//! time, one process. Every simulated node is a whole node: nothing is
+//! shared between nodes but the network and the runtime.
+//!
+//! With `--full-sites K` (fewer than the sites), only the first K sites are
+//! simulated with all their nodes; every other site runs its
+//! representatives alone (a site of that many members). The backbone, the
+//! summaries it carries, the relays into every site and the probes between
+//! sites are then those of the whole grid of sites, and the full sites are
+//! measured as they would be in it; what the partial sites' own members
+//! would cost is not simulated (each such site costs a full one's).
 //!
 //! Reports, in virtual time (protocol time without CPU contention): the
 //! time until every node has its site's full green graph and every site's
@@ -32,13 +40,36 @@ fn addr(i: usize) -> SocketAddr {
     .expect("valid address")
 }
 
-/// Node `i`: site `i % sites`, an id that sorts its site's first nodes
-/// first (they are its representatives), its site's first node as seed and
-/// the first nodes of three sites as backbone seeds.
-fn settings(i: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Result<MeshSettings> {
-    let site = i % sites;
-    let backbone: Vec<String> = (0..sites.min(3))
-        .map(|s| format!("\"{}\"", addr(s)))
+/// The simulated nodes, by site: global indices (their addresses). Site
+/// `s` has `per_site[s]` nodes, its first ones its representatives.
+fn layout(per_site: &[usize]) -> Vec<Vec<usize>> {
+    let mut next = 0;
+    per_site
+        .iter()
+        .map(|&m| {
+            let ids = (next..next + m).collect();
+            next += m;
+            ids
+        })
+        .collect()
+}
+
+/// Node `j` of site `site` at global index `i`: an id that sorts its
+/// site's first nodes first (they are its representatives), its site's
+/// first node (`seed`) as seed and the first nodes of three sites as
+/// backbone seeds.
+fn settings(
+    i: usize,
+    site: usize,
+    j: usize,
+    seed: usize,
+    backbone_seeds: &[usize],
+    reps: usize,
+    gossip: Duration,
+) -> anyhow::Result<MeshSettings> {
+    let backbone: Vec<String> = backbone_seeds
+        .iter()
+        .map(|&s| format!("\"{}\"", addr(s)))
         .collect();
     let text = format!(
         "[mesh]\ntopology = \"sites\"\nrepresentatives = {reps}\ngossip_interval = \"{}ms\"\nprobe_interval = \"1s\"\nbackbone_seeds = [{}]\n",
@@ -48,13 +79,13 @@ fn settings(i: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Re
     let file = ConfigFile::parse(std::path::Path::new("sim"), &text)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let o = Overrides {
-        node_id: Some(format!("s{site:03}-{i:05}")),
+        node_id: Some(format!("s{site:03}-{j:05}")),
         site: Some(format!("site{site:03}")),
         mesh_listen: Some(addr(i).to_string()),
-        seeds: if i == site {
+        seeds: if i == seed {
             vec![]
         } else {
-            vec![addr(site).to_string()]
+            vec![addr(seed).to_string()]
         },
         ..Default::default()
     };
@@ -71,11 +102,12 @@ struct Sim {
     nodes: Vec<Option<MeshNode>>,
     sites: usize,
     per_site: Vec<usize>,
+    site_of: Vec<usize>,
 }
 
 impl Sim {
     fn site_of(&self, i: usize) -> usize {
-        i % self.sites
+        self.site_of[i]
     }
 
     /// Node `i` has its own site's full green graph and every site's
@@ -141,17 +173,19 @@ impl Sim {
         }
     }
 
-    fn gossip_sent(&self) -> u64 {
+    /// Gossip bytes each node has sent so far.
+    fn gossip_sent(&self) -> Vec<u64> {
         self.nodes
             .iter()
-            .flatten()
             .map(|n| {
-                n.metrics()
-                    .gossip_bytes
-                    .get_or_create(&DirectionLabel { direction: "sent" })
-                    .get()
+                n.as_ref().map_or(0, |n| {
+                    n.metrics()
+                        .gossip_bytes
+                        .get_or_create(&DirectionLabel { direction: "sent" })
+                        .get()
+                })
             })
-            .sum()
+            .collect()
     }
 }
 
@@ -171,13 +205,45 @@ fn secs(d: Option<Duration>, limit: Duration) -> String {
         .unwrap_or_else(|| format!("not within {} s", limit.as_secs()))
 }
 
-pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Result<()> {
+/// Mean of `xs` over the nodes `among`.
+fn mean_over(xs: &[f64], among: &[usize]) -> f64 {
+    among.iter().map(|&i| xs[i]).sum::<f64>() / among.len().max(1) as f64
+}
+
+pub fn run(
+    n: usize,
+    sites: usize,
+    reps: usize,
+    gossip: Duration,
+    full_sites: usize,
+) -> anyhow::Result<()> {
     anyhow::ensure!(sites >= 3, "the simulation needs at least 3 sites");
+    anyhow::ensure!(
+        (3..=sites).contains(&full_sites),
+        "--full-sites must be between 3 and the number of sites ({sites})"
+    );
     anyhow::ensure!(
         n >= sites * (reps + 2),
         "at least {} nodes for {sites} sites",
         sites * (reps + 2)
     );
+    // The grid's nodes spread over its sites; sites past the full ones run
+    // their representatives alone.
+    let grid_per_site: Vec<usize> = (0..sites).map(|s| (s..n).step_by(sites).count()).collect();
+    let per_site: Vec<usize> = grid_per_site
+        .iter()
+        .enumerate()
+        .map(|(s, &m)| if s < full_sites { m } else { reps })
+        .collect();
+    let by_site = layout(&per_site);
+    let site_of: Vec<usize> = by_site
+        .iter()
+        .enumerate()
+        .flat_map(|(s, ids)| ids.iter().map(move |_| s))
+        .collect();
+    let simulated = site_of.len();
+    let full: Vec<usize> = by_site[..full_sites].iter().flatten().copied().collect();
+    let partial: Vec<usize> = by_site[full_sites..].iter().flatten().copied().collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -185,22 +251,32 @@ pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Res
     rt.block_on(async move {
         let wall = Instant::now();
         let net = MemNet::with_latency(Duration::from_micros(300));
-        let mut nodes = Vec::with_capacity(n);
-        for i in 0..n {
-            nodes.push(Some(
-                MeshNode::start(settings(i, sites, reps, gossip)?, Arc::new(net.clone()), None).await?,
-            ));
+        let backbone_seeds: Vec<usize> = by_site.iter().take(3).map(|ids| ids[0]).collect();
+        let mut nodes = Vec::with_capacity(simulated);
+        for (site, ids) in by_site.iter().enumerate() {
+            for (j, &i) in ids.iter().enumerate() {
+                let settings = settings(i, site, j, ids[0], &backbone_seeds, reps, gossip)?;
+                nodes.push(Some(MeshNode::start(settings, Arc::new(net.clone()), None).await?));
+            }
         }
-        let per_site: Vec<usize> = (0..sites).map(|s| (s..n).step_by(sites).count()).collect();
-        let mut sim = Sim { net, nodes, sites, per_site };
-        eprintln!("{n} nodes started ({:.0} s wall)", wall.elapsed().as_secs_f64());
+        let mut sim = Sim { net, nodes, sites, per_site, site_of };
+        eprintln!("{simulated} nodes started ({:.0} s wall)", wall.elapsed().as_secs_f64());
 
-        // Two nodes of every site are watched throughout: its last node and
-        // one just past its representatives; every node is checked once at
-        // the end of convergence.
-        let sample: Vec<usize> = (0..sites)
-            .flat_map(|s| [s + sites * reps, s + sites * (sim.per_site[s] - 1)])
-            .filter(|&i| i < n)
+        // Two nodes of every full site are watched throughout: its last
+        // node and one just past its representatives; of every other site,
+        // its last representative. Every node is checked once at the end of
+        // convergence.
+        let sample: Vec<usize> = by_site
+            .iter()
+            .enumerate()
+            .flat_map(|(s, ids)| {
+                let last = *ids.last().expect("a site has nodes");
+                if s < full_sites {
+                    vec![ids[reps], last]
+                } else {
+                    vec![last]
+                }
+            })
             .collect();
         let limit = Duration::from_secs(120);
         let converged = sim
@@ -208,10 +284,10 @@ pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Res
             .await;
         eprintln!("converged on the sample: {converged:?} ({:.0} s wall)", wall.elapsed().as_secs_f64());
         let mut all_ok = 0;
-        for i in 0..n {
+        for i in 0..simulated {
             all_ok += sim.converged(i).await as usize;
         }
-        let mut state = Vec::with_capacity(n);
+        let mut state = Vec::with_capacity(simulated);
         let mut backbone = 0;
         for node in sim.nodes.iter().flatten() {
             state.push(node.gossip_state_bytes().await);
@@ -221,12 +297,25 @@ pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Res
         // Steady state: what gossip sends over 10 virtual seconds.
         let before = sim.gossip_sent();
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let sent_per_node_s = (sim.gossip_sent() - before) as f64 / n as f64 / 10.0;
+        let sent: Vec<f64> = sim
+            .gossip_sent()
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| (a - b) as f64 / 10.0)
+            .collect();
+        let reps_of_full: Vec<usize> = by_site[..full_sites]
+            .iter()
+            .flat_map(|ids| ids[..reps].iter().copied())
+            .collect();
+        let plain: Vec<usize> = by_site[..full_sites]
+            .iter()
+            .flat_map(|ids| ids[reps..].iter().copied())
+            .collect();
+        eprintln!("steady state measured ({:.0} s wall)", wall.elapsed().as_secs_f64());
 
         // A black hole between site 0 and site 1.
-        let in_site = |s: usize| (s..n).step_by(sites).collect::<Vec<usize>>();
-        for &a in &in_site(0) {
-            for &b in &in_site(1) {
+        for &a in &by_site[0] {
+            for &b in &by_site[1] {
                 sim.net.set_link(addr(a), addr(b), false);
             }
         }
@@ -250,8 +339,8 @@ pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Res
             })
             .await;
         eprintln!("black hole: {black_hole:?}");
-        for &a in &in_site(0) {
-            for &b in &in_site(1) {
+        for &a in &by_site[0] {
+            for &b in &by_site[1] {
                 sim.net.set_link(addr(a), addr(b), true);
             }
         }
@@ -261,13 +350,13 @@ pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Res
         eprintln!("healed: {healed:?}");
 
         // A node killed: the last node of site 2 (not a representative).
-        let victim = in_site(2).last().copied().expect("site 2 has nodes");
+        let victim = *by_site[2].last().expect("site 2 has nodes");
         let victim_id = sim.nodes[victim].as_ref().map(|v| v.id().to_string()).unwrap_or_default();
         if let Some(v) = sim.nodes[victim].take() {
             v.shutdown().await;
         }
         sim.net.unplug(addr(victim));
-        let site2: Vec<usize> = in_site(2).into_iter().filter(|&i| i != victim).collect();
+        let site2: Vec<usize> = by_site[2].iter().copied().filter(|&i| i != victim).collect();
         let killed = tokio::time::Instant::now();
         let in_site_down = sim
             .wait_for(&site2, step, short, |i| {
@@ -294,22 +383,54 @@ pub fn run(n: usize, sites: usize, reps: usize, gossip: Duration) -> anyhow::Res
             .await
             .map(|_| killed.elapsed());
         let rss_gib = peak_rss_kib() as f64 / (1024.0 * 1024.0);
-        let mean = state.iter().sum::<usize>() as f64 / state.len().max(1) as f64;
-        println!("gemba sites simulation: {n} nodes in {sites} sites, {reps} representatives per site, gossip every {:.1} s, probes 1 s (2 per interval, 8 flows), in-memory network (300 µs one way), virtual time, signed values verified; every node simulated in full", gossip.as_secs_f64());
+        let state_f: Vec<f64> = state.iter().map(|&b| b as f64 / 1024.0).collect();
+        let max_over = |xs: &[f64], among: &[usize]| among.iter().map(|&i| xs[i]).fold(0.0, f64::max);
+        let m = grid_per_site[0];
+        let how = if full_sites == sites {
+            "every node simulated".to_string()
+        } else {
+            format!(
+                "{full_sites} sites simulated in full ({} nodes), the other {} sites as their {reps} representatives alone ({} nodes; their summaries count {reps} nodes); {simulated} nodes simulated",
+                full.len(),
+                sites - full_sites,
+                partial.len()
+            )
+        };
+        println!("gemba sites simulation: a grid of {n} nodes in {sites} sites (~{m} a site), {reps} representatives per site, gossip every {:.1} s, probes 1 s (2 per interval, 8 flows), in-memory network (300 µs one way), virtual time, signed values verified; {how}", gossip.as_secs_f64());
         println!("| measure | result |");
         println!("|---|---|");
-        println!("| every sampled node ({} of them, 2 per site) has its site's full green graph and every site's current summary (s) | {} |", sample.len(), secs(converged, limit));
-        println!("| nodes passing that check once, right after | {all_ok} / {n} |");
+        println!("| every sampled node ({} of them: 2 per full site, 1 per other site) has its site's full green graph and every site's current summary (s) | {} |", sample.len(), secs(converged, limit));
+        println!("| nodes passing that check once, right after | {all_ok} / {simulated} |");
         println!("| nodes in the backbone | {backbone} |");
         println!("| a black hole between two sites, shown on every sampled node (s) | {} |", secs(black_hole, short));
         println!("| a node killed, shown down on every node of its site (s) | {} |", secs(in_site_down, short));
         println!("| ... and in its site's summary on every sampled node (s) | {} |", secs(in_summaries, short));
         println!(
-            "| gossip state per node (KiB, mean / max) | {:.0} / {:.0} |",
-            mean / 1024.0,
-            *state.iter().max().unwrap_or(&0) as f64 / 1024.0
+            "| gossip state per node of a full site (KiB, mean / max) | {:.0} / {:.0} |",
+            mean_over(&state_f, &full),
+            max_over(&state_f, &full)
         );
-        println!("| gossip bytes sent per node per s, steady (10 virtual s, both levels) | {sent_per_node_s:.0} |");
+        println!(
+            "| gossip bytes sent per node per s, steady (10 virtual s, both levels): full sites' plain nodes, mean / max | {:.0} / {:.0} |",
+            mean_over(&sent, &plain),
+            max_over(&sent, &plain)
+        );
+        println!(
+            "| ... full sites' representatives, mean / max | {:.0} / {:.0} |",
+            mean_over(&sent, &reps_of_full),
+            max_over(&sent, &reps_of_full)
+        );
+        println!(
+            "| ... every full site's node, mean | {:.0} |",
+            mean_over(&sent, &full)
+        );
+        if !partial.is_empty() {
+            println!(
+                "| ... representatives of the other sites, mean (gossip state KiB, mean) | {:.0} ({:.0}) |",
+                mean_over(&sent, &partial),
+                mean_over(&state_f, &partial)
+            );
+        }
         println!("| peak RSS (GiB) | {rss_gib:.2} |");
         println!("| wall time (s) | {:.0} |", wall.elapsed().as_secs_f64());
         for n in sim.nodes.iter().flatten() {

@@ -18,6 +18,12 @@ use gemba_core::graph::SiteSummary;
 /// its site over (see [`RepresentativeBook`]).
 pub const SUMMARY_TTL: Duration = Duration::from_secs(30);
 
+/// A representative gone from the backbone (dead, or no longer one) is
+/// left out of its digests after half of this and forgotten after it: a
+/// site's summary is read from live signers only, and the relays keep a
+/// silent site's last summary (stale), so nothing needs it longer.
+pub const BACKBONE_GRACE: Duration = Duration::from_secs(60);
+
 /// How often a representative recomputes its site's summary, at most (it
 /// is woken by its site's link news, so a site link going down waits for
 /// no more than this).
@@ -57,18 +63,24 @@ pub(super) struct BackboneState {
     pub(super) slot: BackboneSlot,
     pub(super) inbound: endpoint::BackboneInbound,
     pub(super) book: Arc<RepresentativeBook>,
-    /// The summary last published, and when it was computed.
+    /// The summary last published, when it was, and when a summary was
+    /// last computed.
     pub(super) published: Option<SiteSummary>,
+    pub(super) published_at: Option<Instant>,
     pub(super) summarized_at: Option<Instant>,
-    /// Relays published into the site, by site.
+    /// Relays published into the site, by site, and when good news was
+    /// last relayed.
     pub(super) relayed: HashMap<String, String>,
+    pub(super) relayed_at: Option<Instant>,
     /// When a site's signers were last heard live in the backbone.
     pub(super) heard: HashMap<String, Instant>,
-    /// Since when this node has been one of its site's representatives
-    /// without a break.
+    /// Since when this node has been one of its site's representatives,
+    /// with the same representatives beside it, and who they were.
     pub(super) rep_since: Option<Instant>,
-    /// When the summary is due again, after news came within
-    /// [`SUMMARY_EVERY`] of the last one.
+    pub(super) reps_seen: Vec<String>,
+    /// When the maintainer must come back for a summary or relays that
+    /// wait: news within [`SUMMARY_EVERY`] of the last summary, or good
+    /// news within [`sites::GOOD_NEWS_EVERY`] of the last published.
     pub(super) summary_due: Option<Instant>,
     /// The summary of each site last looked at for forwarding (its time).
     pub(super) forwarded: HashMap<String, u64>,
@@ -81,10 +93,13 @@ impl BackboneState {
             inbound,
             book,
             published: None,
+            published_at: None,
             summarized_at: None,
             relayed: HashMap::new(),
+            relayed_at: None,
             heard: HashMap::new(),
             rep_since: None,
+            reps_seen: Vec::new(),
             summary_due: None,
             forwarded: HashMap::new(),
         }
@@ -239,8 +254,13 @@ impl Maintainer {
         let i_am = own.contains(&self.settings.id);
         if !i_am {
             self.backbone.rep_since = None;
-        } else if self.backbone.rep_since.is_none() {
+        } else if self.backbone.rep_since.is_none() || own != self.backbone.reps_seen {
+            // A node still learning its site sees lower ids appear: it
+            // counts as a representative only from when the list held.
             self.backbone.rep_since = Some(now);
+        }
+        if own != self.backbone.reps_seen {
+            self.backbone.reps_seen = own.clone();
         }
         let slot = self.backbone.slot.clone();
         let mut running = slot.lock().await;
@@ -249,6 +269,7 @@ impl Maintainer {
                 tracing::info!(node = %self.settings.id, "no longer a representative of its site: leaving the backbone");
                 b.stop(&self.backbone.inbound).await;
                 self.backbone.published = None;
+                self.backbone.published_at = None;
                 self.backbone.summarized_at = None;
                 self.withdraw_relays().await;
             }
@@ -257,8 +278,10 @@ impl Maintainer {
         if running.is_none() {
             // A node that just started, or just heard of its site, may
             // find lower ids yet: it joins once it has stayed a
-            // representative for a gossip round (at least a second), so a
-            // grid starting all at once makes no storm of joins and leaves.
+            // representative, with the same representatives beside it, for
+            // a gossip round (at least a second), so a grid starting all at
+            // once makes no storm of joins and leaves (each would stay in
+            // every representative's backbone digest until forgotten).
             let settle = self.settings.gossip_interval.max(Duration::from_secs(1));
             if self
                 .backbone
@@ -364,7 +387,7 @@ impl Maintainer {
             format!("{}/backbone", s.cluster),
             generation,
             seeds,
-            Duration::from_secs(600),
+            BACKBONE_GRACE,
         );
         let initial = signed_initial(
             s,
@@ -403,12 +426,11 @@ impl Maintainer {
         if let Some(at) = self.backbone.summarized_at {
             if now.duration_since(at) < SUMMARY_EVERY {
                 // The maintainer comes back for it.
-                self.backbone.summary_due = Some(at + SUMMARY_EVERY);
+                self.due(at + SUMMARY_EVERY);
                 return;
             }
         }
         self.backbone.summarized_at = Some(now);
-        self.backbone.summary_due = None;
         let with_edges = {
             let guard = self.chitchat.lock().await;
             members_of(&guard, &self.joining, true)
@@ -432,13 +454,18 @@ impl Maintainer {
             endpoint::unix_ms(),
         );
         summary.signer = self.settings.id.clone();
-        if self
-            .backbone
-            .published
-            .as_ref()
-            .is_some_and(|p| sites::same_news(p, &summary))
-        {
-            return;
+        if let Some(p) = &self.backbone.published {
+            if sites::same_news(p, &summary) {
+                return;
+            }
+            // Good news waits for the next batch; trouble goes now.
+            if let Some(at) = self.backbone.published_at {
+                let next = at + sites::GOOD_NEWS_EVERY;
+                if now < next && !sites::worse_news(p, &summary) {
+                    self.due(next);
+                    return;
+                }
+            }
         }
         let text = sites::encode(&summary);
         // News goes to every representative at once, as a rumour, instead
@@ -475,6 +502,13 @@ impl Maintainer {
             .get_or_create(&ClassLabel { class: "summary" })
             .inc();
         self.backbone.published = Some(summary);
+        self.backbone.published_at = Some(now);
+    }
+
+    /// Asks the maintainer to come back for a summary or relays by `at`.
+    fn due(&mut self, at: Instant) {
+        let d = &mut self.backbone.summary_due;
+        *d = Some(d.map_or(at, |was| was.min(at)));
     }
 
     /// A summary that says a site's link to another site is down or
@@ -556,12 +590,32 @@ impl Maintainer {
                 want.push((site.clone(), format!("{text}{}", sites::STALE_SUFFIX)));
             }
         }
-        if want
+        let changed: Vec<&(String, String)> = want
             .iter()
-            .all(|(site, text)| self.backbone.relayed.get(site) == Some(text))
-        {
+            .filter(|(site, text)| self.backbone.relayed.get(site) != Some(text))
+            .collect();
+        if changed.is_empty() {
             return;
         }
+        // Good news waits for the next batch; trouble goes now, with
+        // whatever good news waited.
+        let trouble = changed.iter().any(|(site, text)| {
+            let Some(old) = self.backbone.relayed.get(site) else {
+                return false;
+            };
+            match (sites::decode_relay(old), sites::decode_relay(text)) {
+                (Ok(old), Ok(new)) => sites::worse_news(&old, &new),
+                _ => true,
+            }
+        });
+        if let Some(at) = self.backbone.relayed_at {
+            let next = at + sites::GOOD_NEWS_EVERY;
+            if now < next && !trouble {
+                self.due(next);
+                return;
+            }
+        }
+        self.backbone.relayed_at = Some(now);
         let mut published = 0u64;
         {
             let mut guard = self.chitchat.lock().await;

@@ -431,6 +431,18 @@ impl MeshNode {
         self.backbone.lock().await.is_some()
     }
 
+    /// How many nodes this node's backbone chitchat holds (live or gone
+    /// but not yet forgotten: each is a line of every backbone digest); 0
+    /// when it is not in the backbone.
+    pub async fn backbone_members(&self) -> usize {
+        let chitchat = match self.backbone.lock().await.as_ref() {
+            Some(b) => b.chitchat.chitchat(),
+            None => return 0,
+        };
+        let n = chitchat.lock().await.node_states().len();
+        n
+    }
+
     /// Bytes of gossip state this node holds (keys and values of every
     /// node), the figure that must not grow with N² under the sites
     /// topology.

@@ -453,6 +453,53 @@ pub fn same_news(a: &SiteSummary, b: &SiteSummary) -> bool {
     }
 }
 
+/// How bad a link state is, for telling trouble from good news: a link
+/// not measured yet is no trouble.
+fn severity(s: LinkState) -> u8 {
+    match s {
+        LinkState::Up | LinkState::Unknown => 0,
+        LinkState::Stale => 1,
+        LinkState::Degraded => 2,
+        LinkState::Down => 3,
+    }
+}
+
+/// Whether `new` tells of trouble `old` did not: a link to another site
+/// worse than it was (or as bad over more representative pairs), a member
+/// not up that was, fewer members or fewer up, a broken link inside not
+/// listed before or more of them, other representatives, or a summary
+/// gone stale. Trouble is published and relayed at once; anything else is
+/// good news, which may wait (see [`GOOD_NEWS_EVERY`]).
+pub fn worse_news(old: &SiteSummary, new: &SiteSummary) -> bool {
+    if new.stale && !old.stale
+        || new.representatives != old.representatives
+        || new.nodes < old.nodes
+        || new.up < old.up
+        || new.broken_total > old.broken_total
+    {
+        return true;
+    }
+    let links_worse = new.links.iter().any(|l| {
+        let before = old.links.iter().find(|o| o.to == l.to);
+        let was = before.map_or(0, |o| severity(o.state));
+        severity(l.state) > was
+            || severity(l.state) > 0
+                && before.is_some_and(|o| {
+                    l.pairs_troubled > o.pairs_troubled || l.loss_kind != o.loss_kind
+                })
+    });
+    links_worse
+        || new.troubled.iter().any(|t| !old.troubled.contains(t))
+        || new.broken.iter().any(|b| !old.broken.contains(b))
+}
+
+/// Good news in summaries and their relays (links to other sites first
+/// measured up, members come up, a broken link mended) is published at
+/// most this often: a grid of many sites starting at once would otherwise
+/// republish and relay every summary once per site link. Trouble does
+/// not wait.
+pub const GOOD_NEWS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A relayed summary: its signer on the first line, then the summary, and
 /// `stale` as a last line when no representative of it is heard in the
 /// backbone any more.
@@ -605,5 +652,89 @@ mod tests {
             .collect();
         let limit = crate::gossip_guard::GossipLimits::default().max_value_len;
         assert!(encode(&s).len() + 100 < limit, "{}", encode(&s).len());
+    }
+
+    #[test]
+    fn trouble_is_told_apart_from_good_news() {
+        let old = sample();
+        let later = |f: &dyn Fn(&mut SiteSummary)| {
+            let mut s = old.clone();
+            s.at_ms += 1_000;
+            f(&mut s);
+            s
+        };
+        // Good news: a link first measured up, a member back up, a broken
+        // link mended, a link less degraded.
+        let good: [(&str, SiteSummary); 4] = [
+            (
+                "a new link up",
+                later(&|s| {
+                    s.links.push(SiteLink {
+                        to: "par".into(),
+                        state: LinkState::Up,
+                        loss_kind: LossKind::None,
+                        pairs: 9,
+                        pairs_troubled: 0,
+                    })
+                }),
+            ),
+            (
+                "a member back up",
+                later(&|s| {
+                    s.up = 40;
+                    s.troubled.clear();
+                }),
+            ),
+            (
+                "a broken link mended",
+                later(&|s| {
+                    s.broken.clear();
+                    s.broken_total = 38;
+                }),
+            ),
+            (
+                "fewer pairs down",
+                later(&|s| s.links[1].pairs_troubled = 3),
+            ),
+        ];
+        for (what, new) in &good {
+            assert!(!worse_news(&old, new), "{what} is good news");
+        }
+        let bad: [(&str, SiteSummary); 7] = [
+            (
+                "a link down",
+                later(&|s| s.links[0].state = LinkState::Down),
+            ),
+            (
+                "more pairs of a degraded link",
+                later(&|s| {
+                    s.links[1].pairs = 12;
+                    s.links[1].pairs_troubled = 10;
+                }),
+            ),
+            (
+                "a member down",
+                later(&|s| {
+                    s.up = 38;
+                    s.troubled.push(SiteNode {
+                        id: "ams-18".into(),
+                        state: NodeState::Down,
+                    })
+                }),
+            ),
+            ("a member left", later(&|s| s.nodes = 39)),
+            (
+                "another broken link",
+                later(&|s| s.broken[0].target = "ams-19".into()),
+            ),
+            (
+                "another representative",
+                later(&|s| s.representatives[0].id = "ams-02".into()),
+            ),
+            ("gone stale", later(&|s| s.stale = true)),
+        ];
+        for (what, new) in &bad {
+            assert!(worse_news(&old, new), "{what} is trouble");
+        }
     }
 }
