@@ -213,6 +213,10 @@ fn main() -> anyhow::Result<()> {
                 .map(|s| s.parse())
                 .transpose()?
                 .unwrap_or(1000);
+            let backbone_gossip = flag("--backbone-gossip-ms")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1000);
             let full = flag("--full-sites")
                 .map(|s| s.parse())
                 .transpose()?
@@ -222,11 +226,12 @@ fn main() -> anyhow::Result<()> {
                 sites,
                 reps,
                 std::time::Duration::from_millis(gossip),
+                std::time::Duration::from_millis(backbone_gossip),
                 full,
             )
         }
         _ => {
-            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench grid-sites [--nodes 100] [--sites 10] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 10000] [--sites 100] [--representatives 3] [--gossip-ms 1000] [--full-sites 100]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages] [--postgres]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7] [--postgres]\n       gemba-bench sampling [--processes 50] [--samples 30]\n       gemba-bench series [--points 2000000] [--batch 10000] [--series 20] [--days 40]\n       gemba-bench logs [--files 16] [--lines-per-s 200] [--seconds 60]\n       gemba-bench charts [--rounds 20]");
+            eprintln!("usage: gemba-bench grid [--sizes 5,20,50] [--gemba target/release/gemba]\n       gemba-bench grid-sites [--nodes 100] [--sites 10] [--gemba target/release/gemba]\n       gemba-bench sim [--nodes 10000] [--sites 100] [--representatives 3] [--gossip-ms 1000] [--backbone-gossip-ms 1000] [--full-sites 100]\n       gemba-bench console [--sizes 50,100,300] [--rounds 5]\n       gemba-bench identity [--ops 20000]\n       gemba-bench planner [--nodes 1000] [--rounds 2000]\n       gemba-bench plugins [--runs 3000] [--concurrency 32]\n       gemba-bench reaction [--rounds 5] [--gemba target/release/gemba]   (needs monit)\n       gemba-bench ingest [--reports 20000] [--clients 4] [--gemba target/release/gemba] [--fixtures ../shared/fixtures] [--stages] [--postgres]\n       gemba-bench market [--nodes 10000] [--per-day 48] [--days 7] [--postgres]\n       gemba-bench sampling [--processes 50] [--samples 30]\n       gemba-bench series [--points 2000000] [--batch 10000] [--series 20] [--days 40]\n       gemba-bench logs [--files 16] [--lines-per-s 200] [--seconds 60]\n       gemba-bench charts [--rounds 20]");
             std::process::exit(2);
         }
     }

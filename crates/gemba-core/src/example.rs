@@ -90,6 +90,11 @@ representatives = {representatives}
 # through at first (any one is enough; their lowest-id nodes are the likely
 # representatives).
 # backbone_seeds = ["10.1.0.1:7946"]
+# Under "sites": the backbone's gossip rounds (`gossip_interval` is then the
+# site's). Every round sends a digest of every member (about 50 bytes each)
+# to three peers: a site of 100 at "3s" sends a third of what it does at "1s",
+# and takes longer to learn its members at start.
+backbone_gossip_interval = "{backbone_gossip_interval}"
 
 [http]
 # The API, the console and /metrics. Listening beyond loopback requires a token.
@@ -310,6 +315,7 @@ log_lines = {log_lines}
         tcp_probe_interval = d::TCP_PROBE_INTERVAL,
         tcp_timeout = d::TCP_TIMEOUT,
         gossip_interval = d::GOSSIP_INTERVAL,
+        backbone_gossip_interval = d::BACKBONE_GOSSIP_INTERVAL,
         window = d::WINDOW,
         down_after_lost = d::DOWN_AFTER_LOST,
         up_after_replies = d::UP_AFTER_REPLIES,

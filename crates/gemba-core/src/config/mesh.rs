@@ -29,6 +29,7 @@ pub struct MeshSection {
     pub tcp_probe_interval: Option<String>,
     pub tcp_timeout: Option<String>,
     pub gossip_interval: Option<String>,
+    pub backbone_gossip_interval: Option<String>,
     pub window: Option<String>,
     pub down_after_lost: Option<u32>,
     pub up_after_replies: Option<u32>,
@@ -65,6 +66,9 @@ pub struct MeshConfig {
     pub tcp_probe_interval: Duration,
     pub tcp_timeout: Duration,
     pub gossip_interval: Duration,
+    /// Under the `sites` topology: the backbone's gossip rounds (the
+    /// site's are `gossip_interval`).
+    pub backbone_gossip_interval: Duration,
     pub window: Duration,
     pub down_after_lost: u32,
     pub up_after_replies: u32,
@@ -196,6 +200,12 @@ pub(super) fn mesh_config(c: &mut Checker, mesh: MeshSection, o: &Overrides) -> 
         defaults::GOSSIP_INTERVAL,
         ms(20),
     );
+    let backbone_gossip_interval = c.duration(
+        "mesh.backbone_gossip_interval",
+        mesh.backbone_gossip_interval.as_deref(),
+        defaults::BACKBONE_GOSSIP_INTERVAL,
+        ms(20),
+    );
     let window = c.duration(
         "mesh.window",
         mesh.window.as_deref(),
@@ -291,6 +301,7 @@ pub(super) fn mesh_config(c: &mut Checker, mesh: MeshSection, o: &Overrides) -> 
         tcp_probe_interval,
         tcp_timeout,
         gossip_interval,
+        backbone_gossip_interval,
         window,
         down_after_lost,
         up_after_replies,

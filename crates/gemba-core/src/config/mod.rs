@@ -48,6 +48,7 @@ pub mod defaults {
     pub const TCP_PROBE_INTERVAL: &str = "5s";
     pub const TCP_TIMEOUT: &str = "1s";
     pub const GOSSIP_INTERVAL: &str = "1s";
+    pub const BACKBONE_GOSSIP_INTERVAL: &str = "1s";
     pub const WINDOW: &str = "30s";
     pub const DOWN_AFTER_LOST: u32 = 3;
     pub const UP_AFTER_REPLIES: u32 = 2;

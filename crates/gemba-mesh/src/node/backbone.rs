@@ -36,6 +36,9 @@ pub(super) struct RunningBackbone {
     stop: tokio_util::sync::CancellationToken,
     /// Wakes the maintainer when a summary arrives, to relay it at once.
     _summaries: chitchat::ListenerHandle,
+    /// Set when a summary arrived since the backbone was last read: only
+    /// the first of a burst wakes the maintainer.
+    news: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RunningBackbone {
@@ -68,10 +71,15 @@ pub(super) struct BackboneState {
     pub(super) published: Option<SiteSummary>,
     pub(super) published_at: Option<Instant>,
     pub(super) summarized_at: Option<Instant>,
-    /// Relays published into the site, by site, and when good news was
-    /// last relayed.
-    pub(super) relayed: HashMap<String, String>,
+    /// Relays published into the site, by site (stale when relayed as
+    /// such), and when good news was last relayed.
+    pub(super) relayed: HashMap<String, SiteSummary>,
     pub(super) relayed_at: Option<Instant>,
+    /// Summaries read from the backbone, and the other sites as last read
+    /// (at most every [`SUMMARY_EVERY`]).
+    pub(super) decoded: DecodedSummaries,
+    pub(super) view: BTreeMap<String, SiteSummary>,
+    pub(super) view_at: Option<Instant>,
     /// When a site's signers were last heard live in the backbone.
     pub(super) heard: HashMap<String, Instant>,
     /// Since when this node has been one of its site's representatives,
@@ -97,6 +105,9 @@ impl BackboneState {
             summarized_at: None,
             relayed: HashMap::new(),
             relayed_at: None,
+            decoded: HashMap::new(),
+            view: BTreeMap::new(),
+            view_at: None,
             heard: HashMap::new(),
             rep_since: None,
             reps_seen: Vec::new(),
@@ -106,24 +117,46 @@ impl BackboneState {
     }
 }
 
+/// Summaries read from the backbone, by signer: the generation and
+/// version each was read at, and what it said (`None`: it did not decode).
+/// A summary is decoded once, not on every round.
+pub(super) type DecodedSummaries = HashMap<Arc<str>, (u64, u64, Option<SiteSummary>)>;
+
 /// The other sites as the backbone shows them now: for each site, the
 /// summary of its lowest-id live signer (the same one on every
 /// representative, so relays change only when that signer does).
-fn backbone_view(chitchat: &chitchat::Chitchat, own_site: &str) -> BTreeMap<String, SiteSummary> {
+fn backbone_view(
+    chitchat: &chitchat::Chitchat,
+    own_site: &str,
+    decoded: &mut DecodedSummaries,
+) -> BTreeMap<String, SiteSummary> {
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let newest = newest_generations(chitchat);
+    decoded.retain(|id, _| newest.contains_key(&**id));
     let mut out: BTreeMap<String, SiteSummary> = BTreeMap::new();
-    for cid in newest_generations(chitchat).into_values() {
+    for cid in newest.into_values() {
         if !live.contains(cid) {
             continue;
         }
-        let Some(text) = chitchat
+        let Some(v) = chitchat
             .node_state(cid)
-            .and_then(|s| s.get(SUMMARY_KEY))
-            .and_then(identity::payload)
+            .and_then(|s| s.get_versioned(SUMMARY_KEY))
+            .filter(|v| !v.is_deleted())
         else {
             continue;
         };
-        let Ok(s) = sites::decode(text, &cid.node_id) else {
+        let fresh =
+            |e: &(u64, u64, Option<SiteSummary>)| e.0 == cid.generation_id && e.1 == v.version;
+        let entry = match decoded.get(&*cid.node_id) {
+            Some(e) if fresh(e) => e,
+            _ => {
+                let s = identity::payload(&v.value)
+                    .and_then(|text| sites::decode(text, &cid.node_id).ok());
+                decoded.insert(cid.node_id.clone(), (cid.generation_id, v.version, s));
+                &decoded[&*cid.node_id]
+            }
+        };
+        let Some(s) = &entry.2 else {
             continue;
         };
         if s.site == own_site {
@@ -132,7 +165,7 @@ fn backbone_view(chitchat: &chitchat::Chitchat, own_site: &str) -> BTreeMap<Stri
         match out.get(&s.site) {
             Some(have) if have.signer < s.signer => {}
             _ => {
-                out.insert(s.site.clone(), s);
+                out.insert(s.site.clone(), s.clone());
             }
         }
     }
@@ -271,6 +304,9 @@ impl Maintainer {
                 self.backbone.published = None;
                 self.backbone.published_at = None;
                 self.backbone.summarized_at = None;
+                self.backbone.view.clear();
+                self.backbone.view_at = None;
+                self.backbone.decoded.clear();
                 self.withdraw_relays().await;
             }
             return Vec::new();
@@ -310,25 +346,46 @@ impl Maintainer {
             return Vec::new();
         };
         let backbone = b.chitchat.chitchat();
+        let news = b.news.clone();
         drop(running);
-        let view = {
-            let guard = backbone.lock().await;
-            backbone_view(&guard, &self.settings.site)
-        };
-        for site in view.keys() {
-            self.backbone.heard.insert(site.clone(), now);
+        // Every summary that changes in the backbone wakes the maintainer:
+        // the backbone is read, and its news passed on, at most every
+        // SUMMARY_EVERY (hundreds of representatives publish at a start).
+        let read_due = self
+            .backbone
+            .view_at
+            .map(|at| at + SUMMARY_EVERY)
+            .filter(|due| now < *due);
+        if let Some(due) = read_due {
+            self.due(due);
+        } else {
+            self.backbone.view_at = Some(now);
+            // Summaries arriving from here on wake the maintainer again.
+            news.store(false, std::sync::atomic::Ordering::Release);
+            let view = {
+                let guard = backbone.lock().await;
+                backbone_view(&guard, &self.settings.site, &mut self.backbone.decoded)
+            };
+            for site in view.keys() {
+                self.backbone.heard.insert(site.clone(), now);
+            }
+            self.backbone.view = view;
         }
+        let view = std::mem::take(&mut self.backbone.view);
         let others = representatives_of(&view);
         self.publish_summary(&backbone, &own, &others, now).await;
         // One relayer per site, its first representative: every node of
         // the site holds one copy of each other site's summary.
-        if own.first() == Some(&self.settings.id) {
-            self.forward_trouble(&backbone, &view).await;
-            self.relay(&view, now).await;
-        } else if !self.backbone.relayed.is_empty() {
-            self.withdraw_relays().await;
+        if read_due.is_none() {
+            if own.first() == Some(&self.settings.id) {
+                self.forward_trouble(&backbone, &view).await;
+                self.relay(&view, now).await;
+            } else if !self.backbone.relayed.is_empty() {
+                self.withdraw_relays().await;
+            }
         }
-        view.values()
+        let targets = view
+            .values()
             .flat_map(|s| s.representatives.iter())
             .filter_map(|r| {
                 Some(Target {
@@ -336,7 +393,9 @@ impl Maintainer {
                     addr: r.addr.parse().ok()?,
                 })
             })
-            .collect()
+            .collect();
+        self.backbone.view = view;
+        targets
     }
 
     /// Where the backbone is first reached: the configured seeds, and the
@@ -387,6 +446,7 @@ impl Maintainer {
             format!("{}/backbone", s.cluster),
             generation,
             seeds,
+            s.backbone_gossip_interval,
             BACKBONE_GRACE,
         );
         let initial = signed_initial(
@@ -401,16 +461,23 @@ impl Maintainer {
             .await
             .map_err(|e| MeshError::Gossip(format!("backbone: {e:#}")))?;
         let wake = self.changes.clone();
+        let news = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = news.clone();
         let summaries = chitchat
             .chitchat()
             .lock()
             .await
-            .subscribe_event(SUMMARY_KEY, move |_| wake.notify_one());
+            .subscribe_event(SUMMARY_KEY, move |_| {
+                if !flag.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    wake.notify_one();
+                }
+            });
         Ok(RunningBackbone {
             chitchat: Arc::new(chitchat),
             guard_task: path.task,
             stop,
             _summaries: summaries,
+            news,
         })
     }
 
@@ -573,12 +640,14 @@ impl Maintainer {
     /// Relays the other sites' summaries into this site: a site whose
     /// signers are not heard for [`SUMMARY_TTL`] is relayed as stale.
     async fn relay(&mut self, view: &BTreeMap<String, SiteSummary>, now: Instant) {
-        let mut want: Vec<(String, String)> = Vec::new();
-        for (site, s) in view {
-            want.push((site.clone(), sites::encode_relay(s)));
-        }
-        for (site, text) in &self.backbone.relayed {
-            if view.contains_key(site) || text.ends_with(sites::STALE_SUFFIX) {
+        let relayed = &self.backbone.relayed;
+        let mut changed: Vec<(String, SiteSummary)> = view
+            .iter()
+            .filter(|(site, s)| relayed.get(*site) != Some(*s))
+            .map(|(site, s)| (site.clone(), s.clone()))
+            .collect();
+        for (site, s) in relayed {
+            if view.contains_key(site) || s.stale {
                 continue;
             }
             let quiet = self
@@ -587,26 +656,24 @@ impl Maintainer {
                 .get(site)
                 .is_none_or(|at| now.duration_since(*at) >= SUMMARY_TTL);
             if quiet {
-                want.push((site.clone(), format!("{text}{}", sites::STALE_SUFFIX)));
+                changed.push((
+                    site.clone(),
+                    SiteSummary {
+                        stale: true,
+                        ..s.clone()
+                    },
+                ));
             }
         }
-        let changed: Vec<&(String, String)> = want
-            .iter()
-            .filter(|(site, text)| self.backbone.relayed.get(site) != Some(text))
-            .collect();
         if changed.is_empty() {
             return;
         }
         // Good news waits for the next batch; trouble goes now, with
         // whatever good news waited.
-        let trouble = changed.iter().any(|(site, text)| {
-            let Some(old) = self.backbone.relayed.get(site) else {
-                return false;
-            };
-            match (sites::decode_relay(old), sites::decode_relay(text)) {
-                (Ok(old), Ok(new)) => sites::worse_news(&old, &new),
-                _ => true,
-            }
+        let trouble = changed.iter().any(|(site, new)| {
+            relayed
+                .get(site)
+                .is_some_and(|old| sites::worse_news(old, new))
         });
         if let Some(at) = self.backbone.relayed_at {
             let next = at + sites::GOOD_NEWS_EVERY;
@@ -619,14 +686,12 @@ impl Maintainer {
         let mut published = 0u64;
         {
             let mut guard = self.chitchat.lock().await;
-            for (site, text) in want {
-                if self.backbone.relayed.get(&site) == Some(&text) {
-                    continue;
-                }
+            for (site, s) in changed {
                 let key = format!("{RELAY_PREFIX}{site}");
+                let text = sites::encode_relay(&s);
                 published +=
                     publish(&mut guard, &self.settings.identity, &key, &text, false) as u64;
-                self.backbone.relayed.insert(site, text);
+                self.backbone.relayed.insert(site, s);
             }
         }
         self.metrics

@@ -116,6 +116,8 @@ pub struct MeshSettings {
     pub probe_ports: Option<(u16, u16)>,
     pub policy: LinkPolicy,
     pub gossip_interval: Duration,
+    /// The backbone's gossip rounds, under the `sites` topology.
+    pub backbone_gossip_interval: Duration,
     pub topology: Topology,
     pub isolated_fraction: f64,
     pub packet_max_age: Duration,
@@ -162,6 +164,7 @@ impl MeshSettings {
             probe_ports: m.probe_ports,
             policy: LinkPolicy::from_config(m),
             gossip_interval: m.gossip_interval,
+            backbone_gossip_interval: m.backbone_gossip_interval,
             topology: m.topology,
             isolated_fraction: m.isolated_fraction,
             packet_max_age: m.packet_max_age,
@@ -281,23 +284,24 @@ fn no_live_nodes_copy(_: &chitchat::NodeState) -> bool {
 }
 
 /// chitchat's settings for one of this node's clusters (its site's or
-/// the backbone), generation `generation`; a node gone from it is
-/// forgotten after `grace`.
+/// the backbone), generation `generation`, gossiping every `interval`; a
+/// node gone from it is forgotten after `grace`.
 fn cluster_config(
     s: &MeshSettings,
     cluster_id: String,
     generation: u64,
     seeds: Vec<String>,
+    interval: Duration,
     grace: Duration,
 ) -> ChitchatConfig {
     ChitchatConfig {
         chitchat_id: ChitchatId::new(s.id.clone(), generation, s.advertise),
         cluster_id,
-        gossip_interval: s.gossip_interval,
+        gossip_interval: interval,
         listen_addr: s.listen,
         seed_nodes: seeds,
         failure_detector_config: FailureDetectorConfig {
-            initial_interval: s.gossip_interval * 5,
+            initial_interval: interval * 5,
             max_interval: Duration::from_secs(10),
             sampling_window_size: FAILURE_WINDOW,
             dead_node_grace_period: grace,

@@ -99,6 +99,7 @@ impl MeshNode {
             cluster_id,
             generation,
             settings.seeds.clone(),
+            settings.gossip_interval,
             Duration::from_secs(3600),
         );
         let mut initial = vec![

@@ -479,8 +479,9 @@ pub fn worse_news(old: &SiteSummary, new: &SiteSummary) -> bool {
     {
         return true;
     }
+    let before: HashMap<&str, &SiteLink> = old.links.iter().map(|o| (o.to.as_str(), o)).collect();
     let links_worse = new.links.iter().any(|l| {
-        let before = old.links.iter().find(|o| o.to == l.to);
+        let before = before.get(l.to.as_str());
         let was = before.map_or(0, |o| severity(o.state));
         severity(l.state) > was
             || severity(l.state) > 0
