@@ -40,6 +40,16 @@ fn addr(i: usize) -> SocketAddr {
     .expect("valid address")
 }
 
+/// What every simulated node is configured with.
+struct Shape {
+    reps: usize,
+    gossip: Duration,
+    backbone_gossip: Duration,
+    /// Nodes (global indices) a representative first reaches the backbone
+    /// through.
+    backbone_seeds: Vec<usize>,
+}
+
 /// The simulated nodes, by site: global indices (their addresses). Site
 /// `s` has `per_site[s]` nodes, its first ones its representatives.
 fn layout(per_site: &[usize]) -> Vec<Vec<usize>> {
@@ -63,11 +73,14 @@ fn settings(
     site: usize,
     j: usize,
     seed: usize,
-    backbone_seeds: &[usize],
-    reps: usize,
-    gossip: Duration,
-    backbone_gossip: Duration,
+    grid: &Shape,
 ) -> anyhow::Result<MeshSettings> {
+    let Shape {
+        reps,
+        gossip,
+        backbone_gossip,
+        ref backbone_seeds,
+    } = *grid;
     let backbone: Vec<String> = backbone_seeds
         .iter()
         .map(|&s| format!("\"{}\"", addr(s)))
@@ -262,11 +275,16 @@ pub fn run(
     rt.block_on(async move {
         let wall = Instant::now();
         let net = MemNet::with_latency(Duration::from_micros(300));
-        let backbone_seeds: Vec<usize> = by_site.iter().take(3).map(|ids| ids[0]).collect();
+        let shape = Shape {
+            reps,
+            gossip,
+            backbone_gossip,
+            backbone_seeds: by_site.iter().take(3).map(|ids| ids[0]).collect(),
+        };
         let mut nodes = Vec::with_capacity(simulated);
         for (site, ids) in by_site.iter().enumerate() {
             for (j, &i) in ids.iter().enumerate() {
-                let settings = settings(i, site, j, ids[0], &backbone_seeds, reps, gossip, backbone_gossip)?;
+                let settings = settings(i, site, j, ids[0], &shape)?;
                 nodes.push(Some(MeshNode::start(settings, Arc::new(net.clone()), None).await?));
             }
         }
