@@ -219,6 +219,10 @@ pub(super) const PUSH_FANOUT: usize = 3;
 /// one hop, at the cost of about one probe round, instead of waiting for
 /// the rumour to find it.
 pub(super) const PUSH_DIRECT_MAX: usize = 64;
+/// The same under the `sites` topology, where a node's cluster is its site
+/// (sites are meant to hold about a hundred nodes): every member of a site
+/// hears a node's own news, its relays included, in one hop.
+pub(super) const PUSH_DIRECT_MAX_SITE: usize = 128;
 /// The least time between two pushes of one node.
 pub(super) const PUSH_GAP: Duration = Duration::from_millis(100);
 
@@ -268,7 +272,7 @@ pub(super) async fn push_changes(
         news.sort();
         news.dedup();
         last = Some(Instant::now());
-        let (message, peers, own) = {
+        let (message, peers, own, cluster) = {
             let c = chitchat.chitchat();
             let guard = c.lock().await;
             let me = guard.self_chitchat_id().node_id.clone();
@@ -312,12 +316,24 @@ pub(super) async fn push_changes(
                 .filter(|m| m.live)
                 .collect();
             let peers = relay_peers(&members, &me, &origins, topology);
-            (crate::gossip_guard::rumour(&nodes), peers, own)
+            let cluster: HashSet<SocketAddr> = members.iter().map(|m| m.addr).collect();
+            (crate::gossip_guard::rumour(&nodes), peers, own, cluster)
         };
         let mut direct: Vec<SocketAddr> = Vec::new();
         if let Some(own) = own {
-            let mut probed: Vec<SocketAddr> = targets.borrow().iter().map(|t| t.addr).collect();
-            direct = pick_random(&mut rng, &mut probed, PUSH_DIRECT_MAX);
+            // Only the members of this node's cluster can take its state: a
+            // representative also probes other sites' representatives.
+            let mut probed: Vec<SocketAddr> = targets
+                .borrow()
+                .iter()
+                .map(|t| t.addr)
+                .filter(|a| cluster.contains(a))
+                .collect();
+            let cap = match topology {
+                Topology::Sites { .. } => PUSH_DIRECT_MAX_SITE,
+                _ => PUSH_DIRECT_MAX,
+            };
+            direct = pick_random(&mut rng, &mut probed, cap);
             for &addr in &direct {
                 endpoint.send_gossip(addr, &own).await;
             }

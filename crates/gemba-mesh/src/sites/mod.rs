@@ -499,7 +499,7 @@ pub fn worse_news(old: &SiteSummary, new: &SiteSummary) -> bool {
 /// most this often: a grid of many sites starting at once would otherwise
 /// republish and relay every summary once per site link. Trouble does
 /// not wait.
-pub const GOOD_NEWS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub const GOOD_NEWS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A relayed summary: its signer on the first line, then the summary, and
 /// `stale` as a last line when no representative of it is heard in the
