@@ -285,15 +285,16 @@ impl Maintainer {
         let now = Instant::now();
         self.relayers.note(&own, now);
         let i_am = own.contains(&self.settings.id);
+        let held = own == self.backbone.reps_seen;
+        if !held {
+            self.backbone.reps_seen = own.clone();
+        }
         if !i_am {
             self.backbone.rep_since = None;
-        } else if self.backbone.rep_since.is_none() || own != self.backbone.reps_seen {
+        } else if self.backbone.rep_since.is_none() || !held {
             // A node still learning its site sees lower ids appear: it
             // counts as a representative only from when the list held.
             self.backbone.rep_since = Some(now);
-        }
-        if own != self.backbone.reps_seen {
-            self.backbone.reps_seen = own.clone();
         }
         let slot = self.backbone.slot.clone();
         let mut running = slot.lock().await;

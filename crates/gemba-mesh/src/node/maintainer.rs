@@ -309,14 +309,14 @@ pub(super) async fn push_changes(
                     .collect();
                 origins.extend(news.pop().map(|id| (id, troubled)));
             }
+            let all = members_of(&guard, &joining, false);
+            // Every member of this node's cluster, live or not, may take
+            // its own news: under `full` every node it probes.
+            let cluster: HashSet<SocketAddr> = all.iter().map(|m| m.addr).collect();
             // Live as this node counts it: a grid that is starting has no
             // node chitchat calls live yet, and its news must travel too.
-            let members: Vec<Member> = members_of(&guard, &joining, false)
-                .into_iter()
-                .filter(|m| m.live)
-                .collect();
+            let members: Vec<Member> = all.into_iter().filter(|m| m.live).collect();
             let peers = relay_peers(&members, &me, &origins, topology);
-            let cluster: HashSet<SocketAddr> = members.iter().map(|m| m.addr).collect();
             (crate::gossip_guard::rumour(&nodes), peers, own, cluster)
         };
         let mut direct: Vec<SocketAddr> = Vec::new();

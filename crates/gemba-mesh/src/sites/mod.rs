@@ -737,5 +737,9 @@ mod tests {
         for (what, new) in &bad {
             assert!(worse_news(&old, new), "{what} is trouble");
         }
+        // A member from degraded to down: no count moves.
+        let mut degraded = old.clone();
+        degraded.troubled[0].state = NodeState::Degraded;
+        assert!(worse_news(&degraded, &old), "a member down is trouble");
     }
 }
